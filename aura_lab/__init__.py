@@ -1,0 +1,30 @@
+"""aura_lab: a Jupyter workbench for fast compute kernels written in Mojo.
+
+Every op takes ``backend="auto"`` (or "numpy", "torch", "mojo", "max"); see
+``aura_lab.backends()`` for what is available here and ``aura_lab.last_dispatch()`` for
+which backend ran the last call.
+"""
+
+from ._registry import (
+    BACKENDS,
+    AuraFallbackWarning,
+    BackendStatus,
+    Dispatch,
+    backends,
+    last_dispatch,
+    use_backend,
+)
+from .distance import pairwise_distances
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS",
+    "AuraFallbackWarning",
+    "BackendStatus",
+    "Dispatch",
+    "backends",
+    "last_dispatch",
+    "pairwise_distances",
+    "use_backend",
+]

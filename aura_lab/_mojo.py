@@ -1,0 +1,228 @@
+"""Build and load the Mojo kernels (``kernels/*.mojo``) as Python extension modules.
+
+Each kernel family is one ``.mojo`` file that defines ``PyInit_<stem>``. On first use it
+is compiled with ``mojo build <file> --emit shared-lib -I <kernels dir>`` into a per-user
+cache, never into site-packages or the source tree:
+
+    $AURA_LAB_CACHE  (default: $XDG_CACHE_HOME/aura_lab, else ~/.cache/aura_lab)
+      mojo-<compiler version>-<cpu key>/<stem>-<source hash>.so
+
+The key covers the compiler version, the CPU (model and flags: a cache is never reused on
+another CPU) and the hash of every ``.mojo`` file in the kernels directory (a shared helper
+change rebuilds everything). ``mojo.importer`` is not used: its cache omits the compiler
+and the CPU, it writes next to the sources, and concurrent first imports race
+(``file too short``). Here a build takes an exclusive ``fcntl`` lock, compiles into a
+temporary file and renames it into place, so any number of processes can start on a cold
+cache: one compiles, the others wait and load the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from functools import lru_cache
+from pathlib import Path
+
+
+from ._registry import BackendUnavailable
+
+
+class MojoBuildError(BackendUnavailable):
+    """A kernel failed to compile; ``.diagnostics`` holds the compiler's output."""
+
+    def __init__(self, stem: str, command: list[str], diagnostics: str):
+        self.stem = stem
+        self.command = command
+        self.diagnostics = diagnostics
+        super().__init__(
+            f"mojo build of kernels/{stem}.mojo failed:\n{diagnostics.strip()}\n"
+            f"command: {' '.join(command)}"
+        )
+
+
+class MojoUnavailable(BackendUnavailable):
+    """The Mojo compiler or runtime cannot be used here."""
+
+
+_lock = threading.Lock()
+_loaded: dict[str, object] = {}
+
+
+def kernels_dir() -> Path:
+    """The directory holding ``*.mojo``: inside the installed wheel, else the source tree."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "kernels", here.parent / "kernels"):
+        if cand.is_dir() and any(cand.glob("*.mojo")):
+            return cand
+    raise MojoUnavailable(f"no kernels/*.mojo found next to {here}")
+
+
+def kernel_names() -> list[str]:
+    """Stems of the buildable kernel modules (files starting with '_' are shared helpers)."""
+    return sorted(p.stem for p in kernels_dir().glob("*.mojo") if not p.stem.startswith("_"))
+
+
+def cache_root() -> Path:
+    env = os.environ.get("AURA_LAB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "aura_lab"
+
+
+@lru_cache(maxsize=1)
+def compiler_version() -> str:
+    try:
+        return importlib.metadata.version("mojo-compiler")
+    except importlib.metadata.PackageNotFoundError:
+        raise MojoUnavailable(
+            "the Mojo compiler is not installed (pip install mojo-compiler==1.2.0, "
+            "or run `make test`/`make lab`, which set up .venv)"
+        ) from None
+
+
+@lru_cache(maxsize=1)
+def _package_root() -> Path:
+    try:
+        from mojo._package_root import get_package_root
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise MojoUnavailable(f"cannot import the mojo package: {e}") from None
+    return Path(get_package_root())
+
+
+@lru_cache(maxsize=1)
+def mojo_binary() -> Path:
+    root = _package_root()
+    for cand in (Path(sys.prefix) / "bin" / "mojo", root / "bin" / "mojo"):
+        if cand.is_file() and os.access(cand, os.X_OK):
+            return cand
+    raise MojoUnavailable(f"the mojo compiler binary was not found (looked in {sys.prefix}/bin and {root}/bin)")
+
+
+@lru_cache(maxsize=1)
+def cpu_key() -> str:
+    """A short hash of the CPU model and feature flags: caches never cross CPUs."""
+    ident = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+        lines = [ln for ln in info.splitlines() if ln.split(":")[0].strip() in ("model name", "flags", "Features")]
+        ident += "\n".join(sorted(set(lines)))
+    except OSError:
+        ident += platform.processor()
+    return hashlib.sha256(ident.encode()).hexdigest()[:12]
+
+
+def sources_hash() -> str:
+    h = hashlib.sha256()
+    for p in sorted(kernels_dir().glob("*.mojo")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def build_dir() -> Path:
+    return cache_root() / f"mojo-{compiler_version()}-{cpu_key()}"
+
+
+def library_path(stem: str) -> Path:
+    return build_dir() / f"{stem}-{sources_hash()}.so"
+
+
+@lru_cache(maxsize=1)
+def _preload_runtime() -> None:
+    """Built ``.so`` files carry an absolute RUNPATH to the venv that built them; load the
+    runtime libraries of *this* environment globally so the sonames always resolve."""
+    lib = _package_root() / "lib"
+    for name in ("libKGENCompilerRTShared.so", "libAsyncRTMojoBindings.so"):
+        path = lib / name
+        if not path.is_file():
+            raise MojoUnavailable(f"Mojo runtime library missing: {path} (is max==26.7.0 installed?)")
+        ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+
+
+def _say(msg: str) -> None:
+    print(f"aura_lab: {msg}", file=sys.stderr, flush=True)
+
+
+def build(stem: str, *, force: bool = False, quiet: bool = False) -> Path:
+    """Compile ``kernels/<stem>.mojo`` into the cache (no-op when already built)."""
+    src = kernels_dir() / f"{stem}.mojo"
+    if not src.is_file():
+        raise ValueError(f"unknown kernel {stem!r}; available: {', '.join(kernel_names())}")
+    target = library_path(stem)
+    if target.is_file() and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f"{stem}.lock", "w") as lockf:
+        fcntl.flock(lockf, fcntl.LOCK_EX)  # one compiler per kernel; the others wait here
+        if target.is_file() and not force:
+            return target
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}-", suffix=".so", dir=target.parent)
+        os.close(fd)
+        cmd = [str(mojo_binary()), "build", str(src), "--emit", "shared-lib", "-I", str(src.parent), "-o", tmp]
+        if not quiet:
+            _say(f"compiling kernels/{stem}.mojo with Mojo {compiler_version()} (first use; takes ~5-20 s) ...")
+        t0 = time.perf_counter()
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0 or os.path.getsize(tmp) == 0:
+                diag = "\n".join(ln for ln in (r.stdout + r.stderr).splitlines() if "Crashpad" not in ln)
+                raise MojoBuildError(stem, cmd, diag)
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        for old in target.parent.glob(f"{stem}-*.so"):  # builds of older sources
+            if old != target:
+                with contextlib.suppress(OSError):
+                    old.unlink()
+        if not quiet:
+            _say(f"built {stem} in {time.perf_counter() - t0:.1f} s -> {target}")
+    return target
+
+
+def load(stem: str):
+    """Import the extension module for ``kernels/<stem>.mojo``, compiling it if needed."""
+    mod = _loaded.get(stem)
+    if mod is not None:
+        return mod
+    with _lock:
+        mod = _loaded.get(stem)
+        if mod is None:
+            _preload_runtime()
+            path = build(stem)
+            spec = importlib.util.spec_from_file_location(stem, path)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            _loaded[stem] = mod
+    return mod
+
+
+def is_built(stem: str) -> bool:
+    try:
+        return library_path(stem).is_file()
+    except MojoUnavailable:
+        return False
+
+
+def status() -> tuple[bool, str, str]:
+    """(available, version, reason) without compiling anything."""
+    try:
+        version = compiler_version()
+        mojo_binary()
+        _package_root()
+        kernels_dir()
+    except MojoUnavailable as e:
+        return False, "", str(e)
+    return True, version, ""

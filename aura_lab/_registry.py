@@ -1,0 +1,241 @@
+"""One registry for backends and ops.
+
+* ``backends()`` lists numpy / torch / mojo / max with availability, version and the
+  reason when unavailable.
+* Each op module creates an ``Op`` and registers one implementation per backend with
+  ``@op.impl("torch")``. Public functions call ``op.run(backend, ...)``, which resolves
+  ``"auto"``, raises ``RuntimeError`` with the reason for an explicit backend that cannot
+  run, falls back with an ``AuraFallbackWarning`` under ``"auto"``, and records what ran
+  (``aura_lab.last_dispatch()``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import importlib.metadata
+import logging
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable
+
+log = logging.getLogger("aura_lab")
+
+BACKENDS = ("numpy", "torch", "mojo", "max")
+
+
+class AuraFallbackWarning(RuntimeWarning):
+    """``backend="auto"`` could not use its first choice and fell back."""
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    name: str
+    available: bool
+    version: str
+    reason: str = ""
+    detail: str = ""
+
+    def __str__(self) -> str:
+        state = "available" if self.available else f"unavailable: {self.reason}"
+        ver = f" {self.version}" if self.version else ""
+        extra = f" ({self.detail})" if self.detail else ""
+        return f"{self.name}{ver}: {state}{extra}"
+
+
+def _probe_numpy() -> BackendStatus:
+    import numpy
+
+    return BackendStatus("numpy", True, numpy.__version__, detail="reference")
+
+
+def _probe_torch() -> BackendStatus:
+    try:
+        import torch
+    except Exception as e:  # ImportError or a broken install
+        return BackendStatus("torch", False, "", f"cannot import torch: {e}")
+    devices = "cpu" + (", cuda" if torch.cuda.is_available() else "")
+    return BackendStatus("torch", True, torch.__version__, detail=f"devices: {devices}; threads: {torch.get_num_threads()}")
+
+
+def _probe_mojo() -> BackendStatus:
+    from . import _mojo
+
+    ok, version, reason = _mojo.status()
+    if not ok:
+        return BackendStatus("mojo", False, "", reason)
+    built = [k for k in _mojo.kernel_names() if _mojo.is_built(k)]
+    detail = f"kernels built: {', '.join(built) or 'none yet (compiled on first use)'}"
+    return BackendStatus("mojo", True, version, detail=detail)
+
+
+def _probe_max() -> BackendStatus:
+    try:
+        version = importlib.metadata.version("max")
+    except importlib.metadata.PackageNotFoundError:
+        return BackendStatus("max", False, "", "the max package is not installed (pip install max==26.7.0)")
+    try:
+        from . import _max  # noqa: F401  (added by the MAX backend)
+    except ImportError:
+        return BackendStatus("max", False, version, "aura_lab has no MAX graph ops yet")
+    ok, reason, detail = _max.status()
+    return BackendStatus("max", ok, version, reason, detail)
+
+
+_PROBES = {"numpy": _probe_numpy, "torch": _probe_torch, "mojo": _probe_mojo, "max": _probe_max}
+
+
+@lru_cache(maxsize=None)
+def backend_status(name: str) -> BackendStatus:
+    if name not in _PROBES:
+        raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}, or 'auto'")
+    return _PROBES[name]()
+
+
+def backends() -> list[BackendStatus]:
+    """One row per backend: name, available, version, reason (when unavailable), detail."""
+    return [backend_status(name) for name in BACKENDS]
+
+
+# ---------------------------------------------------------------------------- dispatch
+
+@dataclass
+class Dispatch:
+    """What ran for the last call in this thread (see ``aura_lab.last_dispatch()``)."""
+
+    op: str
+    backend: str
+    requested: str
+    reason: str
+    seconds: float = 0.0
+    fallbacks: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        s = f"{self.op}: ran {self.backend} (requested {self.requested}; {self.reason}) in {self.seconds * 1e3:.3f} ms"
+        if self.fallbacks:
+            s += "; skipped " + "; ".join(self.fallbacks)
+        return s
+
+
+_last = threading.local()
+_default_backend: contextvars.ContextVar[str] = contextvars.ContextVar("aura_backend", default="auto")
+
+
+def last_dispatch() -> Dispatch | None:
+    """The record of the most recent op call in this thread: op, backend, why, seconds."""
+    return getattr(_last, "record", None)
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Within the block, calls that say ``backend="auto"`` use ``name`` instead."""
+    if name != "auto":
+        backend_status(name)  # validates the name
+    token = _default_backend.set(name)
+    try:
+        yield
+    finally:
+        _default_backend.reset(token)
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend that cannot run here; raised for explicit requests, caught by ``auto``."""
+
+
+@dataclass
+class Impl:
+    backend: str
+    fn: Callable
+    devices: tuple[str, ...] = ("cpu",)
+
+
+class Op:
+    """One kernel family: its implementations per backend and how ``auto`` chooses."""
+
+    registry: dict[str, "Op"] = {}
+
+    def __init__(self, name: str, *, reference: str = "numpy", auto_order: tuple[str, ...] = ("mojo", "torch", "numpy")):
+        self.name = name
+        self.reference = reference
+        self.auto_order = auto_order
+        self.impls: dict[str, Impl] = {}
+        Op.registry[name] = self
+
+    def impl(self, backend: str, *, devices: tuple[str, ...] = ("cpu",)):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}")
+
+        def deco(fn):
+            self.impls[backend] = Impl(backend, fn, devices)
+            return fn
+
+        return deco
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return tuple(b for b in BACKENDS if b in self.impls)
+
+    def check(self, backend: str, device: str = "cpu") -> None:
+        """Raise ``BackendUnavailable`` with the reason if ``backend`` cannot run this op."""
+        if backend not in self.impls:
+            raise BackendUnavailable(f"{self.name}: backend {backend!r} is not implemented (this op has: {', '.join(self.backends)})")
+        st = backend_status(backend)
+        if not st.available:
+            raise BackendUnavailable(f"{self.name}: backend {backend!r} is unavailable: {st.reason}")
+        if device not in self.impls[backend].devices:
+            raise BackendUnavailable(f"{self.name}: backend {backend!r} does not run on {device} inputs")
+
+    def auto_candidates(self, size: dict | None = None) -> tuple[list[str], str]:
+        """Backends ``auto`` would try, in order, and why."""
+        try:
+            from . import _auto
+        except ImportError:
+            return list(self.auto_order), "default order"
+        return _auto.order(self, size or {})
+
+    def explain(self, size: dict | None = None, device: str = "cpu") -> str:
+        order, why = self.auto_candidates(size)
+        for b in order:
+            try:
+                self.check(b, device)
+            except BackendUnavailable as e:
+                why += f"; skip {b}: {e}"
+                continue
+            return f"{self.name}: auto picks {b} ({why})"
+        return f"{self.name}: no backend can run ({why})"
+
+    def run(self, backend: str, *args, size: dict | None = None, device: str = "cpu", **kwargs):
+        """Run the op with ``backend`` ("auto" or a name); record what ran."""
+        requested = backend
+        if backend == "auto":
+            backend = _default_backend.get()
+        if backend != "auto":
+            if backend not in BACKENDS:
+                raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}, or 'auto'")
+            try:
+                self.check(backend, device)
+            except BackendUnavailable as e:
+                raise RuntimeError(str(e)) from None
+            return self._call(backend, requested, "explicit", [], args, kwargs)
+        order, why = self.auto_candidates(size)
+        skipped: list[str] = []
+        for b in order:
+            try:
+                self.check(b, device)
+                return self._call(b, requested, why, skipped, args, kwargs)
+            except BackendUnavailable as e:
+                skipped.append(f"{b}: {e}")
+                warnings.warn(f"aura_lab {self.name}: auto skipped {b} ({e}); trying the next backend", AuraFallbackWarning, stacklevel=3)
+        raise RuntimeError(f"{self.name}: no backend could run: " + "; ".join(skipped))
+
+    def _call(self, backend, requested, reason, skipped, args, kwargs):
+        t0 = time.perf_counter()
+        out = self.impls[backend].fn(*args, **kwargs)
+        rec = Dispatch(self.name, backend, requested, reason, time.perf_counter() - t0, skipped)
+        _last.record = rec
+        log.debug("%s", rec)
+        return out

@@ -1,0 +1,150 @@
+"""``aura-lab``: info, build, bench, validate, lab.
+
+    aura-lab info                         backends, versions, SIMD width, threads
+    aura-lab build [KERNEL ...] [--force] precompile the Mojo kernels into the cache
+    aura-lab bench FAMILY [--json PATH]   benchmark sweep (distance, ...)
+    aura-lab validate FAMILY              every backend against its reference
+    aura-lab lab [--headless]             JupyterLab on notebooks/
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _cmd_info(args) -> int:
+    import numpy as np
+
+    from . import _mojo, backends
+    from .distance import num_threads
+    from .harness.core import machine_info
+
+    info = machine_info()
+    print(f"aura_lab {__import__('aura_lab').__version__} on {info.get('cpu', info['machine'])}, {info['cpus']} CPUs, Python {info['python']}")
+    print("\nbackends:")
+    for st in backends():
+        print(f"  {st}")
+    print(f"\nkernel threads: {num_threads()} (set AURA_NUM_THREADS to change)")
+    try:
+        import torch
+
+        print(f"torch threads: {torch.get_num_threads()}")
+    except ImportError:
+        pass
+    ok, version, reason = _mojo.status()
+    if ok:
+        print(f"Mojo {version}; kernels: {_mojo.kernels_dir()}; cache: {_mojo.build_dir()}")
+        print(f"SIMD width (this CPU, AVX-512 if 16): float32 {_simd_width(np.float32)}, float64 {_simd_width(np.float64)}")
+    else:
+        print(f"Mojo unavailable: {reason}")
+    return 0
+
+
+def _simd_width(dtype) -> str:
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        return "?"
+    bits = 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
+    import numpy as np
+
+    return str(bits // (8 * np.dtype(dtype).itemsize))
+
+
+def _cmd_build(args) -> int:
+    from . import _mojo
+
+    names = args.kernels or _mojo.kernel_names()
+    t0 = time.perf_counter()
+    for name in names:
+        path = _mojo.build(name, force=args.force)
+        print(f"{name}: {path}")
+    print(f"built {len(names)} kernel(s) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from . import harness
+
+    kw = {"repeats": args.repeats}
+    if args.backends:
+        kw["backends"] = args.backends.split(",")
+    res = harness.bench(args.family, **kw)
+    print(f"# aura-lab bench {args.family}")
+    ctx = res.context
+    if "machine" in ctx:
+        m = ctx["machine"]
+        print(f"machine: {m.get('cpu', m['machine'])}, {m['cpus']} CPUs; " + ", ".join(f"{k} {m[k]}" for k in ("numpy", "torch", "mojo", "max")))
+    if "bandwidth" in ctx:
+        bw = ctx["bandwidth"]
+        print(f"memory bandwidth (measured now): read {bw['read_GBps']:.1f} GB/s, write {bw['write_GBps']:.1f} GB/s, copy {bw['copy_GBps']:.1f} GB/s")
+    print()
+    print(res.table(getattr(sys.modules[harness.FAMILIES[args.family]], "COLUMNS", None)))
+    path = Path(args.json or f"bench-{args.family}.json")
+    res.to_json(path)
+    print(f"\nwrote {path}")
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from . import harness
+
+    kw = {}
+    if args.backends:
+        kw["backends"] = args.backends.split(",")
+    checks = harness.validate(args.family, **kw)
+    print(harness.summarize(checks))
+    return 0 if all(c.passed for c in checks) else 1
+
+
+def _cmd_lab(args) -> int:
+    root = Path(__file__).resolve().parent.parent / "notebooks"
+    if not root.is_dir():
+        root = Path.cwd() / "notebooks"
+    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={root}"]
+    if args.headless:
+        cmd += ["--no-browser", f"--ip={args.ip}", f"--port={args.port}"]
+        if os.geteuid() == 0:
+            cmd.append("--allow-root")
+    print("starting:", " ".join(cmd), flush=True)
+    os.execv(sys.executable, cmd)
+    return 0
+
+
+def main(argv=None) -> int:
+    from .harness import FAMILIES
+
+    p = argparse.ArgumentParser(prog="aura-lab", description="aura_lab: Mojo kernels, measured and checked")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("info", help="backends, versions, SIMD width, threads").set_defaults(fn=_cmd_info)
+    b = sub.add_parser("build", help="precompile the Mojo kernels into the per-user cache")
+    b.add_argument("kernels", nargs="*", help="kernel names (default: all)")
+    b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    b.set_defaults(fn=_cmd_build)
+    be = sub.add_parser("bench", help="benchmark an op family against its peers")
+    be.add_argument("family", choices=sorted(FAMILIES))
+    be.add_argument("--repeats", type=int, default=5, help="timed runs after warm-up (median reported)")
+    be.add_argument("--backends", help="comma-separated subset of backends")
+    be.add_argument("--json", help="where to write the JSON table (default bench-FAMILY.json)")
+    be.set_defaults(fn=_cmd_bench)
+    v = sub.add_parser("validate", help="check every backend against the reference")
+    v.add_argument("family", choices=sorted(FAMILIES))
+    v.add_argument("--backends", help="comma-separated subset of backends")
+    v.set_defaults(fn=_cmd_validate)
+    la = sub.add_parser("lab", help="start JupyterLab on notebooks/")
+    la.add_argument("--headless", action="store_true", help="no browser; listen on --ip/--port (for a remote box)")
+    la.add_argument("--ip", default="127.0.0.1")
+    la.add_argument("--port", type=int, default=8888)
+    la.set_defaults(fn=_cmd_lab)
+    args = p.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

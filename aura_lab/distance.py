@@ -1,0 +1,178 @@
+"""Pairwise distances: ``pairwise_distances(X, Y=None, metric="euclidean")``.
+
+The first stage of Vietoris-Rips persistence, and a kernel worth having fast on its own.
+Backends: ``numpy`` (the float64 reference), ``torch`` (exact, no GEMM identity),
+``mojo`` (``kernels/distance.mojo``: tiled, SIMD, both cores).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import _arrays as A
+from ._registry import Op
+
+METRICS = ("euclidean", "sqeuclidean", "cosine", "cityblock", "chebyshev")
+_METRIC_ID = {"euclidean": 0, "sqeuclidean": 1, "cityblock": 2, "chebyshev": 3, "cosine": 4}
+# float32 squares overflow past |x - y| ~ 1.8e19; beyond this magnitude (sq)euclidean runs in float64
+_F32_SAFE = 1e18
+
+op = Op("distance")
+
+
+def num_threads() -> int:
+    """Threads the Mojo kernels use: $AURA_NUM_THREADS, else every core."""
+    env = os.environ.get("AURA_NUM_THREADS")
+    return max(1, int(env)) if env else (os.cpu_count() or 1)
+
+
+def pairwise_distances(X, Y=None, metric: str = "euclidean", *, backend: str = "auto", out=None):
+    """Distances between the rows of ``X`` and the rows of ``Y``.
+
+    Args:
+        X: ``(n, d)`` numpy array or torch tensor.
+        Y: ``(m, d)``, or None for ``X`` against itself (the result is exactly symmetric).
+        metric: ``euclidean``, ``sqeuclidean``, ``cosine`` (1 - cosine similarity, clamped to
+            [0, 2]; NaN for a zero vector, as scipy), ``cityblock`` or ``chebyshev``.
+        backend: ``"auto"``, ``"numpy"``, ``"torch"`` or ``"mojo"``.
+        out: optional ``(n, m)`` array (or CPU tensor) of the result dtype to write into.
+
+    Returns:
+        ``(n, m)`` distances. float32 inputs give float32; float64 gives float64; every
+        other numeric dtype (float16, ints, bool) is cast to float64, as scipy does.
+        numpy in gives numpy out; torch tensors in give a torch tensor out.
+
+    NaN and inf propagate as in ``scipy.spatial.distance.cdist`` (chebyshev skips NaN
+    terms, as scipy does). Euclidean distances use the direct formula, never the GEMM
+    identity, so near-duplicate points keep full relative precision in float32.
+    """
+    if not isinstance(metric, str) or metric not in METRICS:
+        raise ValueError(f"metric: unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
+    kind = A.kind_of(X, Y, out)
+    device = A.device_of(X, Y)
+    if device != "cpu":
+        return op.run(backend, X, Y, metric, out, device=device)
+    Xn = A.to_numpy(X, "X")
+    Yn = Xn if Y is None else A.to_numpy(Y, "Y")
+    if Xn.ndim != 2:
+        raise ValueError(f"X: expected a 2-D array (n, d), got {Xn.ndim}-D shape {Xn.shape}")
+    if Yn.ndim != 2:
+        raise ValueError(f"Y: expected a 2-D array (m, d), got {Yn.ndim}-D shape {Yn.shape}")
+    if Xn.shape[1] != Yn.shape[1]:
+        raise ValueError(f"Y: dimension mismatch: X has d={Xn.shape[1]} columns, Y has {Yn.shape[1]}")
+    n, m, d = Xn.shape[0], Yn.shape[0], Xn.shape[1]
+    dtype = A.result_float_dtype(Xn, Yn)
+    if out is not None:
+        res = A.check_out(out, (n, m), dtype, kind)
+    else:
+        A.check_memory(n * m * dtype.itemsize, f"the ({n}, {m}) {dtype.name} distance matrix")
+        res = np.empty((n, m), dtype)
+    if n and m:
+        op.run(backend, Xn, None if Y is None else Yn, metric, res, size={"n": n, "m": m, "d": d})
+    if out is not None:
+        return out
+    return A.wrap(res, kind)
+
+
+# ------------------------------------------------------------------------- numpy reference
+
+def _numpy_block(x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
+    """The definition, in float64, for a block of rows of x against all of y."""
+    if metric == "cosine":
+        dot = x @ y.T
+        nx = np.sqrt(np.einsum("ij,ij->i", x, x))
+        ny = np.sqrt(np.einsum("ij,ij->i", y, y))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.clip(1.0 - dot / (nx[:, None] * ny[None, :]), 0.0, 2.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = x[:, None, :] - y[None, :, :]
+        if metric in ("euclidean", "sqeuclidean"):
+            s = np.einsum("ijk,ijk->ij", diff, diff)
+            return np.sqrt(s) if metric == "euclidean" else s
+        a = np.abs(diff)
+        if metric == "cityblock":
+            return a.sum(axis=-1)
+        a[np.isnan(a)] = 0.0  # chebyshev: scipy keeps max(0, |x_k - y_k| ...) and NaN never wins
+        return a.max(axis=-1, initial=0.0)
+
+
+@op.impl("numpy")
+def _numpy(X, Y, metric, res):
+    x = np.asarray(X, np.float64)
+    y = x if Y is None else np.asarray(Y, np.float64)
+    rows = max(1, (8 << 20) // max(1, y.shape[0] * max(1, x.shape[1])))  # ~64 MiB temporaries
+    for i in range(0, x.shape[0], rows):
+        res[i : i + rows] = _numpy_block(x[i : i + rows], y, metric)
+
+
+# ------------------------------------------------------------------------------- torch
+
+@op.impl("torch", devices=("cpu", "cuda"))
+def _torch(X, Y, metric, res):
+    import torch
+
+    on_device = A.is_torch(X) and X.device.type != "cpu"
+    x = X if A.is_torch(X) else torch.from_numpy(X)
+    y = x if Y is None else (Y if A.is_torch(Y) else torch.from_numpy(np.asarray(Y)))
+    dtype = torch.float32 if (x.dtype == torch.float32 and y.dtype == torch.float32) else torch.float64
+    with torch.inference_mode():
+        x, y = x.to(dtype), y.to(device=x.device, dtype=dtype)
+        if metric in ("euclidean", "sqeuclidean"):
+            r = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist")
+            r = r * r if metric == "sqeuclidean" else r
+        elif metric == "cityblock":
+            r = torch.cdist(x, y, p=1.0)
+        elif metric == "chebyshev":
+            r = _torch_chebyshev(x, y)
+        else:
+            x64, y64 = x.double(), y.double()
+            nx, ny = x64.norm(dim=1), y64.norm(dim=1)
+            r = (1.0 - (x64 @ y64.T) / (nx[:, None] * ny[None, :])).clamp(0.0, 2.0).to(dtype)
+    if on_device:
+        return r
+    res[...] = r.numpy()
+
+
+def _torch_chebyshev(x, y):
+    """max_k |x_k - y_k| skipping NaN terms as scipy does (torch's p=inf propagates NaN)."""
+    import torch
+
+    rows = max(1, (8 << 20) // max(1, y.shape[0] * x.shape[1]))
+    parts = [x.new_zeros((x.shape[0], y.shape[0]))] if x.shape[1] == 0 else [
+        (x[i : i + rows, None, :] - y[None]).abs().nan_to_num(nan=0.0, posinf=float("inf")).amax(-1)
+        for i in range(0, x.shape[0], rows)
+    ]
+    return torch.cat(parts)
+
+
+# -------------------------------------------------------------------------------- mojo
+
+@op.impl("mojo")
+def _mojo(X, Y, metric, res):
+    from . import _mojo as M
+
+    kernel = M.load("distance")
+    dtype = res.dtype
+    work = dtype
+    if dtype == np.float32:
+        if metric == "cosine":
+            work = np.dtype(np.float64)  # 1 - cos near 0 cancels: scipy computes it in float64
+        elif metric in ("euclidean", "sqeuclidean"):
+            big = max(_absmax(X), 0.0 if Y is None else _absmax(Y))
+            if not big < _F32_SAFE:  # also catches NaN/inf maxima, harmless in float64
+                work = np.dtype(np.float64)
+    x = A.c_contiguous(X, work)
+    y = x if Y is None else A.c_contiguous(Y, work)
+    n, m, d = x.shape[0], y.shape[0], x.shape[1]
+    direct = res.dtype == work and res.flags.c_contiguous
+    tgt = res if direct else np.empty((n, m), work)
+    threads = 1 if n * m * max(d, 1) < (1 << 16) else num_threads()
+    kernel.cdist((work.itemsize * 8, _METRIC_ID[metric], x.ctypes.data, y.ctypes.data, tgt.ctypes.data, n, m, d, m, threads))
+    if not direct:
+        res[...] = tgt
+
+
+def _absmax(a: np.ndarray) -> float:
+    return float(np.max(np.abs(a))) if a.size else 0.0

@@ -1,0 +1,34 @@
+"""Benchmarks and validation per op family: ``bench(name, ...)`` / ``validate(name, ...)``.
+
+Each family has a module here defining ``bench(...) -> BenchResult`` and
+``validate(...) -> list[Check]``; the CLI, notebooks and widget panels all call these.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .core import BenchResult, Check, compare, format_table, memory_bandwidth, summarize, time_call
+
+FAMILIES = {
+    "distance": "aura_lab.harness.distance",
+}
+
+
+def _module(name: str):
+    if name not in FAMILIES:
+        raise ValueError(f"unknown op family {name!r}; valid: {', '.join(FAMILIES)}")
+    return importlib.import_module(FAMILIES[name])
+
+
+def bench(name: str, **kwargs) -> BenchResult:
+    """Run the benchmark sweep of one op family (see its module for the arguments)."""
+    return _module(name).bench(**kwargs)
+
+
+def validate(name: str, **kwargs) -> list[Check]:
+    """Check every available backend of one op family against its independent reference."""
+    return _module(name).validate(**kwargs)
+
+
+__all__ = ["FAMILIES", "BenchResult", "Check", "bench", "compare", "format_table", "memory_bandwidth", "summarize", "time_call", "validate"]

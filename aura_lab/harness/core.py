@@ -1,0 +1,218 @@
+"""Benchmark and validation machinery shared by every op.
+
+Pure functions: they return plain records (lists of dicts) that the CLI prints, the
+notebooks plot and the widget panels render.
+
+Timing rule: one warm-up call, then the median of ``repeats`` timed calls. A run whose
+warm-up alone exceeds ``slow_s`` seconds is recorded from that single call and marked
+``runs=1`` rather than stalling a sweep (only slow references hit this).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .._registry import backend_status
+
+
+def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, slow_s: float = 20.0) -> dict:
+    """Median wall time of ``fn()`` after warm-up: {"ms", "min_ms", "runs"}."""
+    t_warm = 0.0
+    for _ in range(max(1, warmup)):
+        t0 = time.perf_counter()
+        fn()
+        t_warm = time.perf_counter() - t0
+    if t_warm > slow_s:
+        return {"ms": t_warm * 1e3, "min_ms": t_warm * 1e3, "runs": 1}
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"ms": statistics.median(times) * 1e3, "min_ms": min(times) * 1e3, "runs": repeats}
+
+
+def memory_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> dict:
+    """This machine's memory bandwidth in GB/s, measured now with numpy (best of repeats).
+
+    read: ``a.sum()``-style streaming read; write: ``b.fill``; copy: bytes read + written
+    by ``np.copyto`` divided by the time.
+    """
+    a = np.ones(nbytes // 4, np.float32)
+    b = np.empty_like(a)
+
+    def best(fn):
+        ts = []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return min(ts[1:])
+
+    t_read = best(lambda: np.add.reduce(a, dtype=np.float32))
+    t_write = best(lambda: b.fill(1.0))
+    t_copy = best(lambda: np.copyto(b, a))
+    return {
+        "read_GBps": nbytes / t_read / 1e9,
+        "write_GBps": nbytes / t_write / 1e9,
+        "copy_GBps": 2 * nbytes / t_copy / 1e9,
+        "bytes": nbytes,
+    }
+
+
+def machine_info() -> dict:
+    import os
+
+    info = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    for b in ("numpy", "torch", "mojo", "max"):
+        st = backend_status(b)
+        info[b] = st.version if st.available else f"unavailable ({st.reason})"
+    return info
+
+
+@dataclass
+class BenchResult:
+    """Rows of one benchmark run plus its context (machine, bandwidth, command)."""
+
+    op: str
+    rows: list[dict]
+    context: dict = field(default_factory=dict)
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+    def to_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"op": self.op, "context": self.context, "rows": self.rows}, indent=2, default=_jsonable))
+        return path
+
+    def table(self, columns: list[str] | None = None) -> str:
+        return format_table(self.rows, columns)
+
+
+def _jsonable(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, float) and not np.isfinite(o):
+        return str(o)
+    return str(o)
+
+
+def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """A plain-text (markdown) table of ``rows``."""
+    if not rows:
+        return "(no rows)"
+    cols = columns or list(dict.fromkeys(k for r in rows for k in r))
+
+    def cell(v):
+        if isinstance(v, float):
+            if not np.isfinite(v):
+                return str(v)
+            return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+        return "" if v is None else str(v)
+
+    body = [[cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(cols)]
+    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
+    return "\n".join([line(cols), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
+
+
+def add_ratios(rows: list[dict], *, group: str = "case", ref: str | None = None) -> None:
+    """Per case: ``vs_<ref>`` (ref time / this time) and ``vs_best_peer`` (best peer / this)."""
+    for case in dict.fromkeys(r[group] for r in rows):
+        rs = [r for r in rows if r[group] == case and r.get("ms")]
+        peers = [r["ms"] for r in rs if r.get("kind") == "peer"]
+        best_peer = min(peers) if peers else None
+        ref_ms = next((r["ms"] for r in rs if r["impl"] == ref), None) if ref else None
+        for r in rs:
+            if ref_ms:
+                r[f"vs_{ref}"] = ref_ms / r["ms"]
+            if best_peer:
+                r["vs_best_peer"] = best_peer / r["ms"]
+
+
+def available_backends(op, wanted: list[str] | None = None) -> list[str]:
+    """The op's backends that can run here (optionally restricted to ``wanted``)."""
+    out = []
+    for b in op.backends:
+        if wanted and b not in wanted:
+            continue
+        if backend_status(b).available:
+            out.append(b)
+    return out
+
+
+def progress(iterable, *, total: int | None = None, desc: str = "", enabled: bool = True):
+    """tqdm progress on stderr (notebook-aware) when enabled and tqdm is installed."""
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False)
+
+
+@dataclass
+class Check:
+    """One validation comparison."""
+
+    op: str
+    backend: str
+    case: str
+    max_abs_err: float
+    max_rel_err: float
+    tol: str
+    passed: bool
+    note: str = ""
+
+    def row(self) -> dict:
+        return dict(self.__dict__)
+
+
+def compare(got: np.ndarray, ref: np.ndarray, *, rtol: float, atol: float) -> tuple[float, float, bool]:
+    """(max abs err, max rel err, passed): each entry within atol OR rtol*|ref|; NaN must match NaN."""
+    got = np.asarray(got, np.float64)
+    ref = np.asarray(ref, np.float64)
+    if got.shape != ref.shape:
+        return float("inf"), float("inf"), False
+    if got.size == 0:
+        return 0.0, 0.0, True
+    nan_ok = np.array_equal(np.isnan(got), np.isnan(ref))
+    inf_ok = np.array_equal(np.isinf(got) & (got > 0), np.isinf(ref) & (ref > 0)) and np.array_equal(
+        np.isinf(got) & (got < 0), np.isinf(ref) & (ref < 0))
+    fin = np.isfinite(ref) & np.isfinite(got)
+    err = np.abs(got[fin] - ref[fin])
+    rel = err / np.maximum(np.abs(ref[fin]), np.finfo(np.float64).tiny)
+    max_abs = float(err.max()) if err.size else 0.0
+    max_rel = float(np.where(err <= atol, 0.0, rel).max()) if err.size else 0.0
+    ok = nan_ok and inf_ok and bool(np.all((err <= atol) | (err <= rtol * np.abs(ref[fin]))))
+    return max_abs, max_rel, ok
+
+
+def summarize(checks: list[Check]) -> str:
+    rows = [c.row() for c in checks]
+    failed = [c for c in checks if not c.passed]
+    text = format_table(rows, ["backend", "case", "max_abs_err", "max_rel_err", "tol", "passed", "note"])
+    verdict = f"{len(checks) - len(failed)}/{len(checks)} checks passed"
+    return f"{text}\n\n{verdict}" + ("" if not failed else " - FAILED: " + ", ".join(f"{c.backend}/{c.case}" for c in failed))
