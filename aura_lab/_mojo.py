@@ -8,8 +8,8 @@ cache, never into site-packages or the source tree:
       mojo-<compiler version>-<cpu key>/<stem>-<source hash>.so
 
 The key covers the compiler version, the CPU (model and flags: a cache is never reused on
-another CPU) and the hash of every ``.mojo`` file in the kernels directory (a shared helper
-change rebuilds everything). ``mojo.importer`` is not used: its cache omits the compiler
+another CPU) and the hash of the kernel's source plus the shared helpers ``_*.mojo`` (a
+helper change rebuilds every kernel). ``mojo.importer`` is not used: its cache omits the compiler
 and the CPU, it writes next to the sources, and concurrent first imports race
 (``file too short``). Here a build takes an exclusive ``fcntl`` lock, compiles into a
 temporary file and renames it into place, so any number of processes can start on a cold
@@ -124,9 +124,11 @@ def cpu_key() -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:12]
 
 
-def sources_hash() -> str:
+def sources_hash(stem: str) -> str:
+    """Hash of ``<stem>.mojo`` and the shared helpers (``_*.mojo``) it may import."""
     h = hashlib.sha256()
-    for p in sorted(kernels_dir().glob("*.mojo")):
+    d = kernels_dir()
+    for p in [d / f"{stem}.mojo", *sorted(d.glob("_*.mojo"))]:
         h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
@@ -136,7 +138,7 @@ def build_dir() -> Path:
 
 
 def library_path(stem: str) -> Path:
-    return build_dir() / f"{stem}-{sources_hash()}.so"
+    return build_dir() / f"{stem}-{sources_hash(stem)}.so"
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,34 @@
+# aura_lab: `make lab` and `make test` each set up .venv on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.aura-installed
+# torch is pinned here to the local CPU wheel (an unpinned torch pulls a multi-GB CUDA build)
+TORCH  ?= torch==2.13.0
+LAB_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: lab test venv build clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/aura-lab build
+	touch $(STAMP)
+
+build: $(STAMP)
+	$(BIN)/aura-lab build
+
+lab: $(STAMP)
+	$(BIN)/aura-lab lab $(LAB_ARGS)
+
+test: $(STAMP)
+	$(BIN)/aura-lab build
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
