@@ -60,7 +60,11 @@ _loaded: dict[str, object] = {}
 
 
 def kernels_dir() -> Path:
-    """The directory holding ``*.mojo``: inside the installed wheel, else the source tree."""
+    """The directory holding ``*.mojo``: $AURA_LAB_KERNELS, else inside the installed wheel,
+    else the source tree."""
+    env = os.environ.get("AURA_LAB_KERNELS")
+    if env:
+        return Path(env).expanduser().resolve()
     here = Path(__file__).resolve().parent
     for cand in (here / "kernels", here.parent / "kernels"):
         if cand.is_dir() and any(cand.glob("*.mojo")):
@@ -177,7 +181,7 @@ def build(stem: str, *, force: bool = False, quiet: bool = False) -> Path:
             _say(f"compiling kernels/{stem}.mojo with Mojo {compiler_version()} (first use; takes ~5-20 s) ...")
         t0 = time.perf_counter()
         try:
-            r = subprocess.run(cmd, capture_output=True, text=True)
+            r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
             if r.returncode != 0 or os.path.getsize(tmp) == 0:
                 diag = "\n".join(ln for ln in (r.stdout + r.stderr).splitlines() if "Crashpad" not in ln)
                 raise MojoBuildError(stem, cmd, diag)
@@ -207,8 +211,23 @@ def load(stem: str):
             spec = importlib.util.spec_from_file_location(stem, path)
             mod = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(mod)
+            _restore_environment()
             _loaded[stem] = mod
     return mod
+
+
+# Initialising a Mojo extension setenv()s these at the C level (PYTHONEXECUTABLE points at
+# the interpreter found on PATH, PYTHONPATH=":"). os.environ never sees it, but every
+# child process would: a `python` or `mojo` started later runs outside this venv.
+_MOJO_ENV_SIDE_EFFECTS = ("PYTHONEXECUTABLE", "PYTHONPATH", "MOJO_PYTHON_LIBRARY")
+
+
+def _restore_environment() -> None:
+    for key in _MOJO_ENV_SIDE_EFFECTS:
+        if key in os.environ:
+            os.putenv(key, os.environ[key])
+        else:
+            os.unsetenv(key)
 
 
 def is_built(stem: str) -> bool:

@@ -80,13 +80,12 @@ def pairwise_distances(X, Y=None, metric: str = "euclidean", *, backend: str = "
 
 def _numpy_block(x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
     """The definition, in float64, for a block of rows of x against all of y."""
-    if metric == "cosine":
-        dot = x @ y.T
-        nx = np.sqrt(np.einsum("ij,ij->i", x, x))
-        ny = np.sqrt(np.einsum("ij,ij->i", y, y))
-        with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if metric == "cosine":
+            dot = x @ y.T
+            nx = np.sqrt(np.einsum("ij,ij->i", x, x))
+            ny = np.sqrt(np.einsum("ij,ij->i", y, y))
             return np.clip(1.0 - dot / (nx[:, None] * ny[None, :]), 0.0, 2.0)
-    with np.errstate(invalid="ignore", over="ignore"):
         diff = x[:, None, :] - y[None, :, :]
         if metric in ("euclidean", "sqeuclidean"):
             s = np.einsum("ijk,ijk->ij", diff, diff)
@@ -114,10 +113,13 @@ def _torch(X, Y, metric, res):
     import torch
 
     on_device = A.is_torch(X) and X.device.type != "cpu"
-    x = X if A.is_torch(X) else torch.from_numpy(X)
-    y = x if Y is None else (Y if A.is_torch(Y) else torch.from_numpy(np.asarray(Y)))
+    x = X if A.is_torch(X) else torch.from_numpy(np.ascontiguousarray(X))
+    y = x if Y is None else (Y if A.is_torch(Y) else torch.from_numpy(np.ascontiguousarray(Y)))
     dtype = torch.float32 if (x.dtype == torch.float32 and y.dtype == torch.float32) else torch.float64
     with torch.inference_mode():
+        out_dtype = dtype
+        if dtype == torch.float32 and metric in ("euclidean", "sqeuclidean") and not _f32_safe(x, y):
+            dtype = torch.float64
         x, y = x.to(dtype), y.to(device=x.device, dtype=dtype)
         if metric in ("euclidean", "sqeuclidean"):
             r = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist")
@@ -129,7 +131,8 @@ def _torch(X, Y, metric, res):
         else:
             x64, y64 = x.double(), y.double()
             nx, ny = x64.norm(dim=1), y64.norm(dim=1)
-            r = (1.0 - (x64 @ y64.T) / (nx[:, None] * ny[None, :])).clamp(0.0, 2.0).to(dtype)
+            r = (1.0 - (x64 @ y64.T) / (nx[:, None] * ny[None, :])).clamp(0.0, 2.0)
+        r = r.to(out_dtype)
     if on_device:
         return r
     res[...] = r.numpy()
@@ -154,15 +157,9 @@ def _mojo(X, Y, metric, res):
     from . import _mojo as M
 
     kernel = M.load("distance")
-    dtype = res.dtype
-    work = dtype
-    if dtype == np.float32:
-        if metric == "cosine":
-            work = np.dtype(np.float64)  # 1 - cos near 0 cancels: scipy computes it in float64
-        elif metric in ("euclidean", "sqeuclidean"):
-            big = max(_absmax(X), 0.0 if Y is None else _absmax(Y))
-            if not big < _F32_SAFE:  # also catches NaN/inf maxima, harmless in float64
-                work = np.dtype(np.float64)
+    work = res.dtype
+    if work == np.float32 and (metric == "cosine" or (metric in ("euclidean", "sqeuclidean") and not _f32_safe(X, Y))):
+        work = np.dtype(np.float64)  # cosine: 1 - cos near 0 cancels; scipy computes it in float64
     x = A.c_contiguous(X, work)
     y = x if Y is None else A.c_contiguous(Y, work)
     n, m, d = x.shape[0], y.shape[0], x.shape[1]
@@ -174,5 +171,13 @@ def _mojo(X, Y, metric, res):
         res[...] = tgt
 
 
-def _absmax(a: np.ndarray) -> float:
-    return float(np.max(np.abs(a))) if a.size else 0.0
+def _f32_safe(X, Y) -> bool:
+    """True when float32 squares of coordinate differences cannot overflow (also False
+    for NaN/inf maxima, which are harmless to compute in float64)."""
+    for a in (X, Y):
+        if a is None or a.shape[0] * a.shape[1] == 0:
+            continue
+        big = float(a.abs().max()) if A.is_torch(a) else float(np.max(np.abs(a)))
+        if not big < _F32_SAFE:
+            return False
+    return True
