@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import numpy as np
 
 from ..distance import METRICS, op, pairwise_distances
 from .core import BenchResult, Check, add_ratios, available_backends, compare, machine_info, memory_bandwidth, progress, time_call
 
 SIZES = [(n, d) for n in (1024, 4096, 8192) for d in (3, 64)]
+COLUMNS = ["case", "impl", "kind", "ms", "runs", "GB/s", "floor_ms", "GFLOP/s", "vs_numpy", "vs_best_peer"]
 
 
 def _peers():
@@ -41,7 +45,8 @@ def bench(sizes=None, backends=None, repeats: int = 5, seed: int = 0, show_progr
     names = available_backends(op, backends)
     peers = _peers()
     rows = []
-    jobs = [(n, d, impl) for n, d in sizes for impl in [*names, *peers]]
+    variants = [*names, *(["mojo 1-thread"] if "mojo" in names else [])]  # shows the second core's share
+    jobs = [(n, d, impl) for n, d in sizes for impl in [*variants, *peers]]
     cache = {}
     for n, d, impl in progress(jobs, desc="bench distance", enabled=show_progress):
         X = cache.setdefault((n, d), rng.standard_normal((n, d)).astype(np.float32))
@@ -49,8 +54,9 @@ def bench(sizes=None, backends=None, repeats: int = 5, seed: int = 0, show_progr
             fn, kind = (lambda f=peers[impl]: f(X)), "peer"
         else:
             out = np.empty((n, n), np.float32)
-            fn, kind = (lambda b=impl: pairwise_distances(X, backend=b, out=out)), "backend"
-        t = time_call(fn, repeats=repeats)
+            fn, kind = (lambda b=impl.split()[0]: pairwise_distances(X, backend=b, out=out)), "backend"
+        with _threads(1 if impl == "mojo 1-thread" else None):
+            t = time_call(fn, repeats=repeats)
         row = {"case": f"n={n} d={d}", "n": n, "d": d, "impl": impl, "kind": kind, **t}
         if d <= 16:
             row["GB/s"] = 4.0 * n * n / (t["ms"] * 1e-3) / 1e9
@@ -62,6 +68,21 @@ def bench(sizes=None, backends=None, repeats: int = 5, seed: int = 0, show_progr
     ctx = {"machine": machine_info(), "bandwidth": bw, "repeats": repeats, "dtype": "float32",
            "command": "aura-lab bench distance"}
     return BenchResult("distance", rows, ctx)
+
+
+@contextlib.contextmanager
+def _threads(n):
+    old = os.environ.get("AURA_NUM_THREADS")
+    if n is not None:
+        os.environ["AURA_NUM_THREADS"] = str(n)
+    try:
+        yield
+    finally:
+        if n is not None:
+            if old is None:
+                os.environ.pop("AURA_NUM_THREADS")
+            else:
+                os.environ["AURA_NUM_THREADS"] = old
 
 
 def _cases(rng):
