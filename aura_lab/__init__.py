@@ -15,6 +15,7 @@ from ._registry import (
     use_backend,
 )
 from .distance import pairwise_distances
+from .moe import Routing, route
 
 __version__ = "0.1.0"
 
@@ -26,5 +27,7 @@ __all__ = [
     "backends",
     "last_dispatch",
     "pairwise_distances",
+    "route",
+    "Routing",
     "use_backend",
 ]
