@@ -16,6 +16,7 @@ from ._registry import (
 )
 from .distance import pairwise_distances
 from .moe import Routing, route
+from .ssd import selective_scan, selective_state_update
 
 __version__ = "0.1.0"
 
@@ -29,5 +30,7 @@ __all__ = [
     "pairwise_distances",
     "route",
     "Routing",
+    "selective_scan",
+    "selective_state_update",
     "use_backend",
 ]

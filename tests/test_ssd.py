@@ -1,0 +1,498 @@
+"""Mamba-2 selective scan: every backend against the float64 sequential oracle.
+
+Tolerances: float32 compute vs the float64 oracle at mamba_ssm's fp32 tolerance
+(rtol 6e-4, atol 2e-3; tests/ops/test_selective_scan.py); float64 inputs at (1e-9, 1e-9).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import aura_lab
+from aura_lab import ssd
+from aura_lab.ssd import selective_scan, selective_state_update, ssd_minimal_discrete, ssd_sequential_ref
+
+from .conftest import backend_params
+
+RTOL, ATOL = 6e-4, 2e-3  # mamba_ssm fp32
+RTOL64, ATOL64 = 1e-9, 1e-9
+
+BACKENDS = backend_params(ssd.op)
+STEP_BACKENDS = backend_params(ssd.step_op)
+
+
+def make_case(rng, b=2, l=64, h=4, p=8, g=1, n=16, *, D=None, z=False, bias=False, softplus=False, init=False,
+              cu=None, dt_limit=None, dtype=np.float32):
+    """Mamba-2-like inputs: A = -exp(U(0, log 16)), dt ~ 0.001..0.1 (or raw before softplus)."""
+    f = lambda a: np.asarray(a, dtype)  # noqa: E731
+    kw = dict(
+        x=f(rng.standard_normal((b, l, h, p))),
+        dt=f(rng.standard_normal((b, l, h)) * 0.5 - 3.0 if softplus else rng.uniform(0.001, 0.1, (b, l, h))),
+        A=f(-np.exp(rng.uniform(0.0, np.log(16.0), h))),
+        B=f(rng.standard_normal((b, l, g, n))),
+        C=f(rng.standard_normal((b, l, g, n))),
+    )
+    if D == "h":
+        kw["D"] = f(rng.standard_normal(h))
+    elif D == "hp":
+        kw["D"] = f(rng.standard_normal((h, p)))
+    if z:
+        kw["z"] = f(rng.standard_normal((b, l, h, p)))
+    if bias:
+        kw["dt_bias"] = f(np.log(np.expm1(rng.uniform(0.001, 0.1, h))))  # Mamba2's inverse-softplus init
+    if softplus:
+        kw["dt_softplus"] = True
+    if dt_limit is not None:
+        kw["dt_limit"] = dt_limit
+    nfin = b
+    if cu is not None:
+        kw["cu_seqlens"] = np.asarray(cu)
+        nfin = len(cu) - 1
+    if init:
+        kw["initial_states"] = f(rng.standard_normal((nfin, h, p, n)))
+    return kw
+
+
+def oracle(kw):
+    return ssd_sequential_ref(**kw)
+
+
+def close(got, ref, rtol=RTOL, atol=ATOL):
+    got = got.detach().cpu().double().numpy() if isinstance(got, torch.Tensor) else np.asarray(got, np.float64)
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
+
+
+def random_cu(rng, nseq, lo=1, hi=199):
+    lens = rng.integers(lo, hi + 1, nseq)
+    return np.concatenate([[0], np.cumsum(lens)])
+
+
+# ----------------------------------------------------------------------- the oracles
+
+@pytest.mark.parametrize("state_passing", ["matmul", "loop"])
+@pytest.mark.parametrize("l,block", [(64, 16), (50, 16), (7, 16), (1, 4), (33, 1)])
+def test_ssd_minimal_matches_sequential(l, block, state_passing):
+    """The chunked four-block form equals the plain recurrence, also for l % block != 0."""
+    rng = np.random.default_rng(l)
+    b, h, p, n = 2, 3, 4, 5
+    x = rng.standard_normal((b, l, h, p))
+    dt = rng.uniform(0.01, 0.2, (b, l, h))
+    A = -np.exp(rng.uniform(0, 2, h))
+    B, C = rng.standard_normal((b, l, h, n)), rng.standard_normal((b, l, h, n))
+    init = rng.standard_normal((b, h, p, n))
+    Y, final = ssd_minimal_discrete(x * dt[..., None], A * dt, B, C, block, init, state_passing=state_passing)
+    Yr, fr = ssd_sequential_ref(x, dt, A, B, C, initial_states=init)  # B, C per head = g = h groups
+    np.testing.assert_allclose(Y, Yr, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(final, fr, rtol=1e-10, atol=1e-10)
+
+
+def test_sequential_ref_by_hand():
+    """One head, p = n = 1: h_t = e^{dt A} h_{t-1} + dt x B, y = C h + D x, times silu(z)."""
+    x = np.array([1.0, 2.0, -1.0]).reshape(1, 3, 1, 1)
+    dt = np.array([0.5, 0.25, 1.0]).reshape(1, 3, 1)
+    A = np.array([-2.0])
+    B = np.array([1.0, 3.0, 2.0]).reshape(1, 3, 1, 1)
+    C = np.array([2.0, -1.0, 0.5]).reshape(1, 3, 1, 1)
+    D = np.array([0.5])
+    z = np.array([0.0, 1.0, -2.0]).reshape(1, 3, 1, 1)
+    y, fin = ssd_sequential_ref(x, dt, A, B, C, D=D, z=z)
+    hs, want = 0.0, []
+    for t in range(3):
+        hs = np.exp(dt.flat[t] * -2.0) * hs + dt.flat[t] * x.flat[t] * B.flat[t]
+        yt = C.flat[t] * hs + 0.5 * x.flat[t]
+        want.append(yt * z.flat[t] / (1 + np.exp(-z.flat[t])))
+    np.testing.assert_allclose(y.ravel(), want, rtol=1e-14)
+    np.testing.assert_allclose(fin.ravel(), [hs], rtol=1e-14)
+
+
+# --------------------------------------------------------------- the grid, all backends
+
+GRID = {
+    "plain": dict(),
+    "groups g=2": dict(h=4, g=2),
+    "groups g=h": dict(h=4, g=4),
+    "D (h,)": dict(D="h"),
+    "D (h,p)": dict(D="hp"),
+    "z gate": dict(z=True),
+    "softplus+bias": dict(softplus=True, bias=True),
+    "bias no softplus": dict(bias=True),
+    "dt_limit": dict(softplus=True, bias=True, dt_limit=(0.01, 0.05)),
+    "initial states": dict(init=True),
+    "everything": dict(h=6, g=3, D="hp", z=True, softplus=True, bias=True, init=True, dt_limit=(0.002, 0.08)),
+    "l=1": dict(l=1, init=True, D="h"),
+    "l=3 b=3": dict(b=3, l=3, z=True),
+    "l=300 not a chunk multiple": dict(l=300, g=2, D="h", init=True),
+    "p=13 n=20 odd sizes": dict(p=13, n=20, z=True, D="hp", init=True),
+    "n=128 p=64": dict(b=1, l=40, h=2, p=64, n=128, init=True),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", list(GRID))
+def test_grid_against_oracle(backend, case):
+    rng = np.random.default_rng(abs(hash(case)) % 2**32)
+    kw = make_case(rng, **GRID[case])
+    yr, fr = oracle(kw)
+    y, fin = selective_scan(**kw, return_final_states=True, chunk_size=32, backend=backend)
+    assert aura_lab.last_dispatch().backend == backend
+    assert y.dtype == np.float32 and fin.dtype == np.float32
+    assert y.shape == yr.shape and fin.shape == fr.shape
+    close(y, yr)
+    close(fin, fr)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_varlen_against_oracle(backend):
+    """Three+ packed sequences of random lengths 1-199, with and without initial states."""
+    rng = np.random.default_rng(7)
+    for init in (False, True):
+        cu = random_cu(rng, 4)
+        kw = make_case(rng, b=1, l=int(cu[-1]), h=4, g=2, D="h", z=True, softplus=True, bias=True, cu=cu, init=init)
+        yr, fr = oracle(kw)
+        y, fin = selective_scan(**kw, return_final_states=True, chunk_size=64, backend=backend)
+        assert fin.shape == (4, 4, 8, 16)
+        close(y, yr)
+        close(fin, fr)
+        # each packed sequence equals a separate scan from its own initial state
+        for i in range(4):
+            a, e = cu[i], cu[i + 1]
+            sub = {k: v[:, a:e] for k, v in kw.items() if k in ("x", "dt", "B", "C", "z")}
+            one = dict(kw, **sub)
+            one.pop("cu_seqlens")
+            if init:
+                one["initial_states"] = kw["initial_states"][i:i + 1]
+            ys, fs = selective_scan(**one, return_final_states=True, backend=backend)
+            close(ys, y[:, a:e], rtol=1e-5, atol=1e-5)
+            close(fs, fin[i:i + 1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_varlen_empty_sequences(backend):
+    """cu_seqlens may repeat an offset: that sequence is empty and keeps its initial state."""
+    rng = np.random.default_rng(3)
+    cu = np.array([0, 0, 17, 17, 40, 40])
+    kw = make_case(rng, b=1, l=40, cu=cu, init=True, D="h")
+    yr, fr = oracle(kw)
+    y, fin = selective_scan(**kw, return_final_states=True, backend=backend)
+    close(y, yr)
+    close(fin, fr)
+    for i in (0, 2, 4):
+        np.testing.assert_array_equal(fin[i], kw["initial_states"][i])
+    kw.pop("initial_states")
+    _, fin = selective_scan(**kw, return_final_states=True, backend=backend)
+    assert not fin[[0, 2, 4]].any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_long_sequence_l8192(backend):
+    rng = np.random.default_rng(8192)
+    kw = make_case(rng, b=1, l=8192, h=2, p=8, g=1, n=16, D="h", z=True, softplus=True, bias=True, init=True)
+    yr, fr = oracle(kw)
+    y, fin = selective_scan(**kw, return_final_states=True, backend=backend)
+    close(y, yr)
+    close(fin, fr)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float64_is_float64(backend):
+    rng = np.random.default_rng(64)
+    kw = make_case(rng, l=70, h=4, g=2, D="hp", z=True, softplus=True, bias=True, init=True, dtype=np.float64)
+    yr, fr = oracle(kw)
+    y, fin = selective_scan(**kw, return_final_states=True, chunk_size=16, backend=backend)
+    assert y.dtype == np.float64 and fin.dtype == np.float64
+    close(y, yr, RTOL64, ATOL64)
+    close(fin, fr, RTOL64, ATOL64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_inputs(backend, dtype):
+    """Half inputs compute in float32: y comes back in the input dtype, states in float32."""
+    rng = np.random.default_rng(16)
+    kw = make_case(rng, l=50, D="h", z=True, softplus=True, bias=True, init=True)
+    tdt = getattr(torch, dtype)
+    kw_t = {k: (torch.from_numpy(v).to(tdt) if isinstance(v, np.ndarray) and v.dtype == np.float32 else v) for k, v in kw.items()}
+    ref_in = {k: (v.float().numpy() if isinstance(v, torch.Tensor) else v) for k, v in kw_t.items()}  # the rounded inputs
+    yr, fr = oracle(ref_in)
+    y, fin = selective_scan(**kw_t, return_final_states=True, backend=backend)
+    assert isinstance(y, torch.Tensor) and y.dtype == tdt and fin.dtype == torch.float32
+    rtol, atol = (3e-3, 5e-3) if dtype == "float16" else (3e-2, 5e-2)  # mamba_ssm's fp16 / bf16 tolerances
+    close(y, yr, rtol, atol)
+    close(fin, fr)  # the state never went through half precision
+    if dtype == "float16":  # numpy float16 too
+        y16 = selective_scan(**{k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in kw_t.items()}, backend=backend)
+        assert isinstance(y16, np.ndarray) and y16.dtype == np.float16
+        close(y16, yr, rtol, atol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_torch_in_torch_out_and_non_contiguous(backend):
+    rng = np.random.default_rng(11)
+    kw = make_case(rng, b=2, l=33, h=4, g=2, D="hp", z=True, init=True)
+    yr, fr = oracle(kw)
+    # non-contiguous views with the same values: transposed copies transposed back, strided slices
+    nc = {}
+    for k, v in kw.items():
+        if isinstance(v, np.ndarray) and v.ndim >= 2 and k != "cu_seqlens":
+            nc[k] = np.ascontiguousarray(np.swapaxes(v, 0, -1)).swapaxes(0, -1)
+            assert not nc[k].flags.c_contiguous
+        elif isinstance(v, np.ndarray) and v.ndim == 1:
+            nc[k] = np.repeat(v, 2)[::2]
+            assert not nc[k].flags.c_contiguous
+        else:
+            nc[k] = v
+    y, fin = selective_scan(**nc, return_final_states=True, backend=backend)
+    close(y, yr)
+    close(fin, fr)
+    tk = {k: (torch.from_numpy(v).transpose(0, -1).contiguous().transpose(0, -1) if isinstance(v, np.ndarray) else v)
+          for k, v in kw.items()}
+    y, fin = selective_scan(**tk, return_final_states=True, backend=backend)
+    assert isinstance(y, torch.Tensor) and isinstance(fin, torch.Tensor)
+    close(y, yr)
+    close(fin, fr)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b.id in ("numpy", "torch")])
+@pytest.mark.parametrize("chunk_size", [1, 5, 64, 1000])
+def test_chunk_size_does_not_change_the_result(backend, chunk_size):
+    rng = np.random.default_rng(5)
+    kw = make_case(rng, l=77, h=4, g=2, D="h", init=True, dtype=np.float64)
+    yr, fr = oracle(kw)
+    y, fin = selective_scan(**kw, return_final_states=True, chunk_size=chunk_size, backend=backend)
+    close(y, yr, RTOL64, ATOL64)
+    close(fin, fr, RTOL64, ATOL64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_length_and_batch(backend):
+    rng = np.random.default_rng(0)
+    kw = make_case(rng, b=2, l=0, init=True)
+    y, fin = selective_scan(**kw, return_final_states=True, backend=backend)
+    assert y.shape == (2, 0, 4, 8)
+    np.testing.assert_array_equal(fin, kw["initial_states"])
+    kw = make_case(rng, b=0, l=5)
+    y, fin = selective_scan(**kw, return_final_states=True, backend=backend)
+    assert y.shape == (0, 5, 4, 8) and fin.shape == (0, 4, 8, 16)
+
+
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 2), l=st.integers(1, 40), hg=st.integers(1, 3), g=st.integers(1, 2), p=st.integers(1, 9),
+       n=st.integers(1, 33), D=st.sampled_from([None, "h", "hp"]), z=st.booleans(), softplus=st.booleans(),
+       init=st.booleans(), chunk=st.integers(1, 16), seed=st.integers(0, 2**16))
+def test_property_all_backends_agree_with_oracle(b, l, hg, g, p, n, D, z, softplus, init, chunk, seed):
+    rng = np.random.default_rng(seed)
+    kw = make_case(rng, b=b, l=l, h=hg * g, p=p, g=g, n=n, D=D, z=z, softplus=softplus, bias=softplus, init=init)
+    yr, fr = oracle(kw)
+    for param in BACKENDS:
+        if param.marks:
+            continue
+        y, fin = selective_scan(**kw, return_final_states=True, chunk_size=chunk, backend=param.values[0])
+        close(y, yr)
+        close(fin, fr)
+
+
+# --------------------------------------------------------------------- NaN / inf policy
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_propagates_never_crashes(backend):
+    """NaN in x[t0, head 1, channel 2] makes y[t >= t0, 1, 2] and that state row NaN; NaN in
+    dt[t0, head 1] makes the whole head NaN from t0 on. Everything else stays finite (the
+    chunked backends may also poison the earlier tokens of t0's own chunk). inf in dt gives
+    non-finite values for that head. No exception either way."""
+    rng = np.random.default_rng(1)
+    kw = make_case(rng, b=1, l=100, h=3, g=1, D="h")
+    yr, _ = oracle(kw)
+    t0 = 70  # chunk [64, 96) with chunk_size=32
+    for where in ("x", "dt"):
+        bad = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
+        if where == "x":
+            bad["x"][0, t0, 1, 2] = np.nan
+            hit = (1, [2])
+        else:
+            bad["dt"][0, t0, 1] = np.nan
+            hit = (1, list(range(8)))
+        y, fin = selective_scan(**bad, return_final_states=True, chunk_size=32, backend=backend)
+        head, chans = hit
+        assert np.isnan(y[0, t0:, head][:, chans]).all()
+        assert np.isnan(fin[0, head, chans]).all()
+        mask = np.ones(y.shape, bool)
+        mask[0, 64:, head][:, chans] = False
+        assert np.isfinite(y[mask]).all()
+        close(y[0, :64], yr[0, :64])
+        fmask = np.ones(fin.shape, bool)
+        fmask[0, head, chans] = False
+        assert np.isfinite(fin[fmask]).all()
+    bad = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
+    bad["dt"][0, 10, 2] = np.inf
+    y = selective_scan(**bad, backend=backend)
+    assert not np.isfinite(y[0, 10:, 2]).all()
+    assert np.isfinite(y[0, :, :2]).all()
+
+
+# ------------------------------------------------------------------------- decode step
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+@pytest.mark.parametrize("case", ["plain", "everything"])
+def test_prefill_then_decode_equals_one_scan(backend, case):
+    """Prefill's final state followed by N decode steps equals one scan over everything."""
+    rng = np.random.default_rng(42)
+    opts = dict(h=6, g=3, D="hp", z=True, softplus=True, bias=True, init=True, dt_limit=(0.002, 0.08)) if case == "everything" else {}
+    kw = make_case(rng, b=3, l=50, **opts)
+    yr, fr = oracle(kw)
+    pre, steps = 38, 12
+    head = {k: (v[:, :pre] if k in ("x", "dt", "B", "C", "z") else v) for k, v in kw.items()}
+    y0, state = selective_scan(**head, return_final_states=True, backend=backend)
+    close(y0, yr[:, :pre])
+    extra = {k: kw[k] for k in ("D", "dt_bias", "dt_softplus", "dt_limit") if k in kw}
+    for t in range(pre, pre + steps):
+        yt = selective_state_update(state, kw["x"][:, t], kw["dt"][:, t], kw["A"], kw["B"][:, t], kw["C"][:, t],
+                                    z=None if "z" not in kw else kw["z"][:, t], **extra, backend=backend)
+        assert aura_lab.last_dispatch().op == "ssd_step" and aura_lab.last_dispatch().backend == backend
+        assert yt.shape == (3, kw["x"].shape[2], 8) and yt.dtype == np.float32
+        close(yt, yr[:, t])
+    close(state, fr)
+    # and against the backend's own single scan
+    y1, f1 = selective_scan(**kw, return_final_states=True, backend=backend)
+    close(state, f1, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+def test_decode_in_place_on_torch_and_strided_state(backend):
+    rng = np.random.default_rng(9)
+    kw = make_case(rng, b=2, l=2, h=4, g=2, D="h", init=True, softplus=True, bias=True)
+    yr, fr = oracle(kw)
+    args = lambda t: (kw["x"][:, t], kw["dt"][:, t], kw["A"], kw["B"][:, t], kw["C"][:, t])  # noqa: E731
+    opts = dict(D=kw["D"], dt_bias=kw["dt_bias"], dt_softplus=True, backend=backend)
+    # torch float32 state, updated in place
+    st_t = torch.from_numpy(kw["initial_states"].copy())
+    ptr = st_t.data_ptr()
+    for t in range(2):
+        yt = selective_state_update(st_t, *(torch.from_numpy(np.ascontiguousarray(a)) for a in args(t)), **opts)
+        assert isinstance(yt, torch.Tensor)
+        close(yt, yr[:, t])
+    assert st_t.data_ptr() == ptr
+    close(st_t, fr)
+    # a non-contiguous float64 numpy state (a transposed view of a bigger buffer)
+    buf = np.zeros((16, 8, 4, 2))
+    st_n = buf.transpose(3, 2, 1, 0)[:, :, :, :16]  # (2, 4, 8, 16) view
+    st_n[...] = kw["initial_states"]
+    for t in range(2):
+        close(selective_state_update(st_n, *args(t), **opts), yr[:, t])
+    close(st_n, fr)
+    close(buf.transpose(3, 2, 1, 0), fr)
+
+
+def test_decode_rejects_bad_state():
+    rng = np.random.default_rng(0)
+    kw = make_case(rng, b=1, l=1, init=True)
+    args = (kw["x"][:, 0], kw["dt"][:, 0], kw["A"], kw["B"][:, 0], kw["C"][:, 0])
+    ro = kw["initial_states"].copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="state: array is read-only"):
+        selective_state_update(ro, *args)
+    with pytest.raises(TypeError, match="state: expected a numpy array or torch tensor"):
+        selective_state_update(kw["initial_states"].tolist(), *args)
+    with pytest.raises(ValueError, match=r"state: expected a 4-D array \(b, h, p, n\)"):
+        selective_state_update(kw["initial_states"][0], *args)
+    with pytest.raises(ValueError, match=r"x: expected shape \(b, h, p\) = \(1, 4, 8\), got \(1, 4, 7\)"):
+        selective_state_update(kw["initial_states"], args[0][..., :7], *args[1:])
+    with pytest.raises(ValueError, match=r"B: expected a 3-D array \(b, g, n\)"):
+        selective_state_update(kw["initial_states"], *args[:3], kw["B"], args[4])
+    with pytest.raises(TypeError, match="state: expected a floating-point array"):
+        selective_state_update(kw["initial_states"].astype(np.int32), *args)
+    leaf = torch.zeros(1, 4, 8, 16, requires_grad=True)
+    with pytest.raises(ValueError, match="state: must not require grad"):
+        selective_state_update(leaf, *args)
+
+
+# ----------------------------------------------------------------------- autograd / torch
+
+def test_torch_autograd_matches_finite_differences():
+    rng = np.random.default_rng(4)
+    kw = make_case(rng, b=1, l=9, h=2, p=3, g=1, n=4, D="h", z=True, softplus=True, bias=True, init=True, dtype=np.float64)
+    names = ["x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states"]
+    ts = [torch.from_numpy(kw[k]).requires_grad_() for k in names]
+
+    def f(*args):
+        y, fin = selective_scan(**dict(zip(names, args)), dt_softplus=True, return_final_states=True, chunk_size=4, backend="torch")
+        return y, fin
+
+    assert torch.autograd.gradcheck(f, ts, eps=1e-6, atol=1e-6)
+
+
+def test_auto_picks_torch_when_grad_is_needed_and_explicit_other_backends_refuse():
+    rng = np.random.default_rng(2)
+    kw = make_case(rng, l=10)
+    x = torch.from_numpy(kw.pop("x")).requires_grad_()
+    y = selective_scan(x, **kw)
+    assert aura_lab.last_dispatch().backend == "torch" and y.requires_grad
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for b in ("numpy", "mojo"):
+        with pytest.raises(RuntimeError, match=f"backend '{b}' does not propagate gradients"):
+            selective_scan(x, **kw, backend=b)
+    with torch.no_grad():  # no grad needed: any backend
+        y2 = selective_scan(x, **kw, backend="numpy")
+    close(y2, y.detach().double().numpy(), 1e-5, 1e-5)
+
+
+# ------------------------------------------------------------------------- bad input
+
+def _bad(rng):
+    return make_case(rng, b=1, l=10, h=4, p=8, g=2, n=16)
+
+
+@pytest.mark.parametrize("change,exc,match", [
+    (dict(x=np.zeros((1, 10, 4))), ValueError, r"x: expected a 4-D array \(b, l, h, p\), got 3-D"),
+    (dict(dt=np.zeros((1, 10, 3), np.float32)), ValueError, r"dt: expected shape \(b, l, h\) = \(1, 10, 4\), got \(1, 10, 3\)"),
+    (dict(A=np.zeros(3, np.float32)), ValueError, r"A: expected shape \(h,\) = \(4,\), got \(3,\)"),
+    (dict(B=np.zeros((1, 10, 2, 15), np.float32)), ValueError, r"C: expected shape \(b, l, g, n\) = \(1, 10, 2, 15\)"),
+    (dict(C=np.zeros((1, 9, 2, 16), np.float32)), ValueError, r"C: expected shape \(b, l, g, n\) = \(1, 10, 2, 16\), got \(1, 9, 2, 16\)"),
+    (dict(B=np.zeros((1, 10, 3, 16), np.float32), C=np.zeros((1, 10, 3, 16), np.float32)), ValueError,
+     "h = 4 must be a multiple of the number of groups g = 3"),
+    (dict(D=np.zeros(8, np.float32)), ValueError, r"D: expected shape \(h,\) = \(4,\) or \(h, p\) = \(4, 8\), got \(8,\)"),
+    (dict(z=np.zeros((1, 10, 4, 7), np.float32)), ValueError, r"z: expected shape \(b, l, h, p\) = \(1, 10, 4, 8\)"),
+    (dict(dt_bias=np.zeros((4, 1), np.float32)), ValueError, r"dt_bias: expected shape \(h,\) = \(4,\), got \(4, 1\)"),
+    (dict(initial_states=np.zeros((1, 4, 8, 15), np.float32)), ValueError,
+     r"initial_states: expected shape \(b, h, p, n\) = \(1, 4, 8, 16\)"),
+    (dict(A=np.array([-1, 0.5, -1, -1], np.float32)), ValueError, "A: must be <= 0"),
+    (dict(dt_limit=(0.1, 0.01)), ValueError, r"dt_limit: expected 0 <= lo <= hi"),
+    (dict(dt_limit=(-0.1, 1.0)), ValueError, r"dt_limit: expected 0 <= lo <= hi"),
+    (dict(dt_limit=(float("nan"), 1.0)), ValueError, r"dt_limit: expected 0 <= lo <= hi"),
+    (dict(dt_limit=0.1), TypeError, "dt_limit: expected a pair of floats"),
+    (dict(chunk_size=0), ValueError, "chunk_size: expected a positive int"),
+    (dict(x=np.zeros((1, 10, 4, 8), np.int64)), TypeError, "x: expected a floating-point array"),
+    (dict(B=np.zeros((1, 10, 2, 16), np.complex64)), TypeError, "B: expected a real numeric array"),
+    (dict(x=torch.zeros(1, 10, 4, 8, dtype=torch.int32)), TypeError, "x: expected a floating-point tensor"),
+    (dict(x=np.zeros((1, 10, 4, 0), np.float32)), ValueError, "h, p, g and n must be >= 1"),
+    (dict(cu_seqlens=np.array([1, 10])), ValueError, "cu_seqlens: must start at 0, got 1"),
+    (dict(cu_seqlens=np.array([0, 6, 4, 10])), ValueError, "cu_seqlens: must be non-decreasing"),
+    (dict(cu_seqlens=np.array([0, 4, 9])), ValueError, r"cu_seqlens: must end at the sequence length l = 10, got 9"),
+    (dict(cu_seqlens=np.array([0.0, 10.0])), TypeError, "cu_seqlens: expected an integer array"),
+    (dict(cu_seqlens=np.array([10])), ValueError, r"cu_seqlens: expected a 1-D array \(num_seqs \+ 1,\)"),
+    (dict(cu_seqlens=np.array([0, 4, 10]), initial_states=np.zeros((1, 4, 8, 16), np.float32)), ValueError,
+     r"initial_states: expected shape \(num_seqs, h, p, n\) = \(2, 4, 8, 16\)"),
+])
+def test_bad_input(change, exc, match):
+    kw = _bad(np.random.default_rng(0))
+    kw.update(change)
+    with pytest.raises(exc, match=match):
+        selective_scan(**kw)
+
+
+def test_cu_seqlens_needs_batch_of_one():
+    kw = make_case(np.random.default_rng(0), b=2, l=10)
+    with pytest.raises(ValueError, match=r"cu_seqlens: packed sequences need a batch of one \(b == 1\), got b = 2"):
+        selective_scan(**kw, cu_seqlens=np.array([0, 4, 10]))
+
+
+def test_unknown_and_unavailable_backend():
+    kw = make_case(np.random.default_rng(0), l=3)
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        selective_scan(**kw, backend="cuda")
+    with pytest.raises(RuntimeError, match="backend 'max' is not implemented"):
+        selective_scan(**kw, backend="max")
