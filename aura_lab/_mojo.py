@@ -8,8 +8,8 @@ cache, never into site-packages or the source tree:
       mojo-<compiler version>-<cpu key>/<stem>-<source hash>.so
 
 The key covers the compiler version, the CPU (model and flags: a cache is never reused on
-another CPU) and the hash of the kernel's source plus the shared helpers ``_*.mojo`` (a
-helper change rebuilds every kernel). ``mojo.importer`` is not used: its cache omits the compiler
+another CPU) and the hash of the binding's source, the shared helpers ``_*.mojo`` and the
+compute package ``aura_kernels/`` (a change there rebuilds every kernel). ``mojo.importer`` is not used: its cache omits the compiler
 and the CPU, it writes next to the sources, and concurrent first imports race
 (``file too short``). Here a build takes an exclusive ``fcntl`` lock, compiles into a
 temporary file and renames it into place, so any number of processes can start on a cold
@@ -128,13 +128,19 @@ def cpu_key() -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:12]
 
 
-def sources_hash(stem: str) -> str:
-    """Hash of ``<stem>.mojo`` and the shared helpers (``_*.mojo``) it may import."""
+def files_hash(paths) -> str:
     h = hashlib.sha256()
-    d = kernels_dir()
-    for p in [d / f"{stem}.mojo", *sorted(d.glob("_*.mojo"))]:
-        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    root = kernels_dir()
+    for p in paths:
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:16]
+
+
+def sources_hash(stem: str) -> str:
+    """Hash of ``<stem>.mojo``, the binding helpers ``_*.mojo`` and the compute package
+    ``aura_kernels/`` it imports from."""
+    d = kernels_dir()
+    return files_hash([d / f"{stem}.mojo", *sorted(d.glob("_*.mojo")), *sorted(d.glob("aura_kernels/*.mojo"))])
 
 
 def build_dir() -> Path:

@@ -2,7 +2,8 @@
 
 The first stage of Vietoris-Rips persistence, and a kernel worth having fast on its own.
 Backends: ``numpy`` (the float64 reference), ``torch`` (exact, no GEMM identity),
-``mojo`` (``kernels/distance.mojo``: tiled, SIMD, both cores).
+``mojo`` (``kernels/distance.mojo``: tiled, SIMD, both cores) and ``max`` (the same
+kernel as a MAX graph custom op, ``kernels/aura_kernels/distance_ops.mojo``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def pairwise_distances(X, Y=None, metric: str = "euclidean", *, backend: str = "
         Y: ``(m, d)``, or None for ``X`` against itself (the result is exactly symmetric).
         metric: ``euclidean``, ``sqeuclidean``, ``cosine`` (1 - cosine similarity, clamped to
             [0, 2]; NaN for a zero vector, as scipy), ``cityblock`` or ``chebyshev``.
-        backend: ``"auto"``, ``"numpy"``, ``"torch"`` or ``"mojo"``.
+        backend: ``"auto"``, ``"numpy"``, ``"torch"``, ``"mojo"`` or ``"max"``.
         out: optional ``(n, m)`` array (or CPU tensor) of the result dtype to write into.
 
     Returns:
@@ -157,9 +158,7 @@ def _mojo(X, Y, metric, res):
     from . import _mojo as M
 
     kernel = M.load("distance")
-    work = res.dtype
-    if work == np.float32 and (metric == "cosine" or (metric in ("euclidean", "sqeuclidean") and not _f32_safe(X, Y))):
-        work = np.dtype(np.float64)  # cosine: 1 - cos near 0 cancels; scipy computes it in float64
+    work = _work_dtype(X, Y, metric, res.dtype)
     x = A.c_contiguous(X, work)
     y = x if Y is None else A.c_contiguous(Y, work)
     n, m, d = x.shape[0], y.shape[0], x.shape[1]
@@ -169,6 +168,41 @@ def _mojo(X, Y, metric, res):
     kernel.cdist((work.itemsize * 8, _METRIC_ID[metric], x.ctypes.data, y.ctypes.data, tgt.ctypes.data, n, m, d, m, threads))
     if not direct:
         res[...] = tgt
+
+
+@op.impl("max")
+def _max(X, Y, metric, res):
+    from . import _max as MX
+
+    MX.check_op("distance")
+    work = _work_dtype(X, Y, metric, res.dtype)
+
+    def build(dev, pkg):
+        from max.dtype import DType
+        from max.graph import Graph, TensorType, ops
+
+        dt = DType.float32 if work == np.float32 else DType.float64
+        types = [TensorType(dt, ["n", "d"], dev), TensorType(dt, ["m", "d"], dev), TensorType(DType.int32, [2], dev)]
+        with Graph(f"aura_distance_{work.name}", input_types=types, custom_extensions=[pkg]) as g:
+            a, b, args = g.inputs
+            out_t = TensorType(dt, [a.tensor.shape[0], b.tensor.shape[0]], dev)
+            g.output(ops.custom("aura_pairwise_distances", dev, [a, b, args], out_types=[out_t])[0])
+        return g
+
+    x = A.c_contiguous(X, work)
+    y = x if Y is None else A.c_contiguous(Y, work)
+    args = np.array([_METRIC_ID[metric], num_threads()], np.int32)
+    (r,) = MX.run(("distance", work.name), build, x, y, args)
+    res[...] = r
+
+
+def _work_dtype(X, Y, metric: str, out_dtype: np.dtype) -> np.dtype:
+    """The dtype the kernels compute in: float32 output runs in float64 for cosine
+    (1 - cos near 0 cancels; scipy computes it in float64) and for (sq)euclidean inputs
+    whose float32 squares could overflow."""
+    if out_dtype == np.float32 and (metric == "cosine" or (metric in ("euclidean", "sqeuclidean") and not _f32_safe(X, Y))):
+        return np.dtype(np.float64)
+    return out_dtype
 
 
 def _f32_safe(X, Y) -> bool:

@@ -1,9 +1,7 @@
-# Shared helpers for aura_lab's Mojo kernels (Mojo 1.2.0, max 26.7.0).
-#
-# Every kernel module is a Python extension built by aura_lab/_mojo.py with
-# `mojo build <file> --emit shared-lib -I kernels/`. The Python wrappers validate
-# shapes, dtypes, contiguity and writeability *before* calling in, and pass raw
-# addresses and sizes as ints; nothing here re-checks them.
+# Shared helpers for the Python bindings (kernels/<family>.mojo), built by aura_lab/_mojo.py
+# with `mojo build <file> --emit shared-lib -I kernels/`. Compute code lives in the
+# aura_kernels package. The Python wrappers validate shapes, dtypes, contiguity and
+# writeability *before* calling in, and pass raw addresses and sizes as ints.
 #
 # GIL: every entry point releases the GIL around its compute with
 #     ref cpy = Python().cpython(); var ts = cpy.PyEval_SaveThread()
@@ -11,9 +9,6 @@
 # and touches no Python object in between.
 
 from std.python import PythonObject
-
-comptime F32 = DType.float32
-comptime F64 = DType.float64
 
 
 @always_inline

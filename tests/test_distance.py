@@ -222,3 +222,10 @@ def point_sets(draw):
 def test_property_against_scipy(backend, case):
     X, Y, metric = case
     assert_matches(pairwise_distances(X, Y, metric, backend=backend), X, Y, metric)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_dimensional_points(backend):
+    D = pairwise_distances(np.zeros((2, 0), np.float32), np.zeros((3, 0), np.float32), backend=backend)
+    assert D.shape == (2, 3) and np.all(D == 0)
+    assert np.all(np.isnan(pairwise_distances(np.zeros((2, 0)), metric="cosine", backend=backend)))

@@ -1,0 +1,215 @@
+"""The ``max`` backend: aura_lab's Mojo kernels as MAX graph custom ops.
+
+The compute package ``kernels/aura_kernels/`` registers each family's kernel with
+``@extensibility.register`` (``<family>_ops.mojo``); it is precompiled
+(``mojo precompile kernels/aura_kernels``) into the same per-user cache as the extension
+modules, keyed on the compiler, the CPU and the sources. Graphs are built
+with symbolic dimensions, so a new problem size never recompiles; compiled graphs are
+cached per process (``_models``) and on disk by MAX itself (``~/.cache/modular``, or
+``$MODULAR_CACHE_DIR``), so a second process skips the cold compile.
+
+The device comes from MAX: the CPU here, an accelerator where MAX sees one. Ops without a
+GPU implementation raise an error naming the op there rather than running elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from . import _mojo
+from ._registry import BackendUnavailable
+
+# ops that have a GPU implementation in kernels/aura_kernels (none yet: they raise on a GPU)
+GPU_OPS: frozenset[str] = frozenset()
+
+
+class MaxGraphError(BackendUnavailable):
+    """Building or compiling a MAX graph failed; the message carries MAX's diagnostics."""
+
+
+@dataclass
+class CompileRecord:
+    key: tuple
+    seconds: float
+    at: float
+
+
+_lock = threading.Lock()
+_models: dict[tuple, object] = {}
+compile_log: list[CompileRecord] = []  # every graph compiled in this process, in order
+
+
+def status() -> tuple[bool, str, str]:
+    """(available, reason, detail) for ``aura_lab.backends()``; compiles nothing."""
+    ok, _, reason = _mojo.status()
+    if not ok:
+        return False, reason, ""
+    try:
+        import max.driver  # noqa: F401
+        import max.engine  # noqa: F401
+        import max.graph  # noqa: F401
+    except Exception as e:  # pragma: no cover - depends on the install
+        return False, f"cannot import max.graph/engine/driver: {e}", ""
+    if not (_mojo.kernels_dir() / "aura_kernels" / "__init__.mojo").is_file():
+        return False, "kernels/aura_kernels is missing", ""
+    name, _ = device_name()
+    return True, "", f"device: {name}; graph ops: {', '.join(sorted(OP_NAMES))}"
+
+
+OP_NAMES = {"distance": "aura_pairwise_distances"}
+
+
+@lru_cache(maxsize=1)
+def device_name() -> tuple[str, bool]:
+    """('cpu' or the accelerator's name, is_gpu)."""
+    from max.driver import accelerator_count
+
+    try:
+        if accelerator_count() > 0:
+            from max.driver import accelerator_architecture_name
+
+            return f"gpu ({accelerator_architecture_name()})", True
+    except Exception:
+        pass
+    return "cpu", False
+
+
+@lru_cache(maxsize=1)
+def _session():
+    from max.driver import CPU, Accelerator
+    from max.engine import InferenceSession
+
+    dev = Accelerator() if device_name()[1] else CPU()
+    return InferenceSession(devices=[dev]), dev
+
+
+def device_ref():
+    from max.graph import DeviceRef
+
+    return DeviceRef.GPU() if device_name()[1] else DeviceRef.CPU()
+
+
+def check_op(op: str) -> None:
+    """Raise with the op's name when the device MAX found has no implementation of it."""
+    name, is_gpu = device_name()
+    if is_gpu and op not in GPU_OPS:
+        raise BackendUnavailable(
+            f"max backend: op '{op}' ({OP_NAMES.get(op, op)}) has no GPU implementation and MAX targets {name}"
+        )
+
+
+def package() -> Path:
+    """``kernels/aura_kernels`` precompiled to a ``.mojoc`` in the per-user cache (built once)."""
+    src = _mojo.kernels_dir() / "aura_kernels"
+    digest = _mojo.files_hash(sorted(src.glob("*.mojo")))
+    # the file name is the package name the graph compiler imports: <hash dir>/aura_kernels.mojoc
+    target = _mojo.build_dir() / f"aura_kernels-{digest}" / "aura_kernels.mojoc"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent.parent / "aura_kernels.lock", "w") as lockf:
+        fcntl.flock(lockf, fcntl.LOCK_EX)
+        if target.is_file():
+            return target
+        # precompile names the package after the output file, so build aura_kernels.mojoc
+        # in a private directory and rename it into place
+        tmpdir = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+        tmp = tmpdir / "aura_kernels.mojoc"
+        cmd = [str(_mojo.mojo_binary()), "precompile", str(src), "-o", str(tmp)]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+            if r.returncode != 0 or not tmp.is_file():
+                diag = "\n".join(ln for ln in (r.stdout + r.stderr).splitlines() if "Crashpad" not in ln)
+                raise _mojo.MojoBuildError("aura_kernels", cmd, diag)
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            with contextlib.suppress(OSError):
+                tmpdir.rmdir()
+        for old in target.parent.parent.glob("aura_kernels-*/aura_kernels.mojoc"):
+            if old != target:
+                with contextlib.suppress(OSError):
+                    old.unlink()
+                    old.parent.rmdir()
+    return target
+
+
+@contextlib.contextmanager
+def _stderr_captured(sink: list[str]):
+    """Capture what native code writes to fd 2 (MAX prints compiler errors there), then
+    replay it so the user still sees it."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            f.seek(0)
+            text = f.read().decode(errors="replace")
+            sink.append(text)
+            if text:
+                sys.stderr.write(text)
+
+
+def model(key: tuple, build: Callable[[object, Path], object]):
+    """The compiled model for ``key``, building the graph with ``build(device_ref, package)``
+    and compiling it on first use in this process (MAX's disk cache makes later processes fast)."""
+    m = _models.get(key)
+    if m is not None:
+        return m
+    with _lock:
+        m = _models.get(key)
+        if m is None:
+            session, _ = _session()
+            pkg = package()
+            t0 = time.perf_counter()
+            native: list[str] = []
+            try:
+                with _stderr_captured(native):
+                    graph = build(device_ref(), pkg)
+                    m = session.load(graph)
+            except Exception as e:
+                chain, c = [], e
+                while c is not None:
+                    chain.append(str(c))
+                    c = c.__cause__
+                diag = "\n".join([*native, *reversed(chain)]).strip()
+                raise MaxGraphError(f"max backend: compiling the graph {key} failed:\n{diag}") from e
+            compile_log.append(CompileRecord(key, time.perf_counter() - t0, time.time()))
+            _models[key] = m
+    return m
+
+
+def run(key: tuple, build: Callable[[object, Path], object], *arrays):
+    """Execute the graph for ``key`` on numpy arrays; returns numpy arrays."""
+    import numpy as np
+    from max.driver import Buffer
+
+    m = model(key, build)
+    _, dev = _session()
+    bufs = [Buffer.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+    if device_name()[1]:
+        bufs = [b.to(dev) for b in bufs]
+    outs = m.execute(*bufs)
+    if device_name()[1]:
+        from max.driver import CPU
+
+        outs = [o.to(CPU()) for o in outs]
+    return [o.to_numpy() for o in outs]
