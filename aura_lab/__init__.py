@@ -11,6 +11,7 @@ from ._registry import (
     BackendStatus,
     Dispatch,
     backends,
+    explain,
     last_dispatch,
     use_backend,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "BackendStatus",
     "Dispatch",
     "backends",
+    "explain",
     "last_dispatch",
     "pairwise_distances",
     "route",

@@ -16,6 +16,7 @@ import contextvars
 import importlib
 import importlib.metadata
 import logging
+import math
 import threading
 import time
 import warnings
@@ -142,6 +143,14 @@ def use_backend(name: str):
         _default_backend.reset(token)
 
 
+def explain(op: str, **size) -> str:
+    """Which backend ``backend="auto"`` picks for ``op`` at ``size`` and why, e.g.
+    ``explain("distance", n=4096, m=4096, d=64)``."""
+    if op not in Op.registry:
+        raise ValueError(f"op: unknown op {op!r}; known ops: {', '.join(sorted(Op.registry))}")
+    return Op.registry[op].explain(size)
+
+
 class BackendUnavailable(RuntimeError):
     """A backend that cannot run here; raised for explicit requests, caught by ``auto``."""
 
@@ -158,10 +167,12 @@ class Op:
 
     registry: dict[str, "Op"] = {}
 
-    def __init__(self, name: str, *, reference: str = "numpy", auto_order: tuple[str, ...] = ("mojo", "torch", "numpy")):
+    def __init__(self, name: str, *, reference: str = "numpy", auto_order: tuple[str, ...] = ("mojo", "torch", "numpy"),
+                 work: Callable[[dict], float] | None = None):
         self.name = name
         self.reference = reference
         self.auto_order = auto_order
+        self._work = work
         self.impls: dict[str, Impl] = {}
         Op.registry[name] = self
 
@@ -174,6 +185,12 @@ class Op:
             return fn
 
         return deco
+
+    def work(self, size: dict) -> float:
+        """A scalar measure of the problem size (calibration interpolates over it)."""
+        if self._work is not None:
+            return float(self._work(size))
+        return float(math.prod(max(1, int(v)) for v in size.values()))
 
     @property
     def backends(self) -> tuple[str, ...]:

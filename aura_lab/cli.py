@@ -4,6 +4,7 @@
     aura-lab build [KERNEL ...] [--force] precompile the Mojo kernels into the cache
     aura-lab bench FAMILY [--json PATH]   benchmark sweep (distance, ...)
     aura-lab validate FAMILY              every backend against its reference
+    aura-lab calibrate [FAMILY ...]       measure the backends so `auto` picks the fastest
     aura-lab lab [--headless]             JupyterLab on notebooks/
 """
 
@@ -103,6 +104,17 @@ def _cmd_validate(args) -> int:
     return 0 if all(c.passed for c in checks) else 1
 
 
+def _cmd_calibrate(args) -> int:
+    from . import _auto
+    from .harness.core import format_table
+
+    table = _auto.calibrate(args.families or None, repeats=args.repeats)
+    rows = _auto.check(table)
+    print(format_table([{**r, "size": " ".join(f"{k}={v}" for k, v in r["size"].items())} for r in rows]))
+    print(f"\nwrote {_auto.table_path()}")
+    return 0
+
+
 def _cmd_lab(args) -> int:
     root = Path(__file__).resolve().parent.parent / "notebooks"
     if not root.is_dir():
@@ -137,6 +149,10 @@ def main(argv=None) -> int:
     v.add_argument("family", choices=sorted(FAMILIES))
     v.add_argument("--backends", help="comma-separated subset of backends")
     v.set_defaults(fn=_cmd_validate)
+    ca = sub.add_parser("calibrate", help="time every backend over a size grid; `auto` then picks the fastest")
+    ca.add_argument("families", nargs="*", choices=[[], *sorted(FAMILIES)], help="op families (default: all)")
+    ca.add_argument("--repeats", type=int, default=3)
+    ca.set_defaults(fn=_cmd_calibrate)
     la = sub.add_parser("lab", help="start JupyterLab on notebooks/")
     la.add_argument("--headless", action="store_true", help="no browser; listen on --ip/--port (for a remote box)")
     la.add_argument("--ip", default="127.0.0.1")

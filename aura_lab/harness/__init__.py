@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from .core import BenchResult, Check, compare, format_table, memory_bandwidth, summarize, time_call
+from .core import BenchResult, Check, PanelSpec, compare, compare_backends, format_table, memory_bandwidth, summarize, time_call
 
 FAMILIES = {
     "distance": "aura_lab.harness.distance",
@@ -26,9 +26,15 @@ def bench(name: str, **kwargs) -> BenchResult:
     return _module(name).bench(**kwargs)
 
 
+def panel_spec(name: str) -> PanelSpec:
+    """What the ComparisonPanel needs for one op family (sizes, dtypes, reference, calls)."""
+    return _module(name).panel_spec()
+
+
 def validate(name: str, **kwargs) -> list[Check]:
     """Check every available backend of one op family against its independent reference."""
     return _module(name).validate(**kwargs)
 
 
-__all__ = ["FAMILIES", "BenchResult", "Check", "bench", "compare", "format_table", "memory_bandwidth", "summarize", "time_call", "validate"]
+__all__ = ["FAMILIES", "BenchResult", "Check", "PanelSpec", "bench", "compare", "compare_backends", "format_table", "memory_bandwidth",
+           "panel_spec", "summarize", "time_call", "validate"]

@@ -216,3 +216,87 @@ def summarize(checks: list[Check]) -> str:
     text = format_table(rows, ["backend", "case", "max_abs_err", "max_rel_err", "tol", "passed", "note"])
     verdict = f"{len(checks) - len(failed)}/{len(checks)} checks passed"
     return f"{text}\n\n{verdict}" + ("" if not failed else " - FAILED: " + ", ".join(f"{c.backend}/{c.case}" for c in failed))
+
+
+# ----------------------------------------------------------------- backend comparison
+
+@dataclass
+class PanelSpec:
+    """What a ComparisonPanel (or ``compare_backends``) needs to know about one op.
+
+    sizes: label -> size dict, small to large. ``make(size, dtype, seed)`` builds the inputs;
+    ``call(backend, inputs)`` runs one backend; ``check(out, ref_out, dtype)`` returns
+    (largest error, passed, tolerance text) against the reference backend's output.
+    ``throughput(size, ms)`` -> (value, unit) is optional.
+    """
+
+    name: str
+    backends: list[str]
+    reference: str
+    sizes: dict[str, dict]
+    dtypes: list[str]
+    make: Callable
+    call: Callable
+    check: Callable
+    status: Callable[[str], tuple[bool, str]] | None = None
+    explain: Callable[[dict], str] | None = None
+    throughput: Callable[[dict, float], tuple[float, str]] | None = None
+    work: Callable[[dict], float] | None = None
+
+    def available(self, backend: str) -> tuple[bool, str]:
+        if self.status is not None:
+            return self.status(backend)
+        st = backend_status(backend)
+        return st.available, st.reason
+
+
+def compare_backends(spec: PanelSpec, backends: list[str], sizes: list[str], dtype: str, repeats: int = 3,
+                     seed: int = 0, on_step: Callable[[int, int, str], None] | None = None) -> list[dict]:
+    """Time each backend at each size and check it against the reference, side by side.
+
+    Returns one row per (size, backend): ms, throughput, speed-up over the reference, the
+    largest error against the reference and pass/fail; a backend that raises gets a row
+    with ``error`` set instead (the others still run).
+    """
+    rows: list[dict] = []
+    steps = [(s, b) for s in sizes for b in backends]
+    total = len(steps) + len(sizes)
+    k = 0
+    for label in sizes:
+        size = spec.sizes[label]
+        inputs = spec.make(size, dtype, seed)
+        k += 1
+        if on_step:
+            on_step(k, total, f"{label}: reference ({spec.reference})")
+        try:
+            ref_out = spec.call(spec.reference, inputs)
+            ref_err = None
+        except Exception as e:  # the reference itself failed: report, keep going
+            ref_out, ref_err = None, f"{type(e).__name__}: {e}"
+        ref_ms = None
+        for b in backends:
+            k += 1
+            if on_step:
+                on_step(k, total, f"{label}: {b}")
+            row = {"size": label, "backend": b, "dtype": dtype, "work": spec.work(size) if spec.work else None}
+            try:
+                out = spec.call(b, inputs)
+                t = time_call(lambda: spec.call(b, inputs), repeats=repeats, warmup=0)
+                row.update(ms=t["ms"], runs=t["runs"])
+                if spec.throughput:
+                    val, unit = spec.throughput(size, t["ms"])
+                    row[unit] = val
+                if ref_out is None:
+                    row.update(max_err=float("nan"), passed=False, tol="", error=f"reference failed: {ref_err}")
+                else:
+                    err, ok, tol = spec.check(out, ref_out, dtype)
+                    row.update(max_err=err, passed=bool(ok), tol=tol)
+                if b == spec.reference:
+                    ref_ms = t["ms"]
+            except Exception as e:
+                row.update(ms=float("nan"), passed=False, max_err=float("nan"), error=f"{type(e).__name__}: {e}")
+            rows.append(row)
+        for r in rows:
+            if r["size"] == label and ref_ms and r.get("ms") == r.get("ms"):
+                r[f"speedup_vs_{spec.reference}"] = ref_ms / r["ms"]
+    return rows

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from ..distance import METRICS, op, pairwise_distances
-from .core import BenchResult, Check, add_ratios, available_backends, compare, machine_info, memory_bandwidth, progress, time_call
+from .core import BenchResult, Check, PanelSpec, add_ratios, available_backends, compare, machine_info, memory_bandwidth, progress, time_call
 
 SIZES = [(n, d) for n in (1024, 4096, 8192) for d in (3, 64)]
 COLUMNS = ["case", "impl", "kind", "ms", "runs", "GB/s", "floor_ms", "GFLOP/s", "vs_numpy", "vs_best_peer"]
@@ -136,3 +136,41 @@ def validate(backends=None, seed: int = 0) -> list[Check]:
                     checks.append(Check("distance", b, f"{name} {dname} {metric}", ea, er, f"rtol {rtol:g} / atol {atol:g}",
                                         ok and ok_dtype, "" if ok_dtype else f"dtype {got.dtype}"))
     return checks
+
+
+def calibration(sizes=((8, 3), (64, 3), (512, 3), (2048, 3), (8, 64), (64, 64), (512, 64), (2048, 64)), seed: int = 0):
+    """For ``aura-lab calibrate``: [(op name, op, [(size, {backend: call})])]."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for n, d in sizes:
+        X = rng.standard_normal((n, d)).astype(np.float32)
+        out = np.empty((n, n), np.float32)
+        calls = {b: (lambda b=b, X=X, out=out: pairwise_distances(X, backend=b, out=out)) for b in op.backends}
+        cases.append(({"n": n, "m": n, "d": d}, calls))
+    return [("distance", op, cases)]
+
+
+def panel_spec() -> PanelSpec:
+    """The ComparisonPanel's view of pairwise distances (X against itself)."""
+    from .._registry import explain
+
+    sizes = {f"n={n} d={d}": {"n": n, "m": n, "d": d} for n in (256, 1024, 2048, 4096) for d in (3, 64)}
+
+    def make(size, dtype, seed):
+        return np.random.default_rng(seed).standard_normal((size["n"], size["d"])).astype(dtype)
+
+    def check(out, ref, dtype):
+        rtol, atol = tolerance(dtype)
+        ea, er, ok = compare(out, ref, rtol=rtol, atol=atol)
+        return ea, ok, f"rtol {rtol:g} / atol {atol:g}"
+
+    def throughput(size, ms):
+        if size["d"] <= 16:
+            return 4.0 * size["n"] * size["m"] / (ms * 1e-3) / 1e9, "GB/s"
+        return 3.0 * size["n"] * size["m"] * size["d"] / (ms * 1e-3) / 1e9, "GFLOP/s"
+
+    return PanelSpec(
+        name="distance", backends=list(op.backends), reference="numpy", sizes=sizes, dtypes=["float32", "float64"],
+        make=make, call=lambda b, X: pairwise_distances(X, backend=b), check=check,
+        explain=lambda size: explain("distance", **size), throughput=throughput, work=op.work,
+    )
