@@ -1,0 +1,336 @@
+"""Vietoris-Rips persistent homology: ``rips_persistence(X, maxdim=1, ...)``.
+
+Backends:
+
+* ``gudhi`` - the reference: ``gudhi.RipsComplex`` on the same distance matrix, edge collapse,
+  expansion to ``maxdim + 1``, persistent cohomology over Z/``coeff`` in float64.
+* ``mojo`` - aura_lab's own engine (``kernels/rips.mojo``), the ripser algorithm family written
+  fresh: H0 by union-find over the sorted edges, H1..H_maxdim by persistent cohomology with
+  clearing, implicit coboundaries through the combinatorial number system, apparent and emergent
+  pairs; both cores for the edge list, sorting, the apparent-pair search and the column assembly.
+
+``gudhi`` is not one of the registry's four backend slots (numpy / torch / mojo / max), so it is
+dispatched here, before the registry, and recorded in ``aura_lab.last_dispatch()`` all the same.
+``backend="auto"`` runs mojo, else falls back to gudhi with an ``AuraFallbackWarning``.
+
+Conventions (shared by both backends, so their diagrams agree bar for bar):
+
+* Filtration values are the pairwise distances: float32 inputs give a float32 filtration (as
+  ripser and giotto-ph), float64 and every other numeric dtype a float64 one.
+* Vertices are born at 0; an edge {i, j} enters at D[i, j] (the lower triangle, i > j, as ripser
+  reads it); a simplex at its largest edge. Edges longer than the threshold, and infinite
+  distances, are never inserted.
+* The threshold defaults to (and is capped at) the enclosing radius min_i max_j D[i, j], from
+  which on the complex is a cone: the barcode is the one of the full Rips filtration, with
+  exactly one infinite bar, in H0, when the cloud is connected.
+* Only bars with death > birth are reported; infinite deaths are ``inf``; each dimension is a
+  ``(k, 2)`` float64 array sorted by birth, then death.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import time
+import warnings
+
+import numpy as np
+
+from . import _arrays as A
+from ._registry import BACKENDS, AuraFallbackWarning, BackendUnavailable, Dispatch, Op, _default_backend, _last
+from .distance import METRICS, num_threads, pairwise_distances
+
+op = Op("rips_persistence", reference="gudhi", auto_order=("mojo",))
+
+PH_BACKENDS = ("gudhi", "mojo")
+#: largest coefficient prime (gudhi's limit: p * p must fit its 32-bit arithmetic)
+MAX_COEFF = 46337
+#: relative disagreement tolerated between D[i, j] and D[j, i] (text files round distances)
+SYM_RTOL = 1e-3
+#: per-dimension statistics the mojo engine reports (``last_stats()``)
+STAT_FIELDS = ("simplices", "columns", "apparent", "cleared", "emergent", "reduced", "additions", "seconds")
+_NSTATS = 8
+
+
+# ------------------------------------------------------------------------------ public API
+
+def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: str = "euclidean",
+                     distance_matrix: bool = False, coeff: int = 2, backend: str = "auto") -> list[np.ndarray]:
+    """Persistence diagrams of the Vietoris-Rips filtration of ``X``.
+
+    Args:
+        X: ``(n, d)`` point cloud, or with ``distance_matrix=True`` (or ``metric="precomputed"``)
+            an ``(n, n)`` distance matrix: non-negative, no NaN, zero diagonal, symmetric to within
+            0.1 % per entry (its lower triangle ``D[i, j], i > j`` is used); ``inf`` entries mean
+            "no edge". numpy arrays, torch CPU tensors or anything ``np.asarray`` takes.
+        maxdim: highest homology dimension (>= 0).
+        threshold: largest edge length inserted (>= 0). The default ``inf`` means the enclosing
+            radius, as ripser; larger values are capped there (the barcode is the same).
+        metric: for point clouds, one of ``aura_lab.distance.METRICS``; distances come from
+            ``aura_lab.pairwise_distances`` (float32 in -> float32 filtration).
+        distance_matrix: ``X`` is a distance matrix.
+        coeff: prime p of the coefficient field Z/p (2 <= p <= 46337).
+        backend: ``"auto"`` (mojo, else gudhi), ``"mojo"`` or ``"gudhi"``.
+
+    Returns:
+        ``maxdim + 1`` arrays; entry k is ``(m_k, 2)`` float64 (birth, death) of the H_k bars with
+        death > birth, sorted by birth then death; infinite deaths are ``inf``.
+    """
+    maxdim = _check_int("maxdim", maxdim, lo=0)
+    coeff = _check_coeff(coeff)
+    threshold = _check_threshold(threshold)
+    if not isinstance(backend, str) or backend not in ("auto", *PH_BACKENDS, *BACKENDS):
+        raise ValueError(f"backend: unknown backend {backend!r}; valid: auto, {', '.join(PH_BACKENDS)}")
+    if not isinstance(metric, str) or metric not in (*METRICS, "precomputed"):
+        raise ValueError(f"metric: unknown metric {metric!r}; valid: {', '.join(METRICS)}, precomputed")
+    D = _distance_matrix(X, metric, bool(distance_matrix) or metric == "precomputed")
+    n = D.shape[0]
+    thr = effective_threshold(D, threshold)
+    size = {"n": n, "maxdim": maxdim}
+    requested = backend
+    if backend == "auto":
+        backend = _default_backend.get()
+        if backend not in PH_BACKENDS:  # a use_backend() choice this op lacks (numpy, torch, max)
+            backend = "auto"
+    if n == 0:
+        _record(backend if backend != "auto" else "mojo", requested, "empty input", 0.0)
+        return [np.empty((0, 2)) for _ in range(maxdim + 1)]
+    if backend == "gudhi":
+        return _run_gudhi(D, maxdim, thr, coeff, requested, "explicit", [])
+    if backend in BACKENDS:
+        return _finish(op.run(backend, D, maxdim, thr, coeff, size=size), maxdim)
+    try:
+        op.check("mojo")
+    except BackendUnavailable as e:
+        warnings.warn(f"aura_lab rips_persistence: auto skipped mojo ({e}); using gudhi", AuraFallbackWarning, stacklevel=2)
+        return _run_gudhi(D, maxdim, thr, coeff, requested, "auto fallback", [f"mojo: {e}"])
+    return _finish(op.run("auto", D, maxdim, thr, coeff, size=size), maxdim)
+
+
+def enclosing_radius(D: np.ndarray) -> float:
+    """``min_i max_j D[i, j]``: from this value on the Rips complex is a cone (0 for n <= 1)."""
+    if D.shape[0] <= 1:
+        return 0.0
+    return float(np.min(np.max(D, axis=1)))
+
+
+def effective_threshold(D: np.ndarray, threshold: float = np.inf) -> float:
+    """The threshold actually used: ``min(threshold, enclosing radius)``; if that is infinite
+    (every row has an infinite entry) the largest finite distance. Exactly representable in the
+    dtype of ``D`` (rounded down), so that ``D[i, j] <= t`` means the same in every backend."""
+    t = min(float(threshold), enclosing_radius(D))
+    if not np.isfinite(t):
+        fin = D[np.isfinite(D)]
+        t = float(fin.max()) if fin.size else 0.0
+    if D.dtype == np.float32:
+        t32 = np.float32(t)
+        if float(t32) > t:
+            t32 = np.nextafter(t32, np.float32(-np.inf))
+        t = float(t32)
+    return t
+
+
+def last_stats() -> dict | None:
+    """Per-dimension counters of the last mojo run in this process: simplices enumerated,
+    columns reduced, apparent pairs skipped, columns cleared, emergent pairs, columns reduced
+    with a heap, column additions, seconds."""
+    return _last_stats
+
+
+def rips_backends() -> list[tuple[str, bool, str]]:
+    """(backend, available, reason) for ``rips_persistence``."""
+    out = []
+    for b in PH_BACKENDS:
+        try:
+            _check_gudhi() if b == "gudhi" else op.check(b)
+            out.append((b, True, ""))
+        except BackendUnavailable as e:
+            out.append((b, False, str(e)))
+    return out
+
+
+# ------------------------------------------------------------------------------ validation
+
+def _check_int(name: str, v, lo: int) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer, got {type(v).__name__}")
+    v = int(v)
+    if v < lo:
+        raise ValueError(f"{name}: must be >= {lo}, got {v}")
+    return v
+
+
+def _is_prime(p: int) -> bool:
+    if p < 2:
+        return False
+    return all(p % q for q in range(2, math.isqrt(p) + 1))
+
+
+def _check_coeff(coeff) -> int:
+    coeff = _check_int("coeff", coeff, lo=0)
+    if not _is_prime(coeff) or coeff > MAX_COEFF:
+        raise ValueError(f"coeff: must be a prime between 2 and {MAX_COEFF} (the field Z/p), got {coeff}")
+    return coeff
+
+
+def _check_threshold(threshold) -> float:
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        raise TypeError(f"threshold: expected a number, got {type(threshold).__name__}") from None
+    if np.isnan(t) or t < 0:
+        raise ValueError(f"threshold: must be >= 0 (inf for the enclosing radius), got {threshold}")
+    return t
+
+
+def _distance_matrix(X, metric: str, is_matrix: bool) -> np.ndarray:
+    """The full symmetric ``(n, n)`` float32/float64 C-contiguous filtration matrix of the input."""
+    Xn = A.to_numpy(X, "X")
+    if not is_matrix:
+        if Xn.ndim != 2:
+            raise ValueError(f"X: expected a 2-D point cloud (n, d), got {Xn.ndim}-D shape {Xn.shape}")
+        if not np.all(np.isfinite(Xn)):
+            raise ValueError("X: the point cloud contains NaN or infinite coordinates")
+        n = Xn.shape[0]
+        dtype = A.result_float_dtype(Xn)
+        if n == 0:
+            return np.zeros((0, 0), dtype)
+        D = pairwise_distances(Xn, metric=metric)
+        if np.isnan(D).any():
+            raise ValueError(f"X: the {metric} distance is undefined (NaN) for some pairs, e.g. zero vectors")
+        return D
+    if Xn.ndim != 2 or Xn.shape[0] != Xn.shape[1]:
+        raise ValueError(f"X: a distance matrix must be square (n, n), got shape {Xn.shape}")
+    D = np.array(Xn, dtype=A.result_float_dtype(Xn), order="C", copy=True)
+    if np.isnan(D).any():
+        raise ValueError("X: the distance matrix contains NaN")
+    if (D < 0).any():
+        raise ValueError("X: the distance matrix has negative entries")
+    if D.shape[0] and np.any(np.diagonal(D) != 0):
+        raise ValueError("X: the distance matrix must have a zero diagonal (every vertex is born at 0)")
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(D - D.T)
+        big = np.maximum(D, D.T)
+        bad = ~((diff <= SYM_RTOL * big) | (np.isinf(D) & np.isinf(D.T)))
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(f"X: the distance matrix is not symmetric: D[{i}, {j}] = {D[i, j]} but D[{j}, {i}] = {D[j, i]}")
+    low = np.tril(D, -1)
+    return np.ascontiguousarray(low + low.T)  # ripser's convention: the lower triangle counts
+
+
+# ------------------------------------------------------------------------------ results
+
+def _finish(dgms, maxdim: int) -> list[np.ndarray]:
+    out = []
+    for k in range(maxdim + 1):
+        a = np.asarray(dgms[k], np.float64).reshape(-1, 2) if k < len(dgms) else np.empty((0, 2))
+        a = a[a[:, 1] > a[:, 0]]
+        out.append(np.ascontiguousarray(a[np.lexsort((a[:, 1], a[:, 0]))]))
+    return out
+
+
+def _record(backend: str, requested: str, reason: str, seconds: float, fallbacks=None) -> None:
+    _last.record = Dispatch(op.name, backend, requested, reason, seconds, list(fallbacks or []))
+
+
+# ------------------------------------------------------------------------------ gudhi reference
+
+def _check_gudhi():
+    try:
+        import gudhi  # noqa: F401
+    except Exception as e:
+        raise BackendUnavailable(f"rips_persistence: backend 'gudhi' is unavailable: cannot import gudhi ({e})") from None
+
+
+def _run_gudhi(D, maxdim, thr, coeff, requested, reason, fallbacks):
+    try:
+        _check_gudhi()
+    except BackendUnavailable as e:
+        raise RuntimeError(str(e)) from None
+    t0 = time.perf_counter()
+    dgms = gudhi_reference(D, maxdim, thr, coeff)
+    _record("gudhi", requested, reason, time.perf_counter() - t0, fallbacks)
+    return _finish(dgms, maxdim)
+
+
+def gudhi_reference(D: np.ndarray, maxdim: int, threshold: float, coeff: int = 2) -> list[np.ndarray]:
+    """gudhi's diagrams of the validated full matrix ``D`` (float64 arithmetic on its values):
+    edges <= threshold, edge collapse (the barcode is unchanged), expansion to ``maxdim + 1``."""
+    import gudhi
+
+    n = D.shape[0]
+    D64 = np.asarray(D, np.float64)
+    rc = gudhi.RipsComplex(distance_matrix=D64, max_edge_length=float(threshold))
+    st = rc.create_simplex_tree(max_dimension=1)
+    if maxdim >= 1 and n > 2:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(10):
+                before = st.num_simplices()
+                st.collapse_edges(nb_iterations=1)
+                if st.num_simplices() == before:
+                    break
+        st.expansion(maxdim + 1)
+    # persistence_dim_max: also when the complex has no simplex of dimension maxdim + 1
+    st.compute_persistence(homology_coeff_field=coeff, min_persistence=0.0, persistence_dim_max=True)
+    return [st.persistence_intervals_in_dimension(k) for k in range(maxdim + 1)]
+
+
+# ------------------------------------------------------------------------------ mojo engine
+
+_last_stats: dict | None = None
+
+
+def _index_bits(n: int, maxdim: int, coeff: int) -> tuple[int, int]:
+    """(coefficient bits, largest binomial coefficient the engine's tables hold)."""
+    cbits = 0 if coeff == 2 else coeff.bit_length()
+    kmax = min(maxdim + 2, n)
+    top = max(math.comb(n, k) for k in range(kmax + 1))
+    return cbits, top
+
+
+@op.impl("mojo")
+def _mojo(D, maxdim, thr, coeff):
+    """``kernels/rips.mojo`` on the full matrix ``D`` (float32 or float64, C-contiguous)."""
+    from . import _mojo as M
+
+    global _last_stats
+    n = D.shape[0]
+    dims = min(maxdim, max(0, n - 2))  # H_k needs k + 2 vertices to be nonzero
+    cbits, top = _index_bits(n, dims, coeff)
+    if top.bit_length() > 62 - cbits:
+        raise ValueError(
+            f"X: n={n} points with maxdim={maxdim} give simplex indices up to C({n}, {dims + 2}) ~ 2^{top.bit_length()}, "
+            f"beyond the mojo engine's {62 - cbits}-bit index range; lower maxdim or n")
+    kernel = M.load("rips")
+    D = np.ascontiguousarray(D)
+    bits = 32 if D.dtype == np.float32 else 64
+    D = D if bits == 32 else np.ascontiguousarray(D, np.float64)
+    info = np.zeros(8, np.int64)
+    stats = np.zeros((dims + 1) * _NSTATS, np.int64)
+    budget = max(64 << 20, int(A.available_memory() * 0.8))
+    threads = 1 if n < 64 else num_threads()
+    kernel.rips((bits, D.ctypes.data, n, dims, float(thr), coeff, threads, budget, info.ctypes.data, stats.ctypes.data))
+    status, addr, nbars = int(info[0]), int(info[1]), int(info[2])
+    try:
+        if status == 1:
+            raise MemoryError(
+                f"rips_persistence: the Rips complex of n={n} points up to dimension {maxdim} at threshold {thr:g} "
+                f"needs more than the {A.fmt_bytes(budget)} memory budget (80% of available memory; reached in "
+                f"dimension {int(info[3])} while holding {A.fmt_bytes(int(info[4]))}); lower maxdim or the threshold")
+        if status != 0:
+            raise RuntimeError(f"rips_persistence: mojo engine failed with status {status}")
+        bars = np.empty((0, 3))
+        if nbars:
+            raw = (ctypes.c_double * (3 * nbars)).from_address(addr)
+            bars = np.frombuffer(raw, np.float64).reshape(nbars, 3).copy()
+    finally:
+        if addr:
+            kernel.free_bars((addr,))
+    st = stats.reshape(dims + 1, _NSTATS)
+    _last_stats = {f: [int(v) for v in st[:, i]] for i, f in enumerate(STAT_FIELDS[:-1])}
+    _last_stats["seconds"] = [float(v) * 1e-9 for v in st[:, -1]]
+    deaths = np.where(bars[:, 2] < 0, np.inf, bars[:, 2])
+    dim = bars[:, 0].astype(np.int64)
+    return [np.stack([bars[dim == k, 1], deaths[dim == k]], axis=1) for k in range(dims + 1)]

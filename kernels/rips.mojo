@@ -1,0 +1,1204 @@
+# Vietoris-Rips persistent homology: the ripser algorithm family, written fresh in Mojo.
+#
+#   rips((bits, dist_addr, n, maxdim, threshold, modulus, nthreads, budget, info_addr, stats_addr))
+#   free_bars((addr,))
+#
+# Input: the full (n, n) symmetric distance matrix, float32 or float64, zero diagonal, validated
+# by aura_lab/persistence.py (which also caps maxdim at n - 2, checks that every binomial
+# coefficient C(n, k <= maxdim + 2) fits in 62 - coefficient-bits bits, and rounds the threshold
+# to the matrix dtype). Output: info[0] status (0 ok, 1 memory budget exceeded), info[1] the
+# address of a malloc'd float64 buffer of (dim, birth, death) triples (death -1 = infinite),
+# info[2] their count, info[3] the dimension where the budget ran out, info[4] bytes in use
+# then; stats[(dim * 8) + f] per-dimension counters (see STAT_* below).
+#
+# Filtration: vertices at 0, a simplex at its largest edge; ties are broken by the simplex
+# index in the combinatorial number system, {v_k > ... > v_0} -> sum_i C(v_i, i + 1), larger
+# index first (ripser's "reverse colexicographic" order). Cohomology is reduced in reverse
+# filtration order: columns = k-simplices sorted by (diameter desc, index asc); the pivot of a
+# coboundary column is its (k+1)-cofacet with the smallest (diameter, -index).
+#
+# * H0: edges <= threshold sorted, union-find from the shortest; merging edges give [0, d).
+# * Hk, k >= 1: columns are the k-simplices that are not pivots of dimension k-1 (clearing) and
+#   not in a zero-persistence apparent pair. Each column's coboundary is enumerated on the fly
+#   (cofacet index = above + C(v, j) + below as the new vertex v sweeps downwards) into a binary
+#   heap; a pivot found in the pivot -> column hash map is eliminated by adding that column's
+#   coboundary (V-matrix columns are stored, R is implicit); a pivot in an apparent pair is
+#   eliminated by adding the coboundary of its apparent facet; otherwise it is a new pair.
+#   Emergent pairs: a column whose largest-index equal-diameter cofacet is free is paired at
+#   once without enumerating its coboundary.
+# * Full-matrix rows make cofacet sweeps SIMD: for all candidate vertices v of a simplex s at
+#   once, max_{w in s} D[w, v] is a vector max over the rows of s's vertices.
+# * Both cores: edge list, sorts, the apparent-pair filter of the column assembly and the
+#   emergent-pair search run in parallel chunks; the column reduction itself is sequential.
+
+from std.python import Python, PythonObject
+from std.python.bindings import PythonModuleBuilder
+from std.os import abort
+from std.sys import simd_width_of, size_of
+from std.math import iota
+from std.time import perf_counter_ns
+from std.memory.alloc import unsafe_alloc
+from std.atomic import Atomic
+from max.algorithm import parallelize
+
+comptime F32 = DType.float32
+comptime F64 = DType.float64
+
+comptime IntPtr = Pointer[Int, MutUntrackedOrigin]
+
+comptime NSTATS = 8
+comptime STAT_SIMPLICES = 0  # simplices of this dimension enumerated (edges for dim 0 and 1)
+comptime STAT_COLUMNS = 1  # columns handed to the reduction
+comptime STAT_APPARENT = 2  # candidates skipped: in a zero-persistence apparent pair
+comptime STAT_CLEARED = 3  # candidates skipped: pivot of the previous dimension (clearing)
+comptime STAT_EMERGENT = 4  # columns paired by the emergent shortcut
+comptime STAT_REDUCED = 5  # columns reduced with a heap
+comptime STAT_ADDITIONS = 6  # column / apparent-facet additions
+comptime STAT_NS = 7  # nanoseconds
+
+
+@export
+def PyInit_rips() abi("C") -> PythonObject:
+    try:
+        var m = PythonModuleBuilder("rips")
+        m.def_function[rips](
+            "rips",
+            docstring="rips(args: tuple) with args = (dtype_bits, dist_addr, n, maxdim, threshold, modulus, nthreads, budget_bytes, info_addr, stats_addr)",
+        )
+        m.def_function[free_bars]("free_bars", docstring="free_bars((addr,)): free the bar buffer rips() returned")
+        return m.finalize()
+    except e:
+        abort(String("error creating the aura_lab rips module:", e))
+
+
+# ------------------------------------------------------------------------ small containers
+
+@fieldwise_init
+struct Entry[T: DType](ImplicitlyCopyable):
+    """A simplex: its diameter and key = index (Z/2) or index << cbits | coefficient (Z/p)."""
+
+    var diam: Scalar[Self.T]
+    var key: Int
+
+
+@fieldwise_init
+struct Bar(ImplicitlyCopyable):
+    var dim: Int
+    var birth: Float64
+    var death: Float64
+
+
+@fieldwise_init
+struct Mem(ImplicitlyCopyable):
+    """Byte accounting against the budget Python passes (80% of available memory)."""
+
+    var used: Pointer[Atomic[Int], MutUntrackedOrigin]
+    var failed: Pointer[Atomic[Int], MutUntrackedOrigin]
+    var budget: Int
+
+    def take(self, nbytes: Int) -> Bool:
+        var now = self.used[].fetch_add(nbytes) + nbytes
+        if now > self.budget:
+            _ = self.used[].fetch_sub(nbytes)
+            _ = self.failed[].fetch_add(1)
+            return False
+        return True
+
+    def force(self, nbytes: Int):
+        _ = self.used[].fetch_add(nbytes)
+
+    def give(self, nbytes: Int):
+        _ = self.used[].fetch_sub(nbytes)
+
+    def ok(self) -> Bool:
+        return self.failed[].load() == 0
+
+
+@fieldwise_init
+struct Buf[E: ImplicitlyCopyable & Deinitable](ImplicitlyCopyable):
+    """A growable array with manual lifetime (``free``) and budget-checked growth."""
+
+    var data: Pointer[Self.E, MutUntrackedOrigin]
+    var size: Int
+    var cap: Int
+
+    @staticmethod
+    def make(mem: Mem) -> Self:
+        mem.force(16 * size_of[Self.E]())
+        return Self(unsafe_alloc[Self.E](16), 0, 16)
+
+    def grow(mut self, want: Int, mem: Mem) -> Bool:
+        if want <= self.cap:
+            return True
+        var nc = max(want, self.cap * 2)
+        if not mem.take((nc - self.cap) * size_of[Self.E]()):
+            return False
+        var nd = unsafe_alloc[Self.E](nc)
+        for i in range(self.size):
+            nd[unsafe_offset=i] = self.data[unsafe_offset=i]
+        self.data.unsafe_free()
+        self.data = nd
+        self.cap = nc
+        return True
+
+    @always_inline
+    def push(mut self, e: Self.E, mem: Mem) -> Bool:
+        if self.size == self.cap:
+            if not self.grow(self.size + 1, mem):
+                return False
+        self.data[unsafe_offset=self.size] = e
+        self.size += 1
+        return True
+
+    @always_inline
+    def __getitem__(self, i: Int) -> Self.E:
+        return self.data[unsafe_offset=i]
+
+    def free(mut self, mem: Mem):
+        mem.give(self.cap * size_of[Self.E]())
+        self.data.unsafe_free()
+        self.size = 0
+        self.cap = 0
+
+
+@fieldwise_init
+struct PivotMap(ImplicitlyCopyable):
+    """Open addressing, linear probing: pivot simplex index -> column << 16 | coefficient."""
+
+    var keys: IntPtr
+    var vals: IntPtr
+    var mask: Int
+    var shift: Int
+    var count: Int
+
+    @staticmethod
+    def make(expected: Int, mem: Mem) -> Self:
+        var cap = 64
+        var bits = 6
+        while cap < 2 * expected + 2:
+            cap *= 2
+            bits += 1
+        mem.force(2 * cap * 8)
+        var keys = unsafe_alloc[Int](cap)
+        for i in range(cap):
+            keys[unsafe_offset=i] = -1
+        return Self(keys, unsafe_alloc[Int](cap), cap - 1, 64 - bits, 0)
+
+    @always_inline
+    def slot(self, key: Int) -> Int:
+        var h = (UInt64(key) * UInt64(0x9E3779B97F4A7C15)) >> UInt64(self.shift)
+        var i = Int(h)
+        while True:
+            var k = self.keys[unsafe_offset=i]
+            if k == key or k == -1:
+                return i
+            i = (i + 1) & self.mask
+
+    @always_inline
+    def find(self, key: Int) -> Int:
+        """The stored value, or -1."""
+        var i = self.slot(key)
+        if self.keys[unsafe_offset=i] == key:
+            return self.vals[unsafe_offset=i]
+        return -1
+
+    @always_inline
+    def contains(self, key: Int) -> Bool:
+        return self.keys[unsafe_offset=self.slot(key)] == key
+
+    @always_inline
+    def insert(mut self, key: Int, val: Int):
+        var i = self.slot(key)
+        if self.keys[unsafe_offset=i] != key:
+            self.count += 1
+        self.keys[unsafe_offset=i] = key
+        self.vals[unsafe_offset=i] = val
+
+    def free(mut self, mem: Mem):
+        mem.give(2 * (self.mask + 1) * 8)
+        self.keys.unsafe_free()
+        self.vals.unsafe_free()
+
+
+# ------------------------------------------------------------------------ orders and sorting
+
+@always_inline
+def col_before[T: DType](a: Entry[T], b: Entry[T]) -> Bool:
+    """Column (reverse filtration) order: larger diameter first, then smaller index."""
+    return a.diam > b.diam or (a.diam == b.diam and a.key < b.key)
+
+
+@always_inline
+def heap_before[T: DType](a: Entry[T], b: Entry[T]) -> Bool:
+    """Pivot order of a coboundary: smaller diameter first, then larger index."""
+    return a.diam < b.diam or (a.diam == b.diam and a.key > b.key)
+
+
+@always_inline
+def sort_before[T: DType, BYKEY: Bool](a: Entry[T], b: Entry[T]) -> Bool:
+    comptime if BYKEY:
+        return a.key < b.key
+    else:
+        return col_before(a, b)
+
+
+def qsort[T: DType, BYKEY: Bool](p: Pointer[Entry[T], MutUntrackedOrigin], lo: Int, hi: Int):
+    """Sort p[lo:hi]: Hoare quicksort with median-of-three, insertion sort below 24."""
+    var l = lo
+    var h = hi
+    while h - l > 24:
+        var m = l + (h - 1 - l) // 2
+        if sort_before[T, BYKEY](p[unsafe_offset=m], p[unsafe_offset=l]):
+            _swap(p, l, m)
+        if sort_before[T, BYKEY](p[unsafe_offset=h - 1], p[unsafe_offset=m]):
+            _swap(p, m, h - 1)
+            if sort_before[T, BYKEY](p[unsafe_offset=m], p[unsafe_offset=l]):
+                _swap(p, l, m)
+        var piv = p[unsafe_offset=m]
+        var i = l - 1
+        var j = h
+        while True:
+            i += 1
+            while sort_before[T, BYKEY](p[unsafe_offset=i], piv):
+                i += 1
+            j -= 1
+            while sort_before[T, BYKEY](piv, p[unsafe_offset=j]):
+                j -= 1
+            if i >= j:
+                break
+            _swap(p, i, j)
+        # p[l:j+1] <= piv <= p[j+1:h]; recurse into the smaller part
+        if j + 1 - l < h - j - 1:
+            qsort[T, BYKEY](p, l, j + 1)
+            l = j + 1
+        else:
+            qsort[T, BYKEY](p, j + 1, h)
+            h = j + 1
+    for i in range(l + 1, h):
+        var x = p[unsafe_offset=i]
+        var j = i - 1
+        while j >= l and sort_before[T, BYKEY](x, p[unsafe_offset=j]):
+            p[unsafe_offset=j + 1] = p[unsafe_offset=j]
+            j -= 1
+        p[unsafe_offset=j + 1] = x
+
+
+@always_inline
+def _swap[T: DType](p: Pointer[Entry[T], MutUntrackedOrigin], i: Int, j: Int):
+    var t = p[unsafe_offset=i]
+    p[unsafe_offset=i] = p[unsafe_offset=j]
+    p[unsafe_offset=j] = t
+
+
+def sort_columns[T: DType](mut b: Buf[Entry[T]], nt: Int, mem: Mem) -> Bool:
+    """Sort into column order; two halves in parallel, then one merge."""
+    var n = b.size
+    var p = b.data
+    if nt < 2 or n < 50000:
+        qsort[T, False](p, 0, n)
+        return True
+    var half = n // 2
+
+    @always_inline
+    def task(i: Int) {imm}:
+        if i == 0:
+            qsort[T, False](p, 0, half)
+        else:
+            qsort[T, False](p, half, n)
+
+    parallelize(task, 2, 2)
+    if not mem.take(n * size_of[Entry[T]]()):
+        return False
+    var dst = unsafe_alloc[Entry[T]](n)
+    var i = 0
+    var j = half
+    var k = 0
+    while i < half and j < n:
+        if col_before(p[unsafe_offset=j], p[unsafe_offset=i]):
+            dst[unsafe_offset=k] = p[unsafe_offset=j]
+            j += 1
+        else:
+            dst[unsafe_offset=k] = p[unsafe_offset=i]
+            i += 1
+        k += 1
+    while i < half:
+        dst[unsafe_offset=k] = p[unsafe_offset=i]
+        i += 1
+        k += 1
+    while j < n:
+        dst[unsafe_offset=k] = p[unsafe_offset=j]
+        j += 1
+        k += 1
+    p.unsafe_free()
+    b.data = dst
+    mem.give(b.cap * size_of[Entry[T]]())
+    b.cap = n
+    return True
+
+
+# ------------------------------------------------------------------------ binary heap
+
+@always_inline
+def heap_push[T: DType](mut h: Buf[Entry[T]], e: Entry[T], mem: Mem) -> Bool:
+    if not h.push(e, mem):
+        return False
+    var p = h.data
+    var i = h.size - 1
+    while i > 0:
+        var parent = (i - 1) >> 1
+        if not heap_before(e, p[unsafe_offset=parent]):
+            break
+        p[unsafe_offset=i] = p[unsafe_offset=parent]
+        i = parent
+    p[unsafe_offset=i] = e
+    return True
+
+
+@always_inline
+def heap_pop[T: DType](mut h: Buf[Entry[T]]) -> Entry[T]:
+    var p = h.data
+    var top = p[unsafe_offset=0]
+    h.size -= 1
+    var n = h.size
+    if n == 0:
+        return top
+    var x = p[unsafe_offset=n]
+    var i = 0
+    while True:
+        var c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and heap_before(p[unsafe_offset=c + 1], p[unsafe_offset=c]):
+            c += 1
+        if not heap_before(p[unsafe_offset=c], x):
+            break
+        p[unsafe_offset=i] = p[unsafe_offset=c]
+        i = c
+    p[unsafe_offset=i] = x
+    return top
+
+
+# ------------------------------------------------------------------------ the engine core
+
+@fieldwise_init
+struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
+    """Everything the enumeration needs; trivially copyable so closures can capture it."""
+
+    var n: Int
+    var n1: Int  # n + 1: stride of the binomial table
+    var maxdim: Int
+    var modulus: Int
+    var cbits: Int
+    var cmask: Int
+    var dist: Pointer[Scalar[Self.T], MutUntrackedOrigin]  # (n, n) row-major
+    var thr: Scalar[Self.T]
+    var binom: IntPtr  # binom[k * n1 + v] = C(v, k), k <= maxdim + 2
+    var inv: IntPtr  # multiplicative inverses mod p
+    var mem: Mem
+    var nt: Int
+    var stats: IntPtr
+
+    @always_inline
+    def C(self, v: Int, k: Int) -> Int:
+        return self.binom[unsafe_offset=k * self.n1 + v]
+
+    @always_inline
+    def pack(self, idx: Int, coef: Int) -> Int:
+        comptime if Self.Z2:
+            return idx
+        else:
+            return (idx << self.cbits) | coef
+
+    @always_inline
+    def index_of(self, key: Int) -> Int:
+        comptime if Self.Z2:
+            return key
+        else:
+            return key >> self.cbits
+
+    @always_inline
+    def coef_of(self, key: Int) -> Int:
+        comptime if Self.Z2:
+            return 1
+        else:
+            return key & self.cmask
+
+    @always_inline
+    def neg(self, c: Int) -> Int:
+        comptime if Self.Z2:
+            return 1
+        else:
+            return (self.modulus - c) % self.modulus
+
+    @always_inline
+    def d(self, i: Int, j: Int) -> Scalar[Self.T]:
+        return self.dist[unsafe_offset=i * self.n + j]
+
+    @always_inline
+    def max_vertex(self, idx: Int, k: Int, hi: Int) -> Int:
+        """The largest v < hi with C(v, k) <= idx."""
+        var row = self.binom.unsafe_offset(k * self.n1)
+        var lo = k - 1
+        var count = hi - lo
+        while count > 1:
+            var step = count >> 1
+            var mid = lo + step
+            if row[unsafe_offset=mid] <= idx:
+                lo = mid
+                count -= step
+            else:
+                count = step
+        return lo
+
+    @always_inline
+    def decode(self, idx0: Int, nv: Int, vs: IntPtr):
+        """Vertices of the simplex with index idx0 and nv vertices, descending, into vs."""
+        var idx = idx0
+        var hi = self.n
+        for i in range(nv):
+            var k = nv - i
+            var v = self.max_vertex(idx, k, hi)
+            vs[unsafe_offset=i] = v
+            idx -= self.C(v, k)
+            hi = v
+
+    @always_inline
+    def index_from(self, vs: IntPtr, nv: Int) -> Int:
+        var idx = 0
+        for i in range(nv):
+            idx += self.C(vs[unsafe_offset=i], nv - i)
+        return idx
+
+    @always_inline
+    def scan_first(self, vs: IntPtr, nv: Int, lo: Int, hi: Int, bound: Scalar[Self.T]) -> Int:
+        """The largest v in (lo, hi) with max_i D[vs[i], v] <= bound, else -1."""
+        comptime W = simd_width_of[Self.T]()
+        var n = self.n
+        var top = hi
+        while top - W > lo:
+            var base = top - W
+            var mx = self.dist.unsafe_load[width=W](vs[unsafe_offset=0] * n + base)
+            for i in range(1, nv):
+                mx = max(mx, self.dist.unsafe_load[width=W](vs[unsafe_offset=i] * n + base))
+            var m = mx.le(bound)
+            if m.reduce_or():
+                return base + Int(m.select(iota[DType.int64, W](), SIMD[DType.int64, W](-1)).reduce_max())
+            top = base
+        var v = top - 1
+        while v > lo:
+            var mx = self.d(vs[unsafe_offset=0], v)
+            for i in range(1, nv):
+                mx = max(mx, self.d(vs[unsafe_offset=i], v))
+            if mx <= bound:
+                return v
+            v -= 1
+        return -1
+
+    @always_inline
+    def zero_cofacet(self, vs: IntPtr, nv: Int, dd: Scalar[Self.T]) -> Int:
+        """The vertex v whose cofacet s + v is s's largest-index cofacet of equal diameter, or -1."""
+        var hi = self.n
+        for i in range(nv + 1):
+            var lo = vs[unsafe_offset=i] if i < nv else -1
+            var v = self.scan_first(vs, nv, lo, hi, dd)
+            if v >= 0:
+                return v
+            hi = lo
+        return -1
+
+    @always_inline
+    def zero_facet_pos(self, us: IntPtr, nu: Int, dd: Scalar[Self.T], cnt: IntPtr) -> Int:
+        """Position r of the vertex whose removal gives t's smallest-index facet of equal
+        diameter dd = diam(t) (facet indices grow as the removed vertex gets smaller), or -1."""
+        var total = 0
+        for a in range(nu):
+            cnt[unsafe_offset=a] = 0
+        for a in range(nu):
+            var ra = us[unsafe_offset=a] * self.n
+            for b in range(a + 1, nu):
+                if self.dist[unsafe_offset=ra + us[unsafe_offset=b]] == dd:
+                    cnt[unsafe_offset=a] += 1
+                    cnt[unsafe_offset=b] += 1
+                    total += 1
+        for r in range(nu):
+            if cnt[unsafe_offset=r] < total:
+                return r
+        return -1
+
+    def apparent_facet(self, us: IntPtr, nu: Int, dd: Scalar[Self.T], cnt: IntPtr, f: IntPtr) -> Int:
+        """If t (vertices us, diameter dd) is the cofacet side of a zero-persistence apparent pair,
+        the position r of the vertex whose removal gives the facet; else -1."""
+        var r = self.zero_facet_pos(us, nu, dd, cnt)
+        if r < 0:
+            return -1
+        var k = 0
+        for i in range(nu):
+            if i != r:
+                f[unsafe_offset=k] = us[unsafe_offset=i]
+                k += 1
+        # t must be the facet's largest-index equal-diameter cofacet: nothing above us[r]
+        var hi = self.n
+        for i in range(r + 1):
+            var lo = us[unsafe_offset=i]
+            if self.scan_first(f, nu - 1, lo, hi, dd) >= 0:
+                return -1
+            hi = lo
+        return r
+
+    def apparent_cofacet(self, vs: IntPtr, nv: Int, dd: Scalar[Self.T], cnt: IntPtr, c: IntPtr) -> Int:
+        """If s (vertices vs, diameter dd) is the facet side of a zero-persistence apparent pair,
+        the vertex v with s + v its cofacet; else -1."""
+        var v = self.zero_cofacet(vs, nv, dd)
+        if v < 0:
+            return -1
+        var p = insert_vertex(vs, nv, v, c)
+        return v if self.zero_facet_pos(c, nv + 1, dd, cnt) == p else -1
+
+    @always_inline
+    def cofacet_index(self, vs: IntPtr, nv: Int, idx: Int, v: Int) -> Int:
+        var above = 0
+        var below = idx
+        var j = 0
+        while j < nv and vs[unsafe_offset=j] > v:
+            above += self.C(vs[unsafe_offset=j], nv + 1 - j)
+            below -= self.C(vs[unsafe_offset=j], nv - j)
+            j += 1
+        return above + self.C(v, nv + 1 - j) + below
+
+    def push_coboundary(self, mut h: Buf[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int) -> Bool:
+        """Push coef * (coboundary of s) restricted to the threshold into the heap h."""
+        comptime W = simd_width_of[Self.T]()
+        var n = self.n
+        var thr = self.thr
+        var above = 0
+        var below = idx
+        var hi = n
+        for j in range(nv + 1):
+            var lo = vs[unsafe_offset=j] if j < nv else -1
+            var c = coef if ((nv - j) & 1) == 0 else self.neg(coef)
+            var base_key = above + below
+            var brow = self.binom.unsafe_offset((nv + 1 - j) * self.n1)
+            var top = hi
+            while top - W > lo:
+                var base = top - W
+                var mx = self.dist.unsafe_load[width=W](vs[unsafe_offset=0] * n + base)
+                for i in range(1, nv):
+                    mx = max(mx, self.dist.unsafe_load[width=W](vs[unsafe_offset=i] * n + base))
+                var m = mx.le(thr)
+                if m.reduce_or():
+                    for l in range(W):
+                        if m[l]:
+                            var e = Entry[Self.T](max(ds, mx[l]), self.pack(base_key + brow[unsafe_offset=base + l], c))
+                            if not heap_push(h, e, self.mem):
+                                return False
+                top = base
+            var v = top - 1
+            while v > lo:
+                var mx = self.d(vs[unsafe_offset=0], v)
+                for i in range(1, nv):
+                    mx = max(mx, self.d(vs[unsafe_offset=i], v))
+                if mx <= thr:
+                    if not heap_push(h, Entry[Self.T](max(ds, mx), self.pack(base_key + brow[unsafe_offset=v], c)), self.mem):
+                        return False
+                v -= 1
+            if j < nv:
+                var w = vs[unsafe_offset=j]
+                above += self.C(w, nv + 1 - j)
+                below -= self.C(w, nv - j)
+                hi = w
+        return True
+
+    @always_inline
+    def pop_pivot(self, mut h: Buf[Entry[Self.T]]) -> Entry[Self.T]:
+        """Pop the pivot with its coefficients summed; key -1 when the column is zero."""
+        comptime if Self.Z2:
+            while h.size > 0:
+                var p = heap_pop(h)
+                if h.size == 0 or h.data[unsafe_offset=0].key != p.key:
+                    return p
+                _ = heap_pop(h)
+        else:
+            while h.size > 0:
+                var p = heap_pop(h)
+                var idx = self.index_of(p.key)
+                var c = self.coef_of(p.key)
+                while h.size > 0 and self.index_of(h.data[unsafe_offset=0].key) == idx:
+                    c = (c + self.coef_of(heap_pop(h).key)) % self.modulus
+                if c != 0:
+                    return Entry[Self.T](p.diam, self.pack(idx, c))
+        return Entry[Self.T](0, -1)
+
+    @always_inline
+    def get_pivot(self, mut h: Buf[Entry[Self.T]]) -> Entry[Self.T]:
+        var p = self.pop_pivot(h)
+        if p.key >= 0:
+            _ = heap_push(h, p, self.mem)  # cannot grow: one entry was just popped
+        return p
+
+    @always_inline
+    def stat(self, dim: Int, f: Int, v: Int):
+        self.stats[unsafe_offset=dim * NSTATS + f] += v
+
+
+@always_inline
+def insert_vertex(vs: IntPtr, nv: Int, v: Int, c: IntPtr) -> Int:
+    """Write vs + {v} (descending) into c; return the position of v."""
+    var j = 0
+    var p = -1
+    for i in range(nv):
+        var w = vs[unsafe_offset=i]
+        if p < 0 and v > w:
+            p = j
+            c[unsafe_offset=j] = v
+            j += 1
+        c[unsafe_offset=j] = w
+        j += 1
+    if p < 0:
+        p = j
+        c[unsafe_offset=j] = v
+    return p
+
+
+@always_inline
+def chunk_lo(c: Int, nchunks: Int, total: Int) -> Int:
+    return c * total // nchunks
+
+
+def n_chunks(total: Int, nt: Int, grain: Int) -> Int:
+    if nt <= 1:
+        return 1
+    return max(1, min(total // grain, nt * 16))
+
+
+# ------------------------------------------------------------------------ dimension 0
+
+def dim0[T: DType, Z2: Bool](cx: Cx[T, Z2], mut bars: Buf[Bar], mut edges: Buf[Entry[T]], mut cols: Buf[Entry[T]]) -> Bool:
+    """H0 bars by union-find; all edges <= threshold (column order) and the H1 columns."""
+    var t0 = perf_counter_ns()
+    var n = cx.n
+    var mem = cx.mem
+    # edges, rows split into chunks of about equal area
+    var nch = n_chunks(n * n // 2, cx.nt, 1 << 16)
+    var parts = unsafe_alloc[Buf[Entry[T]]](nch)
+    for c in range(nch):
+        parts[unsafe_offset=c] = Buf[Entry[T]].make(mem)
+
+    @always_inline
+    def edge_task(c: Int) {imm}:
+        var r0 = _area_row(c, nch, n)
+        var r1 = _area_row(c + 1, nch, n)
+        var b = parts[unsafe_offset=c]
+        var thr = cx.thr
+        for i in range(r0, r1):
+            var base = i * (i - 1) // 2
+            var row = cx.dist.unsafe_offset(i * n)
+            for j in range(i):
+                var dij = row[unsafe_offset=j]
+                if dij <= thr:
+                    if not b.push(Entry[T](dij, base + j), mem):
+                        parts[unsafe_offset=c] = b
+                        return
+        parts[unsafe_offset=c] = b
+
+    if nch == 1:
+        edge_task(0)
+    else:
+        parallelize(edge_task, nch, min(cx.nt, nch))
+    var ok = _gather(parts, nch, edges, mem)
+    if not ok:
+        return False
+    if not sort_columns(edges, cx.nt, mem):
+        return False
+    cx.stat(0, STAT_SIMPLICES, edges.size)
+    # union-find from the shortest edge (the end of column order)
+    if not mem.take(n * 8 + edges.size):
+        return False
+    var parent = unsafe_alloc[Int](n)
+    for i in range(n):
+        parent[unsafe_offset=i] = i
+    var merged = unsafe_alloc[UInt8](max(1, edges.size))
+    var e = edges.size - 1
+    while e >= 0:
+        var ent = edges[e]
+        var i = cx.max_vertex(ent.key, 2, n)
+        var j = ent.key - cx.C(i, 2)
+        var a = _find(parent, i)
+        var b = _find(parent, j)
+        if a != b:
+            if a < b:
+                parent[unsafe_offset=b] = a
+            else:
+                parent[unsafe_offset=a] = b
+            merged[unsafe_offset=e] = 1
+            if ent.diam > 0:
+                if not bars.push(Bar(0, 0.0, Float64(ent.diam)), mem):
+                    ok = False
+        else:
+            merged[unsafe_offset=e] = 0
+        e -= 1
+    for i in range(n):
+        if _find(parent, i) == i:
+            if not bars.push(Bar(0, 0.0, -1.0), mem):
+                ok = False
+    parent.unsafe_free()
+    mem.give(n * 8)
+    if ok and cx.maxdim >= 1:
+        ok = _edge_columns(cx, edges, merged, cols)
+    merged.unsafe_free()
+    mem.give(edges.size)
+    cx.stat(0, STAT_NS, Int(perf_counter_ns() - t0))
+    return ok and mem.ok()
+
+
+def _area_row(c: Int, nch: Int, n: Int) -> Int:
+    """Row boundary c of nch chunks splitting the lower triangle into equal areas."""
+    if c >= nch:
+        return n
+    var f = Float64(c) / Float64(nch)
+    return min(n, Int(Float64(n) * (f ** 0.5)))
+
+
+@always_inline
+def _find(parent: IntPtr, x0: Int) -> Int:
+    var x = x0
+    while parent[unsafe_offset=x] != x:
+        var g = parent[unsafe_offset=parent[unsafe_offset=x]]
+        parent[unsafe_offset=x] = g
+        x = g
+    return x
+
+
+def _gather[T: DType](parts: Pointer[Buf[Entry[T]], MutUntrackedOrigin], nch: Int, mut out: Buf[Entry[T]], mem: Mem) -> Bool:
+    """Concatenate the chunk buffers in order into out (freeing them)."""
+    var total = 0
+    for c in range(nch):
+        total += parts[unsafe_offset=c].size
+    var ok = mem.ok() and out.grow(out.size + total, mem)
+    for c in range(nch):
+        var b = parts[unsafe_offset=c]
+        if ok:
+            for i in range(b.size):
+                out.data[unsafe_offset=out.size + i] = b.data[unsafe_offset=i]
+            out.size += b.size
+        b.free(mem)
+    parts.unsafe_free()
+    return ok
+
+
+def _edge_columns[T: DType, Z2: Bool](cx: Cx[T, Z2], edges: Buf[Entry[T]], merged: Pointer[UInt8, MutUntrackedOrigin], mut cols: Buf[Entry[T]]) -> Bool:
+    """H1 columns: edges that merged nothing and are not the facet of an apparent pair."""
+    var mem = cx.mem
+    var m = edges.size
+    var nch = n_chunks(m, cx.nt, 4096)
+    var parts = unsafe_alloc[Buf[Entry[T]]](nch)
+    var napp = unsafe_alloc[Int](nch)
+    for c in range(nch):
+        parts[unsafe_offset=c] = Buf[Entry[T]].make(mem)
+        napp[unsafe_offset=c] = 0
+
+    @always_inline
+    def task(c: Int) {imm}:
+        var sc = unsafe_alloc[Int](64)
+        var b = parts[unsafe_offset=c]
+        var apparent = 0
+        for e in range(chunk_lo(c, nch, m), chunk_lo(c + 1, nch, m)):
+            if merged[unsafe_offset=e] != 0:
+                continue
+            var ent = edges[e]
+            cx.decode(ent.key, 2, sc)
+            if cx.apparent_cofacet(sc, 2, ent.diam, sc.unsafe_offset(16), sc.unsafe_offset(32)) >= 0:
+                apparent += 1
+                continue
+            if not b.push(ent, mem):
+                break
+        parts[unsafe_offset=c] = b
+        napp[unsafe_offset=c] = apparent
+        sc.unsafe_free()
+
+    if nch == 1:
+        task(0)
+    else:
+        parallelize(task, nch, min(cx.nt, nch))
+    var apparent = 0
+    for c in range(nch):
+        apparent += napp[unsafe_offset=c]
+    napp.unsafe_free()
+    var ok = _gather(parts, nch, cols, mem)
+    cx.stat(1, STAT_APPARENT, apparent)
+    cx.stat(1, STAT_SIMPLICES, m)
+    return ok
+
+
+# ------------------------------------------------------------------------ reduction
+
+def reduce[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, cols: Buf[Entry[T]], mut pivots: PivotMap, mut bars: Buf[Bar]) -> Bool:
+    """Persistent cohomology of dimension dim (columns: dim-simplices, in column order)."""
+    var t0 = perf_counter_ns()
+    var mem = cx.mem
+    var m = cols.size
+    var nv = dim + 1
+    cx.stat(dim, STAT_COLUMNS, m)
+    if m == 0:
+        return True
+    # 1. emergent-pair candidates, in parallel: the largest-index equal-diameter cofacet, if
+    #    it is not itself the cofacet of an apparent pair (-1: none; -2: apparent)
+    if not mem.take(m * 8):
+        return False
+    var emer = unsafe_alloc[Int](m)
+    var nch = n_chunks(m, cx.nt, 1024)
+
+    @always_inline
+    def cand_task(c: Int) {imm}:
+        var sc = unsafe_alloc[Int](4 * 32)
+        var vs = sc
+        var cv = sc.unsafe_offset(32)
+        var cnt = sc.unsafe_offset(64)
+        var f = sc.unsafe_offset(96)
+        for j in range(chunk_lo(c, nch, m), chunk_lo(c + 1, nch, m)):
+            var s = cols[j]
+            cx.decode(s.key, nv, vs)
+            var v = cx.zero_cofacet(vs, nv, s.diam)
+            if v < 0:
+                emer[unsafe_offset=j] = -1
+                continue
+            var p = insert_vertex(vs, nv, v, cv)
+            if cx.apparent_facet(cv, nv + 1, s.diam, cnt, f) >= 0:
+                emer[unsafe_offset=j] = -2
+                continue
+            var coef = 1 if ((nv - p) & 1) == 0 else cx.neg(1)
+            emer[unsafe_offset=j] = cx.pack(cx.index_from(cv, nv + 1), coef)
+        sc.unsafe_free()
+
+    if nch == 1:
+        cand_task(0)
+    else:
+        parallelize(cand_task, nch, min(cx.nt, nch))
+
+    # 2. the sequential reduction
+    var heap = Buf[Entry[T]].make(mem)
+    var work = Buf[Entry[T]].make(mem)  # the V column being built (unsorted, with repeats)
+    var vstore = Buf[Entry[T]].make(mem)
+    var ok = mem.take((m + 1) * 8)
+    var voff = unsafe_alloc[Int](m + 1)
+    voff[unsafe_offset=0] = 0
+    var sc = unsafe_alloc[Int](4 * 32)
+    var vs = sc
+    var us = sc.unsafe_offset(32)
+    var cnt = sc.unsafe_offset(64)
+    var f = sc.unsafe_offset(96)
+    var emergent = 0
+    var reduced = 0
+    var additions = 0
+    var j = 0
+    while ok and j < m:
+        var s = cols[j]
+        var cand = emer[unsafe_offset=j]
+        if cand >= 0 and not pivots.contains(cx.index_of(cand)):
+            pivots.insert(cx.index_of(cand), (j << 16) | cx.coef_of(cand))
+            emergent += 1
+            voff[unsafe_offset=j + 1] = vstore.size
+            j += 1
+            continue
+        reduced += 1
+        heap.size = 0
+        work.size = 0
+        cx.decode(s.key, nv, vs)
+        if not cx.push_coboundary(heap, vs, nv, s.diam, s.key, 1):
+            ok = False
+            break
+        while True:
+            var piv = cx.get_pivot(heap)
+            if piv.key < 0:
+                if not bars.push(Bar(dim, Float64(s.diam), -1.0), mem):
+                    ok = False
+                break
+            var pidx = cx.index_of(piv.key)
+            var pc = cx.coef_of(piv.key)
+            var hit = pivots.find(pidx)
+            if hit >= 0:
+                var jj = hit >> 16
+                var factor = 1
+                comptime if not Z2:
+                    factor = (cx.modulus - pc * cx.inv[unsafe_offset=hit & 0xFFFF] % cx.modulus) % cx.modulus
+                var t = cols[jj]
+                cx.decode(t.key, nv, us)
+                ok = cx.push_coboundary(heap, us, nv, t.diam, t.key, factor) and work.push(Entry[T](t.diam, cx.pack(t.key, factor)), mem)
+                for q in range(voff[unsafe_offset=jj], voff[unsafe_offset=jj + 1]):
+                    if not ok:
+                        break
+                    var e = vstore[q]
+                    var ce = cx.coef_of(e.key)
+                    comptime if not Z2:
+                        ce = ce * factor % cx.modulus
+                    var ei = cx.index_of(e.key)
+                    cx.decode(ei, nv, us)
+                    ok = cx.push_coboundary(heap, us, nv, e.diam, ei, ce) and work.push(Entry[T](e.diam, cx.pack(ei, ce)), mem)
+                additions += 1
+                if not ok:
+                    break
+                continue
+            cx.decode(pidx, nv + 1, us)
+            var r = cx.apparent_facet(us, nv + 1, piv.diam, cnt, f)
+            if r >= 0:
+                # eliminate the pivot with the coboundary of its apparent facet f = piv - us[r]
+                var fidx = cx.index_from(f, nv)
+                var factor = cx.neg(pc) if ((nv - r) & 1) == 0 else pc
+                ok = cx.push_coboundary(heap, f, nv, piv.diam, fidx, factor) and work.push(Entry[T](piv.diam, cx.pack(fidx, factor)), mem)
+                additions += 1
+                if not ok:
+                    break
+                continue
+            # a new persistence pair (s, piv)
+            if piv.diam > s.diam:
+                if not bars.push(Bar(dim, Float64(s.diam), Float64(piv.diam)), mem):
+                    ok = False
+                    break
+            pivots.insert(pidx, (j << 16) | pc)
+            ok = _store_column(cx, work, vstore)
+            break
+        voff[unsafe_offset=j + 1] = vstore.size
+        j += 1
+    sc.unsafe_free()
+    emer.unsafe_free()
+    voff.unsafe_free()
+    mem.give(2 * (m + 1) * 8)
+    heap.free(mem)
+    work.free(mem)
+    vstore.free(mem)
+    cx.stat(dim, STAT_EMERGENT, emergent)
+    cx.stat(dim, STAT_REDUCED, reduced)
+    cx.stat(dim, STAT_ADDITIONS, additions)
+    cx.stat(dim, STAT_NS, Int(perf_counter_ns() - t0))
+    return ok and mem.ok()
+
+
+def _store_column[T: DType, Z2: Bool](cx: Cx[T, Z2], mut work: Buf[Entry[T]], mut vstore: Buf[Entry[T]]) -> Bool:
+    """Append the V column in work to vstore with equal simplices combined (zeros dropped)."""
+    var n = work.size
+    if n == 0:
+        return True
+    qsort[T, True](work.data, 0, n)
+    var i = 0
+    while i < n:
+        var e = work[i]
+        var idx = cx.index_of(e.key)
+        var c = cx.coef_of(e.key)
+        var k = i + 1
+        while k < n and cx.index_of(work[k].key) == idx:
+            comptime if Z2:
+                c ^= 1
+            else:
+                c = (c + cx.coef_of(work[k].key)) % cx.modulus
+            k += 1
+        if c != 0:
+            if not vstore.push(Entry[T](e.diam, cx.pack(idx, c)), cx.mem):
+                return False
+        i = k
+    return True
+
+
+# ------------------------------------------------------------------------ column assembly
+
+def assemble[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, simplices: Buf[Entry[T]], pivots: PivotMap, need_next: Bool, mut next: Buf[Entry[T]], mut cols: Buf[Entry[T]]) -> Bool:
+    """Columns of dimension dim + 1 from the dim-simplices: every cofacet s + v with v above s's
+    top vertex (each (dim+1)-simplex once), within the threshold, not a pivot of dimension dim
+    and not in a zero-persistence apparent pair; sorted into column order."""
+    var t0 = perf_counter_ns()
+    var mem = cx.mem
+    var m = simplices.size
+    var nv = dim + 1
+    var n = cx.n
+    comptime W = simd_width_of[T]()
+    var nch = n_chunks(m, cx.nt, 256)
+    var pcols = unsafe_alloc[Buf[Entry[T]]](nch)
+    var pnext = unsafe_alloc[Buf[Entry[T]]](nch)
+    var counts = unsafe_alloc[Int](3 * nch)
+    for c in range(nch):
+        pcols[unsafe_offset=c] = Buf[Entry[T]].make(mem)
+        pnext[unsafe_offset=c] = Buf[Entry[T]].make(mem)
+        counts[unsafe_offset=3 * c] = 0
+        counts[unsafe_offset=3 * c + 1] = 0
+        counts[unsafe_offset=3 * c + 2] = 0
+
+    @always_inline
+    def task(c: Int) {imm}:
+        var sc = unsafe_alloc[Int](4 * 32)
+        var vs = sc
+        var tv = sc.unsafe_offset(32)
+        var cnt = sc.unsafe_offset(64)
+        var f = sc.unsafe_offset(96)
+        var bc = pcols[unsafe_offset=c]
+        var bn = pnext[unsafe_offset=c]
+        var total = 0
+        var cleared = 0
+        var apparent = 0
+        var good = True
+        var thr = cx.thr
+        var brow = cx.binom.unsafe_offset((nv + 1) * cx.n1)
+        for q in range(chunk_lo(c, nch, m), chunk_lo(c + 1, nch, m)):
+            if not good:
+                break
+            var s = simplices[q]
+            cx.decode(s.key, nv, vs)
+            var top_vertex = vs[unsafe_offset=0]
+            for i in range(nv):
+                tv[unsafe_offset=i + 1] = vs[unsafe_offset=i]
+            var v = n - 1
+            while v > top_vertex:
+                var mx = cx.d(vs[unsafe_offset=0], v)
+                for i in range(1, nv):
+                    mx = max(mx, cx.d(vs[unsafe_offset=i], v))
+                if mx <= thr:
+                    var dt = max(s.diam, mx)
+                    var tidx = brow[unsafe_offset=v] + s.key
+                    total += 1
+                    if need_next and not bn.push(Entry[T](dt, tidx), mem):
+                        good = False
+                        break
+                    if pivots.contains(tidx):
+                        cleared += 1
+                    else:
+                        tv[unsafe_offset=0] = v
+                        if cx.apparent_facet(tv, nv + 1, dt, cnt, f) >= 0 or cx.apparent_cofacet(tv, nv + 1, dt, cnt, f) >= 0:
+                            apparent += 1
+                        elif not bc.push(Entry[T](dt, tidx), mem):
+                            good = False
+                            break
+                v -= 1
+        pcols[unsafe_offset=c] = bc
+        pnext[unsafe_offset=c] = bn
+        counts[unsafe_offset=3 * c] = total
+        counts[unsafe_offset=3 * c + 1] = cleared
+        counts[unsafe_offset=3 * c + 2] = apparent
+        sc.unsafe_free()
+
+    if nch == 1:
+        task(0)
+    else:
+        parallelize(task, nch, min(cx.nt, nch))
+    for c in range(nch):
+        cx.stat(dim + 1, STAT_SIMPLICES, counts[unsafe_offset=3 * c])
+        cx.stat(dim + 1, STAT_CLEARED, counts[unsafe_offset=3 * c + 1])
+        cx.stat(dim + 1, STAT_APPARENT, counts[unsafe_offset=3 * c + 2])
+    counts.unsafe_free()
+    var ok = _gather(pcols, nch, cols, mem)
+    ok = _gather(pnext, nch, next, mem) and ok
+    if ok:
+        ok = sort_columns(cols, cx.nt, mem)
+    cx.stat(dim + 1, STAT_NS, Int(perf_counter_ns() - t0))
+    return ok and mem.ok()
+
+
+# ------------------------------------------------------------------------ driver
+
+def run[T: DType, Z2: Bool](daddr: Int, n: Int, maxdim: Int, thr: Float64, modulus: Int, nt: Int, budget: Int, info: IntPtr, stats: IntPtr):
+    var used = Atomic[Int](0)
+    var failed = Atomic[Int](0)
+    var mem = Mem(
+        Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=Int(Pointer(to=used))),
+        Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=Int(Pointer(to=failed))),
+        budget,
+    )
+    var K = maxdim + 2
+    var n1 = n + 1
+    var binom = unsafe_alloc[Int]((K + 1) * n1)
+    for k in range(K + 1):
+        for v in range(n1):
+            var val = 0
+            if k == 0:
+                val = 1
+            elif v > 0:
+                val = binom[unsafe_offset=(k - 1) * n1 + v - 1] + binom[unsafe_offset=k * n1 + v - 1]
+            binom[unsafe_offset=k * n1 + v] = val
+    var inv = unsafe_alloc[Int](modulus)
+    inv[unsafe_offset=0] = 0
+    if modulus > 1:
+        inv[unsafe_offset=1] = 1
+    for a in range(2, modulus):
+        inv[unsafe_offset=a] = (modulus - (modulus // a) * inv[unsafe_offset=modulus % a] % modulus) % modulus
+    var cbits = 0
+    if not Z2:
+        while (1 << cbits) <= modulus:
+            cbits += 1
+    var cx = Cx[T, Z2](
+        n, n1, maxdim, modulus, cbits, (1 << cbits) - 1,
+        Pointer[Scalar[T], MutUntrackedOrigin](unsafe_from_address=daddr),
+        Scalar[T](thr), binom, inv, mem, nt, stats,
+    )
+    var bars = Buf[Bar].make(mem)
+    var simplices = Buf[Entry[T]].make(mem)
+    var cols = Buf[Entry[T]].make(mem)
+    var fail_dim = 0
+    var ok = dim0(cx, bars, simplices, cols)
+    for dim in range(1, maxdim + 1):
+        if not ok:
+            break
+        fail_dim = dim
+        var pivots = PivotMap.make(cols.size, mem)
+        ok = reduce(cx, dim, cols, pivots, bars)
+        cols.free(mem)
+        cols = Buf[Entry[T]].make(mem)
+        if ok and dim < maxdim:
+            var next = Buf[Entry[T]].make(mem)
+            ok = assemble(cx, dim, simplices, pivots, dim + 1 < maxdim, next, cols)
+            simplices.free(mem)
+            simplices = next
+        pivots.free(mem)
+    simplices.free(mem)
+    cols.free(mem)
+    binom.unsafe_free()
+    inv.unsafe_free()
+    if ok:
+        var out = unsafe_alloc[Float64](max(1, 3 * bars.size))
+        for i in range(bars.size):
+            var b = bars[i]
+            out[unsafe_offset=3 * i] = Float64(b.dim)
+            out[unsafe_offset=3 * i + 1] = b.birth
+            out[unsafe_offset=3 * i + 2] = b.death
+        info[unsafe_offset=0] = 0
+        info[unsafe_offset=1] = Int(out)
+        info[unsafe_offset=2] = bars.size
+    else:
+        info[unsafe_offset=0] = 1
+        info[unsafe_offset=1] = 0
+        info[unsafe_offset=2] = 0
+        info[unsafe_offset=3] = fail_dim
+        info[unsafe_offset=4] = used.load()
+    bars.free(mem)
+    # keep the counters alive until here (Mojo destroys values after their last use)
+    _ = used.load()
+    _ = failed.load()
+
+
+def rips(args: PythonObject) raises -> PythonObject:
+    var bits = Int(py=args[0])
+    var daddr = Int(py=args[1])
+    var n = Int(py=args[2])
+    var maxdim = Int(py=args[3])
+    var thr = Float64(py=args[4])
+    var modulus = Int(py=args[5])
+    var nt = Int(py=args[6])
+    var budget = Int(py=args[7])
+    var info = IntPtr(unsafe_from_address=Int(py=args[8]))
+    var stats = IntPtr(unsafe_from_address=Int(py=args[9]))
+    ref cpy = Python().cpython()
+    var ts = cpy.PyEval_SaveThread()
+    if bits == 32:
+        if modulus == 2:
+            run[F32, True](daddr, n, maxdim, thr, modulus, nt, budget, info, stats)
+        else:
+            run[F32, False](daddr, n, maxdim, thr, modulus, nt, budget, info, stats)
+    else:
+        if modulus == 2:
+            run[F64, True](daddr, n, maxdim, thr, modulus, nt, budget, info, stats)
+        else:
+            run[F64, False](daddr, n, maxdim, thr, modulus, nt, budget, info, stats)
+    cpy.PyEval_RestoreThread(ts)
+    return PythonObject(None)
+
+
+def free_bars(args: PythonObject) raises -> PythonObject:
+    var addr = Int(py=args[0])
+    if addr != 0:
+        Pointer[Float64, MutUntrackedOrigin](unsafe_from_address=addr).unsafe_free()
+    return PythonObject(None)
