@@ -119,7 +119,7 @@ def _cmd_lab(args) -> int:
     root = Path(__file__).resolve().parent.parent / "notebooks"
     if not root.is_dir():
         root = Path.cwd() / "notebooks"
-    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={root}"]
+    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={root}", *args.extra]
     if args.headless:
         cmd += ["--no-browser", f"--ip={args.ip}", f"--port={args.port}"]
         if os.geteuid() == 0:
@@ -158,7 +158,10 @@ def main(argv=None) -> int:
     la.add_argument("--ip", default="127.0.0.1")
     la.add_argument("--port", type=int, default=8888)
     la.set_defaults(fn=_cmd_lab)
-    args = p.parse_args(argv)
+    args, extra = p.parse_known_args(argv)
+    if extra and args.cmd != "lab":
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra  # `aura-lab lab` passes the rest to JupyterLab (e.g. --ServerApp.token=...)
     return args.fn(args)
 
 

@@ -50,3 +50,33 @@ def test_validate_report_format():
     text = harness.summarize(checks)
     assert text.splitlines()[-1] == f"{len(checks)}/{len(checks)} checks passed"
     assert np.isfinite([c.max_abs_err for c in checks]).all()
+
+
+def test_lab_starts_jupyterlab_headless(tmp_path):
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**__import__("os").environ, "JUPYTER_RUNTIME_DIR": str(tmp_path), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
+    proc = subprocess.Popen([sys.executable, "-m", "aura_lab.cli", "lab", "--headless", "--port", str(port), "--ServerApp.token=t0k"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token=t0k", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.time() < deadline, "JupyterLab did not answer within 90 s"
+                time.sleep(0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents?token=t0k", timeout=5) as r:
+            listing = json.loads(r.read())
+        assert listing["type"] == "directory"  # serving notebooks/
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
