@@ -595,6 +595,50 @@ def _torch(prob: Scan):
     return _epilogue_torch(y, x, D, z), final
 
 
+# -------------------------------------------------------------------------------- mojo
+
+def _kernel():
+    from . import _mojo as M
+
+    return M.load("ssd")
+
+
+def _padded(a: np.ndarray, npad: int) -> np.ndarray:
+    """Zero-pad the last axis (n) to npad: zero B, C and state lanes never change the result."""
+    if a.shape[-1] == npad:
+        return a
+    out = np.zeros((*a.shape[:-1], npad), a.dtype)
+    out[..., : a.shape[-1]] = a
+    return out
+
+
+def _mojo_call(dtype, x, dt, A, B, C, D, z, bias, softplus, lo, hi, offsets, h, p, g, n, init, fin, y, tokens):
+    """Run kernels/ssd.mojo on validated, C-contiguous arrays of ``dtype`` (n already padded)."""
+    addr = lambda a: 0 if a is None else a.ctypes.data  # noqa: E731
+    threads = 1 if tokens * h * p * n < (1 << 16) else num_threads()
+    _kernel().scan((8 * dtype.itemsize, addr(x), addr(dt), addr(A), addr(B), addr(C), addr(D),
+                    D is not None and D.ndim == 2, addr(z), addr(bias), bool(softplus), float(lo), float(hi),
+                    offsets.ctypes.data, len(offsets) - 1, h, p, n, g, addr(init), fin.ctypes.data, y.ctypes.data,
+                    threads))
+
+
+@op.impl("mojo")
+def _mojo(prob: Scan):
+    """kernels/ssd.mojo: the sequential recurrence, SIMD over n, both cores."""
+    dtype = prob.compute_dtype
+    lanes = _kernel().lanes(8 * dtype.itemsize)
+    npad = -(-prob.n // lanes) * lanes
+    x, dt, A, D, z, bias = (_np(a, dtype) for a in (prob.x, prob.dt, prob.A, prob.D, prob.z, prob.dt_bias))
+    B, C = (_padded(_np(a, dtype), npad) for a in (prob.B, prob.C))
+    init = None if prob.initial_states is None else _padded(_np(prob.initial_states, dtype), npad)
+    y = np.empty((prob.b, prob.l, prob.h, prob.p), dtype)
+    fin = np.empty((prob.nseq, prob.h, prob.p, npad), dtype)
+    offsets = np.ascontiguousarray(prob.offsets, np.int64)
+    _mojo_call(dtype, x, dt, A, B, C, D, z, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi, offsets,
+               prob.h, prob.p, prob.g, npad, init, fin, y, prob.b * prob.l)
+    return y, (fin if npad == prob.n else np.ascontiguousarray(fin[..., : prob.n]))
+
+
 # ------------------------------------------------------------------------ decode step
 
 @dataclass
@@ -714,18 +758,52 @@ def _step_numpy(prob: Step):
 
 @step_op.impl("torch", devices=("cpu", "cuda"))
 def _step_torch(prob: Step):
+    """In place on the state when it already has the compute dtype and no gradient is needed;
+    otherwise out of place (autograd flows to y) and copied back."""
     import torch
 
-    dev = prob.state.device if A_.is_torch(prob.state) else torch.device("cpu")
+    st = prob.state
+    dev = st.device if A_.is_torch(st) else torch.device("cpu")
     dtype = torch.float64 if prob.f64 else torch.float32
-    s, x, dt, A, B, C, D, z, bias = (_t(a, dev, dtype) for a in (prob.state, prob.x, prob.dt, prob.A, prob.B, prob.C,
-                                                                  prob.D, prob.z, prob.dt_bias))
-    s = s.detach()
+    x, dt, A, B, C, D, z, bias = (_t(a, dev, dtype) for a in (prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D,
+                                                               prob.z, prob.dt_bias))
     dtp = _process_dt_torch(dt, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi)
-    dA = torch.exp(torch.clamp(dtp * A, max=0.0))
+    dA = torch.exp(torch.clamp(dtp * A, max=0.0))[..., None, None]
     rep = prob.h // prob.g
-    Bh, Ch = B.repeat_interleave(rep, dim=1), C.repeat_interleave(rep, dim=1)
-    s = dA[..., None, None] * s + (dtp[..., None] * x)[..., None] * Bh[:, :, None, :]
-    y = (s @ Ch[..., None])[..., 0]
-    _write_state(prob.state, s.detach())
+    Bh, Ch = B.repeat_interleave(rep, dim=1)[:, :, None, :], C.repeat_interleave(rep, dim=1)[..., None]
+    u = (dtp[..., None] * x)[..., None]  # (b, h, p, 1)
+    view = st if A_.is_torch(st) else (torch.from_numpy(st) if st.dtype in (np.float32, np.float64) else None)
+    grad = _needs_grad(x, dt, A, B, C)
+    if view is not None and view.dtype == dtype and not grad:
+        with torch.no_grad():
+            view.mul_(dA).addcmul_(u, Bh)
+            y = (view @ Ch)[..., 0]
+    else:
+        s = _t(st, dev, dtype).detach() * dA + u * Bh
+        y = (s @ Ch)[..., 0]
+        _write_state(st, s.detach())
     return _epilogue_torch(y, x, D, z)
+
+
+@step_op.impl("mojo")
+def _step_mojo(prob: Step):
+    """The scan kernel with one token per sequence, updating the state in place (init == fin)."""
+    dtype = np.dtype(np.float64 if prob.f64 else np.float32)
+    lanes = _kernel().lanes(8 * dtype.itemsize)
+    npad = -(-prob.n // lanes) * lanes
+    x, dt, A, D, z, bias = (_np(a, dtype) for a in (prob.x, prob.dt, prob.A, prob.D, prob.z, prob.dt_bias))
+    B, C = (_padded(_np(a, dtype), npad) for a in (prob.B, prob.C))
+    st = prob.state
+    view = st
+    if A_.is_torch(st):  # a zero-copy numpy view where numpy has the dtype (not bfloat16)
+        view = st.detach().numpy() if str(st.dtype) in ("torch.float16", "torch.float32", "torch.float64") else None
+    direct = (view is not None and view.dtype == dtype and view.flags.c_contiguous and view.flags.writeable
+              and npad == prob.n)
+    work = view if direct else _padded(np.ascontiguousarray(A_.to_numpy(st, "state"), dtype), npad)
+    y = np.empty((prob.b, prob.h, prob.p), dtype)
+    offsets = np.arange(prob.b + 1, dtype=np.int64)
+    _mojo_call(dtype, x, dt, A, B, C, D, z, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi, offsets,
+               prob.h, prob.p, prob.g, npad, work, work, y, prob.b)
+    if not direct:
+        _write_state(st, work[..., : prob.n])
+    return y

@@ -384,6 +384,12 @@ def test_decode_in_place_on_torch_and_strided_state(backend):
         close(selective_state_update(st_n, *args(t), **opts), yr[:, t])
     close(st_n, fr)
     close(buf.transpose(3, 2, 1, 0), fr)
+    # a bfloat16 torch state: computed in float32, stored back rounded to bfloat16
+    st_b = torch.from_numpy(kw["initial_states"].copy()).to(torch.bfloat16)
+    for t in range(2):
+        close(selective_state_update(st_b, *args(t), **opts), yr[:, t], 3e-2, 5e-2)
+    assert st_b.dtype == torch.bfloat16
+    close(st_b, fr, 3e-2, 5e-2)
 
 
 def test_decode_rejects_bad_state():

@@ -12,6 +12,7 @@ from .core import BenchResult, Check, PanelSpec, compare, compare_backends, form
 
 FAMILIES = {
     "distance": "aura_lab.harness.distance",
+    "ssd": "aura_lab.harness.ssd",
 }
 
 

@@ -1,0 +1,332 @@
+"""``aura-lab bench ssd`` and ``aura-lab validate ssd`` (Mamba-2 selective scan).
+
+Bench shapes (issue 3): b = 1, h = 24, p = 64, n = 128, g = 1, l in {1024, 4096, 16384},
+plus one decode step at b = 16. Every implementation runs the same problem: dt_softplus
+with dt_bias, D of shape (h,), no z (the feature set MAX's op supports), float32.
+
+Peers, measured in the same run:
+
+* ``torch loop``: the ``selective_scan_ref`` style, a Python loop over t with torch ops
+  (in place, ``inference_mode``; the per-step form, because precomputing ``deltaB_u`` as
+  ``selective_scan_ref`` does would take b*l*h*p*n floats, 13 GB at l = 16384);
+* ``torch`` backend: the chunked SSD in torch (chunk size ``TORCH_CHUNK``);
+* ``max op``: MAX's own Mamba-2 CPU kernel,
+  ``max.nn.state_space.mamba2_ssd_chunk_scan_varlen_fwd_inplace``, in a MAX graph with a
+  symbolic length (compiled once per process, outside the timings); decode is a batch of
+  length-1 sequences continuing their pooled state, as MAX runs it.
+
+GFLOP/s counts the sequential scan's 5*h*p*n flops per token for every implementation
+(``kernels-references.md`` §4.2), so for the chunked forms it is an effective rate.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..ssd import op, selective_scan, selective_state_update, ssd_sequential_ref, step_op
+from .core import BenchResult, Check, available_backends, compare, machine_info, memory_bandwidth, progress, time_call
+
+H, P, N, G = 24, 64, 128, 1
+LENGTHS = (1024, 4096, 16384)
+DECODE_B = 16
+TORCH_CHUNK = 256  # mamba_ssm's default chunk size
+COLUMNS = ["case", "impl", "ms", "runs", "tok/s", "GFLOP/s", "GB/s", "vs_torch_loop", "vs_torch_ssd", "vs_max_op", "note"]
+
+
+def flops(tokens: int, h: int = H, p: int = P, n: int = N) -> float:
+    """The sequential scan's flops: per (token, h, p, n) one mul + one FMA (state) + one FMA (y)."""
+    return 5.0 * tokens * h * p * n
+
+
+def make_inputs(b: int, l: int, seed: int = 0, h: int = H, p: int = P, n: int = N, g: int = G) -> dict:
+    """float32 Mamba-2-like inputs (A = -exp(U(0, log 16)), softplus(dt + dt_bias) ~ 0.05)."""
+    rng = np.random.default_rng(seed)
+    f = np.float32
+    return dict(x=rng.standard_normal((b, l, h, p), dtype=f), dt=(rng.standard_normal((b, l, h)) * 0.5 - 3.0).astype(f),
+                A=(-np.exp(rng.uniform(0.0, np.log(16.0), h))).astype(f), B=rng.standard_normal((b, l, g, n), dtype=f),
+                C=rng.standard_normal((b, l, g, n), dtype=f), D=rng.standard_normal(h).astype(f),
+                dt_bias=(rng.uniform(-0.5, 0.5, h)).astype(f))
+
+
+# ------------------------------------------------------------------------------ peers
+
+def torch_loop_scan(x, dt, A, B, C, D, dt_bias):
+    """The selective_scan_ref-style sequential loop in torch (Mamba-2 shapes), float32."""
+    import torch
+    import torch.nn.functional as F
+
+    b, l, h, p = x.shape
+    g, n = B.shape[-2:]
+    with torch.inference_mode():
+        dtp = F.softplus(dt + dt_bias)  # (b, l, h)
+        dA = torch.exp(dtp * A)
+        u = x * dtp[..., None]  # (b, l, h, p)
+        Bh = B.repeat_interleave(h // g, dim=2)  # (b, l, h, n)
+        Ch = C.repeat_interleave(h // g, dim=2)
+        s = x.new_zeros((b, h, p, n))
+        y = torch.empty_like(x)
+        for t in range(l):
+            s.mul_(dA[:, t, :, None, None]).add_(u[:, t, :, :, None] * Bh[:, t, :, None, :])
+            y[:, t] = (s @ Ch[:, t, :, :, None])[..., 0]
+        return y + D[:, None] * x, s
+
+
+def torch_loop_step(state, x, dt, A, B, C, D, dt_bias):
+    """One step of the same loop (the decode peer), in place on ``state``."""
+    import torch
+    import torch.nn.functional as F
+
+    h = x.shape[1]
+    g = B.shape[1]
+    with torch.inference_mode():
+        dtp = F.softplus(dt + dt_bias)
+        Bh, Ch = B.repeat_interleave(h // g, dim=1), C.repeat_interleave(h // g, dim=1)
+        state.mul_(torch.exp(dtp * A)[..., None, None]).add_((x * dtp[..., None])[..., None] * Bh[:, :, None, :])
+        return (state @ Ch[..., None])[..., 0] + D[:, None] * x
+
+
+class MaxOp:
+    """MAX's CPU Mamba-2 kernel in a one-op graph with symbolic sizes (compiled once)."""
+
+    _model = None
+
+    def __init__(self):
+        if MaxOp._model is None:
+            from max.driver import CPU
+            from max.dtype import DType
+            from max.engine import InferenceSession
+            from max.graph import BufferType, DeviceRef, Graph, TensorType
+            from max.nn.state_space import mamba2_ssd_chunk_scan_varlen_fwd_inplace as mamba2_op
+
+            cpu = DeviceRef.CPU()
+            f32 = DType.float32
+            types = [TensorType(f32, ["T", H, P], cpu), TensorType(f32, ["T", H], cpu), TensorType(f32, [H], cpu),
+                     TensorType(f32, ["T", G, N], cpu), TensorType(f32, ["T", G, N], cpu), TensorType(f32, [H], cpu),
+                     TensorType(f32, [H], cpu), BufferType(f32, ["S", H, P, N], cpu),
+                     TensorType(DType.int32, ["nb1"], cpu), TensorType(DType.bool, ["nb"], cpu),
+                     TensorType(DType.uint32, ["nb"], cpu)]
+            with Graph("aura_ssd_max_peer", input_types=types) as graph:
+                ins = graph.inputs
+                y = mamba2_op(*(v.tensor for v in ins[:7]), ins[7].buffer, *(v.tensor for v in ins[8:]))
+                graph.output(y)
+            MaxOp._model = InferenceSession(devices=[CPU()]).load(graph)
+
+    def prepare(self, x, dt, A, B, C, D, dt_bias, state, starts, has_init):
+        """Device buffers for one call: tokens flattened (T, ...), ``state`` the (S, h, p, n) pool."""
+        from max.driver import Buffer
+
+        T = x.shape[0] * x.shape[1]
+        flat = [x.reshape(T, H, P), dt.reshape(T, H), A, B.reshape(T, G, N), C.reshape(T, G, N), D, dt_bias]
+        nb = len(starts) - 1
+        bufs = [Buffer.from_numpy(np.ascontiguousarray(a)) for a in flat]
+        pool = Buffer.from_numpy(state)
+        meta = [Buffer.from_numpy(np.asarray(starts, np.int32)), Buffer.from_numpy(np.full(nb, has_init, np.bool_)),
+                Buffer.from_numpy(np.arange(nb, dtype=np.uint32))]
+        return [*bufs, pool, *meta], pool
+
+    def __call__(self, bufs):
+        return self._model.execute(*bufs)[0].to_numpy()
+
+
+def _max_reason(e: Exception) -> str:
+    return f"MAX op unavailable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+# ------------------------------------------------------------------------------ bench
+
+def bench(lengths=None, backends=None, repeats: int = 5, seed: int = 0, show_progress: bool = True,
+          decode_b: int = DECODE_B, with_max: bool = True, slow_s: float = 5.0) -> BenchResult:
+    """Prefill scans at ``lengths`` and one decode step at ``decode_b``, every backend and peer.
+
+    Rows: ms (median after one warm-up; ``runs=1`` when one call took over ``slow_s``),
+    tokens/s, GFLOP/s (5*h*p*n per token), GB/s (decode: state read + written), and the
+    speed-up of this row over each peer (``vs_torch_loop``, ``vs_torch_ssd``, ``vs_max_op``).
+    """
+    import torch
+
+    lengths = list(lengths or LENGTHS)
+    bw = memory_bandwidth()
+    names = available_backends(op, backends)
+    rows: list[dict] = []
+    max_peer, max_note = None, ""
+    if with_max:
+        t0 = time.perf_counter()
+        try:
+            max_peer = MaxOp()
+            max_note = f"graph compiled in {time.perf_counter() - t0:.1f} s (not timed)"
+        except Exception as e:  # noqa: BLE001 - any failure means: no MAX peer here, say why
+            max_note = _max_reason(e)
+    jobs = [("prefill", l) for l in lengths] + [("decode", decode_b)]
+    checks = {}
+    for kind, size in progress(jobs, desc="bench ssd", enabled=show_progress):
+        if kind == "prefill":
+            b, l = 1, size
+            inp = make_inputs(b, l, seed)
+            case = f"prefill l={l}"
+            tokens = l
+            kw = dict(D=inp["D"], dt_bias=inp["dt_bias"], dt_softplus=True)
+            impls = {}
+            for be in names:
+                impls[be] = (lambda be=be: selective_scan(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], **kw,
+                                                          chunk_size=TORCH_CHUNK, backend=be), "backend")
+            if "mojo" in names:
+                def mojo1():
+                    import os
+                    old = os.environ.get("AURA_NUM_THREADS")
+                    os.environ["AURA_NUM_THREADS"] = "1"
+                    try:
+                        return selective_scan(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], **kw, backend="mojo")
+                    finally:
+                        os.environ.pop("AURA_NUM_THREADS") if old is None else os.environ.__setitem__("AURA_NUM_THREADS", old)
+                impls["mojo (1 thread)"] = (mojo1, "backend")
+            tt = {k: torch.from_numpy(v) for k, v in inp.items()}
+            impls["torch loop"] = (lambda: torch_loop_scan(tt["x"], tt["dt"], tt["A"], tt["B"], tt["C"], tt["D"], tt["dt_bias"]), "peer")
+            if max_peer is not None:
+                bufs, _ = max_peer.prepare(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], inp["D"], inp["dt_bias"],
+                                           np.zeros((1, H, P, N), np.float32), [0, l], False)
+                impls["max op"] = (lambda bufs=bufs: max_peer(bufs), "peer")
+        else:
+            b, l = size, 1
+            inp = make_inputs(b, 1, seed)
+            case = f"decode b={b}"
+            tokens = b
+            st0 = np.random.default_rng(seed + 1).standard_normal((b, H, P, N), dtype=np.float32)
+            step = {k: (v[:, 0] if k in ("x", "dt", "B", "C") else v) for k, v in inp.items()}
+            impls = {}
+            for be in available_backends(step_op, backends):
+                state = st0.copy()
+                impls[be] = (lambda be=be, state=state: selective_state_update(
+                    state, step["x"], step["dt"], step["A"], step["B"], step["C"], D=step["D"], dt_bias=step["dt_bias"],
+                    dt_softplus=True, backend=be), "backend")
+            tt = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in step.items()}
+            tstate = torch.from_numpy(st0.copy())
+            impls["torch loop"] = (lambda: torch_loop_step(tstate, tt["x"], tt["dt"], tt["A"], tt["B"], tt["C"], tt["D"], tt["dt_bias"]), "peer")
+            if max_peer is not None:
+                bufs, _ = max_peer.prepare(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], inp["D"], inp["dt_bias"],
+                                           st0.copy(), np.arange(b + 1), True)
+                impls["max op"] = (lambda bufs=bufs: max_peer(bufs), "peer")
+        outs = {}
+        for impl, (fn, role) in impls.items():
+            t = time_call(fn, repeats=repeats, slow_s=slow_s)
+            if kind == "prefill" and l <= 4096:
+                r = fn()
+                outs[impl] = np.asarray(r[0] if isinstance(r, tuple) else r, np.float32)
+            row = {"case": case, "impl": impl if impl != "torch" else f"torch (chunked SSD, Q={TORCH_CHUNK})",
+                   "kind": role, "b": b, "l": l, **t}
+            row["tok/s"] = tokens / (t["ms"] * 1e-3)
+            row["GFLOP/s"] = flops(tokens) / (t["ms"] * 1e-3) / 1e9
+            if kind == "decode":
+                row["GB/s"] = 2 * 4 * b * H * P * N / (t["ms"] * 1e-3) / 1e9
+            rows.append(row)
+        if outs and "mojo" in outs:  # sanity: every implementation computed the same y
+            ref = outs["mojo"]
+            checks[case] = {k: float(np.max(np.abs(v.reshape(ref.shape) - ref))) for k, v in outs.items() if k != "mojo"}
+    _ratios(rows)
+    for r in rows:
+        if r["impl"] == "max op" and max_note:
+            r["note"] = max_note
+    ctx = {"machine": machine_info(), "bandwidth": bw, "repeats": repeats, "dtype": "float32",
+           "shape": {"h": H, "p": P, "n": N, "g": G}, "torch_chunk": TORCH_CHUNK, "max_peer": max_note,
+           "max_abs_diff_vs_mojo": checks, "torch_threads": torch.get_num_threads(),
+           "flops_per_token": flops(1), "command": "aura-lab bench ssd"}
+    return BenchResult("ssd", rows, ctx)
+
+
+def _ratios(rows: list[dict]) -> None:
+    """vs_<peer> = peer ms / this ms (how many times faster this row is than the peer)."""
+    peers = {"vs_torch_loop": "torch loop", "vs_torch_ssd": "torch", "vs_max_op": "max op"}
+    for case in dict.fromkeys(r["case"] for r in rows):
+        rs = [r for r in rows if r["case"] == case]
+        for col, name in peers.items():
+            ref = next((r["ms"] for r in rs if r["impl"] == name or r["impl"].startswith(name + " (chunked")), None)
+            if ref is None:
+                continue
+            for r in rs:
+                r[col] = ref / r["ms"]
+
+
+# --------------------------------------------------------------------------- validate
+
+def _case(rng, b=2, l=64, h=4, p=8, g=1, n=16, *, D=None, z=False, bias=False, softplus=False, init=False, cu=None,
+          dt_limit=None, dtype=np.float32):
+    f = lambda a: np.asarray(a, dtype)  # noqa: E731
+    kw = dict(x=f(rng.standard_normal((b, l, h, p))),
+              dt=f(rng.standard_normal((b, l, h)) * 0.5 - 3.0 if softplus else rng.uniform(0.001, 0.1, (b, l, h))),
+              A=f(-np.exp(rng.uniform(0.0, np.log(16.0), h))), B=f(rng.standard_normal((b, l, g, n))),
+              C=f(rng.standard_normal((b, l, g, n))))
+    if D:
+        kw["D"] = f(rng.standard_normal(h if D == "h" else (h, p)))
+    if z:
+        kw["z"] = f(rng.standard_normal((b, l, h, p)))
+    if bias:
+        kw["dt_bias"] = f(np.log(np.expm1(rng.uniform(0.001, 0.1, h))))
+    if softplus:
+        kw["dt_softplus"] = True
+    if dt_limit:
+        kw["dt_limit"] = dt_limit
+    if cu is not None:
+        kw["cu_seqlens"] = np.asarray(cu)
+    if init:
+        kw["initial_states"] = f(rng.standard_normal((b if cu is None else len(cu) - 1, h, p, n)))
+    return kw
+
+
+def _cases(rng):
+    lens = rng.integers(1, 200, 5)
+    cu = np.concatenate([[0], np.cumsum(lens)])
+    return [
+        ("plain b=2 l=64", _case(rng)),
+        ("groups g=2, D (h,)", _case(rng, h=6, g=2, D="h")),
+        ("D (h,p), z gate", _case(rng, D="hp", z=True)),
+        ("softplus + dt_bias", _case(rng, softplus=True, bias=True)),
+        ("dt_limit (0.01, 0.05)", _case(rng, softplus=True, bias=True, dt_limit=(0.01, 0.05))),
+        ("initial + final states, l=300", _case(rng, l=300, g=2, h=4, init=True)),
+        ("varlen 5 seqs of 1-199", _case(rng, b=1, l=int(cu[-1]), h=4, g=2, D="h", z=True, softplus=True, bias=True,
+                                         init=True, cu=cu)),
+        ("l=1", _case(rng, l=1, init=True, D="h")),
+        ("odd sizes p=13 n=20", _case(rng, p=13, n=20, z=True, D="hp", init=True)),
+        ("bench-like h=24 p=64 n=128 l=256", _case(rng, b=1, l=256, h=24, p=64, n=128, D="h", softplus=True, bias=True)),
+        ("l=8192", _case(rng, b=1, l=8192, h=2, D="h", z=True, softplus=True, bias=True, init=True)),
+        ("float64 everything", _case(rng, l=70, h=4, g=2, D="hp", z=True, softplus=True, bias=True, init=True,
+                                     dtype=np.float64)),
+    ]
+
+
+def validate(backends=None, seed: int = 0) -> list[Check]:
+    """Every backend against the float64 sequential oracle (``ssd_sequential_ref``): y and the
+    final states at mamba_ssm's fp32 tolerance (rtol 6e-4, atol 2e-3; float64 inputs at 1e-9),
+    plus decode continuity: prefill + 10 ``selective_state_update`` steps vs one scan."""
+    rng = np.random.default_rng(seed)
+    checks = []
+    for name, kw in _cases(rng):
+        f64 = kw["x"].dtype == np.float64
+        rtol, atol = (1e-9, 1e-9) if f64 else (6e-4, 2e-3)
+        yr, fr = ssd_sequential_ref(**kw)
+        for b in available_backends(op, backends):
+            y, fin = selective_scan(**kw, return_final_states=True, chunk_size=64, backend=b)
+            ea, er, ok = compare(y, yr, rtol=rtol, atol=atol)
+            fa, fe, fok = compare(fin, fr, rtol=rtol, atol=atol)
+            want = np.float64 if f64 else np.float32
+            dt_ok = y.dtype == want and fin.dtype == want
+            checks.append(Check("ssd", b, name, max(ea, fa), max(er, fe), f"rtol {rtol:g} / atol {atol:g}",
+                                ok and fok and dt_ok, f"y err {ea:.2g}, state err {fa:.2g}" + ("" if dt_ok else f"; dtype {y.dtype}")))
+    kw = _case(rng, b=3, l=50, h=6, g=3, D="hp", z=True, softplus=True, bias=True, init=True, dt_limit=(0.002, 0.08))
+    yr, fr = ssd_sequential_ref(**kw)
+    extra = {k: kw[k] for k in ("D", "dt_bias", "dt_softplus", "dt_limit")}
+    for b in available_backends(step_op, backends):
+        head = {k: (v[:, :40] if k in ("x", "dt", "B", "C", "z") else v) for k, v in kw.items()}
+        _, state = selective_scan(**head, return_final_states=True, backend=b)
+        errs = []
+        ok = True
+        for t in range(40, 50):
+            yt = selective_state_update(state, kw["x"][:, t], kw["dt"][:, t], kw["A"], kw["B"][:, t], kw["C"][:, t],
+                                        z=kw["z"][:, t], **extra, backend=b)
+            ea, _, o = compare(yt, yr[:, t], rtol=6e-4, atol=2e-3)
+            errs.append(ea)
+            ok &= o
+        fa, fe, fok = compare(state, fr, rtol=6e-4, atol=2e-3)
+        checks.append(Check("ssd_step", b, "prefill 40 + 10 decode steps = one scan", max(max(errs), fa), fe,
+                            "rtol 0.0006 / atol 0.002", ok and fok, f"y err {max(errs):.2g}, state err {fa:.2g}"))
+    return checks
