@@ -15,8 +15,10 @@ from ._registry import (
     last_dispatch,
     use_backend,
 )
+from .diagrams import betti_curves, bottleneck_distance, plot_barcode, plot_betti_curves, plot_diagram
 from .distance import pairwise_distances
 from .moe import Routing, route
+from .persistence import rips_persistence
 from .ssd import selective_scan, selective_state_update
 
 __version__ = "0.1.0"
@@ -27,9 +29,15 @@ __all__ = [
     "BackendStatus",
     "Dispatch",
     "backends",
+    "betti_curves",
+    "bottleneck_distance",
     "explain",
     "last_dispatch",
     "pairwise_distances",
+    "plot_barcode",
+    "plot_betti_curves",
+    "plot_diagram",
+    "rips_persistence",
     "route",
     "Routing",
     "selective_scan",

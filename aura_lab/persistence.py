@@ -83,15 +83,18 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
         raise ValueError(f"backend: unknown backend {backend!r}; valid: auto, {', '.join(PH_BACKENDS)}")
     if not isinstance(metric, str) or metric not in (*METRICS, "precomputed"):
         raise ValueError(f"metric: unknown metric {metric!r}; valid: {', '.join(METRICS)}, precomputed")
-    D = _distance_matrix(X, metric, bool(distance_matrix) or metric == "precomputed")
-    n = D.shape[0]
-    thr = effective_threshold(D, threshold)
-    size = {"n": n, "maxdim": maxdim}
     requested = backend
     if backend == "auto":
         backend = _default_backend.get()
         if backend not in PH_BACKENDS:  # a use_backend() choice this op lacks (numpy, torch, max)
             backend = "auto"
+    Xn = A.to_numpy(X, "X")
+    if backend in ("auto", "mojo") and Xn.ndim >= 1:
+        _check_engine_limits(Xn.shape[0], maxdim, coeff)  # before any O(n^2) work
+    D = _distance_matrix(Xn, metric, bool(distance_matrix) or metric == "precomputed")
+    n = D.shape[0]
+    thr = effective_threshold(D, threshold)
+    size = {"n": n, "maxdim": maxdim}
     if n == 0:
         _record(backend if backend != "auto" else "mojo", requested, "empty input", 0.0)
         return [np.empty((0, 2)) for _ in range(maxdim + 1)]
@@ -183,9 +186,8 @@ def _check_threshold(threshold) -> float:
     return t
 
 
-def _distance_matrix(X, metric: str, is_matrix: bool) -> np.ndarray:
+def _distance_matrix(Xn: np.ndarray, metric: str, is_matrix: bool) -> np.ndarray:
     """The full symmetric ``(n, n)`` float32/float64 C-contiguous filtration matrix of the input."""
-    Xn = A.to_numpy(X, "X")
     if not is_matrix:
         if Xn.ndim != 2:
             raise ValueError(f"X: expected a 2-D point cloud (n, d), got {Xn.ndim}-D shape {Xn.shape}")
@@ -271,10 +273,36 @@ def gudhi_reference(D: np.ndarray, maxdim: int, threshold: float, coeff: int = 2
                 st.collapse_edges(nb_iterations=1)
                 if st.num_simplices() == before:
                     break
-        st.expansion(maxdim + 1)
+        _guarded_expansion(st, n, maxdim + 1)
     # persistence_dim_max: also when the complex has no simplex of dimension maxdim + 1
     st.compute_persistence(homology_coeff_field=coeff, min_persistence=0.0, persistence_dim_max=True)
     return [st.persistence_intervals_in_dimension(k) for k in range(maxdim + 1)]
+
+
+#: gudhi's simplex tree plus its persistence data, bytes per simplex (measured: sphere3 at
+#: dimension 3, 56 M simplices, 13.5 GB peak)
+GUDHI_BYTES_PER_SIMPLEX = 250
+
+
+def _guarded_expansion(st, n: int, top: int) -> None:
+    """``st.expansion(top)`` one dimension at a time; MemoryError when the next dimension's
+    estimated size (each k-simplex gains about mean-degree / (k + 2) cofacets) would not fit."""
+    edges = sum(1 for s, _ in st.get_skeleton(1) if len(s) == 2)
+    degree = 2.0 * edges / max(n, 1)
+    total, prev_total, count = st.num_simplices(), n, edges  # count: simplices of the top dimension so far
+    budget = 0.8 * A.available_memory()
+    for k in range(2, top + 1):
+        estimate = count * degree / (k + 1)
+        if (total + estimate) * GUDHI_BYTES_PER_SIMPLEX > budget:
+            raise MemoryError(
+                f"rips_persistence (gudhi): expanding to dimension {k} would add ~{estimate:.3g} simplices to "
+                f"{total} (~{A.fmt_bytes((total + estimate) * GUDHI_BYTES_PER_SIMPLEX)}), more than the "
+                f"{A.fmt_bytes(budget)} budget (80% of available memory); lower maxdim or the threshold")
+        st.expansion(k)
+        prev_total, total = total, st.num_simplices()
+        count = total - prev_total
+        if count == 0:
+            break
 
 
 # ------------------------------------------------------------------------------ mojo engine
@@ -282,12 +310,27 @@ def gudhi_reference(D: np.ndarray, maxdim: int, threshold: float, coeff: int = 2
 _last_stats: dict | None = None
 
 
-def _index_bits(n: int, maxdim: int, coeff: int) -> tuple[int, int]:
-    """(coefficient bits, largest binomial coefficient the engine's tables hold)."""
+#: the engine's scratch buffers hold simplices of up to MAX_ENGINE_DIM + 3 vertices
+MAX_ENGINE_DIM = 60
+
+
+def _engine_dims(n: int, maxdim: int) -> int:
+    """Dimensions the engine computes: H_k needs k + 2 vertices to be nonzero."""
+    return min(maxdim, max(0, n - 2))
+
+
+def _check_engine_limits(n: int, maxdim: int, coeff: int) -> None:
+    """ValueError when simplex indices (combinatorial number system, with the coefficient packed
+    below them for p > 2) would overflow the engine's 64-bit keys."""
+    dims = _engine_dims(n, maxdim)
+    if dims > MAX_ENGINE_DIM:
+        raise ValueError(f"maxdim: the mojo engine computes up to dimension {MAX_ENGINE_DIM}, got maxdim={maxdim} with n={n}")
     cbits = 0 if coeff == 2 else coeff.bit_length()
-    kmax = min(maxdim + 2, n)
-    top = max(math.comb(n, k) for k in range(kmax + 1))
-    return cbits, top
+    top = max(math.comb(n, k) for k in range(min(dims + 2, n) + 1))
+    if top.bit_length() > 62 - cbits:
+        raise ValueError(
+            f"maxdim: n={n} points with maxdim={maxdim} give simplex indices up to ~2^{top.bit_length()}, beyond the "
+            f"mojo engine's {62 - cbits}-bit index range; lower maxdim or n")
 
 
 @op.impl("mojo")
@@ -297,12 +340,8 @@ def _mojo(D, maxdim, thr, coeff):
 
     global _last_stats
     n = D.shape[0]
-    dims = min(maxdim, max(0, n - 2))  # H_k needs k + 2 vertices to be nonzero
-    cbits, top = _index_bits(n, dims, coeff)
-    if top.bit_length() > 62 - cbits:
-        raise ValueError(
-            f"X: n={n} points with maxdim={maxdim} give simplex indices up to C({n}, {dims + 2}) ~ 2^{top.bit_length()}, "
-            f"beyond the mojo engine's {62 - cbits}-bit index range; lower maxdim or n")
+    dims = _engine_dims(n, maxdim)
+    _check_engine_limits(n, maxdim, coeff)
     kernel = M.load("rips")
     D = np.ascontiguousarray(D)
     bits = 32 if D.dtype == np.float32 else 64

@@ -46,6 +46,7 @@ comptime F64 = DType.float64
 
 comptime IntPtr = Pointer[Int, MutUntrackedOrigin]
 
+comptime SCRATCH = 64  # vertices per scratch buffer: simplices up to dimension 62 (Python caps maxdim at 60)
 comptime NSTATS = 8
 comptime STAT_SIMPLICES = 0  # simplices of this dimension enumerated (edges for dim 0 and 1)
 comptime STAT_COLUMNS = 1  # columns handed to the reduction
@@ -798,7 +799,7 @@ def _edge_columns[T: DType, Z2: Bool](cx: Cx[T, Z2], edges: Buf[Entry[T]], merge
 
     @always_inline
     def task(c: Int) {imm}:
-        var sc = unsafe_alloc[Int](64)
+        var sc = unsafe_alloc[Int](4 * SCRATCH)
         var b = parts[unsafe_offset=c]
         var apparent = 0
         for e in range(chunk_lo(c, nch, m), chunk_lo(c + 1, nch, m)):
@@ -806,7 +807,7 @@ def _edge_columns[T: DType, Z2: Bool](cx: Cx[T, Z2], edges: Buf[Entry[T]], merge
                 continue
             var ent = edges[e]
             cx.decode(ent.key, 2, sc)
-            if cx.apparent_cofacet(sc, 2, ent.diam, sc.unsafe_offset(16), sc.unsafe_offset(32)) >= 0:
+            if cx.apparent_cofacet(sc, 2, ent.diam, sc.unsafe_offset(SCRATCH), sc.unsafe_offset(2 * SCRATCH)) >= 0:
                 apparent += 1
                 continue
             if not b.push(ent, mem):
@@ -849,11 +850,11 @@ def reduce[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, cols: Buf[Entry[T]], mut
 
     @always_inline
     def cand_task(c: Int) {imm}:
-        var sc = unsafe_alloc[Int](4 * 32)
+        var sc = unsafe_alloc[Int](4 * SCRATCH)
         var vs = sc
-        var cv = sc.unsafe_offset(32)
-        var cnt = sc.unsafe_offset(64)
-        var f = sc.unsafe_offset(96)
+        var cv = sc.unsafe_offset(SCRATCH)
+        var cnt = sc.unsafe_offset(2 * SCRATCH)
+        var f = sc.unsafe_offset(3 * SCRATCH)
         for j in range(chunk_lo(c, nch, m), chunk_lo(c + 1, nch, m)):
             var s = cols[j]
             cx.decode(s.key, nv, vs)
@@ -881,11 +882,11 @@ def reduce[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, cols: Buf[Entry[T]], mut
     var ok = mem.take((m + 1) * 8)
     var voff = unsafe_alloc[Int](m + 1)
     voff[unsafe_offset=0] = 0
-    var sc = unsafe_alloc[Int](4 * 32)
+    var sc = unsafe_alloc[Int](4 * SCRATCH)
     var vs = sc
-    var us = sc.unsafe_offset(32)
-    var cnt = sc.unsafe_offset(64)
-    var f = sc.unsafe_offset(96)
+    var us = sc.unsafe_offset(SCRATCH)
+    var cnt = sc.unsafe_offset(2 * SCRATCH)
+    var f = sc.unsafe_offset(3 * SCRATCH)
     var emergent = 0
     var reduced = 0
     var additions = 0
@@ -1022,11 +1023,11 @@ def assemble[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, simplices: Buf[Entry[T
 
     @always_inline
     def task(c: Int) {imm}:
-        var sc = unsafe_alloc[Int](4 * 32)
+        var sc = unsafe_alloc[Int](4 * SCRATCH)
         var vs = sc
-        var tv = sc.unsafe_offset(32)
-        var cnt = sc.unsafe_offset(64)
-        var f = sc.unsafe_offset(96)
+        var tv = sc.unsafe_offset(SCRATCH)
+        var cnt = sc.unsafe_offset(2 * SCRATCH)
+        var f = sc.unsafe_offset(3 * SCRATCH)
         var bc = pcols[unsafe_offset=c]
         var bn = pnext[unsafe_offset=c]
         var total = 0

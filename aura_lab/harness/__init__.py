@@ -13,6 +13,7 @@ from .core import BenchResult, Check, PanelSpec, compare, compare_backends, form
 FAMILIES = {
     "distance": "aura_lab.harness.distance",
     "ssd": "aura_lab.harness.ssd",
+    "persistence": "aura_lab.harness.persistence",
 }
 
 

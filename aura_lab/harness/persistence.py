@@ -1,0 +1,274 @@
+"""``aura-lab bench persistence`` and ``aura-lab validate persistence``.
+
+Standard sets (the Ripser benchmark, copied into ``data/ph-benchmark/`` with attribution):
+sphere3 (dim 2), dragon (dim 1), o3_1024 (dim 3, threshold 1.8), fract-r (distance matrix,
+dim 2), random16 (dim 7). All are run in float32, as ripser and giotto-ph compute.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..diagrams import bottleneck_distance
+from ..persistence import PH_BACKENDS, last_stats, rips_backends, rips_persistence
+from .core import BenchResult, Check, PanelSpec, machine_info, progress, time_call
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "ph-benchmark"
+
+#: name -> file, input kind, rips_persistence arguments, published bar counts per dimension
+STANDARD_SETS = {
+    "sphere3": ("sphere_3_192_points.dat", "points", {"maxdim": 2}, [192, 53, 1]),
+    "dragon": ("dragon_vrip.ply.txt_2000_.txt", "points", {"maxdim": 1}, [2000, 576]),
+    "o3_1024": ("o3_1024.txt", "points", {"maxdim": 3, "threshold": 1.8}, [1024, 576, 180, 7]),
+    "fract-r": ("fractal_9_5_2_random_edge_list.txt_0.19795_distmat.txt", "matrix", {"maxdim": 2, "distance_matrix": True},
+                [512, 438, 659]),
+    "random16": ("random_point_cloud_50_16_.txt", "points", {"maxdim": 7}, [50, 39, 16, 5, 3, 0, 0, 0]),
+}
+
+#: gudhi (edge collapse + expansion) on the standard sets: where it runs, and why not elsewhere
+GUDHI_SKIP = {
+    "sphere3": "gudhi took 130 s and 13.5 GB peak RSS on this VM (the dense complex barely collapses)",
+    "dragon": "~1.3e9 triangles at the enclosing radius: beyond memory",
+    "fract-r": "~2.2e7 triangles and ~2.8e9 tetrahedra of a dense distance matrix: beyond memory",
+    "random16": "expansion to dimension 8 of a 50-point dense complex: beyond memory",
+}
+
+#: bottleneck tolerance against ripser.py on the standard sets, and against gudhi on random clouds
+TOL_RIPSER = 1e-5
+TOL_GUDHI = 1e-6
+
+COLUMNS = ["case", "impl", "ms", "runs", "peak_MiB", "bars", "vs_ripser.py", "vs_giotto-ph", "note"]
+
+
+def load_standard_set(name: str, dtype=np.float32) -> tuple[np.ndarray, dict, list[int]]:
+    """(data, rips_persistence keyword arguments, published bar counts) of one standard set."""
+    if name not in STANDARD_SETS:
+        raise ValueError(f"name: unknown standard set {name!r}; valid: {', '.join(STANDARD_SETS)}")
+    fname, _, kw, counts = STANDARD_SETS[name]
+    path = DATA_DIR / fname
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing (the benchmark data ships in the repository's data/ folder)")
+    return np.loadtxt(path, dtype=np.float64).astype(dtype), dict(kw), list(counts)
+
+
+# ------------------------------------------------------------------------------- peers
+
+def _ripser(X, kw):
+    import ripser
+
+    return ripser.ripser(X, maxdim=kw["maxdim"], thresh=kw.get("threshold", np.inf),
+                         distance_matrix=kw.get("distance_matrix", False))["dgms"]
+
+
+def _giotto(X, kw, n_threads=2):
+    from gph import ripser_parallel
+
+    return ripser_parallel(X, maxdim=kw["maxdim"], thresh=kw.get("threshold", np.inf),
+                           metric="precomputed" if kw.get("distance_matrix") else "euclidean", n_threads=n_threads)["dgms"]
+
+
+def _peers() -> dict:
+    out = {}
+    try:
+        import ripser  # noqa: F401
+
+        out["ripser.py"] = _ripser
+    except ImportError:
+        pass
+    try:
+        import gph  # noqa: F401
+
+        out["giotto-ph"] = _giotto
+    except ImportError:
+        pass
+    return out
+
+
+def _counts(dgms) -> list[int]:
+    return [int(np.sum(np.asarray(d)[:, 1] > np.asarray(d)[:, 0])) if len(d) else 0 for d in dgms]
+
+
+def _nonzero(d) -> np.ndarray:
+    d = np.asarray(d, np.float64).reshape(-1, 2)
+    return d[d[:, 1] > d[:, 0]]
+
+
+def _bottlenecks(a, b) -> list[float]:
+    return [bottleneck_distance(_nonzero(x), _nonzero(y)) for x, y in zip(a, b)]
+
+
+# ------------------------------------------------------------------------------- memory
+
+def _rss_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_rss(fn) -> tuple[object, float | None]:
+    """(fn(), the peak resident memory it added in MiB): the kernel's high-water mark is reset
+    through /proc/self/clear_refs before the call; None where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _rss_kib("VmRSS")
+    except OSError:
+        base = None
+    out = fn()
+    hwm = _rss_kib("VmHWM")
+    if base is None or hwm is None:
+        return out, None
+    return out, max(0.0, (hwm - base) / 1024.0)
+
+
+# ------------------------------------------------------------------------------- bench
+
+def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True, slow_s: float = 5.0) -> BenchResult:
+    """Wall time (median after a warm-up; a single run when the warm-up exceeds ``slow_s``)
+    and the peak memory the warm-up added, per standard set, for the mojo engine, ripser.py,
+    giotto-ph (``n_threads=2``) and gudhi where it finishes (see ``GUDHI_SKIP``); ratios are
+    peer time / mojo time from the same run."""
+    sets = list(sets or STANDARD_SETS)
+    impls = [b for b in ("mojo",) if backends is None or b in backends]
+    avail = dict((b, ok) for b, ok, _ in rips_backends())
+    peers = _peers()
+    jobs = [(s, i) for s in sets for i in [*impls, *peers, "gudhi"] if i != "gudhi" or backends is None or "gudhi" in backends]
+    rows = []
+    data = {}
+    for name, impl in progress(jobs, desc="bench persistence", enabled=show_progress):
+        X, kw, counts = data.setdefault(name, load_standard_set(name))
+        row = {"case": name, "impl": impl, "kind": "peer" if impl in peers else "backend"}
+        if impl in peers:
+            fn = lambda f=peers[impl]: f(X, kw)  # noqa: E731
+        elif impl == "gudhi" and name in GUDHI_SKIP:
+            rows.append({**row, "note": "skipped: " + GUDHI_SKIP[name]})
+            continue
+        elif not avail.get(impl, False):
+            rows.append({**row, "note": f"skipped: {impl} unavailable"})
+            continue
+        else:
+            fn = lambda b=impl: rips_persistence(X, backend=b, **kw)  # noqa: E731
+        t0 = time.perf_counter()
+        dgms, peak = peak_rss(fn)
+        first = time.perf_counter() - t0
+        if first > slow_s:  # slow peers: the first call is the measurement
+            t = {"ms": first * 1e3, "min_ms": first * 1e3, "runs": 1}
+        else:
+            t = time_call(fn, repeats=repeats, warmup=1, slow_s=slow_s)
+        got = _counts(dgms)
+        row.update(ms=t["ms"], min_ms=t["min_ms"], runs=t["runs"], peak_MiB=peak, bars=str(got),
+                   counts_ok=got == counts)
+        if impl == "mojo":
+            st = last_stats()
+            if st:
+                row["columns"] = sum(st["columns"])
+                row["apparent"] = sum(st["apparent"])
+                row["emergent"] = sum(st["emergent"])
+        row["note"] = "" if got == counts else f"bar counts differ from the published {counts}"
+        rows.append(row)
+    for name in sets:
+        rs = {r["impl"]: r for r in rows if r["case"] == name and r.get("ms")}
+        for r in rs.values():
+            for peer in ("ripser.py", "giotto-ph"):
+                if peer in rs:
+                    r[f"vs_{peer}"] = rs[peer]["ms"] / r["ms"]
+    ctx = {"machine": machine_info(), "repeats": repeats, "dtype": "float32", "command": "aura-lab bench persistence",
+           "note": "vs_X = X's time / this row's time (> 1: this row is faster); peak_MiB = resident memory the "
+                   "first call added (high-water mark reset before it)"}
+    return BenchResult("persistence", rows, ctx)
+
+
+# ------------------------------------------------------------------------------- validate
+
+def _random_cases(rng):
+    """(name, X, kwargs): random clouds with duplicates and exact ties, the edge cases."""
+    grid = rng.integers(0, 3, (40, 3)).astype(np.float64)  # many exact ties and duplicates
+    dup = rng.standard_normal((45, 4))
+    dup[:15] = dup[30:]
+    line = np.concatenate([np.sort(rng.uniform(0, 10, 12)), [3.0, 3.0]])[:, None] * np.array([[1.0, 2.0]])
+    return [
+        ("random n=60 d=3 dim 2", rng.standard_normal((60, 3)), {"maxdim": 2}),
+        ("random n=50 d=5 dim 2 float32", rng.standard_normal((50, 5)).astype(np.float32), {"maxdim": 2}),
+        ("random n=60 d=1 dim 1", rng.standard_normal((60, 1)), {"maxdim": 1}),
+        ("grid ties n=40 d=3 dim 2", grid, {"maxdim": 2}),
+        ("duplicates n=45 d=4 dim 2", dup, {"maxdim": 2}),
+        ("random n=40 d=2 dim 2 Z/3", rng.standard_normal((40, 2)), {"maxdim": 2, "coeff": 3}),
+        ("random n=40 d=3 dim 2 threshold 1", rng.standard_normal((40, 3)), {"maxdim": 2, "threshold": 1.0}),
+        ("collinear n=14", line, {"maxdim": 1}),
+        ("all equal n=7", np.ones((7, 3)), {"maxdim": 2}),
+        ("n=2", rng.standard_normal((2, 3)), {"maxdim": 1}),
+        ("n=1", rng.standard_normal((1, 3)), {"maxdim": 1}),
+        ("n=0", np.zeros((0, 3)), {"maxdim": 1}),
+    ]
+
+
+def validate(backends=None, sets=None, seed: int = 0, show_progress: bool = False) -> list[Check]:
+    """mojo on the standard sets (published bar counts; bottleneck <= 1e-5 against ripser.py
+    per dimension), gudhi on o3_1024, and mojo against gudhi on random clouds (bottleneck
+    <= 1e-6 per dimension, equal bar counts)."""
+    wanted = [b for b in PH_BACKENDS if backends is None or b in backends]
+    avail = {b: ok for b, ok, _ in rips_backends()}
+    checks: list[Check] = []
+    peers = _peers()
+    for name in progress(list(sets or STANDARD_SETS), desc="validate persistence", enabled=show_progress):
+        X, kw, counts = load_standard_set(name)
+        ref = peers["ripser.py"](X, kw) if "ripser.py" in peers else None
+        for b in wanted:
+            if not avail.get(b) or (b == "gudhi" and name in GUDHI_SKIP):
+                continue
+            t0 = time.perf_counter()
+            got = rips_persistence(X, backend=b, **kw)
+            secs = time.perf_counter() - t0
+            c = _counts(got)
+            errs = _bottlenecks(got, ref) if ref is not None else [float("nan")]
+            worst = max(errs)
+            diam = float(np.max([np.max(d[np.isfinite(d)]) for d in got if np.isfinite(d).any()]))
+            ok = c == counts and (ref is None or worst <= TOL_RIPSER)
+            checks.append(Check("rips_persistence", b, f"{name} (dim {kw['maxdim']})", worst, worst / diam,
+                                f"bars {counts}; bottleneck vs ripser.py <= {TOL_RIPSER:g}", ok,
+                                f"bars {c} in {secs:.2f} s" + ("" if ref is not None else "; ripser.py missing")))
+    if "mojo" in wanted and avail.get("mojo") and avail.get("gudhi"):
+        rng = np.random.default_rng(seed)
+        for name, X, kw in _random_cases(rng):
+            ref = rips_persistence(X, backend="gudhi", **kw)
+            got = rips_persistence(X, backend="mojo", **kw)
+            errs = _bottlenecks(got, ref)
+            worst = max(errs)
+            ok = _counts(got) == _counts(ref) and worst <= TOL_GUDHI
+            checks.append(Check("rips_persistence", "mojo", name, worst, worst, f"gudhi: same bars, bottleneck <= {TOL_GUDHI:g}",
+                                ok, f"bars {_counts(got)} vs gudhi {_counts(ref)}"))
+    return checks
+
+
+# ------------------------------------------------------------------------------- panel
+
+def panel_spec() -> PanelSpec:
+    """The ComparisonPanel's view: random point clouds, mojo against the gudhi reference."""
+    sizes = {f"n={n} d={d} dim {k}": {"n": n, "d": d, "maxdim": k} for n, d, k in ((40, 3, 2), (100, 3, 1), (60, 4, 2))}
+    status = {b: (ok, why) for b, ok, why in rips_backends()}
+
+    def make(size, dtype, seed):
+        return np.random.default_rng(seed).standard_normal((size["n"], size["d"])).astype(dtype), size["maxdim"]
+
+    def call(backend, inputs):
+        X, maxdim = inputs
+        return rips_persistence(X, maxdim=maxdim, backend=backend)
+
+    def check(out, ref, dtype):
+        errs = _bottlenecks(out, ref)
+        worst = max(errs)
+        return worst, _counts(out) == _counts(ref) and worst <= TOL_GUDHI, f"same bars, bottleneck <= {TOL_GUDHI:g}"
+
+    return PanelSpec(
+        name="persistence", backends=list(PH_BACKENDS), reference="gudhi", sizes=sizes, dtypes=["float32", "float64"],
+        make=make, call=call, check=check, status=lambda b: status.get(b, (False, "unknown backend")),
+        work=lambda size: float(size["n"]) ** (size["maxdim"] + 2),
+    )
