@@ -19,7 +19,10 @@ float64 and stored as float32):
 * **Scores.** ``softmax``: ``p = softmax(l)`` over the E experts; ``sigmoid``: ``p = 1 / (1 + exp(-l))``.
 * **Selection key.** Without ``bias``: the logit itself (scores are a strictly increasing
   function of it, so this is selection by score, exactly, without rounding ties). With
-  ``bias (E,)``: ``p + bias`` in float64 (DeepSeek-V3: the bias steers selection only).
+  ``bias (E,)``: ``p + bias`` in float64 (DeepSeek-V3: the bias steers selection only),
+  where ``p`` is computed with ``portable_exp`` (a fixed sequence of IEEE operations, so
+  every backend gets the same bits and therefore the same ties, also between group sums)
+  and, for softmax, a sequential sum over the experts in index order.
 * **Groups** (``n_groups``, ``topk_groups``; DeepSeek-V2/V3): experts ``[g*E/G, (g+1)*E/G)``
   form group ``g``; a group's score is the max key in it without a bias, the sum of its
   two largest keys with one; the ``topk_groups`` best groups are kept (ties: lower group
@@ -41,8 +44,8 @@ float64 and stored as float32):
   ``dropped`` counts the rest. ``counts`` are the routed (pre-drop) loads.
 
 All backends return identical ids, counts, permutation, offsets and kept masks (the keys
-are either the float32 logits themselves or float64 values whose ties come only from equal
-inputs) and weights within 1e-6 relative of the float64 reference.
+are the float32 logits themselves or bit-identical float64 values) and weights within
+1e-6 relative of the float64 reference.
 """
 
 from __future__ import annotations
@@ -332,6 +335,46 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-x))
 
 
+# portable_exp: Cody-Waite reduction + degree-12 Taylor polynomial, every step one IEEE
+# operation (the Mojo kernel fences each product so that nothing is fused into an FMA).
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.6931471803691238  # fdlibm ln2_hi: n * _LN2_HI is exact for |n| < 2**21
+_LN2_LO = 1.9082149292705877e-10
+_EXP_C = tuple(1.0 / math.factorial(i) for i in range(13))
+_EXP_LIMIT = 708.0
+
+
+def portable_exp(x: np.ndarray) -> np.ndarray:
+    """exp(x) in float64 to ~1 ulp, as the same IEEE operations in every backend.
+
+    0 below -708, inf above 708 (the range where 2**n stays a normal float64)."""
+    xc = np.clip(x, -_EXP_LIMIT, _EXP_LIMIT)
+    n = np.floor(xc * _LOG2E + 0.5)
+    r = (xc - n * _LN2_HI) - n * _LN2_LO
+    p = np.full_like(r, _EXP_C[12])
+    for c in _EXP_C[11::-1]:
+        p = p * r + c
+    y = p * ((n.astype(np.int64) + 1023) << 52).view(np.float64)
+    return np.where(x < -_EXP_LIMIT, 0.0, np.where(x > _EXP_LIMIT, np.inf, y))
+
+
+def _key_scores(l: np.ndarray, scoring: str) -> np.ndarray:
+    """The scores inside the selection keys: portable_exp, sequential softmax sum."""
+    if scoring == "sigmoid":
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + portable_exp(-l))
+    m = l.max(axis=1, keepdims=True)
+    fin = np.isfinite(m)
+    with np.errstate(invalid="ignore"):
+        e = np.where(fin, portable_exp(np.where(fin, l - np.where(fin, m, 0.0), 0.0)), 0.0)
+    pos = m[:, 0] == np.inf
+    e[pos] = l[pos] == np.inf
+    z = np.zeros((l.shape[0], 1))
+    for j in range(l.shape[1]):  # in index order, as every backend sums
+        z = z + e[:, j : j + 1]
+    return np.divide(e, z, out=np.zeros_like(e), where=z > 0)
+
+
 def _reference_rows(l32: np.ndarray, spec: RouteSpec) -> tuple[np.ndarray, np.ndarray]:
     """(experts (n, k) int64, weights (n, k) float64) for a block of rows, by the definition."""
     l = _clean(l32)
@@ -340,7 +383,7 @@ def _reference_rows(l32: np.ndarray, spec: RouteSpec) -> tuple[np.ndarray, np.nd
     if spec.bias is None:
         key = l
     else:
-        key = np.where(np.isnan(l32), -np.inf, p + spec.bias.astype(np.float64))
+        key = np.where(np.isnan(l32), -np.inf, _key_scores(l, spec.scoring) + spec.bias.astype(np.float64))
     cand = np.broadcast_to(np.arange(E), (n, E))
     if spec.n_groups is not None:
         size = E // spec.n_groups
@@ -398,7 +441,7 @@ def _torch_rows(l32, spec: RouteSpec, bias64):
         p = _torch_softmax(l)
     else:
         p = 1.0 / (1.0 + torch.exp(-l))
-    key = l if bias64 is None else (p + bias64).masked_fill(nan, float("-inf"))
+    key = l if bias64 is None else (_torch_key_scores(l, spec.scoring) + bias64).masked_fill(nan, float("-inf"))
     cand = None
     if spec.n_groups is not None:
         size = E // spec.n_groups
@@ -418,6 +461,35 @@ def _torch_rows(l32, spec: RouteSpec, bias64):
             s = w.sum(1, keepdim=True)
             w = torch.where(s > 0, w / torch.where(s > 0, s, 1.0), 0.0)
     return experts, w * spec.scale
+
+
+def _torch_portable_exp(x):
+    """``portable_exp`` in torch ops (the same IEEE operations, so the same bits)."""
+    import torch
+
+    xc = x.clamp(-_EXP_LIMIT, _EXP_LIMIT)
+    n = torch.floor(xc * _LOG2E + 0.5)
+    r = (xc - n * _LN2_HI) - n * _LN2_LO
+    p = torch.full_like(r, _EXP_C[12])
+    for c in _EXP_C[11::-1]:
+        p = p * r + c
+    y = p * ((n.long() + 1023) << 52).view(torch.float64)
+    return torch.where(x < -_EXP_LIMIT, 0.0, torch.where(x > _EXP_LIMIT, float("inf"), y))
+
+
+def _torch_key_scores(l, scoring: str):
+    import torch
+
+    if scoring == "sigmoid":
+        return 1.0 / (1.0 + _torch_portable_exp(-l))
+    m = l.amax(1, keepdim=True)
+    fin = torch.isfinite(m)
+    e = torch.where(fin, _torch_portable_exp(torch.where(fin, l - torch.where(fin, m, 0.0), 0.0)), 0.0)
+    e = torch.where(m == float("inf"), (l == float("inf")).double(), e)
+    z = torch.zeros_like(m)
+    for j in range(l.shape[1]):
+        z = z + e[:, j : j + 1]
+    return torch.where(z > 0, e / torch.where(z > 0, z, 1.0), 0.0)
 
 
 def _torch_softmax(x):
@@ -606,3 +678,31 @@ def __getattr__(name):  # MoELayer needs torch: build the class on first access 
         globals()["MoELayer"] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# -------------------------------------------------------------------------------- mojo
+
+_MOJO_SERIAL = 1 << 15  # below this many logits one thread beats the ~10 us thread dispatch
+
+
+@op.impl("mojo")
+def _mojo(L: np.ndarray, spec: RouteSpec):
+    from . import _mojo as M
+    from .distance import num_threads
+
+    kernel = M.load("routing")
+    T, E = L.shape
+    k = spec.k
+    weights = np.empty((T, k), np.float32)
+    experts = np.empty((T, k), np.int32)
+    counts = np.empty(E, np.int64)
+    perm = np.empty(T * k, np.int64)
+    offsets = np.empty(E + 1, np.int64)
+    kept = None if spec.capacity is None else np.empty((T, k), np.bool_)
+    threads = 1 if T * E < _MOJO_SERIAL else num_threads()
+    kernel.route((L.ctypes.data, T, E, k, _SCORING_ID[spec.scoring], spec.renormalize, spec.scale,
+                  0 if spec.bias is None else spec.bias.ctypes.data, spec.n_groups or 0, spec.topk_groups or 0,
+                  -1 if spec.capacity is None else spec.capacity, weights.ctypes.data, experts.ctypes.data,
+                  counts.ctypes.data, perm.ctypes.data, offsets.ctypes.data, 0 if kept is None else kept.ctypes.data,
+                  threads))
+    return weights, experts, counts, perm, offsets, kept

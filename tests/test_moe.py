@@ -163,6 +163,58 @@ def test_property_matches_reference(backend, data):
     assert_same(route(L, k, backend=backend, **kw), ref)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scoring", ["softmax", "sigmoid"])
+def test_group_sum_composition_ties(backend, scoring):
+    """Group scores that tie in exact arithmetic through different compositions:
+    (s(1) + 0.25) + (s(0) + 0.5) vs (s(1) + 0.5) + (s(0) + 0.25). Rounding decides, and it
+    must decide the same in every backend (bit-identical keys via portable_exp)."""
+    rng = np.random.default_rng(4)
+    L = rng.integers(0, 2, (3000, 16)).astype(np.float32)
+    bias = rng.choice(np.array([0.25, 0.5], np.float32), 16)
+    kw = dict(scoring=scoring, bias=bias, n_groups=8, topk_groups=3)
+    assert_same(route(L, 3, backend=backend, **kw), route(L, 3, backend="numpy", **kw))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_denormal_logits_and_weights_on_worker_threads(backend):
+    """Enough rows for the threaded path: denormal logits must not compare as 0 and tiny
+    weights must not flush to 0 (the Mojo runtime's workers start with FTZ/DAZ set)."""
+    rng = np.random.default_rng(6)
+    L = rng.choice(np.array([0.0, -0.0, 1e-40, -1e-40, 3e-42, 1e-45, 1e-38], np.float32), (4096, 16))
+    ref = route(L, 3, backend="numpy")
+    assert_same(route(L, 3, backend=backend), ref)
+    H = (rng.standard_normal((4096, 16)) * 40).astype(np.float32)
+    ref = route(H, 4, renormalize=False, backend="numpy")
+    tiny = (ref.weights > 0) & (ref.weights < np.finfo(np.float32).tiny)
+    assert tiny.sum() > 10  # denormal float32 weights exist in the reference
+    assert_same(route(H, 4, renormalize=False, backend=backend), ref)
+
+
+def test_portable_exp_is_exp_and_bit_identical_in_torch():
+    from aura_lab.moe import _torch_portable_exp, portable_exp
+
+    x = np.concatenate([np.linspace(-708, 708, 100001), np.random.default_rng(0).standard_normal(10000) * 30])
+    a = portable_exp(x)
+    assert np.max(np.abs(a - np.exp(x)) / np.spacing(np.exp(x))) <= 2.0
+    t = _torch_portable_exp(torch.from_numpy(x)).numpy()
+    assert np.array_equal(a.view(np.int64), t.view(np.int64))
+    np.testing.assert_array_equal(portable_exp(np.array([-709.0, -np.inf, 709.0, np.inf])), [0, 0, np.inf, np.inf])
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b.id == "mojo"])
+def test_portable_exp_bit_identical_in_mojo(backend):
+    """Mojo fuses a * b + c into an FMA unless fenced; the keys' exp must keep numpy's bits."""
+    from aura_lab import _mojo
+    from aura_lab.moe import portable_exp
+
+    x = np.concatenate([np.linspace(-720, 720, 100003), np.random.default_rng(1).standard_normal(10000) * 30,
+                        [-np.inf, np.inf, 0.0, -0.0]])
+    out = np.empty_like(x)
+    _mojo.load("routing").portable_exp((x.ctypes.data, out.ctypes.data, x.size))
+    assert np.array_equal(out.view(np.int64), portable_exp(x).view(np.int64))
+
+
 # ------------------------------------------------------------- the reference, independently
 
 def test_hand_examples_tie_rule():

@@ -1,0 +1,640 @@
+# MoE expert routing: one fused pass per token, then a counting-sort permutation.
+#
+#   logits (T, E) float32, C-contiguous; bias (E,) float32 (optional);
+#   out: weights (T, k) float32, experts (T, k) int32, counts (E,) int64,
+#        perm (T*k,) int64, offsets (E+1,) int64, kept (T, k) bool (optional).
+# Everything is validated by aura_lab/moe.py before an address reaches this file; the
+# exact math (NaN policy, tie rule, groups, weights) is documented there and in its numpy
+# reference, which this kernel reproduces bit for bit in the ids.
+#
+# Phase 1 (parallel over row chunks), per token:
+#   * selection keys: the logits themselves (no bias), or float64 score + bias
+#     (sigmoid: 1/(1+exp(-l)); softmax: exp(l-m)/Z), NaN -> -inf;
+#   * groups: score each group (max key, or sum of its top-2 keys with a bias), keep the
+#     best topk_groups (ties: lower group), candidates = their experts, ascending;
+#   * top-k with the tie rule: a sorted list (desc key, asc index) fed with candidates in
+#     ascending index order; a candidate enters only if strictly above the current k-th,
+#     so an equal key found later (higher index) loses. Fast path: the k-th largest of the
+#     per-SIMD-lane maxima is a lower bound of the k-th largest key, so one vector pass
+#     finds the few candidates >= that bound and only those are inserted (scalar);
+#   * weights in float64 (k exps), renormalize, scale -> float32; per-chunk histogram.
+# Phase 2 (serial, E * chunks): exclusive prefix sums -> counts, offsets, chunk cursors.
+# Phase 3 (parallel over the same chunks): perm[cursor[e]++] = t*k + s in token order,
+#   so the permutation is stable; kept = position within the expert's segment < capacity.
+
+from std.python import Python, PythonObject
+from std.python.bindings import PythonModuleBuilder
+from std.os import abort
+from std.sys import simd_width_of, llvm_intrinsic, CompilationTarget
+from std.math import exp, isnan, iota, floor
+from std.memory import bitcast
+from std.bit import count_trailing_zeros
+from std.utils.numerics import inf, neg_inf
+from std.memory.alloc import unsafe_alloc
+from max.algorithm import parallelize
+comptime F32 = DType.float32
+comptime F64 = DType.float64
+
+comptime SOFTMAX = 0
+comptime SIGMOID = 1
+
+comptime P32 = Pointer[Float32, MutUntrackedOrigin]
+comptime P64 = Pointer[Float64, MutUntrackedOrigin]
+comptime PI32 = Pointer[Int32, MutUntrackedOrigin]
+comptime PI64 = Pointer[Int64, MutUntrackedOrigin]
+comptime PInt = Pointer[Int, MutUntrackedOrigin]
+comptime PU8 = Pointer[UInt8, MutUntrackedOrigin]
+
+comptime W = simd_width_of[F32]()
+comptime W64 = simd_width_of[F64]()
+
+
+@export
+def PyInit_routing() abi("C") -> PythonObject:
+    try:
+        var m = PythonModuleBuilder("routing")
+        m.def_function[route](
+            "route",
+            docstring=(
+                "route(args: tuple) with args = (logits, T, E, k, scoring, renormalize, scale, bias or 0,"
+                " n_groups or 0, topk_groups, capacity or -1, weights, experts, counts, perm, offsets,"
+                " kept or 0, nthreads); addresses as ints"
+            ),
+        )
+        m.def_function[portable_exp](
+            "portable_exp",
+            docstring="portable_exp(args: tuple) with args = (x_addr, out_addr, n): float64 out[i] = portable exp(x[i])",
+        )
+        return m.finalize()
+    except e:
+        abort(String("error creating the aura_lab routing module:", e))
+
+
+@fieldwise_init
+struct Ctx(ImplicitlyCopyable):
+    var logits: P32
+    var bias: P32
+    var weights: P32
+    var experts: PI32
+    var T: Int
+    var E: Int
+    var k: Int
+    var renorm: Bool
+    var scale: Float64
+    var n_groups: Int
+    var topk_groups: Int
+
+
+# ------------------------------------------------------------------------- FP mode
+
+# The runtime's worker threads run with FTZ and DAZ set (MXCSR 0x9FE0 measured, vs 0x1FA0
+# on the Python thread): denormal logits would compare as 0 (breaking exact ties against
+# the reference) and denormal weights would flush to 0. Each task clears both bits and
+# restores the caller's mode when it is done.
+
+@always_inline
+def _ieee_begin() -> UInt32:
+    comptime if CompilationTarget.is_x86():
+        var p = unsafe_alloc[UInt32](1)
+        llvm_intrinsic["llvm.x86.sse.stmxcsr", NoneType](p)
+        var old = p[unsafe_offset=0]
+        p[unsafe_offset=0] = old & ~UInt32(0x8040)  # FTZ (bit 15), DAZ (bit 6)
+        llvm_intrinsic["llvm.x86.sse.ldmxcsr", NoneType](p)
+        p.unsafe_free()
+        return old
+    else:
+        return 0
+
+
+@always_inline
+def _ieee_end(old: UInt32):
+    comptime if CompilationTarget.is_x86():
+        var p = unsafe_alloc[UInt32](1)
+        p[unsafe_offset=0] = old
+        llvm_intrinsic["llvm.x86.sse.ldmxcsr", NoneType](p)
+        p.unsafe_free()
+
+
+# ------------------------------------------------------------------------- top-k list
+
+@always_inline
+def _offer(topv: P64, topi: PInt, k: Int, n: Int, v: Float64, j: Int) -> Int:
+    """Offer key v of index j (larger than every index offered before) to the sorted list
+    topv/topi of n <= k entries (desc key, asc index); returns the new length."""
+    if n == k and not (v > topv[unsafe_offset=k - 1]):
+        return n
+    var pos = n if n < k else k - 1
+    while pos > 0 and topv[unsafe_offset=pos - 1] < v:
+        topv[unsafe_offset=pos] = topv[unsafe_offset=pos - 1]
+        topi[unsafe_offset=pos] = topi[unsafe_offset=pos - 1]
+        pos -= 1
+    topv[unsafe_offset=pos] = v
+    topi[unsafe_offset=pos] = j
+    return n + 1 if n < k else k
+
+
+@always_inline
+def _select_range[dt: DType](row: Pointer[Scalar[dt], MutUntrackedOrigin], start: Int, end: Int, k: Int, n0: Int, topv: P64, topi: PInt) -> Int:
+    """Scalar path: offer row[start:end] (NaN as -inf)."""
+    var n = n0
+    for j in range(start, end):
+        var v = Float64(row[unsafe_offset=j])
+        if isnan(v):
+            v = neg_inf[F64]()
+        n = _offer(topv, topi, k, n, v, j)
+    return n
+
+
+@always_inline
+def _select_fast[dt: DType](row: Pointer[Scalar[dt], MutUntrackedOrigin], seg: PInt, nseg: Int, seglen: Int, k: Int, topv: P64, topi: PInt) -> Int:
+    """Top-k over the segments [seg[s], seg[s] + seglen) (ascending) with a SIMD prefilter.
+
+    Returns -1 when the prefilter does not apply (segments shorter than a vector, k wider
+    than a vector, or a bound of -inf, where NaN/-inf entries may have to be chosen)."""
+    comptime V = simd_width_of[dt]()
+    comptime Vec = SIMD[dt, V]
+    var nvs = seglen // V
+    if nvs == 0 or k > V:
+        return -1
+    var lm = Vec(neg_inf[dt]())
+    for s in range(nseg):
+        var base = seg[unsafe_offset=s]
+        for b in range(nvs):
+            var v = row.unsafe_load[width=V](base + b * V)
+            lm = v.gt(lm).select(v, lm)  # NaN never wins
+    var n = 0
+    for i in range(V):
+        n = _offer(topv, topi, k, n, Float64(lm[i]), i)
+    var thr = topv[unsafe_offset=k - 1]  # the k-th largest of V distinct entries: <= the k-th largest key
+    if thr == neg_inf[F64]():
+        return -1
+    var thr_d = Scalar[dt](thr)
+    var thrv = Vec(thr_d)
+    var pw = SIMD[DType.uint32, V](1) << iota[DType.uint32, V]()
+    var zero = SIMD[DType.uint32, V](0)
+    n = 0
+    for s in range(nseg):
+        var base = seg[unsafe_offset=s]
+        for b in range(nvs):
+            var v = row.unsafe_load[width=V](base + b * V)
+            var bits = Int(v.ge(thrv).select(pw, zero).reduce_or())
+            while bits != 0:
+                var i = count_trailing_zeros(bits)
+                bits &= bits - 1
+                n = _offer(topv, topi, k, n, Float64(v[i]), base + b * V + i)
+        for j in range(base + nvs * V, base + seglen):
+            var x = row[unsafe_offset=j]
+            if x >= thr_d:
+                n = _offer(topv, topi, k, n, Float64(x), j)
+    return n
+
+
+# ------------------------------------------------------------------------- row pieces
+
+@always_inline
+def _row_max(row: P32, E: Int) -> Float32:
+    """max over the row ignoring NaN (-inf if all NaN / -inf)."""
+    var mv = SIMD[F32, W](neg_inf[F32]())
+    var j = 0
+    while j + W <= E:
+        var v = row.unsafe_load[width=W](j)
+        mv = v.gt(mv).select(v, mv)
+        j += W
+    var m = mv.reduce_max()
+    while j < E:
+        var x = row[unsafe_offset=j]
+        if x > m:
+            m = x
+        j += 1
+    return m
+
+
+@always_inline
+def _count_inf(row: P32, E: Int) -> Float64:
+    var c = 0
+    for j in range(E):
+        if row[unsafe_offset=j] == inf[F32]():
+            c += 1
+    return Float64(c)
+
+
+def _softmax_norm32(row: P32, E: Int) -> Tuple[Float64, Float64]:
+    """(m, Z): row max and sum of exp(l - m) over non-NaN entries (float32 exps, float64
+    sum); m = +inf gives Z = number of +inf entries, m = -inf gives Z = 0."""
+    var m = _row_max(row, E)
+    if m == inf[F32]():
+        return (Float64(m), _count_inf(row, E))
+    if m == neg_inf[F32]():
+        return (Float64(m), 0.0)
+    var mv = SIMD[F32, W](m)
+    var acc = SIMD[F64, W](0)
+    var j = 0
+    while j + W <= E:
+        var v = row.unsafe_load[width=W](j)
+        var e = exp(v - mv)
+        acc += isnan(v).select(SIMD[F32, W](0), e).cast[F64]()
+        j += W
+    var z = acc.reduce_add()
+    while j < E:
+        var x = row[unsafe_offset=j]
+        if not isnan(x):
+            z += Float64(exp(x - m))
+        j += 1
+    return (Float64(m), z)
+
+
+# portable exp (aura_lab.moe.portable_exp): the same IEEE operations as the numpy and torch
+# backends, so selection keys with a bias are bit-identical everywhere. Mojo contracts
+# a * b + c into an FMA by default; llvm.arithmetic.fence on each product prevents it.
+comptime LOG2E = 1.4426950408889634
+comptime LN2_HI = 0.6931471803691238
+comptime LN2_LO = 1.9082149292705877e-10
+comptime EXP_LIMIT = 708.0
+
+
+@always_inline
+def _fence[w: Int](x: SIMD[F64, w]) -> SIMD[F64, w]:
+    return llvm_intrinsic["llvm.arithmetic.fence", SIMD[F64, w]](x)
+
+
+@always_inline
+def _pexp[w: Int](x: SIMD[F64, w]) -> SIMD[F64, w]:
+    comptime V = SIMD[F64, w]
+    var xc = min(max(x, V(-EXP_LIMIT)), V(EXP_LIMIT))
+    var n = floor(_fence(xc * LOG2E) + 0.5)
+    var r = (xc - _fence(n * LN2_HI)) - _fence(n * LN2_LO)
+    var p = V(2.08767569878681e-09)
+    p = _fence(p * r) + 2.505210838544172e-08
+    p = _fence(p * r) + 2.755731922398589e-07
+    p = _fence(p * r) + 2.7557319223985893e-06
+    p = _fence(p * r) + 2.48015873015873e-05
+    p = _fence(p * r) + 0.0001984126984126984
+    p = _fence(p * r) + 0.001388888888888889
+    p = _fence(p * r) + 0.008333333333333333
+    p = _fence(p * r) + 0.041666666666666664
+    p = _fence(p * r) + 0.16666666666666666
+    p = _fence(p * r) + 0.5
+    p = _fence(p * r) + 1.0
+    p = _fence(p * r) + 1.0
+    var y = p * bitcast[F64, w]((n.cast[DType.int64]() + 1023) << 52)
+    return x.lt(V(-EXP_LIMIT)).select(V(0), x.gt(V(EXP_LIMIT)).select(V(inf[F64]()), y))
+
+
+def _softmax_keys(row: P32, bias: P32, E: Int, keys: P64) -> Tuple[Float64, Float64]:
+    """keys = softmax(l) + bias in float64 with portable exps and a sequential sum
+    (NaN -> -inf); returns (m, Z) as _softmax_norm32."""
+    var m32 = _row_max(row, E)
+    var m = Float64(m32)
+    var z = 0.0
+    if m32 == inf[F32]():
+        for j in range(E):
+            keys[unsafe_offset=j] = 1.0 if row[unsafe_offset=j] == inf[F32]() else 0.0
+    elif m32 == neg_inf[F32]():
+        for j in range(E):
+            keys[unsafe_offset=j] = 0.0
+    else:
+        var mv = SIMD[F64, W64](m)
+        var j = 0
+        while j + W64 <= E:
+            var l = row.unsafe_load[width=W64](j).cast[F64]()
+            keys.unsafe_store(j, isnan(l).select(SIMD[F64, W64](0), _pexp(l - mv)))
+            j += W64
+        while j < E:
+            var l = Float64(row[unsafe_offset=j])
+            keys[unsafe_offset=j] = 0.0 if isnan(l) else _pexp[1](l - m)[0]
+            j += 1
+    for j in range(E):  # in index order, as the reference sums
+        z += keys[unsafe_offset=j]
+    var j = 0
+    var zv = SIMD[F64, W64](z)
+    var ninf = SIMD[F64, W64](neg_inf[F64]())
+    if z > 0:
+        while j + W64 <= E:
+            var l = row.unsafe_load[width=W64](j).cast[F64]()
+            var p = keys.unsafe_load[width=W64](j) / zv
+            keys.unsafe_store(j, isnan(l).select(ninf, p + bias.unsafe_load[width=W64](j).cast[F64]()))
+            j += W64
+    while j < E:
+        var p = keys[unsafe_offset=j] / z if z > 0 else 0.0
+        keys[unsafe_offset=j] = neg_inf[F64]() if isnan(row[unsafe_offset=j]) else p + Float64(bias[unsafe_offset=j])
+        j += 1
+    return (m, z)
+
+
+def _sigmoid_keys(row: P32, bias: P32, E: Int, keys: P64):
+    """keys = 1/(1+exp(-l)) + bias in float64 with portable exps (NaN -> -inf)."""
+    var one = SIMD[F64, W64](1)
+    var ninf = SIMD[F64, W64](neg_inf[F64]())
+    var j = 0
+    while j + W64 <= E:
+        var l = row.unsafe_load[width=W64](j).cast[F64]()
+        var s = one / (one + _pexp(-l))
+        keys.unsafe_store(j, isnan(l).select(ninf, s + bias.unsafe_load[width=W64](j).cast[F64]()))
+        j += W64
+    while j < E:
+        var l = Float64(row[unsafe_offset=j])
+        keys[unsafe_offset=j] = neg_inf[F64]() if isnan(l) else 1.0 / (1.0 + _pexp[1](-l)[0]) + Float64(bias[unsafe_offset=j])
+        j += 1
+
+
+@always_inline
+def _group_max(row: P32, start: Int, size: Int) -> Float64:
+    return Float64(_row_max(row.unsafe_offset(start), size))
+
+
+@always_inline
+def _group_top2(keys: P64, start: Int, size: Int) -> Float64:
+    """Sum of the two largest keys of the group (the key itself for a group of one)."""
+    var t1 = neg_inf[F64]()
+    var t2 = neg_inf[F64]()
+    var j = start
+    if size >= 2 * W64:
+        var b1 = SIMD[F64, W64](neg_inf[F64]())
+        var b2 = b1
+        while j + W64 <= start + size:
+            var v = keys.unsafe_load[width=W64](j)
+            b2 = max(b2, min(b1, v))
+            b1 = max(b1, v)
+            j += W64
+        for i in range(2 * W64):
+            var x = b1[i] if i < W64 else b2[i - W64]
+            if x > t1:
+                t2 = t1
+                t1 = x
+            elif x > t2:
+                t2 = x
+    while j < start + size:
+        var x = keys[unsafe_offset=j]
+        if x > t1:
+            t2 = t1
+            t1 = x
+        elif x > t2:
+            t2 = x
+        j += 1
+    return t1 if size == 1 else t1 + t2
+
+
+# ------------------------------------------------------------------------- phase 1
+
+def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1: Int, hist: PI64):
+    var E = c.E
+    var k = c.k
+    var G = c.n_groups if grouped else 1
+    var gsize = E // G
+    var keys = unsafe_alloc[Float64](E if has_bias else 1)
+    var topv = unsafe_alloc[Float64](max(k, W))
+    var topi = unsafe_alloc[Int](max(k, W))
+    var gv = unsafe_alloc[Float64](G)
+    var gi = unsafe_alloc[Int](G)
+    var seg = unsafe_alloc[Int](G)
+    var keep = unsafe_alloc[UInt8](G)
+    var xs = unsafe_alloc[Float64](k + W64)
+    var ninf = neg_inf[F64]()
+    seg[unsafe_offset=0] = 0
+    for t in range(r0, r1):
+        var row = c.logits.unsafe_offset(t * E)
+        var m = 0.0
+        var z = 0.0
+        comptime if has_bias:
+            comptime if scoring == SOFTMAX:
+                var mz = _softmax_keys(row, c.bias, E, keys)
+                m = mz[0]
+                z = mz[1]
+            else:
+                _sigmoid_keys(row, c.bias, E, keys)
+        # candidates: the kept groups' experts, ascending
+        var nseg = 1
+        var seglen = E
+        comptime if grouped:
+            var ng = 0
+            for g in range(G):
+                var gs: Float64
+                comptime if has_bias:
+                    gs = _group_top2(keys, g * gsize, gsize)
+                else:
+                    gs = _group_max(row, g * gsize, gsize)
+                ng = _offer(gv, gi, c.topk_groups, ng, gs, g)
+            for g in range(G):
+                keep[unsafe_offset=g] = 0
+            for i in range(c.topk_groups):
+                keep[unsafe_offset=gi[unsafe_offset=i]] = 1
+            nseg = 0
+            for g in range(G):
+                if keep[unsafe_offset=g] != 0:
+                    seg[unsafe_offset=nseg] = g * gsize
+                    nseg += 1
+            seglen = gsize
+        # top-k
+        var n: Int
+        comptime if has_bias:
+            n = _select_fast[F64](keys, seg, nseg, seglen, k, topv, topi)
+        else:
+            n = _select_fast[F32](row, seg, nseg, seglen, k, topv, topi)
+        if n < 0:
+            n = 0
+            for s in range(nseg):
+                var b = seg[unsafe_offset=s]
+                comptime if has_bias:
+                    n = _select_range[F64](keys, b, b + seglen, k, n, topv, topi)
+                else:
+                    n = _select_range[F32](row, b, b + seglen, k, n, topv, topi)
+        # weights (float64): xs = the selected logits, NaN -> -inf
+        for s in range(k):
+            var x = Float64(row[unsafe_offset=topi[unsafe_offset=s]])
+            xs[unsafe_offset=s] = ninf if isnan(x) else x
+        for s in range(k, k + W64):
+            xs[unsafe_offset=s] = ninf
+        var wout = c.weights.unsafe_offset(t * k)
+        var eout = c.experts.unsafe_offset(t * k)
+        comptime if scoring == SOFTMAX:
+            if c.renorm:
+                m = ninf
+                for s in range(k):
+                    m = max(m, xs[unsafe_offset=s])
+                if m == inf[F64]():
+                    z = 0.0
+                    for s in range(k):
+                        z += 1.0 if xs[unsafe_offset=s] == m else 0.0
+                else:
+                    z = 0.0
+                    if m != ninf:
+                        var s = 0
+                        while s < k:
+                            var e = exp(xs.unsafe_load[width=W64](s) - SIMD[F64, W64](m))
+                            xs.unsafe_store(s, e)
+                            z += e.reduce_add()  # lanes past k hold exp(-inf) = 0
+                            s += W64
+            else:
+                comptime if not has_bias:
+                    var mz = _softmax_norm32(row, E)
+                    m = mz[0]
+                    z = mz[1]
+                if m != inf[F64]() and m != ninf:
+                    var s = 0
+                    while s < k:
+                        xs.unsafe_store(s, exp(xs.unsafe_load[width=W64](s) - SIMD[F64, W64](m)))
+                        s += W64
+            for s in range(k):
+                var x = xs[unsafe_offset=s]
+                var w: Float64
+                if m == inf[F64]():
+                    w = (1.0 if x == m else 0.0) / z  # xs still holds the logits here
+                elif m == ninf or not (z > 0):
+                    w = 0.0
+                else:
+                    w = x / z
+                wout[unsafe_offset=s] = Float32(w * c.scale)
+        else:
+            var sum = 0.0
+            var s = 0
+            var one = SIMD[F64, W64](1)
+            while s < k:
+                var sg = one / (one + exp(-xs.unsafe_load[width=W64](s)))
+                xs.unsafe_store(s, sg)
+                s += W64
+            for s2 in range(k):
+                sum += xs[unsafe_offset=s2]
+            for s2 in range(k):
+                var w = xs[unsafe_offset=s2]
+                if c.renorm:
+                    w = w / sum if sum > 0 else 0.0
+                wout[unsafe_offset=s2] = Float32(w * c.scale)
+        for s in range(k):
+            var e = topi[unsafe_offset=s]
+            eout[unsafe_offset=s] = Int32(e)
+            hist[unsafe_offset=e] += 1
+    keys.unsafe_free()
+    topv.unsafe_free()
+    topi.unsafe_free()
+    gv.unsafe_free()
+    gi.unsafe_free()
+    seg.unsafe_free()
+    keep.unsafe_free()
+    xs.unsafe_free()
+
+
+# ------------------------------------------------------------------------- driver
+
+def _run[scoring: Int, has_bias: Bool, grouped: Bool](
+    c: Ctx, counts: PI64, perm: PI64, offsets: PI64, kept: PU8, capacity: Int, nthreads: Int
+):
+    var T = c.T
+    var E = c.E
+    var k = c.k
+    var nchunks = 1 if nthreads <= 1 else min(T, nthreads * 8)
+    var rows = (T + nchunks - 1) // nchunks
+    nchunks = (T + rows - 1) // rows
+    var hist = unsafe_alloc[Int64](nchunks * E)
+    for i in range(nchunks * E):
+        hist[unsafe_offset=i] = 0
+
+    @always_inline
+    def phase1(ch: Int) {imm}:
+        var r0 = ch * rows
+        var mode = _ieee_begin()
+        _route_rows[scoring, has_bias, grouped](c, r0, min(T, r0 + rows), hist.unsafe_offset(ch * E))
+        _ieee_end(mode)
+
+    if nchunks == 1:
+        phase1(0)
+    else:
+        parallelize(phase1, nchunks, min(nthreads, nchunks))
+
+    # exclusive prefix sums: hist becomes each chunk's first slot per expert
+    var run = Int64(0)
+    for e in range(E):
+        offsets[unsafe_offset=e] = run
+        for ch in range(nchunks):
+            var h = hist[unsafe_offset=ch * E + e]
+            hist[unsafe_offset=ch * E + e] = run
+            run += h
+        counts[unsafe_offset=e] = run - offsets[unsafe_offset=e]
+    offsets[unsafe_offset=E] = run
+
+    var ex = c.experts
+
+    @always_inline
+    def phase3(ch: Int) {imm}:
+        var cur = hist.unsafe_offset(ch * E)
+        var a0 = ch * rows * k
+        var a1 = min(T, (ch + 1) * rows) * k
+        for a in range(a0, a1):
+            var e = Int(ex[unsafe_offset=a])
+            var pos = cur[unsafe_offset=e]
+            cur[unsafe_offset=e] = pos + 1
+            perm[unsafe_offset=Int(pos)] = Int64(a)
+            if capacity >= 0:
+                kept[unsafe_offset=a] = 1 if Int(pos - offsets[unsafe_offset=e]) < capacity else 0
+
+    if nchunks == 1:
+        phase3(0)
+    else:
+        parallelize(phase3, nchunks, min(nthreads, nchunks))
+    hist.unsafe_free()
+
+
+def _dispatch[scoring: Int](c: Ctx, has_bias: Bool, grouped: Bool, counts: PI64, perm: PI64, offsets: PI64, kept: PU8, capacity: Int, nt: Int):
+    if has_bias:
+        if grouped:
+            _run[scoring, True, True](c, counts, perm, offsets, kept, capacity, nt)
+        else:
+            _run[scoring, True, False](c, counts, perm, offsets, kept, capacity, nt)
+    else:
+        if grouped:
+            _run[scoring, False, True](c, counts, perm, offsets, kept, capacity, nt)
+        else:
+            _run[scoring, False, False](c, counts, perm, offsets, kept, capacity, nt)
+
+
+def route(args: PythonObject) raises -> PythonObject:
+    var logits = Int(py=args[0])
+    var T = Int(py=args[1])
+    var E = Int(py=args[2])
+    var k = Int(py=args[3])
+    var scoring = Int(py=args[4])
+    var renorm = Bool(py=args[5])
+    var scale = Float64(py=args[6])
+    var bias = Int(py=args[7])
+    var n_groups = Int(py=args[8])
+    var topk_groups = Int(py=args[9])
+    var capacity = Int(py=args[10])
+    var weights = Int(py=args[11])
+    var experts = Int(py=args[12])
+    var counts = Int(py=args[13])
+    var perm = Int(py=args[14])
+    var offsets = Int(py=args[15])
+    var kept = Int(py=args[16])
+    var nt = Int(py=args[17])
+    if T == 0:
+        return PythonObject(None)
+    var c = Ctx(
+        P32(unsafe_from_address=logits), P32(unsafe_from_address=bias), P32(unsafe_from_address=weights),
+        PI32(unsafe_from_address=experts), T, E, k, renorm, scale, n_groups, topk_groups,
+    )
+    var pc = PI64(unsafe_from_address=counts)
+    var pp = PI64(unsafe_from_address=perm)
+    var po = PI64(unsafe_from_address=offsets)
+    var pk = PU8(unsafe_from_address=kept)
+    ref cpy = Python().cpython()
+    var ts = cpy.PyEval_SaveThread()
+    if scoring == SOFTMAX:
+        _dispatch[SOFTMAX](c, bias != 0, n_groups > 0, pc, pp, po, pk, capacity, nt)
+    else:
+        _dispatch[SIGMOID](c, bias != 0, n_groups > 0, pc, pp, po, pk, capacity, nt)
+    cpy.PyEval_RestoreThread(ts)
+    return PythonObject(None)
+
+
+def portable_exp(args: PythonObject) raises -> PythonObject:
+    """The selection keys' exp over a float64 buffer (lets the tests check its bits)."""
+    var x = P64(unsafe_from_address=Int(py=args[0]))
+    var o = P64(unsafe_from_address=Int(py=args[1]))
+    var n = Int(py=args[2])
+    var j = 0
+    while j + W64 <= n:
+        o.unsafe_store(j, _pexp(x.unsafe_load[width=W64](j)))
+        j += W64
+    while j < n:
+        o[unsafe_offset=j] = _pexp[1](SIMD[F64, 1](x[unsafe_offset=j]))[0]
+        j += 1
+    return PythonObject(None)
