@@ -107,7 +107,11 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
     except BackendUnavailable as e:
         warnings.warn(f"aura_lab rips_persistence: auto skipped mojo ({e}); using gudhi", AuraFallbackWarning, stacklevel=2)
         return _run_gudhi(D, maxdim, thr, coeff, requested, "auto fallback", [f"mojo: {e}"])
-    return _finish(op.run("auto", D, maxdim, thr, coeff, size=size), maxdim)
+    token = _default_backend.set("auto")  # a use_backend() choice this op lacks must not reach op.run
+    try:
+        return _finish(op.run("auto", D, maxdim, thr, coeff, size=size), maxdim)
+    finally:
+        _default_backend.reset(token)
 
 
 def enclosing_radius(D: np.ndarray) -> float:
@@ -356,8 +360,8 @@ def _mojo(D, maxdim, thr, coeff):
         if status == 1:
             raise MemoryError(
                 f"rips_persistence: the Rips complex of n={n} points up to dimension {maxdim} at threshold {thr:g} "
-                f"needs more than the {A.fmt_bytes(budget)} memory budget (80% of available memory; reached in "
-                f"dimension {int(info[3])} while holding {A.fmt_bytes(int(info[4]))}); lower maxdim or the threshold")
+                f"needs more than the {A.fmt_bytes(budget)} memory budget (80% of available memory): building "
+                f"dimension {int(info[3])} asked for {A.fmt_bytes(int(info[4]))}; lower maxdim or the threshold")
         if status != 0:
             raise RuntimeError(f"rips_persistence: mojo engine failed with status {status}")
         bars = np.empty((0, 3))

@@ -8,8 +8,8 @@
 # coefficient C(n, k <= maxdim + 2) fits in 62 - coefficient-bits bits, and rounds the threshold
 # to the matrix dtype). Output: info[0] status (0 ok, 1 memory budget exceeded), info[1] the
 # address of a malloc'd float64 buffer of (dim, birth, death) triples (death -1 = infinite),
-# info[2] their count, info[3] the dimension where the budget ran out, info[4] bytes in use
-# then; stats[(dim * 8) + f] per-dimension counters (see STAT_* below).
+# info[2] their count, info[3] the dimension being built when the budget ran out, info[4] the bytes
+# asked for then; stats[(dim * 8) + f] per-dimension counters (see STAT_* below).
 #
 # Filtration: vertices at 0, a simplex at its largest edge; ties are broken by the simplex
 # index in the combinatorial number system, {v_k > ... > v_0} -> sum_i C(v_i, i + 1), larger
@@ -101,7 +101,7 @@ struct Mem(ImplicitlyCopyable):
         var now = self.used[].fetch_add(nbytes) + nbytes
         if now > self.budget:
             _ = self.used[].fetch_sub(nbytes)
-            _ = self.failed[].fetch_add(1)
+            self.failed[].store(now)  # what was asked for, in total
             return False
         return True
 
@@ -1037,7 +1037,7 @@ def assemble[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, simplices: Buf[Entry[T
         var thr = cx.thr
         var brow = cx.binom.unsafe_offset((nv + 1) * cx.n1)
         for q in range(chunk_lo(c, nch, m), chunk_lo(c + 1, nch, m)):
-            if not good:
+            if not good or not mem.ok():  # out of budget here or in another chunk
                 break
             var s = simplices[q]
             cx.decode(s.key, nv, vs)
@@ -1140,6 +1140,7 @@ def run[T: DType, Z2: Bool](daddr: Int, n: Int, maxdim: Int, thr: Float64, modul
         cols.free(mem)
         cols = Buf[Entry[T]].make(mem)
         if ok and dim < maxdim:
+            fail_dim = dim + 1
             var next = Buf[Entry[T]].make(mem)
             ok = assemble(cx, dim, simplices, pivots, dim + 1 < maxdim, next, cols)
             simplices.free(mem)
@@ -1164,7 +1165,7 @@ def run[T: DType, Z2: Bool](daddr: Int, n: Int, maxdim: Int, thr: Float64, modul
         info[unsafe_offset=1] = 0
         info[unsafe_offset=2] = 0
         info[unsafe_offset=3] = fail_dim
-        info[unsafe_offset=4] = used.load()
+        info[unsafe_offset=4] = failed.load()
     bars.free(mem)
     # keep the counters alive until here (Mojo destroys values after their last use)
     _ = used.load()

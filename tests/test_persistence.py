@@ -1,0 +1,392 @@
+"""rips_persistence: the mojo engine against gudhi and ripser, known barcodes, bad input."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import aura_lab
+from aura_lab import persistence as P
+from aura_lab.diagrams import betti_curves, bottleneck_distance, bottleneck_distances
+from aura_lab.harness.persistence import STANDARD_SETS, TOL_GUDHI, TOL_RIPSER, load_standard_set
+
+PH = [pytest.param(b, id=b) for b in P.PH_BACKENDS]
+_avail = {b: ok for b, ok, _ in P.rips_backends()}
+needs_mojo = pytest.mark.skipif(not _avail["mojo"], reason="mojo backend unavailable")
+
+
+def _skip_unavailable(backend):
+    if not _avail[backend]:
+        pytest.skip(f"{backend} unavailable")
+
+
+def counts(dgms):
+    return [len(d) for d in dgms]
+
+
+def assert_same(got, ref, tol=TOL_GUDHI):
+    assert counts(got) == counts(ref)
+    for k, (a, b) in enumerate(zip(got, ref)):
+        assert bottleneck_distance(a, b) <= tol, f"H{k}"
+
+
+# ------------------------------------------------------------------------------ known answers
+
+@pytest.mark.parametrize("backend", PH)
+def test_empty_single_and_pair(backend):
+    _skip_unavailable(backend)
+    d = aura_lab.rips_persistence(np.zeros((0, 3)), maxdim=2, backend=backend)
+    assert len(d) == 3 and all(x.shape == (0, 2) and x.dtype == np.float64 for x in d)
+    d = aura_lab.rips_persistence(np.array([[1.0, 2.0]]), maxdim=1, backend=backend)
+    np.testing.assert_array_equal(d[0], [[0.0, np.inf]])
+    assert d[1].shape == (0, 2)
+    d = aura_lab.rips_persistence(np.array([[0.0, 0.0], [3.0, 4.0]]), maxdim=1, backend=backend)
+    np.testing.assert_array_equal(d[0], [[0.0, 5.0], [0.0, np.inf]])
+    assert d[1].shape == (0, 2)
+
+
+@pytest.mark.parametrize("backend", PH)
+def test_all_points_equal(backend):
+    _skip_unavailable(backend)
+    d = aura_lab.rips_persistence(np.full((9, 4), 2.5), maxdim=2, backend=backend)
+    np.testing.assert_array_equal(d[0], [[0.0, np.inf]])
+    assert d[1].shape == (0, 2) and d[2].shape == (0, 2)
+
+
+@pytest.mark.parametrize("backend", PH)
+def test_collinear_points(backend):
+    _skip_unavailable(backend)
+    t = np.array([0.0, 1.0, 1.5, 4.0, 4.0, 7.0, 7.25])  # a duplicate and unequal gaps
+    X = t[:, None] * np.array([[3.0, 4.0]]) / 5.0  # on a line through the origin, |direction| = 1
+    d = aura_lab.rips_persistence(X, maxdim=2, backend=backend)
+    gaps = np.sort(np.diff(t)[np.diff(t) > 0])
+    np.testing.assert_allclose(d[0][:-1, 1], gaps, rtol=1e-12)
+    assert np.all(d[0][:, 0] == 0) and d[0][-1, 1] == np.inf
+    assert d[1].shape == (0, 2) and d[2].shape == (0, 2)
+
+
+@pytest.mark.parametrize("backend", PH)
+def test_square_and_circle(backend):
+    _skip_unavailable(backend)
+    sq = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    d = aura_lab.rips_persistence(sq, maxdim=1, backend=backend)
+    np.testing.assert_allclose(d[1], [[1.0, math.sqrt(2.0)]], rtol=1e-12)
+    np.testing.assert_allclose(d[0], [[0, 1], [0, 1], [0, 1], [0, np.inf]])
+    ang = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    circle = np.stack([np.cos(ang), np.sin(ang)], 1)
+    d = aura_lab.rips_persistence(circle, maxdim=2, backend=backend)
+    assert len(d[1]) == 1 and 0 < d[1][0, 0] < 0.6 and 1 < d[1][0, 1] < 2  # gudhi's own circle test
+    assert len(d[0]) == 24 and np.isinf(d[0][:, 1]).sum() == 1
+
+
+def _rp2_subdivision() -> np.ndarray:
+    """Distance matrix (1 = edge, 2 = no edge) of the barycentric subdivision of the 6-vertex
+    real projective plane: a flag complex, so the Rips complex at 1 is RP^2 itself."""
+    tri = [(0, 1, 2), (0, 2, 3), (0, 3, 4), (0, 4, 5), (0, 5, 1), (1, 2, 4), (2, 3, 5), (3, 4, 1), (4, 5, 2), (5, 1, 3)]
+    faces = sorted({frozenset(c) for t in tri for k in (1, 2, 3) for c in itertools.combinations(t, k)}, key=sorted)
+    edges_per_edge = {}
+    for t in tri:
+        for e in itertools.combinations(t, 2):
+            edges_per_edge[frozenset(e)] = edges_per_edge.get(frozenset(e), 0) + 1
+    assert len(faces) == 31 and set(edges_per_edge.values()) == {2}  # a closed surface, Euler char 1
+    D = np.full((31, 31), 2.0)
+    for i, a in enumerate(faces):
+        for j, b in enumerate(faces):
+            if i == j:
+                D[i, j] = 0.0
+            elif a < b or b < a:
+                D[i, j] = 1.0
+    return D
+
+
+@pytest.mark.parametrize("backend", PH)
+def test_coefficient_field_matters(backend):
+    """RP^2 has H1 = H2 = Z/2 over Z/2 and no homology over Z/3: the field is really used."""
+    _skip_unavailable(backend)
+    D = _rp2_subdivision()
+    z2 = aura_lab.rips_persistence(D, distance_matrix=True, maxdim=2, coeff=2, backend=backend)
+    z3 = aura_lab.rips_persistence(D, distance_matrix=True, maxdim=2, coeff=3, backend=backend)
+    np.testing.assert_array_equal(z2[1], [[1.0, 2.0]])
+    np.testing.assert_array_equal(z2[2], [[1.0, 2.0]])
+    assert z3[1].shape == (0, 2) and z3[2].shape == (0, 2)
+    for d in (z2, z3):
+        np.testing.assert_array_equal(d[0], [[0.0, 1.0]] * 30 + [[0.0, np.inf]])
+
+
+@pytest.mark.parametrize("backend", PH)
+def test_threshold(backend):
+    _skip_unavailable(backend)
+    X = np.array([[0.0], [1.0], [5.0], [5.5]])
+    d = aura_lab.rips_persistence(X, maxdim=1, threshold=2.0, backend=backend)
+    np.testing.assert_array_equal(d[0], [[0, 0.5], [0, 1.0], [0, np.inf], [0, np.inf]])
+    d0 = aura_lab.rips_persistence(X, maxdim=1, threshold=0.0, backend=backend)
+    np.testing.assert_array_equal(d0[0], [[0, np.inf]] * 4)
+    full = aura_lab.rips_persistence(X, maxdim=1, backend=backend)
+    big = aura_lab.rips_persistence(X, maxdim=1, threshold=1e9, backend=backend)  # capped at the enclosing radius
+    np.testing.assert_array_equal(full[0], big[0])
+    np.testing.assert_array_equal(full[0], [[0, 0.5], [0, 1.0], [0, 4.0], [0, np.inf]])
+    assert P.enclosing_radius(P._distance_matrix(X, "euclidean", False)) == 4.5
+
+
+@pytest.mark.parametrize("backend", PH)
+def test_bars_sorted_and_float64(backend):
+    _skip_unavailable(backend)
+    X = np.random.default_rng(3).standard_normal((30, 3)).astype(np.float32)
+    for d in aura_lab.rips_persistence(X, maxdim=2, backend=backend):
+        assert d.dtype == np.float64 and d.flags.c_contiguous
+        assert np.all(d[:, 1] > d[:, 0])
+        assert np.array_equal(d, d[np.lexsort((d[:, 1], d[:, 0]))])
+
+
+# ------------------------------------------------------------------------------ mojo vs gudhi
+
+clouds = st.tuples(
+    st.integers(0, 60), st.integers(1, 5), st.integers(0, 2), st.sampled_from(["normal", "grid", "dups"]),
+    st.sampled_from([np.float32, np.float64]), st.sampled_from([2, 2, 3]), st.sampled_from([np.inf, np.inf, 1.0]),
+    st.integers(0, 2**31 - 1),
+)
+
+
+@needs_mojo
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(clouds)
+def test_mojo_matches_gudhi_random_clouds(case):
+    n, d, maxdim, kind, dtype, coeff, thr, seed = case
+    rng = np.random.default_rng(seed)
+    if kind == "grid":  # integer coordinates: exact ties and duplicated points
+        X = rng.integers(0, 3, (n, d)).astype(dtype)
+    else:
+        X = rng.standard_normal((n, d)).astype(dtype)
+        if kind == "dups" and n >= 3:
+            X[: n // 3] = X[n - n // 3 :]
+    if maxdim == 2 and n > 40 and kind == "normal" and d >= 4:
+        n = 40  # keep gudhi quick
+        X = X[:n]
+    ref = aura_lab.rips_persistence(X, maxdim=maxdim, coeff=coeff, threshold=thr, backend="gudhi")
+    got = aura_lab.rips_persistence(X, maxdim=maxdim, coeff=coeff, threshold=thr, backend="mojo")
+    assert_same(got, ref)
+
+
+@needs_mojo
+def test_distance_matrix_input_matches_point_cloud():
+    X = np.random.default_rng(1).standard_normal((50, 3))
+    D = aura_lab.pairwise_distances(X)
+    a = aura_lab.rips_persistence(X, maxdim=2, backend="mojo")
+    b = aura_lab.rips_persistence(D, maxdim=2, distance_matrix=True, backend="mojo")
+    c = aura_lab.rips_persistence(D, maxdim=2, metric="precomputed", backend="mojo")
+    for x, y, z in zip(a, b, c):
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x, z)
+
+
+@pytest.mark.parametrize("backend", PH)
+def test_lower_triangle_and_infinite_entries(backend):
+    _skip_unavailable(backend)
+    X = np.random.default_rng(2).standard_normal((25, 2))
+    D = aura_lab.pairwise_distances(X)
+    Dp = D * (1 + 5e-4 * np.triu(np.ones_like(D), 1))  # upper triangle off by 0.05 %: tolerated, ignored
+    a = aura_lab.rips_persistence(D, distance_matrix=True, backend=backend)
+    b = aura_lab.rips_persistence(Dp, distance_matrix=True, backend=backend)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    Dinf = np.array([[0, 1, np.inf], [1, 0, np.inf], [np.inf, np.inf, 0]])  # inf: no edge
+    d = aura_lab.rips_persistence(Dinf, distance_matrix=True, backend=backend)
+    np.testing.assert_array_equal(d[0], [[0, 1], [0, np.inf], [0, np.inf]])
+
+
+@needs_mojo
+def test_torch_input():
+    torch = pytest.importorskip("torch")
+    X = np.random.default_rng(4).standard_normal((30, 3)).astype(np.float32)
+    a = aura_lab.rips_persistence(torch.from_numpy(X), maxdim=1, backend="mojo")
+    b = aura_lab.rips_persistence(X, maxdim=1, backend="mojo")
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+# ------------------------------------------------------------------------------ standard sets
+
+def _ripser(X, kw):
+    ripser = pytest.importorskip("ripser")
+    return ripser.ripser(X, maxdim=kw["maxdim"], thresh=kw.get("threshold", np.inf),
+                         distance_matrix=kw.get("distance_matrix", False))["dgms"]
+
+
+@needs_mojo
+@pytest.mark.parametrize("name", ["sphere3", "random16", "o3_1024", "dragon", "fract-r"])
+def test_standard_set_bar_counts(name):
+    X, kw, published = load_standard_set(name)
+    got = aura_lab.rips_persistence(X, backend="mojo", **kw)
+    assert counts(got) == published
+    st = P.last_stats()
+    assert st["columns"][0] == 0 and sum(st["apparent"]) > 0  # apparent pairs were found and skipped
+
+
+@needs_mojo
+@pytest.mark.parametrize("name", ["sphere3", "random16",
+                                  pytest.param("o3_1024", marks=pytest.mark.slow), pytest.param("dragon", marks=pytest.mark.slow),
+                                  pytest.param("fract-r", marks=pytest.mark.slow)])
+def test_standard_set_matches_ripser(name):
+    X, kw, _ = load_standard_set(name)
+    got = aura_lab.rips_persistence(X, backend="mojo", **kw)
+    ref = [d[d[:, 1] > d[:, 0]] for d in _ripser(X, kw)]
+    assert counts(got) == counts(ref)
+    assert max(bottleneck_distances(got, ref)) <= TOL_RIPSER
+
+
+def test_standard_sets_are_bundled():
+    for name in STANDARD_SETS:
+        X, kw, published = load_standard_set(name)
+        assert X.dtype == np.float32 and len(published) == kw["maxdim"] + 1
+        assert X.shape[0] == published[0]  # every standard cloud is connected: one H0 bar per point
+
+
+# ------------------------------------------------------------------------------ dispatch
+
+@needs_mojo
+def test_dispatch_records():
+    X = np.random.default_rng(5).standard_normal((20, 2))
+    aura_lab.rips_persistence(X, backend="gudhi")
+    rec = aura_lab.last_dispatch()
+    assert (rec.op, rec.backend, rec.requested) == ("rips_persistence", "gudhi", "gudhi")
+    aura_lab.rips_persistence(X)
+    rec = aura_lab.last_dispatch()
+    assert (rec.op, rec.backend, rec.requested) == ("rips_persistence", "mojo", "auto")
+    with aura_lab.use_backend("torch"):  # a choice this op lacks: auto's own rule applies
+        aura_lab.rips_persistence(X)
+    assert aura_lab.last_dispatch().backend == "mojo"
+
+
+def test_auto_falls_back_to_gudhi(monkeypatch):
+    def broken(backend, device="cpu"):
+        raise P.BackendUnavailable("rips_persistence: backend 'mojo' is unavailable: compiler missing")
+
+    monkeypatch.setattr(P.op, "check", broken)
+    X = np.random.default_rng(6).standard_normal((15, 2))
+    with pytest.warns(aura_lab.AuraFallbackWarning, match="compiler missing"):
+        d = aura_lab.rips_persistence(X, maxdim=1)
+    rec = aura_lab.last_dispatch()
+    assert rec.backend == "gudhi" and rec.requested == "auto" and "compiler missing" in rec.fallbacks[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ref = aura_lab.rips_persistence(X, maxdim=1, backend="gudhi")
+    assert_same(d, ref, tol=0.0)
+    with pytest.raises(RuntimeError, match="compiler missing"):
+        aura_lab.rips_persistence(X, backend="mojo")
+
+
+def test_backend_without_rips_raises():
+    with pytest.raises(RuntimeError, match="not implemented"):
+        aura_lab.rips_persistence(np.zeros((3, 2)), backend="numpy")
+
+
+# ------------------------------------------------------------------------------ bad input
+
+GOOD = np.random.default_rng(7).standard_normal((6, 2))
+DM = aura_lab.pairwise_distances(GOOD).astype(np.float64)
+
+
+def _with(D, i, j, v, sym=True):
+    D = D.copy()
+    D[i, j] = v
+    if sym:
+        D[j, i] = v
+    return D
+
+
+@pytest.mark.parametrize("X, kw, exc, match", [
+    (DM[:, :5], {"distance_matrix": True}, ValueError, "must be square"),
+    (_with(DM, 1, 2, DM[1, 2] * 1.1, sym=False), {"distance_matrix": True}, ValueError, "not symmetric"),
+    (_with(DM, 1, 2, -0.5), {"distance_matrix": True}, ValueError, "negative"),
+    (_with(DM, 1, 2, np.nan), {"distance_matrix": True}, ValueError, "NaN"),
+    (_with(DM, 3, 3, 0.1), {"distance_matrix": True}, ValueError, "zero diagonal"),
+    (GOOD, {"maxdim": -1}, ValueError, "maxdim: must be >= 0"),
+    (GOOD, {"maxdim": 1.0}, TypeError, "maxdim: expected an integer"),
+    (GOOD, {"maxdim": True}, TypeError, "maxdim: expected an integer"),
+    (GOOD, {"coeff": 4}, ValueError, "coeff: must be a prime"),
+    (GOOD, {"coeff": 1}, ValueError, "coeff: must be a prime"),
+    (GOOD, {"coeff": 46349}, ValueError, "coeff: must be a prime"),
+    (GOOD, {"threshold": -0.1}, ValueError, "threshold: must be >= 0"),
+    (GOOD, {"threshold": np.nan}, ValueError, "threshold: must be >= 0"),
+    (GOOD, {"threshold": "big"}, TypeError, "threshold: expected a number"),
+    (_with(GOOD, 2, 1, np.inf, sym=False), {}, ValueError, "NaN or infinite coordinates"),
+    (np.zeros(5), {}, ValueError, "expected a 2-D point cloud"),
+    (np.array([["a", "b"]]), {}, TypeError, "real numeric"),
+    (GOOD, {"metric": "hamming"}, ValueError, "metric: unknown metric"),
+    (GOOD, {"backend": "cuda"}, ValueError, "backend: unknown backend"),
+    (np.zeros((2, 3)), {"metric": "cosine"}, ValueError, "undefined"),
+])
+@pytest.mark.parametrize("backend", PH)
+def test_bad_input(X, kw, exc, match, backend):
+    kw = {"backend": backend, **kw}
+    with pytest.raises(exc, match=match):
+        aura_lab.rips_persistence(X, **kw)
+
+
+@needs_mojo
+def test_index_range_error():
+    with pytest.raises(ValueError, match="index range"):
+        aura_lab.rips_persistence(np.zeros((20000, 2)), maxdim=6, backend="mojo")
+
+
+@needs_mojo
+def test_memory_budget_error(monkeypatch):
+    """A complex beyond the budget raises MemoryError from inside the engine, not an OOM kill."""
+    monkeypatch.setattr(P.A, "available_memory", lambda: 8 << 20)  # budget floor: 64 MiB
+    X = np.random.default_rng(8).standard_normal((120, 12)).astype(np.float32)  # ~8e6 3-simplices to keep
+    with pytest.raises(MemoryError, match="memory budget .* building dimension 3 asked for"):
+        aura_lab.rips_persistence(X, maxdim=4, backend="mojo")
+    monkeypatch.undo()
+    d = aura_lab.rips_persistence(X[:20], maxdim=2, backend="mojo")  # the engine still works after
+    assert len(d[0]) == 20
+
+
+def test_gudhi_memory_guard(monkeypatch):
+    _skip_unavailable("gudhi")
+    D = aura_lab.pairwise_distances(np.random.default_rng(9).standard_normal((60, 8)))
+    monkeypatch.setattr(P.A, "available_memory", lambda: 1 << 10)
+    with pytest.raises(MemoryError, match=r"rips_persistence \(gudhi\): expanding to dimension 2"):
+        aura_lab.rips_persistence(D, distance_matrix=True, maxdim=3, backend="gudhi")
+
+
+# ------------------------------------------------------------------------------ diagram tools
+
+def test_bottleneck_and_betti():
+    a = np.array([[0.0, 1.0], [0.0, np.inf]])
+    b = np.array([[0.0, 1.5], [0.0, np.inf]])
+    assert bottleneck_distance(a, b) == pytest.approx(0.5)
+    assert bottleneck_distance(np.array([[0.0, 1.0]]), np.empty((0, 2))) == pytest.approx(0.5)  # to the diagonal
+    assert bottleneck_distance(a, a[:1]) == np.inf  # different numbers of essential bars
+    assert bottleneck_distances([a, a[:1]], [b, a[:1]]) == pytest.approx([0.5, 0.0])
+    curves = betti_curves([a, np.array([[0.5, 2.0]])], [0.0, 0.5, 1.0, 1.99, 3.0])
+    np.testing.assert_array_equal(curves, [[2, 2, 1, 1, 1], [0, 1, 1, 1, 0]])
+    with pytest.raises(ValueError, match="every death must be >= its birth"):
+        bottleneck_distance(np.array([[2.0, 1.0]]), a)
+    with pytest.raises(ValueError, match=r"expected a \(k, 2\) array"):
+        betti_curves([np.zeros((3, 3))], [0.0])
+    with pytest.raises(ValueError, match="3 diagrams, but dgms_a has 2"):
+        bottleneck_distances([a, a], [a, a, a])
+
+
+def test_plots():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dgms = [np.array([[0.0, 0.5], [0.0, 1.0], [0.0, np.inf]]), np.array([[0.7, 1.2]])]
+    ax = aura_lab.plot_barcode(dgms)
+    assert len(ax.lines) == 4 + 1  # four bars and one arrow for the infinite bar
+    ax = aura_lab.plot_diagram(dgms)
+    assert len(ax.collections) == 2
+    ys = ax.collections[0].get_offsets()[:, 1]
+    assert ys.max() > 1.2 and np.isfinite(ys).all()  # inf drawn above the finite deaths
+    ax = aura_lab.plot_betti_curves(dgms, ts=np.linspace(0, 2, 9))
+    np.testing.assert_array_equal(ax.lines[1].get_ydata(), betti_curves(dgms, np.linspace(0, 2, 9))[1])
+    plt.close("all")
