@@ -47,6 +47,8 @@ class CompileRecord:
 
 _lock = threading.Lock()
 _models: dict[tuple, object] = {}
+# op family -> a function that runs each of its graphs once on tiny inputs (`aura-lab build`)
+WARMUPS: dict[str, Callable[[], None]] = {}
 compile_log: list[CompileRecord] = []  # every graph compiled in this process, in order
 
 

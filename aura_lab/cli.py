@@ -59,7 +59,8 @@ def _simd_width(dtype) -> str:
 
 
 def _cmd_build(args) -> int:
-    from . import _mojo
+    from . import _max, _mojo
+    from ._registry import backend_status
 
     names = args.kernels or _mojo.kernel_names()
     t0 = time.perf_counter()
@@ -67,6 +68,21 @@ def _cmd_build(args) -> int:
         path = _mojo.build(name, force=args.force)
         print(f"{name}: {path}")
     print(f"built {len(names)} kernel(s) in {time.perf_counter() - t0:.1f} s")
+    if args.kernels or args.no_max:
+        return 0
+    st = backend_status("max")
+    if not st.available:
+        print(f"max backend skipped: {st.reason}")
+        return 0
+    import aura_lab  # noqa: F401  (registers every family's warm-up)
+
+    t0 = time.perf_counter()
+    print(f"max: custom-op library {_max.package()}")
+    for fam, warm in _max.WARMUPS.items():
+        t1 = time.perf_counter()
+        warm()
+        print(f"max: {fam} graphs compiled in {time.perf_counter() - t1:.1f} s (cached on disk by MAX)")
+    print(f"max backend ready in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -138,6 +154,7 @@ def main(argv=None) -> int:
     b = sub.add_parser("build", help="precompile the Mojo kernels into the per-user cache")
     b.add_argument("kernels", nargs="*", help="kernel names (default: all)")
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    b.add_argument("--no-max", action="store_true", help="skip the MAX custom-op library and graph warm-up")
     b.set_defaults(fn=_cmd_build)
     be = sub.add_parser("bench", help="benchmark an op family against its peers")
     be.add_argument("family", choices=sorted(FAMILIES))

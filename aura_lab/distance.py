@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from . import _arrays as A
+from . import _max
 from ._registry import Op
 
 METRICS = ("euclidean", "sqeuclidean", "cosine", "cityblock", "chebyshev")
@@ -194,6 +195,14 @@ def _max(X, Y, metric, res):
     args = np.array([_METRIC_ID[metric], num_threads()], np.int32)
     (r,) = MX.run(("distance", work.name), build, x, y, args)
     res[...] = r
+
+
+def _warm_max():
+    for dtype in (np.float32, np.float64):
+        pairwise_distances(np.zeros((2, 3), dtype), backend="max")
+
+
+_max.WARMUPS["distance"] = _warm_max
 
 
 def _work_dtype(X, Y, metric: str, out_dtype: np.dtype) -> np.dtype:
