@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from . import _arrays as A
-from . import _max
+from . import _max as max_backend
 from ._registry import Op
 
 METRICS = ("euclidean", "sqeuclidean", "cosine", "cityblock", "chebyshev")
@@ -202,7 +202,7 @@ def _warm_max():
         pairwise_distances(np.zeros((2, 3), dtype), backend="max")
 
 
-_max.WARMUPS["distance"] = _warm_max
+max_backend.WARMUPS["distance"] = _warm_max
 
 
 def _work_dtype(X, Y, metric: str, out_dtype: np.dtype) -> np.dtype:
