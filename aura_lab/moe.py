@@ -685,6 +685,26 @@ def __getattr__(name):  # MoELayer needs torch: build the class on first access 
 _MOJO_SERIAL = 1 << 15  # below this many logits one thread beats the ~10 us thread dispatch
 
 
+def _out_views(specs):
+    """Views into ONE fresh buffer, 64-byte aligned (None specs give None).
+
+    Separate multi-MB arrays were returned to the OS by malloc after each call and paid
+    ~1500 page faults (~3 ms at T=65536, k=8) on the next; one allocation of the total is
+    recycled. The views keep the buffer alive as long as any of them is referenced."""
+    sizes = [0 if sp is None else int(np.prod(sp[0])) * np.dtype(sp[1]).itemsize for sp in specs]
+    padded = [(n + 63) // 64 * 64 for n in sizes]
+    buf = np.empty(sum(padded) + 64, np.uint8)
+    o = (-buf.ctypes.data) % 64
+    out = []
+    for sp, n, pn in zip(specs, sizes, padded):
+        if sp is None:
+            out.append(None)
+            continue
+        out.append(buf[o : o + n].view(sp[1]).reshape(sp[0]))
+        o += pn
+    return out
+
+
 @op.impl("mojo")
 def _mojo(L: np.ndarray, spec: RouteSpec):
     from . import _mojo as M
@@ -693,12 +713,9 @@ def _mojo(L: np.ndarray, spec: RouteSpec):
     kernel = M.load("routing")
     T, E = L.shape
     k = spec.k
-    weights = np.empty((T, k), np.float32)
-    experts = np.empty((T, k), np.int32)
-    counts = np.empty(E, np.int64)
-    perm = np.empty(T * k, np.int64)
-    offsets = np.empty(E + 1, np.int64)
-    kept = None if spec.capacity is None else np.empty((T, k), np.bool_)
+    perm, weights, experts, counts, offsets, kept = _out_views(
+        [(T * k, np.int64), ((T, k), np.float32), ((T, k), np.int32), (E, np.int64), (E + 1, np.int64),
+         None if spec.capacity is None else ((T, k), np.bool_)])
     threads = 1 if T * E < _MOJO_SERIAL else num_threads()
     kernel.route((L.ctypes.data, T, E, k, _SCORING_ID[spec.scoring], spec.renormalize, spec.scale,
                   0 if spec.bias is None else spec.bias.ctypes.data, spec.n_groups or 0, spec.topk_groups or 0,

@@ -14,9 +14,10 @@
 #     best topk_groups (ties: lower group), candidates = their experts, ascending;
 #   * top-k with the tie rule: a sorted list (desc key, asc index) fed with candidates in
 #     ascending index order; a candidate enters only if strictly above the current k-th,
-#     so an equal key found later (higher index) loses. Fast path: the k-th largest of the
-#     per-SIMD-lane maxima is a lower bound of the k-th largest key, so one vector pass
-#     finds the few candidates >= that bound and only those are inserted (scalar);
+#     so an equal key found later (higher index) loses. Fast path (no branches per key):
+#     the k-th largest of the per-SIMD-lane maxima bounds the k-th largest key from below;
+#     one vector pass compress-stores the few candidates >= the bound, and each one's rank
+#     under the tie rule comes from vector compares (_select_vec);
 #   * weights in float64 (k exps), renormalize, scale -> float32; per-chunk histogram.
 # Phase 2 (serial, E * chunks): exclusive prefix sums -> counts, offsets, chunk cursors.
 # Phase 3 (parallel over the same chunks): perm[cursor[e]++] = t*k + s in token order,
@@ -28,7 +29,7 @@ from std.os import abort
 from std.sys import simd_width_of, llvm_intrinsic, CompilationTarget
 from std.math import exp, isnan, iota, floor
 from std.memory import bitcast
-from std.bit import count_trailing_zeros
+from std.sys.intrinsics import compressed_store
 from std.utils.numerics import inf, neg_inf
 from std.memory.alloc import unsafe_alloc
 from max.algorithm import parallelize
@@ -146,13 +147,32 @@ def _select_range[dt: DType](row: Pointer[Scalar[dt], MutUntrackedOrigin], start
 
 
 @always_inline
-def _select_fast[dt: DType](row: Pointer[Scalar[dt], MutUntrackedOrigin], seg: PInt, nseg: Int, seglen: Int, k: Int, topv: P64, topi: PInt) -> Int:
-    """Top-k over the segments [seg[s], seg[s] + seglen) (ascending) with a SIMD prefilter.
+def _append[dt: DType, V: Int](v: SIMD[dt, V], m: SIMD[DType.bool, V], dst: Pointer[Scalar[dt], MutUntrackedOrigin]):
+    """Store the lanes of v selected by m, packed, at dst (may write V values past them).
+    AVX-512: compress in a register + one plain store (vcompressps to memory is slow)."""
+    comptime if CompilationTarget.has_avx512f():
+        dst.unsafe_store(0, llvm_intrinsic["llvm.x86.avx512.mask.compress", SIMD[dt, V]](v, SIMD[dt, V](0), m))
+    else:
+        compressed_store(v, dst, m)
 
-    Returns -1 when the prefilter does not apply (segments shorter than a vector, k wider
-    than a vector, or a bound of -inf, where NaN/-inf entries may have to be chosen)."""
+
+@always_inline
+def _select_vec[dt: DType](
+    row: Pointer[Scalar[dt], MutUntrackedOrigin], seg: PInt, nseg: Int, seglen: Int, k: Int,
+    topv: P64, topi: PInt, cv: Pointer[Scalar[dt], MutUntrackedOrigin], ci: PI32,
+) -> Int:
+    """Top-k over the segments [seg[s], seg[s] + seglen) (ascending), branch-free for the
+    usual case. The k-th largest of the per-lane maxima (V distinct entries) is a lower
+    bound of the k-th largest key: one vector pass compress-stores the few candidates
+    >= that bound (in index order), then each candidate's rank (keys strictly greater +
+    equal keys at lower index) is computed with vector compares and it is stored at that
+    rank if < k. topv/topi need k + 1 slots (slot k takes the losers), cv/ci E + 2V.
+
+    Returns -1 when the bound does not apply (segments shorter than a vector, k wider than
+    a vector, or a bound of -inf, where NaN / -inf entries may have to be chosen)."""
     comptime V = simd_width_of[dt]()
     comptime Vec = SIMD[dt, V]
+    comptime IV = SIMD[DType.int32, V]
     var nvs = seglen // V
     if nvs == 0 or k > V:
         return -1
@@ -162,31 +182,49 @@ def _select_fast[dt: DType](row: Pointer[Scalar[dt], MutUntrackedOrigin], seg: P
         for b in range(nvs):
             var v = row.unsafe_load[width=V](base + b * V)
             lm = v.gt(lm).select(v, lm)  # NaN never wins
-    var n = 0
-    for i in range(V):
-        n = _offer(topv, topi, k, n, Float64(lm[i]), i)
-    var thr = topv[unsafe_offset=k - 1]  # the k-th largest of V distinct entries: <= the k-th largest key
-    if thr == neg_inf[F64]():
+    # the k-th largest lane maximum = the smallest one with fewer than k lanes above it
+    var lane = iota[DType.int32, V]()
+    var above = IV(0)
+    for j in range(V):
+        above += Vec(lm[j]).gt(lm).cast[DType.int32]()
+    var thr = above.lt(IV(Int32(k))).select(lm, Vec(inf[dt]())).reduce_min()
+    if thr == neg_inf[dt]():
         return -1
-    var thr_d = Scalar[dt](thr)
-    var thrv = Vec(thr_d)
-    var pw = SIMD[DType.uint32, V](1) << iota[DType.uint32, V]()
-    var zero = SIMD[DType.uint32, V](0)
-    n = 0
+    var thrv = Vec(thr)
+    var c = 0
     for s in range(nseg):
         var base = seg[unsafe_offset=s]
         for b in range(nvs):
-            var v = row.unsafe_load[width=V](base + b * V)
-            var bits = Int(v.ge(thrv).select(pw, zero).reduce_or())
-            while bits != 0:
-                var i = count_trailing_zeros(bits)
-                bits &= bits - 1
-                n = _offer(topv, topi, k, n, Float64(v[i]), base + b * V + i)
+            var at = base + b * V
+            var v = row.unsafe_load[width=V](at)
+            var m = v.ge(thrv)
+            _append(v, m, cv.unsafe_offset(c))
+            _append(lane + Int32(at), m, ci.unsafe_offset(c))
+            c += Int(m.cast[DType.int32]().reduce_add())
         for j in range(base + nvs * V, base + seglen):
             var x = row[unsafe_offset=j]
-            if x >= thr_d:
-                n = _offer(topv, topi, k, n, Float64(x), j)
-    return n
+            if x >= thr:
+                cv[unsafe_offset=c] = x
+                ci[unsafe_offset=c] = Int32(j)
+                c += 1
+    if c > 2 * V:  # many entries tied at the bound: insert them one by one, ascending index
+        var n = 0
+        for i in range(c):
+            n = _offer(topv, topi, k, n, Float64(cv[unsafe_offset=i]), Int(ci[unsafe_offset=i]))
+        return n
+    var nblk = (c + V - 1) // V
+    for blk in range(nblk):
+        var vals = cv.unsafe_load[width=V](blk * V)
+        var ln = lane + Int32(blk * V)
+        var r = IV(0)
+        for j in range(c):
+            var bj = Vec(cv[unsafe_offset=j])
+            r += bj.gt(vals).cast[DType.int32]() + (bj.eq(vals) & ln.gt(IV(Int32(j)))).cast[DType.int32]()
+        for i in range(min(V, c - blk * V)):
+            var dst = min(Int(r[i]), k)
+            topv[unsafe_offset=dst] = Float64(vals[i])
+            topi[unsafe_offset=dst] = Int(ci[unsafe_offset=blk * V + i])
+    return k
 
 
 # ------------------------------------------------------------------------- row pieces
@@ -382,13 +420,16 @@ def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1
     var G = c.n_groups if grouped else 1
     var gsize = E // G
     var keys = unsafe_alloc[Float64](E if has_bias else 1)
-    var topv = unsafe_alloc[Float64](max(k, W))
-    var topi = unsafe_alloc[Int](max(k, W))
+    var topv = unsafe_alloc[Float64](max(k, W) + 1)
+    var topi = unsafe_alloc[Int](max(k, W) + 1)
+    var cv32 = unsafe_alloc[Float32](E + 2 * W)
+    var cv64 = unsafe_alloc[Float64](E + 2 * W64)
+    var ci = unsafe_alloc[Int32](E + 2 * W)
     var gv = unsafe_alloc[Float64](G)
     var gi = unsafe_alloc[Int](G)
     var seg = unsafe_alloc[Int](G)
     var keep = unsafe_alloc[UInt8](G)
-    var xs = unsafe_alloc[Float64](k + W64)
+    var xs = unsafe_alloc[Float64](k + 2 * W64)
     var ninf = neg_inf[F64]()
     seg[unsafe_offset=0] = 0
     for t in range(r0, r1):
@@ -427,9 +468,9 @@ def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1
         # top-k
         var n: Int
         comptime if has_bias:
-            n = _select_fast[F64](keys, seg, nseg, seglen, k, topv, topi)
+            n = _select_vec[F64](keys, seg, nseg, seglen, k, topv, topi, cv64, ci)
         else:
-            n = _select_fast[F32](row, seg, nseg, seglen, k, topv, topi)
+            n = _select_vec[F32](row, seg, nseg, seglen, k, topv, topi, cv32, ci)
         if n < 0:
             n = 0
             for s in range(nseg):
@@ -438,67 +479,105 @@ def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1
                     n = _select_range[F64](keys, b, b + seglen, k, n, topv, topi)
                 else:
                     n = _select_range[F32](row, b, b + seglen, k, n, topv, topi)
-        # weights (float64): xs = the selected logits, NaN -> -inf
-        for s in range(k):
-            var x = Float64(row[unsafe_offset=topi[unsafe_offset=s]])
-            xs[unsafe_offset=s] = ninf if isnan(x) else x
+        # weights (float64): xs = the selected logits, NaN -> -inf (without a bias the
+        # keys in topv are exactly those)
+        comptime if has_bias:
+            for s in range(k):
+                var x = Float64(row[unsafe_offset=topi[unsafe_offset=s]])
+                xs[unsafe_offset=s] = ninf if isnan(x) else x
+        else:
+            for s in range(k):
+                xs[unsafe_offset=s] = topv[unsafe_offset=s]
         for s in range(k, k + W64):
             xs[unsafe_offset=s] = ninf
         var wout = c.weights.unsafe_offset(t * k)
         var eout = c.experts.unsafe_offset(t * k)
-        comptime if scoring == SOFTMAX:
-            if c.renorm:
-                m = ninf
-                for s in range(k):
-                    m = max(m, xs[unsafe_offset=s])
-                if m == inf[F64]():
-                    z = 0.0
-                    for s in range(k):
-                        z += 1.0 if xs[unsafe_offset=s] == m else 0.0
+        if k <= W64:  # one vector: lanes past k hold -inf and come out as weight 0
+            comptime V = SIMD[F64, W64]
+            var x = xs.unsafe_load[width=W64](0)
+            var w: V
+            comptime if scoring == SOFTMAX:
+                if c.renorm:
+                    m = x.reduce_max()
                 else:
-                    z = 0.0
-                    if m != ninf:
+                    comptime if not has_bias:
+                        var mz = _softmax_norm32(row, E)
+                        m = mz[0]
+                        z = mz[1]
+                if m == inf[F64]():
+                    var hit = x.eq(V(m)).select(V(1), V(0))
+                    w = hit / (hit.reduce_add() if c.renorm else z)
+                elif m == ninf:
+                    w = V(0)
+                else:
+                    var e = exp(x - V(m))
+                    w = e / (e.reduce_add() if c.renorm else z)
+            else:
+                var sg = V(1) / (V(1) + exp(-x))
+                w = sg
+                if c.renorm:
+                    var sum = sg.reduce_add()
+                    w = sg / sum if sum > 0 else V(0)
+            var wf = (w * c.scale).cast[F32]()
+            if k == W64:
+                wout.unsafe_store(0, wf)
+            else:
+                for s in range(k):
+                    wout[unsafe_offset=s] = wf[s]
+        else:
+            comptime if scoring == SOFTMAX:
+                if c.renorm:
+                    m = ninf
+                    for s in range(k):
+                        m = max(m, xs[unsafe_offset=s])
+                    if m == inf[F64]():
+                        z = 0.0
+                        for s in range(k):
+                            z += 1.0 if xs[unsafe_offset=s] == m else 0.0
+                    else:
+                        z = 0.0
+                        if m != ninf:
+                            var s = 0
+                            while s < k:
+                                var e = exp(xs.unsafe_load[width=W64](s) - SIMD[F64, W64](m))
+                                xs.unsafe_store(s, e)
+                                z += e.reduce_add()  # lanes past k hold exp(-inf) = 0
+                                s += W64
+                else:
+                    comptime if not has_bias:
+                        var mz = _softmax_norm32(row, E)
+                        m = mz[0]
+                        z = mz[1]
+                    if m != inf[F64]() and m != ninf:
                         var s = 0
                         while s < k:
-                            var e = exp(xs.unsafe_load[width=W64](s) - SIMD[F64, W64](m))
-                            xs.unsafe_store(s, e)
-                            z += e.reduce_add()  # lanes past k hold exp(-inf) = 0
+                            xs.unsafe_store(s, exp(xs.unsafe_load[width=W64](s) - SIMD[F64, W64](m)))
                             s += W64
+                for s in range(k):
+                    var x = xs[unsafe_offset=s]
+                    var w: Float64
+                    if m == inf[F64]():
+                        w = (1.0 if x == m else 0.0) / z  # xs still holds the logits here
+                    elif m == ninf or not (z > 0):
+                        w = 0.0
+                    else:
+                        w = x / z
+                    wout[unsafe_offset=s] = Float32(w * c.scale)
             else:
-                comptime if not has_bias:
-                    var mz = _softmax_norm32(row, E)
-                    m = mz[0]
-                    z = mz[1]
-                if m != inf[F64]() and m != ninf:
-                    var s = 0
-                    while s < k:
-                        xs.unsafe_store(s, exp(xs.unsafe_load[width=W64](s) - SIMD[F64, W64](m)))
-                        s += W64
-            for s in range(k):
-                var x = xs[unsafe_offset=s]
-                var w: Float64
-                if m == inf[F64]():
-                    w = (1.0 if x == m else 0.0) / z  # xs still holds the logits here
-                elif m == ninf or not (z > 0):
-                    w = 0.0
-                else:
-                    w = x / z
-                wout[unsafe_offset=s] = Float32(w * c.scale)
-        else:
-            var sum = 0.0
-            var s = 0
-            var one = SIMD[F64, W64](1)
-            while s < k:
-                var sg = one / (one + exp(-xs.unsafe_load[width=W64](s)))
-                xs.unsafe_store(s, sg)
-                s += W64
-            for s2 in range(k):
-                sum += xs[unsafe_offset=s2]
-            for s2 in range(k):
-                var w = xs[unsafe_offset=s2]
-                if c.renorm:
-                    w = w / sum if sum > 0 else 0.0
-                wout[unsafe_offset=s2] = Float32(w * c.scale)
+                var sum = 0.0
+                var s = 0
+                var one = SIMD[F64, W64](1)
+                while s < k:
+                    var sg = one / (one + exp(-xs.unsafe_load[width=W64](s)))
+                    xs.unsafe_store(s, sg)
+                    s += W64
+                for s2 in range(k):
+                    sum += xs[unsafe_offset=s2]
+                for s2 in range(k):
+                    var w = xs[unsafe_offset=s2]
+                    if c.renorm:
+                        w = w / sum if sum > 0 else 0.0
+                    wout[unsafe_offset=s2] = Float32(w * c.scale)
         for s in range(k):
             var e = topi[unsafe_offset=s]
             eout[unsafe_offset=s] = Int32(e)
@@ -511,6 +590,9 @@ def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1
     seg.unsafe_free()
     keep.unsafe_free()
     xs.unsafe_free()
+    cv32.unsafe_free()
+    cv64.unsafe_free()
+    ci.unsafe_free()
 
 
 # ------------------------------------------------------------------------- driver
