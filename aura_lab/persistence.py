@@ -48,8 +48,9 @@ MAX_COEFF = 46337
 #: relative disagreement tolerated between D[i, j] and D[j, i] (text files round distances)
 SYM_RTOL = 1e-3
 #: per-dimension statistics the mojo engine reports (``last_stats()``)
-STAT_FIELDS = ("simplices", "columns", "apparent", "cleared", "emergent", "reduced", "additions", "seconds")
-_NSTATS = 8
+STAT_FIELDS = ("simplices", "columns", "apparent", "cleared", "emergent", "reduced", "additions", "pushes",
+               "assemble_s", "search_s", "reduce_s")
+_NSTATS = len(STAT_FIELDS)
 
 
 # ------------------------------------------------------------------------------ public API
@@ -140,7 +141,9 @@ def effective_threshold(D: np.ndarray, threshold: float = np.inf) -> float:
 def last_stats() -> dict | None:
     """Per-dimension counters of the last mojo run in this process: simplices enumerated,
     columns reduced, apparent pairs skipped, columns cleared, emergent pairs, columns reduced
-    with a heap, column additions, seconds."""
+    with a heap, column additions, cofacets pushed into the heap; seconds spent assembling
+    columns (edges, sort and union-find for dimension 0), searching emergent pairs, reducing,
+    and their sum."""
     return _last_stats
 
 
@@ -372,8 +375,8 @@ def _mojo(D, maxdim, thr, coeff):
         if addr:
             kernel.free_bars((addr,))
     st = stats.reshape(dims + 1, _NSTATS)
-    _last_stats = {f: [int(v) for v in st[:, i]] for i, f in enumerate(STAT_FIELDS[:-1])}
-    _last_stats["seconds"] = [float(v) * 1e-9 for v in st[:, -1]]
+    _last_stats = {f: [int(v) if not f.endswith("_s") else float(v) * 1e-9 for v in st[:, i]] for i, f in enumerate(STAT_FIELDS)}
+    _last_stats["seconds"] = [a + b + c for a, b, c in zip(_last_stats["assemble_s"], _last_stats["search_s"], _last_stats["reduce_s"])]
     deaths = np.where(bars[:, 2] < 0, np.inf, bars[:, 2])
     dim = bars[:, 0].astype(np.int64)
     return [np.stack([bars[dim == k, 1], deaths[dim == k]], axis=1) for k in range(dims + 1)]

@@ -47,7 +47,7 @@ comptime F64 = DType.float64
 comptime IntPtr = Pointer[Int, MutUntrackedOrigin]
 
 comptime SCRATCH = 64  # vertices per scratch buffer: simplices up to dimension 62 (Python caps maxdim at 60)
-comptime NSTATS = 8
+comptime NSTATS = 11
 comptime STAT_SIMPLICES = 0  # simplices of this dimension enumerated (edges for dim 0 and 1)
 comptime STAT_COLUMNS = 1  # columns handed to the reduction
 comptime STAT_APPARENT = 2  # candidates skipped: in a zero-persistence apparent pair
@@ -55,7 +55,10 @@ comptime STAT_CLEARED = 3  # candidates skipped: pivot of the previous dimension
 comptime STAT_EMERGENT = 4  # columns paired by the emergent shortcut
 comptime STAT_REDUCED = 5  # columns reduced with a heap
 comptime STAT_ADDITIONS = 6  # column / apparent-facet additions
-comptime STAT_NS = 7  # nanoseconds
+comptime STAT_PUSHES = 7  # cofacets pushed into the heap
+comptime STAT_ASSEMBLE_NS = 8  # edges + sort + union-find (dim 0); column assembly (dim >= 1)
+comptime STAT_SEARCH_NS = 9  # parallel emergent-pair search
+comptime STAT_REDUCE_NS = 10  # sequential reduction
 
 
 @export
@@ -476,6 +479,21 @@ struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
         comptime W = simd_width_of[Self.T]()
         var n = self.n
         var top = hi
+        while top - 2 * W > lo:  # two vectors per step, one test
+            var base = top - 2 * W
+            var r = self.dist.unsafe_offset(vs[unsafe_offset=0] * n + base)
+            var a = r.unsafe_load[width=W](0)
+            var b = r.unsafe_load[width=W](W)
+            for i in range(1, nv):
+                r = self.dist.unsafe_offset(vs[unsafe_offset=i] * n + base)
+                a = max(a, r.unsafe_load[width=W](0))
+                b = max(b, r.unsafe_load[width=W](W))
+            var mb = b.le(bound)
+            if (mb | a.le(bound)).reduce_or():
+                if mb.reduce_or():
+                    return base + W + _last_lane(mb)
+                return base + _last_lane(a.le(bound))
+            top = base
         while top - W > lo:
             var base = top - W
             var mx = self.dist.unsafe_load[width=W](vs[unsafe_offset=0] * n + base)
@@ -483,7 +501,7 @@ struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
                 mx = max(mx, self.dist.unsafe_load[width=W](vs[unsafe_offset=i] * n + base))
             var m = mx.le(bound)
             if m.reduce_or():
-                return base + Int(m.select(iota[DType.int64, W](), SIMD[DType.int64, W](-1)).reduce_max())
+                return base + _last_lane(m)
             top = base
         var v = top - 1
         while v > lo:
@@ -494,6 +512,78 @@ struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
                 return v
             v -= 1
         return -1
+
+    @always_inline
+    def scan_rows[TWO: Bool](self, r0: Pointer[Scalar[Self.T], MutUntrackedOrigin], r1: Pointer[Scalar[Self.T], MutUntrackedOrigin], lo: Int, hi: Int, bound: Scalar[Self.T]) -> Int:
+        """The largest v in (lo, hi) with r0[v] <= bound (and r1[v] <= bound when TWO), else -1."""
+        comptime W = simd_width_of[Self.T]()
+        var top = hi
+        while top - 2 * W > lo:  # two vectors per step, one test
+            var base = top - 2 * W
+            var a = r0.unsafe_load[width=W](base)
+            var b = r0.unsafe_load[width=W](base + W)
+            comptime if TWO:
+                a = max(a, r1.unsafe_load[width=W](base))
+                b = max(b, r1.unsafe_load[width=W](base + W))
+            var mb = b.le(bound)
+            if (mb | a.le(bound)).reduce_or():
+                if mb.reduce_or():
+                    return base + W + _last_lane(mb)
+                return base + _last_lane(a.le(bound))
+            top = base
+        while top - W > lo:
+            var base = top - W
+            var mx = r0.unsafe_load[width=W](base)
+            comptime if TWO:
+                mx = max(mx, r1.unsafe_load[width=W](base))
+            var m = mx.le(bound)
+            if m.reduce_or():
+                return base + _last_lane(m)
+            top = base
+        var v = top - 1
+        while v > lo:
+            var mx = r0[unsafe_offset=v]
+            comptime if TWO:
+                mx = max(mx, r1[unsafe_offset=v])
+            if mx <= bound:
+                return v
+            v -= 1
+        return -1
+
+    def row_max(self, vs: IntPtr, nv: Int, dst: Pointer[Scalar[Self.T], MutUntrackedOrigin]):
+        """Write max_i D[vs[i], x] into dst[x] for all x < n: the diameters of s + x (up to diam s)."""
+        comptime W = simd_width_of[Self.T]()
+        var n = self.n
+        var base = 0
+        while base + W <= n:
+            var mx = self.dist.unsafe_load[width=W](vs[unsafe_offset=0] * n + base)
+            for i in range(1, nv):
+                mx = max(mx, self.dist.unsafe_load[width=W](vs[unsafe_offset=i] * n + base))
+            dst.unsafe_store(base, mx)
+            base += W
+        while base < n:
+            var mx = self.d(vs[unsafe_offset=0], base)
+            for i in range(1, nv):
+                mx = max(mx, self.d(vs[unsafe_offset=i], base))
+            dst[unsafe_offset=base] = mx
+            base += 1
+
+    def apparent_cofacet_rows(self, ms: Pointer[Scalar[Self.T], MutUntrackedOrigin], v: Int, tv: IntPtr, nt: Int, dd: Scalar[Self.T], cnt: IntPtr, c: IntPtr) -> Int:
+        """The apparent_cofacet of t = s + v (vertices tv, diameter dd) given ms = row_max(s): the
+        cofacet diameters of t are max(ms, D[v, .]), two rows instead of nt."""
+        var rv = self.dist.unsafe_offset(v * self.n)
+        var hi = self.n
+        var x = -1
+        for i in range(nt + 1):
+            var lo = tv[unsafe_offset=i] if i < nt else -1
+            x = self.scan_rows[True](ms, rv, lo, hi, dd)
+            if x >= 0:
+                break
+            hi = lo
+        if x < 0:
+            return -1
+        var p = insert_vertex(tv, nt, x, c)
+        return x if self.zero_facet_pos(c, nt + 1, dd, cnt) == p else -1
 
     @always_inline
     def zero_cofacet(self, vs: IntPtr, nv: Int, dd: Scalar[Self.T]) -> Int:
@@ -566,8 +656,10 @@ struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
             j += 1
         return above + self.C(v, nv + 1 - j) + below
 
-    def push_coboundary(self, mut h: Buf[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int) -> Bool:
-        """Push coef * (coboundary of s) restricted to the threshold into the heap h."""
+    def push_coboundary(self, mut h: Buf[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int) -> Int:
+        """Push coef * (coboundary of s) restricted to the threshold into the heap h; returns
+        the number of cofacets pushed, -1 when the memory budget ran out."""
+        var pushed = h.size
         comptime W = simd_width_of[Self.T]()
         var n = self.n
         var thr = self.thr
@@ -591,7 +683,7 @@ struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
                         if m[l]:
                             var e = Entry[Self.T](max(ds, mx[l]), self.pack(base_key + brow[unsafe_offset=base + l], c))
                             if not heap_push(h, e, self.mem):
-                                return False
+                                return -1
                 top = base
             var v = top - 1
             while v > lo:
@@ -600,14 +692,14 @@ struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
                     mx = max(mx, self.d(vs[unsafe_offset=i], v))
                 if mx <= thr:
                     if not heap_push(h, Entry[Self.T](max(ds, mx), self.pack(base_key + brow[unsafe_offset=v], c)), self.mem):
-                        return False
+                        return -1
                 v -= 1
             if j < nv:
                 var w = vs[unsafe_offset=j]
                 above += self.C(w, nv + 1 - j)
                 below -= self.C(w, nv - j)
                 hi = w
-        return True
+        return h.size - pushed
 
     @always_inline
     def pop_pivot(self, mut h: Buf[Entry[Self.T]]) -> Entry[Self.T]:
@@ -642,6 +734,12 @@ struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
 
 
 @always_inline
+def _last_lane[W: Int](m: SIMD[DType.bool, W]) -> Int:
+    """Index of the highest true lane of a nonzero mask."""
+    return Int(m.select(iota[DType.int64, W](), SIMD[DType.int64, W](-1)).reduce_max())
+
+
+@always_inline
 def insert_vertex(vs: IntPtr, nv: Int, v: Int, c: IntPtr) -> Int:
     """Write vs + {v} (descending) into c; return the position of v."""
     var j = 0
@@ -658,6 +756,29 @@ def insert_vertex(vs: IntPtr, nv: Int, v: Int, c: IntPtr) -> Int:
         p = j
         c[unsafe_offset=j] = v
     return p
+
+
+def run_chunks[F: def(Int) -> None](task: F, nch: Int, nt: Int):
+    """Run task(0) ... task(nch - 1) on up to nt threads, each taking the next chunk as it gets free
+    (max.algorithm.parallelize alone hands every worker one fixed contiguous range)."""
+    if nt <= 1 or nch <= 1:
+        for c in range(nch):
+            task(c)
+        return
+    var counter = Atomic[Int](0)
+    var next = Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=Int(Pointer(to=counter)))
+
+    @always_inline
+    def worker(w: Int) {imm}:
+        while True:
+            var c = next[].fetch_add(1)
+            if c >= nch:
+                break
+            task(c)
+
+    var workers = min(nt, nch)
+    parallelize(worker, workers, workers)
+    _ = counter.load()  # alive until the workers are done
 
 
 @always_inline
@@ -701,10 +822,7 @@ def dim0[T: DType, Z2: Bool](cx: Cx[T, Z2], mut bars: Buf[Bar], mut edges: Buf[E
                         return
         parts[unsafe_offset=c] = b
 
-    if nch == 1:
-        edge_task(0)
-    else:
-        parallelize(edge_task, nch, min(cx.nt, nch))
+    run_chunks(edge_task, nch, cx.nt)
     var ok = _gather(parts, nch, edges, mem)
     if not ok:
         return False
@@ -743,11 +861,13 @@ def dim0[T: DType, Z2: Bool](cx: Cx[T, Z2], mut bars: Buf[Bar], mut edges: Buf[E
                 ok = False
     parent.unsafe_free()
     mem.give(n * 8)
+    var t1 = perf_counter_ns()
+    cx.stat(0, STAT_ASSEMBLE_NS, Int(t1 - t0))
     if ok and cx.maxdim >= 1:
         ok = _edge_columns(cx, edges, merged, cols)
+        cx.stat(1, STAT_ASSEMBLE_NS, Int(perf_counter_ns() - t1))
     merged.unsafe_free()
     mem.give(edges.size)
-    cx.stat(0, STAT_NS, Int(perf_counter_ns() - t0))
     return ok and mem.ok()
 
 
@@ -816,10 +936,7 @@ def _edge_columns[T: DType, Z2: Bool](cx: Cx[T, Z2], edges: Buf[Entry[T]], merge
         napp[unsafe_offset=c] = apparent
         sc.unsafe_free()
 
-    if nch == 1:
-        task(0)
-    else:
-        parallelize(task, nch, min(cx.nt, nch))
+    run_chunks(task, nch, cx.nt)
     var apparent = 0
     for c in range(nch):
         apparent += napp[unsafe_offset=c]
@@ -870,107 +987,183 @@ def reduce[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, cols: Buf[Entry[T]], mut
             emer[unsafe_offset=j] = cx.pack(cx.index_from(cv, nv + 1), coef)
         sc.unsafe_free()
 
-    if nch == 1:
-        cand_task(0)
-    else:
-        parallelize(cand_task, nch, min(cx.nt, nch))
+    run_chunks(cand_task, nch, cx.nt)
 
-    # 2. the sequential reduction
-    var heap = Buf[Entry[T]].make(mem)
-    var work = Buf[Entry[T]].make(mem)  # the V column being built (unsorted, with repeats)
+    var t1 = perf_counter_ns()
+    cx.stat(dim, STAT_SEARCH_NS, Int(t1 - t0))
+
+    # 2. the reduction, in blocks of B columns. Phase 1 (parallel): every column of the block
+    #    is reduced against the pivots of the earlier blocks, which are final, until its pivot
+    #    is not found there (or it is zero); its heap is kept. Phase 2 (sequential, in column
+    #    order): each column resumes against all pivots, now with those of its block, and is
+    #    paired. Each column thus sees exactly the pivots the sequential algorithm gives it.
     var vstore = Buf[Entry[T]].make(mem)
     var ok = mem.take((m + 1) * 8)
     var voff = unsafe_alloc[Int](m + 1)
     voff[unsafe_offset=0] = 0
+    var B = 1 if cx.nt <= 1 else 64 * cx.nt
+    var heaps = unsafe_alloc[Buf[Entry[T]]](B)
+    var works = unsafe_alloc[Buf[Entry[T]]](B)
+    var state = unsafe_alloc[Int](4 * B)  # per column: status, additions, pushes, -
     var sc = unsafe_alloc[Int](4 * SCRATCH)
-    var vs = sc
-    var us = sc.unsafe_offset(SCRATCH)
-    var cnt = sc.unsafe_offset(2 * SCRATCH)
-    var f = sc.unsafe_offset(3 * SCRATCH)
     var emergent = 0
     var reduced = 0
     var additions = 0
-    var j = 0
-    while ok and j < m:
-        var s = cols[j]
-        var cand = emer[unsafe_offset=j]
-        if cand >= 0 and not pivots.contains(cx.index_of(cand)):
-            pivots.insert(cx.index_of(cand), (j << 16) | cx.coef_of(cand))
-            emergent += 1
+    var pushes = 0
+    var j0 = 0
+    while ok and j0 < m:
+        var j1 = min(m, j0 + B)
+        var frozen = vstore  # phase 1 reads V columns of earlier blocks only
+
+        @always_inline
+        def phase1(i: Int) {imm}:
+            var j = j0 + i
+            var s = cols[j]
+            var cand = emer[unsafe_offset=j]
+            state[unsafe_offset=4 * i + 1] = 0
+            state[unsafe_offset=4 * i + 2] = 0
+            if cand >= 0 and not pivots.contains(cx.index_of(cand)):
+                state[unsafe_offset=4 * i] = ST_EMERGENT  # decided in phase 2
+                return
+            var scr = unsafe_alloc[Int](4 * SCRATCH)
+            var h = Buf[Entry[T]].make(mem)
+            var w = Buf[Entry[T]].make(mem)
+            var counts = SIMD[DType.int64, 2](0)
+            state[unsafe_offset=4 * i] = _start_column(cx, nv, s, h, w, pivots, cols, frozen, voff, scr, counts)
+            state[unsafe_offset=4 * i + 1] = Int(counts[0])
+            state[unsafe_offset=4 * i + 2] = Int(counts[1])
+            heaps[unsafe_offset=i] = h
+            works[unsafe_offset=i] = w
+            scr.unsafe_free()
+
+        run_chunks(phase1, j1 - j0, cx.nt)
+        for i in range(j1 - j0):
+            var j = j0 + i
+            var s = cols[j]
+            var st = state[unsafe_offset=4 * i]
+            additions += state[unsafe_offset=4 * i + 1]
+            pushes += state[unsafe_offset=4 * i + 2]
+            if st == ST_EMERGENT:
+                var cand = emer[unsafe_offset=j]
+                if not pivots.contains(cx.index_of(cand)):
+                    pivots.insert(cx.index_of(cand), (j << 16) | cx.coef_of(cand))
+                    emergent += 1
+                    voff[unsafe_offset=j + 1] = vstore.size
+                    continue
+                # a pivot of this block took the candidate: reduce the column in full here
+                heaps[unsafe_offset=i] = Buf[Entry[T]].make(mem)
+                works[unsafe_offset=i] = Buf[Entry[T]].make(mem)
+                st = ST_PENDING
+                var counts = SIMD[DType.int64, 2](0)
+                if ok:
+                    st = _start_column(cx, nv, s, heaps[unsafe_offset=i], works[unsafe_offset=i], pivots, cols, vstore, voff, sc, counts)
+                additions += Int(counts[0])
+                pushes += Int(counts[1])
+            reduced += 1
+            var h = heaps[unsafe_offset=i]
+            var w = works[unsafe_offset=i]
+            if ok and st == ST_PENDING:
+                var counts = SIMD[DType.int64, 2](0)
+                st = _eliminate(cx, nv, h, w, pivots, cols, vstore, voff, sc, counts)
+                additions += Int(counts[0])
+                pushes += Int(counts[1])
+            if not ok or st == ST_FAILED:
+                ok = False
+            elif st == ST_ZERO:
+                ok = bars.push(Bar(dim, Float64(s.diam), -1.0), mem)
+            else:  # ST_PENDING: the pivot on top of the heap is new, a persistence pair
+                var piv = cx.get_pivot(h)
+                if piv.diam > s.diam:
+                    ok = bars.push(Bar(dim, Float64(s.diam), Float64(piv.diam)), mem)
+                pivots.insert(cx.index_of(piv.key), (j << 16) | cx.coef_of(piv.key))
+                ok = ok and _store_column(cx, w, vstore)
             voff[unsafe_offset=j + 1] = vstore.size
-            j += 1
-            continue
-        reduced += 1
-        heap.size = 0
-        work.size = 0
-        cx.decode(s.key, nv, vs)
-        if not cx.push_coboundary(heap, vs, nv, s.diam, s.key, 1):
-            ok = False
-            break
-        while True:
-            var piv = cx.get_pivot(heap)
-            if piv.key < 0:
-                if not bars.push(Bar(dim, Float64(s.diam), -1.0), mem):
-                    ok = False
-                break
-            var pidx = cx.index_of(piv.key)
-            var pc = cx.coef_of(piv.key)
-            var hit = pivots.find(pidx)
-            if hit >= 0:
-                var jj = hit >> 16
-                var factor = 1
-                comptime if not Z2:
-                    factor = (cx.modulus - pc * cx.inv[unsafe_offset=hit & 0xFFFF] % cx.modulus) % cx.modulus
-                var t = cols[jj]
-                cx.decode(t.key, nv, us)
-                ok = cx.push_coboundary(heap, us, nv, t.diam, t.key, factor) and work.push(Entry[T](t.diam, cx.pack(t.key, factor)), mem)
-                for q in range(voff[unsafe_offset=jj], voff[unsafe_offset=jj + 1]):
-                    if not ok:
-                        break
-                    var e = vstore[q]
-                    var ce = cx.coef_of(e.key)
-                    comptime if not Z2:
-                        ce = ce * factor % cx.modulus
-                    var ei = cx.index_of(e.key)
-                    cx.decode(ei, nv, us)
-                    ok = cx.push_coboundary(heap, us, nv, e.diam, ei, ce) and work.push(Entry[T](e.diam, cx.pack(ei, ce)), mem)
-                additions += 1
-                if not ok:
-                    break
-                continue
-            cx.decode(pidx, nv + 1, us)
-            var r = cx.apparent_facet(us, nv + 1, piv.diam, cnt, f)
-            if r >= 0:
-                # eliminate the pivot with the coboundary of its apparent facet f = piv - us[r]
-                var fidx = cx.index_from(f, nv)
-                var factor = cx.neg(pc) if ((nv - r) & 1) == 0 else pc
-                ok = cx.push_coboundary(heap, f, nv, piv.diam, fidx, factor) and work.push(Entry[T](piv.diam, cx.pack(fidx, factor)), mem)
-                additions += 1
-                if not ok:
-                    break
-                continue
-            # a new persistence pair (s, piv)
-            if piv.diam > s.diam:
-                if not bars.push(Bar(dim, Float64(s.diam), Float64(piv.diam)), mem):
-                    ok = False
-                    break
-            pivots.insert(pidx, (j << 16) | pc)
-            ok = _store_column(cx, work, vstore)
-            break
-        voff[unsafe_offset=j + 1] = vstore.size
-        j += 1
+            h.free(mem)
+            w.free(mem)
+        j0 = j1
     sc.unsafe_free()
+    heaps.unsafe_free()
+    works.unsafe_free()
+    state.unsafe_free()
     emer.unsafe_free()
     voff.unsafe_free()
     mem.give(2 * (m + 1) * 8)
-    heap.free(mem)
-    work.free(mem)
     vstore.free(mem)
     cx.stat(dim, STAT_EMERGENT, emergent)
     cx.stat(dim, STAT_REDUCED, reduced)
     cx.stat(dim, STAT_ADDITIONS, additions)
-    cx.stat(dim, STAT_NS, Int(perf_counter_ns() - t0))
+    cx.stat(dim, STAT_PUSHES, pushes)
+    cx.stat(dim, STAT_REDUCE_NS, Int(perf_counter_ns() - t1))
     return ok and mem.ok()
+
+
+comptime ST_FAILED = -1  # memory budget exceeded
+comptime ST_ZERO = 0  # the column reduced to zero: an essential class
+comptime ST_PENDING = 1  # the heap's pivot is in no pivot column seen so far
+comptime ST_EMERGENT = 2  # phase 1 left the emergent-pair decision to phase 2
+
+
+def _start_column[T: DType, Z2: Bool](cx: Cx[T, Z2], nv: Int, s: Entry[T], mut h: Buf[Entry[T]], mut w: Buf[Entry[T]], pivots: PivotMap, cols: Buf[Entry[T]], vstore: Buf[Entry[T]], voff: IntPtr, sc: IntPtr, mut counts: SIMD[DType.int64, 2]) -> Int:
+    """Push the coboundary of column s, then _eliminate."""
+    cx.decode(s.key, nv, sc)
+    var np = cx.push_coboundary(h, sc, nv, s.diam, s.key, 1)
+    if np < 0:
+        return ST_FAILED
+    counts[1] += Int64(np)
+    return _eliminate(cx, nv, h, w, pivots, cols, vstore, voff, sc, counts)
+
+
+def _eliminate[T: DType, Z2: Bool](cx: Cx[T, Z2], nv: Int, mut h: Buf[Entry[T]], mut w: Buf[Entry[T]], pivots: PivotMap, cols: Buf[Entry[T]], vstore: Buf[Entry[T]], voff: IntPtr, sc: IntPtr, mut counts: SIMD[DType.int64, 2]) -> Int:
+    """Add known pivot columns and apparent facets to the working coboundary h (V column in w)
+    until it is zero (ST_ZERO) or its pivot is in no column of ``pivots`` (ST_PENDING).
+    counts += (additions, cofacets pushed). Reads pivots, cols, vstore and voff only."""
+    var us = sc.unsafe_offset(SCRATCH)
+    var cnt = sc.unsafe_offset(2 * SCRATCH)
+    var f = sc.unsafe_offset(3 * SCRATCH)
+    var mem = cx.mem
+    while True:
+        var piv = cx.get_pivot(h)
+        if piv.key < 0:
+            return ST_ZERO
+        var pidx = cx.index_of(piv.key)
+        var pc = cx.coef_of(piv.key)
+        var hit = pivots.find(pidx)
+        if hit >= 0:
+            var jj = hit >> 16
+            var factor = 1
+            comptime if not Z2:
+                factor = (cx.modulus - pc * cx.inv[unsafe_offset=hit & 0xFFFF] % cx.modulus) % cx.modulus
+            var t = cols[jj]
+            cx.decode(t.key, nv, us)
+            var np = cx.push_coboundary(h, us, nv, t.diam, t.key, factor)
+            if np < 0 or not w.push(Entry[T](t.diam, cx.pack(t.key, factor)), mem):
+                return ST_FAILED
+            counts[1] += Int64(np)
+            for q in range(voff[unsafe_offset=jj], voff[unsafe_offset=jj + 1]):
+                var e = vstore[q]
+                var ce = cx.coef_of(e.key)
+                comptime if not Z2:
+                    ce = ce * factor % cx.modulus
+                var ei = cx.index_of(e.key)
+                cx.decode(ei, nv, us)
+                np = cx.push_coboundary(h, us, nv, e.diam, ei, ce)
+                if np < 0 or not w.push(Entry[T](e.diam, cx.pack(ei, ce)), mem):
+                    return ST_FAILED
+                counts[1] += Int64(np)
+            counts[0] += 1
+            continue
+        cx.decode(pidx, nv + 1, us)
+        var r = cx.apparent_facet(us, nv + 1, piv.diam, cnt, f)
+        if r < 0:
+            return ST_PENDING
+        # eliminate the pivot with the coboundary of its apparent facet f = piv - us[r]
+        var fidx = cx.index_from(f, nv)
+        var factor = cx.neg(pc) if ((nv - r) & 1) == 0 else pc
+        var np = cx.push_coboundary(h, f, nv, piv.diam, fidx, factor)
+        if np < 0 or not w.push(Entry[T](piv.diam, cx.pack(fidx, factor)), mem):
+            return ST_FAILED
+        counts[1] += Int64(np)
+        counts[0] += 1
 
 
 def _store_column[T: DType, Z2: Bool](cx: Cx[T, Z2], mut work: Buf[Entry[T]], mut vstore: Buf[Entry[T]]) -> Bool:
@@ -999,6 +1192,18 @@ def _store_column[T: DType, Z2: Bool](cx: Cx[T, Z2], mut work: Buf[Entry[T]], mu
 
 
 # ------------------------------------------------------------------------ column assembly
+
+def _zero_cofacet_row[T: DType, Z2: Bool](cx: Cx[T, Z2], ms: Pointer[Scalar[T], MutUntrackedOrigin], vs: IntPtr, nv: Int, dd: Scalar[T]) -> Int:
+    """The zero_cofacet of s from ms = row_max(s): the largest v not in s with ms[v] <= dd, or -1."""
+    var hi = cx.n
+    for i in range(nv + 1):
+        var lo = vs[unsafe_offset=i] if i < nv else -1
+        var v = cx.scan_rows[False](ms, ms, lo, hi, dd)
+        if v >= 0:
+            return v
+        hi = lo
+    return -1
+
 
 def assemble[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, simplices: Buf[Entry[T]], pivots: PivotMap, need_next: Bool, mut next: Buf[Entry[T]], mut cols: Buf[Entry[T]]) -> Bool:
     """Columns of dimension dim + 1 from the dim-simplices: every cofacet s + v with v above s's
@@ -1030,6 +1235,7 @@ def assemble[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, simplices: Buf[Entry[T
         var f = sc.unsafe_offset(3 * SCRATCH)
         var bc = pcols[unsafe_offset=c]
         var bn = pnext[unsafe_offset=c]
+        var ms = unsafe_alloc[Scalar[T]](n + W)
         var total = 0
         var cleared = 0
         var apparent = 0
@@ -1040,17 +1246,18 @@ def assemble[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, simplices: Buf[Entry[T
             if not good or not mem.ok():  # out of budget here or in another chunk
                 break
             var s = simplices[q]
+            var ds = s.diam
             cx.decode(s.key, nv, vs)
             var top_vertex = vs[unsafe_offset=0]
             for i in range(nv):
                 tv[unsafe_offset=i + 1] = vs[unsafe_offset=i]
+            cx.row_max(vs, nv, ms)  # ms[v] = diameter of s + v, up to ds
+            var zc = -2  # s's zero cofacet vertex, computed on first need
             var v = n - 1
             while v > top_vertex:
-                var mx = cx.d(vs[unsafe_offset=0], v)
-                for i in range(1, nv):
-                    mx = max(mx, cx.d(vs[unsafe_offset=i], v))
-                if mx <= thr:
-                    var dt = max(s.diam, mx)
+                var mv = ms[unsafe_offset=v]
+                if mv <= thr:
+                    var dt = max(ds, mv)
                     var tidx = brow[unsafe_offset=v] + s.key
                     total += 1
                     if need_next and not bn.push(Entry[T](dt, tidx), mem):
@@ -1060,12 +1267,26 @@ def assemble[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, simplices: Buf[Entry[T
                         cleared += 1
                     else:
                         tv[unsafe_offset=0] = v
-                        if cx.apparent_facet(tv, nv + 1, dt, cnt, f) >= 0 or cx.apparent_cofacet(tv, nv + 1, dt, cnt, f) >= 0:
+                        var app = False
+                        if dt == ds:
+                            # s is t's smallest-index facet of equal diameter (v is t's top
+                            # vertex): (s, t) is apparent iff t is s's zero cofacet
+                            if zc == -2:
+                                zc = _zero_cofacet_row(cx, ms, vs, nv, ds)
+                            app = zc == v
+                        # t paired with a cofacet is the common case (there are far fewer
+                        # dim-simplices than cofacets to pair with): test it first
+                        if not app:
+                            app = cx.apparent_cofacet_rows(ms, v, tv, nv + 1, dt, cnt, f) >= 0
+                        if not app and dt != ds:
+                            app = cx.apparent_facet(tv, nv + 1, dt, cnt, f) >= 0
+                        if app:
                             apparent += 1
                         elif not bc.push(Entry[T](dt, tidx), mem):
                             good = False
                             break
                 v -= 1
+        ms.unsafe_free()
         pcols[unsafe_offset=c] = bc
         pnext[unsafe_offset=c] = bn
         counts[unsafe_offset=3 * c] = total
@@ -1073,10 +1294,7 @@ def assemble[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, simplices: Buf[Entry[T
         counts[unsafe_offset=3 * c + 2] = apparent
         sc.unsafe_free()
 
-    if nch == 1:
-        task(0)
-    else:
-        parallelize(task, nch, min(cx.nt, nch))
+    run_chunks(task, nch, cx.nt)
     for c in range(nch):
         cx.stat(dim + 1, STAT_SIMPLICES, counts[unsafe_offset=3 * c])
         cx.stat(dim + 1, STAT_CLEARED, counts[unsafe_offset=3 * c + 1])
@@ -1086,7 +1304,7 @@ def assemble[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, simplices: Buf[Entry[T
     ok = _gather(pnext, nch, next, mem) and ok
     if ok:
         ok = sort_columns(cols, cx.nt, mem)
-    cx.stat(dim + 1, STAT_NS, Int(perf_counter_ns() - t0))
+    cx.stat(dim + 1, STAT_ASSEMBLE_NS, Int(perf_counter_ns() - t0))
     return ok and mem.ok()
 
 
