@@ -502,3 +502,31 @@ def test_unknown_and_unavailable_backend():
         selective_scan(**kw, backend="cuda")
     with pytest.raises(RuntimeError, match="backend 'max' is not implemented"):
         selective_scan(**kw, backend="max")
+
+
+# ---------------------------------------------------------------------------- harness
+
+def test_validate_report_passes():
+    from aura_lab import harness
+
+    checks = harness.validate("ssd")
+    assert checks and all(c.passed for c in checks), harness.summarize(checks)
+    assert {c.backend for c in checks} >= {"numpy", "torch"}
+    assert any(c.op == "ssd_step" for c in checks)
+
+
+def test_bench_smoke_rows_and_ratios():
+    from aura_lab.harness import ssd as hs
+
+    res = hs.bench(lengths=[32], decode_b=2, repeats=1, with_max=False, show_progress=False)
+    cases = {r["case"] for r in res.rows}
+    assert cases == {"prefill l=32", "decode b=2"}
+    pre = {r["impl"]: r for r in res.rows if r["case"] == "prefill l=32"}
+    assert {"torch loop", "torch (chunked SSD, Q=64)", "torch (chunked SSD, Q=256)", "numpy"} <= set(pre)
+    for r in pre.values():
+        assert r["ms"] > 0 and r["GFLOP/s"] > 0
+        assert r["vs_torch_loop"] == pytest.approx(pre["torch loop"]["ms"] / r["ms"])
+        best = min(pre["torch (chunked SSD, Q=64)"]["ms"], pre["torch (chunked SSD, Q=256)"]["ms"])
+        assert r["vs_torch_ssd"] == pytest.approx(best / r["ms"])
+    # every implementation computed the same y
+    assert all(d < 1e-3 for d in res.context["max_abs_diff_vs_mojo"].get("prefill l=32", {}).values())
