@@ -119,7 +119,7 @@ def _check_dt_limit(dt_limit) -> tuple[float, float]:
 
 def _check_cu_seqlens(cu, b: int, l: int) -> np.ndarray:
     if A_.is_torch(cu):
-        if cu.is_floating_point() or cu.is_complex() or cu.dtype.is_signed is None:
+        if cu.is_floating_point() or cu.is_complex():
             raise TypeError(f"cu_seqlens: expected an integer tensor, got {cu.dtype}")
         cu = cu.detach().cpu().numpy()
     else:
@@ -443,10 +443,18 @@ def _np(a, dtype):
     return None if a is None else np.ascontiguousarray(A_.to_numpy(a, "input"), dtype=dtype)
 
 
+def _check_chunk_memory(prob: Scan, itemsize: int) -> None:
+    """The chunked form holds a few (b, h, l, chunk) decay / score blocks at once."""
+    q = min(prob.chunk_size, max(1, prob.l))
+    A_.check_memory(6 * itemsize * prob.b * prob.h * (prob.l + q) * q,
+                    f"the chunked SSD of x {tuple(prob.x.shape)} with chunk_size={prob.chunk_size}")
+
+
 @op.impl("numpy")
 def _numpy(prob: Scan):
     """The chunked SSD (``ssd_minimal_discrete``) per sequence, in the compute dtype."""
     dtype = prob.compute_dtype
+    _check_chunk_memory(prob, dtype.itemsize)
     x, dt, A, B, C, D, z, bias, init = (_np(a, dtype) for a in (prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D,
                                                                   prob.z, prob.dt_bias, prob.initial_states))
     h = prob.h
@@ -578,6 +586,8 @@ def _torch(prob: Scan):
         dev = next(a.device for a in (prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D, prob.z, prob.dt_bias,
                                       prob.initial_states) if A_.is_torch(a) and a.device.type != "cpu")
     dtype = torch.float64 if prob.f64 else torch.float32
+    if dev.type == "cpu":
+        _check_chunk_memory(prob, 8 if prob.f64 else 4)
     x, dt, A, B, C, D, z, bias, init = (_t(a, dev, dtype) for a in (prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D,
                                                                      prob.z, prob.dt_bias, prob.initial_states))
     dtp = _process_dt_torch(dt, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi)

@@ -530,3 +530,25 @@ def test_bench_smoke_rows_and_ratios():
         assert r["vs_torch_ssd"] == pytest.approx(best / r["ms"])
     # every implementation computed the same y
     assert all(d < 1e-3 for d in res.context["max_abs_diff_vs_mojo"].get("prefill l=32", {}).values())
+
+
+def test_memory_error_before_allocating(monkeypatch):
+    """A problem that cannot fit raises MemoryError up front (nothing is allocated)."""
+    from aura_lab import _arrays
+
+    kw = make_case(np.random.default_rng(0), l=64)
+    monkeypatch.setattr(_arrays, "available_memory", lambda: 1000)
+    for b in ("numpy", "torch", "mojo"):
+        with pytest.raises(MemoryError, match=r"selective_scan of x \(2, 64, 4, 8\) needs"):
+            selective_scan(**kw, backend=b)
+
+
+def test_cu_seqlens_as_torch_int_tensor():
+    rng = np.random.default_rng(12)
+    kw = make_case(rng, b=1, l=30, cu=np.array([0, 10, 30]))
+    yr, _ = oracle(kw)
+    kw["cu_seqlens"] = torch.tensor([0, 10, 30], dtype=torch.int32)
+    close(selective_scan(**kw), yr)
+    kw["cu_seqlens"] = torch.tensor([0.0, 10.0, 30.0])
+    with pytest.raises(TypeError, match="cu_seqlens: expected an integer tensor"):
+        selective_scan(**kw)
