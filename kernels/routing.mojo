@@ -30,6 +30,7 @@ from std.sys import simd_width_of, llvm_intrinsic, CompilationTarget
 from std.math import exp, isnan, iota, floor
 from std.memory import bitcast
 from std.sys.intrinsics import compressed_store
+from std.bit import count_trailing_zeros
 from std.utils.numerics import inf, neg_inf
 from std.memory.alloc import unsafe_alloc
 from max.algorithm import parallelize
@@ -227,6 +228,48 @@ def _select_vec[dt: DType](
     return k
 
 
+@always_inline
+def _select_small[dt: DType](
+    row: Pointer[Scalar[dt], MutUntrackedOrigin], E: Int, k: Int, topv: P64, topi: PInt,
+    buf: Pointer[Scalar[dt], MutUntrackedOrigin],
+) -> Int:
+    """Top-k of a row of E <= 64 keys by k rounds of argmax over a copy in buf (E + V
+    slots): NaN keys become -inf, padding and taken lanes are NaN (never > or ==), and
+    the first lane equal to the max wins, which is the tie rule."""
+    comptime V = simd_width_of[dt]()
+    comptime Vec = SIMD[dt, V]
+    var nv = (E + V - 1) // V
+    var nan = Vec(Scalar[dt](0) / Scalar[dt](0))
+    var ninf = Vec(neg_inf[dt]())
+    for b in range(nv):
+        var v: Vec
+        if (b + 1) * V <= E:
+            v = row.unsafe_load[width=V](b * V)
+            v = isnan(v).select(ninf, v)
+        else:
+            v = nan
+            for i in range(E - b * V):
+                var x = row[unsafe_offset=b * V + i]
+                v[i] = neg_inf[dt]() if isnan(x) else x
+        buf.unsafe_store(b * V, v)
+    var pw = SIMD[DType.uint64, V](1) << iota[DType.uint64, V]()
+    for s in range(k):
+        var mv = ninf
+        for b in range(nv):
+            var v = buf.unsafe_load[width=V](b * V)
+            mv = v.gt(mv).select(v, mv)
+        var m = mv.reduce_max()
+        var bits = UInt64(0)
+        for b in range(nv):
+            var hit = buf.unsafe_load[width=V](b * V).eq(Vec(m))
+            bits |= hit.select(pw, SIMD[DType.uint64, V](0)).reduce_or() << UInt64(b * V)
+        var j = Int(count_trailing_zeros(bits))
+        topv[unsafe_offset=s] = Float64(m)
+        topi[unsafe_offset=s] = j
+        buf[unsafe_offset=j] = nan[0]
+    return k
+
+
 # ------------------------------------------------------------------------- row pieces
 
 @always_inline
@@ -414,7 +457,12 @@ def _group_top2(keys: P64, start: Int, size: Int) -> Float64:
 
 # ------------------------------------------------------------------------- phase 1
 
+comptime RB = 16  # rows per weight block
+
+
 def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1: Int, hist: PI64):
+    """Route rows [r0, r1): select per row, then weights for blocks of RB rows at once
+    (the exps of a block are independent, so they vectorize and pipeline across rows)."""
     var E = c.E
     var k = c.k
     var G = c.n_groups if grouped else 1
@@ -429,170 +477,169 @@ def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1
     var gi = unsafe_alloc[Int](G)
     var seg = unsafe_alloc[Int](G)
     var keep = unsafe_alloc[UInt8](G)
-    var xs = unsafe_alloc[Float64](k + 2 * W64)
+    var sx = unsafe_alloc[Float64](RB * k + W64)  # selected logits (NaN -> -inf)
+    var sm = unsafe_alloc[Float64](RB * k + W64)  # the row's shift for softmax
+    var se = unsafe_alloc[Float64](RB * k + W64)  # exp(sx - sm) or sigmoid(sx)
+    var rm = unsafe_alloc[Float64](RB)  # softmax: the row's shift (+-inf: limit rules)
+    var rz = unsafe_alloc[Float64](RB)  # softmax without renormalize: the row's sum
+    for i in range(RB * k + W64):
+        sx[unsafe_offset=i] = 0.0
+        sm[unsafe_offset=i] = 0.0
     var ninf = neg_inf[F64]()
     seg[unsafe_offset=0] = 0
-    for t in range(r0, r1):
-        var row = c.logits.unsafe_offset(t * E)
-        var m = 0.0
-        var z = 0.0
-        comptime if has_bias:
-            comptime if scoring == SOFTMAX:
-                var mz = _softmax_keys(row, c.bias, E, keys)
-                m = mz[0]
-                z = mz[1]
+    # short rows (at most 64 keys, few vectors times k): k rounds of a vector argmax
+    comptime VK = W64 if has_bias else W
+    var small = E <= 64 and k * ((E + VK - 1) // VK) <= 16
+    var tb0 = r0
+    while tb0 < r1:
+        var tb1 = min(r1, tb0 + RB)
+        for t in range(tb0, tb1):
+            var row = c.logits.unsafe_offset(t * E)
+            var m = 0.0
+            var z = 0.0
+            comptime if has_bias:
+                comptime if scoring == SOFTMAX:
+                    var mz = _softmax_keys(row, c.bias, E, keys)
+                    m = mz[0]
+                    z = mz[1]
+                else:
+                    _sigmoid_keys(row, c.bias, E, keys)
+            # candidates: the kept groups' experts, ascending
+            var nseg = 1
+            var seglen = E
+            comptime if grouped:
+                var ng = 0
+                for g in range(G):
+                    var gs: Float64
+                    comptime if has_bias:
+                        gs = _group_top2(keys, g * gsize, gsize)
+                    else:
+                        gs = _group_max(row, g * gsize, gsize)
+                    ng = _offer(gv, gi, c.topk_groups, ng, gs, g)
+                for g in range(G):
+                    keep[unsafe_offset=g] = 0
+                for i in range(c.topk_groups):
+                    keep[unsafe_offset=gi[unsafe_offset=i]] = 1
+                nseg = 0
+                for g in range(G):
+                    if keep[unsafe_offset=g] != 0:
+                        seg[unsafe_offset=nseg] = g * gsize
+                        nseg += 1
+                seglen = gsize
+            # top-k
+            var n: Int
+            comptime if grouped:
+                comptime if has_bias:
+                    n = _select_vec[F64](keys, seg, nseg, seglen, k, topv, topi, cv64, ci)
+                else:
+                    n = _select_vec[F32](row, seg, nseg, seglen, k, topv, topi, cv32, ci)
             else:
-                _sigmoid_keys(row, c.bias, E, keys)
-        # candidates: the kept groups' experts, ascending
-        var nseg = 1
-        var seglen = E
-        comptime if grouped:
-            var ng = 0
-            for g in range(G):
-                var gs: Float64
                 comptime if has_bias:
-                    gs = _group_top2(keys, g * gsize, gsize)
+                    if small:
+                        n = _select_small[F64](keys, E, k, topv, topi, cv64)
+                    else:
+                        n = _select_vec[F64](keys, seg, nseg, seglen, k, topv, topi, cv64, ci)
                 else:
-                    gs = _group_max(row, g * gsize, gsize)
-                ng = _offer(gv, gi, c.topk_groups, ng, gs, g)
-            for g in range(G):
-                keep[unsafe_offset=g] = 0
-            for i in range(c.topk_groups):
-                keep[unsafe_offset=gi[unsafe_offset=i]] = 1
-            nseg = 0
-            for g in range(G):
-                if keep[unsafe_offset=g] != 0:
-                    seg[unsafe_offset=nseg] = g * gsize
-                    nseg += 1
-            seglen = gsize
-        # top-k
-        var n: Int
-        comptime if has_bias:
-            n = _select_vec[F64](keys, seg, nseg, seglen, k, topv, topi, cv64, ci)
-        else:
-            n = _select_vec[F32](row, seg, nseg, seglen, k, topv, topi, cv32, ci)
-        if n < 0:
-            n = 0
-            for s in range(nseg):
-                var b = seg[unsafe_offset=s]
+                    if small:
+                        n = _select_small[F32](row, E, k, topv, topi, cv32)
+                    else:
+                        n = _select_vec[F32](row, seg, nseg, seglen, k, topv, topi, cv32, ci)
+            if n < 0:
+                n = 0
+                for s in range(nseg):
+                    var b = seg[unsafe_offset=s]
+                    comptime if has_bias:
+                        n = _select_range[F64](keys, b, b + seglen, k, n, topv, topi)
+                    else:
+                        n = _select_range[F32](row, b, b + seglen, k, n, topv, topi)
+            # stage the selected logits (without a bias the keys in topv are exactly them)
+            var o = (t - tb0) * k
+            var eout = c.experts.unsafe_offset(t * k)
+            var mx = ninf
+            for s in range(k):
+                var x: Float64
                 comptime if has_bias:
-                    n = _select_range[F64](keys, b, b + seglen, k, n, topv, topi)
+                    x = Float64(row[unsafe_offset=topi[unsafe_offset=s]])
+                    x = ninf if isnan(x) else x
                 else:
-                    n = _select_range[F32](row, b, b + seglen, k, n, topv, topi)
-        # weights (float64): xs = the selected logits, NaN -> -inf (without a bias the
-        # keys in topv are exactly those)
-        comptime if has_bias:
-            for s in range(k):
-                var x = Float64(row[unsafe_offset=topi[unsafe_offset=s]])
-                xs[unsafe_offset=s] = ninf if isnan(x) else x
-        else:
-            for s in range(k):
-                xs[unsafe_offset=s] = topv[unsafe_offset=s]
-        for s in range(k, k + W64):
-            xs[unsafe_offset=s] = ninf
-        var wout = c.weights.unsafe_offset(t * k)
-        var eout = c.experts.unsafe_offset(t * k)
-        if k <= W64:  # one vector: lanes past k hold -inf and come out as weight 0
-            comptime V = SIMD[F64, W64]
-            var x = xs.unsafe_load[width=W64](0)
-            var w: V
+                    x = topv[unsafe_offset=s]
+                sx[unsafe_offset=o + s] = x
+                mx = max(mx, x)
+                var e = topi[unsafe_offset=s]
+                eout[unsafe_offset=s] = Int32(e)
+                hist[unsafe_offset=e] += 1
             comptime if scoring == SOFTMAX:
-                if c.renorm:
-                    m = x.reduce_max()
-                else:
+                if not c.renorm:
                     comptime if not has_bias:
                         var mz = _softmax_norm32(row, E)
                         m = mz[0]
                         z = mz[1]
-                if m == inf[F64]():
-                    var hit = x.eq(V(m)).select(V(1), V(0))
-                    w = hit / (hit.reduce_add() if c.renorm else z)
-                elif m == ninf:
-                    w = V(0)
-                else:
-                    var e = exp(x - V(m))
-                    w = e / (e.reduce_add() if c.renorm else z)
-            else:
-                var sg = V(1) / (V(1) + exp(-x))
-                w = sg
-                if c.renorm:
-                    var sum = sg.reduce_add()
-                    w = sg / sum if sum > 0 else V(0)
-            var wf = (w * c.scale).cast[F32]()
-            if k == W64:
-                wout.unsafe_store(0, wf)
-            else:
+                    mx = m
+                rm[unsafe_offset=t - tb0] = mx
+                rz[unsafe_offset=t - tb0] = z
+                var sh = mx if (mx != ninf and mx != inf[F64]()) else 0.0
                 for s in range(k):
-                    wout[unsafe_offset=s] = wf[s]
-        else:
+                    sm[unsafe_offset=o + s] = sh
+        # the block's exps, W64 at a time
+        var nel = (tb1 - tb0) * k
+        var i = 0
+        while i < nel:
+            var x = sx.unsafe_load[width=W64](i)
             comptime if scoring == SOFTMAX:
-                if c.renorm:
-                    m = ninf
-                    for s in range(k):
-                        m = max(m, xs[unsafe_offset=s])
-                    if m == inf[F64]():
-                        z = 0.0
-                        for s in range(k):
-                            z += 1.0 if xs[unsafe_offset=s] == m else 0.0
-                    else:
-                        z = 0.0
-                        if m != ninf:
-                            var s = 0
-                            while s < k:
-                                var e = exp(xs.unsafe_load[width=W64](s) - SIMD[F64, W64](m))
-                                xs.unsafe_store(s, e)
-                                z += e.reduce_add()  # lanes past k hold exp(-inf) = 0
-                                s += W64
-                else:
-                    comptime if not has_bias:
-                        var mz = _softmax_norm32(row, E)
-                        m = mz[0]
-                        z = mz[1]
-                    if m != inf[F64]() and m != ninf:
-                        var s = 0
-                        while s < k:
-                            xs.unsafe_store(s, exp(xs.unsafe_load[width=W64](s) - SIMD[F64, W64](m)))
-                            s += W64
-                for s in range(k):
-                    var x = xs[unsafe_offset=s]
-                    var w: Float64
-                    if m == inf[F64]():
-                        w = (1.0 if x == m else 0.0) / z  # xs still holds the logits here
-                    elif m == ninf or not (z > 0):
-                        w = 0.0
-                    else:
-                        w = x / z
-                    wout[unsafe_offset=s] = Float32(w * c.scale)
+                se.unsafe_store(i, exp(x - sm.unsafe_load[width=W64](i)))
             else:
-                var sum = 0.0
-                var s = 0
-                var one = SIMD[F64, W64](1)
-                while s < k:
-                    var sg = one / (one + exp(-xs.unsafe_load[width=W64](s)))
-                    xs.unsafe_store(s, sg)
-                    s += W64
-                for s2 in range(k):
-                    sum += xs[unsafe_offset=s2]
-                for s2 in range(k):
-                    var w = xs[unsafe_offset=s2]
+                se.unsafe_store(i, SIMD[F64, W64](1) / (SIMD[F64, W64](1) + exp(-x)))
+            i += W64
+        # normalize, scale, store
+        for t in range(tb0, tb1):
+            var o = (t - tb0) * k
+            var wout = c.weights.unsafe_offset(t * k)
+            var f = c.scale
+            comptime if scoring == SOFTMAX:
+                var mx = rm[unsafe_offset=t - tb0]
+                if mx == inf[F64]():  # the limit: equal mass on the +inf logits
+                    var cnt = 0.0
                     if c.renorm:
-                        w = w / sum if sum > 0 else 0.0
-                    wout[unsafe_offset=s2] = Float32(w * c.scale)
-        for s in range(k):
-            var e = topi[unsafe_offset=s]
-            eout[unsafe_offset=s] = Int32(e)
-            hist[unsafe_offset=e] += 1
+                        for s in range(k):
+                            cnt += 1.0 if sx[unsafe_offset=o + s] == mx else 0.0
+                    else:
+                        cnt = rz[unsafe_offset=t - tb0]
+                    for s in range(k):
+                        se[unsafe_offset=o + s] = 1.0 if sx[unsafe_offset=o + s] == mx else 0.0
+                    f = f / cnt
+                elif mx == ninf:
+                    f = 0.0
+                else:
+                    var zz = rz[unsafe_offset=t - tb0]
+                    if c.renorm:
+                        zz = 0.0
+                        for s in range(k):
+                            zz += se[unsafe_offset=o + s]
+                    f = f / zz
+            else:
+                if c.renorm:
+                    var sum = 0.0
+                    for s in range(k):
+                        sum += se[unsafe_offset=o + s]
+                    f = f / sum if sum > 0 else 0.0
+            for s in range(k):
+                wout[unsafe_offset=s] = Float32(se[unsafe_offset=o + s] * f)
+        tb0 = tb1
     keys.unsafe_free()
     topv.unsafe_free()
     topi.unsafe_free()
+    cv32.unsafe_free()
+    cv64.unsafe_free()
+    ci.unsafe_free()
     gv.unsafe_free()
     gi.unsafe_free()
     seg.unsafe_free()
     keep.unsafe_free()
-    xs.unsafe_free()
-    cv32.unsafe_free()
-    cv64.unsafe_free()
-    ci.unsafe_free()
+    sx.unsafe_free()
+    sm.unsafe_free()
+    se.unsafe_free()
+    rm.unsafe_free()
+    rz.unsafe_free()
 
 
 # ------------------------------------------------------------------------- driver
