@@ -143,7 +143,7 @@ def last_stats() -> dict | None:
     columns reduced, apparent pairs skipped, columns cleared, emergent pairs, columns reduced
     with a heap, column additions, cofacets pushed into the heap; seconds spent assembling
     columns (edges, sort and union-find for dimension 0), searching emergent pairs, reducing,
-    and their sum."""
+    and their sum (per dimension); ``peak_bytes``: the most the engine held at once."""
     return _last_stats
 
 
@@ -377,6 +377,7 @@ def _mojo(D, maxdim, thr, coeff):
     st = stats.reshape(dims + 1, _NSTATS)
     _last_stats = {f: [int(v) if not f.endswith("_s") else float(v) * 1e-9 for v in st[:, i]] for i, f in enumerate(STAT_FIELDS)}
     _last_stats["seconds"] = [a + b + c for a, b, c in zip(_last_stats["assemble_s"], _last_stats["search_s"], _last_stats["reduce_s"])]
+    _last_stats["peak_bytes"] = int(info[5])
     deaths = np.where(bars[:, 2] < 0, np.inf, bars[:, 2])
     dim = bars[:, 0].astype(np.int64)
     return [np.stack([bars[dim == k, 1], deaths[dim == k]], axis=1) for k in range(dims + 1)]

@@ -9,7 +9,7 @@
 # to the matrix dtype). Output: info[0] status (0 ok, 1 memory budget exceeded), info[1] the
 # address of a malloc'd float64 buffer of (dim, birth, death) triples (death -1 = infinite),
 # info[2] their count, info[3] the dimension being built when the budget ran out, info[4] the bytes
-# asked for then; stats[(dim * 8) + f] per-dimension counters (see STAT_* below).
+# asked for then, info[5] the peak bytes the engine held; stats[(dim * 8) + f] per-dimension counters (see STAT_* below).
 #
 # Filtration: vertices at 0, a simplex at its largest edge; ties are broken by the simplex
 # index in the combinatorial number system, {v_k > ... > v_0} -> sum_i C(v_i, i + 1), larger
@@ -98,6 +98,7 @@ struct Mem(ImplicitlyCopyable):
 
     var used: Pointer[Atomic[Int], MutUntrackedOrigin]
     var failed: Pointer[Atomic[Int], MutUntrackedOrigin]
+    var peak: Pointer[Atomic[Int], MutUntrackedOrigin]
     var budget: Int
 
     def take(self, nbytes: Int) -> Bool:
@@ -106,10 +107,14 @@ struct Mem(ImplicitlyCopyable):
             _ = self.used[].fetch_sub(nbytes)
             self.failed[].store(now)  # what was asked for, in total
             return False
+        if now > self.peak[].load():  # racy, good enough for a statistic
+            self.peak[].store(now)
         return True
 
     def force(self, nbytes: Int):
-        _ = self.used[].fetch_add(nbytes)
+        var now = self.used[].fetch_add(nbytes) + nbytes
+        if now > self.peak[].load():
+            self.peak[].store(now)
 
     def give(self, nbytes: Int):
         _ = self.used[].fetch_sub(nbytes)
@@ -1313,9 +1318,11 @@ def assemble[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, simplices: Buf[Entry[T
 def run[T: DType, Z2: Bool](daddr: Int, n: Int, maxdim: Int, thr: Float64, modulus: Int, nt: Int, budget: Int, info: IntPtr, stats: IntPtr):
     var used = Atomic[Int](0)
     var failed = Atomic[Int](0)
+    var peak = Atomic[Int](0)
     var mem = Mem(
         Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=Int(Pointer(to=used))),
         Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=Int(Pointer(to=failed))),
+        Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=Int(Pointer(to=peak))),
         budget,
     )
     var K = maxdim + 2
@@ -1353,6 +1360,9 @@ def run[T: DType, Z2: Bool](daddr: Int, n: Int, maxdim: Int, thr: Float64, modul
         if not ok:
             break
         fail_dim = dim
+        if dim == maxdim:  # the last dimension assembles nothing: its simplices can go now
+            simplices.free(mem)
+            simplices = Buf[Entry[T]].make(mem)
         var pivots = PivotMap.make(cols.size, mem)
         ok = reduce(cx, dim, cols, pivots, bars)
         cols.free(mem)
@@ -1385,6 +1395,7 @@ def run[T: DType, Z2: Bool](daddr: Int, n: Int, maxdim: Int, thr: Float64, modul
         info[unsafe_offset=3] = fail_dim
         info[unsafe_offset=4] = failed.load()
     bars.free(mem)
+    info[unsafe_offset=5] = peak.load()
     # keep the counters alive until here (Mojo destroys values after their last use)
     _ = used.load()
     _ = failed.load()
