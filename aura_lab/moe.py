@@ -62,7 +62,7 @@ from ._registry import Op
 SCORINGS = ("softmax", "sigmoid")
 _SCORING_ID = {"softmax": 0, "sigmoid": 1}
 
-op = Op("routing")
+op = Op("routing", work=lambda size: size["T"] * size["E"])
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -437,10 +437,6 @@ def _torch_rows(l32, spec: RouteSpec, bias64):
     nan = torch.isnan(l32)
     l = l32.double().masked_fill(nan, float("-inf"))
     n, E = l.shape
-    if spec.scoring == "softmax":
-        p = _torch_softmax(l)
-    else:
-        p = 1.0 / (1.0 + torch.exp(-l))
     key = l if bias64 is None else (_torch_key_scores(l, spec.scoring) + bias64).masked_fill(nan, float("-inf"))
     cand = None
     if spec.n_groups is not None:
@@ -451,16 +447,45 @@ def _torch_rows(l32, spec: RouteSpec, bias64):
         best = torch.sort(best, dim=1).values
         cand = (best[:, :, None] * size + torch.arange(size)).reshape(n, -1)
         key = key.gather(1, cand)
-    order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, : spec.k]
+    order = _torch_topk_exact(key, spec.k)
     experts = order if cand is None else cand.gather(1, order)
+    ls = l.gather(1, experts)
     if spec.scoring == "softmax" and spec.renormalize:
-        w = _torch_softmax(l.gather(1, experts))
+        w = _torch_softmax(ls)
+    elif spec.scoring == "softmax":  # p of the selected: exp(l - m) / sum over the row
+        m = l.amax(1, keepdim=True)
+        fin = torch.isfinite(m)
+        z = torch.exp(l - torch.where(fin, m, 0.0)).sum(1, keepdim=True)
+        w = torch.where(fin, torch.exp(ls - torch.where(fin, m, 0.0)) / torch.where(fin, z, 1.0), 0.0)
+        pos = m == float("inf")
+        w = torch.where(pos, (ls == float("inf")).double() / (l == float("inf")).sum(1, keepdim=True), w)
     else:
-        w = p.gather(1, experts)
+        w = 1.0 / (1.0 + torch.exp(-ls))
         if spec.renormalize:
             s = w.sum(1, keepdim=True)
             w = torch.where(s > 0, w / torch.where(s > 0, s, 1.0), 0.0)
     return experts, w * spec.scale
+
+
+def _torch_topk_exact(key, k: int):
+    """Indices of the top-k of each row of ``key`` (no NaN) under the tie rule, ordered by
+    descending key, then ascending index. torch.topk documents no tie order, so it only
+    supplies the k-th largest value and, where no other key equals that value, the set;
+    rows with ties at the boundary take every key above it plus the lowest-index ties."""
+    import torch
+
+    vals, idx = torch.topk(key, k, dim=1)
+    kth = vals[:, k - 1 : k]
+    idx = idx.sort(dim=1).values
+    ambiguous = (key >= kth).sum(1) > k
+    if bool(ambiguous.any()):
+        kb, kt = key[ambiguous], kth[ambiguous]
+        above, tied = kb > kt, kb == kt
+        room = k - above.sum(1, keepdim=True)
+        chosen = above | (tied & (torch.cumsum(tied, dim=1) <= room))
+        idx[ambiguous] = chosen.nonzero()[:, 1].view(kb.shape[0], k)  # row-major: ascending index
+    order = torch.sort(key.gather(1, idx), dim=1, descending=True, stable=True).indices
+    return idx.gather(1, order)
 
 
 def _torch_portable_exp(x):
