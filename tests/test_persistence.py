@@ -174,6 +174,27 @@ def test_mojo_matches_gudhi_random_clouds(case):
 
 
 @needs_mojo
+@pytest.mark.parametrize("n, d, maxdim, coeff, kind", [
+    (150, 2, 1, 2, "normal"), (120, 3, 2, 2, "normal"), (100, 4, 2, 3, "normal"),
+    (90, 3, 2, 2, "grid"), (110, 2, 2, 3, "dups"), (70, 5, 2, 2, "dups"),
+])
+def test_parallel_engine_matches_gudhi_and_serial(monkeypatch, n, d, maxdim, coeff, kind):
+    """Clouds of n >= 64 run the engine on both cores (block-parallel reduction): the result is
+    bit-identical to one thread and matches gudhi."""
+    rng = np.random.default_rng(n * 7 + d)
+    X = rng.integers(0, 4, (n, d)).astype(np.float64) if kind == "grid" else rng.standard_normal((n, d))
+    if kind == "dups":
+        X[: n // 3] = X[n - n // 3 :]
+    monkeypatch.setattr(P, "num_threads", lambda: 2)
+    two = aura_lab.rips_persistence(X, maxdim=maxdim, coeff=coeff, backend="mojo")
+    monkeypatch.setattr(P, "num_threads", lambda: 1)
+    one = aura_lab.rips_persistence(X, maxdim=maxdim, coeff=coeff, backend="mojo")
+    for a, b in zip(two, one):
+        np.testing.assert_array_equal(a, b)
+    assert_same(two, aura_lab.rips_persistence(X, maxdim=maxdim, coeff=coeff, backend="gudhi"))
+
+
+@needs_mojo
 def test_distance_matrix_input_matches_point_cloud():
     X = np.random.default_rng(1).standard_normal((50, 3))
     D = aura_lab.pairwise_distances(X)
