@@ -437,20 +437,16 @@ def _group_top2(keys: P64, start: Int, size: Int) -> Float64:
             b2 = max(b2, min(b1, v))
             b1 = max(b1, v)
             j += W64
-        for i in range(2 * W64):
-            var x = b1[i] if i < W64 else b2[i - W64]
-            if x > t1:
-                t2 = t1
-                t1 = x
-            elif x > t2:
-                t2 = x
+        for i in range(W64):  # branch-free merge (keys are never NaN)
+            t2 = max(t2, min(t1, b1[i]))
+            t1 = max(t1, b1[i])
+        for i in range(W64):
+            t2 = max(t2, min(t1, b2[i]))
+            t1 = max(t1, b2[i])
     while j < start + size:
         var x = keys[unsafe_offset=j]
-        if x > t1:
-            t2 = t1
-            t1 = x
-        elif x > t2:
-            t2 = x
+        t2 = max(t2, min(t1, x))
+        t1 = max(t1, x)
         j += 1
     return t1 if size == 1 else t1 + t2
 

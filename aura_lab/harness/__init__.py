@@ -14,6 +14,7 @@ FAMILIES = {
     "distance": "aura_lab.harness.distance",
     "ssd": "aura_lab.harness.ssd",
     "persistence": "aura_lab.harness.persistence",
+    "routing": "aura_lab.harness.routing",
 }
 
 
