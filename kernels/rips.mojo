@@ -997,99 +997,139 @@ def reduce[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, cols: Buf[Entry[T]], mut
     var t1 = perf_counter_ns()
     cx.stat(dim, STAT_SEARCH_NS, Int(t1 - t0))
 
-    # 2. the reduction, in blocks of B columns. Phase 1 (parallel): every column of the block
-    #    is reduced against the pivots of the earlier blocks, which are final, until its pivot
-    #    is not found there (or it is zero); its heap is kept. Phase 2 (sequential, in column
-    #    order): each column resumes against all pivots, now with those of its block, and is
-    #    paired. Each column thus sees exactly the pivots the sequential algorithm gives it.
+    # 2. the reduction, in rounds over a window of columns [j0, j1). Phase 1 (parallel): every
+    #    window column that needs work is reduced against the pivot map as it stands (frozen
+    #    meanwhile) until its pivot is in no known column, or it is zero; its heap is kept.
+    #    Phase 2 (sequential, column order): columns are paired, and their pivots entered, from
+    #    j0 on, until one whose pivot has meanwhile been taken by a column paired in this phase
+    #    (or whose emergent candidate has): it goes back to phase 1 in the next round, now
+    #    against every column before it, so that round finishes it. Each column is thus reduced
+    #    against exactly the columns to its left, as in the sequential algorithm, and all the
+    #    heavy work happens in phase 1. The window holds up to B columns that need a heap
+    #    (B = 8 per thread; more means more collisions inside a window) and at most L in all.
     var vstore = Buf[Entry[T]].make(mem)
     var ok = mem.take((m + 1) * 8)
     var voff = unsafe_alloc[Int](m + 1)
     voff[unsafe_offset=0] = 0
-    var B = 1 if cx.nt <= 1 else 64 * cx.nt
-    var heaps = unsafe_alloc[Buf[Entry[T]]](B)
-    var works = unsafe_alloc[Buf[Entry[T]]](B)
-    var state = unsafe_alloc[Int](4 * B)  # per column: status, additions, pushes, -
+    var B = 1 if cx.nt <= 1 else 8 * cx.nt
+    var L = 1 if cx.nt <= 1 else 512
+    var heaps = unsafe_alloc[Buf[Entry[T]]](L)
+    var works = unsafe_alloc[Buf[Entry[T]]](L)
+    var status = unsafe_alloc[Int](L)  # by column j at slot j % L
+    var todo = unsafe_alloc[Int](L)
+    var tcounts = unsafe_alloc[Int](2 * L)  # per todo item: additions, pushes
     var sc = unsafe_alloc[Int](4 * SCRATCH)
     var emergent = 0
     var reduced = 0
     var additions = 0
     var pushes = 0
     var j0 = 0
+    var j1 = 0
     while ok and j0 < m:
-        var j1 = min(m, j0 + B)
-        var frozen = vstore  # phase 1 reads V columns of earlier blocks only
+        var hard = 0
+        for j in range(j0, j1):
+            var st = status[unsafe_offset=j % L]
+            if st != ST_EMERGENT and not (st == ST_UNSTARTED and emer[unsafe_offset=j] >= 0):
+                hard += 1
+        while j1 < m and j1 - j0 < L and hard < B:
+            status[unsafe_offset=j1 % L] = ST_UNSTARTED
+            if emer[unsafe_offset=j1] < 0:
+                hard += 1
+            j1 += 1
+        var ntodo = 0
+        for j in range(j0, j1):
+            var st = status[unsafe_offset=j % L]
+            if st == ST_UNSTARTED or st == ST_RESTART or st == ST_RESUME:
+                todo[unsafe_offset=ntodo] = j
+                ntodo += 1
+        var frozen = vstore  # phase 1 reads only V columns that exist now
 
         @always_inline
         def phase1(i: Int) {imm}:
-            var j = j0 + i
-            var s = cols[j]
-            var cand = emer[unsafe_offset=j]
-            state[unsafe_offset=4 * i + 1] = 0
-            state[unsafe_offset=4 * i + 2] = 0
-            if cand >= 0 and not pivots.contains(cx.index_of(cand)):
-                state[unsafe_offset=4 * i] = ST_EMERGENT  # decided in phase 2
-                return
-            var scr = unsafe_alloc[Int](4 * SCRATCH)
-            var h = Buf[Entry[T]].make(mem)
-            var w = Buf[Entry[T]].make(mem)
+            var j = todo[unsafe_offset=i]
+            var slot = j % L
+            var st = status[unsafe_offset=slot]
             var counts = SIMD[DType.int64, 2](0)
-            state[unsafe_offset=4 * i] = _start_column(cx, nv, s, h, w, pivots, cols, frozen, voff, scr, counts)
-            state[unsafe_offset=4 * i + 1] = Int(counts[0])
-            state[unsafe_offset=4 * i + 2] = Int(counts[1])
-            heaps[unsafe_offset=i] = h
-            works[unsafe_offset=i] = w
+            var scr = unsafe_alloc[Int](4 * SCRATCH)
+            if st == ST_UNSTARTED:
+                var cand = emer[unsafe_offset=j]
+                if cand >= 0 and not pivots.contains(cx.index_of(cand)):
+                    st = ST_EMERGENT  # phase 2 confirms it against the pivots of this round
+                else:
+                    st = ST_RESTART
+            if st == ST_RESTART:
+                var h = Buf[Entry[T]].make(mem)
+                var w = Buf[Entry[T]].make(mem)
+                st = _start_column(cx, nv, cols[j], h, w, pivots, cols, frozen, voff, scr, counts)
+                heaps[unsafe_offset=slot] = h
+                works[unsafe_offset=slot] = w
+            elif st == ST_RESUME:
+                var h = heaps[unsafe_offset=slot]
+                var w = works[unsafe_offset=slot]
+                st = _eliminate(cx, nv, h, w, pivots, cols, frozen, voff, scr, counts)
+                heaps[unsafe_offset=slot] = h
+                works[unsafe_offset=slot] = w
+            status[unsafe_offset=slot] = st
+            tcounts[unsafe_offset=2 * i] = Int(counts[0])
+            tcounts[unsafe_offset=2 * i + 1] = Int(counts[1])
             scr.unsafe_free()
 
-        run_chunks(phase1, j1 - j0, cx.nt)
-        for i in range(j1 - j0):
-            var j = j0 + i
+        run_chunks(phase1, ntodo, cx.nt)
+        for i in range(ntodo):
+            additions += tcounts[unsafe_offset=2 * i]
+            pushes += tcounts[unsafe_offset=2 * i + 1]
+        var j = j0
+        while j < j1:
+            var slot = j % L
+            var st = status[unsafe_offset=slot]
             var s = cols[j]
-            var st = state[unsafe_offset=4 * i]
-            additions += state[unsafe_offset=4 * i + 1]
-            pushes += state[unsafe_offset=4 * i + 2]
             if st == ST_EMERGENT:
                 var cand = emer[unsafe_offset=j]
-                if not pivots.contains(cx.index_of(cand)):
-                    pivots.insert(cx.index_of(cand), (j << 16) | cx.coef_of(cand))
-                    emergent += 1
-                    voff[unsafe_offset=j + 1] = vstore.size
-                    continue
-                # a pivot of this block took the candidate: reduce the column in full here
-                heaps[unsafe_offset=i] = Buf[Entry[T]].make(mem)
-                works[unsafe_offset=i] = Buf[Entry[T]].make(mem)
-                st = ST_PENDING
-                var counts = SIMD[DType.int64, 2](0)
-                if ok:
-                    st = _start_column(cx, nv, s, heaps[unsafe_offset=i], works[unsafe_offset=i], pivots, cols, vstore, voff, sc, counts)
-                additions += Int(counts[0])
-                pushes += Int(counts[1])
-            reduced += 1
-            var h = heaps[unsafe_offset=i]
-            var w = works[unsafe_offset=i]
-            if ok and st == ST_PENDING:
-                var counts = SIMD[DType.int64, 2](0)
-                st = _eliminate(cx, nv, h, w, pivots, cols, vstore, voff, sc, counts)
-                additions += Int(counts[0])
-                pushes += Int(counts[1])
-            if not ok or st == ST_FAILED:
+                if pivots.contains(cx.index_of(cand)):
+                    status[unsafe_offset=slot] = ST_RESTART  # taken this round: reduce in full
+                    break
+                pivots.insert(cx.index_of(cand), (j << 16) | cx.coef_of(cand))
+                emergent += 1
+                voff[unsafe_offset=j + 1] = vstore.size
+                j += 1
+                continue
+            if st == ST_FAILED:
                 ok = False
-            elif st == ST_ZERO:
-                ok = bars.push(Bar(dim, Float64(s.diam), -1.0), mem)
-            else:  # ST_PENDING: the pivot on top of the heap is new, a persistence pair
+                break
+            var h = heaps[unsafe_offset=slot]
+            var w = works[unsafe_offset=slot]
+            if st == ST_PENDING:
                 var piv = cx.get_pivot(h)
+                if pivots.contains(cx.index_of(piv.key)):
+                    status[unsafe_offset=slot] = ST_RESUME  # taken this round: reduce further
+                    break
+                # the pivot is in no column to the left: a persistence pair (s, piv)
                 if piv.diam > s.diam:
                     ok = bars.push(Bar(dim, Float64(s.diam), Float64(piv.diam)), mem)
                 pivots.insert(cx.index_of(piv.key), (j << 16) | cx.coef_of(piv.key))
-                ok = ok and _store_column(cx, w, vstore)
+                ok = _store_column(cx, w, vstore) and ok
+            else:  # ST_ZERO: an essential class
+                ok = bars.push(Bar(dim, Float64(s.diam), -1.0), mem)
+            reduced += 1
             voff[unsafe_offset=j + 1] = vstore.size
             h.free(mem)
             w.free(mem)
-        j0 = j1
+            j += 1
+            if not ok:
+                break
+        j0 = j
+    # on failure, free the heaps still held by window columns
+    for j in range(j0, j1):
+        var st = status[unsafe_offset=j % L]
+        if st == ST_PENDING or st == ST_ZERO or st == ST_RESUME or st == ST_FAILED:
+            heaps[unsafe_offset=j % L].free(mem)
+            works[unsafe_offset=j % L].free(mem)
     sc.unsafe_free()
     heaps.unsafe_free()
     works.unsafe_free()
-    state.unsafe_free()
+    status.unsafe_free()
+    todo.unsafe_free()
+    tcounts.unsafe_free()
     emer.unsafe_free()
     voff.unsafe_free()
     mem.give(2 * (m + 1) * 8)
@@ -1105,7 +1145,10 @@ def reduce[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, cols: Buf[Entry[T]], mut
 comptime ST_FAILED = -1  # memory budget exceeded
 comptime ST_ZERO = 0  # the column reduced to zero: an essential class
 comptime ST_PENDING = 1  # the heap's pivot is in no pivot column seen so far
-comptime ST_EMERGENT = 2  # phase 1 left the emergent-pair decision to phase 2
+comptime ST_EMERGENT = 2  # its emergent candidate was free in phase 1; phase 2 confirms
+comptime ST_UNSTARTED = 3  # entered the window, not looked at yet
+comptime ST_RESTART = 4  # needs a full reduction (its emergent candidate was taken)
+comptime ST_RESUME = 5  # its pivot was taken in phase 2: reduce further
 
 
 def _start_column[T: DType, Z2: Bool](cx: Cx[T, Z2], nv: Int, s: Entry[T], mut h: Buf[Entry[T]], mut w: Buf[Entry[T]], pivots: PivotMap, cols: Buf[Entry[T]], vstore: Buf[Entry[T]], voff: IntPtr, sc: IntPtr, mut counts: SIMD[DType.int64, 2]) -> Int:
