@@ -163,7 +163,7 @@ def _select_vec[dt: DType](
     topv: P64, topi: PInt, cv: Pointer[Scalar[dt], MutUntrackedOrigin], ci: PI32,
 ) -> Int:
     """Top-k over the segments [seg[s], seg[s] + seglen) (ascending), branch-free for the
-    usual case. The k-th largest of the per-lane maxima (V distinct entries) is a lower
+    usual case. The k-th largest of the per-lane maxima (2V distinct entries) is a lower
     bound of the k-th largest key: one vector pass compress-stores the few candidates
     >= that bound (in index order), then each candidate's rank (keys strictly greater +
     equal keys at lower index) is computed with vector compares and it is stored at that
@@ -177,18 +177,38 @@ def _select_vec[dt: DType](
     var nvs = seglen // V
     if nvs == 0 or k > V:
         return -1
-    var lm = Vec(neg_inf[dt]())
+    # lane maxima; for narrow (float64) vectors in two accumulators (even / odd vectors):
+    # 2V maxima of disjoint sets keep the bound tight
+    comptime TWO = V < 16
+    var lm0 = Vec(neg_inf[dt]())
+    var lm1 = lm0
+    var odd = False
     for s in range(nseg):
         var base = seg[unsafe_offset=s]
         for b in range(nvs):
             var v = row.unsafe_load[width=V](base + b * V)
-            lm = v.gt(lm).select(v, lm)  # NaN never wins
-    # the k-th largest lane maximum = the smallest one with fewer than k lanes above it
+            comptime if TWO:
+                if odd:
+                    lm1 = v.gt(lm1).select(v, lm1)  # NaN never wins
+                else:
+                    lm0 = v.gt(lm0).select(v, lm0)
+                odd = not odd
+            else:
+                lm0 = v.gt(lm0).select(v, lm0)
+    # the k-th largest of the maxima = the smallest one with fewer than k maxima above it
     var lane = iota[DType.int32, V]()
-    var above = IV(0)
+    var above0 = IV(0)
+    var above1 = IV(0)
     for j in range(V):
-        above += Vec(lm[j]).gt(lm).cast[DType.int32]()
-    var thr = above.lt(IV(Int32(k))).select(lm, Vec(inf[dt]())).reduce_min()
+        var x0 = Vec(lm0[j])
+        above0 += x0.gt(lm0).cast[DType.int32]()
+        comptime if TWO:
+            var x1 = Vec(lm1[j])
+            above0 += x1.gt(lm0).cast[DType.int32]()
+            above1 += x0.gt(lm1).cast[DType.int32]() + x1.gt(lm1).cast[DType.int32]()
+    var thr = above0.lt(IV(Int32(k))).select(lm0, Vec(inf[dt]())).reduce_min()
+    comptime if TWO:
+        thr = min(thr, above1.lt(IV(Int32(k))).select(lm1, Vec(inf[dt]())).reduce_min())
     if thr == neg_inf[dt]():
         return -1
     var thrv = Vec(thr)
@@ -437,12 +457,14 @@ def _group_top2(keys: P64, start: Int, size: Int) -> Float64:
             b2 = max(b2, min(b1, v))
             b1 = max(b1, v)
             j += W64
-        for i in range(W64):  # branch-free merge (keys are never NaN)
-            t2 = max(t2, min(t1, b1[i]))
-            t1 = max(t1, b1[i])
-        for i in range(W64):
-            t2 = max(t2, min(t1, b2[i]))
-            t1 = max(t1, b2[i])
+        # b1 >= b2 lane-wise: top-2 = max of b1, then the larger of b2's max and b1's max
+        # without (one occurrence of) its largest lane; keys are never NaN
+        t1 = b1.reduce_max()
+        var first = count_trailing_zeros(Int(b1.eq(SIMD[F64, W64](t1)).select(
+            SIMD[DType.uint32, W64](1) << iota[DType.uint32, W64](), SIMD[DType.uint32, W64](0)).reduce_or()))
+        var rest = iota[DType.int32, W64]().eq(SIMD[DType.int32, W64](Int32(first))).select(
+            SIMD[F64, W64](neg_inf[F64]()), b1)
+        t2 = max(b2.reduce_max(), rest.reduce_max())
     while j < start + size:
         var x = keys[unsafe_offset=j]
         t2 = max(t2, min(t1, x))
