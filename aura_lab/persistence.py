@@ -84,6 +84,8 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
         raise ValueError(f"backend: unknown backend {backend!r}; valid: auto, {', '.join(PH_BACKENDS)}")
     if not isinstance(metric, str) or metric not in (*METRICS, "precomputed"):
         raise ValueError(f"metric: unknown metric {metric!r}; valid: {', '.join(METRICS)}, precomputed")
+    if distance_matrix and metric not in ("euclidean", "precomputed"):
+        raise ValueError(f"metric: {metric!r} has no effect on a distance matrix (distance_matrix=True); leave the default")
     requested = backend
     if backend == "auto":
         backend = _default_backend.get()
@@ -210,22 +212,31 @@ def _distance_matrix(Xn: np.ndarray, metric: str, is_matrix: bool) -> np.ndarray
         return D
     if Xn.ndim != 2 or Xn.shape[0] != Xn.shape[1]:
         raise ValueError(f"X: a distance matrix must be square (n, n), got shape {Xn.shape}")
-    D = np.array(Xn, dtype=A.result_float_dtype(Xn), order="C", copy=True)
-    if np.isnan(D).any():
-        raise ValueError("X: the distance matrix contains NaN")
-    if (D < 0).any():
-        raise ValueError("X: the distance matrix has negative entries")
-    if D.shape[0] and np.any(np.diagonal(D) != 0):
+    n = Xn.shape[0]
+    dtype = A.result_float_dtype(Xn)
+    A.check_memory(n * n * dtype.itemsize, f"the ({n}, {n}) {dtype.name} copy of the distance matrix")
+    D = np.array(Xn, dtype=dtype, order="C", copy=True)
+    if n and np.any(np.diagonal(D) != 0):
         raise ValueError("X: the distance matrix must have a zero diagonal (every vertex is born at 0)")
-    with np.errstate(invalid="ignore"):
-        diff = np.abs(D - D.T)
-        big = np.maximum(D, D.T)
-        bad = ~((diff <= SYM_RTOL * big) | (np.isinf(D) & np.isinf(D.T)))
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise ValueError(f"X: the distance matrix is not symmetric: D[{i}, {j}] = {D[i, j]} but D[{j}, {i}] = {D[j, i]}")
-    low = np.tril(D, -1)
-    return np.ascontiguousarray(low + low.T)  # ripser's convention: the lower triangle counts
+    rows = max(1, (16 << 20) // max(1, n * 8))  # temporaries of ~16 MiB per block of rows
+    for a in range(0, n, rows):
+        b = min(n, a + rows)
+        blk, tr = D[a:b], D[:, a:b].T  # tr[r, j] = D[j, a + r]
+        if np.isnan(blk).any():
+            raise ValueError("X: the distance matrix contains NaN")
+        if (blk < 0).any():
+            raise ValueError("X: the distance matrix has negative entries")
+        with np.errstate(invalid="ignore"):
+            bad = ~((np.abs(blk - tr) <= SYM_RTOL * np.maximum(blk, tr)) | (np.isinf(blk) & np.isinf(tr)))
+        if bad.any():
+            r, j = np.argwhere(bad)[0]
+            i = a + r
+            raise ValueError(f"X: the distance matrix is not symmetric: D[{i}, {j}] = {D[i, j]} but D[{j}, {i}] = {D[j, i]}")
+    for a in range(0, n, rows):  # ripser's convention: the lower triangle counts
+        b = min(n, a + rows)
+        upper = np.arange(n)[None, :] > np.arange(a, b)[:, None]
+        D[a:b][upper] = D[:, a:b].T[upper]
+    return D
 
 
 # ------------------------------------------------------------------------------ results

@@ -340,6 +340,7 @@ def _with(D, i, j, v, sym=True):
     (np.zeros(5), {}, ValueError, "expected a 2-D point cloud"),
     (np.array([["a", "b"]]), {}, TypeError, "real numeric"),
     (GOOD, {"metric": "hamming"}, ValueError, "metric: unknown metric"),
+    (DM, {"distance_matrix": True, "metric": "cosine"}, ValueError, "no effect on a distance matrix"),
     (GOOD, {"backend": "cuda"}, ValueError, "backend: unknown backend"),
     (np.zeros((2, 3)), {"metric": "cosine"}, ValueError, "undefined"),
 ])
