@@ -39,6 +39,7 @@ from std.math import iota
 from std.time import perf_counter_ns
 from std.memory.alloc import unsafe_alloc
 from std.atomic import Atomic
+from std.memory import bitcast
 from max.algorithm import parallelize
 
 comptime F32 = DType.float32
@@ -342,6 +343,53 @@ def sort_columns[T: DType](mut b: Buf[Entry[T]], nt: Int, mem: Mem) -> Bool:
     b.data = dst
     mem.give(b.cap * size_of[Entry[T]]())
     b.cap = n
+    return True
+
+
+def radix_sort_columns[T: DType](mut b: Buf[Entry[T]], mem: Mem) -> Bool:
+    """Stable LSD radix sort by diameter, descending (11-bit digits of the IEEE bits, which
+    order like the values for diameters >= 0): entries already in index order end up in
+    column order."""
+    comptime BITS = 32 if T == DType.float32 else 64
+    comptime UT = DType.uint32 if T == DType.float32 else DType.uint64
+    var n = b.size
+    if n < 2:
+        return True
+    if not mem.take(n * size_of[Entry[T]]()):
+        return False
+    var src = b.data
+    var dst = unsafe_alloc[Entry[T]](n)
+    var count = unsafe_alloc[Int](2048)
+    var shift = 0
+    while shift < BITS:
+        for k in range(2048):
+            count[unsafe_offset=k] = 0
+        for i in range(n):
+            var key = ~bitcast[UT, 1](src[unsafe_offset=i].diam)
+            count[unsafe_offset=Int((key >> Scalar[UT](shift)) & 2047)] += 1
+        var total = 0
+        for k in range(2048):
+            var c = count[unsafe_offset=k]
+            count[unsafe_offset=k] = total
+            total += c
+        for i in range(n):
+            var e = src[unsafe_offset=i]
+            var d = Int((~bitcast[UT, 1](e.diam) >> Scalar[UT](shift)) & 2047)
+            dst[unsafe_offset=count[unsafe_offset=d]] = e
+            count[unsafe_offset=d] += 1
+        var t = src
+        src = dst
+        dst = t
+        shift += 11
+    count.unsafe_free()
+    if src == b.data:  # an even number of passes: the result is back in the original buffer
+        dst.unsafe_free()
+        mem.give(n * size_of[Entry[T]]())
+    else:
+        dst.unsafe_free()
+        mem.give(b.cap * size_of[Entry[T]]())
+        b.data = src
+        b.cap = n
     return True
 
 
@@ -831,7 +879,7 @@ def dim0[T: DType, Z2: Bool](cx: Cx[T, Z2], mut bars: Buf[Bar], mut edges: Buf[E
     var ok = _gather(parts, nch, edges, mem)
     if not ok:
         return False
-    if not sort_columns(edges, cx.nt, mem):
+    if not radix_sort_columns(edges, mem):  # edges come in index order: a stable sort suffices
         return False
     cx.stat(0, STAT_SIMPLICES, edges.size)
     # union-find from the shortest edge (the end of column order)
