@@ -621,7 +621,7 @@ struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
             dst[unsafe_offset=base] = mx
             base += 1
 
-    def apparent_cofacet_rows(self, ms: Pointer[Scalar[Self.T], MutUntrackedOrigin], v: Int, tv: IntPtr, nt: Int, dd: Scalar[Self.T], cnt: IntPtr, c: IntPtr) -> Int:
+    def apparent_cofacet_rows(self, ms: Pointer[Scalar[Self.T], MutUntrackedOrigin], v: Int, tv: IntPtr, nt: Int, dd: Scalar[Self.T], c: IntPtr) -> Int:
         """The apparent_cofacet of t = s + v (vertices tv, diameter dd) given ms = row_max(s): the
         cofacet diameters of t are max(ms, D[v, .]), two rows instead of nt."""
         var rv = self.dist.unsafe_offset(v * self.n)
@@ -636,7 +636,7 @@ struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
         if x < 0:
             return -1
         var p = insert_vertex(tv, nt, x, c)
-        return x if self.zero_facet_pos(c, nt + 1, dd, cnt) == p else -1
+        return x if self.zero_facet_is(c, nt + 1, p, dd) else -1
 
     @always_inline
     def zero_cofacet(self, vs: IntPtr, nv: Int, dd: Scalar[Self.T]) -> Int:
@@ -651,28 +651,52 @@ struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
         return -1
 
     @always_inline
-    def zero_facet_pos(self, us: IntPtr, nu: Int, dd: Scalar[Self.T], cnt: IntPtr) -> Int:
+    def zero_facet_pos(self, us: IntPtr, nu: Int, dd: Scalar[Self.T]) -> Int:
         """Position r of the vertex whose removal gives t's smallest-index facet of equal
-        diameter dd = diam(t) (facet indices grow as the removed vertex gets smaller), or -1."""
-        var total = 0
-        for a in range(nu):
-            cnt[unsafe_offset=a] = 0
-        for a in range(nu):
-            var ra = us[unsafe_offset=a] * self.n
+        diameter dd = diam(t) (facet indices grow as the removed vertex gets smaller), or -1:
+        the first r that some edge of length dd (a "max pair") avoids."""
+        var n = self.n
+        for a in range(1, nu):  # a max pair avoiding us[0]: r = 0 (the common case)
+            var ra = us[unsafe_offset=a] * n
             for b in range(a + 1, nu):
                 if self.dist[unsafe_offset=ra + us[unsafe_offset=b]] == dd:
-                    cnt[unsafe_offset=a] += 1
-                    cnt[unsafe_offset=b] += 1
-                    total += 1
-        for r in range(nu):
-            if cnt[unsafe_offset=r] < total:
-                return r
-        return -1
+                    return 0
+        # every max pair is (us[0], us[b])
+        var r0 = us[unsafe_offset=0] * n
+        var first = -1
+        for b in range(1, nu):
+            if self.dist[unsafe_offset=r0 + us[unsafe_offset=b]] == dd:
+                if first < 0:
+                    first = b
+                else:
+                    return 1  # two max pairs (0, first), (0, b): one of them avoids us[1]
+        if first < 0:
+            return -1
+        if first != 1:
+            return 1
+        return 2 if nu > 2 else -1  # the only max pair is (us[0], us[1])
 
-    def apparent_facet(self, us: IntPtr, nu: Int, dd: Scalar[Self.T], cnt: IntPtr, f: IntPtr) -> Int:
+    @always_inline
+    def zero_facet_is(self, c: IntPtr, nc: Int, p: Int, dd: Scalar[Self.T]) -> Bool:
+        """Whether zero_facet_pos(c) == p, given that removing c[p] leaves diameter dd = diam(c):
+        every max pair must contain c[0], ..., c[p-1]."""
+        if p == 0:
+            return True
+        if p >= 3:
+            return False
+        var n = self.n
+        for a in range(nc):
+            var ra = c[unsafe_offset=a] * n
+            for b in range(a + 1, nc):
+                if self.dist[unsafe_offset=ra + c[unsafe_offset=b]] == dd:
+                    if a != 0 or (p == 2 and b != 1):
+                        return False
+        return True
+
+    def apparent_facet(self, us: IntPtr, nu: Int, dd: Scalar[Self.T], f: IntPtr) -> Int:
         """If t (vertices us, diameter dd) is the cofacet side of a zero-persistence apparent pair,
         the position r of the vertex whose removal gives the facet; else -1."""
-        var r = self.zero_facet_pos(us, nu, dd, cnt)
+        var r = self.zero_facet_pos(us, nu, dd)
         if r < 0:
             return -1
         var k = 0
@@ -689,14 +713,14 @@ struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
             hi = lo
         return r
 
-    def apparent_cofacet(self, vs: IntPtr, nv: Int, dd: Scalar[Self.T], cnt: IntPtr, c: IntPtr) -> Int:
+    def apparent_cofacet(self, vs: IntPtr, nv: Int, dd: Scalar[Self.T], c: IntPtr) -> Int:
         """If s (vertices vs, diameter dd) is the facet side of a zero-persistence apparent pair,
         the vertex v with s + v its cofacet; else -1."""
         var v = self.zero_cofacet(vs, nv, dd)
         if v < 0:
             return -1
         var p = insert_vertex(vs, nv, v, c)
-        return v if self.zero_facet_pos(c, nv + 1, dd, cnt) == p else -1
+        return v if self.zero_facet_is(c, nv + 1, p, dd) else -1
 
     @always_inline
     def cofacet_index(self, vs: IntPtr, nv: Int, idx: Int, v: Int) -> Int:
@@ -980,7 +1004,7 @@ def _edge_columns[T: DType, Z2: Bool](cx: Cx[T, Z2], edges: Buf[Entry[T]], merge
                 continue
             var ent = edges[e]
             cx.decode(ent.key, 2, sc)
-            if cx.apparent_cofacet(sc, 2, ent.diam, sc.unsafe_offset(SCRATCH), sc.unsafe_offset(2 * SCRATCH)) >= 0:
+            if cx.apparent_cofacet(sc, 2, ent.diam, sc.unsafe_offset(SCRATCH)) >= 0:
                 apparent += 1
                 continue
             if not b.push(ent, mem):
@@ -1023,7 +1047,6 @@ def reduce[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, cols: Buf[Entry[T]], mut
         var sc = unsafe_alloc[Int](4 * SCRATCH)
         var vs = sc
         var cv = sc.unsafe_offset(SCRATCH)
-        var cnt = sc.unsafe_offset(2 * SCRATCH)
         var f = sc.unsafe_offset(3 * SCRATCH)
         for j in range(chunk_lo(c, nch, m), chunk_lo(c + 1, nch, m)):
             var s = cols[j]
@@ -1033,7 +1056,7 @@ def reduce[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, cols: Buf[Entry[T]], mut
                 emer[unsafe_offset=j] = -1
                 continue
             var p = insert_vertex(vs, nv, v, cv)
-            if cx.apparent_facet(cv, nv + 1, s.diam, cnt, f) >= 0:
+            if cx.apparent_facet(cv, nv + 1, s.diam, f) >= 0:
                 emer[unsafe_offset=j] = -2
                 continue
             var coef = 1 if ((nv - p) & 1) == 0 else cx.neg(1)
@@ -1214,7 +1237,6 @@ def _eliminate[T: DType, Z2: Bool](cx: Cx[T, Z2], nv: Int, mut h: Buf[Entry[T]],
     until it is zero (ST_ZERO) or its pivot is in no column of ``pivots`` (ST_PENDING).
     counts += (additions, cofacets pushed). Reads pivots, cols, vstore and voff only."""
     var us = sc.unsafe_offset(SCRATCH)
-    var cnt = sc.unsafe_offset(2 * SCRATCH)
     var f = sc.unsafe_offset(3 * SCRATCH)
     var mem = cx.mem
     while True:
@@ -1249,7 +1271,7 @@ def _eliminate[T: DType, Z2: Bool](cx: Cx[T, Z2], nv: Int, mut h: Buf[Entry[T]],
             counts[0] += 1
             continue
         cx.decode(pidx, nv + 1, us)
-        var r = cx.apparent_facet(us, nv + 1, piv.diam, cnt, f)
+        var r = cx.apparent_facet(us, nv + 1, piv.diam, f)
         if r < 0:
             return ST_PENDING
         # eliminate the pivot with the coboundary of its apparent facet f = piv - us[r]
@@ -1327,7 +1349,6 @@ def assemble[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, simplices: Buf[Entry[T
         var sc = unsafe_alloc[Int](4 * SCRATCH)
         var vs = sc
         var tv = sc.unsafe_offset(SCRATCH)
-        var cnt = sc.unsafe_offset(2 * SCRATCH)
         var f = sc.unsafe_offset(3 * SCRATCH)
         var bc = pcols[unsafe_offset=c]
         var bn = pnext[unsafe_offset=c]
@@ -1373,9 +1394,9 @@ def assemble[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, simplices: Buf[Entry[T
                         # t paired with a cofacet is the common case (there are far fewer
                         # dim-simplices than cofacets to pair with): test it first
                         if not app:
-                            app = cx.apparent_cofacet_rows(ms, v, tv, nv + 1, dt, cnt, f) >= 0
+                            app = cx.apparent_cofacet_rows(ms, v, tv, nv + 1, dt, f) >= 0
                         if not app and dt != ds:
-                            app = cx.apparent_facet(tv, nv + 1, dt, cnt, f) >= 0
+                            app = cx.apparent_facet(tv, nv + 1, dt, f) >= 0
                         if app:
                             apparent += 1
                         elif not bc.push(Entry[T](dt, tidx), mem):
