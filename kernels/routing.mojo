@@ -120,7 +120,7 @@ def _ieee_end(old: UInt32):
 # ------------------------------------------------------------------------- top-k list
 
 @always_inline
-def _offer(topv: P64, topi: PInt, k: Int, n: Int, v: Float64, j: Int) -> Int:
+def _offer(topv: P64, topi: PI32, k: Int, n: Int, v: Float64, j: Int) -> Int:
     """Offer key v of index j (larger than every index offered before) to the sorted list
     topv/topi of n <= k entries (desc key, asc index); returns the new length."""
     if n == k and not (v > topv[unsafe_offset=k - 1]):
@@ -131,12 +131,12 @@ def _offer(topv: P64, topi: PInt, k: Int, n: Int, v: Float64, j: Int) -> Int:
         topi[unsafe_offset=pos] = topi[unsafe_offset=pos - 1]
         pos -= 1
     topv[unsafe_offset=pos] = v
-    topi[unsafe_offset=pos] = j
+    topi[unsafe_offset=pos] = Int32(j)
     return n + 1 if n < k else k
 
 
 @always_inline
-def _select_range[dt: DType](row: Pointer[Scalar[dt], MutUntrackedOrigin], start: Int, end: Int, k: Int, n0: Int, topv: P64, topi: PInt) -> Int:
+def _select_range[dt: DType](row: Pointer[Scalar[dt], MutUntrackedOrigin], start: Int, end: Int, k: Int, n0: Int, topv: P64, topi: PI32) -> Int:
     """Scalar path: offer row[start:end] (NaN as -inf)."""
     var n = n0
     for j in range(start, end):
@@ -160,7 +160,7 @@ def _append[dt: DType, V: Int](v: SIMD[dt, V], m: SIMD[DType.bool, V], dst: Poin
 @always_inline
 def _select_vec[dt: DType](
     row: Pointer[Scalar[dt], MutUntrackedOrigin], seg: PInt, nseg: Int, seglen: Int, k: Int,
-    topv: P64, topi: PInt, cv: Pointer[Scalar[dt], MutUntrackedOrigin], ci: PI32,
+    topv: P64, topi: PI32, cv: Pointer[Scalar[dt], MutUntrackedOrigin], ci: PI32,
 ) -> Int:
     """Top-k over the segments [seg[s], seg[s] + seglen) (ascending), branch-free for the
     usual case. The k-th largest of the per-lane maxima (2V distinct entries) is a lower
@@ -244,13 +244,13 @@ def _select_vec[dt: DType](
         for i in range(min(V, c - blk * V)):
             var dst = min(Int(r[i]), k)
             topv[unsafe_offset=dst] = Float64(vals[i])
-            topi[unsafe_offset=dst] = Int(ci[unsafe_offset=blk * V + i])
+            topi[unsafe_offset=dst] = ci[unsafe_offset=blk * V + i]
     return k
 
 
 @always_inline
 def _select_small[dt: DType](
-    row: Pointer[Scalar[dt], MutUntrackedOrigin], E: Int, k: Int, topv: P64, topi: PInt,
+    row: Pointer[Scalar[dt], MutUntrackedOrigin], E: Int, k: Int, topv: P64, topi: PI32,
     buf: Pointer[Scalar[dt], MutUntrackedOrigin],
 ) -> Int:
     """Top-k of a row of E <= 64 keys by k rounds of argmax over a copy in buf (E + V
@@ -285,7 +285,7 @@ def _select_small[dt: DType](
             bits |= hit.select(pw, SIMD[DType.uint64, V](0)).reduce_or() << UInt64(b * V)
         var j = Int(count_trailing_zeros(bits))
         topv[unsafe_offset=s] = Float64(m)
-        topi[unsafe_offset=s] = j
+        topi[unsafe_offset=s] = Int32(j)
         buf[unsafe_offset=j] = nan[0]
     return k
 
@@ -486,13 +486,13 @@ def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1
     var G = c.n_groups if grouped else 1
     var gsize = E // G
     var keys = unsafe_alloc[Float64](E if has_bias else 1)
-    var topv = unsafe_alloc[Float64](max(k, W) + 1)
-    var topi = unsafe_alloc[Int](max(k, W) + 1)
+    var topv = unsafe_alloc[Float64](max(k, W, 16) + 1)
+    var topi = unsafe_alloc[Int32](max(k, W, 16) + 1)
     var cv32 = unsafe_alloc[Float32](E + 2 * W)
     var cv64 = unsafe_alloc[Float64](E + 2 * W64)
     var ci = unsafe_alloc[Int32](E + 2 * W)
     var gv = unsafe_alloc[Float64](G)
-    var gi = unsafe_alloc[Int](G)
+    var gi = unsafe_alloc[Int32](G)
     var seg = unsafe_alloc[Int](G)
     var keep = unsafe_alloc[UInt8](G)
     var sx = unsafe_alloc[Float64](RB * k + W64)  # selected logits (NaN -> -inf)
@@ -537,7 +537,7 @@ def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1
                 for g in range(G):
                     keep[unsafe_offset=g] = 0
                 for i in range(c.topk_groups):
-                    keep[unsafe_offset=gi[unsafe_offset=i]] = 1
+                    keep[unsafe_offset=Int(gi[unsafe_offset=i])] = 1
                 nseg = 0
                 for g in range(G):
                     if keep[unsafe_offset=g] != 0:
@@ -574,18 +574,28 @@ def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1
             var o = (t - tb0) * k
             var eout = c.experts.unsafe_offset(t * k)
             var mx = ninf
-            for s in range(k):
-                var x: Float64
-                comptime if has_bias:
-                    x = Float64(row[unsafe_offset=topi[unsafe_offset=s]])
-                    x = ninf if isnan(x) else x
-                else:
-                    x = topv[unsafe_offset=s]
-                sx[unsafe_offset=o + s] = x
-                mx = max(mx, x)
-                var e = topi[unsafe_offset=s]
-                eout[unsafe_offset=s] = Int32(e)
-                hist[unsafe_offset=e] += 1
+            comptime if not has_bias:
+                if k == W64:  # one vector each (DeepSeek-sized k = 8 with AVX-512)
+                    var xv = topv.unsafe_load[width=W64](0)
+                    sx.unsafe_store(o, xv)
+                    mx = xv.reduce_max()
+                    eout.unsafe_store(0, topi.unsafe_load[width=W64](0))
+            if not has_bias and k == W64:
+                for s in range(k):
+                    hist[unsafe_offset=Int(topi[unsafe_offset=s])] += 1
+            else:
+                for s in range(k):
+                    var x: Float64
+                    comptime if has_bias:
+                        x = Float64(row[unsafe_offset=Int(topi[unsafe_offset=s])])
+                        x = ninf if isnan(x) else x
+                    else:
+                        x = topv[unsafe_offset=s]
+                    sx[unsafe_offset=o + s] = x
+                    mx = max(mx, x)
+                    var e = Int(topi[unsafe_offset=s])
+                    eout[unsafe_offset=s] = Int32(e)
+                    hist[unsafe_offset=e] += 1
             comptime if scoring == SOFTMAX:
                 if not c.renorm:
                     comptime if not has_bias:
@@ -596,8 +606,11 @@ def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1
                 rm[unsafe_offset=t - tb0] = mx
                 rz[unsafe_offset=t - tb0] = z
                 var sh = mx if (mx != ninf and mx != inf[F64]()) else 0.0
-                for s in range(k):
-                    sm[unsafe_offset=o + s] = sh
+                if k == W64:
+                    sm.unsafe_store(o, SIMD[F64, W64](sh))
+                else:
+                    for s in range(k):
+                        sm[unsafe_offset=o + s] = sh
         # the block's exps, W64 at a time
         var nel = (tb1 - tb0) * k
         var i = 0
@@ -630,9 +643,12 @@ def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1
                 else:
                     var zz = rz[unsafe_offset=t - tb0]
                     if c.renorm:
-                        zz = 0.0
-                        for s in range(k):
-                            zz += se[unsafe_offset=o + s]
+                        if k == W64:
+                            zz = se.unsafe_load[width=W64](o).reduce_add()
+                        else:
+                            zz = 0.0
+                            for s in range(k):
+                                zz += se[unsafe_offset=o + s]
                     f = f / zz
             else:
                 if c.renorm:
@@ -640,8 +656,11 @@ def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1
                     for s in range(k):
                         sum += se[unsafe_offset=o + s]
                     f = f / sum if sum > 0 else 0.0
-            for s in range(k):
-                wout[unsafe_offset=s] = Float32(se[unsafe_offset=o + s] * f)
+            if k == W64:
+                wout.unsafe_store(0, (se.unsafe_load[width=W64](o) * f).cast[F32]())
+            else:
+                for s in range(k):
+                    wout[unsafe_offset=s] = Float32(se[unsafe_offset=o + s] * f)
         tb0 = tb1
     keys.unsafe_free()
     topv.unsafe_free()
