@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _arrays as A_
+from . import _max as max_backend
 from ._registry import Op
 
 INF = float("inf")
@@ -649,6 +650,70 @@ def _mojo(prob: Scan):
     return y, (fin if npad == prob.n else np.ascontiguousarray(fin[..., : prob.n]))
 
 
+# --------------------------------------------------------------------------------- max
+
+def _max_call(dtype, x, dt, A, B, C, D, z, bias, softplus, lo, hi, offsets, h, p, g, n, init, tokens):
+    """The same kernel as a MAX graph op (kernels/aura_kernels/ssd_ops.mojo): returns (y, fin).
+
+    Arrays as for ``_mojo_call``, with x/z/y seen as (tokens, h, p). Absent optional inputs
+    go in as 1-element placeholders with their flag off, so one graph per dtype serves all.
+    """
+    from . import _max as MX
+
+    MX.check_op("ssd")
+    nseq = len(offsets) - 1
+    one = lambda a, shape: np.zeros(shape, dtype) if a is None else a  # noqa: E731
+    D2 = None if D is None else D.reshape(h, -1)
+    state = np.zeros((nseq, h, p, n), dtype) if init is None else init
+    iargs = np.array([D is not None, D is not None and D.ndim == 2, z is not None, bias is not None, bool(softplus),
+                      init is not None, 1 if tokens * h * p * n < (1 << 16) else num_threads()], np.int64)
+    inputs = [x.reshape(tokens, h, p), dt.reshape(tokens, h), A, B.reshape(tokens, g, n), C.reshape(tokens, g, n),
+              one(D2, (1, 1)), one(None if z is None else z.reshape(tokens, h, p), (1, 1, 1)), one(bias, (1,)),
+              offsets, state, np.array([lo, hi], np.float64), iargs]
+
+    def build(dev, pkg):
+        from max.dtype import DType
+        from max.graph import Graph, TensorType, ops
+
+        dt_ = DType.float32 if dtype == np.float32 else DType.float64
+        T = lambda *dims, d=dt_: TensorType(d, list(dims), dev)  # noqa: E731
+        types = [T("T", "h", "p"), T("T", "h"), T("h"), T("T", "g", "n"), T("T", "g", "n"), T("dh", "dp"),
+                 T("zT", "zh", "zp"), T("bh"), T("S1", d=DType.int64), T("S", "h", "p", "n"), T(2, d=DType.float64),
+                 T(7, d=DType.int64)]
+        with Graph(f"aura_ssd_{dtype.name}", input_types=types, custom_extensions=[pkg]) as gr:
+            vals = list(gr.inputs)
+            outs = ops.custom("aura_ssd_scan", dev, vals, out_types=[vals[0].type, vals[9].type])
+            gr.output(*outs)
+        return gr
+
+    y, fin = MX.run(("ssd", dtype.name), build, *inputs)
+    return y, fin
+
+
+@op.impl("max")
+def _max(prob: Scan):
+    """kernels/aura_kernels/ssd_ops.mojo: the mojo kernel as a MAX graph custom op."""
+    dtype = prob.compute_dtype
+    lanes = _kernel().lanes(8 * dtype.itemsize)
+    npad = -(-prob.n // lanes) * lanes
+    x, dt, A, D, z, bias = (_np(a, dtype) for a in (prob.x, prob.dt, prob.A, prob.D, prob.z, prob.dt_bias))
+    B, C = (_padded(_np(a, dtype), npad) for a in (prob.B, prob.C))
+    init = None if prob.initial_states is None else _padded(_np(prob.initial_states, dtype), npad)
+    offsets = np.ascontiguousarray(prob.offsets, np.int64)
+    y, fin = _max_call(dtype, x, dt, A, B, C, D, z, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi, offsets,
+                       prob.h, prob.p, prob.g, npad, init, prob.b * prob.l)
+    return y.reshape(prob.b, prob.l, prob.h, prob.p), np.ascontiguousarray(fin[..., : prob.n])
+
+
+def _warm_max():
+    for dtype in (np.float32, np.float64):
+        z = lambda *s: np.zeros(s, dtype)  # noqa: E731
+        selective_scan(z(1, 2, 2, 4), z(1, 2, 2), -np.ones(2, dtype), z(1, 2, 1, 4), z(1, 2, 1, 4), backend="max")
+
+
+max_backend.WARMUPS["ssd"] = _warm_max
+
+
 # ------------------------------------------------------------------------ decode step
 
 @dataclass
@@ -793,6 +858,21 @@ def _step_torch(prob: Step):
         y = (s @ Ch)[..., 0]
         _write_state(st, s.detach())
     return _epilogue_torch(y, x, D, z)
+
+
+@step_op.impl("max")
+def _step_max(prob: Step):
+    """The MAX scan op with one token per sequence; the final states are written back."""
+    dtype = np.dtype(np.float64 if prob.f64 else np.float32)
+    lanes = _kernel().lanes(8 * dtype.itemsize)
+    npad = -(-prob.n // lanes) * lanes
+    x, dt, A, D, z, bias = (_np(a, dtype) for a in (prob.x, prob.dt, prob.A, prob.D, prob.z, prob.dt_bias))
+    B, C = (_padded(_np(a, dtype), npad) for a in (prob.B, prob.C))
+    init = _padded(np.ascontiguousarray(A_.to_numpy(prob.state, "state"), dtype), npad)
+    y, fin = _max_call(dtype, x, dt, A, B, C, D, z, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi,
+                       np.arange(prob.b + 1, dtype=np.int64), prob.h, prob.p, prob.g, npad, init, prob.b)
+    _write_state(prob.state, fin[..., : prob.n])
+    return y.reshape(prob.b, prob.h, prob.p)
 
 
 @step_op.impl("mojo")

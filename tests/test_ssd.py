@@ -496,12 +496,17 @@ def test_cu_seqlens_needs_batch_of_one():
         selective_scan(**kw, cu_seqlens=np.array([0, 4, 10]))
 
 
-def test_unknown_and_unavailable_backend():
+def test_unknown_and_unavailable_backend(monkeypatch):
+    from aura_lab import _registry
+
     kw = make_case(np.random.default_rng(0), l=3)
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         selective_scan(**kw, backend="cuda")
-    with pytest.raises(RuntimeError, match="backend 'max' is not implemented"):
-        selective_scan(**kw, backend="max")
+    real = _registry.backend_status
+    monkeypatch.setattr(_registry, "backend_status", lambda b: _registry.BackendStatus(b, False, "", "no compiler here")
+                        if b == "mojo" else real(b))
+    with pytest.raises(RuntimeError, match="ssd: backend 'mojo' is unavailable: no compiler here"):
+        selective_scan(**kw, backend="mojo")
 
 
 # ---------------------------------------------------------------------------- harness
