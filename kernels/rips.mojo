@@ -185,7 +185,7 @@ struct PivotMap(ImplicitlyCopyable):
     def make(expected: Int, mem: Mem) -> Self:
         var cap = 64
         var bits = 6
-        while cap < 2 * expected + 2:
+        while cap < 4 * expected + 2:  # load <= 1/4: the many lookups that miss end fast
             cap *= 2
             bits += 1
         mem.force(2 * cap * 8)
@@ -621,7 +621,7 @@ struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
             dst[unsafe_offset=base] = mx
             base += 1
 
-    def apparent_cofacet_rows(self, ms: Pointer[Scalar[Self.T], MutUntrackedOrigin], v: Int, tv: IntPtr, nt: Int, dd: Scalar[Self.T], c: IntPtr) -> Int:
+    def apparent_cofacet_rows(self, ms: Pointer[Scalar[Self.T], MutUntrackedOrigin], v: Int, tv: IntPtr, nt: Int, dd: Scalar[Self.T]) -> Int:
         """The apparent_cofacet of t = s + v (vertices tv, diameter dd) given ms = row_max(s): the
         cofacet diameters of t are max(ms, D[v, .]), two rows instead of nt."""
         var rv = self.dist.unsafe_offset(v * self.n)
@@ -635,8 +635,7 @@ struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
             hi = lo
         if x < 0:
             return -1
-        var p = insert_vertex(tv, nt, x, c)
-        return x if self.zero_facet_is(c, nt + 1, p, dd) else -1
+        return x if self.is_zero_facet(tv, nt, x, dd) else -1
 
     @always_inline
     def zero_cofacet(self, vs: IntPtr, nv: Int, dd: Scalar[Self.T]) -> Int:
@@ -677,20 +676,32 @@ struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
         return 2 if nu > 2 else -1  # the only max pair is (us[0], us[1])
 
     @always_inline
-    def zero_facet_is(self, c: IntPtr, nc: Int, p: Int, dd: Scalar[Self.T]) -> Bool:
-        """Whether zero_facet_pos(c) == p, given that removing c[p] leaves diameter dd = diam(c):
-        every max pair must contain c[0], ..., c[p-1]."""
+    def is_zero_facet(self, tv: IntPtr, nt: Int, x: Int, dd: Scalar[Self.T]) -> Bool:
+        """Whether t (vertices tv, descending; diameter dd) is the smallest-index facet of
+        equal diameter of its cofacet c = t + x (diam c = dd): every edge of length dd ("max
+        pair") of c must contain each vertex of c above x, so at most two lie above x."""
+        var p = 0
+        while p < nt and tv[unsafe_offset=p] > x:
+            p += 1
         if p == 0:
             return True
         if p >= 3:
             return False
         var n = self.n
-        for a in range(nc):
-            var ra = c[unsafe_offset=a] * n
-            for b in range(a + 1, nc):
-                if self.dist[unsafe_offset=ra + c[unsafe_offset=b]] == dd:
-                    if a != 0 or (p == 2 and b != 1):
-                        return False
+        var rx = x * n
+        var r0 = tv[unsafe_offset=0] * n
+        for b in range(1, nt):
+            if self.dist[unsafe_offset=rx + tv[unsafe_offset=b]] == dd:
+                return False  # (x, tb): misses c[0] (p = 1) or is not (c[0], c[1]) (p = 2)
+            if p == 2 and b >= 2 and self.dist[unsafe_offset=r0 + tv[unsafe_offset=b]] == dd:
+                return False  # (t0, tb), b >= 2, is not (c[0], c[1]); for p = 1 it holds c[0]
+        if p == 2 and self.dist[unsafe_offset=rx + tv[unsafe_offset=0]] == dd:
+            return False  # (x, t0) is not (c[0], c[1])
+        for a in range(1, nt):  # edges (ta, tb) with a >= 1 miss c[0]
+            var ra = tv[unsafe_offset=a] * n
+            for b in range(a + 1, nt):
+                if self.dist[unsafe_offset=ra + tv[unsafe_offset=b]] == dd:
+                    return False
         return True
 
     def apparent_facet(self, us: IntPtr, nu: Int, dd: Scalar[Self.T], f: IntPtr) -> Int:
@@ -713,14 +724,13 @@ struct Cx[T: DType, Z2: Bool](ImplicitlyCopyable):
             hi = lo
         return r
 
-    def apparent_cofacet(self, vs: IntPtr, nv: Int, dd: Scalar[Self.T], c: IntPtr) -> Int:
+    def apparent_cofacet(self, vs: IntPtr, nv: Int, dd: Scalar[Self.T]) -> Int:
         """If s (vertices vs, diameter dd) is the facet side of a zero-persistence apparent pair,
         the vertex v with s + v its cofacet; else -1."""
         var v = self.zero_cofacet(vs, nv, dd)
         if v < 0:
             return -1
-        var p = insert_vertex(vs, nv, v, c)
-        return v if self.zero_facet_is(c, nv + 1, p, dd) else -1
+        return v if self.is_zero_facet(vs, nv, v, dd) else -1
 
     @always_inline
     def cofacet_index(self, vs: IntPtr, nv: Int, idx: Int, v: Int) -> Int:
@@ -1004,7 +1014,7 @@ def _edge_columns[T: DType, Z2: Bool](cx: Cx[T, Z2], edges: Buf[Entry[T]], merge
                 continue
             var ent = edges[e]
             cx.decode(ent.key, 2, sc)
-            if cx.apparent_cofacet(sc, 2, ent.diam, sc.unsafe_offset(SCRATCH)) >= 0:
+            if cx.apparent_cofacet(sc, 2, ent.diam) >= 0:
                 apparent += 1
                 continue
             if not b.push(ent, mem):
@@ -1394,7 +1404,7 @@ def assemble[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, simplices: Buf[Entry[T
                         # t paired with a cofacet is the common case (there are far fewer
                         # dim-simplices than cofacets to pair with): test it first
                         if not app:
-                            app = cx.apparent_cofacet_rows(ms, v, tv, nv + 1, dt, f) >= 0
+                            app = cx.apparent_cofacet_rows(ms, v, tv, nv + 1, dt) >= 0
                         if not app and dt != ds:
                             app = cx.apparent_facet(tv, nv + 1, dt, f) >= 0
                         if app:
