@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from .core import BenchResult, Check, PanelSpec, add_ratios, available_backends,
 TOKENS = (4096, 65536)
 SHAPES = ((8, 2), (64, 2), (256, 8))  # (E, k): Mixtral, a 64-expert top-2, DeepSeek-sized softmax top-8
 DSV3 = {"scoring": "sigmoid", "n_groups": 8, "topk_groups": 4, "scale": 2.5}  # + a bias (E=256, k=8)
+SETTLE_S = 0.3  # pause before each row: torch's OpenMP workers spin ~0.1 s after a call and steal a core
 COLUMNS = ["case", "impl", "kind", "ms", "runs", "GB/s", "%read_bw", "floor_ms", "vs_numpy", "vs_best_peer"]
 TIMED = ("backends: aura_lab.route(logits, k, ...) end to end from Python on float32 numpy logits: validation, "
          "output allocation, scores, top-k with the tie rule, weights, counts, the stable permutation and offsets "
@@ -20,7 +22,8 @@ TIMED = ("backends: aura_lab.route(logits, k, ...) end to end from Python on flo
          "torch.topk = softmax -> topk -> divide by the sum -> bincount; torch.grouped = DeepSeek-V3 Gate.forward "
          "(sigmoid, bias for selection, top-2 group sums, keep 4 of 8 groups, topk, unbiased weights renormalized "
          "x 2.5) -> bincount. Neither peer builds a permutation. GB/s = 4*T*E bytes of logits / time; floor_ms = "
-         "those bytes at the read bandwidth measured in this run.")
+         "those bytes at the read bandwidth measured in this run. Each row starts after a 0.3 s pause so that the "
+         "previous row's thread pools have stopped spinning; one warm-up call, then the median of the repeats.")
 
 
 def _bias(E: int, seed: int = 0) -> np.ndarray:
@@ -121,6 +124,7 @@ def bench(sizes=None, backends=None, repeats: int = 5, seed: int = 0, show_progr
             kind = "peer"
         else:
             fn, kind = (lambda b=impl.split()[0]: route(L, k, backend=b, **kw)), "backend"
+        time.sleep(SETTLE_S)  # let the previous row's thread pools (torch OpenMP, OpenBLAS) stop spinning
         with _threads(1 if impl == "mojo 1-thread" else None):
             t = time_call(fn, repeats=repeats)
         nbytes = 4.0 * T * E
