@@ -8,20 +8,28 @@
 # reference, which this kernel reproduces bit for bit in the ids.
 #
 # Phase 1 (parallel over row chunks), per token:
-#   * selection keys: the logits themselves (no bias), or float64 score + bias
-#     (sigmoid: 1/(1+exp(-l)); softmax: exp(l-m)/Z), NaN -> -inf;
+#   * selection keys: the logits themselves (no bias), or float64 score + bias computed
+#     with the portable exp (bit-identical to numpy/torch), NaN -> -inf;
 #   * groups: score each group (max key, or sum of its top-2 keys with a bias), keep the
 #     best topk_groups (ties: lower group), candidates = their experts, ascending;
-#   * top-k with the tie rule: a sorted list (desc key, asc index) fed with candidates in
-#     ascending index order; a candidate enters only if strictly above the current k-th,
-#     so an equal key found later (higher index) loses. Fast path (no branches per key):
-#     the k-th largest of the per-SIMD-lane maxima bounds the k-th largest key from below;
-#     one vector pass compress-stores the few candidates >= the bound, and each one's rank
-#     under the tie rule comes from vector compares (_select_vec);
-#   * weights in float64 (k exps), renormalize, scale -> float32; per-chunk histogram.
+#   * top-k with the tie rule (desc key, then asc index):
+#     - rows of at most 64 keys: k rounds of a vector argmax (_select_small);
+#     - otherwise (_select_vec, no branch per key): the k-th largest of the per-SIMD-lane
+#       maxima bounds the k-th largest key from below; one vector pass packs the few
+#       candidates >= the bound (register compress), and each candidate's rank under the
+#       tie rule comes from vector compares;
+#     - fallback (k wider than a vector, bound -inf, many ties at the bound): a sorted
+#       list fed in ascending index order, entered only strictly above its k-th (_offer);
+#   * per-chunk histogram; weights for blocks of 16 rows at once (float64 exps,
+#     renormalize, scale -> float32).
 # Phase 2 (serial, E * chunks): exclusive prefix sums -> counts, offsets, chunk cursors.
 # Phase 3 (parallel over the same chunks): perm[cursor[e]++] = t*k + s in token order,
 #   so the permutation is stable; kept = position within the expert's segment < capacity.
+#
+# Measured on the 2-core dev VM (in-cache, one thread): ~90 ns per row at E=256, k=8;
+# ~40 ns at E=8, k=2. Things tried and dropped (slower there): a 16-lane bitonic sorting
+# network instead of the ranks, four lane-max accumulators, counting before packing,
+# packing only the indices, software prefetch.
 
 from std.python import Python, PythonObject
 from std.python.bindings import PythonModuleBuilder
