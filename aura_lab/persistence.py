@@ -7,7 +7,8 @@ Backends:
 * ``mojo`` - aura_lab's own engine (``kernels/rips.mojo``), the ripser algorithm family written
   fresh: H0 by union-find over the sorted edges, H1..H_maxdim by persistent cohomology with
   clearing, implicit coboundaries through the combinatorial number system, apparent and emergent
-  pairs; both cores for the edge list, sorting, the apparent-pair search and the column assembly.
+  pairs; both cores for the edge list, the apparent-pair filters, the column assembly and the
+  column reduction (rounds of a parallel phase and a short sequential pairing phase).
 
 ``gudhi`` is not one of the registry's four backend slots (numpy / torch / mojo / max), so it is
 dispatched here, before the registry, and recorded in ``aura_lab.last_dispatch()`` all the same.

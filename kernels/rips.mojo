@@ -8,8 +8,9 @@
 # coefficient C(n, k <= maxdim + 2) fits in 62 - coefficient-bits bits, and rounds the threshold
 # to the matrix dtype). Output: info[0] status (0 ok, 1 memory budget exceeded), info[1] the
 # address of a malloc'd float64 buffer of (dim, birth, death) triples (death -1 = infinite),
-# info[2] their count, info[3] the dimension being built when the budget ran out, info[4] the bytes
-# asked for then, info[5] the peak bytes the engine held; stats[(dim * 8) + f] per-dimension counters (see STAT_* below).
+# info[2] their count, info[3] the dimension being built when the budget ran out, info[4] the
+# bytes asked for then, info[5] the peak bytes the engine held; stats[dim * NSTATS + f]
+# per-dimension counters (see STAT_* below).
 #
 # Filtration: vertices at 0, a simplex at its largest edge; ties are broken by the simplex
 # index in the combinatorial number system, {v_k > ... > v_0} -> sum_i C(v_i, i + 1), larger
@@ -17,7 +18,8 @@
 # filtration order: columns = k-simplices sorted by (diameter desc, index asc); the pivot of a
 # coboundary column is its (k+1)-cofacet with the smallest (diameter, -index).
 #
-# * H0: edges <= threshold sorted, union-find from the shortest; merging edges give [0, d).
+# * H0: edges <= threshold (generated in index order, radix-sorted by diameter, stable), then
+#   union-find from the shortest; merging edges give [0, d).
 # * Hk, k >= 1: columns are the k-simplices that are not pivots of dimension k-1 (clearing) and
 #   not in a zero-persistence apparent pair. Each column's coboundary is enumerated on the fly
 #   (cofacet index = above + C(v, j) + below as the new vertex v sweeps downwards) into a binary
@@ -27,9 +29,14 @@
 #   Emergent pairs: a column whose largest-index equal-diameter cofacet is free is paired at
 #   once without enumerating its coboundary.
 # * Full-matrix rows make cofacet sweeps SIMD: for all candidate vertices v of a simplex s at
-#   once, max_{w in s} D[w, v] is a vector max over the rows of s's vertices.
-# * Both cores: edge list, sorts, the apparent-pair filter of the column assembly and the
-#   emergent-pair search run in parallel chunks; the column reduction itself is sequential.
+#   once, max_{w in s} D[w, v] is a vector max over the rows of s's vertices. The assembly
+#   keeps that row max for s and tests each cofacet s + v against two rows only.
+# * Both cores (chunks handed out dynamically): the edge list, the apparent-pair filters, the
+#   column assembly, the emergent-pair search, and the reduction, in rounds: a parallel phase
+#   reduces a window of columns against the pivots known so far, a short sequential phase pairs
+#   them in column order (see reduce()).
+# * Memory: every large buffer grows through a byte budget (80% of available memory); running
+#   out stops the engine with status 1 instead of an out-of-memory kill.
 
 from std.python import Python, PythonObject
 from std.python.bindings import PythonModuleBuilder
