@@ -177,14 +177,16 @@ def test_group_sum_composition_ties(backend, scoring):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_denormal_logits_and_weights_on_worker_threads(backend):
+@pytest.mark.parametrize("E", [16, 128])
+def test_denormal_logits_and_weights_on_worker_threads(backend, E):
     """Enough rows for the threaded path: denormal logits must not compare as 0 and tiny
     weights must not flush to 0 (the Mojo runtime's workers start with FTZ/DAZ set)."""
     rng = np.random.default_rng(6)
-    L = rng.choice(np.array([0.0, -0.0, 1e-40, -1e-40, 3e-42, 1e-45, 1e-38], np.float32), (4096, 16))
+    T = 65536 // E
+    L = rng.choice(np.array([0.0, -0.0, 1e-40, -1e-40, 3e-42, 1e-45, 1e-38], np.float32), (T, E))
     ref = route(L, 3, backend="numpy")
     assert_same(route(L, 3, backend=backend), ref)
-    H = (rng.standard_normal((4096, 16)) * 40).astype(np.float32)
+    H = (rng.standard_normal((T, E)) * (40 if E == 16 else 120)).astype(np.float32)
     ref = route(H, 4, renormalize=False, backend="numpy")
     tiny = (ref.weights > 0) & (ref.weights < np.finfo(np.float32).tiny)
     assert tiny.sum() > 10  # denormal float32 weights exist in the reference
@@ -518,3 +520,20 @@ def test_moe_layer_equals_dense_loop(backend, kw):
         assert layer.last_routing.dropped > 0
     out.sum().backward()  # gradients reach the experts through permute / unpermute
     assert layer.w1.grad is not None and layer.w1.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------- harness
+
+def test_bench_and_validate_smoke():
+    from aura_lab.harness import routing as H
+
+    res = H.bench(sizes=[(512, 64, 2, "softmax"), (512, 256, 8, "dsv3")], repeats=1, show_progress=False)
+    impls = {(r["case"].split()[1], r["impl"]) for r in res.rows}
+    assert ("E=64", "torch.topk") in impls and ("DeepSeek-V3", "torch.grouped") in impls
+    for r in res.rows:
+        assert r["ms"] > 0 and r["GB/s"] == pytest.approx(4 * 512 * r["E"] / (r["ms"] * 1e-3) / 1e9)
+        assert "vs_best_peer" in r and r["%read_bw"] > 0
+    assert "torch.topk = softmax -> topk" in res.context["timed"]
+    checks = H.validate(backends=["numpy", "torch"])
+    assert checks and all(c.passed for c in checks), [c.case for c in checks if not c.passed]
+    assert {c.backend for c in checks} == {"torch", "numpy (reference)"}
