@@ -293,7 +293,9 @@ def route(logits, k: int, *, scoring: str = "softmax", renormalize: bool = True,
     if T == 0:
         out = _empty(E, spec)
     else:
-        A.check_memory(T * spec.k * 25 + 16 * E, f"routing {T} tokens to {spec.k} experts")
+        need = T * spec.k * 25 + 16 * E
+        if need > 64 << 20:  # reading /proc/meminfo costs ~20 us: only for large outputs
+            A.check_memory(need, f"routing {T} tokens to {spec.k} experts")
         out = op.run(backend, L, spec, size={"T": T, "E": E, "k": spec.k})
     w, ids, counts, perm, offsets, kept = out
     dropped = 0 if spec.capacity is None else int(np.maximum(counts - spec.capacity, 0).sum())
@@ -716,7 +718,7 @@ def _out_views(specs):
     Separate multi-MB arrays were returned to the OS by malloc after each call and paid
     ~1500 page faults (~3 ms at T=65536, k=8) on the next; one allocation of the total is
     recycled. The views keep the buffer alive as long as any of them is referenced."""
-    sizes = [0 if sp is None else int(np.prod(sp[0])) * np.dtype(sp[1]).itemsize for sp in specs]
+    sizes = [0 if sp is None else math.prod(np.atleast_1d(sp[0]).tolist()) * np.dtype(sp[1]).itemsize for sp in specs]
     padded = [(n + 63) // 64 * 64 for n in sizes]
     buf = np.empty(sum(padded) + 64, np.uint8)
     o = (-buf.ctypes.data) % 64
