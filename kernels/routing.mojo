@@ -7,7 +7,7 @@
 # exact math (NaN policy, tie rule, groups, weights) is documented there and in its numpy
 # reference, which this kernel reproduces bit for bit in the ids.
 #
-# Phase 1 (parallel over row chunks), per token:
+# Phase 1 (row chunks handed out dynamically to the threads), per token:
 #   * selection keys: the logits themselves (no bias), or float64 score + bias computed
 #     with the portable exp (bit-identical to numpy/torch), NaN -> -inf;
 #   * groups: score each group (max key, or sum of its top-2 keys with a bias), keep the
@@ -42,6 +42,7 @@ from std.bit import count_trailing_zeros
 from std.utils.numerics import inf, neg_inf
 from std.memory.alloc import unsafe_alloc
 from max.algorithm import parallelize
+from std.atomic import Atomic
 comptime F32 = DType.float32
 comptime F64 = DType.float64
 
@@ -689,13 +690,37 @@ def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1
 
 # ------------------------------------------------------------------------- driver
 
+def _run_chunks[F: def(Int) -> None](task: F, nch: Int, nt: Int):
+    """task(0) ... task(nch - 1) on up to nt threads, each worker taking the next chunk when
+    it gets free: a core busy with something else then costs its share of chunks, not the
+    whole call (max.algorithm.parallelize gives each worker one fixed contiguous range)."""
+    if nt <= 1 or nch <= 1:
+        for ch in range(nch):
+            task(ch)
+        return
+    var counter = Atomic[Int](0)
+    var next = Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=Int(Pointer(to=counter)))
+
+    @always_inline
+    def worker(w: Int) {imm}:
+        while True:
+            var ch = next[].fetch_add(1)
+            if ch >= nch:
+                break
+            task(ch)
+
+    var workers = min(nt, nch)
+    parallelize(worker, workers, workers)
+    _ = counter.load()  # alive until the workers are done
+
+
 def _run[scoring: Int, has_bias: Bool, grouped: Bool](
     c: Ctx, counts: PI64, perm: PI64, offsets: PI64, kept: PU8, capacity: Int, nthreads: Int
 ):
     var T = c.T
     var E = c.E
     var k = c.k
-    var nchunks = 1 if nthreads <= 1 else min(T, nthreads * 8)
+    var nchunks = 1 if nthreads <= 1 else min(T // 64 + 1, nthreads * 16)
     var rows = (T + nchunks - 1) // nchunks
     nchunks = (T + rows - 1) // rows
     var hist = unsafe_alloc[Int64](nchunks * E)
@@ -709,10 +734,7 @@ def _run[scoring: Int, has_bias: Bool, grouped: Bool](
         _route_rows[scoring, has_bias, grouped](c, r0, min(T, r0 + rows), hist.unsafe_offset(ch * E))
         _ieee_end(mode)
 
-    if nchunks == 1:
-        phase1(0)
-    else:
-        parallelize(phase1, nchunks, min(nthreads, nchunks))
+    _run_chunks(phase1, nchunks, nthreads)
 
     # exclusive prefix sums: hist becomes each chunk's first slot per expert
     var run = Int64(0)
@@ -740,10 +762,7 @@ def _run[scoring: Int, has_bias: Bool, grouped: Bool](
             if capacity >= 0:
                 kept[unsafe_offset=a] = 1 if Int(pos - offsets[unsafe_offset=e]) < capacity else 0
 
-    if nchunks == 1:
-        phase3(0)
-    else:
-        parallelize(phase3, nchunks, min(nthreads, nchunks))
+    _run_chunks(phase3, nchunks, nthreads)
     hist.unsafe_free()
 
 
