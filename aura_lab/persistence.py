@@ -18,9 +18,11 @@ Conventions (shared by both backends, so their diagrams agree bar for bar):
 
 * Filtration values are the pairwise distances: float32 inputs give a float32 filtration (as
   ripser and giotto-ph), float64 and every other numeric dtype a float64 one.
-* Vertices are born at 0; an edge {i, j} enters at D[i, j] (the lower triangle, i > j, as ripser
-  reads it); a simplex at its largest edge. Edges longer than the threshold, and infinite
-  distances, are never inserted.
+* Vertices are born at 0; an edge {i, j}, i > j, enters at D[i, j] (the lower triangle, as gudhi
+  reads a full matrix; ripser.py reads the upper one, which matters only for matrices that are
+  not exactly symmetric: on fract-r, whose rounded entries differ by up to 1e-5, the diagrams
+  then differ by 1e-6); a simplex at its largest edge. Edges longer than the threshold, and
+  infinite distances, are never inserted.
 * The threshold defaults to (and is capped at) the enclosing radius min_i max_j D[i, j], from
   which on the complex is a cone: the barcode is the one of the full Rips filtration, with
   exactly one infinite bar, in H0, when the cloud is connected.
@@ -233,7 +235,7 @@ def _distance_matrix(Xn: np.ndarray, metric: str, is_matrix: bool) -> np.ndarray
             r, j = np.argwhere(bad)[0]
             i = a + r
             raise ValueError(f"X: the distance matrix is not symmetric: D[{i}, {j}] = {D[i, j]} but D[{j}, {i}] = {D[j, i]}")
-    for a in range(0, n, rows):  # ripser's convention: the lower triangle counts
+    for a in range(0, n, rows):  # the lower triangle counts: copy it over the upper one
         b = min(n, a + rows)
         upper = np.arange(n)[None, :] > np.arange(a, b)[:, None]
         D[a:b][upper] = D[:, a:b].T[upper]
