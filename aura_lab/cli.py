@@ -102,7 +102,7 @@ def _cmd_bench(args) -> int:
         bw = ctx["bandwidth"]
         print(f"memory bandwidth (measured now): read {bw['read_GBps']:.1f} GB/s, write {bw['write_GBps']:.1f} GB/s, copy {bw['copy_GBps']:.1f} GB/s")
     print()
-    print(res.table(getattr(sys.modules[harness.FAMILIES[args.family]], "COLUMNS", None)))
+    print(res.table(getattr(harness._module(args.family), "COLUMNS", None)))
     path = Path(args.json or f"bench-{args.family}.json")
     res.to_json(path)
     print(f"\nwrote {path}")
@@ -146,7 +146,7 @@ def _cmd_lab(args) -> int:
 
 
 def main(argv=None) -> int:
-    from .harness import FAMILIES
+    from .harness import EXTRAS, FAMILIES
 
     p = argparse.ArgumentParser(prog="aura-lab", description="aura_lab: Mojo kernels, measured and checked")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -157,13 +157,13 @@ def main(argv=None) -> int:
     b.add_argument("--no-max", action="store_true", help="skip the MAX custom-op library and graph warm-up")
     b.set_defaults(fn=_cmd_build)
     be = sub.add_parser("bench", help="benchmark an op family against its peers")
-    be.add_argument("family", choices=sorted(FAMILIES))
+    be.add_argument("family", choices=sorted([*FAMILIES, *EXTRAS]), help="op family, or max (graph compile/overhead costs)")
     be.add_argument("--repeats", type=int, default=5, help="timed runs after warm-up (median reported)")
     be.add_argument("--backends", help="comma-separated subset of backends")
     be.add_argument("--json", help="where to write the JSON table (default bench-FAMILY.json)")
     be.set_defaults(fn=_cmd_bench)
     v = sub.add_parser("validate", help="check every backend against the reference")
-    v.add_argument("family", choices=sorted(FAMILIES))
+    v.add_argument("family", choices=sorted([*FAMILIES, *EXTRAS]), help="op family, or max (the max rows of every family)")
     v.add_argument("--backends", help="comma-separated subset of backends")
     v.set_defaults(fn=_cmd_validate)
     ca = sub.add_parser("calibrate", help="time every backend over a size grid; `auto` then picks the fastest")

@@ -16,12 +16,17 @@ FAMILIES = {
     "persistence": "aura_lab.harness.persistence",
     "routing": "aura_lab.harness.routing",
 }
+# benchmarks/validations that cut across families (not op families: no panel)
+EXTRAS = {
+    "max": "aura_lab.harness.maxops",
+}
 
 
 def _module(name: str):
-    if name not in FAMILIES:
-        raise ValueError(f"unknown op family {name!r}; valid: {', '.join(FAMILIES)}")
-    return importlib.import_module(FAMILIES[name])
+    path = FAMILIES.get(name) or EXTRAS.get(name)
+    if path is None:
+        raise ValueError(f"unknown op family {name!r}; valid: {', '.join([*FAMILIES, *EXTRAS])}")
+    return importlib.import_module(path)
 
 
 def bench(name: str, **kwargs) -> BenchResult:
@@ -39,5 +44,5 @@ def validate(name: str, **kwargs) -> list[Check]:
     return _module(name).validate(**kwargs)
 
 
-__all__ = ["FAMILIES", "BenchResult", "Check", "PanelSpec", "bench", "compare", "compare_backends", "format_table", "memory_bandwidth",
+__all__ = ["EXTRAS", "FAMILIES", "BenchResult", "Check", "PanelSpec", "bench", "compare", "compare_backends", "format_table", "memory_bandwidth",
            "panel_spec", "summarize", "time_call", "validate"]
