@@ -233,9 +233,10 @@ class Routing:
         return self._stats["load_imbalance"]
 
 
-def balance_stats(logits: np.ndarray, counts: np.ndarray, k: int, scoring: str, chunk: int = 8192) -> dict:
+def balance_stats(logits: np.ndarray, counts: np.ndarray, k: int, scoring: str, chunk: int | None = None) -> dict:
     """The balance statistics of ``Routing`` (float64 numpy, ``chunk`` tokens at a time)."""
     T, E = logits.shape
+    chunk = chunk or _rows_per_block(E)
     prob_sum = np.zeros(E)
     z_sum = 0.0
     for i in range(0, T, chunk):
@@ -312,6 +313,13 @@ def _empty(E: int, spec: RouteSpec):
 
 
 # ------------------------------------------------------------------------- numpy reference
+
+def _rows_per_block(E: int, elements: int = 1 << 20) -> int:
+    """Rows per block for the numpy / torch paths, bounding the float64 temporaries (numpy:
+    8 MiB, which malloc recycles; torch's bigger temporaries came back as fresh pages on
+    every operation, so it uses 2 MiB)."""
+    return max(1, elements // max(1, E))
+
 
 def _clean(l32: np.ndarray) -> np.ndarray:
     """float64 logits with NaN -> -inf."""
@@ -421,8 +429,9 @@ def _assignments(experts: np.ndarray, E: int, capacity: int | None):
 
 
 @op.impl("numpy")
-def _numpy(L: np.ndarray, spec: RouteSpec, chunk: int = 8192):
+def _numpy(L: np.ndarray, spec: RouteSpec, chunk: int | None = None):
     T, E = L.shape
+    chunk = chunk or _rows_per_block(E)
     experts = np.empty((T, spec.k), np.int32)
     weights = np.empty((T, spec.k), np.float32)
     for i in range(0, T, chunk):
@@ -533,10 +542,11 @@ def _torch_softmax(x):
 
 
 @op.impl("torch")
-def _torch(L: np.ndarray, spec: RouteSpec, chunk: int = 16384):
+def _torch(L: np.ndarray, spec: RouteSpec, chunk: int | None = None):
     import torch
 
     T, E = L.shape
+    chunk = chunk or _rows_per_block(E, 1 << 18)
     Lt = torch.from_numpy(L)
     bias64 = None if spec.bias is None else torch.from_numpy(spec.bias).double()
     experts = torch.empty((T, spec.k), dtype=torch.int64)
