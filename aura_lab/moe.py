@@ -21,8 +21,9 @@ float64 and stored as float32):
   function of it, so this is selection by score, exactly, without rounding ties). With
   ``bias (E,)``: ``p + bias`` in float64 (DeepSeek-V3: the bias steers selection only),
   where ``p`` is computed with ``portable_exp`` (a fixed sequence of IEEE operations, so
-  every backend gets the same bits and therefore the same ties, also between group sums)
-  and, for softmax, a sequential sum over the experts in index order.
+  every backend gets the same bits and therefore the same ties, also between group sums;
+  it is 0 below -708 and inf above 708) and, for softmax, a sequential sum over the
+  experts in index order. ``bias`` is cast to float32 first.
 * **Groups** (``n_groups``, ``topk_groups``; DeepSeek-V2/V3): experts ``[g*E/G, (g+1)*E/G)``
   form group ``g``; a group's score is the max key in it without a bias, the sum of its
   two largest keys with one; the ``topk_groups`` best groups are kept (ties: lower group
