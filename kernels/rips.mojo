@@ -1113,6 +1113,7 @@ def reduce[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, cols: Buf[Entry[T]], mut
     var pushes = 0
     var j0 = 0
     var j1 = 0
+    var avg_ns = 1.0e5  # running estimate of one phase-1 column's time (wall, as run)
     while ok and j0 < m:
         var hard = 0
         for j in range(j0, j1):
@@ -1162,7 +1163,11 @@ def reduce[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, cols: Buf[Entry[T]], mut
             tcounts[unsafe_offset=2 * i + 1] = Int(counts[1])
             scr.unsafe_free()
 
-        run_chunks(phase1, ntodo, cx.nt)
+        # a round too small to pay for waking the other threads (~tens of us) runs inline
+        var tp = perf_counter_ns()
+        run_chunks(phase1, ntodo, cx.nt if Float64(ntodo) * avg_ns > 200000.0 else 1)
+        if ntodo > 0:
+            avg_ns = 0.8 * avg_ns + 0.2 * Float64(perf_counter_ns() - tp) / Float64(ntodo)
         for i in range(ntodo):
             additions += tcounts[unsafe_offset=2 * i]
             pushes += tcounts[unsafe_offset=2 * i + 1]
