@@ -58,6 +58,7 @@ from functools import cached_property
 import numpy as np
 
 from . import _arrays as A
+from . import _max as max_backend
 from ._registry import Op
 
 SCORINGS = ("softmax", "sigmoid")
@@ -716,6 +717,50 @@ def __getattr__(name):  # MoELayer needs torch: build the class on first access 
         globals()["MoELayer"] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# --------------------------------------------------------------------------------- max
+
+@op.impl("max")
+def _max(L: np.ndarray, spec: RouteSpec):
+    """kernels/aura_kernels/routing_ops.mojo: the mojo kernel as a MAX graph custom op."""
+    from . import _max as MX
+    from .distance import num_threads
+
+    MX.check_op("routing")
+    T, E = L.shape
+    k = spec.k
+    iargs = np.array([_SCORING_ID[spec.scoring], spec.renormalize, spec.bias is not None, spec.n_groups or 0,
+                      spec.topk_groups or 0, -1 if spec.capacity is None else spec.capacity,
+                      1 if T * E < _MOJO_SERIAL else num_threads()], np.int64)
+    inputs = [L, np.zeros(1, np.float32) if spec.bias is None else spec.bias, np.zeros(k, np.int8),
+              np.zeros(E + 1, np.int8), np.array([spec.scale], np.float64), iargs]
+
+    def build(dev, pkg):
+        from max.dtype import DType
+        from max.graph import Graph, TensorType, ops
+
+        T_ = lambda d, *dims: TensorType(d, list(dims), dev)  # noqa: E731
+        types = [T_(DType.float32, "T", "E"), T_(DType.float32, "nb"), T_(DType.int8, "k"), T_(DType.int8, "E1"),
+                 T_(DType.float64, 1), T_(DType.int64, 7)]
+        with Graph("aura_route", input_types=types, custom_extensions=[pkg]) as g:
+            logits, bias, ks, e1, fargs, ia = g.inputs
+            Tn, En, kn, E1 = logits.tensor.shape[0], logits.tensor.shape[1], ks.tensor.shape[0], e1.tensor.shape[0]
+            outs = [T_(DType.float32, Tn, kn), T_(DType.int32, Tn, kn), T_(DType.int64, En), T_(DType.int64, Tn, kn),
+                    T_(DType.int64, E1), T_(DType.uint8, Tn, kn)]
+            g.output(*ops.custom("aura_route", dev, [logits, bias, ks, e1, fargs, ia], out_types=outs))
+        return g
+
+    weights, experts, counts, perm, offsets, kept = MX.run(("routing",), build, *inputs)
+    return (weights, experts, counts, perm.reshape(-1), offsets,
+            None if spec.capacity is None else kept.view(np.bool_))
+
+
+def _warm_max():
+    route(np.zeros((4, 8), np.float32), 2, backend="max")
+
+
+max_backend.WARMUPS["routing"] = _warm_max
 
 
 # -------------------------------------------------------------------------------- mojo

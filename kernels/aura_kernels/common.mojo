@@ -1,5 +1,63 @@
 # Shared definitions for aura_lab's compute kernels (no Python dependency: this package
 # is also precompiled as the MAX custom-op library).
 
+from std.sys import llvm_intrinsic, CompilationTarget
+from std.memory.alloc import unsafe_alloc
+from std.atomic import Atomic
+from max.algorithm import parallelize
+
 comptime F32 = DType.float32
 comptime F64 = DType.float64
+
+
+# The runtime's worker threads run with FTZ and DAZ set (MXCSR 0x9FE0 measured, vs 0x1FA0
+# on the Python thread): denormal logits would compare as 0 (breaking exact ties against
+# the reference) and denormal weights would flush to 0. Each task clears both bits and
+# restores the caller's mode when it is done.
+
+@always_inline
+def ieee_begin() -> UInt32:
+    comptime if CompilationTarget.is_x86():
+        var p = unsafe_alloc[UInt32](1)
+        llvm_intrinsic["llvm.x86.sse.stmxcsr", NoneType](p)
+        var old = p[unsafe_offset=0]
+        p[unsafe_offset=0] = old & ~UInt32(0x8040)  # FTZ (bit 15), DAZ (bit 6)
+        llvm_intrinsic["llvm.x86.sse.ldmxcsr", NoneType](p)
+        p.unsafe_free()
+        return old
+    else:
+        return 0
+
+
+@always_inline
+def ieee_end(old: UInt32):
+    comptime if CompilationTarget.is_x86():
+        var p = unsafe_alloc[UInt32](1)
+        p[unsafe_offset=0] = old
+        llvm_intrinsic["llvm.x86.sse.ldmxcsr", NoneType](p)
+        p.unsafe_free()
+
+
+
+def run_chunks[F: def(Int) -> None](task: F, nch: Int, nt: Int):
+    """task(0) ... task(nch - 1) on up to nt threads, each worker taking the next chunk when
+    it gets free: a core busy with something else then costs its share of chunks, not the
+    whole call (max.algorithm.parallelize gives each worker one fixed contiguous range)."""
+    if nt <= 1 or nch <= 1:
+        for ch in range(nch):
+            task(ch)
+        return
+    var counter = Atomic[Int](0)
+    var next = Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=Int(Pointer(to=counter)))
+
+    @always_inline
+    def worker(w: Int) {imm}:
+        while True:
+            var ch = next[].fetch_add(1)
+            if ch >= nch:
+                break
+            task(ch)
+
+    var workers = min(nt, nch)
+    parallelize(worker, workers, workers)
+    _ = counter.load()  # alive until the workers are done

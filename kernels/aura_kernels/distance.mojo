@@ -26,7 +26,7 @@ from std.sys import simd_width_of
 from std.math import sqrt
 from std.memory.alloc import unsafe_alloc
 from max.algorithm import parallelize
-from aura_kernels.common import F32, F64
+from aura_kernels.common import F32, F64, ieee_begin, ieee_end
 
 comptime EUCLIDEAN = 0
 comptime SQEUCLIDEAN = 1
@@ -173,11 +173,13 @@ def _run[metric: Int, dtype: DType](
 
     @always_inline
     def row_block(b: Int) {imm}:
+        var mode = ieee_begin()  # worker threads start with FTZ/DAZ set: keep denormals
         var r0 = b * RB
         var r1 = min(n, r0 + RB)
         for p in range(npanels):
             var c0 = p * PANEL
             _tile[metric, dtype](xp, yt, nx, ny, op, d, mp, ldo, r0, r1, c0, min(m, c0 + PANEL))
+        ieee_end(mode)
 
     if nthreads <= 1 or nb <= 1:
         for b in range(nb):

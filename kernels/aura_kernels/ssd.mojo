@@ -40,7 +40,7 @@ from std.sys import simd_width_of
 from std.math import exp, log1p
 from std.memory.alloc import unsafe_alloc
 from max.algorithm import parallelize
-from aura_kernels.common import F32, F64
+from aura_kernels.common import F32, F64, ieee_begin, ieee_end
 
 comptime R = 8  # channels (rows of the state) per work item
 
@@ -268,10 +268,12 @@ def _run[dtype: DType](pr: _Problem[dtype]) raises where dtype.is_floating_point
 
     @always_inline
     def heads(w: Int) {imm}:
+        var mode = ieee_begin()  # worker threads start with FTZ/DAZ set: keep denormals
         var hh = w
         while hh < h:
             _phase1[dtype](pt, T, dtp, dec, hh)
             hh += hn
+        ieee_end(mode)
 
     if hn <= 1 or T * h < 4096:
         for hh in range(h):
@@ -286,6 +288,7 @@ def _run[dtype: DType](pr: _Problem[dtype]) raises where dtype.is_floating_point
 
     @always_inline
     def work(w: Int) {imm}:
+        var mode = ieee_begin()
         var i = w
         while i < items:
             var pb = i % nb
@@ -295,6 +298,7 @@ def _run[dtype: DType](pr: _Problem[dtype]) raises where dtype.is_floating_point
             var p0 = pb * R
             _item[dtype](pt, T, dtp, dec, s, hh, p0, min(R, p - p0))
             i += nw
+        ieee_end(mode)
 
     if nw <= 1 or T * h * p * pr.n < (1 << 16):
         for i in range(items):
