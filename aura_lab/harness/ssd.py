@@ -366,3 +366,25 @@ def panel_spec() -> PanelSpec:
     return PanelSpec(name="ssd", backends=list(op.backends), reference="numpy", sizes=sizes, dtypes=["float32", "float64"],
                      make=make, call=call, check=check, explain=lambda size: explain("ssd", **size), throughput=throughput,
                      work=lambda size: flops(size["b"] * size["l"], size["h"], size["p"], size["n"]))
+
+
+def calibration(scan_sizes=((1, 64, 4, 16, 16), (1, 512, 8, 64, 64), (1, 1024, 24, 64, 128), (1, 2048, 24, 64, 128)),
+                step_sizes=((1, 4, 16, 16), (4, 24, 64, 128), (16, 24, 64, 128)), seed: int = 0):
+    """For ``aura-lab calibrate``: the scan and the decode step over small-to-bench sizes."""
+    from ..ssd import op, selective_scan, selective_state_update, step_op
+
+    scan_cases = []
+    for b, l, h, p, n in scan_sizes:
+        kw = make_inputs(b, l, seed, h=h, p=p, n=n, g=1)
+        calls = {be: (lambda be=be, kw=kw: selective_scan(**kw, backend=be)) for be in op.backends}
+        scan_cases.append(({"b": b, "l": l, "h": h, "p": p, "n": n}, calls))
+    step_cases = []
+    rng = np.random.default_rng(seed)
+    for b, h, p, n in step_sizes:
+        kw = make_inputs(b, 1, seed, h=h, p=p, n=n, g=1)
+        one = {k: (v[:, 0] if k in ("x", "dt", "B", "C") else v) for k, v in kw.items() if k not in ("z", "initial_states")}
+        state = rng.standard_normal((b, h, p, n)).astype(np.float32)
+        calls = {be: (lambda be=be, one=one, state=state: selective_state_update(state.copy(), **one, backend=be))
+                 for be in step_op.backends}
+        step_cases.append(({"b": b, "h": h, "p": p, "n": n}, calls))
+    return [("ssd", op, scan_cases), ("ssd_step", step_op, step_cases)]
