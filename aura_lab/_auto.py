@@ -64,6 +64,8 @@ def estimate(points: list[dict], work: float) -> dict[str, float]:
     lw = math.log(max(work, 1.0))
     lo = max((p for p in pts if math.log(p["work"]) <= lw), key=lambda p: p["work"], default=pts[0])
     hi = min((p for p in pts if math.log(p["work"]) >= lw), key=lambda p: p["work"], default=pts[-1])
+    if lo is hi:
+        return dict(lo["ms"])
     out = {}
     for b in set(lo["ms"]) & set(hi["ms"]):
         a, c = math.log(lo["ms"][b]), math.log(hi["ms"][b])
