@@ -117,6 +117,9 @@ def test_broken_kernel_explicit_raises_and_auto_falls_back(monkeypatch, tmp_path
     (kdir / "distance.mojo").write_text("this is not mojo\n")
     monkeypatch.setenv("AURA_LAB_KERNELS", str(kdir))
     monkeypatch.setenv("AURA_LAB_CACHE", str(tmp_path / "cache"))
+    from aura_lab.distance import op
+
+    monkeypatch.setattr(op, "auto_candidates", lambda size=None: (["mojo", "torch", "numpy"], "test order"))
     saved = dict(_mojo._loaded)
     _mojo._loaded.clear()
     try:
