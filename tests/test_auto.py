@@ -21,7 +21,8 @@ def test_estimate_interpolates_log_log_and_clamps():
 
 @pytest.fixture
 def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("AURA_LAB_CACHE", str(tmp_path))
+    """A private calibration table (the kernel cache stays where it is: no rebuilds)."""
+    monkeypatch.setattr(_auto, "table_path", lambda: tmp_path / "calibration" / "this-cpu.json")
     _auto.reload()
     yield tmp_path
     _auto.reload()
