@@ -26,15 +26,17 @@ def sync(py: Path) -> None:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     t0 = time.perf_counter()
     os.environ.setdefault("AURA_SIZE", "small")
+    # store_widget_state=True: with False, nbclient's Output-widget emulation raises KeyError as
+    # soon as a panel draws into its Output; the state is dropped from the metadata below anyway
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}},
-                   store_widget_state=False).execute()
+                   store_widget_state=True).execute()
     for cell in nb.cells:
         if cell.cell_type == "code":
             if "NBVAL_CHECK_OUTPUT" not in cell.source:
                 cell.outputs = []
-            else:
+                cell.execution_count = None
+            else:  # nbval rejects a reference cell with outputs but no execution count
                 cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
-            cell.execution_count = None
     nb.metadata.pop("widgets", None)
     out = py.with_suffix(".ipynb")
     nbformat.write(nb, out)
