@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 LAB_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: lab test venv build clean
+.PHONY: lab test venv build notebooks clean
 
 venv: $(STAMP)
 
@@ -26,9 +26,14 @@ build: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/aura-lab lab $(LAB_ARGS)
 
+NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
+
 test: $(STAMP)
 	$(BIN)/aura-lab build
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests notebooks/*.ipynb $(NBVAL) $(PYTEST_ARGS)
+
+notebooks: $(STAMP)
+	$(BIN)/python tools/sync_notebooks.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
