@@ -1113,7 +1113,6 @@ def reduce[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, cols: Buf[Entry[T]], mut
     var pushes = 0
     var j0 = 0
     var j1 = 0
-    var avg_ns = 1.0e5  # running estimate of one phase-1 column's time (wall, as run)
     while ok and j0 < m:
         var hard = 0
         for j in range(j0, j1):
@@ -1163,11 +1162,21 @@ def reduce[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, cols: Buf[Entry[T]], mut
             tcounts[unsafe_offset=2 * i + 1] = Int(counts[1])
             scr.unsafe_free()
 
-        # a round too small to pay for waking the other threads (~tens of us) runs inline
+        # Start the round inline; whatever is left after INLINE_NS goes to all threads. Small
+        # rounds thus skip the thread wake-up and barrier (tens of us on an idle machine, up to
+        # a scheduler slice on a busy one); big ones run in parallel but for the columns begun
+        # inline.
         var tp = perf_counter_ns()
-        run_chunks(phase1, ntodo, cx.nt if Float64(ntodo) * avg_ns > 200000.0 else 1)
-        if ntodo > 0:
-            avg_ns = 0.8 * avg_ns + 0.2 * Float64(perf_counter_ns() - tp) / Float64(ntodo)
+        var k = 0
+        while k < ntodo and Int(perf_counter_ns() - tp) < INLINE_NS:
+            phase1(k)
+            k += 1
+
+        @always_inline
+        def rest(i: Int) {imm}:
+            phase1(k + i)
+
+        run_chunks(rest, ntodo - k, cx.nt)
         for i in range(ntodo):
             additions += tcounts[unsafe_offset=2 * i]
             pushes += tcounts[unsafe_offset=2 * i + 1]
@@ -1235,6 +1244,7 @@ def reduce[T: DType, Z2: Bool](cx: Cx[T, Z2], dim: Int, cols: Buf[Entry[T]], mut
     return ok and mem.ok()
 
 
+comptime INLINE_NS = 1000000  # a reduction round runs inline for its first millisecond
 comptime ST_FAILED = -1  # memory budget exceeded
 comptime ST_ZERO = 0  # the column reduced to zero: an essential class
 comptime ST_PENDING = 1  # the heap's pivot is in no pivot column seen so far
