@@ -370,7 +370,7 @@ def _mojo(D, maxdim, thr, coeff):
     info = np.zeros(8, np.int64)
     stats = np.zeros((dims + 1) * _NSTATS, np.int64)
     budget = max(64 << 20, int(A.available_memory() * 0.8))
-    threads = 1 if n < 64 else num_threads()
+    threads = num_threads()  # the engine runs small inputs (few chunks) on one thread by itself
     kernel.rips((bits, D.ctypes.data, n, dims, float(thr), coeff, threads, budget, info.ctypes.data, stats.ctypes.data))
     status, addr, nbars = int(info[0]), int(info[1]), int(info[2])
     try:
