@@ -400,7 +400,10 @@ def radix_sort_columns[T: DType](mut b: Buf[Entry[T]], mem: Mem) -> Bool:
     return True
 
 
-# ------------------------------------------------------------------------ binary heap
+# ------------------------------------------------------------------------ heap (4-ary)
+
+comptime ARITY = 4  # measured (CPU time): vs binary, reduction -27% on dragon and fract-r, equal on
+# sphere3 and o3_1024; 8-ary is faster still on dragon and fract-r but 20% slower on sphere3
 
 @always_inline
 def heap_push[T: DType](mut h: Buf[Entry[T]], e: Entry[T], mem: Mem) -> Bool:
@@ -409,7 +412,7 @@ def heap_push[T: DType](mut h: Buf[Entry[T]], e: Entry[T], mem: Mem) -> Bool:
     var p = h.data
     var i = h.size - 1
     while i > 0:
-        var parent = (i - 1) >> 1
+        var parent = (i - 1) // ARITY
         if not heap_before(e, p[unsafe_offset=parent]):
             break
         p[unsafe_offset=i] = p[unsafe_offset=parent]
@@ -428,16 +431,19 @@ def heap_pop[T: DType](mut h: Buf[Entry[T]]) -> Entry[T]:
         return top
     var x = p[unsafe_offset=n]
     var i = 0
-    while True:
-        var c = 2 * i + 1
+    while True:  # ARITY children side by side: fewer levels (cache misses) than a binary heap
+        var c = ARITY * i + 1
         if c >= n:
             break
-        if c + 1 < n and heap_before(p[unsafe_offset=c + 1], p[unsafe_offset=c]):
-            c += 1
-        if not heap_before(p[unsafe_offset=c], x):
+        var last = min(c + ARITY, n)
+        var b = c
+        for q in range(c + 1, last):
+            if heap_before(p[unsafe_offset=q], p[unsafe_offset=b]):
+                b = q
+        if not heap_before(p[unsafe_offset=b], x):
             break
-        p[unsafe_offset=i] = p[unsafe_offset=c]
-        i = c
+        p[unsafe_offset=i] = p[unsafe_offset=b]
+        i = b
     p[unsafe_offset=i] = x
     return top
 
