@@ -27,6 +27,9 @@ from typing import Callable
 log = logging.getLogger("aura_lab")
 
 BACKENDS = ("numpy", "torch", "mojo", "max")
+# independent references that some ops can also run through (never chosen before a compute
+# backend by ``auto`` unless the op says so): listed by ``backend_status``, not ``backends()``
+REFERENCE_BACKENDS = ("gudhi",)
 
 
 class AuraFallbackWarning(RuntimeWarning):
@@ -87,13 +90,26 @@ def _probe_max() -> BackendStatus:
     return BackendStatus("max", ok, version, reason, detail)
 
 
-_PROBES = {"numpy": _probe_numpy, "torch": _probe_torch, "mojo": _probe_mojo, "max": _probe_max}
+def _probe_gudhi() -> BackendStatus:
+    try:
+        import gudhi
+    except Exception as e:
+        return BackendStatus("gudhi", False, "", f"cannot import gudhi: {e}")
+    return BackendStatus("gudhi", True, gudhi.__version__, detail="reference for rips_persistence")
+
+
+_PROBES = {"numpy": _probe_numpy, "torch": _probe_torch, "mojo": _probe_mojo, "max": _probe_max, "gudhi": _probe_gudhi}
+
+
+def check_backend_name(name: str) -> None:
+    """ValueError unless ``name`` is a backend aura_lab knows (compute or reference)."""
+    if not isinstance(name, str) or name not in _PROBES:
+        raise ValueError(f"unknown backend {name!r}; valid: {', '.join([*BACKENDS, *REFERENCE_BACKENDS])}, or 'auto'")
 
 
 @lru_cache(maxsize=None)
 def backend_status(name: str) -> BackendStatus:
-    if name not in _PROBES:
-        raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}, or 'auto'")
+    check_backend_name(name)
     return _PROBES[name]()
 
 
@@ -133,9 +149,10 @@ def last_dispatch() -> Dispatch | None:
 
 @contextlib.contextmanager
 def use_backend(name: str):
-    """Within the block, calls that say ``backend="auto"`` use ``name`` instead."""
+    """Within the block, calls that say ``backend="auto"`` use ``name`` instead (ops that
+    lack ``name`` keep choosing automatically)."""
     if name != "auto":
-        backend_status(name)  # validates the name
+        check_backend_name(name)
     token = _default_backend.set(name)
     try:
         yield
@@ -177,8 +194,7 @@ class Op:
         Op.registry[name] = self
 
     def impl(self, backend: str, *, devices: tuple[str, ...] = ("cpu",)):
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}")
+        check_backend_name(backend)
 
         def deco(fn):
             self.impls[backend] = Impl(backend, fn, devices)
@@ -194,7 +210,14 @@ class Op:
 
     @property
     def backends(self) -> tuple[str, ...]:
-        return tuple(b for b in BACKENDS if b in self.impls)
+        return tuple(b for b in (*BACKENDS, *REFERENCE_BACKENDS) if b in self.impls)
+
+    def record(self, backend: str, requested: str, reason: str, seconds: float, fallbacks=()) -> Dispatch:
+        """Store what ran as ``aura_lab.last_dispatch()``."""
+        rec = Dispatch(self.name, backend, requested, reason, seconds, list(fallbacks))
+        _last.record = rec
+        log.debug("%s", rec)
+        return rec
 
     def check(self, backend: str, device: str = "cpu") -> None:
         """Raise ``BackendUnavailable`` with the reason if ``backend`` cannot run this op."""
@@ -230,9 +253,10 @@ class Op:
         requested = backend
         if backend == "auto":
             backend = _default_backend.get()
+            if backend not in self.impls:  # a use_backend() choice this op lacks: stay on auto
+                backend = "auto"
         if backend != "auto":
-            if backend not in BACKENDS:
-                raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}, or 'auto'")
+            check_backend_name(backend)
             try:
                 self.check(backend, device)
             except BackendUnavailable as e:
@@ -252,7 +276,5 @@ class Op:
     def _call(self, backend, requested, reason, skipped, args, kwargs):
         t0 = time.perf_counter()
         out = self.impls[backend].fn(*args, **kwargs)
-        rec = Dispatch(self.name, backend, requested, reason, time.perf_counter() - t0, skipped)
-        _last.record = rec
-        log.debug("%s", rec)
+        self.record(backend, requested, reason, time.perf_counter() - t0, skipped)
         return out

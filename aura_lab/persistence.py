@@ -10,8 +10,7 @@ Backends:
   pairs; both cores for the edge list, the apparent-pair filters, the column assembly and the
   column reduction (rounds of a parallel phase and a short sequential pairing phase).
 
-``gudhi`` is not one of the registry's four backend slots (numpy / torch / mojo / max), so it is
-dispatched here, before the registry, and recorded in ``aura_lab.last_dispatch()`` all the same.
+``gudhi`` is one of the registry's reference backends (``aura_lab._registry.REFERENCE_BACKENDS``);
 ``backend="auto"`` runs mojo, else falls back to gudhi with an ``AuraFallbackWarning``.
 
 Conventions (shared by both backends, so their diagrams agree bar for bar):
@@ -34,16 +33,15 @@ from __future__ import annotations
 
 import ctypes
 import math
-import time
 import warnings
 
 import numpy as np
 
 from . import _arrays as A
-from ._registry import BACKENDS, AuraFallbackWarning, BackendUnavailable, Dispatch, Op, _default_backend, _last
+from ._registry import BackendUnavailable, Op, check_backend_name
 from .distance import METRICS, num_threads, pairwise_distances
 
-op = Op("rips_persistence", reference="gudhi", auto_order=("mojo",))
+op = Op("rips_persistence", reference="gudhi", auto_order=("mojo", "gudhi"))
 
 PH_BACKENDS = ("gudhi", "mojo")
 #: largest coefficient prime (gudhi's limit: p * p must fit its 32-bit arithmetic)
@@ -83,41 +81,26 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
     maxdim = _check_int("maxdim", maxdim, lo=0)
     coeff = _check_coeff(coeff)
     threshold = _check_threshold(threshold)
-    if not isinstance(backend, str) or backend not in ("auto", *PH_BACKENDS, *BACKENDS):
-        raise ValueError(f"backend: unknown backend {backend!r}; valid: auto, {', '.join(PH_BACKENDS)}")
+    if backend != "auto":  # fail before any O(n^2) work: unknown name, or a backend that cannot run
+        check_backend_name(backend)
+        try:
+            op.check(backend)
+        except BackendUnavailable as e:
+            raise RuntimeError(str(e)) from None
     if not isinstance(metric, str) or metric not in (*METRICS, "precomputed"):
         raise ValueError(f"metric: unknown metric {metric!r}; valid: {', '.join(METRICS)}, precomputed")
     if distance_matrix and metric not in ("euclidean", "precomputed"):
         raise ValueError(f"metric: {metric!r} has no effect on a distance matrix (distance_matrix=True); leave the default")
-    requested = backend
-    if backend == "auto":
-        backend = _default_backend.get()
-        if backend not in PH_BACKENDS:  # a use_backend() choice this op lacks (numpy, torch, max)
-            backend = "auto"
     Xn = A.to_numpy(X, "X")
     if backend in ("auto", "mojo") and Xn.ndim >= 1:
         _check_engine_limits(Xn.shape[0], maxdim, coeff)  # before any O(n^2) work
     D = _distance_matrix(Xn, metric, bool(distance_matrix) or metric == "precomputed")
     n = D.shape[0]
-    thr = effective_threshold(D, threshold)
-    size = {"n": n, "maxdim": maxdim}
     if n == 0:
-        _record(backend if backend != "auto" else "mojo", requested, "empty input", 0.0)
+        op.record("none", backend, "empty input: nothing to compute", 0.0)
         return [np.empty((0, 2)) for _ in range(maxdim + 1)]
-    if backend == "gudhi":
-        return _run_gudhi(D, maxdim, thr, coeff, requested, "explicit", [])
-    if backend in BACKENDS:
-        return _finish(op.run(backend, D, maxdim, thr, coeff, size=size), maxdim)
-    try:
-        op.check("mojo")
-    except BackendUnavailable as e:
-        warnings.warn(f"aura_lab rips_persistence: auto skipped mojo ({e}); using gudhi", AuraFallbackWarning, stacklevel=2)
-        return _run_gudhi(D, maxdim, thr, coeff, requested, "auto fallback", [f"mojo: {e}"])
-    token = _default_backend.set("auto")  # a use_backend() choice this op lacks must not reach op.run
-    try:
-        return _finish(op.run("auto", D, maxdim, thr, coeff, size=size), maxdim)
-    finally:
-        _default_backend.reset(token)
+    thr = effective_threshold(D, threshold)
+    return _finish(op.run(backend, D, maxdim, thr, coeff, size={"n": n, "maxdim": maxdim}), maxdim)
 
 
 def enclosing_radius(D: np.ndarray) -> float:
@@ -157,7 +140,7 @@ def rips_backends() -> list[tuple[str, bool, str]]:
     out = []
     for b in PH_BACKENDS:
         try:
-            _check_gudhi() if b == "gudhi" else op.check(b)
+            op.check(b)
             out.append((b, True, ""))
         except BackendUnavailable as e:
             out.append((b, False, str(e)))
@@ -253,28 +236,11 @@ def _finish(dgms, maxdim: int) -> list[np.ndarray]:
     return out
 
 
-def _record(backend: str, requested: str, reason: str, seconds: float, fallbacks=None) -> None:
-    _last.record = Dispatch(op.name, backend, requested, reason, seconds, list(fallbacks or []))
-
-
 # ------------------------------------------------------------------------------ gudhi reference
 
-def _check_gudhi():
-    try:
-        import gudhi  # noqa: F401
-    except Exception as e:
-        raise BackendUnavailable(f"rips_persistence: backend 'gudhi' is unavailable: cannot import gudhi ({e})") from None
-
-
-def _run_gudhi(D, maxdim, thr, coeff, requested, reason, fallbacks):
-    try:
-        _check_gudhi()
-    except BackendUnavailable as e:
-        raise RuntimeError(str(e)) from None
-    t0 = time.perf_counter()
-    dgms = gudhi_reference(D, maxdim, thr, coeff)
-    _record("gudhi", requested, reason, time.perf_counter() - t0, fallbacks)
-    return _finish(dgms, maxdim)
+@op.impl("gudhi")
+def _gudhi(D, maxdim, thr, coeff):
+    return gudhi_reference(D, maxdim, thr, coeff)
 
 
 def gudhi_reference(D: np.ndarray, maxdim: int, threshold: float, coeff: int = 2) -> list[np.ndarray]:
