@@ -42,7 +42,6 @@ Policies:
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -623,6 +622,17 @@ def _padded(a: np.ndarray, npad: int) -> np.ndarray:
     return out
 
 
+def _kernel_inputs(prob, dtype):
+    """(dtype, padded n, contiguous x, dt, A, B, C, D, z, dt_bias of ``dtype``) for the Mojo
+    kernel of a scan or a decode step: B and C zero-padded on n to the kernel's vector width."""
+    dtype = np.dtype(dtype)
+    lanes = _kernel().lanes(8 * dtype.itemsize)
+    npad = -(-prob.n // lanes) * lanes
+    x, dt, A, D, z, bias = (_np(a, dtype) for a in (prob.x, prob.dt, prob.A, prob.D, prob.z, prob.dt_bias))
+    B, C = (_padded(_np(a, dtype), npad) for a in (prob.B, prob.C))
+    return dtype, npad, (x, dt, A, B, C, D, z, bias)
+
+
 def _mojo_call(dtype, x, dt, A, B, C, D, z, bias, softplus, lo, hi, offsets, h, p, g, n, init, fin, y, tokens):
     """Run kernels/ssd.mojo on validated, C-contiguous arrays of ``dtype`` (n already padded)."""
     addr = lambda a: 0 if a is None else a.ctypes.data  # noqa: E731
@@ -636,11 +646,7 @@ def _mojo_call(dtype, x, dt, A, B, C, D, z, bias, softplus, lo, hi, offsets, h, 
 @op.impl("mojo")
 def _mojo(prob: Scan):
     """kernels/ssd.mojo: the sequential recurrence, SIMD over n, both cores."""
-    dtype = prob.compute_dtype
-    lanes = _kernel().lanes(8 * dtype.itemsize)
-    npad = -(-prob.n // lanes) * lanes
-    x, dt, A, D, z, bias = (_np(a, dtype) for a in (prob.x, prob.dt, prob.A, prob.D, prob.z, prob.dt_bias))
-    B, C = (_padded(_np(a, dtype), npad) for a in (prob.B, prob.C))
+    dtype, npad, (x, dt, A, B, C, D, z, bias) = _kernel_inputs(prob, prob.compute_dtype)
     init = None if prob.initial_states is None else _padded(_np(prob.initial_states, dtype), npad)
     y = np.empty((prob.b, prob.l, prob.h, prob.p), dtype)
     fin = np.empty((prob.nseq, prob.h, prob.p, npad), dtype)
@@ -693,11 +699,7 @@ def _max_call(dtype, x, dt, A, B, C, D, z, bias, softplus, lo, hi, offsets, h, p
 @op.impl("max")
 def _max(prob: Scan):
     """kernels/aura_kernels/ssd_ops.mojo: the mojo kernel as a MAX graph custom op."""
-    dtype = prob.compute_dtype
-    lanes = _kernel().lanes(8 * dtype.itemsize)
-    npad = -(-prob.n // lanes) * lanes
-    x, dt, A, D, z, bias = (_np(a, dtype) for a in (prob.x, prob.dt, prob.A, prob.D, prob.z, prob.dt_bias))
-    B, C = (_padded(_np(a, dtype), npad) for a in (prob.B, prob.C))
+    dtype, npad, (x, dt, A, B, C, D, z, bias) = _kernel_inputs(prob, prob.compute_dtype)
     init = None if prob.initial_states is None else _padded(_np(prob.initial_states, dtype), npad)
     offsets = np.ascontiguousarray(prob.offsets, np.int64)
     y, fin = _max_call(dtype, x, dt, A, B, C, D, z, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi, offsets,
@@ -863,11 +865,7 @@ def _step_torch(prob: Step):
 @step_op.impl("max")
 def _step_max(prob: Step):
     """The MAX scan op with one token per sequence; the final states are written back."""
-    dtype = np.dtype(np.float64 if prob.f64 else np.float32)
-    lanes = _kernel().lanes(8 * dtype.itemsize)
-    npad = -(-prob.n // lanes) * lanes
-    x, dt, A, D, z, bias = (_np(a, dtype) for a in (prob.x, prob.dt, prob.A, prob.D, prob.z, prob.dt_bias))
-    B, C = (_padded(_np(a, dtype), npad) for a in (prob.B, prob.C))
+    dtype, npad, (x, dt, A, B, C, D, z, bias) = _kernel_inputs(prob, np.float64 if prob.f64 else np.float32)
     init = _padded(np.ascontiguousarray(A_.to_numpy(prob.state, "state"), dtype), npad)
     y, fin = _max_call(dtype, x, dt, A, B, C, D, z, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi,
                        np.arange(prob.b + 1, dtype=np.int64), prob.h, prob.p, prob.g, npad, init, prob.b)
@@ -878,11 +876,7 @@ def _step_max(prob: Step):
 @step_op.impl("mojo")
 def _step_mojo(prob: Step):
     """The scan kernel with one token per sequence, updating the state in place (init == fin)."""
-    dtype = np.dtype(np.float64 if prob.f64 else np.float32)
-    lanes = _kernel().lanes(8 * dtype.itemsize)
-    npad = -(-prob.n // lanes) * lanes
-    x, dt, A, D, z, bias = (_np(a, dtype) for a in (prob.x, prob.dt, prob.A, prob.D, prob.z, prob.dt_bias))
-    B, C = (_padded(_np(a, dtype), npad) for a in (prob.B, prob.C))
+    dtype, npad, (x, dt, A, B, C, D, z, bias) = _kernel_inputs(prob, np.float64 if prob.f64 else np.float32)
     st = prob.state
     view = st
     if A_.is_torch(st):  # a zero-copy numpy view where numpy has the dtype (not bfloat16)

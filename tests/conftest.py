@@ -13,7 +13,6 @@ import os
 
 import pytest
 
-import aura_lab
 from aura_lab._registry import backend_status
 
 

@@ -10,7 +10,9 @@ warm-up alone exceeds ``slow_s`` seconds is recorded from that single call and m
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -22,6 +24,22 @@ from typing import Callable
 import numpy as np
 
 from .._registry import backend_status
+
+
+@contextlib.contextmanager
+def threads(n: int | None):
+    """Within the block the Mojo kernels use ``n`` threads ($AURA_NUM_THREADS); None: unchanged."""
+    old = os.environ.get("AURA_NUM_THREADS")
+    if n is not None:
+        os.environ["AURA_NUM_THREADS"] = str(n)
+    try:
+        yield
+    finally:
+        if n is not None:
+            if old is None:
+                os.environ.pop("AURA_NUM_THREADS", None)
+            else:
+                os.environ["AURA_NUM_THREADS"] = old
 
 
 def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, slow_s: float = 20.0) -> dict:

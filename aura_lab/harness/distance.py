@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 
 import numpy as np
 
 from ..distance import METRICS, op, pairwise_distances
-from .core import BenchResult, Check, PanelSpec, add_ratios, available_backends, compare, machine_info, memory_bandwidth, progress, time_call
+from .core import (BenchResult, Check, PanelSpec, add_ratios, available_backends, compare, machine_info, memory_bandwidth,
+                   progress, threads, time_call)
 
 SIZES = [(n, d) for n in (1024, 4096, 8192) for d in (3, 64)]
 COLUMNS = ["case", "impl", "kind", "ms", "runs", "GB/s", "floor_ms", "GFLOP/s", "vs_numpy", "vs_best_peer"]
@@ -55,7 +54,7 @@ def bench(sizes=None, backends=None, repeats: int = 5, seed: int = 0, show_progr
         else:
             out = np.empty((n, n), np.float32)
             fn, kind = (lambda b=impl.split()[0]: pairwise_distances(X, backend=b, out=out)), "backend"
-        with _threads(1 if impl == "mojo 1-thread" else None):
+        with threads(1 if impl == "mojo 1-thread" else None):
             t = time_call(fn, repeats=repeats)
         row = {"case": f"n={n} d={d}", "n": n, "d": d, "impl": impl, "kind": kind, **t}
         if d <= 16:
@@ -68,21 +67,6 @@ def bench(sizes=None, backends=None, repeats: int = 5, seed: int = 0, show_progr
     ctx = {"machine": machine_info(), "bandwidth": bw, "repeats": repeats, "dtype": "float32",
            "command": "aura-lab bench distance"}
     return BenchResult("distance", rows, ctx)
-
-
-@contextlib.contextmanager
-def _threads(n):
-    old = os.environ.get("AURA_NUM_THREADS")
-    if n is not None:
-        os.environ["AURA_NUM_THREADS"] = str(n)
-    try:
-        yield
-    finally:
-        if n is not None:
-            if old is None:
-                os.environ.pop("AURA_NUM_THREADS")
-            else:
-                os.environ["AURA_NUM_THREADS"] = old
 
 
 def _cases(rng):

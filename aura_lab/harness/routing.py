@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 
 import numpy as np
 
 from ..moe import op, route
-from .core import BenchResult, Check, PanelSpec, add_ratios, available_backends, compare, machine_info, memory_bandwidth, progress, time_call
+from .core import (BenchResult, Check, PanelSpec, add_ratios, available_backends, compare, machine_info, memory_bandwidth,
+                   progress, threads, time_call)
 
 TOKENS = (4096, 65536)
 SHAPES = ((8, 2), (64, 2), (256, 8))  # (E, k): Mixtral, a 64-expert top-2, DeepSeek-sized softmax top-8
@@ -61,21 +60,6 @@ def torch_grouped(Lt, bias, k: int, n_groups: int = 8, topk_groups: int = 4, sca
         return w, ind, torch.bincount(ind.flatten(), minlength=Lt.shape[1])
 
 
-@contextlib.contextmanager
-def _threads(n):
-    old = os.environ.get("AURA_NUM_THREADS")
-    if n is not None:
-        os.environ["AURA_NUM_THREADS"] = str(n)
-    try:
-        yield
-    finally:
-        if n is not None:
-            if old is None:
-                os.environ.pop("AURA_NUM_THREADS")
-            else:
-                os.environ["AURA_NUM_THREADS"] = old
-
-
 def _cases(sizes):
     """(label, T, E, k, route kwargs, peer name)."""
     out = []
@@ -125,7 +109,7 @@ def bench(sizes=None, backends=None, repeats: int = 5, seed: int = 0, show_progr
         else:
             fn, kind = (lambda b=impl.split()[0]: route(L, k, backend=b, **kw)), "backend"
         time.sleep(SETTLE_S)  # let the previous row's thread pools (torch OpenMP, OpenBLAS) stop spinning
-        with _threads(1 if impl == "mojo 1-thread" else None):
+        with threads(1 if impl == "mojo 1-thread" else None):
             t = time_call(fn, repeats=repeats)
         nbytes = 4.0 * T * E
         gbps = nbytes / (t["ms"] * 1e-3) / 1e9
