@@ -1,7 +1,8 @@
 """Mixture-of-Experts routing: ``route(logits, k, ...) -> Routing``.
 
-Every variant in use today, one exact definition, three backends (``numpy`` reference,
-``torch``, ``mojo`` in ``kernels/routing.mojo``), plus the pieces a MoE layer needs around
+Every variant in use today, one exact definition, four backends (``numpy`` reference,
+``torch``, ``mojo`` in ``kernels/routing.mojo`` and ``max``, the same kernel as a MAX graph
+op), plus the pieces a MoE layer needs around
 it: ``update_bias`` (DeepSeek-V3's auxiliary-loss-free balancing), ``permute`` /
 ``unpermute`` (gather tokens by expert, weighted combine back) and ``MoELayer`` (a small
 torch layer with MLP experts built on them).
