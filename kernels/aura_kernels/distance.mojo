@@ -13,8 +13,9 @@
 # Layout: Y is transposed once into yt (d, mp) with mp a multiple of 2*W, zero padded.
 # A micro-tile is MR=4 rows x 2 SIMD vectors of columns (8 accumulators); per k it loads
 # two yt vectors and broadcasts four x values. Work items are row blocks of RB rows over
-# all column panels of PANEL columns (yt panel of d*PANEL values stays in L2), spread
-# over the cores with max.algorithm.parallelize.
+# all column panels of PANEL columns (yt panel of d*PANEL values stays in L2), handed out
+# to the cores as they free up (common.run_chunks), so a core busy with another program
+# costs only its share.
 #
 # X against itself (Y=None) goes through the same path: every metric's operands commute
 # bit for bit (x-y vs y-x squared or abs'd, fma(x, y) vs fma(y, x)), so the result is
@@ -25,8 +26,7 @@
 from std.sys import simd_width_of
 from std.math import sqrt
 from std.memory.alloc import unsafe_alloc
-from max.algorithm import parallelize
-from aura_kernels.common import F32, F64, ieee_begin, ieee_end
+from aura_kernels.common import F32, F64, ieee_begin, ieee_end, run_chunks
 
 comptime EUCLIDEAN = 0
 comptime SQEUCLIDEAN = 1
@@ -181,11 +181,7 @@ def _run[metric: Int, dtype: DType](
             _tile[metric, dtype](xp, yt, nx, ny, op, d, mp, ldo, r0, r1, c0, min(m, c0 + PANEL))
         ieee_end(mode)
 
-    if nthreads <= 1 or nb <= 1:
-        for b in range(nb):
-            row_block(b)
-    else:
-        parallelize(row_block, nb, min(nthreads, nb))
+    run_chunks(row_block, nb, nthreads)  # row blocks handed out as workers free up
     yt.unsafe_free()
     nx.unsafe_free()
     ny.unsafe_free()
