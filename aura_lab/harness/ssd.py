@@ -29,7 +29,7 @@ import numpy as np
 
 from ..ssd import op, selective_scan, selective_state_update, ssd_sequential_ref, step_op
 from .core import (BenchResult, Check, PanelSpec, available_backends, compare, machine_info, memory_bandwidth, progress,
-                   time_call)
+                   threads, time_call)
 
 H, P, N, G = 24, 64, 128, 1
 LENGTHS = (1024, 4096, 16384)
@@ -178,13 +178,8 @@ def bench(lengths=None, backends=None, repeats: int = 5, seed: int = 0, show_pro
                                                                       **kw, chunk_size=q, backend=be), "backend")
             if "mojo" in names:
                 def mojo1():
-                    import os
-                    old = os.environ.get("AURA_NUM_THREADS")
-                    os.environ["AURA_NUM_THREADS"] = "1"
-                    try:
+                    with threads(1):
                         return selective_scan(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], **kw, backend="mojo")
-                    finally:
-                        os.environ.pop("AURA_NUM_THREADS") if old is None else os.environ.__setitem__("AURA_NUM_THREADS", old)
                 impls["mojo (1 thread)"] = (mojo1, "backend")
             tt = {k: torch.from_numpy(v) for k, v in inp.items()}
             impls["torch loop"] = (lambda: torch_loop_scan(tt["x"], tt["dt"], tt["A"], tt["B"], tt["C"], tt["D"], tt["dt_bias"]), "peer")
