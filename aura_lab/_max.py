@@ -68,7 +68,7 @@ def status() -> tuple[bool, str, str]:
     return True, "", f"device: {name}; graph ops: {', '.join(sorted(OP_NAMES))}"
 
 
-OP_NAMES = {"distance": "aura_pairwise_distances"}
+OP_NAMES = {"distance": "aura_pairwise_distances", "ssd": "aura_ssd_scan", "routing": "aura_route"}
 
 
 @lru_cache(maxsize=1)

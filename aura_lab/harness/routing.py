@@ -14,7 +14,7 @@ TOKENS = (4096, 65536)
 SHAPES = ((8, 2), (64, 2), (256, 8))  # (E, k): Mixtral, a 64-expert top-2, DeepSeek-sized softmax top-8
 DSV3 = {"scoring": "sigmoid", "n_groups": 8, "topk_groups": 4, "scale": 2.5}  # + a bias (E=256, k=8)
 SETTLE_S = 0.3  # pause before each row: torch's OpenMP workers spin ~0.1 s after a call and steal a core
-COLUMNS = ["case", "impl", "kind", "ms", "runs", "GB/s", "%read_bw", "floor_ms", "vs_numpy", "vs_best_peer"]
+COLUMNS = ["case", "impl", "kind", "ms", "runs", "GB/s", "%read_bw", "floor_ms", "vs_numpy", "vs_best_peer", "note"]
 TIMED = ("backends: aura_lab.route(logits, k, ...) end to end from Python on float32 numpy logits: validation, "
          "output allocation, scores, top-k with the tie rule, weights, counts, the stable permutation and offsets "
          "(balance statistics are lazy and not computed). Peers (torch tensors, torch's default threads): "
@@ -75,6 +75,53 @@ def _cases(sizes):
 SIZES = [(T, E, k, "softmax") for T in TOKENS for E, k in SHAPES] + [(T, 256, 8, "dsv3") for T in TOKENS]
 
 
+def _moe_indices_model():
+    """MAX's ``moe_create_indices`` (expert ids -> token order grouped by expert) as a compiled
+    one-op graph on the device MAX finds, and its execute-ready callable."""
+    from max.driver import CPU, Accelerator, Buffer, accelerator_count
+    from max.dtype import DType
+    from max.engine import InferenceSession
+    from max.graph import DeviceRef, Graph, TensorType
+    from max.nn.kernels import moe_create_indices
+
+    gpu = accelerator_count() > 0
+    dev = DeviceRef.GPU() if gpu else DeviceRef.CPU()
+    with Graph("moe_create_indices", input_types=[TensorType(DType.int32, ["n"], dev)]) as g:
+        g.output(*moe_create_indices(g.inputs[0].tensor, 256))
+    model = InferenceSession(devices=[Accelerator() if gpu else CPU()]).load(g)
+    return lambda ids: model.execute(Buffer.from_numpy(np.ascontiguousarray(ids, np.int32).reshape(-1)))
+
+
+_PROBE = """
+import os, sys
+from aura_lab.harness.routing import _moe_indices_model
+try:
+    _moe_indices_model()
+    print("OK")
+except Exception as e:
+    causes = [str(e)] + [str(c) for c in (e.__cause__, getattr(e.__cause__, "__cause__", None)) if c is not None]
+    gpu_only = any("only supported on GPU" in c for c in causes)
+    print("FAIL", "MAX: 'Creating MoE indices is only supported on GPU' (kernel constraint at graph compile)"
+          if gpu_only else causes[0].splitlines()[0])
+sys.stdout.flush()
+os._exit(0)  # a failed MAX compile can abort the interpreter at exit
+"""
+
+
+def max_moe_indices():
+    """MAX's own MoE op for the permutation step as a peer: (callable on int32 ids, note), or
+    (None, why it cannot run here). Probed in a child process first: on the CPU its kernel
+    refuses to compile, and a failed MAX compile can abort the interpreter at exit."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=600)
+    out = (r.stdout.strip().splitlines() or ["FAIL no answer from the probe process"])[-1]
+    if not out.startswith("OK"):
+        return None, "not run: " + out.removeprefix("FAIL ").strip()
+    return _moe_indices_model(), "MAX moe_create_indices on the mojo backend's expert ids (permutation only)"
+
+
 def bench(sizes=None, backends=None, repeats: int = 5, seed: int = 0, show_progress: bool = True) -> BenchResult:
     """Routing of random float32 logits: every backend (plus mojo on one thread) against the
     torch peers, ``sizes`` = [(T, E, k, "softmax" | "dsv3")] (default ``SIZES``).
@@ -115,9 +162,18 @@ def bench(sizes=None, backends=None, repeats: int = 5, seed: int = 0, show_progr
         gbps = nbytes / (t["ms"] * 1e-3) / 1e9
         rows.append({"case": label, "T": T, "E": E, "k": k, "impl": impl, "kind": kind, **t, "GB/s": gbps,
                      "%read_bw": 100.0 * gbps / bw["read_GBps"], "floor_ms": nbytes / (bw["read_GBps"] * 1e9) * 1e3})
+    max_peer, max_note = max_moe_indices()
+    for label, T, E, k, kw, peer in _cases(sizes or SIZES):
+        if E != 256 or kw:
+            continue
+        row = {"case": label, "T": T, "E": E, "k": k, "impl": "max.moe_create_indices", "kind": "max op", "note": max_note}
+        if max_peer is not None:
+            ids = route(rng.standard_normal((T, E)).astype(np.float32), k, backend="mojo").experts
+            row.update(time_call(lambda ids=ids: max_peer(ids), repeats=repeats))
+        rows.append(row)
     add_ratios(rows, ref="numpy")
     ctx = {"machine": machine_info(), "bandwidth": bw, "repeats": repeats, "dtype": "float32", "timed": TIMED,
-           "command": "aura-lab bench routing"}
+           "max_peer": max_note, "command": "aura-lab bench routing"}
     return BenchResult("routing", rows, ctx)
 
 

@@ -1,0 +1,97 @@
+"""The max backend beyond the per-op correctness tests (which run it like every backend):
+device policy, diagnostics, torch in/out, availability reporting."""
+
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import aura_lab
+from aura_lab import _max
+from aura_lab._registry import backend_status
+
+pytestmark = pytest.mark.skipif(not backend_status("max").available, reason=f"max unavailable: {backend_status('max').reason}")
+
+
+def test_status_lists_the_graph_ops():
+    st = backend_status("max")
+    assert st.version == "26.7.0"
+    for name in ("distance", "ssd", "routing"):
+        assert name in st.detail
+    assert st.detail.startswith("device: cpu")
+
+
+def test_accelerator_without_a_gpu_kernel_raises_naming_the_op(monkeypatch):
+    monkeypatch.setattr(_max, "device_name", lambda: ("gpu (test)", True))
+    X = np.ones((4, 3), np.float32)
+    with pytest.raises(RuntimeError, match=r"max backend: op 'distance' \(aura_pairwise_distances\) has no GPU implementation"):
+        aura_lab.pairwise_distances(X, backend="max")
+    with pytest.raises(RuntimeError, match=r"op 'routing' \(aura_route\) has no GPU implementation"):
+        aura_lab.route(np.ones((4, 8), np.float32), 2, backend="max")
+    from aura_lab.distance import op
+
+    monkeypatch.setattr(op, "auto_candidates", lambda size=None: (["max", "mojo", "numpy"], "test order"))
+    with pytest.warns(aura_lab.AuraFallbackWarning, match="no GPU implementation"):
+        D = aura_lab.pairwise_distances(X)
+    assert aura_lab.last_dispatch().backend != "max" and D.shape == (4, 4)
+
+
+def test_failed_graph_compile_carries_max_diagnostics():
+    # in a child process: after a failed compile MAX can abort the interpreter at exit
+    code = textwrap.dedent("""
+        import os
+        from aura_lab import _max
+
+        def build(dev, pkg):
+            from max.dtype import DType
+            from max.graph import Graph, TensorType, ops
+            t = TensorType(DType.float32, ["n"], dev)
+            with Graph("broken", input_types=[t], custom_extensions=[pkg]) as g:
+                g.output(ops.custom("aura_no_such_op", dev, [g.inputs[0]], out_types=[t])[0])
+            return g
+
+        try:
+            _max.model(("broken",), build)
+            print("NO ERROR")
+        except _max.MaxGraphError as e:
+            print("TYPE", isinstance(e, RuntimeError))
+            print("MESSAGE", str(e).replace(chr(10), " | "))
+        os._exit(0)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    lines = dict(ln.split(" ", 1) for ln in r.stdout.splitlines() if " " in ln)
+    assert lines.get("TYPE") == "True", r.stdout + r.stderr
+    msg = lines["MESSAGE"]
+    assert "max backend: compiling the graph ('broken',) failed" in msg
+    assert "aura_no_such_op" in msg  # MAX's own diagnostic, not just our summary
+
+
+def test_torch_tensors_in_and_out():
+    X = torch.rand(6, 3)
+    D = aura_lab.pairwise_distances(X, backend="max")
+    assert isinstance(D, torch.Tensor) and torch.allclose(D, aura_lab.pairwise_distances(X, backend="numpy"), atol=1e-6)
+    b, l, h, p, n = 1, 5, 2, 4, 16
+    g = torch.Generator().manual_seed(0)
+    x, dt = torch.randn(b, l, h, p, generator=g), torch.rand(b, l, h, generator=g)
+    A, B, C = -torch.rand(h, generator=g), torch.randn(b, l, 1, n, generator=g), torch.randn(b, l, 1, n, generator=g)
+    y = aura_lab.selective_scan(x, dt, A, B, C, backend="max")
+    assert isinstance(y, torch.Tensor)
+    assert torch.allclose(y, aura_lab.selective_scan(x, dt, A, B, C, backend="mojo"))
+    logits = torch.randn(7, 8, generator=g)
+    r = aura_lab.route(logits, 2, backend="max")
+    ref = aura_lab.route(logits.numpy(), 2, backend="numpy")
+    assert np.array_equal(np.asarray(r.experts), ref.experts)
+    assert np.allclose(np.asarray(r.weights), ref.weights, rtol=1e-6)
+
+
+def test_new_sizes_do_not_recompile():
+    before = len(_max.compile_log)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for n in (3, 17, 130):
+            aura_lab.pairwise_distances(np.ones((n, 5), np.float32), backend="max")
+    assert len(_max.compile_log) - before <= 1  # at most the float32 graph, once per process
