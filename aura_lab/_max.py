@@ -15,9 +15,7 @@ GPU implementation raise an error naming the op there rather than running elsewh
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import subprocess
 import tempfile
 import threading
 import time
@@ -111,40 +109,11 @@ def check_op(op: str) -> None:
 
 
 def package() -> Path:
-    """``kernels/aura_kernels`` precompiled to a ``.mojoc`` in the per-user cache (built once)."""
+    """``kernels/aura_kernels`` precompiled to a ``.mojoc`` in the per-user cache (built once).
+    The file name is the package name the graph compiler imports: <hash dir>/aura_kernels.mojoc."""
     src = _mojo.kernels_dir() / "aura_kernels"
-    digest = _mojo.files_hash(sorted(src.glob("*.mojo")))
-    # the file name is the package name the graph compiler imports: <hash dir>/aura_kernels.mojoc
-    target = _mojo.build_dir() / f"aura_kernels-{digest}" / "aura_kernels.mojoc"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent.parent / "aura_kernels.lock", "w") as lockf:
-        fcntl.flock(lockf, fcntl.LOCK_EX)
-        if target.is_file():
-            return target
-        # precompile names the package after the output file, so build aura_kernels.mojoc
-        # in a private directory and rename it into place
-        tmpdir = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
-        tmp = tmpdir / "aura_kernels.mojoc"
-        cmd = [str(_mojo.mojo_binary()), "precompile", str(src), "-o", str(tmp)]
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-            if r.returncode != 0 or not tmp.is_file():
-                diag = "\n".join(ln for ln in (r.stdout + r.stderr).splitlines() if "Crashpad" not in ln)
-                raise _mojo.MojoBuildError("aura_kernels", cmd, diag)
-            os.replace(tmp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            with contextlib.suppress(OSError):
-                tmpdir.rmdir()
-        for old in target.parent.parent.glob("aura_kernels-*/aura_kernels.mojoc"):
-            if old != target:
-                with contextlib.suppress(OSError):
-                    old.unlink()
-                    old.parent.rmdir()
-    return target
+    target = _mojo.build_dir() / f"aura_kernels-{_mojo.files_hash(sorted(src.glob('*.mojo')))}" / "aura_kernels.mojoc"
+    return _mojo.compile_into(target, "aura_kernels", ["precompile", str(src)], what="the MAX op library kernels/aura_kernels")
 
 
 @contextlib.contextmanager

@@ -167,41 +167,58 @@ def _say(msg: str) -> None:
     print(f"aura_lab: {msg}", file=sys.stderr, flush=True)
 
 
+def compile_into(target: Path, name: str, args: list[str], *, what: str, force: bool = False, quiet: bool = False) -> Path:
+    """Run ``mojo <args> -o <tmp>/<target.name>`` and rename the result to ``target``.
+
+    One compiler per ``name`` at a time (an ``fcntl`` lock in the cache directory; the other
+    processes wait, then find the result); the output is written in a private directory and
+    renamed into place, so no reader ever sees a partial file; the output keeps the target's
+    file name (``mojo precompile`` names the package after it). Older builds of ``name`` in
+    the cache directory are removed. Failures raise ``MojoBuildError`` with the diagnostics.
+    """
+    if target.is_file() and not force:
+        return target
+    root = build_dir()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{name}.lock", "w") as lockf:
+        fcntl.flock(lockf, fcntl.LOCK_EX)
+        if target.is_file() and not force:
+            return target
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+        tmp = tmpdir / target.name
+        cmd = [str(mojo_binary()), *args, "-o", str(tmp)]
+        if not quiet:
+            _say(f"compiling {what} with Mojo {compiler_version()} (first use; takes ~5-20 s) ...")
+        t0 = time.perf_counter()
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+            if r.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+                diag = "\n".join(ln for ln in (r.stdout + r.stderr).splitlines() if "Crashpad" not in ln)
+                raise MojoBuildError(name, cmd, diag)
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            with contextlib.suppress(OSError):
+                tmpdir.rmdir()
+        for old in [*root.glob(f"{name}-*.so"), *root.glob(f"{name}-*/{target.name}")]:  # older sources
+            if old != target:
+                with contextlib.suppress(OSError):
+                    old.unlink()
+                    if old.parent != root:
+                        old.parent.rmdir()
+        if not quiet:
+            _say(f"built {what} in {time.perf_counter() - t0:.1f} s -> {target}")
+    return target
+
+
 def build(stem: str, *, force: bool = False, quiet: bool = False) -> Path:
     """Compile ``kernels/<stem>.mojo`` into the cache (no-op when already built)."""
     src = kernels_dir() / f"{stem}.mojo"
     if not src.is_file():
         raise ValueError(f"unknown kernel {stem!r}; available: {', '.join(kernel_names())}")
-    target = library_path(stem)
-    if target.is_file() and not force:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f"{stem}.lock", "w") as lockf:
-        fcntl.flock(lockf, fcntl.LOCK_EX)  # one compiler per kernel; the others wait here
-        if target.is_file() and not force:
-            return target
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}-", suffix=".so", dir=target.parent)
-        os.close(fd)
-        cmd = [str(mojo_binary()), "build", str(src), "--emit", "shared-lib", "-I", str(src.parent), "-o", tmp]
-        if not quiet:
-            _say(f"compiling kernels/{stem}.mojo with Mojo {compiler_version()} (first use; takes ~5-20 s) ...")
-        t0 = time.perf_counter()
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-            if r.returncode != 0 or os.path.getsize(tmp) == 0:
-                diag = "\n".join(ln for ln in (r.stdout + r.stderr).splitlines() if "Crashpad" not in ln)
-                raise MojoBuildError(stem, cmd, diag)
-            os.replace(tmp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        for old in target.parent.glob(f"{stem}-*.so"):  # builds of older sources
-            if old != target:
-                with contextlib.suppress(OSError):
-                    old.unlink()
-        if not quiet:
-            _say(f"built {stem} in {time.perf_counter() - t0:.1f} s -> {target}")
-    return target
+    args = ["build", str(src), "--emit", "shared-lib", "-I", str(src.parent)]
+    return compile_into(library_path(stem), stem, args, what=f"kernels/{stem}.mojo", force=force, quiet=quiet)
 
 
 def load(stem: str):
