@@ -80,7 +80,8 @@ def order(op: Op, size: dict) -> tuple[list[str], str]:
     table, source = load_table()
     entry = table.get("ops", {}).get(op.name)
     if not entry or not size:
-        return list(op.auto_order), f"default order ({source})" if entry is None else "default order (no size given)"
+        why = f"this op is not in the table ({source})" if entry is None else "no size given"
+        return list(op.auto_order), f"default order: {why}"
     est = estimate(entry["points"], op.work(size))
     ranked = sorted(est, key=est.get)
     rest = [b for b in op.auto_order if b not in ranked]

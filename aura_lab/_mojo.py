@@ -253,6 +253,12 @@ def _restore_environment() -> None:
             os.unsetenv(key)
 
 
+def num_threads() -> int:
+    """Threads the Mojo kernels use: $AURA_NUM_THREADS, else every core."""
+    env = os.environ.get("AURA_NUM_THREADS")
+    return max(1, int(env)) if env else (os.cpu_count() or 1)
+
+
 def is_built(stem: str) -> bool:
     try:
         return library_path(stem).is_file()

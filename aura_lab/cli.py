@@ -21,7 +21,7 @@ def _cmd_info(args) -> int:
     import numpy as np
 
     from . import _mojo, backends
-    from .distance import num_threads
+    from ._mojo import num_threads
     from .harness.core import machine_info
 
     info = machine_info()

@@ -8,12 +8,12 @@ kernel as a MAX graph custom op, ``kernels/aura_kernels/distance_ops.mojo``).
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
 from . import _arrays as A
 from . import _max as max_backend
+from ._mojo import num_threads
 from ._registry import Op
 
 METRICS = ("euclidean", "sqeuclidean", "cosine", "cityblock", "chebyshev")
@@ -22,12 +22,6 @@ _METRIC_ID = {"euclidean": 0, "sqeuclidean": 1, "cityblock": 2, "chebyshev": 3, 
 _F32_SAFE = 1e18
 
 op = Op("distance")
-
-
-def num_threads() -> int:
-    """Threads the Mojo kernels use: $AURA_NUM_THREADS, else every core."""
-    env = os.environ.get("AURA_NUM_THREADS")
-    return max(1, int(env)) if env else (os.cpu_count() or 1)
 
 
 def pairwise_distances(X, Y=None, metric: str = "euclidean", *, backend: str = "auto", out=None):

@@ -60,6 +60,7 @@ import numpy as np
 
 from . import _arrays as A
 from . import _max as max_backend
+from ._mojo import num_threads
 from ._registry import Op
 
 SCORINGS = ("softmax", "sigmoid")
@@ -726,7 +727,6 @@ def __getattr__(name):  # MoELayer needs torch: build the class on first access 
 def _max(L: np.ndarray, spec: RouteSpec):
     """kernels/aura_kernels/routing_ops.mojo: the mojo kernel as a MAX graph custom op."""
     from . import _max as MX
-    from .distance import num_threads
 
     MX.check_op("routing")
     T, E = L.shape
@@ -792,7 +792,6 @@ def _out_views(specs):
 @op.impl("mojo")
 def _mojo(L: np.ndarray, spec: RouteSpec):
     from . import _mojo as M
-    from .distance import num_threads
 
     kernel = M.load("routing")
     T, E = L.shape

@@ -39,7 +39,8 @@ import numpy as np
 
 from . import _arrays as A
 from ._registry import BackendUnavailable, Op, check_backend_name
-from .distance import METRICS, num_threads, pairwise_distances
+from ._mojo import num_threads
+from .distance import METRICS, pairwise_distances
 
 op = Op("rips_persistence", reference="gudhi", auto_order=("mojo", "gudhi"))
 

@@ -43,25 +43,19 @@ Policies:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _arrays as A_
 from . import _max as max_backend
+from ._mojo import num_threads
 from ._registry import Op
 
 INF = float("inf")
 
 op = Op("ssd")
 step_op = Op("ssd_step")
-
-
-def num_threads() -> int:
-    """Threads the Mojo kernel uses: $AURA_NUM_THREADS, else every core."""
-    env = os.environ.get("AURA_NUM_THREADS")
-    return max(1, int(env)) if env else (os.cpu_count() or 1)
 
 
 # ------------------------------------------------------------------------ validation

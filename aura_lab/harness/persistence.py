@@ -14,6 +14,7 @@ import numpy as np
 
 from ..diagrams import bottleneck_distance
 from ..persistence import PH_BACKENDS, last_stats, rips_backends, rips_persistence
+from .._registry import explain
 from .core import BenchResult, Check, PanelSpec, machine_info, progress, time_call
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "ph-benchmark"
@@ -275,8 +276,6 @@ def validate(backends=None, sets=None, seed: int = 0, show_progress: bool = Fals
 def panel_spec() -> PanelSpec:
     """The ComparisonPanel's view: random point clouds, mojo against the gudhi reference."""
     sizes = {f"n={n} d={d} dim {k}": {"n": n, "d": d, "maxdim": k} for n, d, k in ((40, 3, 2), (100, 3, 1), (60, 4, 2))}
-    status = {b: (ok, why) for b, ok, why in rips_backends()}
-
     def make(size, dtype, seed):
         return np.random.default_rng(seed).standard_normal((size["n"], size["d"])).astype(dtype), size["maxdim"]
 
@@ -291,6 +290,6 @@ def panel_spec() -> PanelSpec:
 
     return PanelSpec(
         name="persistence", backends=list(PH_BACKENDS), reference="gudhi", sizes=sizes, dtypes=["float32", "float64"],
-        make=make, call=call, check=check, status=lambda b: status.get(b, (False, "unknown backend")),
-        work=lambda size: float(size["n"]) ** (size["maxdim"] + 2),
+        make=make, call=call, check=check, work=lambda size: float(size["n"]) ** (size["maxdim"] + 2),
+        explain=lambda size: explain("rips_persistence", **size),
     )
