@@ -12,11 +12,16 @@ from __future__ import annotations
 import numpy as np
 
 from . import _arrays as A
+from ._abi import ADDR, INT, Enumeration, KernelABI
 from . import _max as max_backend
 from ._mojo import num_threads
 from ._registry import Op
 
 METRICS = ("euclidean", "sqeuclidean", "cosine", "cityblock", "chebyshev")
+METRIC = Enumeration("metric", METRICS)
+#: the kernel's parameter block (kernels/aura_kernels/distance_abi.mojo is generated from it)
+ABI = KernelABI("distance", [("dtype_bits", INT), ("metric", INT), ("x", ADDR), ("y", ADDR), ("result", ADDR),
+                             ("n", INT), ("m", INT), ("d", INT), ("ldo", INT), ("threads", INT)], enums=(METRIC,))
 _METRIC_ID = {"euclidean": 0, "sqeuclidean": 1, "cityblock": 2, "chebyshev": 3, "cosine": 4}
 # float32 squares overflow past |x - y| ~ 1.8e19; beyond this magnitude (sq)euclidean runs in float64
 _F32_SAFE = 1e18

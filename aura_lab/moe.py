@@ -59,11 +59,19 @@ from functools import cached_property
 import numpy as np
 
 from . import _arrays as A
+from ._abi import ADDR, BOOL, FLOAT, INT, Enumeration, KernelABI
 from . import _max as max_backend
 from ._mojo import num_threads
 from ._registry import Op
 
 SCORINGS = ("softmax", "sigmoid")
+SCORING = Enumeration("scoring", SCORINGS)
+#: the kernel's parameter block (kernels/aura_kernels/routing_abi.mojo is generated from it)
+ABI = KernelABI("routing", [("logits", ADDR), ("T", INT), ("E", INT), ("k", INT), ("scoring", INT),
+                            ("renormalize", BOOL), ("scale", FLOAT), ("bias", ADDR), ("n_groups", INT),
+                            ("topk_groups", INT), ("capacity", INT), ("weights", ADDR), ("experts", ADDR),
+                            ("counts", ADDR), ("perm", ADDR), ("offsets", ADDR), ("kept", ADDR), ("threads", INT)],
+                enums=(SCORING,))
 _SCORING_ID = {"softmax": 0, "sigmoid": 1}
 
 op = Op("routing", work=lambda size: size["T"] * size["E"])

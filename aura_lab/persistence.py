@@ -38,6 +38,7 @@ import warnings
 import numpy as np
 
 from . import _arrays as A
+from ._abi import ADDR, FLOAT, INT, KernelABI
 from ._registry import BackendUnavailable, Op, check_backend_name
 from ._mojo import num_threads
 from .distance import METRICS, pairwise_distances
@@ -45,6 +46,10 @@ from .distance import METRICS, pairwise_distances
 op = Op("rips_persistence", reference="gudhi", auto_order=("mojo", "gudhi"))
 
 PH_BACKENDS = ("gudhi", "mojo")
+#: the engine's parameter block (kernels/aura_kernels/persistence_abi.mojo is generated from it);
+#: outputs: info (8,) int64 and stats ((maxdim + 1) * len(STAT_FIELDS),) int64
+ABI = KernelABI("persistence", [("dtype_bits", INT), ("dist", ADDR), ("n", INT), ("maxdim", INT), ("threshold", FLOAT),
+                                ("modulus", INT), ("threads", INT), ("budget", INT), ("info", ADDR), ("stats", ADDR)])
 #: largest coefficient prime (gudhi's limit: p * p must fit its 32-bit arithmetic)
 MAX_COEFF = 46337
 #: relative disagreement tolerated between D[i, j] and D[j, i] (text files round distances)

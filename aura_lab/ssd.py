@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _arrays as A_
+from ._abi import ADDR, BOOL, FLOAT, INT, KernelABI
 from . import _max as max_backend
 from ._mojo import num_threads
 from ._registry import Op
@@ -55,6 +56,12 @@ from ._registry import Op
 INF = float("inf")
 
 op = Op("ssd")
+#: the scan kernel's parameter block (kernels/aura_kernels/ssd_abi.mojo is generated from it);
+#: tokens flattened over (b, l); addresses 0 = absent; init == fin updates a state in place
+ABI = KernelABI("ssd", [("dtype_bits", INT), ("x", ADDR), ("dt", ADDR), ("A", ADDR), ("B", ADDR), ("C", ADDR),
+                        ("D", ADDR), ("d_per_p", BOOL), ("z", ADDR), ("dt_bias", ADDR), ("softplus", BOOL),
+                        ("lo", FLOAT), ("hi", FLOAT), ("offsets", ADDR), ("nseq", INT), ("h", INT), ("p", INT),
+                        ("n", INT), ("g", INT), ("init", ADDR), ("fin", ADDR), ("y", ADDR), ("threads", INT)])
 step_op = Op("ssd_step")
 
 

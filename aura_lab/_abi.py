@@ -1,0 +1,139 @@
+"""The typed boundary to the Mojo kernels: one packed parameter block per kernel and the
+enumerations both sides use, each defined once, here in Python.
+
+An op module declares its kernel's block as a ``KernelABI``::
+
+    METRIC = Enumeration("metric", ("euclidean", "sqeuclidean", ...))
+    ABI = KernelABI("distance", [("metric", INT), ("x", ADDR), ("n", INT), ...], enums=[METRIC])
+
+* Python fills a block with ``ABI.pack(metric=..., x=a.ctypes.data, ...)`` (every field by
+  name, nothing positional) and passes ``block.address`` to the kernel; a MAX op gets the same
+  block as an int64 tensor (``ABI.pack(...).words()``), its address fields set to 1 for
+  "present" and 0 for "absent", and substitutes its tensors' addresses.
+* The Mojo side of every block is generated from the same declaration into
+  ``kernels/aura_kernels/<name>_abi.mojo``: the enumeration members as ``comptime`` ids, and a
+  struct ``<Name>Params`` whose ``load(address)`` checks the block's layout word (a hash of
+  the name, the version and every field and member, in order) before reading a field, so a
+  kernel built from another declaration raises instead of reading garbage.
+  ``tests/test_abi.py`` fails while a generated file is stale; ``python tools/gen_abi.py``
+  rewrites them.
+
+Every field is 8 bytes: ``INT`` (Mojo ``Int``), ``BOOL`` (0/1, Mojo ``Bool``), ``FLOAT``
+(Mojo ``Float64``) and ``ADDR`` (an address as Mojo ``Int``, 0 = absent).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+INT, BOOL, FLOAT, ADDR = "int", "bool", "float", "addr"
+_CTYPES = {INT: ctypes.c_int64, BOOL: ctypes.c_int64, FLOAT: ctypes.c_double, ADDR: ctypes.c_int64}
+_MOJO = {INT: "Int", BOOL: "Bool", FLOAT: "Float64", ADDR: "Int"}
+
+
+@dataclass(frozen=True)
+class Enumeration:
+    """Named ids shared with the kernels: member ``i`` has id ``i``."""
+
+    name: str
+    members: tuple[str, ...]
+
+    def id(self, member: str) -> int:
+        return self.members.index(member)
+
+
+class KernelABI:
+    """The parameter block of one kernel (see the module docstring)."""
+
+    registry: dict[str, "KernelABI"] = {}
+
+    def __init__(self, name: str, fields: list[tuple[str, str]], *, enums: tuple[Enumeration, ...] = (), version: int = 1):
+        names = [f for f, _ in fields]
+        if len(set(names)) != len(names) or "layout" in names:
+            raise ValueError(f"{name}: field names must be distinct and not 'layout'")
+        for f, kind in fields:
+            if kind not in _CTYPES:
+                raise ValueError(f"{name}.{f}: unknown field kind {kind!r}")
+        self.name = name
+        self.fields = list(fields)
+        self.enums = tuple(enums)
+        self.version = version
+        spec = repr((name, version, self.fields, [(e.name, e.members) for e in self.enums]))
+        self.layout = (version << 32) | zlib.crc32(spec.encode())
+        self.struct = type(f"{self.struct_name}", (ctypes.Structure,),
+                           {"_fields_": [("layout", ctypes.c_int64), *((f, _CTYPES[k]) for f, k in fields)]})
+        KernelABI.registry[name] = self
+
+    @property
+    def struct_name(self) -> str:
+        return "".join(w.capitalize() for w in self.name.split("_")) + "Params"
+
+    def pack(self, **values) -> "Block":
+        """A filled block; every field must be given (booleans and None addresses allowed)."""
+        missing = [f for f, _ in self.fields if f not in values]
+        extra = sorted(set(values) - {f for f, _ in self.fields})
+        if missing or extra:
+            raise TypeError(f"{self.name} parameters: missing {missing}, unexpected {extra}")
+        block = Block(self, self.struct(layout=self.layout))
+        for f, kind in self.fields:
+            v = values[f]
+            setattr(block.params, f, float(v) if kind == FLOAT else int(v or 0))
+        return block
+
+    # ------------------------------------------------------------------ the Mojo side
+    def mojo_source(self) -> str:
+        """The generated ``<name>_abi.mojo``."""
+        out = [f"# Generated from the KernelABI {self.name!r} (aura_lab/_abi.py): do not edit.",
+               "# Regenerate with `python tools/gen_abi.py`; tests/test_abi.py fails while this file is stale.",
+               "", f"comptime {self.name.upper()}_LAYOUT = {self.layout:#x}", ""]
+        for e in self.enums:
+            out.append(f"# {e.name} ids")
+            out += [f"comptime {m.upper()} = {i}" for i, m in enumerate(e.members)]
+            out.append("")
+        out += ["", "@fieldwise_init", f"struct {self.struct_name}(ImplicitlyCopyable):",
+                f'    """The {self.name} parameter block (addresses: 0 = absent)."""', ""]
+        out += [f"    var {f}: {_MOJO[k]}" for f, k in self.fields]
+        out += ["", "    @staticmethod", "    def load(address: Int) raises -> Self:",
+                '        """Read a block written by Python; raises if its layout word is not this one."""',
+                "        var w = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=address)",
+                *(["        var f = Pointer[Float64, MutUntrackedOrigin](unsafe_from_address=address)"]
+                  if any(k == FLOAT for _, k in self.fields) else []),
+                f"        if Int(w[unsafe_offset=0]) != {self.name.upper()}_LAYOUT:",
+                f'            raise Error(String("{self.name}: the parameter block has layout ", Int(w[unsafe_offset=0]),'
+                f' " but this kernel was built for ", {self.name.upper()}_LAYOUT))',
+                "        return Self("]
+        for i, (f, k) in enumerate(self.fields, start=1):
+            val = {INT: f"Int(w[unsafe_offset={i}])", ADDR: f"Int(w[unsafe_offset={i}])",
+                   BOOL: f"w[unsafe_offset={i}] != 0", FLOAT: f"f[unsafe_offset={i}]"}[k]
+            out.append(f"            {val},")
+        out += ["        )", ""]
+        return "\n".join(out)
+
+    def mojo_path(self, kernels_dir: Path) -> Path:
+        return Path(kernels_dir) / "aura_kernels" / f"{self.name}_abi.mojo"
+
+    def write(self, kernels_dir: Path) -> Path:
+        path = self.mojo_path(kernels_dir)
+        path.write_text(self.mojo_source())
+        return path
+
+
+class Block:
+    """One filled parameter block (keep it referenced while the kernel runs)."""
+
+    def __init__(self, abi: KernelABI, params: ctypes.Structure):
+        self.abi = abi
+        self.params = params
+
+    @property
+    def address(self) -> int:
+        return ctypes.addressof(self.params)
+
+    def words(self):
+        """The block as an int64 numpy array (a copy), for a MAX op's parameter tensor."""
+        return np.frombuffer(bytes(self.params), np.int64).copy()

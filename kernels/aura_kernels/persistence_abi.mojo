@@ -1,0 +1,40 @@
+# Generated from the KernelABI 'persistence' (aura_lab/_abi.py): do not edit.
+# Regenerate with `python tools/gen_abi.py`; tests/test_abi.py fails while this file is stale.
+
+comptime PERSISTENCE_LAYOUT = 0x1d0734f57
+
+
+@fieldwise_init
+struct PersistenceParams(ImplicitlyCopyable):
+    """The persistence parameter block (addresses: 0 = absent)."""
+
+    var dtype_bits: Int
+    var dist: Int
+    var n: Int
+    var maxdim: Int
+    var threshold: Float64
+    var modulus: Int
+    var threads: Int
+    var budget: Int
+    var info: Int
+    var stats: Int
+
+    @staticmethod
+    def load(address: Int) raises -> Self:
+        """Read a block written by Python; raises if its layout word is not this one."""
+        var w = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=address)
+        var f = Pointer[Float64, MutUntrackedOrigin](unsafe_from_address=address)
+        if Int(w[unsafe_offset=0]) != PERSISTENCE_LAYOUT:
+            raise Error(String("persistence: the parameter block has layout ", Int(w[unsafe_offset=0]), " but this kernel was built for ", PERSISTENCE_LAYOUT))
+        return Self(
+            Int(w[unsafe_offset=1]),
+            Int(w[unsafe_offset=2]),
+            Int(w[unsafe_offset=3]),
+            Int(w[unsafe_offset=4]),
+            f[unsafe_offset=5],
+            Int(w[unsafe_offset=6]),
+            Int(w[unsafe_offset=7]),
+            Int(w[unsafe_offset=8]),
+            Int(w[unsafe_offset=9]),
+            Int(w[unsafe_offset=10]),
+        )
