@@ -5,9 +5,10 @@ Every op takes ``backend="auto"`` (or "numpy", "torch", "mojo", "max"); see
 which backend ran the last call.
 """
 
-from ._registry import (
+from . import _auto, _max, _mojo  # noqa: F401  (the backend modules register themselves)
+from .errors import AuraFallbackWarning, BackendUnavailable, UnsupportedProblem
+from .registry import (
     BACKENDS,
-    AuraFallbackWarning,
     BackendStatus,
     Dispatch,
     backends,
@@ -17,7 +18,7 @@ from ._registry import (
 )
 from .diagrams import betti_curves, bottleneck_distance, plot_barcode, plot_betti_curves, plot_diagram
 from .distance import pairwise_distances
-from .moe import Routing, route
+from .routing import Routing, route
 from .persistence import rips_persistence
 from .ssd import selective_scan, selective_state_update
 
@@ -27,6 +28,7 @@ __all__ = [
     "BACKENDS",
     "AuraFallbackWarning",
     "BackendStatus",
+    "BackendUnavailable",
     "Dispatch",
     "backends",
     "betti_curves",
@@ -42,5 +44,6 @@ __all__ = [
     "Routing",
     "selective_scan",
     "selective_state_update",
+    "UnsupportedProblem",
     "use_backend",
 ]

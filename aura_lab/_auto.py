@@ -7,29 +7,31 @@ shipped default table ``aura_lab/auto_default.json`` when this machine has none 
 versions changed), estimates each backend's time at the requested size by interpolating
 log-time against log-work between the two nearest calibrated sizes, and tries backends
 fastest first. ``aura_lab.explain(op, **size)`` says which backend ``auto`` picks and why.
+
+This module hands its ``order`` to the registry (``set_auto_policy``); the calibration run
+itself is ``aura_lab.harness.calibrate``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from functools import lru_cache
 from pathlib import Path
 
-from . import _mojo
-from ._registry import Op, backend_status
+from ._cache import cache_root, cpu_key
+from .registry import BACKENDS, Op, backend_status, set_auto_policy
 
 SHIPPED = Path(__file__).resolve().parent / "auto_default.json"
 FORMAT = 1
 
 
 def table_path() -> Path:
-    return _mojo.cache_root() / "calibration" / f"{_mojo.cpu_key()}.json"
+    return cache_root() / "calibration" / f"{cpu_key()}.json"
 
 
 def versions() -> dict:
-    return {b: backend_status(b).version for b in ("numpy", "torch", "mojo", "max")}
+    return {b: backend_status(b).version for b in BACKENDS}
 
 
 @lru_cache(maxsize=1)
@@ -75,6 +77,15 @@ def estimate(points: list[dict], work: float) -> dict[str, float]:
     return out
 
 
+def comparable(points: list[dict], size: dict, op: Op | None) -> list[dict]:
+    """The calibrated points in the same regime as ``size`` (all of them if the op has no
+    regimes or none of its points is in this one)."""
+    if op is None or op.regime is None:
+        return points
+    same = [p for p in points if op.regime(p["size"]) == op.regime(size)]
+    return same or points
+
+
 def order(op: Op, size: dict) -> tuple[list[str], str]:
     """Backends to try for ``op`` at ``size``, fastest estimate first, and why."""
     table, source = load_table()
@@ -82,51 +93,43 @@ def order(op: Op, size: dict) -> tuple[list[str], str]:
     if not entry or not size:
         why = f"this op is not in the table ({source})" if entry is None else "no size given"
         return list(op.auto_order), f"default order: {why}"
-    est = estimate(entry["points"], op.work(size))
+    est = estimate(comparable(entry["points"], size, op), op.work(size))
     ranked = sorted(est, key=est.get)
     rest = [b for b in op.auto_order if b not in ranked]
     why = ", ".join(f"{b} {est[b]:.3g} ms" for b in ranked[:3])
     return ranked + rest, f"{source}: estimated {why} at work {op.work(size):.3g}"
 
 
-def calibrate(families=None, *, repeats: int = 3, progress: bool = True, save: bool = True) -> dict:
-    """Time every available backend of each op over its calibration grid; save the table."""
-    from . import harness
-    from .harness.core import machine_info, time_call
+def save(table: dict) -> Path:
+    """Store ``table`` as this machine's calibration and use it from now on."""
+    path = table_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(table, indent=1))
+    reload()
+    return path
 
-    table = {"format": FORMAT, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine_info(),
-             "versions": versions(), "cpu_key": _mojo.cpu_key(), "ops": {}}
-    for fam in families or harness.FAMILIES:
-        mod = harness._module(fam)
-        if not hasattr(mod, "calibration"):
-            continue
-        for op_name, op, cases in mod.calibration():
-            points = []
-            for size, calls in harness.core.progress(cases, desc=f"calibrate {op_name}", enabled=progress):
-                ms = {}
-                for b, fn in calls.items():
-                    if not backend_status(b).available:
-                        continue
-                    ms[b] = time_call(fn, repeats=repeats)["ms"]
-                points.append({"size": size, "work": op.work(size), "ms": ms})
-            table["ops"][op_name] = {"points": points}
-    if save:
-        path = table_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(table, indent=1))
-        reload()
-    return table
+
+#: how far auto's pick may be from the fastest backend measured at a size
+TOLERANCE = 0.25
 
 
 def check(table: dict) -> list[dict]:
-    """For each calibrated size: auto's pick vs the fastest measured backend."""
+    """Held out: each calibrated size's pick is estimated from the table *without* that size,
+    then compared with the fastest backend measured there (``within`` TOLERANCE)."""
     rows = []
     for name, entry in table["ops"].items():
-        for p in entry["points"]:
-            est = estimate(entry["points"], p["work"])
+        pts = entry["points"]
+        for i, p in enumerate(pts):
+            est = estimate(comparable(pts[:i] + pts[i + 1:], p["size"], Op.registry.get(name)), p["work"])
+            est = {b: v for b, v in est.items() if b in p["ms"]}
+            if not est or not p["ms"]:
+                continue
             pick = min(est, key=est.get)
             best = min(p["ms"], key=p["ms"].get)
             rows.append({"op": name, "size": p["size"], "auto": pick, "fastest": best,
                          "auto_ms": p["ms"][pick], "fastest_ms": p["ms"][best],
-                         "within_10pct": p["ms"][pick] <= 1.1 * p["ms"][best]})
+                         "within": p["ms"][pick] <= (1 + TOLERANCE) * p["ms"][best]})
     return rows
+
+
+set_auto_policy(order)

@@ -15,6 +15,7 @@ GPU implementation raise an error naming the op there rather than running elsewh
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import tempfile
 import threading
@@ -25,14 +26,11 @@ from pathlib import Path
 from typing import Callable
 
 from . import _mojo
-from ._registry import BackendUnavailable
+from .errors import BackendUnavailable, MaxGraphError
+from .registry import BackendStatus, register_backend
 
 # ops that have a GPU implementation in kernels/aura_kernels (none yet: they raise on a GPU)
 GPU_OPS: frozenset[str] = frozenset()
-
-
-class MaxGraphError(BackendUnavailable):
-    """Building or compiling a MAX graph failed; the message carries MAX's diagnostics."""
 
 
 @dataclass
@@ -67,6 +65,18 @@ def status() -> tuple[bool, str, str]:
 
 
 OP_NAMES = {"distance": "aura_pairwise_distances", "ssd": "aura_ssd_scan", "routing": "aura_route"}
+
+
+def _probe() -> BackendStatus:
+    try:
+        version = importlib.metadata.version("max")
+    except importlib.metadata.PackageNotFoundError:
+        return BackendStatus("max", False, "", "the max package is not installed (pip install max==26.7.0)")
+    ok, reason, detail = status()
+    return BackendStatus("max", ok, version, reason, detail)
+
+
+register_backend("max", _probe)
 
 
 @lru_cache(maxsize=1)
@@ -112,7 +122,7 @@ def package() -> Path:
     """``kernels/aura_kernels`` precompiled to a ``.mojoc`` in the per-user cache (built once).
     The file name is the package name the graph compiler imports: <hash dir>/aura_kernels.mojoc."""
     src = _mojo.kernels_dir() / "aura_kernels"
-    target = _mojo.build_dir() / f"aura_kernels-{_mojo.files_hash(sorted(src.glob('*.mojo')))}" / "aura_kernels.mojoc"
+    target = _mojo.build_dir() / f"aura_kernels-{_mojo.files_hash(sorted(src.rglob('*.mojo')))}" / "aura_kernels.mojoc"
     return _mojo.compile_into(target, "aura_kernels", ["precompile", str(src)], what="the MAX op library kernels/aura_kernels")
 
 

@@ -25,7 +25,6 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,26 +33,9 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-
-from ._registry import BackendUnavailable
-
-
-class MojoBuildError(BackendUnavailable):
-    """A kernel failed to compile; ``.diagnostics`` holds the compiler's output."""
-
-    def __init__(self, stem: str, command: list[str], diagnostics: str):
-        self.stem = stem
-        self.command = command
-        self.diagnostics = diagnostics
-        super().__init__(
-            f"mojo build of kernels/{stem}.mojo failed:\n{diagnostics.strip()}\n"
-            f"command: {' '.join(command)}"
-        )
-
-
-class MojoUnavailable(BackendUnavailable):
-    """The Mojo compiler or runtime cannot be used here."""
-
+from ._cache import cache_root, cpu_key
+from .errors import MojoBuildError, MojoUnavailable
+from .registry import BackendStatus, register_backend
 
 _lock = threading.Lock()
 _loaded: dict[str, object] = {}
@@ -75,14 +57,6 @@ def kernels_dir() -> Path:
 def kernel_names() -> list[str]:
     """Stems of the buildable kernel modules (files starting with '_' are shared helpers)."""
     return sorted(p.stem for p in kernels_dir().glob("*.mojo") if not p.stem.startswith("_"))
-
-
-def cache_root() -> Path:
-    env = os.environ.get("AURA_LAB_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "aura_lab"
 
 
 @lru_cache(maxsize=1)
@@ -114,20 +88,6 @@ def mojo_binary() -> Path:
     raise MojoUnavailable(f"the mojo compiler binary was not found (looked in {sys.prefix}/bin and {root}/bin)")
 
 
-@lru_cache(maxsize=1)
-def cpu_key() -> str:
-    """A short hash of the CPU model and feature flags: caches never cross CPUs."""
-    ident = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        lines = [ln for ln in info.splitlines() if ln.split(":")[0].strip() in ("model name", "flags", "Features")]
-        ident += "\n".join(sorted(set(lines)))
-    except OSError:
-        ident += platform.processor()
-    return hashlib.sha256(ident.encode()).hexdigest()[:12]
-
-
 def files_hash(paths) -> str:
     h = hashlib.sha256()
     root = kernels_dir()
@@ -140,7 +100,7 @@ def sources_hash(stem: str) -> str:
     """Hash of ``<stem>.mojo``, the binding helpers ``_*.mojo`` and the compute package
     ``aura_kernels/`` it imports from."""
     d = kernels_dir()
-    return files_hash([d / f"{stem}.mojo", *sorted(d.glob("_*.mojo")), *sorted(d.glob("aura_kernels/*.mojo"))])
+    return files_hash([d / f"{stem}.mojo", *sorted(d.glob("_*.mojo")), *sorted(d.glob("aura_kernels/**/*.mojo"))])
 
 
 def build_dir() -> Path:
@@ -253,12 +213,6 @@ def _restore_environment() -> None:
             os.unsetenv(key)
 
 
-def num_threads() -> int:
-    """Threads the Mojo kernels use: $AURA_NUM_THREADS, else every core."""
-    env = os.environ.get("AURA_NUM_THREADS")
-    return max(1, int(env)) if env else (os.cpu_count() or 1)
-
-
 def is_built(stem: str) -> bool:
     try:
         return library_path(stem).is_file()
@@ -276,3 +230,15 @@ def status() -> tuple[bool, str, str]:
     except MojoUnavailable as e:
         return False, "", str(e)
     return True, version, ""
+
+
+def _probe() -> BackendStatus:
+    ok, version, reason = status()
+    if not ok:
+        return BackendStatus("mojo", False, "", reason)
+    built = [k for k in kernel_names() if is_built(k)]
+    detail = f"kernels built: {', '.join(built) or 'none yet (compiled on first use)'}"
+    return BackendStatus("mojo", True, version, detail=detail)
+
+
+register_backend("mojo", _probe)

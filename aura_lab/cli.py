@@ -21,8 +21,8 @@ def _cmd_info(args) -> int:
     import numpy as np
 
     from . import _mojo, backends
-    from ._mojo import num_threads
     from .harness.core import machine_info
+    from .registry import num_threads
 
     info = machine_info()
     print(f"aura_lab {__import__('aura_lab').__version__} on {info.get('cpu', info['machine'])}, {info['cpus']} CPUs, Python {info['python']}")
@@ -60,7 +60,7 @@ def _simd_width(dtype) -> str:
 
 def _cmd_build(args) -> int:
     from . import _max, _mojo
-    from ._registry import backend_status
+    from .registry import backend_status
 
     names = args.kernels or _mojo.kernel_names()
     t0 = time.perf_counter()
@@ -102,7 +102,7 @@ def _cmd_bench(args) -> int:
         bw = ctx["bandwidth"]
         print(f"memory bandwidth (measured now): read {bw['read_GBps']:.1f} GB/s, write {bw['write_GBps']:.1f} GB/s, copy {bw['copy_GBps']:.1f} GB/s")
     print()
-    print(res.table(getattr(harness._module(args.family), "COLUMNS", None)))
+    print(res.table(getattr(harness.family_module(args.family), "COLUMNS", None)))
     path = Path(args.json or f"bench-{args.family}.json")
     res.to_json(path)
     print(f"\nwrote {path}")
@@ -122,12 +122,15 @@ def _cmd_validate(args) -> int:
 
 def _cmd_calibrate(args) -> int:
     from . import _auto
+    from .harness.calibrate import calibrate
     from .harness.core import format_table
 
-    table = _auto.calibrate(args.families or None, repeats=args.repeats)
+    table = calibrate(args.families or None, repeats=args.repeats)
     rows = _auto.check(table)
     print(format_table([{**r, "size": " ".join(f"{k}={v}" for k, v in r["size"].items())} for r in rows]))
-    print(f"\nwrote {_auto.table_path()}")
+    print(f"\nheld out (each size estimated without its own row): auto within {_auto.TOLERANCE:.0%} of the fastest "
+          f"at {sum(r['within'] for r in rows)}/{len(rows)} sizes")
+    print(f"wrote {_auto.table_path()}")
     return 0
 
 

@@ -4,14 +4,16 @@ Backends:
 
 * ``gudhi`` - the reference: ``gudhi.RipsComplex`` on the same distance matrix, edge collapse,
   expansion to ``maxdim + 1``, persistent cohomology over Z/``coeff`` in float64.
-* ``mojo`` - aura_lab's own engine (``kernels/rips.mojo``), the ripser algorithm family written
+* ``mojo`` - aura_lab's own engine (``kernels/aura_kernels/persistence/``, binding
+  ``kernels/persistence.mojo``), the ripser algorithm family written
   fresh: H0 by union-find over the sorted edges, H1..H_maxdim by persistent cohomology with
   clearing, implicit coboundaries through the combinatorial number system, apparent and emergent
   pairs; both cores for the edge list, the apparent-pair filters, the column assembly and the
   column reduction (rounds of a parallel phase and a short sequential pairing phase).
 
-``gudhi`` is one of the registry's reference backends (``aura_lab._registry.REFERENCE_BACKENDS``);
-``backend="auto"`` runs mojo, else falls back to gudhi with an ``AuraFallbackWarning``.
+``gudhi`` is one of the registry's reference backends (``aura_lab.registry.REFERENCE_BACKENDS``);
+``backend="auto"`` runs mojo, else (mojo unavailable, or the problem past the engine's limits)
+falls back to gudhi with an ``AuraFallbackWarning``.
 
 Conventions (shared by both backends, so their diagrams agree bar for bar):
 
@@ -34,22 +36,30 @@ from __future__ import annotations
 import ctypes
 import math
 import warnings
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from . import _arrays as A
+from . import _mojo
 from ._abi import ADDR, FLOAT, INT, KernelABI
-from ._registry import BackendUnavailable, Op, check_backend_name
-from ._mojo import num_threads
 from .distance import METRICS, pairwise_distances
+from .errors import UnsupportedProblem
+from .registry import Op
 
-op = Op("rips_persistence", reference="gudhi", auto_order=("mojo", "gudhi"))
 
-PH_BACKENDS = ("gudhi", "mojo")
-#: the engine's parameter block (kernels/aura_kernels/persistence_abi.mojo is generated from it);
-#: outputs: info (8,) int64 and stats ((maxdim + 1) * len(STAT_FIELDS),) int64
-ABI = KernelABI("persistence", [("dtype_bits", INT), ("dist", ADDR), ("n", INT), ("maxdim", INT), ("threshold", FLOAT),
-                                ("modulus", INT), ("threads", INT), ("budget", INT), ("info", ADDR), ("stats", ADDR)])
+def _simplex_count(size: dict) -> float:
+    """Simplices of the full complex up to dimension maxdim + 1 (what the engine may visit)."""
+    n, top = int(size["n"]), int(size["maxdim"]) + 2
+    return float(sum(math.comb(n, k) for k in range(1, min(top, n) + 1)))
+
+
+#: measured engine cost per simplex of the full complex: 0.3 ns on dragon (n = 2000, maxdim 1:
+#: 1.3e9 simplices in 440 ms), the cheapest of the standard sets (sphere3: 13 ns) - a lower
+#: bound, so that the thread policy errs towards threads
+op = Op("persistence", reference="gudhi", auto_order=("mojo", "gudhi"), work=_simplex_count, ns_per_work=0.3)
+
 #: largest coefficient prime (gudhi's limit: p * p must fit its 32-bit arithmetic)
 MAX_COEFF = 46337
 #: relative disagreement tolerated between D[i, j] and D[j, i] (text files round distances)
@@ -58,6 +68,40 @@ SYM_RTOL = 1e-3
 STAT_FIELDS = ("simplices", "columns", "apparent", "cleared", "emergent", "reduced", "additions", "pushes",
                "assemble_s", "search_s", "reduce_s")
 _NSTATS = len(STAT_FIELDS)
+#: the engine's parameter block (kernels/aura_kernels/persistence_abi.mojo is generated from it);
+#: outputs: info (8,) int64 and stats ((maxdim + 1) * len(STAT_FIELDS),) int64
+ABI = KernelABI("persistence", [("dtype_bits", INT), ("dist", ADDR), ("n", INT), ("maxdim", INT), ("threshold", FLOAT),
+                                ("modulus", INT), ("threads", INT), ("budget", INT), ("info", ADDR), ("stats", ADDR)])
+
+
+@dataclass(frozen=True)
+class PersistenceProblem:
+    """A validated ``rips_persistence`` call: ``X`` the ``(n, d)`` point cloud or, with
+    ``is_matrix``, the square distance matrix (shape checked; its entries are checked when the
+    filtration is built). ``filtration`` (built once, on first use by a backend, so that a
+    backend that cannot run fails before any O(n^2) work) is the validated full symmetric
+    matrix and the threshold actually used."""
+
+    X: np.ndarray
+    is_matrix: bool
+    metric: str
+    maxdim: int
+    threshold: float
+    coeff: int
+    device: str = "cpu"
+
+    @property
+    def n(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def size(self) -> dict:
+        return {"n": self.n, "maxdim": self.maxdim}
+
+    @cached_property
+    def filtration(self) -> tuple[np.ndarray, float]:
+        D = _distance_matrix(self.X, self.metric, self.is_matrix)
+        return D, effective_threshold(D, self.threshold)
 
 
 # ------------------------------------------------------------------------------ public API
@@ -84,29 +128,33 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
         ``maxdim + 1`` arrays; entry k is ``(m_k, 2)`` float64 (birth, death) of the H_k bars with
         death > birth, sorted by birth then death; infinite deaths are ``inf``.
     """
+    prob = _validate(X, maxdim, threshold, metric, distance_matrix, coeff)
+    if prob.n == 0:
+        op.record("none", backend, "empty input: nothing to compute", 0.0)
+        return [np.empty((0, 2)) for _ in range(prob.maxdim + 1)]
+    return _finish(op.run(backend, prob), prob.maxdim)
+
+
+def _validate(X, maxdim, threshold, metric, distance_matrix, coeff) -> PersistenceProblem:
+    """The arguments checked (cheap checks only: the O(n^2) matrix is ``filtration``)."""
     maxdim = _check_int("maxdim", maxdim, lo=0)
     coeff = _check_coeff(coeff)
     threshold = _check_threshold(threshold)
-    if backend != "auto":  # fail before any O(n^2) work: unknown name, or a backend that cannot run
-        check_backend_name(backend)
-        try:
-            op.check(backend)
-        except BackendUnavailable as e:
-            raise RuntimeError(str(e)) from None
     if not isinstance(metric, str) or metric not in (*METRICS, "precomputed"):
         raise ValueError(f"metric: unknown metric {metric!r}; valid: {', '.join(METRICS)}, precomputed")
     if distance_matrix and metric not in ("euclidean", "precomputed"):
         raise ValueError(f"metric: {metric!r} has no effect on a distance matrix (distance_matrix=True); leave the default")
+    is_matrix = bool(distance_matrix) or metric == "precomputed"
     Xn = A.to_numpy(X, "X")
-    if backend in ("auto", "mojo") and Xn.ndim >= 1:
-        _check_engine_limits(Xn.shape[0], maxdim, coeff)  # before any O(n^2) work
-    D = _distance_matrix(Xn, metric, bool(distance_matrix) or metric == "precomputed")
-    n = D.shape[0]
-    if n == 0:
-        op.record("none", backend, "empty input: nothing to compute", 0.0)
-        return [np.empty((0, 2)) for _ in range(maxdim + 1)]
-    thr = effective_threshold(D, threshold)
-    return _finish(op.run(backend, D, maxdim, thr, coeff, size={"n": n, "maxdim": maxdim}), maxdim)
+    if is_matrix:
+        if Xn.ndim != 2 or Xn.shape[0] != Xn.shape[1]:
+            raise ValueError(f"X: a distance matrix must be square (n, n), got shape {Xn.shape}")
+    else:
+        if Xn.ndim != 2:
+            raise ValueError(f"X: expected a 2-D point cloud (n, d), got {Xn.ndim}-D shape {Xn.shape}")
+        if not np.all(np.isfinite(Xn)):
+            raise ValueError("X: the point cloud contains NaN or infinite coordinates")
+    return PersistenceProblem(Xn, is_matrix, metric, maxdim, threshold, coeff)
 
 
 def enclosing_radius(D: np.ndarray) -> float:
@@ -139,18 +187,6 @@ def last_stats() -> dict | None:
     columns (edges, sort and union-find for dimension 0), searching emergent pairs, reducing,
     and their sum (per dimension); ``peak_bytes``: the most the engine held at once."""
     return _last_stats
-
-
-def rips_backends() -> list[tuple[str, bool, str]]:
-    """(backend, available, reason) for ``rips_persistence``."""
-    out = []
-    for b in PH_BACKENDS:
-        try:
-            op.check(b)
-            out.append((b, True, ""))
-        except BackendUnavailable as e:
-            out.append((b, False, str(e)))
-    return out
 
 
 # ------------------------------------------------------------------------------ validation
@@ -190,10 +226,6 @@ def _check_threshold(threshold) -> float:
 def _distance_matrix(Xn: np.ndarray, metric: str, is_matrix: bool) -> np.ndarray:
     """The full symmetric ``(n, n)`` float32/float64 C-contiguous filtration matrix of the input."""
     if not is_matrix:
-        if Xn.ndim != 2:
-            raise ValueError(f"X: expected a 2-D point cloud (n, d), got {Xn.ndim}-D shape {Xn.shape}")
-        if not np.all(np.isfinite(Xn)):
-            raise ValueError("X: the point cloud contains NaN or infinite coordinates")
         n = Xn.shape[0]
         dtype = A.result_float_dtype(Xn)
         if n == 0:
@@ -245,8 +277,9 @@ def _finish(dgms, maxdim: int) -> list[np.ndarray]:
 # ------------------------------------------------------------------------------ gudhi reference
 
 @op.impl("gudhi")
-def _gudhi(D, maxdim, thr, coeff):
-    return gudhi_reference(D, maxdim, thr, coeff)
+def _gudhi(prob: PersistenceProblem) -> list[np.ndarray]:
+    D, thr = prob.filtration
+    return gudhi_reference(D, prob.maxdim, thr, prob.coeff)
 
 
 def gudhi_reference(D: np.ndarray, maxdim: int, threshold: float, coeff: int = 2) -> list[np.ndarray]:
@@ -312,37 +345,36 @@ def _engine_dims(n: int, maxdim: int) -> int:
     return min(maxdim, max(0, n - 2))
 
 
-def _check_engine_limits(n: int, maxdim: int, coeff: int) -> None:
-    """ValueError when simplex indices (combinatorial number system, with the coefficient packed
-    below them for p > 2) would overflow the engine's 64-bit keys."""
+def _engine_limits(prob: PersistenceProblem) -> None:
+    """UnsupportedProblem when simplex indices (combinatorial number system, with the coefficient
+    packed below them for p > 2) would overflow the engine's 64-bit keys."""
+    n, maxdim, coeff = prob.n, prob.maxdim, prob.coeff
     dims = _engine_dims(n, maxdim)
     if dims > MAX_ENGINE_DIM:
-        raise ValueError(f"maxdim: the mojo engine computes up to dimension {MAX_ENGINE_DIM}, got maxdim={maxdim} with n={n}")
+        raise UnsupportedProblem(f"maxdim: the mojo engine computes up to dimension {MAX_ENGINE_DIM}, got maxdim={maxdim} with n={n}")
     cbits = 0 if coeff == 2 else coeff.bit_length()
     top = max(math.comb(n, k) for k in range(min(dims + 2, n) + 1))
     if top.bit_length() > 62 - cbits:
-        raise ValueError(
+        raise UnsupportedProblem(
             f"maxdim: n={n} points with maxdim={maxdim} give simplex indices up to ~2^{top.bit_length()}, beyond the "
             f"mojo engine's {62 - cbits}-bit index range; lower maxdim or n")
 
 
-@op.impl("mojo")
-def _mojo(D, maxdim, thr, coeff):
-    """``kernels/rips.mojo`` on the full matrix ``D`` (float32 or float64, C-contiguous)."""
-    from . import _mojo as M
-
+@op.impl("mojo", check=_engine_limits)
+def _mojo_impl(prob: PersistenceProblem) -> list[np.ndarray]:
+    """The engine on the full matrix (float32 or float64, C-contiguous)."""
     global _last_stats
-    n = D.shape[0]
+    D, thr = prob.filtration
+    n, maxdim, coeff = prob.n, prob.maxdim, prob.coeff
     dims = _engine_dims(n, maxdim)
-    _check_engine_limits(n, maxdim, coeff)
-    kernel = M.load("rips")
+    kernel = _mojo.load("rips")
     D = np.ascontiguousarray(D)
     bits = 32 if D.dtype == np.float32 else 64
     D = D if bits == 32 else np.ascontiguousarray(D, np.float64)
     info = np.zeros(8, np.int64)
     stats = np.zeros((dims + 1) * _NSTATS, np.int64)
     budget = max(64 << 20, int(A.available_memory() * 0.8))
-    threads = num_threads()  # the engine runs small inputs (few chunks) on one thread by itself
+    threads = op.threads(prob.size)
     kernel.rips((bits, D.ctypes.data, n, dims, float(thr), coeff, threads, budget, info.ctypes.data, stats.ctypes.data))
     status, addr, nbars = int(info[0]), int(info[1]), int(info[2])
     try:

@@ -49,7 +49,7 @@ import pandas as pd
 import aura_lab
 from aura_lab.diagrams import betti_curves, bottleneck_distances, plot_barcode, plot_betti_curves, plot_diagram
 from aura_lab.harness.persistence import GUDHI_SKIP, GUDHI_VALIDATE, STANDARD_SETS, TOL_GUDHI, load_standard_set
-from aura_lab.persistence import last_stats, rips_backends, rips_persistence
+from aura_lab.persistence import last_stats, op, rips_persistence
 from aura_lab.widgets import ComparisonPanel
 
 CFG = {
@@ -71,7 +71,7 @@ MAXDIM = 2
 LONG = 0.5  # a bar is "long" when its persistence exceeds half the feature radius (1 in every cloud below)
 T_READ = 1.2  # the scale at which the Betti curves are read (dotted line): noise has died, features live
 rng = np.random.default_rng(SEED)
-pd.DataFrame(rips_backends(), columns=["backend", "available", "reason"])
+pd.DataFrame([(b, *op.status(b)) for b in op.backends], columns=["backend", "available", "reason"])
 
 # %% [markdown]
 # ## The clouds

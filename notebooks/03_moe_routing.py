@@ -51,8 +51,8 @@ import pandas as pd
 import torch
 
 import aura_lab
-from aura_lab import harness, moe
-from aura_lab.moe import MoELayer, permute, route, unpermute, update_bias
+from aura_lab import harness, routing
+from aura_lab.routing import MoELayer, permute, route, unpermute, update_bias
 from aura_lab.widgets import ComparisonPanel
 
 CFG = {
@@ -67,7 +67,7 @@ T, d, E, k = CFG["T"], CFG["d"], CFG["E"], CFG["k"]
 G, G_KEEP = CFG["groups"]
 rng = np.random.default_rng(SEED)
 torch.manual_seed(SEED)
-BACKENDS = [b.name for b in aura_lab.backends() if b.available and b.name in moe.op.backends]
+BACKENDS = [b.name for b in aura_lab.backends() if b.available and b.name in routing.op.backends]
 print(f"AURA_SIZE={SIZE}: T={T} tokens, E={E} experts, k={k}; routing backends available here: {', '.join(BACKENDS)}")
 
 # %% [markdown]

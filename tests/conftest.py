@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from aura_lab._registry import backend_status
+from aura_lab.registry import backend_status
 
 
 def _wanted():

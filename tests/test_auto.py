@@ -67,19 +67,54 @@ def test_unknown_op_in_explain():
         aura_lab.explain("nope", n=1)
 
 
-def test_calibration_run_and_auto_within_10_percent(private_cache, monkeypatch):
+def test_check_is_held_out_and_can_fail():
+    """Each size is estimated from the others only: at the middle size b is fastest, but its
+    neighbours say a, so the check reports a miss there (a table that contained the point
+    itself would always agree with it)."""
+    ms = [{"a": 1.0, "b": 2.0}, {"a": 2.0, "b": 4.0}, {"a": 4.0, "b": 3.0}, {"a": 8.0, "b": 16.0}, {"a": 16.0, "b": 32.0}]
+    pts = [{"size": {"n": i}, "work": 10.0 ** (i + 2), "ms": m} for i, m in enumerate(ms)]
+    rows = _auto.check({"ops": {"toy": {"points": pts}}})
+    assert [(r["auto"], r["fastest"], r["within"]) for r in rows] == [
+        ("a", "a", True), ("a", "a", True), ("a", "b", False), ("a", "a", True), ("a", "a", True)]
+
+
+#: calibration grid of the test and sizes off it (n = m, d). Off-grid sizes start where the
+#: fastest call takes ~0.05 ms: below that, per-call overheads that swing by more than 25 %
+#: on the shared VM decide (the grid's small sizes are there so that auto knows them).
+GRID = ((8, 3), (64, 3), (512, 3), (2048, 3), (8, 64), (64, 64), (256, 64), (1024, 64))
+OFF_GRID = ((200, 3), (1200, 3), (150, 64), (600, 64))
+
+
+def _fastest_within(size, X, out, pick, tolerance):
+    """(auto's pick within ``tolerance`` of the fastest, the times): each available backend timed
+    (median of 5 after a warm-up), timed again once if the first round says no (a shared VM)."""
+    from aura_lab.harness.core import time_call
+
+    names = [b for b in distance_op.backends if aura_lab.backends()[aura_lab.BACKENDS.index(b)].available]
+    for _ in range(2):
+        ms = {b: time_call(lambda b=b: aura_lab.pairwise_distances(X, backend=b, out=out), repeats=5)["ms"] for b in names}
+        if ms[pick] <= (1 + tolerance) * min(ms.values()):
+            return True, ms
+    return False, ms
+
+
+def test_calibration_run_and_auto_at_sizes_off_the_grid(private_cache, monkeypatch):
+    from aura_lab.harness import calibrate as hc
     from aura_lab.harness import distance as hd
 
     full = hd.calibration
-    monkeypatch.setattr(hd, "calibration", lambda: full(sizes=((8, 3), (96, 3), (512, 3), (8, 64), (256, 64))))
-    table = _auto.calibrate(["distance"], repeats=3, progress=False)
+    monkeypatch.setattr(hd, "calibration", lambda: full(sizes=GRID))
+    table = hc.calibrate(["distance"], repeats=3, show_progress=False)
     saved = json.loads(_auto.table_path().read_text())
     assert saved["versions"] == _auto.versions() and saved["cpu_key"]
     pts = saved["ops"]["distance"]["points"]
-    assert len(pts) >= 4 and all({"numpy", "torch"} <= set(p["ms"]) for p in pts)
-    rows = _auto.check(table)
-    assert rows and all(r["within_10pct"] for r in rows), rows
-    # auto now follows this machine's measurements
-    p = min(pts, key=lambda p: p["work"])
-    best = min(p["ms"], key=p["ms"].get)
-    assert aura_lab.explain("distance", **p["size"]).startswith(f"distance: auto picks {best} (calibrated on this machine")
+    assert len(pts) == len(GRID) and all({"numpy", "torch"} <= set(p["ms"]) for p in pts)
+    assert len(_auto.check(table)) == len(GRID)  # held-out rows, one per size
+    rng = np.random.default_rng(0)
+    for n, d in OFF_GRID:
+        size = {"n": n, "m": n, "d": d}
+        pick = _auto.order(distance_op, size)[0][0]
+        assert aura_lab.explain("distance", **size).startswith(f"distance: auto picks {pick} (calibrated on this machine")
+        X = rng.standard_normal((n, d)).astype(np.float32)
+        ok, ms = _fastest_within(size, X, np.empty((n, n), np.float32), pick, _auto.TOLERANCE)
+        assert ok, (size, pick, ms)

@@ -12,7 +12,7 @@ import torch
 
 import aura_lab
 from aura_lab import _max
-from aura_lab._registry import backend_status
+from aura_lab.registry import backend_status
 
 pytestmark = pytest.mark.skipif(not backend_status("max").available, reason=f"max unavailable: {backend_status('max').reason}")
 
@@ -22,7 +22,7 @@ def test_status_lists_the_graph_ops():
     assert st.version == "26.7.0"
     for name in ("distance", "ssd", "routing"):
         assert name in st.detail
-    assert st.detail.startswith("device: cpu")
+    assert st.detail.startswith(f"device: {_max.device_name()[0]};")
 
 
 def test_accelerator_without_a_gpu_kernel_raises_naming_the_op(monkeypatch):

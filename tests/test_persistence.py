@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 
 import aura_lab
 from aura_lab import persistence as P
+from aura_lab.errors import BackendUnavailable, UnsupportedProblem
 from aura_lab.diagrams import betti_curves, bottleneck_distance, bottleneck_distances
-from aura_lab.harness.persistence import STANDARD_SETS, TOL_GUDHI, TOL_RIPSER, load_standard_set
+from aura_lab.harness.persistence import STANDARD_SETS, TOL_GUDHI, TOL_RIPSER, load_standard_set, ripser_dgms
 
-PH = [pytest.param(b, id=b) for b in P.PH_BACKENDS]
-_avail = {b: ok for b, ok, _ in P.rips_backends()}
+PH = [pytest.param(b, id=b) for b in P.op.backends]
+_avail = {b: P.op.status(b)[0] for b in P.op.backends}
 needs_mojo = pytest.mark.skipif(not _avail["mojo"], reason="mojo backend unavailable")
 
 
@@ -185,9 +186,10 @@ def test_parallel_engine_matches_gudhi_and_serial(monkeypatch, n, d, maxdim, coe
     X = rng.integers(0, 4, (n, d)).astype(np.float64) if kind == "grid" else rng.standard_normal((n, d))
     if kind == "dups":
         X[: n // 3] = X[n - n // 3 :]
-    monkeypatch.setattr(P, "num_threads", lambda: 2)
+    monkeypatch.setenv("AURA_NUM_THREADS", "2")
+    assert P.op.threads({"n": n, "maxdim": maxdim}) == 2  # the thread policy hands this size both cores
     two = aura_lab.rips_persistence(X, maxdim=maxdim, coeff=coeff, backend="mojo")
-    monkeypatch.setattr(P, "num_threads", lambda: 1)
+    monkeypatch.setenv("AURA_NUM_THREADS", "1")
     one = aura_lab.rips_persistence(X, maxdim=maxdim, coeff=coeff, backend="mojo")
     for a, b in zip(two, one):
         np.testing.assert_array_equal(a, b)
@@ -234,9 +236,8 @@ def test_torch_input():
 # ------------------------------------------------------------------------------ standard sets
 
 def _ripser(X, kw):
-    ripser = pytest.importorskip("ripser")
-    return ripser.ripser(X, maxdim=kw["maxdim"], thresh=kw.get("threshold", np.inf),
-                         distance_matrix=kw.get("distance_matrix", False))["dgms"]
+    pytest.importorskip("ripser")
+    return ripser_dgms(X, kw)
 
 
 @needs_mojo
@@ -275,10 +276,10 @@ def test_dispatch_records():
     X = np.random.default_rng(5).standard_normal((20, 2))
     aura_lab.rips_persistence(X, backend="gudhi")
     rec = aura_lab.last_dispatch()
-    assert (rec.op, rec.backend, rec.requested) == ("rips_persistence", "gudhi", "gudhi")
+    assert (rec.op, rec.backend, rec.requested) == ("persistence", "gudhi", "gudhi")
     aura_lab.rips_persistence(X)
     rec = aura_lab.last_dispatch()
-    assert (rec.op, rec.backend, rec.requested) == ("rips_persistence", "mojo", "auto")
+    assert (rec.op, rec.backend, rec.requested) == ("persistence", "mojo", "auto")
     with aura_lab.use_backend("torch"):  # a choice this op lacks: auto's own rule applies
         aura_lab.rips_persistence(X)
     assert aura_lab.last_dispatch().backend == "mojo"
@@ -289,7 +290,7 @@ def test_auto_falls_back_to_gudhi(monkeypatch):
 
     def broken(backend, device="cpu"):
         if backend == "mojo":
-            raise P.BackendUnavailable("rips_persistence: backend 'mojo' is unavailable: compiler missing")
+            raise BackendUnavailable("persistence: backend 'mojo' is unavailable: compiler missing")
         return real(backend, device)
 
     monkeypatch.setattr(P.op, "check", broken)
@@ -359,6 +360,19 @@ def test_bad_input(X, kw, exc, match, backend):
 def test_index_range_error():
     with pytest.raises(ValueError, match="index range"):
         aura_lab.rips_persistence(np.zeros((20000, 2)), maxdim=6, backend="mojo")
+
+
+def test_auto_past_the_engine_limits_falls_back_to_gudhi():
+    """C(2000, 8) > 2^62: the mojo engine cannot index the 7-simplices, so auto runs gudhi
+    (with a threshold below every distance, which gudhi finishes at once)."""
+    X = np.random.default_rng(9).uniform(0, 1000, (2000, 2))
+    with pytest.raises(UnsupportedProblem, match="maxdim: n=2000 points with maxdim=6 give simplex indices"):
+        aura_lab.rips_persistence(X, maxdim=6, threshold=1e-6, backend="mojo")
+    with pytest.warns(aura_lab.AuraFallbackWarning, match="auto skipped mojo .*index range"):
+        d = aura_lab.rips_persistence(X, maxdim=6, threshold=1e-6)
+    rec = aura_lab.last_dispatch()
+    assert (rec.backend, rec.requested) == ("gudhi", "auto") and "index range" in rec.fallbacks[0]
+    assert len(d) == 7 and d[0].shape == (2000, 2) and all(len(x) == 0 for x in d[1:])
 
 
 @needs_mojo

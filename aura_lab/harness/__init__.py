@@ -22,7 +22,7 @@ EXTRAS = {
 }
 
 
-def _module(name: str):
+def family_module(name: str):
     path = FAMILIES.get(name) or EXTRAS.get(name)
     if path is None:
         raise ValueError(f"unknown op family {name!r}; valid: {', '.join([*FAMILIES, *EXTRAS])}")
@@ -31,18 +31,18 @@ def _module(name: str):
 
 def bench(name: str, **kwargs) -> BenchResult:
     """Run the benchmark sweep of one op family (see its module for the arguments)."""
-    return _module(name).bench(**kwargs)
+    return family_module(name).bench(**kwargs)
 
 
 def panel_spec(name: str) -> PanelSpec:
     """What the ComparisonPanel needs for one op family (sizes, dtypes, reference, calls)."""
-    return _module(name).panel_spec()
+    return family_module(name).panel_spec()
 
 
 def validate(name: str, **kwargs) -> list[Check]:
     """Check every available backend of one op family against its independent reference."""
-    return _module(name).validate(**kwargs)
+    return family_module(name).validate(**kwargs)
 
 
-__all__ = ["EXTRAS", "FAMILIES", "BenchResult", "Check", "PanelSpec", "bench", "compare", "compare_backends", "format_table", "memory_bandwidth",
+__all__ = ["EXTRAS", "FAMILIES", "family_module", "BenchResult", "Check", "PanelSpec", "bench", "compare", "compare_backends", "format_table", "memory_bandwidth",
            "panel_spec", "summarize", "time_call", "validate"]

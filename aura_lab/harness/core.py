@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from .._registry import backend_status
+from ..registry import backend_status
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..distance import METRICS, op, pairwise_distances
+from ..registry import explain
 from .core import (BenchResult, Check, PanelSpec, add_ratios, available_backends, compare, machine_info, memory_bandwidth,
                    progress, threads, time_call)
 
@@ -136,8 +137,6 @@ def calibration(sizes=((8, 3), (64, 3), (512, 3), (2048, 3), (8, 64), (64, 64), 
 
 def panel_spec() -> PanelSpec:
     """The ComparisonPanel's view of pairwise distances (X against itself)."""
-    from .._registry import explain
-
     sizes = {f"n={n} d={d}": {"n": n, "m": n, "d": d} for n in (256, 1024, 2048, 4096) for d in (3, 64)}
 
     def make(size, dtype, seed):

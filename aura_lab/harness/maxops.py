@@ -21,6 +21,7 @@ import tempfile
 
 import numpy as np
 
+from ..registry import Op, backend_status
 from .core import BenchResult, machine_info, progress, time_call
 
 COLUMNS = ["op", "cold_s", "second_process_s", "cold/second", "overhead_ms", "steady_case", "max_ms", "mojo_ms", "max/mojo"]
@@ -74,15 +75,11 @@ def _steady(op: str, repeats: int):
 
 
 def max_ops() -> list[str]:
-    from .._registry import Op
-
-    names = {"distance": "distance", "ssd": "ssd", "routing": "routing"}
-    return [fam for fam, op in names.items() if op in Op.registry and "max" in Op.registry[op].impls]
+    return [fam for fam in ("distance", "ssd", "routing") if fam in Op.registry and "max" in Op.registry[fam].impls]
 
 
 def bench(ops=None, repeats: int = 5, show_progress: bool = True, **_) -> BenchResult:
     import aura_lab
-    from .._registry import backend_status
 
     st = backend_status("max")
     if not st.available:

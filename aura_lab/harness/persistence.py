@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..diagrams import bottleneck_distance
-from ..persistence import PH_BACKENDS, last_stats, rips_backends, rips_persistence
-from .._registry import explain
+from ..persistence import last_stats, op, rips_persistence
+from ..registry import explain
 from .core import BenchResult, Check, PanelSpec, machine_info, progress, time_call
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "ph-benchmark"
@@ -59,7 +59,8 @@ def load_standard_set(name: str, dtype=np.float32) -> tuple[np.ndarray, dict, li
 
 # ------------------------------------------------------------------------------- peers
 
-def _ripser(X, kw):
+def ripser_dgms(X, kw):
+    """ripser.py's diagrams of ``X`` with ``rips_persistence`` keyword arguments ``kw``."""
     import ripser
 
     return ripser.ripser(X, maxdim=kw["maxdim"], thresh=kw.get("threshold", np.inf),
@@ -78,7 +79,7 @@ def _peers() -> dict:
     try:
         import ripser  # noqa: F401
 
-        out["ripser.py"] = _ripser
+        out["ripser.py"] = ripser_dgms
     except ImportError:
         pass
     try:
@@ -178,7 +179,7 @@ def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True
 
     sets = list(sets or STANDARD_SETS)
     impls = [b for b in ("mojo",) if backends is None or b in backends]
-    avail = dict((b, ok) for b, ok, _ in rips_backends())
+    avail = {b: op.status(b)[0] for b in op.backends}
     peers = _peers()
     jobs = [(s, i) for s in sets for i in [*impls, *peers, "gudhi"] if i != "gudhi" or backends is None or "gudhi" in backends]
     rows = []
@@ -237,8 +238,8 @@ def validate(backends=None, sets=None, seed: int = 0, show_progress: bool = Fals
     """mojo on the standard sets (published bar counts; bottleneck <= 1e-5 against ripser.py
     per dimension), gudhi on o3_1024 and random16 likewise, and mojo against gudhi on random
     clouds (bottleneck <= 1e-6 per dimension, equal bar counts)."""
-    wanted = [b for b in PH_BACKENDS if backends is None or b in backends]
-    avail = {b: ok for b, ok, _ in rips_backends()}
+    wanted = [b for b in op.backends if backends is None or b in backends]
+    avail = {b: op.status(b)[0] for b in op.backends}
     checks: list[Check] = []
     peers = _peers()
     for name in progress(list(sets or STANDARD_SETS), desc="validate persistence", enabled=show_progress):
@@ -255,7 +256,7 @@ def validate(backends=None, sets=None, seed: int = 0, show_progress: bool = Fals
             worst = max(errs)
             diam = float(np.max([np.max(d[np.isfinite(d)]) for d in got if np.isfinite(d).any()]))
             ok = c == counts and (ref is None or worst <= TOL_RIPSER)
-            checks.append(Check("rips_persistence", b, f"{name} (dim {kw['maxdim']})", worst, worst / diam,
+            checks.append(Check("persistence", b, f"{name} (dim {kw['maxdim']})", worst, worst / diam,
                                 f"bars {counts}; bottleneck vs ripser.py <= {TOL_RIPSER:g}", ok,
                                 f"bars {c} in {secs:.2f} s" + ("" if ref is not None else "; ripser.py missing")))
     if "mojo" in wanted and avail.get("mojo") and avail.get("gudhi"):
@@ -266,7 +267,7 @@ def validate(backends=None, sets=None, seed: int = 0, show_progress: bool = Fals
             errs = _bottlenecks(got, ref)
             worst = max(errs)
             ok = _counts(got) == _counts(ref) and worst <= TOL_GUDHI
-            checks.append(Check("rips_persistence", "mojo", name, worst, worst, f"gudhi: same bars, bottleneck <= {TOL_GUDHI:g}",
+            checks.append(Check("persistence", "mojo", name, worst, worst, f"gudhi: same bars, bottleneck <= {TOL_GUDHI:g}",
                                 ok, f"bars {_counts(got)} vs gudhi {_counts(ref)}"))
     return checks
 
@@ -289,7 +290,7 @@ def panel_spec() -> PanelSpec:
         return worst, _counts(out) == _counts(ref) and worst <= TOL_GUDHI, f"same bars, bottleneck <= {TOL_GUDHI:g}"
 
     return PanelSpec(
-        name="persistence", backends=list(PH_BACKENDS), reference="gudhi", sizes=sizes, dtypes=["float32", "float64"],
-        make=make, call=call, check=check, work=lambda size: float(size["n"]) ** (size["maxdim"] + 2),
-        explain=lambda size: explain("rips_persistence", **size),
+        name="persistence", backends=list(op.backends), reference="gudhi", sizes=sizes, dtypes=["float32", "float64"],
+        make=make, call=call, check=check, work=op.work,
+        explain=lambda size: explain("persistence", **size),
     )

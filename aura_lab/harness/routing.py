@@ -6,7 +6,8 @@ import time
 
 import numpy as np
 
-from ..moe import op, route
+from ..registry import explain
+from ..routing import op, route
 from .core import (BenchResult, Check, PanelSpec, add_ratios, available_backends, compare, machine_info, memory_bandwidth,
                    progress, threads, time_call)
 
@@ -304,8 +305,6 @@ def _reference_checks(rng) -> list[Check]:
 def panel_spec() -> PanelSpec:
     """The ComparisonPanel's view: softmax top-k routing of random logits, every backend
     against the numpy reference (exact ids, weights within 1e-6 relative)."""
-    from .._registry import explain
-
     sizes = {f"T={T} E={E} k={k}": {"T": T, "E": E, "k": k}
              for T, E, k in ((1024, 64, 2), (4096, 256, 8), (16384, 256, 8), (65536, 256, 8))}
 

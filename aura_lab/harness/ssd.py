@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from ..registry import explain
 from ..ssd import op, selective_scan, selective_state_update, ssd_sequential_ref, step_op
 from .core import (BenchResult, Check, PanelSpec, available_backends, compare, machine_info, memory_bandwidth, progress,
                    threads, time_call)
@@ -219,16 +220,16 @@ def bench(lengths=None, backends=None, repeats: int = 5, seed: int = 0, show_pro
             if kind == "decode":
                 row["GB/s"] = 2 * 4 * b * H * P * N / (t["ms"] * 1e-3) / 1e9
             rows.append(row)
-        if outs and "mojo" in outs:  # sanity: every implementation computed the same y
-            ref = outs["mojo"]
-            checks[case] = {k: float(np.max(np.abs(v.reshape(ref.shape) - ref))) for k, v in outs.items() if k != "mojo"}
+        if outs:  # sanity: every implementation computed the same y as the numpy reference
+            ref = outs["numpy"]
+            checks[case] = {k: float(np.max(np.abs(v.reshape(ref.shape) - ref))) for k, v in outs.items() if k != "numpy"}
     _ratios(rows)
     for r in rows:
         if r["impl"] == "max op" and max_note:
             r["note"] = max_note
     ctx = {"machine": machine_info(), "bandwidth": bw, "repeats": repeats, "dtype": "float32",
            "shape": {"h": H, "p": P, "n": N, "g": G}, "torch_chunks": TORCH_CHUNKS, "max_peer": max_note,
-           "max_abs_diff_vs_mojo": checks, "torch_threads": torch.get_num_threads(),
+           "max_abs_diff_vs_numpy": checks, "torch_threads": torch.get_num_threads(),
            "flops_per_token": flops(1), "command": "aura-lab bench ssd"}
     return BenchResult("ssd", rows, ctx)
 
@@ -249,27 +250,35 @@ def _ratios(rows: list[dict]) -> None:
 
 # --------------------------------------------------------------------------- validate
 
-def _case(rng, b=2, l=64, h=4, p=8, g=1, n=16, *, D=None, z=False, bias=False, softplus=False, init=False, cu=None,
-          dt_limit=None, dtype=np.float32):
+def make_case(rng, b=2, l=64, h=4, p=8, g=1, n=16, *, D=None, z=False, bias=False, softplus=False, init=False,
+              cu=None, dt_limit=None, dtype=np.float32):
+    """Mamba-2-like inputs: A = -exp(U(0, log 16)), dt ~ 0.001..0.1 (or raw before softplus)."""
     f = lambda a: np.asarray(a, dtype)  # noqa: E731
-    kw = dict(x=f(rng.standard_normal((b, l, h, p))),
-              dt=f(rng.standard_normal((b, l, h)) * 0.5 - 3.0 if softplus else rng.uniform(0.001, 0.1, (b, l, h))),
-              A=f(-np.exp(rng.uniform(0.0, np.log(16.0), h))), B=f(rng.standard_normal((b, l, g, n))),
-              C=f(rng.standard_normal((b, l, g, n))))
-    if D:
-        kw["D"] = f(rng.standard_normal(h if D == "h" else (h, p)))
+    kw = dict(
+        x=f(rng.standard_normal((b, l, h, p))),
+        dt=f(rng.standard_normal((b, l, h)) * 0.5 - 3.0 if softplus else rng.uniform(0.001, 0.1, (b, l, h))),
+        A=f(-np.exp(rng.uniform(0.0, np.log(16.0), h))),
+        B=f(rng.standard_normal((b, l, g, n))),
+        C=f(rng.standard_normal((b, l, g, n))),
+    )
+    if D == "h":
+        kw["D"] = f(rng.standard_normal(h))
+    elif D == "hp":
+        kw["D"] = f(rng.standard_normal((h, p)))
     if z:
         kw["z"] = f(rng.standard_normal((b, l, h, p)))
     if bias:
-        kw["dt_bias"] = f(np.log(np.expm1(rng.uniform(0.001, 0.1, h))))
+        kw["dt_bias"] = f(np.log(np.expm1(rng.uniform(0.001, 0.1, h))))  # Mamba2's inverse-softplus init
     if softplus:
         kw["dt_softplus"] = True
-    if dt_limit:
+    if dt_limit is not None:
         kw["dt_limit"] = dt_limit
+    nfin = b
     if cu is not None:
         kw["cu_seqlens"] = np.asarray(cu)
+        nfin = len(cu) - 1
     if init:
-        kw["initial_states"] = f(rng.standard_normal((b if cu is None else len(cu) - 1, h, p, n)))
+        kw["initial_states"] = f(rng.standard_normal((nfin, h, p, n)))
     return kw
 
 
@@ -277,19 +286,19 @@ def _cases(rng):
     lens = rng.integers(1, 200, 5)
     cu = np.concatenate([[0], np.cumsum(lens)])
     return [
-        ("plain b=2 l=64", _case(rng)),
-        ("groups g=2, D (h,)", _case(rng, h=6, g=2, D="h")),
-        ("D (h,p), z gate", _case(rng, D="hp", z=True)),
-        ("softplus + dt_bias", _case(rng, softplus=True, bias=True)),
-        ("dt_limit (0.01, 0.05)", _case(rng, softplus=True, bias=True, dt_limit=(0.01, 0.05))),
-        ("initial + final states, l=300", _case(rng, l=300, g=2, h=4, init=True)),
-        ("varlen 5 seqs of 1-199", _case(rng, b=1, l=int(cu[-1]), h=4, g=2, D="h", z=True, softplus=True, bias=True,
+        ("plain b=2 l=64", make_case(rng)),
+        ("groups g=2, D (h,)", make_case(rng, h=6, g=2, D="h")),
+        ("D (h,p), z gate", make_case(rng, D="hp", z=True)),
+        ("softplus + dt_bias", make_case(rng, softplus=True, bias=True)),
+        ("dt_limit (0.01, 0.05)", make_case(rng, softplus=True, bias=True, dt_limit=(0.01, 0.05))),
+        ("initial + final states, l=300", make_case(rng, l=300, g=2, h=4, init=True)),
+        ("varlen 5 seqs of 1-199", make_case(rng, b=1, l=int(cu[-1]), h=4, g=2, D="h", z=True, softplus=True, bias=True,
                                          init=True, cu=cu)),
-        ("l=1", _case(rng, l=1, init=True, D="h")),
-        ("odd sizes p=13 n=20", _case(rng, p=13, n=20, z=True, D="hp", init=True)),
-        ("bench-like h=24 p=64 n=128 l=256", _case(rng, b=1, l=256, h=24, p=64, n=128, D="h", softplus=True, bias=True)),
-        ("l=8192", _case(rng, b=1, l=8192, h=2, D="h", z=True, softplus=True, bias=True, init=True)),
-        ("float64 everything", _case(rng, l=70, h=4, g=2, D="hp", z=True, softplus=True, bias=True, init=True,
+        ("l=1", make_case(rng, l=1, init=True, D="h")),
+        ("odd sizes p=13 n=20", make_case(rng, p=13, n=20, z=True, D="hp", init=True)),
+        ("bench-like h=24 p=64 n=128 l=256", make_case(rng, b=1, l=256, h=24, p=64, n=128, D="h", softplus=True, bias=True)),
+        ("l=8192", make_case(rng, b=1, l=8192, h=2, D="h", z=True, softplus=True, bias=True, init=True)),
+        ("float64 everything", make_case(rng, l=70, h=4, g=2, D="hp", z=True, softplus=True, bias=True, init=True,
                                      dtype=np.float64)),
     ]
 
@@ -312,7 +321,7 @@ def validate(backends=None, seed: int = 0) -> list[Check]:
             dt_ok = y.dtype == want and fin.dtype == want
             checks.append(Check("ssd", b, name, max(ea, fa), max(er, fe), f"rtol {rtol:g} / atol {atol:g}",
                                 ok and fok and dt_ok, f"y err {ea:.2g}, state err {fa:.2g}" + ("" if dt_ok else f"; dtype {y.dtype}")))
-    kw = _case(rng, b=3, l=50, h=6, g=3, D="hp", z=True, softplus=True, bias=True, init=True, dt_limit=(0.002, 0.08))
+    kw = make_case(rng, b=3, l=50, h=6, g=3, D="hp", z=True, softplus=True, bias=True, init=True, dt_limit=(0.002, 0.08))
     yr, fr = ssd_sequential_ref(**kw)
     extra = {k: kw[k] for k in ("D", "dt_bias", "dt_softplus", "dt_limit")}
     for b in available_backends(step_op, backends):
@@ -337,8 +346,6 @@ def validate(backends=None, seed: int = 0) -> list[Check]:
 def panel_spec() -> PanelSpec:
     """The ComparisonPanel's view: prefill scans (dt_softplus, dt_bias, D), every backend
     against the numpy chunked SSD at the fp32 (rtol 6e-4, atol 2e-3) / fp64 (1e-9) tolerance."""
-    from .._registry import explain
-
     sizes = {f"l={l} h={h} p={p} n={n}": {"b": 1, "l": l, "h": h, "p": p, "n": n}
              for l, h, p, n in ((128, 8, 32, 64), (1024, 24, 64, 128), (4096, 24, 64, 128))}
 
@@ -366,8 +373,6 @@ def panel_spec() -> PanelSpec:
 def calibration(scan_sizes=((1, 64, 4, 16, 16), (1, 512, 8, 64, 64), (1, 1024, 24, 64, 128), (1, 2048, 24, 64, 128)),
                 step_sizes=((1, 4, 16, 16), (4, 24, 64, 128), (16, 24, 64, 128)), seed: int = 0):
     """For ``aura-lab calibrate``: the scan and the decode step over small-to-bench sizes."""
-    from ..ssd import op, selective_scan, selective_state_update, step_op
-
     scan_cases = []
     for b, l, h, p, n in scan_sizes:
         kw = make_inputs(b, l, seed, h=h, p=p, n=n, g=1)

@@ -1,22 +1,31 @@
-"""One registry for backends and ops.
+"""One registry for backends and ops; it imports no backend and no harness.
 
-* ``backends()`` lists numpy / torch / mojo / max with availability, version and the
-  reason when unavailable.
-* Each op module creates an ``Op`` and registers one implementation per backend with
-  ``@op.impl("torch")``. Public functions call ``op.run(backend, ...)``, which resolves
-  ``"auto"``, raises ``RuntimeError`` with the reason for an explicit backend that cannot
-  run, falls back with an ``AuraFallbackWarning`` under ``"auto"``, and records what ran
-  (``aura_lab.last_dispatch()``).
+* **Backends.** ``backends()`` lists numpy / torch / mojo / max with availability, version and
+  the reason when unavailable. numpy, torch and the reference gudhi are probed here (an
+  import each); the ``mojo`` and ``max`` backend modules register their own probes with
+  ``register_backend``.
+* **Ops.** Each op module creates an ``Op`` and registers one implementation per backend with
+  ``@op.impl("torch")``. Every implementation takes the op's one validated problem object (a
+  frozen dataclass with ``size``, a dict of the sizes that calibration and the thread policy
+  read, and ``device``) and returns the op's one result type. A backend's own limits sit on
+  its implementation (``@op.impl("mojo", check=...)``: raises ``UnsupportedProblem``), run
+  only when that backend is tried.
+* **Dispatch.** ``op.run(backend, problem)`` resolves ``"auto"`` (through the policy the
+  ``auto`` module hands over with ``set_auto_policy``; the op's default order until then),
+  raises the precise error for an explicit backend that cannot run (``BackendUnavailable``,
+  ``UnsupportedProblem``), falls back with an ``AuraFallbackWarning`` under ``"auto"``, and
+  records what ran (``aura_lab.last_dispatch()``).
+* **Threads.** ``threads_for`` is the one thread policy of every kernel.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import importlib
 import importlib.metadata
 import logging
 import math
+import os
 import threading
 import time
 import warnings
@@ -24,16 +33,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable
 
+from .errors import AuraFallbackWarning, BackendUnavailable, UnsupportedProblem
+
 log = logging.getLogger("aura_lab")
 
 BACKENDS = ("numpy", "torch", "mojo", "max")
 # independent references that some ops can also run through (never chosen before a compute
 # backend by ``auto`` unless the op says so): listed by ``backend_status``, not ``backends()``
 REFERENCE_BACKENDS = ("gudhi",)
-
-
-class AuraFallbackWarning(RuntimeWarning):
-    """``backend="auto"`` could not use its first choice and fell back."""
 
 
 @dataclass(frozen=True)
@@ -66,56 +73,65 @@ def _probe_torch() -> BackendStatus:
     return BackendStatus("torch", True, torch.__version__, detail=f"devices: {devices}; threads: {torch.get_num_threads()}")
 
 
-def _probe_mojo() -> BackendStatus:
-    from . import _mojo
-
-    ok, version, reason = _mojo.status()
-    if not ok:
-        return BackendStatus("mojo", False, "", reason)
-    built = [k for k in _mojo.kernel_names() if _mojo.is_built(k)]
-    detail = f"kernels built: {', '.join(built) or 'none yet (compiled on first use)'}"
-    return BackendStatus("mojo", True, version, detail=detail)
-
-
-def _probe_max() -> BackendStatus:
-    try:
-        version = importlib.metadata.version("max")
-    except importlib.metadata.PackageNotFoundError:
-        return BackendStatus("max", False, "", "the max package is not installed (pip install max==26.7.0)")
-    try:
-        from . import _max  # noqa: F401  (added by the MAX backend)
-    except ImportError:
-        return BackendStatus("max", False, version, "aura_lab has no MAX graph ops yet")
-    ok, reason, detail = _max.status()
-    return BackendStatus("max", ok, version, reason, detail)
-
-
 def _probe_gudhi() -> BackendStatus:
     try:
-        import gudhi
+        version = importlib.metadata.version("gudhi")
+        import gudhi  # noqa: F401
     except Exception as e:
         return BackendStatus("gudhi", False, "", f"cannot import gudhi: {e}")
-    return BackendStatus("gudhi", True, gudhi.__version__, detail="reference for rips_persistence")
+    return BackendStatus("gudhi", True, version, detail="reference for rips_persistence")
 
 
-_PROBES = {"numpy": _probe_numpy, "torch": _probe_torch, "mojo": _probe_mojo, "max": _probe_max, "gudhi": _probe_gudhi}
+_PROBES: dict[str, Callable[[], BackendStatus]] = {"numpy": _probe_numpy, "torch": _probe_torch, "gudhi": _probe_gudhi}
+
+
+def register_backend(name: str, probe: Callable[[], BackendStatus]) -> None:
+    """A backend module hands over the probe that says whether it can run here."""
+    if name not in (*BACKENDS, *REFERENCE_BACKENDS):
+        raise ValueError(f"unknown backend {name!r}")
+    _PROBES[name] = probe
+    backend_status.cache_clear()
 
 
 def check_backend_name(name: str) -> None:
     """ValueError unless ``name`` is a backend aura_lab knows (compute or reference)."""
-    if not isinstance(name, str) or name not in _PROBES:
+    if not isinstance(name, str) or name not in (*BACKENDS, *REFERENCE_BACKENDS):
         raise ValueError(f"unknown backend {name!r}; valid: {', '.join([*BACKENDS, *REFERENCE_BACKENDS])}, or 'auto'")
 
 
 @lru_cache(maxsize=None)
 def backend_status(name: str) -> BackendStatus:
     check_backend_name(name)
-    return _PROBES[name]()
+    probe = _PROBES.get(name)
+    if probe is None:
+        return BackendStatus(name, False, "", f"the aura_lab.{'_' + name} backend module is not loaded")
+    return probe()
 
 
 def backends() -> list[BackendStatus]:
     """One row per backend: name, available, version, reason (when unavailable), detail."""
     return [backend_status(name) for name in BACKENDS]
+
+
+# ---------------------------------------------------------------------------- threads
+
+#: Below this estimated single-thread time a kernel runs on one thread. Handing work to the
+#: runtime's workers and joining them costs ~10 us per call on the 2-core development VM
+#: (`max.algorithm.parallelize`, shared/notes/mojo-max.md §5.1), so two threads pay off only
+#: once each has about that much work of its own.
+SERIAL_NS = 20_000
+
+
+def num_threads() -> int:
+    """Threads a kernel may use: $AURA_NUM_THREADS, else every core."""
+    env = os.environ.get("AURA_NUM_THREADS")
+    return max(1, int(env)) if env else (os.cpu_count() or 1)
+
+
+def threads_for(work_ns: float) -> int:
+    """The thread policy of every kernel: one thread for a call estimated to take less than
+    ``SERIAL_NS`` on one thread, else ``num_threads()``."""
+    return 1 if work_ns < SERIAL_NS else num_threads()
 
 
 # ---------------------------------------------------------------------------- dispatch
@@ -168,45 +184,67 @@ def explain(op: str, **size) -> str:
     return Op.registry[op].explain(size)
 
 
-class BackendUnavailable(RuntimeError):
-    """A backend that cannot run here; raised for explicit requests, caught by ``auto``."""
+#: how ``auto`` orders an op's backends at a size: (op, size) -> (backends, why)
+AutoPolicy = Callable[["Op", dict], "tuple[list[str], str]"]
+_auto_policy: list[AutoPolicy] = []
 
 
-@dataclass
+def set_auto_policy(policy: AutoPolicy) -> None:
+    """The ``auto`` module hands over its policy (the registry never imports it)."""
+    _auto_policy[:] = [policy]
+
+
+@dataclass(frozen=True)
 class Impl:
+    """One backend's implementation of an op: ``fn(problem) -> result``; ``check(problem)``
+    raises ``UnsupportedProblem`` for problems past this backend's limits."""
+
     backend: str
     fn: Callable
     devices: tuple[str, ...] = ("cpu",)
+    check: Callable | None = None
 
 
 class Op:
-    """One kernel family: its implementations per backend and how ``auto`` chooses."""
+    """One kernel family: its implementations per backend and how ``auto`` chooses.
+
+    ``work(size)`` is a scalar measure of a problem (calibration interpolates over it) and
+    ``ns_per_work`` the measured single-thread cost of one unit of it in the Mojo kernel,
+    which is what the thread policy reads. ``regime(size)``, when given, splits the sizes into
+    classes that calibration never interpolates across (e.g. write-bound and compute-bound
+    distances, where the backends rank differently at equal work)."""
 
     registry: dict[str, "Op"] = {}
 
     def __init__(self, name: str, *, reference: str = "numpy", auto_order: tuple[str, ...] = ("mojo", "torch", "numpy"),
-                 work: Callable[[dict], float] | None = None):
+                 work: Callable[[dict], float] | None = None, ns_per_work: float = 1.0,
+                 regime: Callable[[dict], object] | None = None):
         self.name = name
         self.reference = reference
         self.auto_order = auto_order
         self._work = work
+        self.ns_per_work = ns_per_work
+        self.regime = regime
         self.impls: dict[str, Impl] = {}
         Op.registry[name] = self
 
-    def impl(self, backend: str, *, devices: tuple[str, ...] = ("cpu",)):
+    def impl(self, backend: str, *, devices: tuple[str, ...] = ("cpu",), check: Callable | None = None):
         check_backend_name(backend)
 
         def deco(fn):
-            self.impls[backend] = Impl(backend, fn, devices)
+            self.impls[backend] = Impl(backend, fn, devices, check)
             return fn
 
         return deco
 
     def work(self, size: dict) -> float:
-        """A scalar measure of the problem size (calibration interpolates over it)."""
         if self._work is not None:
             return float(self._work(size))
         return float(math.prod(max(1, int(v)) for v in size.values()))
+
+    def threads(self, size: dict) -> int:
+        """Threads for a problem of ``size`` (``threads_for`` on the estimated time)."""
+        return threads_for(self.work(size) * self.ns_per_work)
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -220,7 +258,7 @@ class Op:
         return rec
 
     def check(self, backend: str, device: str = "cpu") -> None:
-        """Raise ``BackendUnavailable`` with the reason if ``backend`` cannot run this op."""
+        """Raise ``BackendUnavailable`` with the reason if ``backend`` cannot run this op here."""
         if backend not in self.impls:
             raise BackendUnavailable(f"{self.name}: backend {backend!r} is not implemented (this op has: {', '.join(self.backends)})")
         st = backend_status(backend)
@@ -229,13 +267,25 @@ class Op:
         if device not in self.impls[backend].devices:
             raise BackendUnavailable(f"{self.name}: backend {backend!r} does not run on {device} inputs")
 
+    def status(self, backend: str, device: str = "cpu") -> tuple[bool, str]:
+        """(can ``backend`` run this op here, and if not why)."""
+        try:
+            self.check(backend, device)
+        except BackendUnavailable as e:
+            return False, str(e)
+        return True, ""
+
+    def _check_problem(self, backend: str, problem) -> None:
+        self.check(backend, problem.device)
+        limits = self.impls[backend].check
+        if limits is not None:
+            limits(problem)
+
     def auto_candidates(self, size: dict | None = None) -> tuple[list[str], str]:
         """Backends ``auto`` would try, in order, and why."""
-        try:
-            from . import _auto
-        except ImportError:
+        if not _auto_policy:
             return list(self.auto_order), "default order"
-        return _auto.order(self, size or {})
+        return _auto_policy[0](self, size or {})
 
     def explain(self, size: dict | None = None, device: str = "cpu") -> str:
         order, why = self.auto_candidates(size)
@@ -248,8 +298,8 @@ class Op:
             return f"{self.name}: auto picks {b} ({why})"
         return f"{self.name}: no backend can run ({why})"
 
-    def run(self, backend: str, *args, size: dict | None = None, device: str = "cpu", **kwargs):
-        """Run the op with ``backend`` ("auto" or a name); record what ran."""
+    def run(self, backend: str, problem):
+        """Run the op on ``problem`` with ``backend`` ("auto" or a name); record what ran."""
         requested = backend
         if backend == "auto":
             backend = _default_backend.get()
@@ -257,24 +307,21 @@ class Op:
                 backend = "auto"
         if backend != "auto":
             check_backend_name(backend)
-            try:
-                self.check(backend, device)
-            except BackendUnavailable as e:
-                raise RuntimeError(str(e)) from None
-            return self._call(backend, requested, "explicit", [], args, kwargs)
-        order, why = self.auto_candidates(size)
+            self._check_problem(backend, problem)
+            return self._call(backend, requested, "explicit", [], problem)
+        order, why = self.auto_candidates(problem.size)
         skipped: list[str] = []
         for b in order:
             try:
-                self.check(b, device)
-                return self._call(b, requested, why, skipped, args, kwargs)
-            except BackendUnavailable as e:
+                self._check_problem(b, problem)
+                return self._call(b, requested, why, skipped, problem)
+            except (BackendUnavailable, UnsupportedProblem) as e:
                 skipped.append(f"{b}: {e}")
                 warnings.warn(f"aura_lab {self.name}: auto skipped {b} ({e}); trying the next backend", AuraFallbackWarning, stacklevel=3)
-        raise RuntimeError(f"{self.name}: no backend could run: " + "; ".join(skipped))
+        raise BackendUnavailable(f"{self.name}: no backend could run: " + "; ".join(skipped))
 
-    def _call(self, backend, requested, reason, skipped, args, kwargs):
+    def _call(self, backend, requested, reason, skipped, problem):
         t0 = time.perf_counter()
-        out = self.impls[backend].fn(*args, **kwargs)
+        out = self.impls[backend].fn(problem)
         self.record(backend, requested, reason, time.perf_counter() - t0, skipped)
         return out

@@ -1,0 +1,149 @@
+"""The ``mojo`` and ``max`` backends of the scan and the decode step: ``kernels/ssd.mojo``
+(compute in ``kernels/aura_kernels/ssd.mojo``) and the same kernel as a MAX graph op
+(``kernels/aura_kernels/ssd_ops.mojo``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _arrays as A_
+from .. import _max as max_backend
+from .. import _mojo
+from .problem import Scan, ScanOutput, Step, as_numpy, op, step_op, validate_scan, write_state
+
+
+def _kernel():
+    return _mojo.load("ssd")
+
+
+def _padded(a: np.ndarray, npad: int) -> np.ndarray:
+    """Zero-pad the last axis (n) to npad: zero B, C and state lanes never change the result."""
+    if a.shape[-1] == npad:
+        return a
+    out = np.zeros((*a.shape[:-1], npad), a.dtype)
+    out[..., : a.shape[-1]] = a
+    return out
+
+
+def _kernel_inputs(prob, dtype):
+    """(dtype, padded n, contiguous x, dt, A, B, C, D, z, dt_bias of ``dtype``) for the Mojo
+    kernel of a scan or a decode step: B and C zero-padded on n to the kernel's vector width."""
+    dtype = np.dtype(dtype)
+    lanes = _kernel().lanes(8 * dtype.itemsize)
+    npad = -(-prob.n // lanes) * lanes
+    x, dt, A, D, z, bias = (as_numpy(a, dtype) for a in (prob.x, prob.dt, prob.A, prob.D, prob.z, prob.dt_bias))
+    B, C = (_padded(as_numpy(a, dtype), npad) for a in (prob.B, prob.C))
+    return dtype, npad, (x, dt, A, B, C, D, z, bias)
+
+
+def _mojo_call(dtype, x, dt, A, B, C, D, z, bias, softplus, lo, hi, offsets, h, p, g, n, init, fin, y, tokens):
+    """Run kernels/ssd.mojo on validated, C-contiguous arrays of ``dtype`` (n already padded)."""
+    addr = lambda a: 0 if a is None else a.ctypes.data  # noqa: E731
+    threads = op.threads({"tokens": tokens, "h": h, "p": p, "n": n})
+    _kernel().scan((8 * dtype.itemsize, addr(x), addr(dt), addr(A), addr(B), addr(C), addr(D),
+                    D is not None and D.ndim == 2, addr(z), addr(bias), bool(softplus), float(lo), float(hi),
+                    offsets.ctypes.data, len(offsets) - 1, h, p, n, g, addr(init), fin.ctypes.data, y.ctypes.data,
+                    threads))
+
+
+@op.impl("mojo")
+def _mojo_impl(prob: Scan) -> ScanOutput:
+    """kernels/ssd.mojo: the sequential recurrence, SIMD over n, both cores."""
+    dtype, npad, (x, dt, A, B, C, D, z, bias) = _kernel_inputs(prob, prob.compute_dtype)
+    init = None if prob.initial_states is None else _padded(as_numpy(prob.initial_states, dtype), npad)
+    y = np.empty((prob.b, prob.l, prob.h, prob.p), dtype)
+    fin = np.empty((prob.nseq, prob.h, prob.p, npad), dtype)
+    offsets = np.ascontiguousarray(prob.offsets, np.int64)
+    _mojo_call(dtype, x, dt, A, B, C, D, z, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi, offsets,
+               prob.h, prob.p, prob.g, npad, init, fin, y, prob.b * prob.l)
+    return ScanOutput(y, fin if npad == prob.n else np.ascontiguousarray(fin[..., : prob.n]))
+
+
+# --------------------------------------------------------------------------------- max
+
+def _max_call(dtype, x, dt, A, B, C, D, z, bias, softplus, lo, hi, offsets, h, p, g, n, init, tokens):
+    """The same kernel as a MAX graph op (kernels/aura_kernels/ssd_ops.mojo): returns (y, fin).
+
+    Arrays as for ``_mojo_call``, with x/z/y seen as (tokens, h, p). Absent optional inputs
+    go in as 1-element placeholders with their flag off, so one graph per dtype serves all.
+    """
+    max_backend.check_op("ssd")
+    nseq = len(offsets) - 1
+    one = lambda a, shape: np.zeros(shape, dtype) if a is None else a  # noqa: E731
+    D2 = None if D is None else D.reshape(h, -1)
+    state = np.zeros((nseq, h, p, n), dtype) if init is None else init
+    iargs = np.array([D is not None, D is not None and D.ndim == 2, z is not None, bias is not None, bool(softplus),
+                      init is not None, op.threads({"tokens": tokens, "h": h, "p": p, "n": n})], np.int64)
+    inputs = [x.reshape(tokens, h, p), dt.reshape(tokens, h), A, B.reshape(tokens, g, n), C.reshape(tokens, g, n),
+              one(D2, (1, 1)), one(None if z is None else z.reshape(tokens, h, p), (1, 1, 1)), one(bias, (1,)),
+              offsets, state, np.array([lo, hi], np.float64), iargs]
+
+    def build(dev, pkg):
+        from max.dtype import DType
+        from max.graph import Graph, TensorType, ops
+
+        dt_ = DType.float32 if dtype == np.float32 else DType.float64
+        T = lambda *dims, d=dt_: TensorType(d, list(dims), dev)  # noqa: E731
+        types = [T("T", "h", "p"), T("T", "h"), T("h"), T("T", "g", "n"), T("T", "g", "n"), T("dh", "dp"),
+                 T("zT", "zh", "zp"), T("bh"), T("S1", d=DType.int64), T("S", "h", "p", "n"), T(2, d=DType.float64),
+                 T(7, d=DType.int64)]
+        with Graph(f"aura_ssd_{dtype.name}", input_types=types, custom_extensions=[pkg]) as gr:
+            vals = list(gr.inputs)
+            outs = ops.custom("aura_ssd_scan", dev, vals, out_types=[vals[0].type, vals[9].type])
+            gr.output(*outs)
+        return gr
+
+    y, fin = max_backend.run(("ssd", dtype.name), build, *inputs)
+    return y, fin
+
+
+@op.impl("max")
+def _max_impl(prob: Scan) -> ScanOutput:
+    """kernels/aura_kernels/ssd_ops.mojo: the mojo kernel as a MAX graph custom op."""
+    dtype, npad, (x, dt, A, B, C, D, z, bias) = _kernel_inputs(prob, prob.compute_dtype)
+    init = None if prob.initial_states is None else _padded(as_numpy(prob.initial_states, dtype), npad)
+    offsets = np.ascontiguousarray(prob.offsets, np.int64)
+    y, fin = _max_call(dtype, x, dt, A, B, C, D, z, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi, offsets,
+                       prob.h, prob.p, prob.g, npad, init, prob.b * prob.l)
+    return ScanOutput(y.reshape(prob.b, prob.l, prob.h, prob.p), np.ascontiguousarray(fin[..., : prob.n]))
+
+
+def _warm_max():
+    for dtype in (np.float32, np.float64):
+        z = lambda *s: np.zeros(s, dtype)  # noqa: E731
+        op.run("max", validate_scan(z(1, 2, 2, 4), z(1, 2, 2), -np.ones(2, dtype), z(1, 2, 1, 4), z(1, 2, 1, 4),
+                                    None, None, None, False, (0.0, float("inf")), None, None, 256))
+
+
+max_backend.WARMUPS["ssd"] = _warm_max
+
+
+@step_op.impl("max")
+def _step_max(prob: Step):
+    """The MAX scan op with one token per sequence; the final states are written back."""
+    dtype, npad, (x, dt, A, B, C, D, z, bias) = _kernel_inputs(prob, prob.compute_dtype)
+    init = _padded(np.ascontiguousarray(A_.to_numpy(prob.state, "state"), dtype), npad)
+    y, fin = _max_call(dtype, x, dt, A, B, C, D, z, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi,
+                       np.arange(prob.b + 1, dtype=np.int64), prob.h, prob.p, prob.g, npad, init, prob.b)
+    write_state(prob.state, fin[..., : prob.n])
+    return y.reshape(prob.b, prob.h, prob.p)
+
+
+@step_op.impl("mojo")
+def _step_mojo(prob: Step):
+    """The scan kernel with one token per sequence, updating the state in place (init == fin)."""
+    dtype, npad, (x, dt, A, B, C, D, z, bias) = _kernel_inputs(prob, prob.compute_dtype)
+    st = prob.state
+    view = st
+    if A_.is_torch(st):  # a zero-copy numpy view where numpy has the dtype (not bfloat16)
+        view = st.detach().numpy() if str(st.dtype) in ("torch.float16", "torch.float32", "torch.float64") else None
+    direct = (view is not None and view.dtype == dtype and view.flags.c_contiguous and view.flags.writeable
+              and npad == prob.n)
+    work = view if direct else _padded(np.ascontiguousarray(A_.to_numpy(st, "state"), dtype), npad)
+    y = np.empty((prob.b, prob.h, prob.p), dtype)
+    offsets = np.arange(prob.b + 1, dtype=np.int64)
+    _mojo_call(dtype, x, dt, A, B, C, D, z, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi, offsets,
+               prob.h, prob.p, prob.g, npad, work, work, y, prob.b)
+    if not direct:
+        write_state(st, work[..., : prob.n])
+    return y
