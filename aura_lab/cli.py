@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 import time
@@ -20,12 +21,12 @@ from pathlib import Path
 def _cmd_info(args) -> int:
     import numpy as np
 
-    from . import _mojo, backends
+    from . import _mojo
     from .harness.core import machine_info
-    from .registry import num_threads
+    from .registry import backends, num_threads
 
     info = machine_info()
-    print(f"aura_lab {__import__('aura_lab').__version__} on {info.get('cpu', info['machine'])}, {info['cpus']} CPUs, Python {info['python']}")
+    print(f"aura_lab {importlib.metadata.version('aura_lab')} on {info.get('cpu', info['machine'])}, {info['cpus']} CPUs, Python {info['python']}")
     print("\nbackends:")
     for st in backends():
         print(f"  {st}")
@@ -74,8 +75,6 @@ def _cmd_build(args) -> int:
     if not st.available:
         print(f"max backend skipped: {st.reason}")
         return 0
-    import aura_lab  # noqa: F401  (registers every family's warm-up)
-
     t0 = time.perf_counter()
     print(f"max: custom-op library {_max.package()}")
     for fam, warm in _max.WARMUPS.items():
