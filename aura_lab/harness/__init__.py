@@ -7,19 +7,18 @@ Each family has a module here defining ``bench(...) -> BenchResult`` and
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from .core import BenchResult, Check, PanelSpec, compare, compare_backends, format_table, memory_bandwidth, summarize, time_call
 
-FAMILIES = {
-    "distance": "aura_lab.harness.distance",
-    "ssd": "aura_lab.harness.ssd",
-    "persistence": "aura_lab.harness.persistence",
-    "routing": "aura_lab.harness.routing",
-}
 # benchmarks/validations that cut across families (not op families: no panel)
 EXTRAS = {
     "max": "aura_lab.harness.maxops",
 }
+#: every other module of this package (but the shared machinery) is one op family's entry:
+#: adding ``harness/<op>.py`` is all it takes for the CLI, notebooks and panels to find it
+FAMILIES = {m.name: f"{__name__}.{m.name}" for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name)
+            if m.name not in ("core", "calibrate", "maxops")}
 
 
 def family_module(name: str):

@@ -1,6 +1,6 @@
 """``aura-lab bench ssd`` and ``aura-lab validate ssd`` (Mamba-2 selective scan).
 
-Bench shapes (issue 3): b = 1, h = 24, p = 64, n = 128, g = 1, l in {1024, 4096, 16384},
+Bench shapes (a Mamba-2 block's): b = 1, h = 24, p = 64, n = 128, g = 1, l in {1024, 4096, 16384},
 plus one decode step at b = 16. Every implementation runs the same problem: dt_softplus
 with dt_bias, D of shape (h,), no z (the feature set MAX's op supports), float32.
 
@@ -17,8 +17,9 @@ Peers, measured in the same run:
   symbolic length (compiled once per process, outside the timings); decode is a batch of
   length-1 sequences continuing their pooled state, as MAX runs it.
 
-GFLOP/s counts the sequential scan's 5*h*p*n flops per token for every implementation
-(``kernels-references.md`` §4.2), so for the chunked forms it is an effective rate.
+GFLOP/s counts the sequential scan's 5*h*p*n flops per token for every implementation (per
+(h, p, n): a multiply and an FMA for the state, an FMA for y), so for the chunked forms it is
+an effective rate.
 """
 
 from __future__ import annotations
