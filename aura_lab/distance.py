@@ -22,7 +22,6 @@ METRIC = Enumeration("metric", METRICS)
 #: the kernel's parameter block (kernels/aura_kernels/distance_abi.mojo is generated from it)
 ABI = KernelABI("distance", [("dtype_bits", INT), ("metric", INT), ("x", ADDR), ("y", ADDR), ("result", ADDR),
                              ("n", INT), ("m", INT), ("d", INT), ("ldo", INT), ("threads", INT)], enums=(METRIC,))
-_METRIC_ID = {"euclidean": 0, "sqeuclidean": 1, "cityblock": 2, "chebyshev": 3, "cosine": 4}
 # float32 squares overflow past |x - y| ~ 1.8e19; beyond this magnitude (sq)euclidean runs in float64
 _F32_SAFE = 1e18
 
@@ -165,7 +164,9 @@ def _mojo(X, Y, metric, res):
     direct = res.dtype == work and res.flags.c_contiguous
     tgt = res if direct else np.empty((n, m), work)
     threads = 1 if n * m * max(d, 1) < (1 << 16) else num_threads()
-    kernel.cdist((work.itemsize * 8, _METRIC_ID[metric], x.ctypes.data, y.ctypes.data, tgt.ctypes.data, n, m, d, m, threads))
+    block = ABI.pack(dtype_bits=work.itemsize * 8, metric=METRIC.id(metric), x=x.ctypes.data, y=y.ctypes.data,
+                     result=tgt.ctypes.data, n=n, m=m, d=d, ldo=m, threads=threads)
+    kernel.cdist(block.address)
     if not direct:
         res[...] = tgt
 
@@ -182,17 +183,21 @@ def _max(X, Y, metric, res):
         from max.graph import Graph, TensorType, ops
 
         dt = DType.float32 if work == np.float32 else DType.float64
-        types = [TensorType(dt, ["n", "d"], dev), TensorType(dt, ["m", "d"], dev), TensorType(DType.int32, [2], dev)]
+        types = [TensorType(dt, ["n", "d"], dev), TensorType(dt, ["m", "d"], dev),
+                 TensorType(DType.int64, [len(ABI.fields) + 1], dev)]
         with Graph(f"aura_distance_{work.name}", input_types=types, custom_extensions=[pkg]) as g:
-            a, b, args = g.inputs
+            a, b, params = g.inputs
             out_t = TensorType(dt, [a.tensor.shape[0], b.tensor.shape[0]], dev)
-            g.output(ops.custom("aura_pairwise_distances", dev, [a, b, args], out_types=[out_t])[0])
+            g.output(ops.custom("aura_pairwise_distances", dev, [a, b, params], out_types=[out_t])[0])
         return g
 
     x = A.c_contiguous(X, work)
     y = x if Y is None else A.c_contiguous(Y, work)
-    args = np.array([_METRIC_ID[metric], num_threads()], np.int32)
-    (r,) = MX.run(("distance", work.name), build, x, y, args)
+    n, m, d = x.shape[0], y.shape[0], x.shape[1]
+    # addresses are presence flags here: the op substitutes its tensors' addresses
+    params = ABI.pack(dtype_bits=work.itemsize * 8, metric=METRIC.id(metric), x=1, y=1, result=1,
+                      n=n, m=m, d=d, ldo=m, threads=num_threads()).words()
+    (r,) = MX.run(("distance", work.name), build, x, y, params)
     res[...] = r
 
 
