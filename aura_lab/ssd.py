@@ -639,10 +639,12 @@ def _mojo_call(dtype, x, dt, A, B, C, D, z, bias, softplus, lo, hi, offsets, h, 
     """Run kernels/ssd.mojo on validated, C-contiguous arrays of ``dtype`` (n already padded)."""
     addr = lambda a: 0 if a is None else a.ctypes.data  # noqa: E731
     threads = 1 if tokens * h * p * n < (1 << 16) else num_threads()
-    _kernel().scan((8 * dtype.itemsize, addr(x), addr(dt), addr(A), addr(B), addr(C), addr(D),
-                    D is not None and D.ndim == 2, addr(z), addr(bias), bool(softplus), float(lo), float(hi),
-                    offsets.ctypes.data, len(offsets) - 1, h, p, n, g, addr(init), fin.ctypes.data, y.ctypes.data,
-                    threads))
+    block = ABI.pack(dtype_bits=8 * dtype.itemsize, x=addr(x), dt=addr(dt), A=addr(A), B=addr(B), C=addr(C),
+                     D=addr(D), d_per_p=D is not None and D.ndim == 2, z=addr(z), dt_bias=addr(bias),
+                     softplus=bool(softplus), lo=float(lo), hi=float(hi), offsets=offsets.ctypes.data,
+                     nseq=len(offsets) - 1, h=h, p=p, n=n, g=g, init=addr(init), fin=fin.ctypes.data,
+                     y=y.ctypes.data, threads=threads)
+    _kernel().scan(block.address)
 
 
 @op.impl("mojo")
@@ -673,11 +675,15 @@ def _max_call(dtype, x, dt, A, B, C, D, z, bias, softplus, lo, hi, offsets, h, p
     one = lambda a, shape: np.zeros(shape, dtype) if a is None else a  # noqa: E731
     D2 = None if D is None else D.reshape(h, -1)
     state = np.zeros((nseq, h, p, n), dtype) if init is None else init
-    iargs = np.array([D is not None, D is not None and D.ndim == 2, z is not None, bias is not None, bool(softplus),
-                      init is not None, 1 if tokens * h * p * n < (1 << 16) else num_threads()], np.int64)
+    # addresses are presence flags here (1 present, 0 absent): the op substitutes its tensors' addresses
+    params = ABI.pack(dtype_bits=8 * dtype.itemsize, x=1, dt=1, A=1, B=1, C=1, D=D is not None,
+                      d_per_p=D is not None and D.ndim == 2, z=z is not None, dt_bias=bias is not None,
+                      softplus=bool(softplus), lo=float(lo), hi=float(hi), offsets=1, nseq=nseq, h=h, p=p, n=n, g=g,
+                      init=init is not None, fin=1, y=1,
+                      threads=1 if tokens * h * p * n < (1 << 16) else num_threads()).words()
     inputs = [x.reshape(tokens, h, p), dt.reshape(tokens, h), A, B.reshape(tokens, g, n), C.reshape(tokens, g, n),
               one(D2, (1, 1)), one(None if z is None else z.reshape(tokens, h, p), (1, 1, 1)), one(bias, (1,)),
-              offsets, state, np.array([lo, hi], np.float64), iargs]
+              offsets, state, params]
 
     def build(dev, pkg):
         from max.dtype import DType
@@ -686,8 +692,8 @@ def _max_call(dtype, x, dt, A, B, C, D, z, bias, softplus, lo, hi, offsets, h, p
         dt_ = DType.float32 if dtype == np.float32 else DType.float64
         T = lambda *dims, d=dt_: TensorType(d, list(dims), dev)  # noqa: E731
         types = [T("T", "h", "p"), T("T", "h"), T("h"), T("T", "g", "n"), T("T", "g", "n"), T("dh", "dp"),
-                 T("zT", "zh", "zp"), T("bh"), T("S1", d=DType.int64), T("S", "h", "p", "n"), T(2, d=DType.float64),
-                 T(7, d=DType.int64)]
+                 T("zT", "zh", "zp"), T("bh"), T("S1", d=DType.int64), T("S", "h", "p", "n"),
+                 T(len(ABI.fields) + 1, d=DType.int64)]
         with Graph(f"aura_ssd_{dtype.name}", input_types=types, custom_extensions=[pkg]) as gr:
             vals = list(gr.inputs)
             outs = ops.custom("aura_ssd_scan", dev, vals, out_types=[vals[0].type, vals[9].type])
