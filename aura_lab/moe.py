@@ -72,7 +72,6 @@ ABI = KernelABI("routing", [("logits", ADDR), ("T", INT), ("E", INT), ("k", INT)
                             ("topk_groups", INT), ("capacity", INT), ("weights", ADDR), ("experts", ADDR),
                             ("counts", ADDR), ("perm", ADDR), ("offsets", ADDR), ("kept", ADDR), ("threads", INT)],
                 enums=(SCORING,))
-_SCORING_ID = {"softmax": 0, "sigmoid": 1}
 
 op = Op("routing", work=lambda size: size["T"] * size["E"])
 
@@ -739,11 +738,14 @@ def _max(L: np.ndarray, spec: RouteSpec):
     MX.check_op("routing")
     T, E = L.shape
     k = spec.k
-    iargs = np.array([_SCORING_ID[spec.scoring], spec.renormalize, spec.bias is not None, spec.n_groups or 0,
-                      spec.topk_groups or 0, -1 if spec.capacity is None else spec.capacity,
-                      1 if T * E < _MOJO_SERIAL else num_threads()], np.int64)
+    # addresses are presence flags here (1 present, 0 absent): the op substitutes its tensors' addresses
+    params = ABI.pack(logits=1, T=T, E=E, k=k, scoring=SCORING.id(spec.scoring), renormalize=spec.renormalize,
+                      scale=spec.scale, bias=spec.bias is not None, n_groups=spec.n_groups or 0,
+                      topk_groups=spec.topk_groups or 0, capacity=-1 if spec.capacity is None else spec.capacity,
+                      weights=1, experts=1, counts=1, perm=1, offsets=1, kept=spec.capacity is not None,
+                      threads=1 if T * E < _MOJO_SERIAL else num_threads()).words()
     inputs = [L, np.zeros(1, np.float32) if spec.bias is None else spec.bias, np.zeros(k, np.int8),
-              np.zeros(E + 1, np.int8), np.array([spec.scale], np.float64), iargs]
+              np.zeros(E + 1, np.int8), params]
 
     def build(dev, pkg):
         from max.dtype import DType
@@ -751,13 +753,13 @@ def _max(L: np.ndarray, spec: RouteSpec):
 
         T_ = lambda d, *dims: TensorType(d, list(dims), dev)  # noqa: E731
         types = [T_(DType.float32, "T", "E"), T_(DType.float32, "nb"), T_(DType.int8, "k"), T_(DType.int8, "E1"),
-                 T_(DType.float64, 1), T_(DType.int64, 7)]
+                 T_(DType.int64, len(ABI.fields) + 1)]
         with Graph("aura_route", input_types=types, custom_extensions=[pkg]) as g:
-            logits, bias, ks, e1, fargs, ia = g.inputs
+            logits, bias, ks, e1, params = g.inputs
             Tn, En, kn, E1 = logits.tensor.shape[0], logits.tensor.shape[1], ks.tensor.shape[0], e1.tensor.shape[0]
             outs = [T_(DType.float32, Tn, kn), T_(DType.int32, Tn, kn), T_(DType.int64, En), T_(DType.int64, Tn, kn),
                     T_(DType.int64, E1), T_(DType.uint8, Tn, kn)]
-            g.output(*ops.custom("aura_route", dev, [logits, bias, ks, e1, fargs, ia], out_types=outs))
+            g.output(*ops.custom("aura_route", dev, [logits, bias, ks, e1, params], out_types=outs))
         return g
 
     weights, experts, counts, perm, offsets, kept = MX.run(("routing",), build, *inputs)
@@ -808,9 +810,12 @@ def _mojo(L: np.ndarray, spec: RouteSpec):
         [(T * k, np.int64), ((T, k), np.float32), ((T, k), np.int32), (E, np.int64), (E + 1, np.int64),
          None if spec.capacity is None else ((T, k), np.bool_)])
     threads = 1 if T * E < _MOJO_SERIAL else num_threads()
-    kernel.route((L.ctypes.data, T, E, k, _SCORING_ID[spec.scoring], spec.renormalize, spec.scale,
-                  0 if spec.bias is None else spec.bias.ctypes.data, spec.n_groups or 0, spec.topk_groups or 0,
-                  -1 if spec.capacity is None else spec.capacity, weights.ctypes.data, experts.ctypes.data,
-                  counts.ctypes.data, perm.ctypes.data, offsets.ctypes.data, 0 if kept is None else kept.ctypes.data,
-                  threads))
+    block = ABI.pack(logits=L.ctypes.data, T=T, E=E, k=k, scoring=SCORING.id(spec.scoring),
+                     renormalize=spec.renormalize, scale=spec.scale,
+                     bias=None if spec.bias is None else spec.bias.ctypes.data, n_groups=spec.n_groups or 0,
+                     topk_groups=spec.topk_groups or 0, capacity=-1 if spec.capacity is None else spec.capacity,
+                     weights=weights.ctypes.data, experts=experts.ctypes.data, counts=counts.ctypes.data,
+                     perm=perm.ctypes.data, offsets=offsets.ctypes.data,
+                     kept=None if kept is None else kept.ctypes.data, threads=threads)
+    kernel.route(block.address)
     return weights, experts, counts, perm, offsets, kept
