@@ -101,7 +101,6 @@ METRIC = Enumeration("metric", METRICS)
 #: the kernel's parameter block (kernels/aura_kernels/distance_abi.mojo is generated from it)
 ABI = KernelABI("distance", [("dtype_bits", INT), ("metric", INT), ("x", ADDR), ("y", ADDR), ("result", ADDR),
                              ("n", INT), ("m", INT), ("d", INT), ("ldo", INT), ("threads", INT)], enums=(METRIC,))
-_METRIC_ID = {"euclidean": 0, "sqeuclidean": 1, "cityblock": 2, "chebyshev": 3, "cosine": 4}
 
 #: measured single-thread cost of one (row, column, coordinate) of the mojo kernel: 80 ms for
 #: n = 8192, d = 64 (README results, "mojo 1-thread"). Two regimes for calibration: up to
@@ -234,8 +233,9 @@ def _mojo_impl(prob: DistanceProblem) -> np.ndarray:
     n, m, d = x.shape[0], y.shape[0], x.shape[1]
     direct = res.dtype == work and res.flags.c_contiguous
     tgt = res if direct else np.empty((n, m), work)
-    kernel.cdist((work.itemsize * 8, _METRIC_ID[prob.metric], x.ctypes.data, y.ctypes.data, tgt.ctypes.data, n, m, d, m,
-                  op.threads(prob.size)))
+    block = ABI.pack(dtype_bits=work.itemsize * 8, metric=METRIC.id(prob.metric), x=x.ctypes.data, y=y.ctypes.data,
+                     result=tgt.ctypes.data, n=n, m=m, d=d, ldo=m, threads=op.threads(prob.size))
+    kernel.cdist(block.address)
     if not direct:
         res[...] = tgt
     return res
@@ -251,15 +251,19 @@ def _max_impl(prob: DistanceProblem) -> np.ndarray:
         from max.graph import Graph, TensorType, ops
 
         dt = DType.float32 if work == np.float32 else DType.float64
-        types = [TensorType(dt, ["n", "d"], dev), TensorType(dt, ["m", "d"], dev), TensorType(DType.int32, [2], dev)]
+        types = [TensorType(dt, ["n", "d"], dev), TensorType(dt, ["m", "d"], dev),
+                 TensorType(DType.int64, [len(ABI.fields) + 1], dev)]
         with Graph(f"aura_distance_{work.name}", input_types=types, custom_extensions=[pkg]) as g:
-            a, b, args = g.inputs
+            a, b, params = g.inputs
             out_t = TensorType(dt, [a.tensor.shape[0], b.tensor.shape[0]], dev)
-            g.output(ops.custom("aura_pairwise_distances", dev, [a, b, args], out_types=[out_t])[0])
+            g.output(ops.custom("aura_pairwise_distances", dev, [a, b, params], out_types=[out_t])[0])
         return g
 
-    args = np.array([_METRIC_ID[prob.metric], op.threads(prob.size)], np.int32)
-    (r,) = max_backend.run(("distance", work.name), build, x, y, args)
+    n, m, d = x.shape[0], y.shape[0], x.shape[1]
+    # addresses are presence flags for the MAX op (1 = given): it substitutes its tensors'
+    params = ABI.pack(dtype_bits=work.itemsize * 8, metric=METRIC.id(prob.metric), x=1, y=1, result=1,
+                      n=n, m=m, d=d, ldo=m, threads=op.threads(prob.size)).words()
+    (r,) = max_backend.run(("distance", work.name), build, x, y, params)
     prob.out[...] = r
     return prob.out
 

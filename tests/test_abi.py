@@ -56,3 +56,67 @@ def test_bad_declarations_are_refused():
         KernelABI("t_abi_bad", [("n", INT), ("n", INT)])
     with pytest.raises(ValueError, match="unknown field kind 'ptr'"):
         KernelABI("t_abi_bad", [("n", "ptr")])
+
+
+# ---------------------------------------------------------------- the kernels check the layout word
+
+_needs_mojo = pytest.mark.skipif(not _mojo.status()[0], reason="mojo unavailable")
+
+
+def _stale(abi, **fields):
+    """A block of ``abi`` whose layout word is not the kernel's (as from another declaration)."""
+    blk = abi.pack(**fields)
+    blk.params.layout = 0
+    return blk
+
+
+@_needs_mojo
+def test_distance_kernel_refuses_a_block_of_another_layout():
+    import numpy as np
+    from aura_lab.distance import ABI, METRIC
+
+    x = np.zeros((4, 3))
+    res = np.full((4, 4), -1.0)
+    blk = _stale(ABI, dtype_bits=64, metric=METRIC.id("euclidean"), x=x.ctypes.data, y=x.ctypes.data,
+                 result=res.ctypes.data, n=4, m=4, d=3, ldo=4, threads=1)
+    with pytest.raises(Exception, match="parameter block has layout"):
+        _mojo.load("distance").cdist(blk.address)
+    assert np.all(res == -1.0)  # nothing was computed
+
+
+@_needs_mojo
+def test_ssd_kernel_refuses_a_block_of_another_layout():
+    import numpy as np
+    from aura_lab.ssd import ABI
+
+    kernel = _mojo.load("ssd")
+    n = kernel.lanes(64)
+    x, dt, A = np.zeros((2, 1, 1)), np.zeros((2, 1)), -np.ones(1)
+    B = C = np.zeros((2, 1, n))
+    offsets = np.array([0, 2], np.int64)
+    fin, y = np.zeros((1, 1, 1, n)), np.full((2, 1, 1), -1.0)
+    blk = _stale(ABI, dtype_bits=64, x=x.ctypes.data, dt=dt.ctypes.data, A=A.ctypes.data, B=B.ctypes.data,
+                 C=C.ctypes.data, D=None, d_per_p=False, z=None, dt_bias=None, softplus=False, lo=0.0,
+                 hi=float("inf"), offsets=offsets.ctypes.data, nseq=1, h=1, p=1, n=n, g=1, init=None,
+                 fin=fin.ctypes.data, y=y.ctypes.data, threads=1)
+    with pytest.raises(Exception, match="parameter block has layout"):
+        kernel.scan(blk.address)
+    assert np.all(y == -1.0)
+
+
+@_needs_mojo
+def test_routing_kernel_refuses_a_block_of_another_layout():
+    import numpy as np
+    from aura_lab.routing import ABI, SCORING
+
+    T, E, k = 4, 8, 2
+    logits = np.zeros((T, E), np.float32)
+    weights, experts = np.full((T, k), -1, np.float32), np.full((T, k), -1, np.int32)
+    counts, perm, offsets = np.zeros(E, np.int64), np.zeros(T * k, np.int64), np.zeros(E + 1, np.int64)
+    blk = _stale(ABI, logits=logits.ctypes.data, T=T, E=E, k=k, scoring=SCORING.id("softmax"), renormalize=True,
+                 scale=1.0, bias=None, n_groups=0, topk_groups=0, capacity=-1, weights=weights.ctypes.data,
+                 experts=experts.ctypes.data, counts=counts.ctypes.data, perm=perm.ctypes.data,
+                 offsets=offsets.ctypes.data, kept=None, threads=1)
+    with pytest.raises(Exception, match="parameter block has layout"):
+        _mojo.load("routing").route(blk.address)
+    assert np.all(experts == -1)

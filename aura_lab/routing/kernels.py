@@ -9,7 +9,17 @@ import numpy as np
 
 from .. import _max as max_backend
 from .. import _mojo
-from .problem import SCORING, RouteArrays, RoutingProblem, op
+from .problem import ABI, SCORING, RouteArrays, RoutingProblem, op
+
+
+def _block(spec: RoutingProblem, addr, **arrays):
+    """The kernel's parameter block; ``addr`` maps each array (logits, bias and the outputs)
+    to its address field."""
+    T, E = spec.logits.shape
+    return ABI.pack(T=T, E=E, k=spec.k, scoring=SCORING.id(spec.scoring), renormalize=spec.renormalize,
+                    scale=spec.scale, bias=addr(spec.bias), n_groups=spec.n_groups or 0,
+                    topk_groups=spec.topk_groups or 0, capacity=-1 if spec.capacity is None else spec.capacity,
+                    threads=op.threads(spec.size), **{name: addr(a) for name, a in arrays.items()})
 
 
 @op.impl("max")
@@ -19,11 +29,12 @@ def _max_impl(spec: RoutingProblem) -> RouteArrays:
     L = spec.logits
     T, E = L.shape
     k = spec.k
-    iargs = np.array([SCORING.id(spec.scoring), spec.renormalize, spec.bias is not None, spec.n_groups or 0,
-                      spec.topk_groups or 0, -1 if spec.capacity is None else spec.capacity,
-                      op.threads(spec.size)], np.int64)
+    # addresses are presence flags for the MAX op (1 = given): it substitutes its tensors'
+    present = lambda a: 0 if a is None else 1  # noqa: E731
+    params = _block(spec, present, logits=L, weights=L, experts=L, counts=L, perm=L, offsets=L,
+                    kept=None if spec.capacity is None else L).words()
     inputs = [L, np.zeros(1, np.float32) if spec.bias is None else spec.bias, np.zeros(k, np.int8),
-              np.zeros(E + 1, np.int8), np.array([spec.scale], np.float64), iargs]
+              np.zeros(E + 1, np.int8), params]
 
     def build(dev, pkg):
         from max.dtype import DType
@@ -31,13 +42,13 @@ def _max_impl(spec: RoutingProblem) -> RouteArrays:
 
         T_ = lambda d, *dims: TensorType(d, list(dims), dev)  # noqa: E731
         types = [T_(DType.float32, "T", "E"), T_(DType.float32, "nb"), T_(DType.int8, "k"), T_(DType.int8, "E1"),
-                 T_(DType.float64, 1), T_(DType.int64, 7)]
+                 T_(DType.int64, len(ABI.fields) + 1)]
         with Graph("aura_route", input_types=types, custom_extensions=[pkg]) as g:
-            logits, bias, ks, e1, fargs, ia = g.inputs
+            logits, bias, ks, e1, params = g.inputs
             Tn, En, kn, E1 = logits.tensor.shape[0], logits.tensor.shape[1], ks.tensor.shape[0], e1.tensor.shape[0]
             outs = [T_(DType.float32, Tn, kn), T_(DType.int32, Tn, kn), T_(DType.int64, En), T_(DType.int64, Tn, kn),
                     T_(DType.int64, E1), T_(DType.uint8, Tn, kn)]
-            g.output(*ops.custom("aura_route", dev, [logits, bias, ks, e1, fargs, ia], out_types=outs))
+            g.output(*ops.custom("aura_route", dev, [logits, bias, ks, e1, params], out_types=outs))
         return g
 
     weights, experts, counts, perm, offsets, kept = max_backend.run(("routing",), build, *inputs)
@@ -81,10 +92,7 @@ def _mojo_impl(spec: RoutingProblem) -> RouteArrays:
     perm, weights, experts, counts, offsets, kept = _out_views(
         [(T * k, np.int64), ((T, k), np.float32), ((T, k), np.int32), (E, np.int64), (E + 1, np.int64),
          None if spec.capacity is None else ((T, k), np.bool_)])
-    threads = op.threads(spec.size)
-    kernel.route((L.ctypes.data, T, E, k, SCORING.id(spec.scoring), spec.renormalize, spec.scale,
-                  0 if spec.bias is None else spec.bias.ctypes.data, spec.n_groups or 0, spec.topk_groups or 0,
-                  -1 if spec.capacity is None else spec.capacity, weights.ctypes.data, experts.ctypes.data,
-                  counts.ctypes.data, perm.ctypes.data, offsets.ctypes.data, 0 if kept is None else kept.ctypes.data,
-                  threads))
+    block = _block(spec, lambda a: 0 if a is None else a.ctypes.data, logits=L, weights=weights, experts=experts,
+                   counts=counts, perm=perm, offsets=offsets, kept=kept)
+    kernel.route(block.address)
     return RouteArrays(weights, experts, counts, perm, offsets, kept)

@@ -9,7 +9,7 @@ import numpy as np
 from .. import _arrays as A_
 from .. import _max as max_backend
 from .. import _mojo
-from .problem import Scan, ScanOutput, Step, as_numpy, op, step_op, validate_scan, write_state
+from .problem import ABI, Scan, ScanOutput, Step, as_numpy, op, step_op, validate_scan, write_state
 
 
 def _kernel():
@@ -36,47 +36,60 @@ def _kernel_inputs(prob, dtype):
     return dtype, npad, (x, dt, A, B, C, D, z, bias)
 
 
-def _mojo_call(dtype, x, dt, A, B, C, D, z, bias, softplus, lo, hi, offsets, h, p, g, n, init, fin, y, tokens):
-    """Run kernels/ssd.mojo on validated, C-contiguous arrays of ``dtype`` (n already padded)."""
-    addr = lambda a: 0 if a is None else a.ctypes.data  # noqa: E731
-    threads = op.threads({"tokens": tokens, "h": h, "p": p, "n": n})
-    _kernel().scan((8 * dtype.itemsize, addr(x), addr(dt), addr(A), addr(B), addr(C), addr(D),
-                    D is not None and D.ndim == 2, addr(z), addr(bias), bool(softplus), float(lo), float(hi),
-                    offsets.ctypes.data, len(offsets) - 1, h, p, n, g, addr(init), fin.ctypes.data, y.ctypes.data,
-                    threads))
+def _address(a) -> int:
+    return 0 if a is None else a.ctypes.data
+
+
+def _present(a) -> int:
+    """For the MAX op: 1 where an input is given (the op substitutes its tensor's address)."""
+    return 0 if a is None else 1
+
+
+def _block(prob, operands, npad: int, offsets, tokens: int, addr, *, init, fin, y):
+    """The scan's parameter block (``ABI``) for ``operands`` = (x, dt, A, B, C, D, z, bias) of
+    one dtype, n padded to ``npad``; ``addr`` maps an array to its address field."""
+    x, dt, A, B, C, D, z, bias = operands
+    return ABI.pack(dtype_bits=8 * x.dtype.itemsize, x=addr(x), dt=addr(dt), A=addr(A), B=addr(B), C=addr(C),
+                    D=addr(D), d_per_p=D is not None and D.ndim == 2, z=addr(z), dt_bias=addr(bias),
+                    softplus=prob.dt_softplus, lo=prob.dt_lo, hi=prob.dt_hi, offsets=addr(offsets),
+                    nseq=len(offsets) - 1, h=prob.h, p=prob.p, n=npad, g=prob.g, init=addr(init), fin=addr(fin),
+                    y=addr(y), threads=op.threads({"tokens": tokens, "h": prob.h, "p": prob.p, "n": npad}))
+
+
+def _mojo_scan(prob, operands, npad: int, offsets, tokens: int, init, fin, y) -> None:
+    """kernels/ssd.mojo on validated, C-contiguous arrays (n padded); init may be fin (in place)."""
+    block = _block(prob, operands, npad, offsets, tokens, _address, init=init, fin=fin, y=y)
+    _kernel().scan(block.address)
 
 
 @op.impl("mojo")
 def _mojo_impl(prob: Scan) -> ScanOutput:
     """kernels/ssd.mojo: the sequential recurrence, SIMD over n, both cores."""
-    dtype, npad, (x, dt, A, B, C, D, z, bias) = _kernel_inputs(prob, prob.compute_dtype)
+    dtype, npad, operands = _kernel_inputs(prob, prob.compute_dtype)
     init = None if prob.initial_states is None else _padded(as_numpy(prob.initial_states, dtype), npad)
     y = np.empty((prob.b, prob.l, prob.h, prob.p), dtype)
     fin = np.empty((prob.nseq, prob.h, prob.p, npad), dtype)
     offsets = np.ascontiguousarray(prob.offsets, np.int64)
-    _mojo_call(dtype, x, dt, A, B, C, D, z, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi, offsets,
-               prob.h, prob.p, prob.g, npad, init, fin, y, prob.b * prob.l)
+    _mojo_scan(prob, operands, npad, offsets, prob.b * prob.l, init, fin, y)
     return ScanOutput(y, fin if npad == prob.n else np.ascontiguousarray(fin[..., : prob.n]))
 
 
 # --------------------------------------------------------------------------------- max
 
-def _max_call(dtype, x, dt, A, B, C, D, z, bias, softplus, lo, hi, offsets, h, p, g, n, init, tokens):
-    """The same kernel as a MAX graph op (kernels/aura_kernels/ssd_ops.mojo): returns (y, fin).
-
-    Arrays as for ``_mojo_call``, with x/z/y seen as (tokens, h, p). Absent optional inputs
-    go in as 1-element placeholders with their flag off, so one graph per dtype serves all.
-    """
+def _max_scan(prob, operands, npad: int, offsets, tokens: int, init):
+    """The same kernel as a MAX graph op (kernels/aura_kernels/ssd_ops.mojo): returns (y, fin),
+    with x/z/y seen as (tokens, h, p). Absent optional inputs go in as 1-element placeholders
+    with their flag off, so one graph per dtype serves all."""
     max_backend.check_op("ssd")
-    nseq = len(offsets) - 1
+    x, dt, A, B, C, D, z, bias = operands
+    dtype, h, p, g, nseq = x.dtype, prob.h, prob.p, prob.g, len(offsets) - 1
     one = lambda a, shape: np.zeros(shape, dtype) if a is None else a  # noqa: E731
-    D2 = None if D is None else D.reshape(h, -1)
-    state = np.zeros((nseq, h, p, n), dtype) if init is None else init
-    iargs = np.array([D is not None, D is not None and D.ndim == 2, z is not None, bias is not None, bool(softplus),
-                      init is not None, op.threads({"tokens": tokens, "h": h, "p": p, "n": n})], np.int64)
-    inputs = [x.reshape(tokens, h, p), dt.reshape(tokens, h), A, B.reshape(tokens, g, n), C.reshape(tokens, g, n),
-              one(D2, (1, 1)), one(None if z is None else z.reshape(tokens, h, p), (1, 1, 1)), one(bias, (1,)),
-              offsets, state, np.array([lo, hi], np.float64), iargs]
+    state = np.zeros((nseq, h, p, npad), dtype) if init is None else init
+    params = _block(prob, operands, npad, offsets, tokens, _present, init=init, fin=state, y=x).words()
+    inputs = [x.reshape(tokens, h, p), dt.reshape(tokens, h), A, B.reshape(tokens, g, npad), C.reshape(tokens, g, npad),
+              one(None if D is None else D.reshape(h, -1), (1, 1)), one(None if z is None else z.reshape(tokens, h, p),
+                                                                        (1, 1, 1)),
+              one(bias, (1,)), offsets, state, params]
 
     def build(dev, pkg):
         from max.dtype import DType
@@ -85,8 +98,8 @@ def _max_call(dtype, x, dt, A, B, C, D, z, bias, softplus, lo, hi, offsets, h, p
         dt_ = DType.float32 if dtype == np.float32 else DType.float64
         T = lambda *dims, d=dt_: TensorType(d, list(dims), dev)  # noqa: E731
         types = [T("T", "h", "p"), T("T", "h"), T("h"), T("T", "g", "n"), T("T", "g", "n"), T("dh", "dp"),
-                 T("zT", "zh", "zp"), T("bh"), T("S1", d=DType.int64), T("S", "h", "p", "n"), T(2, d=DType.float64),
-                 T(7, d=DType.int64)]
+                 T("zT", "zh", "zp"), T("bh"), T("S1", d=DType.int64), T("S", "h", "p", "n"),
+                 T(len(ABI.fields) + 1, d=DType.int64)]
         with Graph(f"aura_ssd_{dtype.name}", input_types=types, custom_extensions=[pkg]) as gr:
             vals = list(gr.inputs)
             outs = ops.custom("aura_ssd_scan", dev, vals, out_types=[vals[0].type, vals[9].type])
@@ -100,11 +113,10 @@ def _max_call(dtype, x, dt, A, B, C, D, z, bias, softplus, lo, hi, offsets, h, p
 @op.impl("max")
 def _max_impl(prob: Scan) -> ScanOutput:
     """kernels/aura_kernels/ssd_ops.mojo: the mojo kernel as a MAX graph custom op."""
-    dtype, npad, (x, dt, A, B, C, D, z, bias) = _kernel_inputs(prob, prob.compute_dtype)
+    dtype, npad, operands = _kernel_inputs(prob, prob.compute_dtype)
     init = None if prob.initial_states is None else _padded(as_numpy(prob.initial_states, dtype), npad)
     offsets = np.ascontiguousarray(prob.offsets, np.int64)
-    y, fin = _max_call(dtype, x, dt, A, B, C, D, z, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi, offsets,
-                       prob.h, prob.p, prob.g, npad, init, prob.b * prob.l)
+    y, fin = _max_scan(prob, operands, npad, offsets, prob.b * prob.l, init)
     return ScanOutput(y.reshape(prob.b, prob.l, prob.h, prob.p), np.ascontiguousarray(fin[..., : prob.n]))
 
 
@@ -121,10 +133,9 @@ max_backend.WARMUPS["ssd"] = _warm_max
 @step_op.impl("max")
 def _step_max(prob: Step):
     """The MAX scan op with one token per sequence; the final states are written back."""
-    dtype, npad, (x, dt, A, B, C, D, z, bias) = _kernel_inputs(prob, prob.compute_dtype)
+    dtype, npad, operands = _kernel_inputs(prob, prob.compute_dtype)
     init = _padded(np.ascontiguousarray(A_.to_numpy(prob.state, "state"), dtype), npad)
-    y, fin = _max_call(dtype, x, dt, A, B, C, D, z, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi,
-                       np.arange(prob.b + 1, dtype=np.int64), prob.h, prob.p, prob.g, npad, init, prob.b)
+    y, fin = _max_scan(prob, operands, npad, np.arange(prob.b + 1, dtype=np.int64), prob.b, init)
     write_state(prob.state, fin[..., : prob.n])
     return y.reshape(prob.b, prob.h, prob.p)
 
@@ -132,7 +143,7 @@ def _step_max(prob: Step):
 @step_op.impl("mojo")
 def _step_mojo(prob: Step):
     """The scan kernel with one token per sequence, updating the state in place (init == fin)."""
-    dtype, npad, (x, dt, A, B, C, D, z, bias) = _kernel_inputs(prob, prob.compute_dtype)
+    dtype, npad, operands = _kernel_inputs(prob, prob.compute_dtype)
     st = prob.state
     view = st
     if A_.is_torch(st):  # a zero-copy numpy view where numpy has the dtype (not bfloat16)
@@ -142,8 +153,7 @@ def _step_mojo(prob: Step):
     work = view if direct else _padded(np.ascontiguousarray(A_.to_numpy(st, "state"), dtype), npad)
     y = np.empty((prob.b, prob.h, prob.p), dtype)
     offsets = np.arange(prob.b + 1, dtype=np.int64)
-    _mojo_call(dtype, x, dt, A, B, C, D, z, bias, prob.dt_softplus, prob.dt_lo, prob.dt_hi, offsets,
-               prob.h, prob.p, prob.g, npad, work, work, y, prob.b)
+    _mojo_scan(prob, operands, npad, offsets, prob.b, work, work, y)
     if not direct:
         write_state(st, work[..., : prob.n])
     return y

@@ -10,6 +10,13 @@ comptime F32 = DType.float32
 comptime F64 = DType.float64
 
 
+@always_inline
+def present_addr(flag: Int, address: Int) -> Int:
+    """A MAX op's parameter block carries presence flags in its address fields: the
+    tensor's address where the flag is nonzero, else 0 (absent)."""
+    return address if flag != 0 else 0
+
+
 # The runtime's worker threads run with FTZ and DAZ set (MXCSR 0x9FE0 measured, vs 0x1FA0
 # on the Python thread): denormal logits would compare as 0 (breaking exact ties against
 # the reference) and denormal weights would flush to 0. Each task clears both bits and

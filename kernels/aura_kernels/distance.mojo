@@ -3,9 +3,10 @@
 #   X (n, d), Y (m, d), out (n, m) with row stride `ldo`; all C-contiguous, float32 or
 #   float64, validated by aura_lab/distance.py before any address reaches this file.
 #
-# Metrics (ids shared with distance.py): 0 euclidean sqrt(sum (x-y)^2), 1 sqeuclidean,
-# 2 cityblock sum |x-y|, 3 chebyshev max |x-y| (NaN terms are skipped, as scipy does),
-# 4 cosine 1 - x.y / (|x| |y|) clamped to [0, 2] (NaN for zero vectors, as scipy).
+# Metrics (ids generated from distance.py's METRIC into distance_abi.mojo; used by name
+# only): EUCLIDEAN sqrt(sum (x-y)^2), SQEUCLIDEAN, CITYBLOCK sum |x-y|, CHEBYSHEV max |x-y|
+# (NaN terms are skipped, as scipy does), COSINE 1 - x.y / (|x| |y|) clamped to [0, 2]
+# (NaN for zero vectors, as scipy).
 #
 # Exact direct formula, never the GEMM identity |x|^2 + |y|^2 - 2 x.y, so near-duplicate
 # points keep full relative precision (the GEMM trick loses ~1e-3 in float32).
@@ -27,12 +28,7 @@ from std.sys import simd_width_of
 from std.math import sqrt
 from std.memory.alloc import unsafe_alloc
 from aura_kernels.common import F32, F64, ieee_begin, ieee_end, run_chunks
-
-comptime EUCLIDEAN = 0
-comptime SQEUCLIDEAN = 1
-comptime CITYBLOCK = 2
-comptime CHEBYSHEV = 3
-comptime COSINE = 4
+from aura_kernels.distance_abi import DistanceParams, EUCLIDEAN, SQEUCLIDEAN, COSINE, CITYBLOCK, CHEBYSHEV
 
 comptime MR = 4
 comptime RB = 32
@@ -187,21 +183,30 @@ def _run[metric: Int, dtype: DType](
     ny.unsafe_free()
 
 
-def _dispatch[dtype: DType](metric: Int, x: Int, y: Int, o: Int, n: Int, m: Int, d: Int, ldo: Int, nt: Int) raises:
-    var xp = Pointer[Scalar[dtype], MutUntrackedOrigin](unsafe_from_address=x)
-    var yp = Pointer[Scalar[dtype], MutUntrackedOrigin](unsafe_from_address=y)
-    var op = Pointer[Scalar[dtype], MutUntrackedOrigin](unsafe_from_address=o)
-    if metric == EUCLIDEAN:
-        _run[EUCLIDEAN, dtype](xp, yp, op, n, m, d, ldo, nt)
-    elif metric == SQEUCLIDEAN:
-        _run[SQEUCLIDEAN, dtype](xp, yp, op, n, m, d, ldo, nt)
-    elif metric == CITYBLOCK:
-        _run[CITYBLOCK, dtype](xp, yp, op, n, m, d, ldo, nt)
-    elif metric == CHEBYSHEV:
-        _run[CHEBYSHEV, dtype](xp, yp, op, n, m, d, ldo, nt)
-    elif metric == COSINE:
-        _run[COSINE, dtype](xp, yp, op, n, m, d, ldo, nt)
+def _dispatch[dtype: DType](p: DistanceParams) raises:
+    """One block of distances (p.x, p.y, p.result of ``dtype``; see the header)."""
+    var xp = Pointer[Scalar[dtype], MutUntrackedOrigin](unsafe_from_address=p.x)
+    var yp = Pointer[Scalar[dtype], MutUntrackedOrigin](unsafe_from_address=p.y)
+    var op = Pointer[Scalar[dtype], MutUntrackedOrigin](unsafe_from_address=p.result)
+    if p.metric == EUCLIDEAN:
+        _run[EUCLIDEAN, dtype](xp, yp, op, p.n, p.m, p.d, p.ldo, p.threads)
+    elif p.metric == SQEUCLIDEAN:
+        _run[SQEUCLIDEAN, dtype](xp, yp, op, p.n, p.m, p.d, p.ldo, p.threads)
+    elif p.metric == CITYBLOCK:
+        _run[CITYBLOCK, dtype](xp, yp, op, p.n, p.m, p.d, p.ldo, p.threads)
+    elif p.metric == CHEBYSHEV:
+        _run[CHEBYSHEV, dtype](xp, yp, op, p.n, p.m, p.d, p.ldo, p.threads)
+    elif p.metric == COSINE:
+        _run[COSINE, dtype](xp, yp, op, p.n, p.m, p.d, p.ldo, p.threads)
     else:
-        raise Error("unknown metric id")
+        raise Error(String("distance: unknown metric id ", p.metric))
 
 
+def distances(p: DistanceParams) raises:
+    """Run a block: float32 for dtype_bits 32, else float64; nothing for an empty result."""
+    if p.n == 0 or p.m == 0:
+        return
+    if p.dtype_bits == 32:
+        _dispatch[F32](p)
+    else:
+        _dispatch[F64](p)

@@ -41,9 +41,7 @@ from std.bit import count_trailing_zeros
 from std.utils.numerics import inf, neg_inf
 from std.memory.alloc import unsafe_alloc
 from aura_kernels.common import F32, F64, ieee_begin, ieee_end, run_chunks
-
-comptime SOFTMAX = 0
-comptime SIGMOID = 1
+from aura_kernels.routing_abi import RoutingParams, SOFTMAX, SIGMOID
 
 comptime P32 = Pointer[Float32, MutUntrackedOrigin]
 comptime P64 = Pointer[Float64, MutUntrackedOrigin]
@@ -699,3 +697,26 @@ def _dispatch[scoring: Int](c: Ctx, has_bias: Bool, grouped: Bool, counts: PI64,
             _run[scoring, False, True](c, counts, perm, offsets, kept, capacity, nt)
         else:
             _run[scoring, False, False](c, counts, perm, offsets, kept, capacity, nt)
+
+
+def route_block(p: RoutingParams) raises:
+    """Route a block (aura_lab/moe.py's ABI; addresses validated there, bias and kept 0 when
+    absent, capacity -1 for none); nothing for T == 0."""
+    if p.T == 0:
+        return
+    var c = Ctx(
+        P32(unsafe_from_address=p.logits), P32(unsafe_from_address=p.bias), P32(unsafe_from_address=p.weights),
+        PI32(unsafe_from_address=p.experts), p.T, p.E, p.k, p.renormalize, p.scale, p.n_groups, p.topk_groups,
+    )
+    var counts = PI64(unsafe_from_address=p.counts)
+    var perm = PI64(unsafe_from_address=p.perm)
+    var offsets = PI64(unsafe_from_address=p.offsets)
+    var kept = PU8(unsafe_from_address=p.kept)
+    if p.capacity >= 0 and p.kept == 0:
+        raise Error("routing: a capacity needs the kept output")
+    if p.scoring == SOFTMAX:
+        _dispatch[SOFTMAX](c, p.bias != 0, p.n_groups > 0, counts, perm, offsets, kept, p.capacity, p.threads)
+    elif p.scoring == SIGMOID:
+        _dispatch[SIGMOID](c, p.bias != 0, p.n_groups > 0, counts, perm, offsets, kept, p.capacity, p.threads)
+    else:
+        raise Error(String("routing: unknown scoring id ", p.scoring))

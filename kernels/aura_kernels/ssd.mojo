@@ -41,6 +41,7 @@ from std.math import exp, log1p
 from std.memory.alloc import unsafe_alloc
 from max.algorithm import parallelize
 from aura_kernels.common import F32, F64, ieee_begin, ieee_end
+from aura_kernels.ssd_abi import SsdParams
 
 comptime R = 8  # channels (rows of the state) per work item
 
@@ -98,58 +99,32 @@ def _upd[dtype: DType, w: Int](
     return cj.fma(s, acc)
 
 
-@fieldwise_init
-struct _Problem[dtype: DType](ImplicitlyCopyable):
-    """Addresses (0 = absent) and sizes of one scan; see the header for the layout."""
-
-    var x: Int
-    var dt: Int
-    var A: Int
-    var B: Int
-    var C: Int
-    var D: Int
-    var d_per_p: Bool
-    var z: Int
-    var bias: Int
-    var softplus: Bool
-    var lo: Scalar[Self.dtype]
-    var hi: Scalar[Self.dtype]
-    var offs: Int
-    var nseq: Int
-    var h: Int
-    var p: Int
-    var n: Int
-    var g: Int
-    var init: Int
-    var fin: Int
-    var y: Int
-    var nthreads: Int
-
-
 @always_inline
 def _p[dtype: DType](addr: Int) -> Pointer[Scalar[dtype], MutUntrackedOrigin]:
     return Pointer[Scalar[dtype], MutUntrackedOrigin](unsafe_from_address=addr)
 
 
-def _phase1[dtype: DType](pr: _Problem[dtype], T: Int, dtp: Pointer[Scalar[dtype], MutUntrackedOrigin],
+def _phase1[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], MutUntrackedOrigin],
                           dec: Pointer[Scalar[dtype], MutUntrackedOrigin], hh: Int) where dtype.is_floating_point():
     """dt' and decay of head hh for all T tokens, into dtp/dec[hh * T + t]."""
     comptime W = _lanes[dtype]()
     var dt = _p[dtype](pr.dt)
-    var bias = Scalar[dtype](0) if pr.bias == 0 else _p[dtype](pr.bias)[unsafe_offset=hh]
+    var bias = Scalar[dtype](0) if pr.dt_bias == 0 else _p[dtype](pr.dt_bias)[unsafe_offset=hh]
     var a = _p[dtype](pr.A)[unsafe_offset=hh]
     var h = pr.h
+    var lo = Scalar[dtype](pr.lo)
+    var hi = Scalar[dtype](pr.hi)
     var t = 0
     while t + W <= T:
         var v = SIMD[dtype, W](0)
         for k in range(W):
             v[k] = dt[unsafe_offset=(t + k) * h + hh]
-        var r = _dt_vec[dtype, W](v, bias, a, pr.softplus, pr.lo, pr.hi)
+        var r = _dt_vec[dtype, W](v, bias, a, pr.softplus, lo, hi)
         dtp.unsafe_store(hh * T + t, r[0])
         dec.unsafe_store(hh * T + t, r[1])
         t += W
     while t < T:
-        var r = _dt_vec[dtype, 1](SIMD[dtype, 1](dt[unsafe_offset=t * h + hh]), bias, a, pr.softplus, pr.lo, pr.hi)
+        var r = _dt_vec[dtype, 1](SIMD[dtype, 1](dt[unsafe_offset=t * h + hh]), bias, a, pr.softplus, lo, hi)
         dtp[unsafe_offset=hh * T + t] = r[0][0]
         dec[unsafe_offset=hh * T + t] = r[1][0]
         t += 1
@@ -160,7 +135,7 @@ def _silu[dtype: DType, w: Int](v: SIMD[dtype, w]) -> SIMD[dtype, w] where dtype
     return v / (SIMD[dtype, w](1) + exp(-v))
 
 
-def _item[dtype: DType](pr: _Problem[dtype], T: Int, dtp: Pointer[Scalar[dtype], MutUntrackedOrigin],
+def _item[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], MutUntrackedOrigin],
                         dec: Pointer[Scalar[dtype], MutUntrackedOrigin], s: Int, hh: Int, p0: Int, rows: Int) where dtype.is_floating_point():
     """Sequence s, head hh, channels [p0, p0 + rows): the whole recurrence."""
     comptime W = _lanes[dtype]()
@@ -176,7 +151,7 @@ def _item[dtype: DType](pr: _Problem[dtype], T: Int, dtp: Pointer[Scalar[dtype],
     var C = _p[dtype](pr.C)
     var y = _p[dtype](pr.y)
     var z = _p[dtype](pr.z)
-    var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offs)
+    var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)
     var t0 = Int(offs[unsafe_offset=s])
     var t1 = Int(offs[unsafe_offset=s + 1])
     # the working state: rows p0.. of fin[s, hh], initialized from init or zero
@@ -253,16 +228,16 @@ def _item[dtype: DType](pr: _Problem[dtype], T: Int, dtp: Pointer[Scalar[dtype],
                 y[unsafe_offset=xo] = yk
 
 
-def _run[dtype: DType](pr: _Problem[dtype]) raises where dtype.is_floating_point():
+def _run[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
     comptime W = _lanes[dtype]()
     if pr.n % W != 0:
         raise Error("ssd.scan: n must be a multiple of the vector width")
-    var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offs)
+    var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)
     var T = Int(offs[unsafe_offset=pr.nseq])
     var h = pr.h
     var dtp = unsafe_alloc[Scalar[dtype]](max(1, T * h))
     var dec = unsafe_alloc[Scalar[dtype]](max(1, T * h))
-    var nt = max(1, pr.nthreads)
+    var nt = max(1, pr.threads)
     var pt = pr  # copies for the closures
     var hn = min(nt, h)
 
@@ -309,3 +284,11 @@ def _run[dtype: DType](pr: _Problem[dtype]) raises where dtype.is_floating_point
         parallelize(work, nw, nw)
     dtp.unsafe_free()
     dec.unsafe_free()
+
+
+def run_scan(pr: SsdParams) raises:
+    """Run a block: float32 for dtype_bits 32, else float64."""
+    if pr.dtype_bits == 32:
+        _run[F32](pr)
+    else:
+        _run[F64](pr)
