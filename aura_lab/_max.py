@@ -112,7 +112,7 @@ def package() -> Path:
     """``kernels/aura_kernels`` precompiled to a ``.mojoc`` in the per-user cache (built once).
     The file name is the package name the graph compiler imports: <hash dir>/aura_kernels.mojoc."""
     src = _mojo.kernels_dir() / "aura_kernels"
-    target = _mojo.build_dir() / f"aura_kernels-{_mojo.files_hash(sorted(src.glob('*.mojo')))}" / "aura_kernels.mojoc"
+    target = _mojo.build_dir() / f"aura_kernels-{_mojo.files_hash(sorted(src.rglob('*.mojo')))}" / "aura_kernels.mojoc"
     return _mojo.compile_into(target, "aura_kernels", ["precompile", str(src)], what="the MAX op library kernels/aura_kernels")
 
 

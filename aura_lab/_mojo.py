@@ -140,7 +140,7 @@ def sources_hash(stem: str) -> str:
     """Hash of ``<stem>.mojo``, the binding helpers ``_*.mojo`` and the compute package
     ``aura_kernels/`` it imports from."""
     d = kernels_dir()
-    return files_hash([d / f"{stem}.mojo", *sorted(d.glob("_*.mojo")), *sorted(d.glob("aura_kernels/*.mojo"))])
+    return files_hash([d / f"{stem}.mojo", *sorted(d.glob("_*.mojo")), *sorted((d / "aura_kernels").rglob("*.mojo"))])
 
 
 def build_dir() -> Path:

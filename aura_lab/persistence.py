@@ -4,7 +4,7 @@ Backends:
 
 * ``gudhi`` - the reference: ``gudhi.RipsComplex`` on the same distance matrix, edge collapse,
   expansion to ``maxdim + 1``, persistent cohomology over Z/``coeff`` in float64.
-* ``mojo`` - aura_lab's own engine (``kernels/rips.mojo``), the ripser algorithm family written
+* ``mojo`` - aura_lab's own engine (``kernels/aura_kernels/persistence/``), the ripser algorithm family written
   fresh: H0 by union-find over the sorted edges, H1..H_maxdim by persistent cohomology with
   clearing, implicit coboundaries through the combinatorial number system, apparent and emergent
   pairs; both cores for the edge list, the apparent-pair filters, the column assembly and the
@@ -323,14 +323,14 @@ def _check_engine_limits(n: int, maxdim: int, coeff: int) -> None:
 
 @op.impl("mojo")
 def _mojo(D, maxdim, thr, coeff):
-    """``kernels/rips.mojo`` on the full matrix ``D`` (float32 or float64, C-contiguous)."""
+    """``kernels/persistence.mojo`` on the full matrix ``D`` (float32 or float64, C-contiguous)."""
     from . import _mojo as M
 
     global _last_stats
     n = D.shape[0]
     dims = _engine_dims(n, maxdim)
     _check_engine_limits(n, maxdim, coeff)
-    kernel = M.load("rips")
+    kernel = M.load("persistence")
     D = np.ascontiguousarray(D)
     bits = 32 if D.dtype == np.float32 else 64
     D = D if bits == 32 else np.ascontiguousarray(D, np.float64)
