@@ -38,14 +38,7 @@ def assemble[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, simplices: B
 
     @always_inline
     def task(c: Int) {imm}:
-        var columns_out = chunk_columns[c]
-        var next_out = chunk_next[c]
-        var chunk_counts = SIMD[DType.int64, 4](0)
-        _assemble_chunk(filt, dim, simplices, chunk_lo(c, nch, m), chunk_lo(c + 1, nch, m), pivots, need_next, columns_out, next_out, chunk_counts)
-        chunk_columns[c] = columns_out
-        chunk_next[c] = next_out
-        for k in range(NCOUNTS):
-            counts[NCOUNTS * c + k] = Int(chunk_counts[k])
+        _assemble_chunk(filt, dim, simplices, c, nch, pivots, need_next, chunk_columns, chunk_next, counts)
 
     run_chunks(task, nch, filt.threads)
     for c in range(nch):
@@ -60,9 +53,14 @@ def assemble[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, simplices: B
     return ok and mem.ok()
 
 
-def _assemble_chunk[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, simplices: Buffer[Entry[T]], lo: Int, hi: Int, pivots: PivotMap, need_next: Bool, mut columns_out: Buffer[Entry[T]], mut next_out: Buffer[Entry[T]], mut counts: SIMD[DType.int64, 4]):
-    """The cofacets of simplices[lo:hi] for assemble: columns to columns_out, all cofacets to
-    next_out (with need_next); counts[COUNT_*] += enumerated, cleared, apparent."""
+def _assemble_chunk[T: DType, Z2: Bool](filtration: Filtration[T, Z2], dim: Int, simplices: Buffer[Entry[T]], c: Int, nch: Int, pivot_map: PivotMap, need_next: Bool, chunk_columns: ChunkBuffers[T], chunk_next: ChunkBuffers[T], counts: OwnedArray[Int]):
+    """The cofacets of chunk c of nch of the simplices for assemble: columns to
+    chunk_columns[c], all cofacets to chunk_next[c] (with need_next); counts[NCOUNTS * c +
+    COUNT_*] = enumerated, cleared, apparent. (The filtration, pivot map, buffers and
+    counters are local copies: through references they would be reloaded, and the
+    counters stored, at every push.)"""
+    var filt = filtration
+    var pivots = pivot_map
     comptime W = simd_width_of[T]()
     var mem = filt.mem
     var nv = dim + 1
@@ -74,8 +72,14 @@ def _assemble_chunk[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, simpl
     var row_max = row_max_owner.data
     var thr = filt.threshold
     var brow = filt.binom_table.unsafe_offset((nv + 1) * filt.binom_stride)
-    for q in range(lo, hi):
-        if not mem.ok():  # out of budget in another chunk
+    var columns_out = chunk_columns[c]
+    var next_out = chunk_next[c]
+    var total = 0
+    var cleared = 0
+    var apparent = 0
+    var m = simplices.size
+    for q in range(chunk_lo(c, nch, m), chunk_lo(c + 1, nch, m)):
+        if not mem.ok():  # out of budget here (a push failed) or in another chunk
             break
         var s = simplices[q]
         var ds = s.diam
@@ -91,20 +95,25 @@ def _assemble_chunk[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, simpl
             if mv <= thr:
                 var dt = max(ds, mv)
                 var tidx = brow[unsafe_offset=v] + s.key
-                counts[COUNT_TOTAL] += 1
+                total += 1
                 if need_next and not next_out.push(Entry[T](dt, tidx), mem):
-                    return
+                    break
                 if pivots.contains(tidx):
-                    counts[COUNT_CLEARED] += 1
+                    cleared += 1
                 else:
                     cofacet_vertices[unsafe_offset=0] = v
                     if dt == ds and zero_cofacet == -2:
                         zero_cofacet = filt.zero_cofacet_from_row(row_max, vs, nv, ds)
                     if _is_apparent(filt, nv, row_max, v, cofacet_vertices, dt, ds, zero_cofacet, scratch.facet()):
-                        counts[COUNT_APPARENT] += 1
+                        apparent += 1
                     elif not columns_out.push(Entry[T](dt, tidx), mem):
-                        return
+                        break
             v -= 1
+    chunk_columns[c] = columns_out
+    chunk_next[c] = next_out
+    counts[NCOUNTS * c + COUNT_TOTAL] = total
+    counts[NCOUNTS * c + COUNT_CLEARED] = cleared
+    counts[NCOUNTS * c + COUNT_APPARENT] = apparent
     _ = row_max_owner^  # freed here: row_max is a view of it
     _ = scratch^
 

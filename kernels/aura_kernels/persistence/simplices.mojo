@@ -100,9 +100,13 @@ def last_at_most[T: DType, KIND: Int](rows: Rows[T, KIND], lo: Int, hi: Int, bou
     var top = hi
     while top - 2 * W > lo:  # two vectors per step, one test
         var base = top - 2 * W
-        var m = rows.max_at[2 * W](base).le(bound)
-        if m.reduce_or():
-            return base + last_lane(m)
+        var mx = rows.max_at[2 * W](base)
+        var upper = mx.slice[W, offset=W]().le(bound)
+        var lower = mx.slice[W, offset=0]().le(bound)
+        if (upper | lower).reduce_or():
+            if upper.reduce_or():
+                return base + W + last_lane(upper)
+            return base + last_lane(lower)
         top = base
     while top - W > lo:
         var base = top - W
