@@ -126,6 +126,11 @@ struct Scratch(Movable):
         return self.space.data.unsafe_offset(3 * SCRATCH)
 
 
+# Initial capacity of a Buffer (it doubles as it grows). Not tuned; small because there is
+# one buffer per chunk and per window column.
+comptime BUFFER_INITIAL_CAP = 16
+
+
 @fieldwise_init
 struct Buffer[E: ImplicitlyCopyable & Deinitable](ImplicitlyCopyable):
     """A growable array with budget-checked growth. Copyable (chunk buffers live in arrays and
@@ -137,8 +142,8 @@ struct Buffer[E: ImplicitlyCopyable & Deinitable](ImplicitlyCopyable):
 
     @staticmethod
     def make(mem: MemoryBudget) -> Self:
-        mem.force(16 * size_of[Self.E]())
-        return Self(unsafe_alloc[Self.E](16), 0, 16)
+        mem.force(BUFFER_INITIAL_CAP * size_of[Self.E]())
+        return Self(unsafe_alloc[Self.E](BUFFER_INITIAL_CAP), 0, BUFFER_INITIAL_CAP)
 
     def grow(mut self, want: Int, mem: MemoryBudget) -> Bool:
         if want <= self.cap:
@@ -245,7 +250,7 @@ struct PivotMap(ImplicitlyCopyable):
 
     @always_inline
     def slot(self, key: Int) -> Int:
-        var h = (UInt64(key) * UInt64(0x9E3779B97F4A7C15)) >> UInt64(self.shift)
+        var h = (UInt64(key) * UInt64(0x9E3779B97F4A7C15)) >> UInt64(self.shift)  # Fibonacci hashing
         var i = Int(h)
         while True:
             var k = self.keys[unsafe_offset=i]
