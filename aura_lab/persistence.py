@@ -367,7 +367,7 @@ def _mojo_impl(prob: PersistenceProblem) -> list[np.ndarray]:
     D, thr = prob.filtration
     n, maxdim, coeff = prob.n, prob.maxdim, prob.coeff
     dims = _engine_dims(n, maxdim)
-    kernel = _mojo.load("rips")
+    kernel = _mojo.load("persistence")
     D = np.ascontiguousarray(D)
     bits = 32 if D.dtype == np.float32 else 64
     D = D if bits == 32 else np.ascontiguousarray(D, np.float64)
@@ -375,7 +375,9 @@ def _mojo_impl(prob: PersistenceProblem) -> list[np.ndarray]:
     stats = np.zeros((dims + 1) * _NSTATS, np.int64)
     budget = max(64 << 20, int(A.available_memory() * 0.8))
     threads = op.threads(prob.size)
-    kernel.rips((bits, D.ctypes.data, n, dims, float(thr), coeff, threads, budget, info.ctypes.data, stats.ctypes.data))
+    block = ABI.pack(dtype_bits=bits, dist=D.ctypes.data, n=n, maxdim=dims, threshold=float(thr), modulus=coeff,
+                     threads=threads, budget=budget, info=info.ctypes.data, stats=stats.ctypes.data)
+    kernel.rips(block.address)
     status, addr, nbars = int(info[0]), int(info[1]), int(info[2])
     try:
         if status == 1:
@@ -391,7 +393,7 @@ def _mojo_impl(prob: PersistenceProblem) -> list[np.ndarray]:
             bars = np.frombuffer(raw, np.float64).reshape(nbars, 3).copy()
     finally:
         if addr:
-            kernel.free_bars((addr,))
+            kernel.free_bars(addr)
     st = stats.reshape(dims + 1, _NSTATS)
     _last_stats = {f: [int(v) if not f.endswith("_s") else float(v) * 1e-9 for v in st[:, i]] for i, f in enumerate(STAT_FIELDS)}
     _last_stats["seconds"] = [a + b + c for a, b, c in zip(_last_stats["assemble_s"], _last_stats["search_s"], _last_stats["reduce_s"])]

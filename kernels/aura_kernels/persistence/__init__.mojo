@@ -1,0 +1,50 @@
+# Vietoris-Rips persistent homology: the ripser algorithm family, written fresh in Mojo.
+# Python reaches it through the binding kernels/persistence.mojo (see there for rips() and
+# free_bars()); the driver is engine.run_rips.
+#
+# Input: the full (n, n) symmetric distance matrix, float32 or float64, zero diagonal, validated
+# by aura_lab/persistence.py (which also caps maxdim at n - 2, checks that every binomial
+# coefficient C(n, k <= maxdim + 2) fits in 62 - coefficient-bits bits, and rounds the threshold
+# to the matrix dtype). Output (engine.mojo): info[0] status (0 ok, 1 memory budget exceeded),
+# info[1] the address of a malloc'd float64 buffer of (dim, birth, death) triples (death -1 =
+# infinite), info[2] their count, info[3] the dimension being built when the budget ran out,
+# info[4] the bytes asked for then, info[5] the peak bytes the engine held;
+# stats[dim * NSTATS + f] per-dimension counters (STAT_* in simplices.mojo).
+#
+# Filtration: vertices at 0, a simplex at its largest edge; ties are broken by the simplex
+# index in the combinatorial number system, {v_k > ... > v_0} -> sum_i C(v_i, i + 1), larger
+# index first (ripser's "reverse colexicographic" order). Cohomology is reduced in reverse
+# filtration order: columns = k-simplices sorted by (diameter desc, index asc); the pivot of a
+# coboundary column is its (k+1)-cofacet with the smallest (diameter, -index).
+#
+# * H0: edges <= threshold (generated in index order, radix-sorted by diameter, stable), then
+#   union-find from the shortest; merging edges give [0, d).
+# * Hk, k >= 1: columns are the k-simplices that are not pivots of dimension k-1 (clearing) and
+#   not in a zero-persistence apparent pair. Each column's coboundary is enumerated on the fly
+#   (cofacet index = above + C(v, j) + below as the new vertex v sweeps downwards) into a 4-ary
+#   heap (4 children side by side: fewer levels, so fewer cache misses, than a binary heap); a
+#   pivot found in the pivot -> column hash map is eliminated by adding that column's
+#   coboundary (V-matrix columns are stored, R is implicit); a pivot in an apparent pair is
+#   eliminated by adding the coboundary of its apparent facet; otherwise it is a new pair.
+#   Emergent pairs: a column whose largest-index equal-diameter cofacet is free is paired at
+#   once without enumerating its coboundary.
+# * Full-matrix rows make cofacet sweeps SIMD: for all candidate vertices v of a simplex s at
+#   once, max_{w in s} D[w, v] is a vector max over the rows of s's vertices (simplices.Rows).
+#   The assembly keeps that row max for s and tests each cofacet s + v against two rows only.
+# * All cores (chunks handed out dynamically by common.run_chunks): the edge list, the
+#   apparent-pair filters, the column assembly, the emergent-pair search, and the reduction,
+#   in rounds: a parallel phase reduces a window of columns against the pivots known so far,
+#   a short sequential phase pairs them in column order (see reduce.mojo).
+# * Memory: every large buffer grows through a byte budget (80% of available memory); running
+#   out stops the engine with status 1 instead of an out-of-memory kill.
+#
+# Files, by stage:
+#   containers.mojo  Entry, Bar, the memory budget, Buffer (growable), OwnedArray, Scratch,
+#                    ChunkBuffers, the pivot hash map, the 4-ary heap
+#   sort.mojo        quicksort, the parallel two-half sort + merge, the radix sort by diameter
+#   simplices.mojo   the binomial table, Filtration: decode/encode, the SIMD row scans,
+#                    apparent/emergent-pair predicates, coboundary pushing; the STAT_* slots
+#   h0.mojo          edges under the threshold, union-find, the H1 columns
+#   assemble.mojo    columns of dimension k + 1 from the k-simplices
+#   reduce.mojo      emergent-pair search and the windowed parallel reduction
+#   engine.mojo      the driver run(), the bar buffer and info[]

@@ -1,0 +1,137 @@
+# Column assembly: the columns of dimension k + 1 from the k-simplices (clearing and the
+# apparent-pair filters), and the (k + 1)-simplices the next dimension assembles from.
+
+from std.sys import simd_width_of
+from std.time import perf_counter_ns
+from aura_kernels.common import run_chunks, n_chunks, chunk_lo
+from aura_kernels.persistence.containers import (
+    IntPtr, Entry, Buffer, ChunkBuffers, OwnedArray, PivotMap, Scratch,
+)
+from aura_kernels.persistence.sort import sort_columns
+from aura_kernels.persistence.simplices import (
+    Filtration, STAT_SIMPLICES, STAT_CLEARED, STAT_APPARENT, STAT_ASSEMBLE_NS,
+)
+
+# k-simplices per chunk (each enumerates up to n cofacets). Not tuned; chosen small because
+# the work per simplex varies a lot (its row max costs nv * n, its cofacets' tests more).
+comptime ASSEMBLE_GRAIN = 256
+
+# per-chunk counters
+comptime COUNT_TOTAL = 0
+comptime COUNT_CLEARED = 1
+comptime COUNT_APPARENT = 2
+comptime NCOUNTS = 3
+
+
+def assemble[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, simplices: Buffer[Entry[T]], pivots: PivotMap, need_next: Bool, mut next: Buffer[Entry[T]], mut cols: Buffer[Entry[T]]) -> Bool:
+    """Columns of dimension dim + 1 from the dim-simplices: every cofacet s + v with v above s's
+    top vertex (each (dim+1)-simplex once), within the threshold, not a pivot of dimension dim
+    and not in a zero-persistence apparent pair; sorted into column order. With need_next, all
+    those cofacets within the threshold also go to next (in no particular order)."""
+    var t0 = perf_counter_ns()
+    var mem = filt.mem
+    var m = simplices.size
+    var nch = n_chunks(m, filt.threads, ASSEMBLE_GRAIN)
+    var chunk_columns = ChunkBuffers[T](nch, mem)
+    var chunk_next = ChunkBuffers[T](nch, mem)
+    var counts = OwnedArray[Int](NCOUNTS * nch, 0)
+
+    @always_inline
+    def task(c: Int) {imm}:
+        _assemble_chunk(filt, dim, simplices, c, nch, pivots, need_next, chunk_columns, chunk_next, counts)
+
+    run_chunks(task, nch, filt.threads)
+    for c in range(nch):
+        filt.stat(dim + 1, STAT_SIMPLICES, counts[NCOUNTS * c + COUNT_TOTAL])
+        filt.stat(dim + 1, STAT_CLEARED, counts[NCOUNTS * c + COUNT_CLEARED])
+        filt.stat(dim + 1, STAT_APPARENT, counts[NCOUNTS * c + COUNT_APPARENT])
+    var ok = chunk_columns.gather(cols, mem)
+    ok = chunk_next.gather(next, mem) and ok
+    if ok:
+        ok = sort_columns(cols, filt.threads, mem)
+    filt.stat(dim + 1, STAT_ASSEMBLE_NS, Int(perf_counter_ns() - t0))
+    return ok and mem.ok()
+
+
+def _assemble_chunk[T: DType, Z2: Bool](filtration: Filtration[T, Z2], dim: Int, simplices: Buffer[Entry[T]], c: Int, nch: Int, pivot_map: PivotMap, need_next: Bool, chunk_columns: ChunkBuffers[T], chunk_next: ChunkBuffers[T], counts: OwnedArray[Int]):
+    """The cofacets of chunk c of nch of the simplices for assemble: columns to
+    chunk_columns[c], all cofacets to chunk_next[c] (with need_next); counts[NCOUNTS * c +
+    COUNT_*] = enumerated, cleared, apparent. (The filtration, pivot map, buffers and
+    counters are local copies: through references they would be reloaded, and the
+    counters stored, at every push.)"""
+    var filt = filtration
+    var pivots = pivot_map
+    comptime W = simd_width_of[T]()
+    var mem = filt.mem
+    var nv = dim + 1
+    var n = filt.n
+    var scratch = Scratch()
+    var vs = scratch.simplex()
+    var cofacet_vertices = scratch.cofacet()  # [v, vs...]: slot 0 set per cofacet
+    var row_max_owner = OwnedArray[Scalar[T]](n + W)
+    var row_max = row_max_owner.data
+    var thr = filt.threshold
+    var brow = filt.binom_table.unsafe_offset((nv + 1) * filt.binom_stride)
+    var columns_out = chunk_columns[c]
+    var next_out = chunk_next[c]
+    var total = 0
+    var cleared = 0
+    var apparent = 0
+    var m = simplices.size
+    for q in range(chunk_lo(c, nch, m), chunk_lo(c + 1, nch, m)):
+        if not mem.ok():  # out of budget here (a push failed) or in another chunk
+            break
+        var s = simplices[q]
+        var ds = s.diam
+        filt.decode(s.key, nv, vs)
+        var top_vertex = vs[unsafe_offset=0]
+        for i in range(nv):
+            cofacet_vertices[unsafe_offset=i + 1] = vs[unsafe_offset=i]
+        filt.write_row_max(vs, nv, row_max)  # row_max[v] = diameter of s + v, up to ds
+        var zero_cofacet = -2  # s's zero cofacet vertex, computed on first need
+        var v = n - 1
+        while v > top_vertex:
+            var mv = row_max[unsafe_offset=v]
+            if mv <= thr:
+                var dt = max(ds, mv)
+                var tidx = brow[unsafe_offset=v] + s.key
+                total += 1
+                if need_next and not next_out.push(Entry[T](dt, tidx), mem):
+                    break
+                if pivots.contains(tidx):
+                    cleared += 1
+                else:
+                    cofacet_vertices[unsafe_offset=0] = v
+                    if dt == ds and zero_cofacet == -2:
+                        zero_cofacet = filt.zero_cofacet_from_row(row_max, vs, nv, ds)
+                    if _is_apparent(filt, nv, row_max, v, cofacet_vertices, dt, ds, zero_cofacet, scratch.facet()):
+                        apparent += 1
+                    elif not columns_out.push(Entry[T](dt, tidx), mem):
+                        break
+            v -= 1
+    chunk_columns[c] = columns_out
+    chunk_next[c] = next_out
+    counts[NCOUNTS * c + COUNT_TOTAL] = total
+    counts[NCOUNTS * c + COUNT_CLEARED] = cleared
+    counts[NCOUNTS * c + COUNT_APPARENT] = apparent
+    _ = row_max_owner^  # freed here: row_max is a view of it
+    _ = scratch^
+
+
+@always_inline
+def _is_apparent[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, row_max: Pointer[Scalar[T], MutUntrackedOrigin], v: Int, cofacet_vertices: IntPtr, dt: Scalar[T], ds: Scalar[T], zero_cofacet: Int, facet: IntPtr) -> Bool:
+    """Whether t = s + v (vertices cofacet_vertices, diameter dt; s of diameter ds with row max
+    row_max and zero cofacet vertex zero_cofacet when dt == ds) is in a zero-persistence
+    apparent pair."""
+    if dt == ds:
+        # s is t's smallest-index facet of equal diameter (v is t's top vertex): (s, t) is
+        # apparent iff t is s's zero cofacet
+        if zero_cofacet == v:
+            return True
+    # t paired with a cofacet is the common case (there are far fewer dim-simplices than
+    # cofacets to pair with): test it first
+    if filt.apparent_cofacet_from_rows(row_max, v, cofacet_vertices, nv + 1, dt) >= 0:
+        return True
+    if dt != ds:
+        return filt.apparent_facet(cofacet_vertices, nv + 1, dt, facet) >= 0
+    return False

@@ -1,0 +1,125 @@
+# The driver: the filtration and its tables, dimension 0, then per dimension the reduction
+# and the assembly of the next dimension's columns; the bar buffer and info[] for Python.
+
+from std.memory.alloc import unsafe_alloc
+from std.atomic import Atomic
+from aura_kernels.common import F32, F64
+from aura_kernels.persistence.containers import IntPtr, Entry, Bar, Buffer, MemoryBudget, PivotMap
+from aura_kernels.persistence.simplices import Filtration, SimplexTables
+from aura_kernels.persistence.h0 import dim0
+from aura_kernels.persistence.assemble import assemble
+from aura_kernels.persistence.reduce import reduce
+from aura_kernels.persistence_abi import PersistenceParams
+
+# info[] slots (read by aura_lab/persistence.py)
+comptime INFO_STATUS = 0  # STATUS_OK or STATUS_OUT_OF_MEMORY
+comptime INFO_BARS = 1  # address of the malloc'd float64 (dim, birth, death) triples
+comptime INFO_NBARS = 2  # their count
+comptime INFO_FAIL_DIM = 3  # the dimension being built when the budget ran out
+comptime INFO_FAIL_BYTES = 4  # the bytes asked for then
+comptime INFO_PEAK_BYTES = 5  # the peak bytes the engine held
+comptime STATUS_OK = 0
+comptime STATUS_OUT_OF_MEMORY = 1
+
+
+def run_rips(p: PersistenceParams):
+    """The engine for the matrix dtype and coefficient field of p."""
+    if p.dtype_bits == 32:
+        if p.modulus == 2:
+            run[F32, True](p)
+        else:
+            run[F32, False](p)
+    else:
+        if p.modulus == 2:
+            run[F64, True](p)
+        else:
+            run[F64, False](p)
+
+
+def run[T: DType, Z2: Bool](p: PersistenceParams):
+    var used = Atomic[Int](0)
+    var failed = Atomic[Int](0)
+    var peak = Atomic[Int](0)
+    var mem = MemoryBudget(
+        Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=Int(Pointer(to=used))),
+        Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=Int(Pointer(to=failed))),
+        Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=Int(Pointer(to=peak))),
+        p.budget,
+    )
+    var tables = SimplexTables(p.n, p.maxdim + 2, p.modulus)
+    var coef_bits = 0
+    if not Z2:
+        while (1 << coef_bits) <= p.modulus:
+            coef_bits += 1
+    var filt = Filtration[T, Z2](
+        p.n, p.n + 1, p.maxdim, p.modulus, coef_bits, (1 << coef_bits) - 1,
+        Pointer[Scalar[T], MutUntrackedOrigin](unsafe_from_address=p.dist),
+        Scalar[T](p.threshold), tables.binom.data, tables.inverse.data, mem, p.threads, IntPtr(unsafe_from_address=p.stats),
+    )
+    var bars = Buffer[Bar].make(mem)
+    var fail_dim = 0
+    var ok = _all_dimensions(filt, bars, fail_dim)
+    _ = tables^  # freed here: filt points into it
+    var info = IntPtr(unsafe_from_address=p.info)
+    if ok:
+        _write_bars(bars, info)
+    else:
+        info[unsafe_offset=INFO_STATUS] = STATUS_OUT_OF_MEMORY
+        info[unsafe_offset=INFO_BARS] = 0
+        info[unsafe_offset=INFO_NBARS] = 0
+        info[unsafe_offset=INFO_FAIL_DIM] = fail_dim
+        info[unsafe_offset=INFO_FAIL_BYTES] = failed.load()
+    bars.free(mem)
+    info[unsafe_offset=INFO_PEAK_BYTES] = peak.load()
+    # keep the counters alive until here (Mojo destroys values after their last use)
+    _ = used.load()
+    _ = failed.load()
+
+
+def _all_dimensions[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut bars: Buffer[Bar], mut fail_dim: Int) -> Bool:
+    """H0, then per dimension 1..maxdim the reduction and the next dimension's columns; on
+    failure fail_dim is the dimension being built."""
+    var mem = filt.mem
+    var simplices = Buffer[Entry[T]].make(mem)
+    var cols = Buffer[Entry[T]].make(mem)
+    var ok = dim0(filt, bars, simplices, cols)
+    for dim in range(1, filt.maxdim + 1):
+        if not ok:
+            break
+        fail_dim = dim
+        if dim == filt.maxdim:  # the last dimension assembles nothing: its simplices can go now
+            simplices.free(mem)
+            simplices = Buffer[Entry[T]].make(mem)
+        var pivots = PivotMap.make(cols.size, mem)
+        ok = reduce(filt, dim, cols, pivots, bars)
+        cols.free(mem)
+        cols = Buffer[Entry[T]].make(mem)
+        if ok and dim < filt.maxdim:
+            fail_dim = dim + 1
+            var next = Buffer[Entry[T]].make(mem)
+            ok = assemble(filt, dim, simplices, pivots, dim + 1 < filt.maxdim, next, cols)
+            simplices.free(mem)
+            simplices = next
+        pivots.free(mem)
+    simplices.free(mem)
+    cols.free(mem)
+    return ok
+
+
+def _write_bars(bars: Buffer[Bar], info: IntPtr):
+    """The bars as malloc'd float64 (dim, birth, death) triples (freed by free_bars)."""
+    var out = unsafe_alloc[Float64](max(1, 3 * bars.size))
+    for i in range(bars.size):
+        var b = bars[i]
+        out[unsafe_offset=3 * i] = Float64(b.dim)
+        out[unsafe_offset=3 * i + 1] = b.birth
+        out[unsafe_offset=3 * i + 2] = b.death
+    info[unsafe_offset=INFO_STATUS] = STATUS_OK
+    info[unsafe_offset=INFO_BARS] = Int(out)
+    info[unsafe_offset=INFO_NBARS] = bars.size
+
+
+def free_bar_buffer(addr: Int):
+    """Free a bar buffer run() wrote to info[INFO_BARS]."""
+    if addr != 0:
+        Pointer[Float64, MutUntrackedOrigin](unsafe_from_address=addr).unsafe_free()

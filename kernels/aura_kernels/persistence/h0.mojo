@@ -1,0 +1,152 @@
+# Dimension 0: the edges under the threshold, union-find for the H0 bars, and the H1 columns
+# (edges that merged nothing and are not the facet of an apparent pair).
+
+from std.time import perf_counter_ns
+from aura_kernels.common import run_chunks, n_chunks, chunk_lo, area_row
+from aura_kernels.persistence.containers import (
+    IntPtr, Entry, Bar, Buffer, ChunkBuffers, MemoryBudget, OwnedArray, Scratch,
+)
+from aura_kernels.persistence.sort import radix_sort_columns
+from aura_kernels.persistence.simplices import (
+    Filtration, STAT_SIMPLICES, STAT_APPARENT, STAT_ASSEMBLE_NS,
+)
+
+# Matrix entries (lower triangle) per chunk of the edge scan. Not tuned; chosen as ~64K
+# entries (256 KiB of float32 rows), a few hundred microseconds of work per chunk.
+comptime EDGE_SCAN_GRAIN = 1 << 16
+# Edges per chunk of the H1 column filter (each runs an apparent-pair test). Not tuned.
+comptime EDGE_COLUMN_GRAIN = 4096
+
+
+def dim0[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut bars: Buffer[Bar], mut edges: Buffer[Entry[T]], mut cols: Buffer[Entry[T]]) -> Bool:
+    """H0 bars by union-find; all edges <= threshold (column order) and the H1 columns."""
+    var t0 = perf_counter_ns()
+    var mem = filt.mem
+    if not _edges_below_threshold(filt, edges):
+        return False
+    if not radix_sort_columns(edges, mem):  # edges come in index order: a stable sort suffices
+        return False
+    filt.stat(0, STAT_SIMPLICES, edges.size)
+    if not mem.take(filt.n * 8 + edges.size):
+        return False
+    var merged = OwnedArray[UInt8](edges.size)  # 1 where the edge merged two components
+    var ok = _union_find(filt, edges, merged, bars)
+    var t1 = perf_counter_ns()
+    filt.stat(0, STAT_ASSEMBLE_NS, Int(t1 - t0))
+    if ok and filt.maxdim >= 1:
+        ok = _edge_columns(filt, edges, merged, cols)
+        filt.stat(1, STAT_ASSEMBLE_NS, Int(perf_counter_ns() - t1))
+    mem.give(edges.size)
+    return ok and mem.ok()
+
+
+def _edges_below_threshold[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut edges: Buffer[Entry[T]]) -> Bool:
+    """Append the edges (i > j, D[i, j] <= threshold) to edges in index order; rows are split
+    into chunks of about equal area."""
+    var n = filt.n
+    var mem = filt.mem
+    var nch = n_chunks(n * n // 2, filt.threads, EDGE_SCAN_GRAIN)
+    var chunks = ChunkBuffers[T](nch, mem)
+
+    @always_inline
+    def edge_task(c: Int) {imm}:
+        var r0 = area_row(c, nch, n)
+        var r1 = area_row(c + 1, nch, n)
+        var b = chunks[c]
+        var thr = filt.threshold
+        for i in range(r0, r1):
+            var base = i * (i - 1) // 2
+            var row = filt.dist.unsafe_offset(i * n)
+            for j in range(i):
+                var dij = row[unsafe_offset=j]
+                if dij <= thr:
+                    if not b.push(Entry[T](dij, base + j), mem):
+                        chunks[c] = b
+                        return
+        chunks[c] = b
+
+    run_chunks(edge_task, nch, filt.threads)
+    return chunks.gather(edges, mem)
+
+
+def _union_find[T: DType, Z2: Bool](filt: Filtration[T, Z2], edges: Buffer[Entry[T]], merged: OwnedArray[UInt8], mut bars: Buffer[Bar]) -> Bool:
+    """H0 bars by union-find from the shortest edge (the end of column order); marks the
+    merging edges in merged."""
+    var n = filt.n
+    var mem = filt.mem
+    var ok = True
+    var parent = OwnedArray[Int](n)
+    for i in range(n):
+        parent[i] = i
+    var e = edges.size - 1
+    while e >= 0:
+        var ent = edges[e]
+        var i = filt.max_vertex(ent.key, 2, n)
+        var j = ent.key - filt.binom(i, 2)
+        var a = _find(parent.data, i)
+        var b = _find(parent.data, j)
+        if a != b:
+            if a < b:
+                parent[b] = a
+            else:
+                parent[a] = b
+            merged[e] = 1
+            if ent.diam > 0:
+                if not bars.push(Bar(0, 0.0, Float64(ent.diam)), mem):
+                    ok = False
+        else:
+            merged[e] = 0
+        e -= 1
+    for i in range(n):
+        if _find(parent.data, i) == i:
+            if not bars.push(Bar(0, 0.0, -1.0), mem):
+                ok = False
+    _ = parent^  # freed here, after the last _find on its data
+    mem.give(n * 8)
+    return ok
+
+
+@always_inline
+def _find(parent: IntPtr, x0: Int) -> Int:
+    var x = x0
+    while parent[unsafe_offset=x] != x:
+        var g = parent[unsafe_offset=parent[unsafe_offset=x]]
+        parent[unsafe_offset=x] = g
+        x = g
+    return x
+
+
+def _edge_columns[T: DType, Z2: Bool](filt: Filtration[T, Z2], edges: Buffer[Entry[T]], merged: OwnedArray[UInt8], mut cols: Buffer[Entry[T]]) -> Bool:
+    """H1 columns: edges that merged nothing and are not the facet of an apparent pair."""
+    var mem = filt.mem
+    var m = edges.size
+    var nch = n_chunks(m, filt.threads, EDGE_COLUMN_GRAIN)
+    var chunks = ChunkBuffers[T](nch, mem)
+    var apparent_per_chunk = OwnedArray[Int](nch, 0)
+
+    @always_inline
+    def task(c: Int) {imm}:
+        var scratch = Scratch()
+        var b = chunks[c]
+        var apparent = 0
+        for e in range(chunk_lo(c, nch, m), chunk_lo(c + 1, nch, m)):
+            if merged[e] != 0:
+                continue
+            var ent = edges[e]
+            filt.decode(ent.key, 2, scratch.simplex())
+            if filt.apparent_cofacet(scratch.simplex(), 2, ent.diam) >= 0:
+                apparent += 1
+                continue
+            if not b.push(ent, mem):
+                break
+        chunks[c] = b
+        apparent_per_chunk[c] = apparent
+
+    run_chunks(task, nch, filt.threads)
+    var apparent = 0
+    for c in range(nch):
+        apparent += apparent_per_chunk[c]
+    var ok = chunks.gather(cols, mem)
+    filt.stat(1, STAT_APPARENT, apparent)
+    filt.stat(1, STAT_SIMPLICES, m)
+    return ok

@@ -1,0 +1,449 @@
+# Simplices of the Rips filtration: the binomial table (combinatorial number system), the
+# Filtration struct (decode / encode, coefficients, the SIMD scans over distance rows, the
+# apparent- and emergent-pair predicates, coboundary enumeration into the heap).
+
+from std.sys import simd_width_of
+from std.math import iota
+from aura_kernels.persistence.containers import (
+    IntPtr, Entry, Buffer, MemoryBudget, OwnedArray, heap_push, heap_pop,
+)
+
+comptime NSTATS = 11  # per-dimension counters, read by aura_lab/persistence.py (STAT_FIELDS)
+comptime STAT_SIMPLICES = 0  # simplices of this dimension enumerated (edges for dim 0 and 1)
+comptime STAT_COLUMNS = 1  # columns handed to the reduction
+comptime STAT_APPARENT = 2  # candidates skipped: in a zero-persistence apparent pair
+comptime STAT_CLEARED = 3  # candidates skipped: pivot of the previous dimension (clearing)
+comptime STAT_EMERGENT = 4  # columns paired by the emergent shortcut
+comptime STAT_REDUCED = 5  # columns reduced with a heap
+comptime STAT_ADDITIONS = 6  # column / apparent-facet additions
+comptime STAT_PUSHES = 7  # cofacets pushed into the heap
+comptime STAT_ASSEMBLE_NS = 8  # edges + sort + union-find (dim 0); column assembly (dim >= 1)
+comptime STAT_SEARCH_NS = 9  # parallel emergent-pair search
+comptime STAT_REDUCE_NS = 10  # sequential reduction
+
+# Kinds of Rows: which distance rows give the diameters of the cofacets s + v
+comptime VERTEX_ROWS = 0  # the rows of D of s's vertices, max over them
+comptime ONE_ROW = 1  # one precomputed row (a row max of s)
+comptime TWO_ROWS = 2  # the max of two rows (a row max of s and the row of a vertex)
+
+
+struct SimplexTables(Movable):
+    """Owns the binomial table binom[k * (n + 1) + v] = C(v, k), k <= kmax, and the
+    multiplicative inverses mod the modulus."""
+
+    var binom: OwnedArray[Int]
+    var inverse: OwnedArray[Int]
+
+    def __init__(out self, n: Int, kmax: Int, modulus: Int):
+        var stride = n + 1
+        self.binom = OwnedArray[Int]((kmax + 1) * stride)
+        for k in range(kmax + 1):
+            for v in range(stride):
+                var val = 0
+                if k == 0:
+                    val = 1
+                elif v > 0:
+                    val = self.binom[(k - 1) * stride + v - 1] + self.binom[k * stride + v - 1]
+                self.binom[k * stride + v] = val
+        self.inverse = OwnedArray[Int](modulus)
+        self.inverse[0] = 0
+        if modulus > 1:
+            self.inverse[1] = 1
+        for a in range(2, modulus):
+            self.inverse[a] = (modulus - (modulus // a) * self.inverse[modulus % a] % modulus) % modulus
+
+
+@fieldwise_init
+struct Rows[T: DType, KIND: Int](ImplicitlyCopyable):
+    """A set of distance rows whose elementwise max at x is the diameter of s + x (up to
+    diam s): the rows of D of the vertices vs (VERTEX_ROWS), or the precomputed rows r0
+    (ONE_ROW) or r0 and r1 (TWO_ROWS)."""
+
+    var r0: Pointer[Scalar[Self.T], MutUntrackedOrigin]  # VERTEX_ROWS: the (n, n) matrix
+    var r1: Pointer[Scalar[Self.T], MutUntrackedOrigin]
+    var vs: IntPtr
+    var nv: Int
+    var stride: Int
+
+    @always_inline
+    def max_at[w: Int](self, x: Int) -> SIMD[Self.T, w]:
+        """The row max at x, ..., x + w - 1."""
+        comptime if Self.KIND == VERTEX_ROWS:
+            var mx = self.r0.unsafe_load[width=w](self.vs[unsafe_offset=0] * self.stride + x)
+            for i in range(1, self.nv):
+                mx = max(mx, self.r0.unsafe_load[width=w](self.vs[unsafe_offset=i] * self.stride + x))
+            return mx
+        else:
+            var mx = self.r0.unsafe_load[width=w](x)
+            comptime if Self.KIND == TWO_ROWS:
+                mx = max(mx, self.r1.unsafe_load[width=w](x))
+            return mx
+
+
+# (Pointer is non-nullable: the vertex list of ONE_ROW / TWO_ROWS, never read, is the
+# simplex's own.)
+
+@always_inline
+def one_row[T: DType](r0: Pointer[Scalar[T], MutUntrackedOrigin], vs: IntPtr) -> Rows[T, ONE_ROW]:
+    return Rows[T, ONE_ROW](r0, r0, vs, 0, 0)
+
+
+@always_inline
+def two_rows[T: DType](r0: Pointer[Scalar[T], MutUntrackedOrigin], r1: Pointer[Scalar[T], MutUntrackedOrigin], vs: IntPtr) -> Rows[T, TWO_ROWS]:
+    return Rows[T, TWO_ROWS](r0, r1, vs, 0, 0)
+
+
+@always_inline
+def last_at_most[T: DType, KIND: Int](rows: Rows[T, KIND], lo: Int, hi: Int, bound: Scalar[T]) -> Int:
+    """The largest v in (lo, hi) with rows.max_at(v) <= bound, else -1."""
+    comptime W = simd_width_of[T]()
+    var top = hi
+    while top - 2 * W > lo:  # two vectors per step, one test
+        var base = top - 2 * W
+        var mx = rows.max_at[2 * W](base)
+        var upper = mx.slice[W, offset=W]().le(bound)
+        var lower = mx.slice[W, offset=0]().le(bound)
+        if (upper | lower).reduce_or():
+            if upper.reduce_or():
+                return base + W + last_lane(upper)
+            return base + last_lane(lower)
+        top = base
+    while top - W > lo:
+        var base = top - W
+        var m = rows.max_at[W](base).le(bound)
+        if m.reduce_or():
+            return base + last_lane(m)
+        top = base
+    var v = top - 1
+    while v > lo:
+        if rows.max_at[1](v)[0] <= bound:
+            return v
+        v -= 1
+    return -1
+
+
+@always_inline
+def last_lane[W: Int](m: SIMD[DType.bool, W]) -> Int:
+    """Index of the highest true lane of a nonzero mask."""
+    return Int(m.select(iota[DType.int64, W](), SIMD[DType.int64, W](-1)).reduce_max())
+
+
+@always_inline
+def insert_vertex(vs: IntPtr, nv: Int, v: Int, dst: IntPtr) -> Int:
+    """Write vs + {v} (descending) into dst; return the position of v."""
+    var j = 0
+    var p = -1
+    for i in range(nv):
+        var w = vs[unsafe_offset=i]
+        if p < 0 and v > w:
+            p = j
+            dst[unsafe_offset=j] = v
+            j += 1
+        dst[unsafe_offset=j] = w
+        j += 1
+    if p < 0:
+        p = j
+        dst[unsafe_offset=j] = v
+    return p
+
+
+@fieldwise_init
+struct Filtration[T: DType, Z2: Bool](ImplicitlyCopyable):
+    """Everything the enumeration needs; trivially copyable so closures can capture it. The
+    tables it points to are owned by a SimplexTables that outlives it."""
+
+    var n: Int
+    var binom_stride: Int  # n + 1
+    var maxdim: Int
+    var modulus: Int
+    var coef_bits: Int
+    var coef_mask: Int
+    var dist: Pointer[Scalar[Self.T], MutUntrackedOrigin]  # (n, n) row-major
+    var threshold: Scalar[Self.T]
+    var binom_table: IntPtr  # binom_table[k * binom_stride + v] = C(v, k), k <= maxdim + 2
+    var inverse: IntPtr  # multiplicative inverses mod p
+    var mem: MemoryBudget
+    var threads: Int
+    var stats: IntPtr
+
+    # ---------------------------------------------------------------- keys and coefficients
+
+    @always_inline
+    def binom(self, v: Int, k: Int) -> Int:
+        return self.binom_table[unsafe_offset=k * self.binom_stride + v]
+
+    @always_inline
+    def pack(self, idx: Int, coef: Int) -> Int:
+        comptime if Self.Z2:
+            return idx
+        else:
+            return (idx << self.coef_bits) | coef
+
+    @always_inline
+    def index_of(self, key: Int) -> Int:
+        comptime if Self.Z2:
+            return key
+        else:
+            return key >> self.coef_bits
+
+    @always_inline
+    def coef_of(self, key: Int) -> Int:
+        comptime if Self.Z2:
+            return 1
+        else:
+            return key & self.coef_mask
+
+    @always_inline
+    def neg(self, c: Int) -> Int:
+        comptime if Self.Z2:
+            return 1
+        else:
+            return (self.modulus - c) % self.modulus
+
+    @always_inline
+    def d(self, i: Int, j: Int) -> Scalar[Self.T]:
+        return self.dist[unsafe_offset=i * self.n + j]
+
+    @always_inline
+    def stat(self, dim: Int, f: Int, v: Int):
+        self.stats[unsafe_offset=dim * NSTATS + f] += v
+
+    # ---------------------------------------------------------------- combinatorial number system
+
+    @always_inline
+    def max_vertex(self, idx: Int, k: Int, hi: Int) -> Int:
+        """The largest v < hi with C(v, k) <= idx."""
+        var row = self.binom_table.unsafe_offset(k * self.binom_stride)
+        var lo = k - 1
+        var count = hi - lo
+        while count > 1:
+            var step = count >> 1
+            var mid = lo + step
+            if row[unsafe_offset=mid] <= idx:
+                lo = mid
+                count -= step
+            else:
+                count = step
+        return lo
+
+    @always_inline
+    def decode(self, idx0: Int, nv: Int, vs: IntPtr):
+        """Vertices of the simplex with index idx0 and nv vertices, descending, into vs."""
+        var idx = idx0
+        var hi = self.n
+        for i in range(nv):
+            var k = nv - i
+            var v = self.max_vertex(idx, k, hi)
+            vs[unsafe_offset=i] = v
+            idx -= self.binom(v, k)
+            hi = v
+
+    @always_inline
+    def index_from(self, vs: IntPtr, nv: Int) -> Int:
+        var idx = 0
+        for i in range(nv):
+            idx += self.binom(vs[unsafe_offset=i], nv - i)
+        return idx
+
+    # ---------------------------------------------------------------- row scans
+
+    @always_inline
+    def vertex_rows(self, vs: IntPtr, nv: Int) -> Rows[Self.T, VERTEX_ROWS]:
+        """The rows of D of the vertices vs: their max at x is the diameter of vs + x."""
+        return Rows[Self.T, VERTEX_ROWS](self.dist, self.dist, vs, nv, self.n)
+
+    @always_inline
+    def last_free_vertex[KIND: Int](self, rows: Rows[Self.T, KIND], gaps: IntPtr, nv: Int, ngaps: Int, bound: Scalar[Self.T]) -> Int:
+        """The largest v with rows.max_at(v) <= bound in the first ngaps of the gaps
+        n > v > gaps[0], gaps[0] > v > gaps[1], ..., gaps[nv - 1] > v > -1 of the descending
+        vertex list gaps (nv vertices), else -1."""
+        var hi = self.n
+        for i in range(ngaps):
+            var lo = gaps[unsafe_offset=i] if i < nv else -1
+            var v = last_at_most(rows, lo, hi, bound)
+            if v >= 0:
+                return v
+            hi = lo
+        return -1
+
+    def write_row_max(self, vs: IntPtr, nv: Int, dst: Pointer[Scalar[Self.T], MutUntrackedOrigin]):
+        """Write max_i D[vs[i], x] into dst[x] for all x < n: the diameters of s + x (up to diam s)."""
+        comptime W = simd_width_of[Self.T]()
+        var rows = self.vertex_rows(vs, nv)
+        var base = 0
+        while base + W <= self.n:
+            dst.unsafe_store(base, rows.max_at[W](base))
+            base += W
+        while base < self.n:
+            dst[unsafe_offset=base] = rows.max_at[1](base)[0]
+            base += 1
+
+    # ---------------------------------------------------------------- apparent pairs
+
+    @always_inline
+    def zero_cofacet(self, vs: IntPtr, nv: Int, dd: Scalar[Self.T]) -> Int:
+        """The vertex v whose cofacet s + v is s's largest-index cofacet of equal diameter, or -1."""
+        return self.last_free_vertex(self.vertex_rows(vs, nv), vs, nv, nv + 1, dd)
+
+    def zero_cofacet_from_row(self, row_max: Pointer[Scalar[Self.T], MutUntrackedOrigin], vs: IntPtr, nv: Int, dd: Scalar[Self.T]) -> Int:
+        """zero_cofacet of s from row_max = its row max (write_row_max)."""
+        return self.last_free_vertex(one_row(row_max, vs), vs, nv, nv + 1, dd)
+
+    def apparent_cofacet_from_rows(self, row_max: Pointer[Scalar[Self.T], MutUntrackedOrigin], v: Int, tv: IntPtr, nt: Int, dd: Scalar[Self.T]) -> Int:
+        """The apparent_cofacet of t = s + v (vertices tv, diameter dd) given row_max = the row
+        max of s: the cofacet diameters of t are max(row_max, D[v, .]), two rows instead of nt."""
+        var x = self.last_free_vertex(two_rows(row_max, self.dist.unsafe_offset(v * self.n), tv), tv, nt, nt + 1, dd)
+        if x < 0:
+            return -1
+        return x if self.is_zero_facet(tv, nt, x, dd) else -1
+
+    @always_inline
+    def zero_facet_pos(self, us: IntPtr, nu: Int, dd: Scalar[Self.T]) -> Int:
+        """Position r of the vertex whose removal gives t's smallest-index facet of equal
+        diameter dd = diam(t) (facet indices grow as the removed vertex gets smaller), or -1:
+        the first r that some edge of length dd (a "max pair") avoids."""
+        var n = self.n
+        for a in range(1, nu):  # a max pair avoiding us[0]: r = 0 (the common case)
+            var ra = us[unsafe_offset=a] * n
+            for b in range(a + 1, nu):
+                if self.dist[unsafe_offset=ra + us[unsafe_offset=b]] == dd:
+                    return 0
+        # every max pair is (us[0], us[b])
+        var r0 = us[unsafe_offset=0] * n
+        var first = -1
+        for b in range(1, nu):
+            if self.dist[unsafe_offset=r0 + us[unsafe_offset=b]] == dd:
+                if first < 0:
+                    first = b
+                else:
+                    return 1  # two max pairs (0, first), (0, b): one of them avoids us[1]
+        if first < 0:
+            return -1
+        if first != 1:
+            return 1
+        return 2 if nu > 2 else -1  # the only max pair is (us[0], us[1])
+
+    @always_inline
+    def is_zero_facet(self, tv: IntPtr, nt: Int, x: Int, dd: Scalar[Self.T]) -> Bool:
+        """Whether t (vertices tv, descending; diameter dd) is the smallest-index facet of
+        equal diameter of its cofacet c = t + x (diam c = dd): every edge of length dd ("max
+        pair") of c must contain each vertex of c above x, so at most two lie above x."""
+        var p = 0
+        while p < nt and tv[unsafe_offset=p] > x:
+            p += 1
+        if p == 0:
+            return True
+        if p >= 3:
+            return False
+        var n = self.n
+        var rx = x * n
+        var r0 = tv[unsafe_offset=0] * n
+        for b in range(1, nt):
+            if self.dist[unsafe_offset=rx + tv[unsafe_offset=b]] == dd:
+                return False  # (x, tb): misses c[0] (p = 1) or is not (c[0], c[1]) (p = 2)
+            if p == 2 and b >= 2 and self.dist[unsafe_offset=r0 + tv[unsafe_offset=b]] == dd:
+                return False  # (t0, tb), b >= 2, is not (c[0], c[1]); for p = 1 it holds c[0]
+        if p == 2 and self.dist[unsafe_offset=rx + tv[unsafe_offset=0]] == dd:
+            return False  # (x, t0) is not (c[0], c[1])
+        for a in range(1, nt):  # edges (ta, tb) with a >= 1 miss c[0]
+            var ra = tv[unsafe_offset=a] * n
+            for b in range(a + 1, nt):
+                if self.dist[unsafe_offset=ra + tv[unsafe_offset=b]] == dd:
+                    return False
+        return True
+
+    def apparent_facet(self, us: IntPtr, nu: Int, dd: Scalar[Self.T], f: IntPtr) -> Int:
+        """If t (vertices us, diameter dd) is the cofacet side of a zero-persistence apparent pair,
+        the position r of the vertex whose removal gives the facet (written to f); else -1."""
+        var r = self.zero_facet_pos(us, nu, dd)
+        if r < 0:
+            return -1
+        var k = 0
+        for i in range(nu):
+            if i != r:
+                f[unsafe_offset=k] = us[unsafe_offset=i]
+                k += 1
+        # t must be the facet's largest-index equal-diameter cofacet: no cofacet of f of
+        # diameter dd with its new vertex above us[r]
+        if self.last_free_vertex(self.vertex_rows(f, nu - 1), us, nu, r + 1, dd) >= 0:
+            return -1
+        return r
+
+    def apparent_cofacet(self, vs: IntPtr, nv: Int, dd: Scalar[Self.T]) -> Int:
+        """If s (vertices vs, diameter dd) is the facet side of a zero-persistence apparent pair,
+        the vertex v with s + v its cofacet; else -1."""
+        var v = self.zero_cofacet(vs, nv, dd)
+        if v < 0:
+            return -1
+        return v if self.is_zero_facet(vs, nv, v, dd) else -1
+
+    # ---------------------------------------------------------------- coboundaries
+
+    def push_coboundary(self, mut h: Buffer[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int) -> Int:
+        """Push coef * (coboundary of s) restricted to the threshold into the heap h; returns
+        the number of cofacets pushed, -1 when the memory budget ran out. As the new vertex v
+        sweeps down, cofacet index = above + C(v, nv + 1 - j) + below (j: vertices above v)."""
+        var pushed = h.size
+        comptime W = simd_width_of[Self.T]()
+        var thr = self.threshold
+        var rows = self.vertex_rows(vs, nv)
+        var above = 0
+        var below = idx
+        var hi = self.n
+        for j in range(nv + 1):
+            var lo = vs[unsafe_offset=j] if j < nv else -1
+            var c = coef if ((nv - j) & 1) == 0 else self.neg(coef)
+            var base_key = above + below
+            var brow = self.binom_table.unsafe_offset((nv + 1 - j) * self.binom_stride)
+            var top = hi
+            while top - W > lo:
+                var base = top - W
+                var mx = rows.max_at[W](base)
+                var m = mx.le(thr)
+                if m.reduce_or():
+                    for l in range(W):
+                        if m[l]:
+                            var e = Entry[Self.T](max(ds, mx[l]), self.pack(base_key + brow[unsafe_offset=base + l], c))
+                            if not heap_push(h, e, self.mem):
+                                return -1
+                top = base
+            var v = top - 1
+            while v > lo:
+                var mx = rows.max_at[1](v)[0]
+                if mx <= thr:
+                    if not heap_push(h, Entry[Self.T](max(ds, mx), self.pack(base_key + brow[unsafe_offset=v], c)), self.mem):
+                        return -1
+                v -= 1
+            if j < nv:
+                var w = vs[unsafe_offset=j]
+                above += self.binom(w, nv + 1 - j)
+                below -= self.binom(w, nv - j)
+                hi = w
+        return h.size - pushed
+
+    @always_inline
+    def pop_pivot(self, mut h: Buffer[Entry[Self.T]]) -> Entry[Self.T]:
+        """Pop the pivot with its coefficients summed; key -1 when the column is zero."""
+        comptime if Self.Z2:
+            while h.size > 0:
+                var p = heap_pop(h)
+                if h.size == 0 or h.data[unsafe_offset=0].key != p.key:
+                    return p
+                _ = heap_pop(h)
+        else:
+            while h.size > 0:
+                var p = heap_pop(h)
+                var idx = self.index_of(p.key)
+                var c = self.coef_of(p.key)
+                while h.size > 0 and self.index_of(h.data[unsafe_offset=0].key) == idx:
+                    c = (c + self.coef_of(heap_pop(h).key)) % self.modulus
+                if c != 0:
+                    return Entry[Self.T](p.diam, self.pack(idx, c))
+        return Entry[Self.T](0, -1)
+
+    @always_inline
+    def get_pivot(self, mut h: Buffer[Entry[Self.T]]) -> Entry[Self.T]:
+        var p = self.pop_pivot(h)
+        if p.key >= 0:
+            _ = heap_push(h, p, self.mem)  # cannot grow: one entry was just popped
+        return p
