@@ -1,8 +1,8 @@
 # Python binding of the MoE routing kernel (compute: aura_kernels/routing.mojo).
 #
-# route(params_addr): the address of a routing parameter block (aura_lab/moe.py's ABI,
+# route(params_addr): the address of a routing parameter block (aura_lab/routing/problem.py's ABI,
 # generated Mojo side aura_kernels/routing_abi.mojo); addresses 0 = absent (bias, kept),
-# capacity -1 for none, validated by aura_lab/moe.py beforehand.
+# capacity -1 for none, validated by aura_lab/routing beforehand.
 # portable_exp(args) with args = (x_addr, out_addr, n): a test helper.
 
 from std.python import PythonObject

@@ -1,7 +1,7 @@
 # Python binding of the Mamba-2 selective scan (compute: aura_kernels/ssd.mojo).
 #
-# scan(params_addr): the address of an ssd parameter block (aura_lab/ssd.py's ABI, generated
-# Mojo side aura_kernels/ssd_abi.mojo); addresses 0 = absent, validated by aura_lab/ssd.py
+# scan(params_addr): the address of an ssd parameter block (aura_lab/ssd/problem.py's ABI, generated
+# Mojo side aura_kernels/ssd_abi.mojo); addresses 0 = absent, validated by aura_lab/ssd
 # beforehand. lanes(dtype_bits): the vector width n must be a multiple of (Python pads B, C
 # and the state).
 

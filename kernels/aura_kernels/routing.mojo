@@ -5,7 +5,7 @@
 #   logits (T, E) float32, C-contiguous; bias (E,) float32 (optional);
 #   out: weights (T, k) float32, experts (T, k) int32, counts (E,) int64,
 #        perm (T*k,) int64, offsets (E+1,) int64, kept (T, k) bool (optional).
-# Everything is validated by aura_lab/moe.py before an address reaches this file; the
+# Everything is validated by aura_lab/routing before an address reaches this file; the
 # exact math (NaN policy, tie rule, groups, weights) is documented there and in its numpy
 # reference, which this kernel reproduces bit for bit in the ids.
 #
@@ -297,7 +297,7 @@ def _softmax_norm32(row: P32, E: Int) -> Tuple[Float64, Float64]:
     return (Float64(m), z)
 
 
-# portable exp (aura_lab.moe.portable_exp): the same IEEE operations as the numpy and torch
+# portable exp (aura_lab.routing.portable_exp): the same IEEE operations as the numpy and torch
 # backends, so selection keys with a bias are bit-identical everywhere. Mojo contracts
 # a * b + c into an FMA by default; llvm.arithmetic.fence on each product prevents it.
 comptime LOG2E = 1.4426950408889634
@@ -700,7 +700,7 @@ def _dispatch[scoring: Int](c: Ctx, has_bias: Bool, grouped: Bool, counts: PI64,
 
 
 def route_block(p: RoutingParams) raises:
-    """Route a block (aura_lab/moe.py's ABI; addresses validated there, bias and kept 0 when
+    """Route a block (aura_lab/routing/problem.py's ABI; addresses validated there, bias and kept 0 when
     absent, capacity -1 for none); nothing for T == 0."""
     if p.T == 0:
         return

@@ -2,7 +2,7 @@
 #
 # Inputs: logits (T, E) float32; bias (E) or a 1-element placeholder; k_shape (k) and
 # e1_shape (E + 1): int8 placeholders that carry the output dimensions k and E + 1 into
-# the graph; params: the routing parameter block (aura_lab/moe.py's ABI) as an int64
+# the graph; params: the routing parameter block (aura_lab/routing/problem.py's ABI) as an int64
 # tensor, whose address fields are presence flags (nonzero: present; bias and kept may be
 # 0) replaced here by the tensors' addresses; T, E and k come from the dimensions. One
 # graph serves every variant and size.

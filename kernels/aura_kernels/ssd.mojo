@@ -6,7 +6,7 @@
 #   h_t[p, n]  = exp(min(dt' A[h], 0)) h_{t-1}[p, n] + dt' x[t,h,p] B[t,g,n]
 #   y[t,h,p]   = sum_n C[t,g,n] h_t[p,n]  (+ D x)  (* silu(z))
 #
-# Layout (all C-contiguous, validated by aura_lab/ssd.py before any address gets here):
+# Layout (all C-contiguous, validated by aura_lab/ssd before any address gets here):
 #   tokens are flattened over (batch, length): x, z, y (T, h, p); dt (T, h); B, C (T, g, n);
 #   sequence s covers tokens [offs[s], offs[s+1]) (int64); init (optional) and fin are
 #   (nseq, h, p, n). fin doubles as the working state, so init == fin (the decode step)

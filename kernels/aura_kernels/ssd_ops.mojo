@@ -2,10 +2,10 @@
 # decode step (one token per sequence, state in, state out).
 #
 # Inputs in the layout of ssd.mojo (tokens flattened over batch x length, n padded to the
-# vector width by aura_lab/ssd.py): x (T, h, p), dt (T, h), A (h), B and C (T, g, n),
+# vector width by aura_lab/ssd): x (T, h, p), dt (T, h), A (h), B and C (T, g, n),
 # D (h, p) or (h, 1), z (T, h, p), dt_bias (h), offsets (nseq + 1) int64, state
 # (nseq, h, p, n) = the initial states, and params: the ssd parameter block
-# (aura_lab/ssd.py's ABI) as an int64 tensor, whose address fields are presence flags
+# (aura_lab/ssd/problem.py's ABI) as an int64 tensor, whose address fields are presence flags
 # (nonzero: present) replaced here by the tensors' addresses. Absent optional inputs are
 # passed as 1-element placeholders with their flag 0, so one graph per dtype covers every
 # combination; all dimensions are symbolic, and the sizes come from them.
