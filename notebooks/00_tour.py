@@ -93,7 +93,7 @@ for fam, res in stored.items():
 
 # %%
 for fam, res in stored.items():
-    cols = getattr(harness._module(fam), "COLUMNS", None)
+    cols = getattr(harness.family_module(fam), "COLUMNS", None)
     df = pd.DataFrame(res["rows"])
     display(df[[c for c in cols if c in df.columns]] if cols else df)
 
@@ -102,4 +102,4 @@ if SIZE == "large":
     for fam in FAMILIES:
         live = harness.bench(fam)
         print(f"# live: aura-lab bench {fam}")
-        print(live.table(getattr(harness._module(fam), "COLUMNS", None)))
+        print(live.table(getattr(harness.family_module(fam), "COLUMNS", None)))

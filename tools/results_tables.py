@@ -29,5 +29,5 @@ for path in sorted(RESULTS.glob("bench-*.json")):
         bw = ctx["bandwidth"]
         line += f"; memory bandwidth measured in the run: read {bw['read_GBps']:.1f} GB/s, write {bw['write_GBps']:.1f} GB/s"
     print(line + "\n")
-    print(format_table(res["rows"], getattr(harness._module(fam), "COLUMNS", None)))
+    print(format_table(res["rows"], getattr(harness.family_module(fam), "COLUMNS", None)))
     print()
