@@ -25,6 +25,7 @@ Every field is 8 bytes: ``INT`` (Mojo ``Int``), ``BOOL`` (0/1, Mojo ``Bool``), `
 from __future__ import annotations
 
 import ctypes
+import textwrap
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,8 @@ class KernelABI:
         """The generated ``<name>_abi.mojo``."""
         out = [f"# Generated from the KernelABI {self.name!r} (aura_lab/_abi.py): do not edit.",
                "# Regenerate with `python tools/gen_abi.py`; tests/test_abi.py fails while this file is stale.",
-               "", f"comptime {self.name.upper()}_LAYOUT = {self.layout:#x}", ""]
+               "", "from aura_kernels.common import checked_block", "",
+               f"comptime {self.name.upper()}_LAYOUT = {self.layout:#x}", ""]
         for e in self.enums:
             out.append(f"# {e.name} ids")
             out += [f"comptime {m.upper()} = {i}" for i, m in enumerate(e.members)]
@@ -98,20 +100,16 @@ class KernelABI:
         out += ["", "@fieldwise_init", f"struct {self.struct_name}(ImplicitlyCopyable):",
                 f'    """The {self.name} parameter block (addresses: 0 = absent)."""', ""]
         out += [f"    var {f}: {_MOJO[k]}" for f, k in self.fields]
+        args = [{INT: f"Int(w[unsafe_offset={i}])", ADDR: f"Int(w[unsafe_offset={i}])", BOOL: f"w[unsafe_offset={i}] != 0",
+                 FLOAT: f"f[unsafe_offset={i}]"}[k] for i, (_, k) in enumerate(self.fields, start=1)]
         out += ["", "    @staticmethod", "    def load(address: Int) raises -> Self:",
                 '        """Read a block written by Python; raises if its layout word is not this one."""',
-                "        var w = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=address)",
+                f'        var w = checked_block(address, {self.name.upper()}_LAYOUT, "{self.name}")',
                 *(["        var f = Pointer[Float64, MutUntrackedOrigin](unsafe_from_address=address)"]
                   if any(k == FLOAT for _, k in self.fields) else []),
-                f"        if Int(w[unsafe_offset=0]) != {self.name.upper()}_LAYOUT:",
-                f'            raise Error(String("{self.name}: the parameter block has layout ", Int(w[unsafe_offset=0]),'
-                f' " but this kernel was built for ", {self.name.upper()}_LAYOUT))',
-                "        return Self("]
-        for i, (f, k) in enumerate(self.fields, start=1):
-            val = {INT: f"Int(w[unsafe_offset={i}])", ADDR: f"Int(w[unsafe_offset={i}])",
-                   BOOL: f"w[unsafe_offset={i}] != 0", FLOAT: f"f[unsafe_offset={i}]"}[k]
-            out.append(f"            {val},")
-        out += ["        )", ""]
+                *textwrap.wrap("return Self(" + ", ".join(args) + ")", 110, initial_indent=" " * 8,
+                               subsequent_indent=" " * 12, break_on_hyphens=False),
+                ""]
         return "\n".join(out)
 
     def mojo_path(self, kernels_dir: Path) -> Path:

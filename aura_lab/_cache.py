@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 
 def cache_root() -> Path:
@@ -18,6 +20,18 @@ def cache_root() -> Path:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "aura_lab"
+
+
+def memoized(cache: dict, key, lock: threading.Lock, make: Callable[[], object]):
+    """``cache[key]``, made once by ``make()`` while holding ``lock`` (the fast path, a hit,
+    takes no lock): a kernel loads, a graph compiles, once per process."""
+    value = cache.get(key)
+    if value is None:
+        with lock:
+            value = cache.get(key)
+            if value is None:
+                value = cache[key] = make()
+    return value
 
 
 @lru_cache(maxsize=1)

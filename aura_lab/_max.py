@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import _mojo
+from ._cache import memoized
 from .errors import BackendUnavailable, MaxGraphError
 from .registry import BackendStatus, register_backend
 
@@ -151,29 +152,25 @@ def _stderr_captured(sink: list[str]):
 def model(key: tuple, build: Callable[[object, Path], object]):
     """The compiled model for ``key``, building the graph with ``build(device_ref, package)``
     and compiling it on first use in this process (MAX's disk cache makes later processes fast)."""
-    m = _models.get(key)
-    if m is not None:
-        return m
-    with _lock:
-        m = _models.get(key)
-        if m is None:
-            session, _ = _session()
-            pkg = package()
-            t0 = time.perf_counter()
-            native: list[str] = []
-            try:
-                with _stderr_captured(native):
-                    graph = build(device_ref(), pkg)
-                    m = session.load(graph)
-            except Exception as e:
-                chain, c = [], e
-                while c is not None:
-                    chain.append(str(c))
-                    c = c.__cause__
-                diag = "\n".join([*native, *reversed(chain)]).strip()
-                raise MaxGraphError(f"max backend: compiling the graph {key} failed:\n{diag}") from e
-            compile_log.append(CompileRecord(key, time.perf_counter() - t0, time.time()))
-            _models[key] = m
+    return memoized(_models, key, _lock, lambda: _compile(key, build))
+
+
+def _compile(key: tuple, build: Callable[[object, Path], object]):
+    session, _ = _session()
+    pkg = package()
+    t0 = time.perf_counter()
+    native: list[str] = []
+    try:
+        with _stderr_captured(native):
+            m = session.load(build(device_ref(), pkg))
+    except Exception as e:
+        chain, c = [], e
+        while c is not None:
+            chain.append(str(c))
+            c = c.__cause__
+        diag = "\n".join([*native, *reversed(chain)]).strip()
+        raise MaxGraphError(f"max backend: compiling the graph {key} failed:\n{diag}") from e
+    compile_log.append(CompileRecord(key, time.perf_counter() - t0, time.time()))
     return m
 
 

@@ -33,7 +33,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from ._cache import cache_root, cpu_key
+from ._cache import cache_root, cpu_key, memoized
 from .errors import MojoBuildError, MojoUnavailable
 from .registry import BackendStatus, register_backend
 
@@ -183,19 +183,16 @@ def build(stem: str, *, force: bool = False, quiet: bool = False) -> Path:
 
 def load(stem: str):
     """Import the extension module for ``kernels/<stem>.mojo``, compiling it if needed."""
-    mod = _loaded.get(stem)
-    if mod is not None:
-        return mod
-    with _lock:
-        mod = _loaded.get(stem)
-        if mod is None:
-            _preload_runtime()
-            path = build(stem)
-            spec = importlib.util.spec_from_file_location(stem, path)
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            _restore_environment()
-            _loaded[stem] = mod
+    return memoized(_loaded, stem, _lock, lambda: _import(stem))
+
+
+def _import(stem: str):
+    _preload_runtime()
+    path = build(stem)
+    spec = importlib.util.spec_from_file_location(stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    _restore_environment()
     return mod
 
 

@@ -20,7 +20,7 @@ def PyInit_routing() abi("C") -> PythonObject:
         var m = PythonModuleBuilder("routing")
         m.def_function[route](
             "route",
-            docstring="route(params_addr): the address of a routing parameter block (aura_lab.moe.ABI); addresses 0 = absent",
+            docstring="route(params_addr): the address of a routing parameter block (aura_lab.routing.ABI); addresses 0 = absent",
         )
         m.def_function[portable_exp](
             "portable_exp",

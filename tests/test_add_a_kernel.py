@@ -52,7 +52,8 @@ def toy(tmp_path, monkeypatch):
     (kernels / "scale.mojo").write_text(readme_block("# kernels/scale.mojo"))
     real = Path(_mojo.kernels_dir())
     shutil.copy(real / "_common.mojo", kernels)
-    shutil.copy(real / "aura_kernels" / "__init__.mojo", kernels / "aura_kernels")
+    for name in ("__init__.mojo", "common.mojo"):
+        shutil.copy(real / "aura_kernels" / name, kernels / "aura_kernels")
     module.ABI.write(kernels)  # what `python tools/gen_abi.py` does for the repository's kernels
     monkeypatch.setenv("AURA_LAB_KERNELS", str(kernels))
     monkeypatch.setitem(harness.FAMILIES, "scale", "aura_lab.harness.scale")

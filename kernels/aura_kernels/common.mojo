@@ -46,6 +46,16 @@ def ieee_end(old: UInt32):
 
 
 
+def checked_block(address: Int, layout: Int, name: StaticString) raises -> Pointer[Int64, MutUntrackedOrigin]:
+    """The int64 words of a parameter block written by Python (aura_lab/_abi.py), after
+    checking its layout word against the one this kernel was generated for."""
+    var w = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=address)
+    if Int(w[unsafe_offset=0]) != layout:
+        raise Error(String(name, ": the parameter block has layout ", Int(w[unsafe_offset=0]),
+                           " but this kernel was built for ", layout))
+    return w
+
+
 def run_chunks[F: def(Int) -> None](task: F, nch: Int, nt: Int):
     """task(0) ... task(nch - 1) on up to nt threads, each worker taking the next chunk when
     it gets free: a core busy with something else then costs its share of chunks, not the

@@ -130,6 +130,18 @@ def _tile[metric: Int, dtype: DType](
         i += 1
 
 
+def _row_norms[dtype: DType](
+    p: Pointer[Scalar[dtype], MutUntrackedOrigin], rows: Int, d: Int, dst: Pointer[Scalar[dtype], MutUntrackedOrigin]
+):
+    """dst[i] = sqrt(sum_k p[i, k]^2) for the rows of a (rows, d) array."""
+    for i in range(rows):
+        var s = Scalar[dtype](0)
+        for k in range(d):
+            var v = p[unsafe_offset=i * d + k]
+            s += v * v
+        dst[unsafe_offset=i] = sqrt(s)
+
+
 def _run[metric: Int, dtype: DType](
     xp: Pointer[Scalar[dtype], MutUntrackedOrigin],
     yp: Pointer[Scalar[dtype], MutUntrackedOrigin],
@@ -151,18 +163,8 @@ def _run[metric: Int, dtype: DType](
     for i in range(n):
         nx[unsafe_offset=i] = 1
     comptime if metric == COSINE:  # norms as scipy: 1 - x.y / (sqrt(x.x) * sqrt(y.y))
-        for j in range(m):
-            var s = Scalar[dtype](0)
-            for k in range(d):
-                var v = yp[unsafe_offset=j * d + k]
-                s += v * v
-            ny[unsafe_offset=j] = sqrt(s)
-        for i in range(n):
-            var s = Scalar[dtype](0)
-            for k in range(d):
-                var v = xp[unsafe_offset=i * d + k]
-                s += v * v
-            nx[unsafe_offset=i] = sqrt(s)
+        _row_norms(yp, m, d, ny)
+        _row_norms(xp, n, d, nx)
 
     var nb = (n + RB - 1) // RB
     var npanels = (m + PANEL - 1) // PANEL

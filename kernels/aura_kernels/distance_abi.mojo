@@ -1,6 +1,8 @@
 # Generated from the KernelABI 'distance' (aura_lab/_abi.py): do not edit.
 # Regenerate with `python tools/gen_abi.py`; tests/test_abi.py fails while this file is stale.
 
+from aura_kernels.common import checked_block
+
 comptime DISTANCE_LAYOUT = 0x18d5568db
 
 # metric ids
@@ -29,18 +31,8 @@ struct DistanceParams(ImplicitlyCopyable):
     @staticmethod
     def load(address: Int) raises -> Self:
         """Read a block written by Python; raises if its layout word is not this one."""
-        var w = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=address)
-        if Int(w[unsafe_offset=0]) != DISTANCE_LAYOUT:
-            raise Error(String("distance: the parameter block has layout ", Int(w[unsafe_offset=0]), " but this kernel was built for ", DISTANCE_LAYOUT))
-        return Self(
-            Int(w[unsafe_offset=1]),
-            Int(w[unsafe_offset=2]),
-            Int(w[unsafe_offset=3]),
-            Int(w[unsafe_offset=4]),
-            Int(w[unsafe_offset=5]),
-            Int(w[unsafe_offset=6]),
-            Int(w[unsafe_offset=7]),
-            Int(w[unsafe_offset=8]),
-            Int(w[unsafe_offset=9]),
-            Int(w[unsafe_offset=10]),
-        )
+        var w = checked_block(address, DISTANCE_LAYOUT, "distance")
+        return Self(Int(w[unsafe_offset=1]), Int(w[unsafe_offset=2]), Int(w[unsafe_offset=3]),
+            Int(w[unsafe_offset=4]), Int(w[unsafe_offset=5]), Int(w[unsafe_offset=6]),
+            Int(w[unsafe_offset=7]), Int(w[unsafe_offset=8]), Int(w[unsafe_offset=9]),
+            Int(w[unsafe_offset=10]))

@@ -1,6 +1,8 @@
 # Generated from the KernelABI 'persistence' (aura_lab/_abi.py): do not edit.
 # Regenerate with `python tools/gen_abi.py`; tests/test_abi.py fails while this file is stale.
 
+from aura_kernels.common import checked_block
+
 comptime PERSISTENCE_LAYOUT = 0x1d0734f57
 
 
@@ -22,19 +24,8 @@ struct PersistenceParams(ImplicitlyCopyable):
     @staticmethod
     def load(address: Int) raises -> Self:
         """Read a block written by Python; raises if its layout word is not this one."""
-        var w = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=address)
+        var w = checked_block(address, PERSISTENCE_LAYOUT, "persistence")
         var f = Pointer[Float64, MutUntrackedOrigin](unsafe_from_address=address)
-        if Int(w[unsafe_offset=0]) != PERSISTENCE_LAYOUT:
-            raise Error(String("persistence: the parameter block has layout ", Int(w[unsafe_offset=0]), " but this kernel was built for ", PERSISTENCE_LAYOUT))
-        return Self(
-            Int(w[unsafe_offset=1]),
-            Int(w[unsafe_offset=2]),
-            Int(w[unsafe_offset=3]),
-            Int(w[unsafe_offset=4]),
-            f[unsafe_offset=5],
-            Int(w[unsafe_offset=6]),
-            Int(w[unsafe_offset=7]),
-            Int(w[unsafe_offset=8]),
-            Int(w[unsafe_offset=9]),
-            Int(w[unsafe_offset=10]),
-        )
+        return Self(Int(w[unsafe_offset=1]), Int(w[unsafe_offset=2]), Int(w[unsafe_offset=3]),
+            Int(w[unsafe_offset=4]), f[unsafe_offset=5], Int(w[unsafe_offset=6]), Int(w[unsafe_offset=7]),
+            Int(w[unsafe_offset=8]), Int(w[unsafe_offset=9]), Int(w[unsafe_offset=10]))

@@ -1,6 +1,8 @@
 # Generated from the KernelABI 'routing' (aura_lab/_abi.py): do not edit.
 # Regenerate with `python tools/gen_abi.py`; tests/test_abi.py fails while this file is stale.
 
+from aura_kernels.common import checked_block
+
 comptime ROUTING_LAYOUT = 0x12e378b75
 
 # scoring ids
@@ -34,27 +36,11 @@ struct RoutingParams(ImplicitlyCopyable):
     @staticmethod
     def load(address: Int) raises -> Self:
         """Read a block written by Python; raises if its layout word is not this one."""
-        var w = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=address)
+        var w = checked_block(address, ROUTING_LAYOUT, "routing")
         var f = Pointer[Float64, MutUntrackedOrigin](unsafe_from_address=address)
-        if Int(w[unsafe_offset=0]) != ROUTING_LAYOUT:
-            raise Error(String("routing: the parameter block has layout ", Int(w[unsafe_offset=0]), " but this kernel was built for ", ROUTING_LAYOUT))
-        return Self(
-            Int(w[unsafe_offset=1]),
-            Int(w[unsafe_offset=2]),
-            Int(w[unsafe_offset=3]),
-            Int(w[unsafe_offset=4]),
-            Int(w[unsafe_offset=5]),
-            w[unsafe_offset=6] != 0,
-            f[unsafe_offset=7],
-            Int(w[unsafe_offset=8]),
-            Int(w[unsafe_offset=9]),
-            Int(w[unsafe_offset=10]),
-            Int(w[unsafe_offset=11]),
-            Int(w[unsafe_offset=12]),
-            Int(w[unsafe_offset=13]),
-            Int(w[unsafe_offset=14]),
-            Int(w[unsafe_offset=15]),
-            Int(w[unsafe_offset=16]),
-            Int(w[unsafe_offset=17]),
-            Int(w[unsafe_offset=18]),
-        )
+        return Self(Int(w[unsafe_offset=1]), Int(w[unsafe_offset=2]), Int(w[unsafe_offset=3]),
+            Int(w[unsafe_offset=4]), Int(w[unsafe_offset=5]), w[unsafe_offset=6] != 0, f[unsafe_offset=7],
+            Int(w[unsafe_offset=8]), Int(w[unsafe_offset=9]), Int(w[unsafe_offset=10]),
+            Int(w[unsafe_offset=11]), Int(w[unsafe_offset=12]), Int(w[unsafe_offset=13]),
+            Int(w[unsafe_offset=14]), Int(w[unsafe_offset=15]), Int(w[unsafe_offset=16]),
+            Int(w[unsafe_offset=17]), Int(w[unsafe_offset=18]))

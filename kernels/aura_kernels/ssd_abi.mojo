@@ -1,6 +1,8 @@
 # Generated from the KernelABI 'ssd' (aura_lab/_abi.py): do not edit.
 # Regenerate with `python tools/gen_abi.py`; tests/test_abi.py fails while this file is stale.
 
+from aura_kernels.common import checked_block
+
 comptime SSD_LAYOUT = 0x10ec41c47
 
 
@@ -35,32 +37,13 @@ struct SsdParams(ImplicitlyCopyable):
     @staticmethod
     def load(address: Int) raises -> Self:
         """Read a block written by Python; raises if its layout word is not this one."""
-        var w = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=address)
+        var w = checked_block(address, SSD_LAYOUT, "ssd")
         var f = Pointer[Float64, MutUntrackedOrigin](unsafe_from_address=address)
-        if Int(w[unsafe_offset=0]) != SSD_LAYOUT:
-            raise Error(String("ssd: the parameter block has layout ", Int(w[unsafe_offset=0]), " but this kernel was built for ", SSD_LAYOUT))
-        return Self(
-            Int(w[unsafe_offset=1]),
-            Int(w[unsafe_offset=2]),
-            Int(w[unsafe_offset=3]),
-            Int(w[unsafe_offset=4]),
-            Int(w[unsafe_offset=5]),
-            Int(w[unsafe_offset=6]),
-            Int(w[unsafe_offset=7]),
-            w[unsafe_offset=8] != 0,
-            Int(w[unsafe_offset=9]),
-            Int(w[unsafe_offset=10]),
-            w[unsafe_offset=11] != 0,
-            f[unsafe_offset=12],
-            f[unsafe_offset=13],
-            Int(w[unsafe_offset=14]),
-            Int(w[unsafe_offset=15]),
-            Int(w[unsafe_offset=16]),
-            Int(w[unsafe_offset=17]),
-            Int(w[unsafe_offset=18]),
-            Int(w[unsafe_offset=19]),
-            Int(w[unsafe_offset=20]),
-            Int(w[unsafe_offset=21]),
-            Int(w[unsafe_offset=22]),
-            Int(w[unsafe_offset=23]),
-        )
+        return Self(Int(w[unsafe_offset=1]), Int(w[unsafe_offset=2]), Int(w[unsafe_offset=3]),
+            Int(w[unsafe_offset=4]), Int(w[unsafe_offset=5]), Int(w[unsafe_offset=6]),
+            Int(w[unsafe_offset=7]), w[unsafe_offset=8] != 0, Int(w[unsafe_offset=9]),
+            Int(w[unsafe_offset=10]), w[unsafe_offset=11] != 0, f[unsafe_offset=12], f[unsafe_offset=13],
+            Int(w[unsafe_offset=14]), Int(w[unsafe_offset=15]), Int(w[unsafe_offset=16]),
+            Int(w[unsafe_offset=17]), Int(w[unsafe_offset=18]), Int(w[unsafe_offset=19]),
+            Int(w[unsafe_offset=20]), Int(w[unsafe_offset=21]), Int(w[unsafe_offset=22]),
+            Int(w[unsafe_offset=23]))
