@@ -31,8 +31,8 @@ def _max_impl(spec: RoutingProblem) -> RouteArrays:
     k = spec.k
     # addresses are presence flags for the MAX op (1 = given): it substitutes its tensors'
     present = lambda a: 0 if a is None else 1  # noqa: E731
-    params = _block(spec, present, logits=L, weights=L, experts=L, counts=L, perm=L, offsets=L,
-                    kept=None if spec.capacity is None else L).words()
+    params = _block(spec, present, logits=L, weights=True, experts=True, counts=True, perm=True, offsets=True,
+                    kept=None if spec.capacity is None else True).words()
     inputs = [L, np.zeros(1, np.float32) if spec.bias is None else spec.bias, np.zeros(k, np.int8),
               np.zeros(E + 1, np.int8), params]
 

@@ -85,7 +85,7 @@ def _max_scan(prob, operands, npad: int, offsets, tokens: int, init):
     dtype, h, p, g, nseq = x.dtype, prob.h, prob.p, prob.g, len(offsets) - 1
     one = lambda a, shape: np.zeros(shape, dtype) if a is None else a  # noqa: E731
     state = np.zeros((nseq, h, p, npad), dtype) if init is None else init
-    params = _block(prob, operands, npad, offsets, tokens, _present, init=init, fin=state, y=x).words()
+    params = _block(prob, operands, npad, offsets, tokens, _present, init=init, fin=True, y=True).words()
     inputs = [x.reshape(tokens, h, p), dt.reshape(tokens, h), A, B.reshape(tokens, g, npad), C.reshape(tokens, g, npad),
               one(None if D is None else D.reshape(h, -1), (1, 1)), one(None if z is None else z.reshape(tokens, h, p),
                                                                         (1, 1, 1)),
