@@ -87,11 +87,12 @@ OFF_GRID = ((200, 3), (1200, 3), (150, 64), (600, 64))
 
 def _fastest_within(size, X, out, pick, tolerance):
     """(auto's pick within ``tolerance`` of the fastest, the times): each available backend timed
-    (median of 5 after a warm-up), timed again once if the first round says no (a shared VM)."""
+    (median of 5 after a warm-up), timed again up to twice if a round says no (a shared VM,
+    where another tenant can slow one backend's round)."""
     from aura_lab.harness.core import time_call
 
     names = [b for b in distance_op.backends if aura_lab.backends()[aura_lab.BACKENDS.index(b)].available]
-    for _ in range(2):
+    for _ in range(3):
         ms = {b: time_call(lambda b=b: aura_lab.pairwise_distances(X, backend=b, out=out), repeats=5)["ms"] for b in names}
         if ms[pick] <= (1 + tolerance) * min(ms.values()):
             return True, ms
@@ -104,7 +105,7 @@ def test_calibration_run_and_auto_at_sizes_off_the_grid(private_cache, monkeypat
 
     full = hd.calibration
     monkeypatch.setattr(hd, "calibration", lambda: full(sizes=GRID))
-    table = hc.calibrate(["distance"], repeats=3, show_progress=False)
+    table = hc.calibrate(["distance"], repeats=5, show_progress=False)
     saved = json.loads(_auto.table_path().read_text())
     assert saved["versions"] == _auto.versions() and saved["cpu_key"]
     pts = saved["ops"]["distance"]["points"]
@@ -117,4 +118,4 @@ def test_calibration_run_and_auto_at_sizes_off_the_grid(private_cache, monkeypat
         assert aura_lab.explain("distance", **size).startswith(f"distance: auto picks {pick} (calibrated on this machine")
         X = rng.standard_normal((n, d)).astype(np.float32)
         ok, ms = _fastest_within(size, X, np.empty((n, n), np.float32), pick, _auto.TOLERANCE)
-        assert ok, (size, pick, ms)
+        assert ok, (size, pick, ms, [(p["size"], p["ms"]) for p in pts])
