@@ -60,11 +60,10 @@ def _first_call_seconds(op: str, cache: str) -> float:
 
 def _steady(op: str, repeats: int):
     """(case label, {backend: ms}) for a medium problem."""
-    aura_lab = _API
     rng = np.random.default_rng(0)
     if op == "distance":
         X = rng.standard_normal((2048, 64)).astype(np.float32)
-        calls = {b: (lambda b=b: aura_lab.pairwise_distances(X, backend=b)) for b in ("max", "mojo")}
+        calls = {b: (lambda b=b: pairwise_distances(X, backend=b)) for b in ("max", "mojo")}
         label = "n=2048 d=64"
     elif op == "ssd":
         b, l, h, p, n = 1, 1024, 24, 64, 128
@@ -73,17 +72,17 @@ def _steady(op: str, repeats: int):
         A = -rng.random(h).astype(np.float32)
         B = rng.standard_normal((b, l, 1, n)).astype(np.float32)
         C = rng.standard_normal((b, l, 1, n)).astype(np.float32)
-        calls = {be: (lambda be=be: aura_lab.selective_scan(x, dt, A, B, C, backend=be)) for be in ("max", "mojo")}
+        calls = {be: (lambda be=be: selective_scan(x, dt, A, B, C, backend=be)) for be in ("max", "mojo")}
         label = "l=1024 h=24 p=64 n=128"
     else:
         logits = rng.standard_normal((65536, 256)).astype(np.float32)
-        calls = {be: (lambda be=be: aura_lab.route(logits, 8, backend=be)) for be in ("max", "mojo")}
+        calls = {be: (lambda be=be: route(logits, 8, backend=be)) for be in ("max", "mojo")}
         label = "T=65536 E=256 k=8"
     return label, {b: time_call(fn, repeats=repeats)["ms"] for b, fn in calls.items()}
 
 
 def max_ops() -> list[str]:
-    return [fam for fam in ("distance", "ssd", "routing") if fam in Op.registry and "max" in Op.registry[fam].impls]
+    return [fam for fam in _FIRST_CALL if fam in Op.registry and "max" in Op.registry[fam].impls]
 
 
 def bench(ops=None, repeats: int = 5, show_progress: bool = True, **_) -> BenchResult:

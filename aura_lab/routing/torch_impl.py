@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from .problem import RouteArrays, RoutingProblem, op
 from .reference import _EXP_C, _EXP_LIMIT, _LN2_HI, _LN2_LO, _LOG2E, _rows_per_block
 
