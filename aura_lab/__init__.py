@@ -6,7 +6,8 @@ which backend ran the last call.
 """
 
 from . import _auto, _max, _mojo  # noqa: F401  (the backend modules register themselves)
-from .errors import AuraFallbackWarning, BackendUnavailable, UnsupportedProblem
+from ._control import Control, cancellable
+from .errors import AuraFallbackWarning, BackendUnavailable, Cancelled, UnsupportedProblem
 from .registry import (
     BACKENDS,
     BackendStatus,
@@ -29,6 +30,9 @@ __all__ = [
     "AuraFallbackWarning",
     "BackendStatus",
     "BackendUnavailable",
+    "Cancelled",
+    "Control",
+    "cancellable",
     "Dispatch",
     "backends",
     "betti_curves",

@@ -7,6 +7,8 @@
 * ``UnsupportedProblem`` (a ``ValueError``): a backend that runs here cannot take this
   problem (e.g. past the Mojo persistence engine's index range); the message names the
   argument. Same treatment: raised for an explicit backend, a fallback under ``auto``.
+* ``Cancelled`` (a ``KeyboardInterrupt``): a running op was stopped through its control
+  (``aura_lab.cancellable``; the panel's Stop). Ctrl-C raises the plain ``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
@@ -43,3 +45,7 @@ class MojoBuildError(BackendUnavailable):
 
 class MaxGraphError(BackendUnavailable):
     """Building or compiling a MAX graph failed; the message carries MAX's diagnostics."""
+
+
+class Cancelled(KeyboardInterrupt):
+    """An op call stopped through ``aura_lab.cancellable``'s ``cancel()`` (e.g. a Stop button)."""

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable
 
+from . import _control
 from .errors import AuraFallbackWarning, BackendUnavailable, UnsupportedProblem
 
 log = logging.getLogger("aura_lab")
@@ -41,6 +42,9 @@ BACKENDS = ("numpy", "torch", "mojo", "max")
 # independent references that some ops can also run through (never chosen before a compute
 # backend by ``auto`` unless the op says so): listed by ``backend_status``, not ``backends()``
 REFERENCE_BACKENDS = ("gudhi",)
+# backends whose kernels poll aura_lab._control's cancel flag: their long calls run so that
+# Ctrl-C (and a Stop button) stops them within one chunk of work
+CANCELLABLE_BACKENDS = ("mojo", "max")
 
 
 @dataclass(frozen=True)
@@ -321,7 +325,12 @@ class Op:
         raise BackendUnavailable(f"{self.name}: no backend could run: " + "; ".join(skipped))
 
     def _call(self, backend, requested, reason, skipped, problem):
+        impl = self.impls[backend]
         t0 = time.perf_counter()
-        out = self.impls[backend].fn(problem)
+        if backend in CANCELLABLE_BACKENDS:
+            long = self.work(problem.size) * self.ns_per_work >= _control.INTERRUPTIBLE_NS
+            out = _control.run_native(lambda: impl.fn(problem), interruptible=long)
+        else:
+            out = impl.fn(problem)
         self.record(backend, requested, reason, time.perf_counter() - t0, skipped)
         return out

@@ -11,7 +11,7 @@ PKG = Path(aura_lab.__file__).resolve().parent
 #: bottom to top; a module may import its own layer (without a cycle) and the ones below
 LAYERS = [
     {"errors"},
-    {"_arrays", "_abi", "_cache"},
+    {"_arrays", "_abi", "_cache", "_control"},
     {"registry"},
     {"_mojo", "_max", "_auto"},
     {"distance", "ssd", "routing", "persistence", "diagrams"},
@@ -100,7 +100,7 @@ def test_no_import_cycle():
 
 
 def test_registry_imports_no_backend_or_harness():
-    assert _graph()["registry"] <= {"errors"}
+    assert _graph()["registry"] <= {"errors", "_control"}
 
 
 def test_the_checker_sees_function_level_and_relative_imports(tmp_path):

@@ -1,0 +1,175 @@
+"""Stopping and watching a running kernel: a control block shared with the Mojo kernels.
+
+A ``Control`` is a few int64 words whose address goes into every kernel's parameter block
+(the ``control`` field). The kernels poll word ``CANCEL`` between chunks of work (a chunk is
+at most a few tens of milliseconds at the sizes the bench runs) and return early once it is
+nonzero; the persistence engine also counts its progress into ``STAGE``/``DONE``/``TOTAL``.
+
+Two ways to cancel:
+
+* **Ctrl-C / Jupyter's Interrupt** (SIGINT, main thread). ``run_native`` runs a long native
+  call on a worker thread while the main thread waits interruptibly; on
+  ``KeyboardInterrupt`` it sets the flag, waits for the kernel to return (memory freed, no
+  thread left running) and re-raises the ``KeyboardInterrupt``.
+* **From another thread** (the comparison panel's Stop button)::
+
+      with aura_lab.cancellable() as token:   # in the thread that runs the ops
+          ...                                  # token.cancel() from any thread
+  every op call inside the block then stops within one chunk and raises ``Cancelled``
+  (a ``KeyboardInterrupt``), and so does every later call in the block.
+
+A call that is cancelled while it writes into a user's ``out=`` leaves ``out`` partially
+written; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Callable
+
+import numpy as np
+
+from .errors import Cancelled
+
+CANCEL, STAGE, DONE, TOTAL = 0, 1, 2, 3
+WORDS = 8
+# a native call estimated (single-threaded) to take longer than this runs on a worker thread so
+# that the main thread can take Ctrl-C (the hand-off measured 0.1-0.2 ms: about 1 % above it)
+INTERRUPTIBLE_NS = 20_000_000
+POLL_S = 0.05
+
+
+class Control:
+    """The words a kernel polls (cancel flag) and updates (progress counters)."""
+
+    def __init__(self):
+        self.words = np.zeros(WORDS, np.int64)
+        self.watchers: list[Callable[["Control"], None]] = []  # progress displays (see watching)
+
+    @property
+    def address(self) -> int:
+        return self.words.ctypes.data
+
+    def cancel(self) -> None:
+        """Ask the running kernel (and every later op call under this control) to stop."""
+        self.words[CANCEL] = 1
+
+    @property
+    def cancelled(self) -> bool:
+        return bool(self.words[CANCEL])
+
+    def progress(self) -> tuple[int, int, int]:
+        """(stage, done, total) as the kernel last wrote them."""
+        return int(self.words[STAGE]), int(self.words[DONE]), int(self.words[TOTAL])
+
+    def reset_progress(self) -> None:
+        self.words[STAGE:TOTAL + 1] = 0
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise Cancelled("aura_lab: cancelled (the control's cancel() was called)")
+
+
+_local = threading.local()
+
+
+def current() -> Control | None:
+    """The control of the innermost ``cancellable`` block in this thread, if any."""
+    stack = getattr(_local, "stack", None)
+    return stack[-1] if stack else None
+
+
+def address() -> int:
+    """The ``control`` field for a kernel's parameter block: the current control, or 0."""
+    ctl = current()
+    return 0 if ctl is None else ctl.address
+
+
+@contextlib.contextmanager
+def cancellable(control: Control | None = None):
+    """Run the block's op calls under ``control`` (a new one if not given) and yield it;
+    ``control.cancel()`` from any thread stops them (see the module docstring)."""
+    ctl = control if control is not None else Control()
+    stack = _local.__dict__.setdefault("stack", [])
+    stack.append(ctl)
+    try:
+        yield ctl
+    finally:
+        stack.pop()
+
+
+@contextlib.contextmanager
+def watching(on_poll: Callable[[Control], None]):
+    """Within the block, native calls report to ``on_poll(control)`` every ``POLL_S`` seconds
+    while they run (and once when they end): a progress bar reading the counters."""
+    with cancellable(current()) as ctl:
+        ctl.watchers.append(on_poll)
+        try:
+            yield ctl
+        finally:
+            ctl.watchers.remove(on_poll)
+
+
+def run_native(fn: Callable[[], object], *, interruptible: bool):
+    """``fn()`` (a call into the kernels) under the current control, or a fresh one.
+
+    On the main thread with ``interruptible`` (a long call), or under ``watching``, ``fn``
+    runs on a worker thread while this thread waits and feeds the watchers; Ctrl-C then
+    cancels the kernel and is re-raised once it has returned. Elsewhere ``fn`` runs here.
+    Raises ``Cancelled`` if the control was cancelled before or during the call."""
+    outer = current()
+    ctl = outer if outer is not None else Control()
+    ctl.raise_if_cancelled()
+    if ctl.watchers or (interruptible and threading.current_thread() is threading.main_thread()):
+        ctl.reset_progress()
+        out = _on_worker(fn, ctl)
+    else:
+        with cancellable(ctl):
+            out = fn()
+    ctl.raise_if_cancelled()
+    return out
+
+
+def _poll(ctl: Control) -> None:
+    for w in list(ctl.watchers):
+        w(ctl)
+
+
+def _on_worker(fn, ctl: Control):
+    box: dict = {}
+    done = threading.Event()
+
+    def work():
+        try:
+            with cancellable(ctl):
+                box["out"] = fn()
+        except BaseException as e:  # handed to the waiting thread
+            box["err"] = e
+        finally:
+            done.set()
+
+    t = threading.Thread(target=work, name="aura-kernel", daemon=True)
+    t.start()
+    try:
+        while not done.wait(POLL_S):
+            _poll(ctl)
+    except BaseException:  # KeyboardInterrupt (or an error from on_poll): stop the kernel
+        ctl.cancel()
+        _join(t)
+        raise
+    t.join()
+    _poll(ctl)
+    if "err" in box:
+        raise box["err"]
+    return box["out"]
+
+
+def _join(t: threading.Thread) -> None:
+    """Wait for the cancelled kernel to return; a second Ctrl-C does not abandon it (the
+    kernel returns within one chunk, and leaving it running would leave it writing)."""
+    while t.is_alive():
+        try:
+            t.join()
+        except KeyboardInterrupt:
+            continue
