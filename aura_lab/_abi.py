@@ -18,6 +18,10 @@ An op module declares its kernel's block as a ``KernelABI``::
   ``tests/test_abi.py`` fails while a generated file is stale; ``python tools/gen_abi.py``
   rewrites them.
 
+Every block ends with a ``control`` field that ``pack`` fills itself: the address of the
+calling thread's ``aura_lab._control`` words (cancel flag, progress counters), which the
+kernels poll between chunks of work; MAX ops get it as is (a real address, not a flag).
+
 Every field is 8 bytes: ``INT`` (Mojo ``Int``), ``BOOL`` (0/1, Mojo ``Bool``), ``FLOAT``
 (Mojo ``Float64``) and ``ADDR`` (an address as Mojo ``Int``, 0 = absent).
 """
@@ -31,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from . import _control
 
 INT, BOOL, FLOAT, ADDR = "int", "bool", "float", "addr"
 _CTYPES = {INT: ctypes.c_int64, BOOL: ctypes.c_int64, FLOAT: ctypes.c_double, ADDR: ctypes.c_int64}
@@ -54,9 +60,10 @@ class KernelABI:
     registry: dict[str, "KernelABI"] = {}
 
     def __init__(self, name: str, fields: list[tuple[str, str]], *, enums: tuple[Enumeration, ...] = (), version: int = 1):
+        fields = [*fields, ("control", ADDR)]
         names = [f for f, _ in fields]
         if len(set(names)) != len(names) or "layout" in names:
-            raise ValueError(f"{name}: field names must be distinct and not 'layout'")
+            raise ValueError(f"{name}: field names must be distinct and not 'layout' or 'control'")
         for f, kind in fields:
             if kind not in _CTYPES:
                 raise ValueError(f"{name}.{f}: unknown field kind {kind!r}")
@@ -75,7 +82,9 @@ class KernelABI:
         return "".join(w.capitalize() for w in self.name.split("_")) + "Params"
 
     def pack(self, **values) -> "Block":
-        """A filled block; every field must be given (booleans and None addresses allowed)."""
+        """A filled block; every field must be given (booleans and None addresses allowed)
+        except ``control``, which is the current ``aura_lab._control`` block's address."""
+        values.setdefault("control", _control.address())
         missing = [f for f, _ in self.fields if f not in values]
         extra = sorted(set(values) - {f for f, _ in self.fields})
         if missing or extra:

@@ -14,6 +14,7 @@ itself is ``aura_lab.harness.calibrate``.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 from functools import lru_cache
@@ -30,8 +31,23 @@ def table_path() -> Path:
     return cache_root() / "calibration" / f"{cpu_key()}.json"
 
 
+# the distributions whose versions a table records; read from their metadata, so that
+# loading the table imports no backend (an import of torch on first use can take seconds,
+# and a Ctrl-C in the middle of one leaves torch unimportable in that process)
+_DISTRIBUTIONS = {"numpy": "numpy", "torch": "torch", "max": "max"}
+
+
 def versions() -> dict:
-    return {b: backend_status(b).version for b in BACKENDS}
+    out = {}
+    for b in BACKENDS:
+        if b in _DISTRIBUTIONS:
+            try:
+                out[b] = importlib.metadata.version(_DISTRIBUTIONS[b])
+            except importlib.metadata.PackageNotFoundError:
+                out[b] = ""
+        else:
+            out[b] = backend_status(b).version
+    return out
 
 
 @lru_cache(maxsize=1)

@@ -7,7 +7,7 @@ nonzero; the persistence engine also counts its progress into ``STAGE``/``DONE``
 
 Two ways to cancel:
 
-* **Ctrl-C / Jupyter's Interrupt** (SIGINT, main thread). ``run_native`` runs a long native
+* **Ctrl-C / Jupyter's Interrupt** (SIGINT, main thread). ``native`` runs a long native
   call on a worker thread while the main thread waits interruptibly; on
   ``KeyboardInterrupt`` it sets the flag, waits for the kernel to return (memory freed, no
   thread left running) and re-raises the ``KeyboardInterrupt``.
@@ -46,6 +46,7 @@ class Control:
     def __init__(self):
         self.words = np.zeros(WORDS, np.int64)
         self.watchers: list[Callable[["Control"], None]] = []  # progress displays (see watching)
+        self.long = False  # the op call now running is estimated long (see run_op)
 
     @property
     def address(self) -> int:
@@ -111,23 +112,38 @@ def watching(on_poll: Callable[[Control], None]):
             ctl.watchers.remove(on_poll)
 
 
-def run_native(fn: Callable[[], object], *, interruptible: bool):
-    """``fn()`` (a call into the kernels) under the current control, or a fresh one.
+def run_op(fn: Callable[[], object], *, long: bool):
+    """One op call (``Op.run`` for the cancellable backends): ``fn()`` under the current
+    control, or a fresh one, with ``long`` telling its native calls whether to run
+    interruptibly (see ``native``). Raises ``Cancelled`` if the control was cancelled before
+    or during the call."""
+    with cancellable(current()) as ctl:
+        ctl.raise_if_cancelled()
+        outer, ctl.long = ctl.long, long
+        try:
+            out = fn()
+        finally:
+            ctl.long = outer
+        ctl.raise_if_cancelled()
+    return out
 
-    On the main thread with ``interruptible`` (a long call), or under ``watching``, ``fn``
-    runs on a worker thread while this thread waits and feeds the watchers; Ctrl-C then
-    cancels the kernel and is re-raised once it has returned. Elsewhere ``fn`` runs here.
-    Raises ``Cancelled`` if the control was cancelled before or during the call."""
-    outer = current()
-    ctl = outer if outer is not None else Control()
+
+def native(fn: Callable[[], object]):
+    """A call into the kernels (``kernel.scan(block.address)``): the Python work around it
+    (validation, allocation, imports) stays on the calling thread. On the main thread, in a
+    long op call (``run_op``) or under ``watching``, ``fn`` runs on a worker thread while this
+    thread waits and feeds the watchers; Ctrl-C then cancels the kernel and is re-raised once
+    it has returned. Elsewhere ``fn`` runs here."""
+    ctl = current()
+    if ctl is None:
+        return fn()
     ctl.raise_if_cancelled()
-    if ctl.watchers or (interruptible and threading.current_thread() is threading.main_thread()):
+    if ctl.watchers or (ctl.long and threading.current_thread() is threading.main_thread()):
         ctl.reset_progress()
         out = _on_worker(fn, ctl)
     else:
-        with cancellable(ctl):
-            out = fn()
-    ctl.raise_if_cancelled()
+        out = fn()
+    ctl.raise_if_cancelled()  # at once: no Python work on the partial results
     return out
 
 

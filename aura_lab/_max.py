@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from . import _mojo
+from . import _control, _mojo
 from ._cache import memoized
 from .errors import BackendUnavailable, MaxGraphError
 from .registry import BackendStatus, register_backend
@@ -184,7 +184,7 @@ def run(key: tuple, build: Callable[[object, Path], object], *arrays):
     bufs = [Buffer.from_numpy(np.ascontiguousarray(a)) for a in arrays]
     if device_name()[1]:
         bufs = [b.to(dev) for b in bufs]
-    outs = m.execute(*bufs)
+    outs = _control.native(lambda: m.execute(*bufs))  # interruptible: the kernels poll the control
     if device_name()[1]:
         from max.driver import CPU
 

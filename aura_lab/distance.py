@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _arrays as A
 from . import _max as max_backend
-from . import _mojo
+from . import _control, _mojo
 from ._abi import ADDR, INT, Enumeration, KernelABI
 from .registry import Op
 
@@ -235,7 +235,7 @@ def _mojo_impl(prob: DistanceProblem) -> np.ndarray:
     tgt = res if direct else np.empty((n, m), work)
     block = ABI.pack(dtype_bits=work.itemsize * 8, metric=METRIC.id(prob.metric), x=x.ctypes.data, y=y.ctypes.data,
                      result=tgt.ctypes.data, n=n, m=m, d=d, ldo=m, threads=op.threads(prob.size))
-    kernel.cdist(block.address)
+    _control.native(lambda: kernel.cdist(block.address))
     if not direct:
         res[...] = tgt
     return res

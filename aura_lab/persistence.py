@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
@@ -42,10 +43,10 @@ from functools import cached_property
 import numpy as np
 
 from . import _arrays as A
-from . import _mojo
+from . import _control, _mojo
 from ._abi import ADDR, FLOAT, INT, KernelABI
 from .distance import METRICS, pairwise_distances
-from .errors import UnsupportedProblem
+from .errors import Cancelled, UnsupportedProblem
 from .registry import Op
 
 
@@ -107,7 +108,8 @@ class PersistenceProblem:
 # ------------------------------------------------------------------------------ public API
 
 def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: str = "euclidean",
-                     distance_matrix: bool = False, coeff: int = 2, backend: str = "auto") -> list[np.ndarray]:
+                     distance_matrix: bool = False, coeff: int = 2, backend: str = "auto",
+                     progress: bool | str = "auto") -> list[np.ndarray]:
     """Persistence diagrams of the Vietoris-Rips filtration of ``X``.
 
     Args:
@@ -123,16 +125,83 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
         distance_matrix: ``X`` is a distance matrix.
         coeff: prime p of the coefficient field Z/p (2 <= p <= 46337).
         backend: ``"auto"`` (mojo, else gudhi), ``"mojo"`` or ``"gudhi"``.
+        progress: ``True`` shows a ``tqdm.auto`` bar fed from the mojo engine's own counters
+            (per dimension: simplices assembled, then columns reduced); ``"auto"`` shows it
+            only once a call estimated to be long has run for ``PROGRESS_AFTER_S`` seconds;
+            ``False`` never. (gudhi reports no progress.)
+
+    Ctrl-C (Jupyter's Interrupt) stops the mojo engine within a few milliseconds: its memory
+    is freed and ``KeyboardInterrupt`` raised; ``aura_lab.cancellable`` stops it from another
+    thread.
 
     Returns:
         ``maxdim + 1`` arrays; entry k is ``(m_k, 2)`` float64 (birth, death) of the H_k bars with
         death > birth, sorted by birth then death; infinite deaths are ``inf``.
     """
     prob = _validate(X, maxdim, threshold, metric, distance_matrix, coeff)
+    progress = _check_progress(progress)
     if prob.n == 0:
         op.record("none", backend, "empty input: nothing to compute", 0.0)
         return [np.empty((0, 2)) for _ in range(prob.maxdim + 1)]
-    return _finish(op.run(backend, prob), prob.maxdim)
+    long = op.work(prob.size) * op.ns_per_work >= _control.INTERRUPTIBLE_NS
+    if progress is True or (progress == "auto" and long):
+        bar = ProgressBar(after_s=0.0 if progress is True else PROGRESS_AFTER_S)
+        try:
+            with _control.watching(bar):
+                dgms = op.run(backend, prob)
+        finally:
+            bar.close()
+    else:
+        dgms = op.run(backend, prob)
+    return _finish(dgms, prob.maxdim)
+
+
+def _check_progress(progress) -> bool | str:
+    if isinstance(progress, bool) or (isinstance(progress, str) and progress == "auto"):
+        return progress
+    raise TypeError(f"progress: expected True, False or 'auto', got {progress!r}")
+
+
+#: with ``progress="auto"``, a bar appears once the call has run this long
+PROGRESS_AFTER_S = 2.0
+
+
+class ProgressBar:
+    """A ``tqdm.auto`` bar fed from the engine's control words (``aura_lab._control``): stage
+    ``2k`` is building the k-simplex columns (k = 0: scanning the edges), ``2k + 1`` reducing
+    them; ``done``/``total`` count simplices or columns of that stage."""
+
+    def __init__(self, after_s: float = 0.0):
+        self.after_s = after_s
+        self.started = time.perf_counter()
+        self.bar = None
+        self.stage = None
+
+    @staticmethod
+    def describe(stage: int) -> str:
+        k, reducing = divmod(stage, 2)
+        if k == 0 and not reducing:
+            return "edges: rows scanned"
+        return f"dim {k}: columns reduced" if reducing else f"dim {k}: cofacets of dim {k - 1} simplices"
+
+    def __call__(self, ctl) -> None:
+        stage, done, total = ctl.progress()
+        if total <= 0 or time.perf_counter() - self.started < self.after_s:
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=self.describe(stage), leave=False, mininterval=0.2)
+            self.stage = stage
+        elif stage != self.stage:
+            self.bar.reset(total=total)
+            self.bar.set_description(self.describe(stage), refresh=False)
+            self.stage = stage
+        self.bar.update(min(done, total) - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _validate(X, maxdim, threshold, metric, distance_matrix, coeff) -> PersistenceProblem:
@@ -377,7 +446,7 @@ def _mojo_impl(prob: PersistenceProblem) -> list[np.ndarray]:
     threads = op.threads(prob.size)
     block = ABI.pack(dtype_bits=bits, dist=D.ctypes.data, n=n, maxdim=dims, threshold=float(thr), modulus=coeff,
                      threads=threads, budget=budget, info=info.ctypes.data, stats=stats.ctypes.data)
-    kernel.rips(block.address)
+    _control.native(lambda: kernel.rips(block.address))
     status, addr, nbars = int(info[0]), int(info[1]), int(info[2])
     try:
         if status == 1:
@@ -385,6 +454,8 @@ def _mojo_impl(prob: PersistenceProblem) -> list[np.ndarray]:
                 f"rips_persistence: the Rips complex of n={n} points up to dimension {maxdim} at threshold {thr:g} "
                 f"needs more than the {A.fmt_bytes(budget)} memory budget (80% of available memory): building "
                 f"dimension {int(info[3])} asked for {A.fmt_bytes(int(info[4]))}; lower maxdim or the threshold")
+        if status == 2:
+            raise Cancelled("rips_persistence: cancelled")
         if status != 0:
             raise RuntimeError(f"rips_persistence: mojo engine failed with status {status}")
         bars = np.empty((0, 3))

@@ -329,7 +329,7 @@ class Op:
         t0 = time.perf_counter()
         if backend in CANCELLABLE_BACKENDS:
             long = self.work(problem.size) * self.ns_per_work >= _control.INTERRUPTIBLE_NS
-            out = _control.run_native(lambda: impl.fn(problem), interruptible=long)
+            out = _control.run_op(lambda: impl.fn(problem), long=long)
         else:
             out = impl.fn(problem)
         self.record(backend, requested, reason, time.perf_counter() - t0, skipped)

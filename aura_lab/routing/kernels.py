@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .. import _max as max_backend
-from .. import _mojo
+from .. import _control, _mojo
 from .problem import ABI, SCORING, RouteArrays, RoutingProblem, op
 
 
@@ -94,5 +94,5 @@ def _mojo_impl(spec: RoutingProblem) -> RouteArrays:
          None if spec.capacity is None else ((T, k), np.bool_)])
     block = _block(spec, lambda a: 0 if a is None else a.ctypes.data, logits=L, weights=weights, experts=experts,
                    counts=counts, perm=perm, offsets=offsets, kept=kept)
-    kernel.route(block.address)
+    _control.native(lambda: kernel.route(block.address))
     return RouteArrays(weights, experts, counts, perm, offsets, kept)

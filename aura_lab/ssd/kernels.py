@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _arrays as A_
 from .. import _max as max_backend
-from .. import _mojo
+from .. import _control, _mojo
 from .problem import ABI, Scan, ScanOutput, Step, as_numpy, op, step_op, validate_scan, write_state
 
 
@@ -59,7 +59,8 @@ def _block(prob, operands, npad: int, offsets, tokens: int, addr, *, init, fin, 
 def _mojo_scan(prob, operands, npad: int, offsets, tokens: int, init, fin, y) -> None:
     """kernels/ssd.mojo on validated, C-contiguous arrays (n padded); init may be fin (in place)."""
     block = _block(prob, operands, npad, offsets, tokens, _address, init=init, fin=fin, y=y)
-    _kernel().scan(block.address)
+    kernel = _kernel()
+    _control.native(lambda: kernel.scan(block.address))
 
 
 @op.impl("mojo")

@@ -56,12 +56,56 @@ def checked_block(address: Int, layout: Int, name: StaticString) raises -> Point
     return w
 
 
-def run_chunks[F: def(Int) -> None](task: F, nch: Int, nt: Int):
+# The control words of aura_lab/_control.py (one int64 each).
+comptime CONTROL_CANCEL = 0
+comptime CONTROL_STAGE = 1
+comptime CONTROL_DONE = 2
+comptime CONTROL_TOTAL = 3
+
+
+@fieldwise_init
+struct Control(ImplicitlyCopyable):
+    """The caller's control words (address 0: none): Python sets the cancel word to stop a
+    kernel, which polls it between chunks of work and returns early; long kernels report
+    their progress in the stage/done/total words, which Python reads while it waits."""
+
+    var address: Int
+
+    @always_inline
+    def _word(self, i: Int) -> Pointer[Atomic[Int], MutUntrackedOrigin]:
+        return Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=self.address + 8 * i)
+
+    @always_inline
+    def cancelled(self) -> Bool:
+        """Has the caller asked this kernel to stop? (an atomic load: cheap, poll per chunk)"""
+        if self.address == 0:
+            return False
+        return self._word(CONTROL_CANCEL)[].load() != 0
+
+    def start_stage(self, stage: Int, total: Int):
+        """Progress: a new stage (e.g. a dimension) of `total` units, none done yet."""
+        if self.address == 0:
+            return
+        self._word(CONTROL_DONE)[].store(0)
+        self._word(CONTROL_TOTAL)[].store(total)
+        self._word(CONTROL_STAGE)[].store(stage)
+
+    @always_inline
+    def add_done(self, count: Int):
+        """Progress: `count` more units of the current stage are done."""
+        if self.address != 0:
+            _ = self._word(CONTROL_DONE)[].fetch_add(count)
+
+
+def run_chunks[F: def(Int) -> None](task: F, nch: Int, nt: Int, ctl: Control):
     """task(0) ... task(nch - 1) on up to nt threads, each worker taking the next chunk when
     it gets free: a core busy with something else then costs its share of chunks, not the
-    whole call (max.algorithm.parallelize gives each worker one fixed contiguous range)."""
+    whole call (max.algorithm.parallelize gives each worker one fixed contiguous range).
+    Once ctl is cancelled no further chunk starts (the caller then returns early)."""
     if nt <= 1 or nch <= 1:
         for ch in range(nch):
+            if ctl.cancelled():
+                return
             task(ch)
         return
     var counter = Atomic[Int](0)
@@ -71,7 +115,7 @@ def run_chunks[F: def(Int) -> None](task: F, nch: Int, nt: Int):
     def worker(w: Int) {imm}:
         while True:
             var ch = next[].fetch_add(1)
-            if ch >= nch:
+            if ch >= nch or ctl.cancelled():
                 break
             task(ch)
 

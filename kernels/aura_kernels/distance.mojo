@@ -27,7 +27,7 @@
 from std.sys import simd_width_of
 from std.math import sqrt
 from std.memory.alloc import unsafe_alloc
-from aura_kernels.common import F32, F64, ieee_begin, ieee_end, run_chunks
+from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end, run_chunks
 from aura_kernels.distance_abi import DistanceParams, EUCLIDEAN, SQEUCLIDEAN, COSINE, CITYBLOCK, CHEBYSHEV
 
 comptime MR = 4
@@ -146,7 +146,7 @@ def _run[metric: Int, dtype: DType](
     xp: Pointer[Scalar[dtype], MutUntrackedOrigin],
     yp: Pointer[Scalar[dtype], MutUntrackedOrigin],
     op: Pointer[Scalar[dtype], MutUntrackedOrigin],
-    n: Int, m: Int, d: Int, ldo: Int, nthreads: Int,
+    n: Int, m: Int, d: Int, ldo: Int, nthreads: Int, ctl: Control,
 ):
     comptime W = simd_width_of[dtype]()
     var mp = ((m + 2 * W - 1) // (2 * W)) * (2 * W)
@@ -175,11 +175,13 @@ def _run[metric: Int, dtype: DType](
         var r0 = b * RB
         var r1 = min(n, r0 + RB)
         for p in range(npanels):
+            if ctl.cancelled():  # a row block is 32 x m x d: poll per panel of it too
+                break
             var c0 = p * PANEL
             _tile[metric, dtype](xp, yt, nx, ny, op, d, mp, ldo, r0, r1, c0, min(m, c0 + PANEL))
         ieee_end(mode)
 
-    run_chunks(row_block, nb, nthreads)  # row blocks handed out as workers free up
+    run_chunks(row_block, nb, nthreads, ctl)  # row blocks handed out as workers free up; none after a cancel
     yt.unsafe_free()
     nx.unsafe_free()
     ny.unsafe_free()
@@ -191,15 +193,15 @@ def _dispatch[dtype: DType](p: DistanceParams) raises:
     var yp = Pointer[Scalar[dtype], MutUntrackedOrigin](unsafe_from_address=p.y)
     var op = Pointer[Scalar[dtype], MutUntrackedOrigin](unsafe_from_address=p.result)
     if p.metric == EUCLIDEAN:
-        _run[EUCLIDEAN, dtype](xp, yp, op, p.n, p.m, p.d, p.ldo, p.threads)
+        _run[EUCLIDEAN, dtype](xp, yp, op, p.n, p.m, p.d, p.ldo, p.threads, Control(p.control))
     elif p.metric == SQEUCLIDEAN:
-        _run[SQEUCLIDEAN, dtype](xp, yp, op, p.n, p.m, p.d, p.ldo, p.threads)
+        _run[SQEUCLIDEAN, dtype](xp, yp, op, p.n, p.m, p.d, p.ldo, p.threads, Control(p.control))
     elif p.metric == CITYBLOCK:
-        _run[CITYBLOCK, dtype](xp, yp, op, p.n, p.m, p.d, p.ldo, p.threads)
+        _run[CITYBLOCK, dtype](xp, yp, op, p.n, p.m, p.d, p.ldo, p.threads, Control(p.control))
     elif p.metric == CHEBYSHEV:
-        _run[CHEBYSHEV, dtype](xp, yp, op, p.n, p.m, p.d, p.ldo, p.threads)
+        _run[CHEBYSHEV, dtype](xp, yp, op, p.n, p.m, p.d, p.ldo, p.threads, Control(p.control))
     elif p.metric == COSINE:
-        _run[COSINE, dtype](xp, yp, op, p.n, p.m, p.d, p.ldo, p.threads)
+        _run[COSINE, dtype](xp, yp, op, p.n, p.m, p.d, p.ldo, p.threads, Control(p.control))
     else:
         raise Error(String("distance: unknown metric id ", p.metric))
 

@@ -3,7 +3,7 @@
 
 from aura_kernels.common import checked_block
 
-comptime DISTANCE_LAYOUT = 0x18d5568db
+comptime DISTANCE_LAYOUT = 0x1b05ff8f2
 
 # metric ids
 comptime EUCLIDEAN = 0
@@ -27,6 +27,7 @@ struct DistanceParams(ImplicitlyCopyable):
     var d: Int
     var ldo: Int
     var threads: Int
+    var control: Int
 
     @staticmethod
     def load(address: Int) raises -> Self:
@@ -35,4 +36,4 @@ struct DistanceParams(ImplicitlyCopyable):
         return Self(Int(w[unsafe_offset=1]), Int(w[unsafe_offset=2]), Int(w[unsafe_offset=3]),
             Int(w[unsafe_offset=4]), Int(w[unsafe_offset=5]), Int(w[unsafe_offset=6]),
             Int(w[unsafe_offset=7]), Int(w[unsafe_offset=8]), Int(w[unsafe_offset=9]),
-            Int(w[unsafe_offset=10]))
+            Int(w[unsafe_offset=10]), Int(w[unsafe_offset=11]))

@@ -3,7 +3,7 @@
 
 from aura_kernels.common import checked_block
 
-comptime PERSISTENCE_LAYOUT = 0x1d0734f57
+comptime PERSISTENCE_LAYOUT = 0x12364cfd0
 
 
 @fieldwise_init
@@ -20,6 +20,7 @@ struct PersistenceParams(ImplicitlyCopyable):
     var budget: Int
     var info: Int
     var stats: Int
+    var control: Int
 
     @staticmethod
     def load(address: Int) raises -> Self:
@@ -28,4 +29,5 @@ struct PersistenceParams(ImplicitlyCopyable):
         var f = Pointer[Float64, MutUntrackedOrigin](unsafe_from_address=address)
         return Self(Int(w[unsafe_offset=1]), Int(w[unsafe_offset=2]), Int(w[unsafe_offset=3]),
             Int(w[unsafe_offset=4]), f[unsafe_offset=5], Int(w[unsafe_offset=6]), Int(w[unsafe_offset=7]),
-            Int(w[unsafe_offset=8]), Int(w[unsafe_offset=9]), Int(w[unsafe_offset=10]))
+            Int(w[unsafe_offset=8]), Int(w[unsafe_offset=9]), Int(w[unsafe_offset=10]),
+            Int(w[unsafe_offset=11]))

@@ -40,8 +40,10 @@ from std.sys.intrinsics import compressed_store
 from std.bit import count_trailing_zeros
 from std.utils.numerics import inf, neg_inf
 from std.memory.alloc import unsafe_alloc
-from aura_kernels.common import F32, F64, ieee_begin, ieee_end, run_chunks
+from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end, run_chunks
 from aura_kernels.routing_abi import RoutingParams, SOFTMAX, SIGMOID
+
+comptime MAX_ROWS = 8192  # rows per chunk at most: a cancel stops the call within one chunk (~2-10 ms)
 
 comptime P32 = Pointer[Float32, MutUntrackedOrigin]
 comptime P64 = Pointer[Float64, MutUntrackedOrigin]
@@ -635,12 +637,16 @@ def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1
 # ------------------------------------------------------------------------- driver
 
 def _run[scoring: Int, has_bias: Bool, grouped: Bool](
-    c: Ctx, counts: PI64, perm: PI64, offsets: PI64, kept: PU8, capacity: Int, nthreads: Int
+    c: Ctx, counts: PI64, perm: PI64, offsets: PI64, kept: PU8, capacity: Int, nthreads: Int, ctl: Control
 ):
+    """Route rows in chunks (at most MAX_ROWS rows each, so that a cancel stops the call
+    within one chunk), count per expert, then place each assignment in its expert's run;
+    returns early, outputs partial, once ctl is cancelled."""
     var T = c.T
     var E = c.E
     var k = c.k
     var nchunks = 1 if nthreads <= 1 else min(T // 64 + 1, nthreads * 16)
+    nchunks = max(nchunks, (T + MAX_ROWS - 1) // MAX_ROWS)
     var rows = (T + nchunks - 1) // nchunks
     nchunks = (T + rows - 1) // rows
     var hist = unsafe_alloc[Int64](nchunks * E)
@@ -654,7 +660,10 @@ def _run[scoring: Int, has_bias: Bool, grouped: Bool](
         _route_rows[scoring, has_bias, grouped](c, r0, min(T, r0 + rows), hist.unsafe_offset(ch * E))
         ieee_end(mode)
 
-    run_chunks(phase1, nchunks, nthreads)
+    run_chunks(phase1, nchunks, nthreads, ctl)
+    if ctl.cancelled():
+        hist.unsafe_free()
+        return
 
     # exclusive prefix sums: hist becomes each chunk's first slot per expert
     var run = Int64(0)
@@ -682,21 +691,21 @@ def _run[scoring: Int, has_bias: Bool, grouped: Bool](
             if capacity >= 0:
                 kept[unsafe_offset=a] = 1 if Int(pos - offsets[unsafe_offset=e]) < capacity else 0
 
-    run_chunks(phase3, nchunks, nthreads)
+    run_chunks(phase3, nchunks, nthreads, ctl)
     hist.unsafe_free()
 
 
-def _dispatch[scoring: Int](c: Ctx, has_bias: Bool, grouped: Bool, counts: PI64, perm: PI64, offsets: PI64, kept: PU8, capacity: Int, nt: Int):
+def _dispatch[scoring: Int](c: Ctx, has_bias: Bool, grouped: Bool, counts: PI64, perm: PI64, offsets: PI64, kept: PU8, capacity: Int, nt: Int, ctl: Control):
     if has_bias:
         if grouped:
-            _run[scoring, True, True](c, counts, perm, offsets, kept, capacity, nt)
+            _run[scoring, True, True](c, counts, perm, offsets, kept, capacity, nt, ctl)
         else:
-            _run[scoring, True, False](c, counts, perm, offsets, kept, capacity, nt)
+            _run[scoring, True, False](c, counts, perm, offsets, kept, capacity, nt, ctl)
     else:
         if grouped:
-            _run[scoring, False, True](c, counts, perm, offsets, kept, capacity, nt)
+            _run[scoring, False, True](c, counts, perm, offsets, kept, capacity, nt, ctl)
         else:
-            _run[scoring, False, False](c, counts, perm, offsets, kept, capacity, nt)
+            _run[scoring, False, False](c, counts, perm, offsets, kept, capacity, nt, ctl)
 
 
 def route_block(p: RoutingParams) raises:
@@ -715,8 +724,8 @@ def route_block(p: RoutingParams) raises:
     if p.capacity >= 0 and p.kept == 0:
         raise Error("routing: a capacity needs the kept output")
     if p.scoring == SOFTMAX:
-        _dispatch[SOFTMAX](c, p.bias != 0, p.n_groups > 0, counts, perm, offsets, kept, p.capacity, p.threads)
+        _dispatch[SOFTMAX](c, p.bias != 0, p.n_groups > 0, counts, perm, offsets, kept, p.capacity, p.threads, Control(p.control))
     elif p.scoring == SIGMOID:
-        _dispatch[SIGMOID](c, p.bias != 0, p.n_groups > 0, counts, perm, offsets, kept, p.capacity, p.threads)
+        _dispatch[SIGMOID](c, p.bias != 0, p.n_groups > 0, counts, perm, offsets, kept, p.capacity, p.threads, Control(p.control))
     else:
         raise Error(String("routing: unknown scoring id ", p.scoring))

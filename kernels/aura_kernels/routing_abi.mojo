@@ -3,7 +3,7 @@
 
 from aura_kernels.common import checked_block
 
-comptime ROUTING_LAYOUT = 0x12e378b75
+comptime ROUTING_LAYOUT = 0x1e445a89c
 
 # scoring ids
 comptime SOFTMAX = 0
@@ -32,6 +32,7 @@ struct RoutingParams(ImplicitlyCopyable):
     var offsets: Int
     var kept: Int
     var threads: Int
+    var control: Int
 
     @staticmethod
     def load(address: Int) raises -> Self:
@@ -43,4 +44,4 @@ struct RoutingParams(ImplicitlyCopyable):
             Int(w[unsafe_offset=8]), Int(w[unsafe_offset=9]), Int(w[unsafe_offset=10]),
             Int(w[unsafe_offset=11]), Int(w[unsafe_offset=12]), Int(w[unsafe_offset=13]),
             Int(w[unsafe_offset=14]), Int(w[unsafe_offset=15]), Int(w[unsafe_offset=16]),
-            Int(w[unsafe_offset=17]), Int(w[unsafe_offset=18]))
+            Int(w[unsafe_offset=17]), Int(w[unsafe_offset=18]), Int(w[unsafe_offset=19]))

@@ -40,10 +40,11 @@ from std.sys import simd_width_of
 from std.math import exp, log1p
 from std.memory.alloc import unsafe_alloc
 from max.algorithm import parallelize
-from aura_kernels.common import F32, F64, ieee_begin, ieee_end
+from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end
 from aura_kernels.ssd_abi import SsdParams
 
 comptime R = 8  # channels (rows of the state) per work item
+comptime POLL = 256  # tokens between two polls of the cancel flag (well under a millisecond)
 
 
 @always_inline
@@ -137,7 +138,9 @@ def _silu[dtype: DType, w: Int](v: SIMD[dtype, w]) -> SIMD[dtype, w] where dtype
 
 def _item[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], MutUntrackedOrigin],
                         dec: Pointer[Scalar[dtype], MutUntrackedOrigin], s: Int, hh: Int, p0: Int, rows: Int) where dtype.is_floating_point():
-    """Sequence s, head hh, channels [p0, p0 + rows): the whole recurrence."""
+    """Sequence s, head hh, channels [p0, p0 + rows): the whole recurrence (it stops at a
+    multiple of POLL tokens once the caller's control is cancelled)."""
+    var ctl = Control(pr.control)
     comptime W = _lanes[dtype]()
     comptime V = SIMD[dtype, W]
     comptime VR = SIMD[dtype, R]
@@ -179,6 +182,8 @@ def _item[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], MutUn
     var hc = dec.unsafe_offset(hh * T)
     if rows == R:
         for t in range(t0, t1):
+            if (t - t0) % POLL == 0 and ctl.cancelled():
+                return
             var dtv = hd[unsafe_offset=t]
             var dk = V(hc[unsafe_offset=t])
             var xo = (t * h + hh) * p + p0
@@ -209,6 +214,8 @@ def _item[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], MutUn
             y.unsafe_store(xo, yv)
     else:  # fewer than R channels left: one row at a time
         for t in range(t0, t1):
+            if (t - t0) % POLL == 0 and ctl.cancelled():
+                return
             var dtv = hd[unsafe_offset=t]
             var dk = V(hc[unsafe_offset=t])
             var Bp = B.unsafe_offset((t * g + gg) * n)
@@ -239,6 +246,7 @@ def _run[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
     var dec = unsafe_alloc[Scalar[dtype]](max(1, T * h))
     var nt = max(1, pr.threads)
     var pt = pr  # copies for the closures
+    var ctl = Control(pr.control)
     var hn = min(nt, h)
 
     @always_inline
@@ -265,7 +273,7 @@ def _run[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
     def work(w: Int) {imm}:
         var mode = ieee_begin()
         var i = w
-        while i < items:
+        while i < items and not ctl.cancelled():
             var pb = i % nb
             var rest = i // nb
             var hh = rest % h
@@ -277,6 +285,8 @@ def _run[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
 
     if nw <= 1 or T * h * p * pr.n < (1 << 16):
         for i in range(items):
+            if ctl.cancelled():
+                break
             var pb = i % nb
             var rest = i // nb
             _item[dtype](pt, T, dtp, dec, rest // h, rest % h, pb * R, min(R, p - pb * R))

@@ -39,8 +39,11 @@ def assemble[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, simplices: B
     @always_inline
     def task(c: Int) {imm}:
         _assemble_chunk(filt, dim, simplices, c, nch, pivots, need_next, chunk_columns, chunk_next, counts)
+        mem.ctl.add_done(chunk_lo(c + 1, nch, m) - chunk_lo(c, nch, m))
 
-    run_chunks(task, nch, filt.threads)
+    mem.ctl.start_stage(2 * (dim + 1), m)  # progress (stage 2 k: building the k-columns): simplices done
+
+    run_chunks(task, nch, filt.threads, mem.ctl)
     for c in range(nch):
         filt.stat(dim + 1, STAT_SIMPLICES, counts[NCOUNTS * c + COUNT_TOTAL])
         filt.stat(dim + 1, STAT_CLEARED, counts[NCOUNTS * c + COUNT_CLEARED])

@@ -4,6 +4,7 @@
 from std.sys import size_of
 from std.memory.alloc import unsafe_alloc
 from std.atomic import Atomic
+from aura_kernels.common import Control
 
 comptime IntPtr = Pointer[Int, MutUntrackedOrigin]
 
@@ -43,14 +44,19 @@ def heap_before[T: DType](a: Entry[T], b: Entry[T]) -> Bool:
 @fieldwise_init
 struct MemoryBudget(ImplicitlyCopyable):
     """Byte accounting against the budget Python passes (80% of available memory). Copies
-    share the counters (atomics owned by the driver)."""
+    share the counters (atomics owned by the driver). It also carries the caller's control:
+    once that is cancelled, take() and ok() fail as if the budget had run out, so every stage
+    stops through the same path that frees its memory."""
 
     var used: Pointer[Atomic[Int], MutUntrackedOrigin]
     var failed: Pointer[Atomic[Int], MutUntrackedOrigin]
     var peak: Pointer[Atomic[Int], MutUntrackedOrigin]
     var budget: Int
+    var ctl: Control
 
     def take(self, nbytes: Int) -> Bool:
+        if self.ctl.cancelled():
+            return False
         var now = self.used[].fetch_add(nbytes) + nbytes
         if now > self.budget:
             _ = self.used[].fetch_sub(nbytes)
@@ -69,7 +75,7 @@ struct MemoryBudget(ImplicitlyCopyable):
         _ = self.used[].fetch_sub(nbytes)
 
     def ok(self) -> Bool:
-        return self.failed[].load() == 0
+        return self.failed[].load() == 0 and not self.ctl.cancelled()
 
 
 # ------------------------------------------------------------------------ arrays

@@ -3,7 +3,7 @@
 
 from std.memory.alloc import unsafe_alloc
 from std.atomic import Atomic
-from aura_kernels.common import F32, F64
+from aura_kernels.common import F32, F64, Control
 from aura_kernels.persistence.containers import IntPtr, Entry, Bar, Buffer, MemoryBudget, PivotMap
 from aura_kernels.persistence.simplices import Filtration, SimplexTables
 from aura_kernels.persistence.h0 import dim0
@@ -12,7 +12,7 @@ from aura_kernels.persistence.reduce import reduce
 from aura_kernels.persistence_abi import PersistenceParams
 
 # info[] slots (read by aura_lab/persistence.py)
-comptime INFO_STATUS = 0  # STATUS_OK or STATUS_OUT_OF_MEMORY
+comptime INFO_STATUS = 0  # STATUS_OK, STATUS_OUT_OF_MEMORY or STATUS_CANCELLED
 comptime INFO_BARS = 1  # address of the malloc'd float64 (dim, birth, death) triples
 comptime INFO_NBARS = 2  # their count
 comptime INFO_FAIL_DIM = 3  # the dimension being built when the budget ran out
@@ -20,6 +20,7 @@ comptime INFO_FAIL_BYTES = 4  # the bytes asked for then
 comptime INFO_PEAK_BYTES = 5  # the peak bytes the engine held
 comptime STATUS_OK = 0
 comptime STATUS_OUT_OF_MEMORY = 1
+comptime STATUS_CANCELLED = 2  # the caller's control was cancelled: no bars
 
 
 def run_rips(p: PersistenceParams):
@@ -45,6 +46,7 @@ def run[T: DType, Z2: Bool](p: PersistenceParams):
         Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=Int(Pointer(to=failed))),
         Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=Int(Pointer(to=peak))),
         p.budget,
+        Control(p.control),
     )
     var tables = SimplexTables(p.n, p.maxdim + 2, p.modulus)
     var coef_bits = 0
@@ -63,6 +65,10 @@ def run[T: DType, Z2: Bool](p: PersistenceParams):
     var info = IntPtr(unsafe_from_address=p.info)
     if ok:
         _write_bars(bars, info)
+    elif mem.ctl.cancelled():
+        info[unsafe_offset=INFO_STATUS] = STATUS_CANCELLED
+        info[unsafe_offset=INFO_BARS] = 0
+        info[unsafe_offset=INFO_NBARS] = 0
     else:
         info[unsafe_offset=INFO_STATUS] = STATUS_OUT_OF_MEMORY
         info[unsafe_offset=INFO_BARS] = 0

@@ -14,6 +14,7 @@ from aura_kernels.persistence.simplices import (
 # Matrix entries (lower triangle) per chunk of the edge scan. Not tuned; chosen as ~64K
 # entries (256 KiB of float32 rows), a few hundred microseconds of work per chunk.
 comptime EDGE_SCAN_GRAIN = 1 << 16
+comptime POLL_EDGES = 1 << 20  # union-find steps between two polls of the cancel flag
 # Edges per chunk of the H1 column filter (each runs an apparent-pair test). Not tuned.
 comptime EDGE_COLUMN_GRAIN = 4096
 
@@ -47,11 +48,13 @@ def _edges_below_threshold[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut edge
     var mem = filt.mem
     var nch = n_chunks(n * n // 2, filt.threads, EDGE_SCAN_GRAIN)
     var chunks = ChunkBuffers[T](nch, mem)
+    mem.ctl.start_stage(0, n)  # progress (stage 0: the edges): rows scanned
 
     @always_inline
     def edge_task(c: Int) {imm}:
         var r0 = area_row(c, nch, n)
         var r1 = area_row(c + 1, nch, n)
+        mem.ctl.add_done(r1 - r0)
         var b = chunks[c]
         var thr = filt.threshold
         for i in range(r0, r1):
@@ -65,7 +68,7 @@ def _edges_below_threshold[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut edge
                         return
         chunks[c] = b
 
-    run_chunks(edge_task, nch, filt.threads)
+    run_chunks(edge_task, nch, filt.threads, mem.ctl)
     return chunks.gather(edges, mem)
 
 
@@ -80,6 +83,9 @@ def _union_find[T: DType, Z2: Bool](filt: Filtration[T, Z2], edges: Buffer[Entry
         parent[i] = i
     var e = edges.size - 1
     while e >= 0:
+        if e % POLL_EDGES == 0 and not mem.ok():  # cancelled
+            ok = False
+            break
         var ent = edges[e]
         var i = filt.max_vertex(ent.key, 2, n)
         var j = ent.key - filt.binom(i, 2)
@@ -142,7 +148,7 @@ def _edge_columns[T: DType, Z2: Bool](filt: Filtration[T, Z2], edges: Buffer[Ent
         chunks[c] = b
         apparent_per_chunk[c] = apparent
 
-    run_chunks(task, nch, filt.threads)
+    run_chunks(task, nch, filt.threads, filt.mem.ctl)
     var apparent = 0
     for c in range(nch):
         apparent += apparent_per_chunk[c]

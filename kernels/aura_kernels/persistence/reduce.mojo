@@ -147,7 +147,7 @@ def _emergent_candidates[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, c
             emergent_cofacet[j] = filt.pack(filt.index_from(cofacet, nv + 1), coef)
         _ = scratch^  # freed here: vs and cofacet are views of it
 
-    run_chunks(task, nch, filt.threads)
+    run_chunks(task, nch, filt.threads, filt.mem.ctl)
 
 
 def _reduce_columns[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int], mut pivots: PivotMap, mut bars: Buffer[Bar], mut counts: ReductionCounts) -> Bool:
@@ -169,6 +169,7 @@ def _reduce_columns[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, cols:
     var window = ReductionWindow[T](filt.threads)
     var j0 = 0
     var j1 = 0
+    mem.ctl.start_stage(2 * dim + 1, m)  # progress (stage 2 dim + 1: reducing dim): columns done
     while ok and j0 < m:
         j1 = _fill_window(window, emergent_cofacet, j0, j1, m)
         var ntodo = 0
@@ -182,7 +183,10 @@ def _reduce_columns[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, cols:
         for i in range(ntodo):
             counts.additions += window.item_counts[2 * i]
             counts.pushes += window.item_counts[2 * i + 1]
+        var j_old = j0
         j0 = _phase2(filt, dim, window, j0, j1, cols, emergent_cofacet, pivots, bars, store, v_column_start, counts, ok)
+        mem.ctl.add_done(j0 - j_old)
+        ok = ok and mem.ok()  # false once cancelled
     # on failure, free the heaps still held by window columns
     for j in range(j0, j1):
         if window.holds_heap(j):
@@ -225,7 +229,7 @@ def _phase1[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, window: Reduct
     def rest(i: Int) {imm}:
         item(k + i)
 
-    run_chunks(rest, ntodo - k, filt.threads)
+    run_chunks(rest, ntodo - k, filt.threads, filt.mem.ctl)
 
 
 def _phase1_item[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, window: ReductionWindow[T], i: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int], pivots: PivotMap, frozen: VColumns[T]):

@@ -5,11 +5,13 @@ from std.sys import size_of
 from std.memory.alloc import unsafe_alloc
 from std.memory import bitcast
 from max.algorithm import parallelize
+from aura_kernels.common import Control
 from aura_kernels.persistence.containers import Entry, Buffer, MemoryBudget, OwnedArray, col_before
 
 # Below this many entries quicksort hands over to insertion sort. Not tuned; chosen as the
 # usual 16-32 cut-off of Hoare quicksorts.
 comptime QSORT_CUTOFF = 24
+comptime POLL_SORT = 1 << 16  # partitions larger than this poll the cancel flag first
 # Columns below this count are sorted on one thread (two halves + a merge cost an extra copy
 # and a thread wake-up). Not tuned; chosen as where a sort takes a few milliseconds.
 comptime PARALLEL_SORT_MIN = 50000
@@ -27,12 +29,15 @@ def sort_before[T: DType, BYKEY: Bool](a: Entry[T], b: Entry[T]) -> Bool:
         return col_before(a, b)
 
 
-def qsort[T: DType, BYKEY: Bool](p: Pointer[Entry[T], MutUntrackedOrigin], lo: Int, hi: Int):
+def qsort[T: DType, BYKEY: Bool](p: Pointer[Entry[T], MutUntrackedOrigin], lo: Int, hi: Int, ctl: Control = Control(0)):
     """Sort p[lo:hi] (BYKEY: by key, else column order): Hoare quicksort with median-of-three,
-    insertion sort below QSORT_CUTOFF."""
+    insertion sort below QSORT_CUTOFF. Stops, unsorted, once ctl is cancelled (polled at
+    every partition of more than POLL_SORT entries)."""
     var l = lo
     var h = hi
     while h - l > QSORT_CUTOFF:
+        if h - l > POLL_SORT and ctl.cancelled():
+            return
         var m = l + (h - 1 - l) // 2
         if sort_before[T, BYKEY](p[unsafe_offset=m], p[unsafe_offset=l]):
             _swap(p, l, m)
@@ -55,10 +60,10 @@ def qsort[T: DType, BYKEY: Bool](p: Pointer[Entry[T], MutUntrackedOrigin], lo: I
             _swap(p, i, j)
         # p[l:j+1] <= piv <= p[j+1:h]; recurse into the smaller part
         if j + 1 - l < h - j - 1:
-            qsort[T, BYKEY](p, l, j + 1)
+            qsort[T, BYKEY](p, l, j + 1, ctl)
             l = j + 1
         else:
-            qsort[T, BYKEY](p, j + 1, h)
+            qsort[T, BYKEY](p, j + 1, h, ctl)
             h = j + 1
     for i in range(l + 1, h):
         var x = p[unsafe_offset=i]
@@ -81,16 +86,16 @@ def sort_columns[T: DType](mut b: Buffer[Entry[T]], nt: Int, mem: MemoryBudget) 
     var n = b.size
     var p = b.data
     if nt < 2 or n < PARALLEL_SORT_MIN:
-        qsort[T, False](p, 0, n)
-        return True
+        qsort[T, False](p, 0, n, mem.ctl)
+        return mem.ok()
     var half = n // 2
 
     @always_inline
     def task(i: Int) {imm}:
         if i == 0:
-            qsort[T, False](p, 0, half)
+            qsort[T, False](p, 0, half, mem.ctl)
         else:
-            qsort[T, False](p, half, n)
+            qsort[T, False](p, half, n, mem.ctl)
 
     parallelize(task, 2, 2)
     if not mem.take(n * size_of[Entry[T]]()):
@@ -137,7 +142,7 @@ def radix_sort_columns[T: DType](mut b: Buffer[Entry[T]], mem: MemoryBudget) -> 
     var dst = unsafe_alloc[Entry[T]](n)  # the two buffers swap roles each pass; one is kept
     var count = OwnedArray[Int](RADIX_SIZE)
     var shift = 0
-    while shift < BITS:
+    while shift < BITS and mem.ok():  # a pass takes a few milliseconds per million entries
         for k in range(RADIX_SIZE):
             count[k] = 0
         for i in range(n):
@@ -166,4 +171,4 @@ def radix_sort_columns[T: DType](mut b: Buffer[Entry[T]], mem: MemoryBudget) -> 
         mem.give(b.cap * size_of[Entry[T]]())
         b.data = src
         b.cap = n
-    return True
+    return mem.ok()  # false once cancelled (then unsorted)
