@@ -25,6 +25,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -156,11 +157,8 @@ def compile_into(target: Path, name: str, args: list[str], *, what: str, force: 
                 diag = "\n".join(ln for ln in (r.stdout + r.stderr).splitlines() if "Crashpad" not in ln)
                 raise MojoBuildError(name, cmd, diag)
             os.replace(tmp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            with contextlib.suppress(OSError):
-                tmpdir.rmdir()
+        finally:  # also on Ctrl-C (subprocess.run kills the compiler first): no partial file stays
+            shutil.rmtree(tmpdir, ignore_errors=True)
         for old in [*root.glob(f"{name}-*.so"), *root.glob(f"{name}-*/{target.name}")]:  # older sources
             if old != target:
                 with contextlib.suppress(OSError):

@@ -111,7 +111,7 @@ def _cmd_bench(args) -> int:
 def _cmd_validate(args) -> int:
     from . import harness
 
-    kw = {}
+    kw = {"show_progress": True}
     if args.backends:
         kw["backends"] = args.backends.split(",")
     checks = harness.validate(args.family, **kw)

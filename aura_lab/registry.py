@@ -16,6 +16,9 @@
   ``UnsupportedProblem``), falls back with an ``AuraFallbackWarning`` under ``"auto"``, and
   records what ran (``aura_lab.last_dispatch()``).
 * **Threads.** ``threads_for`` is the one thread policy of every kernel.
+* **Cancellation.** Calls of the ``CANCELLABLE_BACKENDS`` run under an ``aura_lab._control``
+  control (``run_op``), whose address their kernels' parameter blocks carry and poll; an
+  estimated-long call runs its kernel so that Ctrl-C reaches the main thread at once.
 """
 
 from __future__ import annotations

@@ -230,3 +230,29 @@ def test_progress_true_shows_a_bar(capsys):
     assert "dim 2" in capsys.readouterr().err
     aura_lab.rips_persistence(X, maxdim=1, backend="mojo", progress=False)
     assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------------ a cancelled compile
+
+@needs_mojo
+def test_ctrl_c_during_a_first_use_compile_leaves_no_partial_file(tmp_path):
+    """A child process compiles the distance kernel into an empty cache and gets SIGINT
+    while the compiler runs: it raises KeyboardInterrupt, and the cache holds no library
+    and no temporary directory (the lock file only), so the next process compiles afresh."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AURA_LAB_CACHE": str(tmp_path)}
+    code = "from aura_lab import _mojo; _mojo.load('distance'); print('loaded')"
+    child = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.rglob(".distance-*")):  # the compiler started
+        time.sleep(0.05)
+    assert list(tmp_path.rglob(".distance-*")), "the compile never started"
+    time.sleep(1.0)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode != 0 and "KeyboardInterrupt" in err, (out, err)
+    left = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["distance.lock"], left
+    assert not [p for p in tmp_path.rglob(".distance-*")]

@@ -95,13 +95,13 @@ def tolerance(dtype) -> tuple[float, float]:
     return (1e-5, 1e-6) if np.dtype(dtype) == np.float32 else (1e-10, 1e-12)
 
 
-def validate(backends=None, seed: int = 0) -> list[Check]:
+def validate(backends=None, seed: int = 0, show_progress: bool = False) -> list[Check]:
     """Every backend against scipy.spatial.distance.cdist, all metrics and dtypes."""
     from scipy.spatial.distance import cdist
 
     rng = np.random.default_rng(seed)
     checks = []
-    for name, X, Y in _cases(rng):
+    for name, X, Y in progress(list(_cases(rng)), desc="validate distance", enabled=show_progress):
         for dname, dt in DTYPES.items():
             if dname == "int64":
                 if not np.all(np.isfinite(X)):

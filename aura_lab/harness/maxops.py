@@ -106,11 +106,11 @@ def bench(ops=None, repeats: int = 5, show_progress: bool = True, **_) -> BenchR
     return BenchResult("max", rows, ctx)
 
 
-def validate(backends=None, **_):
+def validate(backends=None, show_progress: bool = False, **_):
     """The max rows of every family's validation (the same checks as mojo)."""
     from . import validate as run
 
-    return [c for fam in max_ops() for c in run(fam, backends=["max"])]
+    return [c for fam in max_ops() for c in run(fam, backends=["max"], show_progress=show_progress)]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -231,7 +231,7 @@ def _compare_routing(got, ref) -> tuple[float, float, bool, str]:
     return ea, er, not issues, "; ".join(issues) or "ids, counts, permutation, offsets, kept exact"
 
 
-def validate(backends=None, seed: int = 0) -> list[Check]:
+def validate(backends=None, seed: int = 0, show_progress: bool = False) -> list[Check]:
     """Every backend against the numpy reference (exact ids, counts, permutation, offsets,
     kept; weights 1e-6 relative) on tie-free, tie-heavy and NaN/inf logits for every
     variant; and the reference against the model code it transcribes (torch.topk forms,
@@ -239,7 +239,7 @@ def validate(backends=None, seed: int = 0) -> list[Check]:
     rng = np.random.default_rng(seed)
     checks = []
     names = [b for b in available_backends(op, backends) if b != "numpy"]
-    for name, L, k in _inputs(rng):
+    for name, L, k in progress(list(_inputs(rng)), desc="validate routing", enabled=show_progress):
         E = L.shape[1]
         for vname, kw in VARIANTS.items():
             kw = dict(kw)

@@ -304,13 +304,13 @@ def _cases(rng):
     ]
 
 
-def validate(backends=None, seed: int = 0) -> list[Check]:
+def validate(backends=None, seed: int = 0, show_progress: bool = False) -> list[Check]:
     """Every backend against the float64 sequential oracle (``ssd_sequential_ref``): y and the
     final states at mamba_ssm's fp32 tolerance (rtol 6e-4, atol 2e-3; float64 inputs at 1e-9),
     plus decode continuity: prefill + 10 ``selective_state_update`` steps vs one scan."""
     rng = np.random.default_rng(seed)
     checks = []
-    for name, kw in _cases(rng):
+    for name, kw in progress(list(_cases(rng)), desc="validate ssd", enabled=show_progress):
         f64 = kw["x"].dtype == np.float64
         rtol, atol = (1e-9, 1e-9) if f64 else (6e-4, 2e-3)
         yr, fr = ssd_sequential_ref(**kw)
