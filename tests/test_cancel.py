@@ -115,14 +115,20 @@ def _interrupt_after(seconds: float) -> dict:
     return sent
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("op", list(CASES))
-def test_sigint_stops_a_long_call_and_the_next_call_is_right(op, backend):
+def _prepared(op: str, backend: str):
+    """(the long call, the small checked call) of ``op``, warmed on ``backend`` (compiled and
+    loaded, so that the cancel lands in the kernel)."""
     long_case, small_case, backends = CASES[op]
     if backend not in backends:
         pytest.skip(f"{op} has no {backend} backend")
-    small_case(backend)  # warm: compiled and loaded, so the signal lands in the kernel
-    call = long_case()
+    small_case(backend)
+    return long_case(), small_case
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op", list(CASES))
+def test_sigint_stops_a_long_call_and_the_next_call_is_right(op, backend):
+    call, small_case = _prepared(op, backend)
     sent = _interrupt_after(1.0)
     with pytest.raises(KeyboardInterrupt):
         try:
@@ -139,11 +145,7 @@ def test_sigint_stops_a_long_call_and_the_next_call_is_right(op, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op", list(CASES))
 def test_cancel_from_another_thread_raises_cancelled(op, backend):
-    long_case, small_case, backends = CASES[op]
-    if backend not in backends:
-        pytest.skip(f"{op} has no {backend} backend")
-    small_case(backend)
-    call = long_case()
+    call, small_case = _prepared(op, backend)
     with aura_lab.cancellable() as ctl:
         threading.Timer(0.5, ctl.cancel).start()
         t0 = time.perf_counter()
