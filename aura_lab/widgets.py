@@ -179,19 +179,19 @@ class ComparisonPanel:
         finally:
             try:
                 self.history.append(rows)
+                if rows:
+                    self._render_safely()
                 ok = sum(1 for r in rows if not r.get("error"))
                 if outcome == "done":
                     msg = f"done: {ok}/{len(rows)} runs"
+                    self.progress.value = self.progress.max
                 elif outcome == "stopped":
                     msg = f"stopped after {len(rows)}/{n_cases} cases"
                 else:
                     msg = f"run failed after {len(rows)}/{n_cases} cases"
                 if self.errors:
                     msg += "<br><span style='color:#b00'>" + "<br>".join(html.escape(e) for e in self.errors) + "</span>"
-                self._say(msg, notice="")
-                self.progress.value = self.progress.max if outcome == "done" else self.progress.value
-                if rows:
-                    self._render_safely()
+                self._say(msg, notice="")  # last: once it reads done/stopped, everything is drawn
             finally:
                 self.stop.disabled = True
 
