@@ -60,6 +60,8 @@ print(aura_lab.explain("distance", n=500, m=500, d=3))
 # ## One comparison panel per op
 # Toggle backends, pick sizes and dtype, press **Run**: time, throughput, speed-up over the
 # reference, and a correctness badge per backend (its largest error against the reference).
+# The sweep runs in the background (the notebook stays usable) and the table fills in case by
+# case; **Stop** ends it and keeps the cases finished so far. From code: `p.run.click(); p.wait()`.
 # The full validation reports are `aura-lab validate <family>` (distance, ssd, routing,
 # persistence) and `aura-lab validate max`; each experiment notebook checks its own op.
 
@@ -73,6 +75,7 @@ for p in panels.values():
 for fam, p in panels.items():
     p.repeats.value = 1
     p.run.click()
+    p.wait()
 
 # %%
 # NBVAL_CHECK_OUTPUT

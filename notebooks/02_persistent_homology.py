@@ -369,7 +369,8 @@ display(panel)
 
 # %% tags=["nbval-ignore-output"]
 panel.repeats.value = 1
-panel.run.click()
+panel.run.click()  # the sweep runs in the background ...
+panel.wait()  # ... until it has finished
 panel.frame()
 
 # %%

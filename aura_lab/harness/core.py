@@ -274,25 +274,44 @@ class PanelSpec:
 
 
 def compare_backends(spec: PanelSpec, backends: list[str], sizes: list[str], dtype: str, repeats: int = 3,
-                     seed: int = 0, on_step: Callable[[int, int, str], None] | None = None) -> list[dict]:
+                     seed: int = 0, on_step: Callable[[int, int, str], None] | None = None,
+                     on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """Time each backend at each size and check it against the reference, side by side.
 
     Returns one row per (size, backend): ms, throughput, speed-up over the reference, the
     largest error against the reference and pass/fail; a backend that raises gets a row
     with ``error`` set instead (the others still run).
+
+    ``on_step(k, total, what)`` is called before each step; ``on_row(row)`` as each row is
+    finished (its speed-up may be filled in later, in place, once the reference has run).
+    Under ``aura_lab.cancellable`` the control is checked before every call, so a cancel
+    stops the sweep between calls even for backends that do not poll it; ``Cancelled``
+    (a ``KeyboardInterrupt``) propagates, with the rows finished so far already reported.
     """
+    from .._control import current
+
+    def check_cancel():
+        ctl = current()
+        if ctl is not None:
+            ctl.raise_if_cancelled()
+
+    def call(b, inputs):
+        check_cancel()
+        return spec.call(b, inputs)
+
     rows: list[dict] = []
     steps = [(s, b) for s in sizes for b in backends]
     total = len(steps) + len(sizes)
     k = 0
     for label in sizes:
+        check_cancel()
         size = spec.sizes[label]
         inputs = spec.make(size, dtype, seed)
         k += 1
         if on_step:
             on_step(k, total, f"{label}: reference ({spec.reference})")
         try:
-            ref_out = spec.call(spec.reference, inputs)
+            ref_out = call(spec.reference, inputs)
             ref_err = None
         except Exception as e:  # the reference itself failed: report, keep going
             ref_out, ref_err = None, f"{type(e).__name__}: {e}"
@@ -303,8 +322,8 @@ def compare_backends(spec: PanelSpec, backends: list[str], sizes: list[str], dty
                 on_step(k, total, f"{label}: {b}")
             row = {"size": label, "backend": b, "dtype": dtype, "work": spec.work(size) if spec.work else None}
             try:
-                out = spec.call(b, inputs)
-                t = time_call(lambda: spec.call(b, inputs), repeats=repeats, warmup=0)
+                out = call(b, inputs)
+                t = time_call(lambda: call(b, inputs), repeats=repeats, warmup=0)
                 row.update(ms=t["ms"], runs=t["runs"])
                 if spec.throughput:
                     val, unit = spec.throughput(size, t["ms"])
@@ -319,7 +338,9 @@ def compare_backends(spec: PanelSpec, backends: list[str], sizes: list[str], dty
             except Exception as e:
                 row.update(ms=float("nan"), passed=False, max_err=float("nan"), error=f"{type(e).__name__}: {e}")
             rows.append(row)
-        for r in rows:
-            if r["size"] == label and ref_ms and r.get("ms") == r.get("ms"):
-                r[f"speedup_vs_{spec.reference}"] = ref_ms / r["ms"]
+            for r in rows:  # speed-ups of this size so far (all of them once the reference has run)
+                if r["size"] == label and ref_ms and r.get("ms") == r.get("ms"):
+                    r[f"speedup_vs_{spec.reference}"] = ref_ms / r["ms"]
+            if on_row:
+                on_row(row)
     return rows
