@@ -116,8 +116,12 @@ def run_op(fn: Callable[[], object], *, long: bool):
     """One op call (``Op.run`` for the cancellable backends): ``fn()`` under the current
     control, or a fresh one, with ``long`` telling its native calls whether to run
     interruptibly (see ``native``). Raises ``Cancelled`` if the control was cancelled before
-    or during the call."""
-    with cancellable(current()) as ctl:
+    or during the call. A short call outside any ``cancellable`` block has nothing to poll
+    for (Ctrl-C lands when it returns, within ``INTERRUPTIBLE_NS``): it runs as is."""
+    outer = current()
+    if outer is None and not long:
+        return fn()
+    with cancellable(outer) as ctl:
         ctl.raise_if_cancelled()
         outer, ctl.long = ctl.long, long
         try:

@@ -487,9 +487,8 @@ def test_interrupt_pure_python_loop(browser, lab, shots):
                     "import time\nfor _ in range(1200):\n    time.sleep(0.05)")
 
 
-@pytest.mark.xfail(strict=False, reason="needs the kernels to poll the control's cancel flag (in progress on "
-                                        "main); until then the call finishes (~100 s) before KeyboardInterrupt")
 def test_interrupt_long_native_persistence(browser, lab, shots):
+    """Jupyter's Interrupt on the engine (~100 s uninterrupted): KeyboardInterrupt within 2 s."""
     _interrupt_case(browser, lab, shots, "scratch-interrupt-mojo.ipynb",
                     "X = np.random.default_rng(0).standard_normal((3000, 8))\n"
                     "aura_lab.rips_persistence(X, maxdim=2, backend='mojo')")

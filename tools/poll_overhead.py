@@ -1,8 +1,10 @@
 """What cancellation and progress cost: each op's mojo call at a bench size, timed as a user
 makes it (control words in the block, kernels polling them, long calls on a worker thread
 while the main thread waits) against the same call with all of that switched off at run time
-(control address 0, so every poll is one never-taken branch; no worker thread). Alternating
-A/B in one process, median of --repeats after a warm-up; prints the ratio per case.
+(control address 0, so every poll is one never-taken branch; no worker thread). Interleaved
+in one process (the order alternating, since the first call of a pair runs slower on this
+VM), median of --repeats after a warm-up; prints the ratio per case and, as the noise
+floor, the ratio of the polling call to a second copy of itself.
 
     python tools/poll_overhead.py [--repeats 9]
 """
@@ -62,7 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=9)
     args = ap.parse_args()
-    print("| case | with polling (ms) | switched off (ms) | ratio |\n|---|---|---|---|")
+    print("| case | with polling (ms) | switched off (ms) | ratio | noise: polling vs itself |\n|---|---|---|---|---|")
     for name, fn, other in cases():
         if other is None:
             def other(fn=fn):
@@ -70,12 +72,12 @@ def main() -> None:
                     return fn()
         fn()
         other()
-        a, b = [], []
-        for _ in range(args.repeats):
-            a.append(timed(fn))
-            b.append(timed(other))
-        ma, mb = statistics.median(a) * 1e3, statistics.median(b) * 1e3
-        print(f"| {name} | {ma:.3f} | {mb:.3f} | {ma / mb:.3f} |", flush=True)
+        a, b, a2 = [], [], []
+        for i in range(args.repeats):  # ABA / BAA...: the first call of a pair runs slower here
+            for which in ((a, fn), (b, other), (a2, fn)) if i % 2 == 0 else ((b, other), (a2, fn), (a, fn)):
+                which[0].append(timed(which[1]))
+        ma, mb, ma2 = (statistics.median(v) * 1e3 for v in (a, b, a2))
+        print(f"| {name} | {ma:.3f} | {mb:.3f} | {ma / mb:.3f} | {ma / ma2:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
