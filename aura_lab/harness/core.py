@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from .._control import current
 from ..registry import backend_status
 
 
@@ -288,8 +289,6 @@ def compare_backends(spec: PanelSpec, backends: list[str], sizes: list[str], dty
     stops the sweep between calls even for backends that do not poll it; ``Cancelled``
     (a ``KeyboardInterrupt``) propagates, with the rows finished so far already reported.
     """
-    from .._control import current
-
     def check_cancel():
         ctl = current()
         if ctl is not None:
