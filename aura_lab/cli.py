@@ -181,7 +181,11 @@ def main(argv=None) -> int:
     if extra and args.cmd != "lab":
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra  # `aura-lab lab` passes the rest to JupyterLab (e.g. --ServerApp.token=...)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:  # Ctrl-C: the running kernel has stopped and freed its memory
+        print(f"aura-lab {args.cmd}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
