@@ -7,12 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from aura_lab import _control
-
-from aura_lab import harness
+import aura_lab
+from aura_lab import _control, harness
 from aura_lab.distance import op as distance_op
 from aura_lab.harness import FAMILIES
 from aura_lab.harness.core import PanelSpec
+from aura_lab.registry import backend_status
 from aura_lab.widgets import ComparisonPanel
 
 
@@ -258,3 +258,35 @@ def test_wait_without_run_and_with_timeout():
         e.set()
     assert p.wait() is True and not p.busy
 
+
+
+@pytest.mark.skipif(not backend_status("mojo").available, reason="needs the mojo backend")
+def test_stop_cancels_a_running_mojo_kernel_within_a_second():
+    """Stop reaches a real kernel through the control: the engine (~100 s uninterrupted on
+    3000 points in R^8 at maxdim 2) returns within a second of the click (the panel then
+    draws its last rows and says it stopped)."""
+    X = np.random.default_rng(0).standard_normal((3000, 8))
+    started = threading.Event()
+    ended: list[float] = []
+
+    def call(backend, inputs):
+        if backend == "fast":
+            return np.zeros(1)
+        started.set()
+        try:
+            return aura_lab.rips_persistence(inputs, maxdim=2, backend="mojo")
+        finally:
+            ended.append(time.monotonic())
+
+    spec = PanelSpec(name="engine", backends=["fast", "mojo"], reference="fast", sizes={"big": {"n": 3000}},
+                     dtypes=["float64"], make=lambda size, dtype, seed: X, call=call,
+                     check=lambda out, ref, dtype: (0.0, True, "-"), status=lambda b: (True, ""))
+    p = ComparisonPanel(spec, repeats=1)
+    p.run.click()
+    assert started.wait(30)
+    time.sleep(1.0)  # inside the engine now
+    t0 = time.monotonic()
+    p.stop.click()
+    assert p.wait(timeout=10)
+    assert ended and ended[0] - t0 < 1.0, "the engine ran on for over a second after Stop"
+    assert "stopped after 1/2 cases" in p.status.value and not p.errors
