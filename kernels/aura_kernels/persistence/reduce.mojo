@@ -107,6 +107,9 @@ def reduce[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, cols: Buffer[E
         return False
     var emergent_cofacet = OwnedArray[Int](m)
     _emergent_candidates(filt, dim + 1, cols, emergent_cofacet)
+    if not mem.ok():  # cancelled: chunks were skipped, so some candidates were never written
+        mem.give(m * 8)
+        return False
     var t1 = perf_counter_ns()
     filt.stat(dim, STAT_SEARCH_NS, Int(t1 - t0))
     var counts = ReductionCounts(0, 0, 0, 0)
@@ -180,6 +183,9 @@ def _reduce_columns[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, cols:
                 ntodo += 1
         # phase 1 reads only V columns that exist now
         _phase1(filt, dim + 1, window, ntodo, cols, emergent_cofacet, pivots, VColumns[T](store, v_column_start.data))
+        if not mem.ok():  # cancelled: phase 1 skipped work items, phase 2 must not read them
+            ok = False
+            break
         for i in range(ntodo):
             counts.additions += window.item_counts[2 * i]
             counts.pushes += window.item_counts[2 * i + 1]
