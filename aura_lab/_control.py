@@ -123,11 +123,11 @@ def run_op(fn: Callable[[], object], *, long: bool):
         return fn()
     with cancellable(outer) as ctl:
         ctl.raise_if_cancelled()
-        outer, ctl.long = ctl.long, long
+        enclosing_long, ctl.long = ctl.long, long  # a nested op call restores the outer one's
         try:
             out = fn()
         finally:
-            ctl.long = outer
+            ctl.long = enclosing_long
         ctl.raise_if_cancelled()
     return out
 

@@ -143,8 +143,7 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
     if prob.n == 0:
         op.record("none", backend, "empty input: nothing to compute", 0.0)
         return [np.empty((0, 2)) for _ in range(prob.maxdim + 1)]
-    long = op.work(prob.size) * op.ns_per_work >= _control.INTERRUPTIBLE_NS
-    if progress is True or (progress == "auto" and long):
+    if progress is True or (progress == "auto" and op.is_long(prob.size)):
         bar = ProgressBar(after_s=0.0 if progress is True else PROGRESS_AFTER_S)
         try:
             with _control.watching(bar):

@@ -249,9 +249,17 @@ class Op:
             return float(self._work(size))
         return float(math.prod(max(1, int(v)) for v in size.values()))
 
+    def estimated_ns(self, size: dict) -> float:
+        """The single-thread time the Mojo kernel is estimated to take at ``size``."""
+        return self.work(size) * self.ns_per_work
+
     def threads(self, size: dict) -> int:
         """Threads for a problem of ``size`` (``threads_for`` on the estimated time)."""
-        return threads_for(self.work(size) * self.ns_per_work)
+        return threads_for(self.estimated_ns(size))
+
+    def is_long(self, size: dict) -> bool:
+        """Estimated long enough that its kernel must take Ctrl-C while it runs."""
+        return self.estimated_ns(size) >= _control.INTERRUPTIBLE_NS
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -331,8 +339,7 @@ class Op:
         impl = self.impls[backend]
         t0 = time.perf_counter()
         if backend in CANCELLABLE_BACKENDS:
-            long = self.work(problem.size) * self.ns_per_work >= _control.INTERRUPTIBLE_NS
-            out = _control.run_op(lambda: impl.fn(problem), long=long)
+            out = _control.run_op(lambda: impl.fn(problem), long=self.is_long(problem.size))
         else:
             out = impl.fn(problem)
         self.record(backend, requested, reason, time.perf_counter() - t0, skipped)
