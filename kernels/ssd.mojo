@@ -1,6 +1,6 @@
 # Python binding of the Mamba-2 selective scan (compute: aura_kernels/ssd.mojo).
 #
-# scan(params_addr): the address of an ssd parameter block (aura_lab/ssd/problem.py's ABI, generated
+# scan(params_addr), scan_grad(params_addr) (the backward, aura_kernels/ssd_grad.mojo): the address of an ssd parameter block (aura_lab/ssd/problem.py's ABI, generated
 # Mojo side aura_kernels/ssd_abi.mojo); addresses 0 = absent, validated by aura_lab/ssd
 # beforehand. lanes(dtype_bits): the vector width n must be a multiple of (Python pads B, C
 # and the state).
@@ -12,6 +12,8 @@ from _common import without_gil
 from aura_kernels.common import F32, F64
 from aura_kernels.ssd import run_scan, _lanes
 from aura_kernels.ssd_abi import SsdParams
+from aura_kernels.ssd_grad import run_scan_grad
+from aura_kernels.ssd_grad_abi import SsdGradParams
 
 
 @export
@@ -21,6 +23,10 @@ def PyInit_ssd() abi("C") -> PythonObject:
         m.def_function[scan](
             "scan",
             docstring="scan(params_addr): the address of an ssd parameter block (aura_lab.ssd.ABI); addresses 0 = absent",
+        )
+        m.def_function[scan_grad](
+            "scan_grad",
+            docstring="scan_grad(params_addr): the address of an ssd_grad block (aura_lab.ssd.GRAD_ABI)",
         )
         m.def_function[lanes]("lanes", docstring="lanes(dtype_bits): the vector width n must be a multiple of")
         return m.finalize()
@@ -39,6 +45,16 @@ def scan(params_addr: PythonObject) raises -> PythonObject:
 
     def body() raises {imm}:
         run_scan(p)
+
+    without_gil(body)
+    return PythonObject(None)
+
+
+def scan_grad(params_addr: PythonObject) raises -> PythonObject:
+    var p = SsdGradParams.load(Int(py=params_addr))
+
+    def body() raises {imm}:
+        run_scan_grad(p)
 
     without_gil(body)
     return PythonObject(None)

@@ -19,6 +19,8 @@ from aura_lab import ssd
 from aura_lab.harness.ssd import make_case
 from aura_lab.ssd import selective_scan, selective_state_update, ssd_minimal_discrete, ssd_sequential_ref
 
+from aura_lab.registry import backend_status
+
 from .conftest import backend_params
 
 RTOL, ATOL = 6e-4, 2e-3  # mamba_ssm fp32
@@ -401,17 +403,19 @@ def test_torch_autograd_matches_finite_differences():
     assert torch.autograd.gradcheck(f, ts, eps=1e-6, atol=1e-6)
 
 
-def test_auto_picks_torch_when_grad_is_needed_and_explicit_other_backends_refuse():
+def test_grad_runs_the_training_op_and_numpy_refuses():
+    """With an input that requires grad the scan runs ``ssd_train`` (mojo first under auto,
+    torch where mojo is unavailable: tests/test_ssd_train.py checks its gradients)."""
     rng = np.random.default_rng(2)
     kw = make_case(rng, l=10)
     x = torch.from_numpy(kw.pop("x")).requires_grad_()
     y = selective_scan(x, **kw)
-    assert aura_lab.last_dispatch().backend == "torch" and y.requires_grad
+    assert aura_lab.last_dispatch().op == "ssd_train" and y.requires_grad
+    assert aura_lab.last_dispatch().backend == ("mojo" if backend_status("mojo").available else "torch")
     y.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
-    for b in ("numpy", "mojo"):
-        with pytest.raises(RuntimeError, match=f"backend '{b}' does not propagate gradients"):
-            selective_scan(x, **kw, backend=b)
+    with pytest.raises(RuntimeError, match="backend 'numpy' does not propagate gradients"):
+        selective_scan(x, **kw, backend="numpy")
     with torch.no_grad():  # no grad needed: any backend
         y2 = selective_scan(x, **kw, backend="numpy")
     close(y2, y.detach().double().numpy(), 1e-5, 1e-5)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _arrays as A_
-from .problem import INF, grad_backend, needs_grad, op, step_op, validate_scan, validate_step
+from .problem import INF, check_grad_backend, needs_grad, op, step_op, validate_scan, validate_step
+from .train import train_op
 
 
 def selective_scan(x, dt, A, B, C, *, D=None, z=None, dt_bias=None, dt_softplus: bool = False,
@@ -42,12 +43,14 @@ def selective_scan(x, dt, A, B, C, *, D=None, z=None, dt_bias=None, dt_softplus:
         ``(y, final_states)``; final states are float32 (float64 for float64 ``x``).
     """
     prob = validate_scan(x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_states, cu_seqlens, chunk_size)
+    run = op
     if needs_grad(prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D, prob.z, prob.dt_bias, prob.initial_states):
-        backend = grad_backend(backend, "selective_scan")
+        check_grad_backend(backend, "selective_scan", train_op.backends)
+        run = train_op
     itemsize = 8 if prob.f64 else 4
     A_.check_memory(itemsize * (3 * prob.b * prob.l * prob.h * prob.p + 2 * prob.nseq * prob.h * prob.p * prob.n),
                     f"selective_scan of x {tuple(prob.x.shape)}")
-    y, final = op.run(backend, prob)
+    y, final = run.run(backend, prob)
     y = _out_kind(y, prob.kind, prob.x)
     if not return_final_states:
         return y
@@ -73,7 +76,8 @@ def selective_state_update(state, x, dt, A, B, C, *, D=None, z=None, dt_bias=Non
     """
     prob = validate_step(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit)
     if needs_grad(prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D, prob.z, prob.dt_bias):
-        backend = grad_backend(backend, "selective_state_update")
+        check_grad_backend(backend, "selective_state_update (inference only on mojo and max)", ("torch",))
+        backend = "torch"
     y = step_op.run(backend, prob)
     return _out_kind(y, prob.kind, prob.x)
 

@@ -45,15 +45,17 @@ def _present(a) -> int:
     return 0 if a is None else 1
 
 
-def _block(prob, operands, npad: int, offsets, tokens: int, addr, *, init, fin, y):
+def _block(prob, operands, npad: int, offsets, tokens: int, addr, *, init, fin, y, ckpt=None, chunk=0, ypre=None):
     """The scan's parameter block (``ABI``) for ``operands`` = (x, dt, A, B, C, D, z, bias) of
-    one dtype, n padded to ``npad``; ``addr`` maps an array to its address field."""
+    one dtype, n padded to ``npad``; ``addr`` maps an array to its address field. A training
+    forward also passes ``ckpt`` (every ``chunk``-th state) and ``ypre`` (see ``ABI``)."""
     x, dt, A, B, C, D, z, bias = operands
     return ABI.pack(dtype_bits=8 * x.dtype.itemsize, x=addr(x), dt=addr(dt), A=addr(A), B=addr(B), C=addr(C),
                     D=addr(D), d_per_p=D is not None and D.ndim == 2, z=addr(z), dt_bias=addr(bias),
                     softplus=prob.dt_softplus, lo=prob.dt_lo, hi=prob.dt_hi, offsets=addr(offsets),
                     nseq=len(offsets) - 1, h=prob.h, p=prob.p, n=npad, g=prob.g, init=addr(init), fin=addr(fin),
-                    y=addr(y), threads=op.threads({"tokens": tokens, "h": prob.h, "p": prob.p, "n": npad}))
+                    y=addr(y), threads=op.threads({"tokens": tokens, "h": prob.h, "p": prob.p, "n": npad}),
+                    ckpt=addr(ckpt), chunk=chunk, ypre=addr(ypre))
 
 
 def _mojo_scan(prob, operands, npad: int, offsets, tokens: int, init, fin, y) -> None:

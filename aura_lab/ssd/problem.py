@@ -20,11 +20,22 @@ NS_PER_WORK = 0.04
 op = Op("ssd", ns_per_work=NS_PER_WORK)
 step_op = Op("ssd_step", ns_per_work=NS_PER_WORK)
 #: the scan kernel's parameter block (kernels/aura_kernels/ssd_abi.mojo is generated from it);
-#: tokens flattened over (b, l); addresses 0 = absent; init == fin updates a state in place
+#: tokens flattened over (b, l); addresses 0 = absent; init == fin updates a state in place.
+#: For training the forward also saves what the backward needs: ``ckpt`` the state before
+#: every ``chunk``-th token of each sequence, ``(chunks, h, p, n)``, and ``ypre`` the output
+#: before the silu(z) gate, ``(T, h, p)`` (only with z).
 ABI = KernelABI("ssd", [("dtype_bits", INT), ("x", ADDR), ("dt", ADDR), ("A", ADDR), ("B", ADDR), ("C", ADDR),
                         ("D", ADDR), ("d_per_p", BOOL), ("z", ADDR), ("dt_bias", ADDR), ("softplus", BOOL),
                         ("lo", FLOAT), ("hi", FLOAT), ("offsets", ADDR), ("nseq", INT), ("h", INT), ("p", INT),
-                        ("n", INT), ("g", INT), ("init", ADDR), ("fin", ADDR), ("y", ADDR), ("threads", INT)])
+                        ("n", INT), ("g", INT), ("init", ADDR), ("fin", ADDR), ("y", ADDR), ("threads", INT),
+                        ("ckpt", ADDR), ("chunk", INT), ("ypre", ADDR)], version=2)
+#: the backward's block (kernels/aura_kernels/ssd_grad_abi.mojo): ``fwd`` is the address of the
+#: forward's block (with ``ckpt`` and ``ypre`` filled by that forward), ``gy`` / ``gfin`` the
+#: incoming gradients of y and of the final states (0: none), the rest the gradients it
+#: writes, each shaped as its input (0: not wanted / input absent)
+GRAD_ABI = KernelABI("ssd_grad", [("fwd", ADDR), ("gy", ADDR), ("gfin", ADDR), ("gx", ADDR), ("gdt", ADDR),
+                                  ("gA", ADDR), ("gB", ADDR), ("gC", ADDR), ("gD", ADDR), ("gz", ADDR),
+                                  ("gbias", ADDR), ("ginit", ADDR)])
 
 
 _FLOAT_NAMES = "float16, bfloat16, float32 or float64"
@@ -260,11 +271,12 @@ def needs_grad(*arrays) -> bool:
     return torch.is_grad_enabled() and any(A_.is_torch(a) and a.requires_grad for a in arrays if a is not None)
 
 
-def grad_backend(backend: str, what: str) -> str:
-    if backend in ("auto", "torch"):
-        return "torch"
-    raise RuntimeError(f"{what}: backend {backend!r} does not propagate gradients and an input requires grad; "
-                       "use backend='torch' (or 'auto'), or call it under torch.no_grad()")
+def check_grad_backend(backend: str, what: str, differentiable: tuple[str, ...]) -> None:
+    """An input requires grad: ``backend`` must be ``auto`` or one that propagates gradients."""
+    if backend != "auto" and backend not in differentiable:
+        names = ", ".join(repr(b) for b in differentiable)
+        raise RuntimeError(f"{what}: backend {backend!r} does not propagate gradients and an input requires grad; "
+                           f"use one of {names} (or 'auto'), or call it under torch.no_grad()")
 
 
 def write_state(state, new):

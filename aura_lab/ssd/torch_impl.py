@@ -104,7 +104,8 @@ def _epilogue_torch(y, x, D, z):
 
 
 @op.impl("torch", devices=("cpu", "cuda"))
-def _torch(prob: Scan) -> ScanOutput:
+def scan_torch(prob: Scan) -> ScanOutput:
+    """The chunked SSD in torch (autograd flows through it: also ``train_op``'s torch backend)."""
     import torch
 
     dev = torch.device(prob.device) if prob.device != "cpu" else torch.device("cpu")

@@ -136,10 +136,33 @@ def _silu[dtype: DType, w: Int](v: SIMD[dtype, w]) -> SIMD[dtype, w] where dtype
     return v / (SIMD[dtype, w](1) + exp(-v))
 
 
+@always_inline
+def _save_rows[dtype: DType](src: Pointer[Scalar[dtype], MutUntrackedOrigin], dst: Pointer[Scalar[dtype], MutUntrackedOrigin], count: Int):
+    for i in range(count):
+        dst[unsafe_offset=i] = src[unsafe_offset=i]
+
+
+def chunk_bases(pr: SsdParams) -> Pointer[Int, MutUntrackedOrigin]:
+    """Index of each sequence's first checkpoint: sequence s has ceil(len_s / chunk)
+    checkpoints (the state before tokens 0, chunk, 2 chunk, ... of it). nseq + 1 entries,
+    the last is the total; the caller frees it. All zero when no checkpoints are kept."""
+    var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)
+    var out = unsafe_alloc[Int](pr.nseq + 1)
+    out[unsafe_offset=0] = 0
+    for s in range(pr.nseq):
+        var ln = Int(offs[unsafe_offset=s + 1]) - Int(offs[unsafe_offset=s])
+        var nc = 0 if pr.chunk <= 0 else (ln + pr.chunk - 1) // pr.chunk
+        out[unsafe_offset=s + 1] = out[unsafe_offset=s] + nc
+    return out
+
+
 def _item[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], MutUntrackedOrigin],
-                        dec: Pointer[Scalar[dtype], MutUntrackedOrigin], s: Int, hh: Int, p0: Int, rows: Int) where dtype.is_floating_point():
+                        dec: Pointer[Scalar[dtype], MutUntrackedOrigin], s: Int, hh: Int, p0: Int, rows: Int,
+                        cbase: Int) where dtype.is_floating_point():
     """Sequence s, head hh, channels [p0, p0 + rows): the whole recurrence (it stops at a
-    multiple of POLL tokens once the caller's control is cancelled)."""
+    multiple of POLL tokens once the caller's control is cancelled). A training forward
+    (pr.ckpt) also saves the rows' state before every pr.chunk-th token of the sequence
+    into checkpoint cbase + k, and (pr.ypre, with z) the output before the gate."""
     var ctl = Control(pr.control)
     comptime W = _lanes[dtype]()
     comptime V = SIMD[dtype, W]
@@ -180,10 +203,15 @@ def _item[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], MutUn
             dvec = VR(Dp[unsafe_offset=hh])
     var hd = dtp.unsafe_offset(hh * T)
     var hc = dec.unsafe_offset(hh * T)
+    var ypre = _p[dtype](pr.ypre)
+    var save = pr.ckpt != 0 and pr.chunk > 0
+    var ck = _p[dtype](pr.ckpt).unsafe_offset(((cbase * h + hh) * p + p0) * n)  # chunk 0 of this sequence
     if rows == R:
         for t in range(t0, t1):
             if (t - t0) % POLL == 0 and ctl.cancelled():
                 return
+            if save and (t - t0) % pr.chunk == 0:
+                _save_rows(sp, ck.unsafe_offset((t - t0) // pr.chunk * h * p * n), rows * n)
             var dtv = hd[unsafe_offset=t]
             var dk = V(hc[unsafe_offset=t])
             var xo = (t * h + hh) * p + p0
@@ -210,12 +238,16 @@ def _item[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], MutUn
             if has_d:
                 yv = dvec.fma(xv, yv)
             if has_z:
+                if pr.ypre != 0:
+                    ypre.unsafe_store(xo, yv)
                 yv = yv * _silu[dtype, R](z.unsafe_load[width=R](xo))
             y.unsafe_store(xo, yv)
     else:  # fewer than R channels left: one row at a time
         for t in range(t0, t1):
             if (t - t0) % POLL == 0 and ctl.cancelled():
                 return
+            if save and (t - t0) % pr.chunk == 0:
+                _save_rows(sp, ck.unsafe_offset((t - t0) // pr.chunk * h * p * n), rows * n)
             var dtv = hd[unsafe_offset=t]
             var dk = V(hc[unsafe_offset=t])
             var Bp = B.unsafe_offset((t * g + gg) * n)
@@ -231,23 +263,24 @@ def _item[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], MutUn
                 if has_d:
                     yk += dvec[k] * xk
                 if has_z:
+                    if pr.ypre != 0:
+                        ypre[unsafe_offset=xo] = yk
                     yk = yk * _silu[dtype, 1](SIMD[dtype, 1](z[unsafe_offset=xo]))[0]
                 y[unsafe_offset=xo] = yk
 
 
-def _run[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
-    comptime W = _lanes[dtype]()
-    if pr.n % W != 0:
-        raise Error("ssd.scan: n must be a multiple of the vector width")
-    var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)
-    var T = Int(offs[unsafe_offset=pr.nseq])
+def tokens(pr: SsdParams) -> Int:
+    """T, the number of tokens of all sequences together."""
+    return Int(Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)[unsafe_offset=pr.nseq])
+
+
+def head_rates[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                             dec: Pointer[Scalar[dtype], MutUntrackedOrigin]) where dtype.is_floating_point():
+    """Phase 1: dt' and the decay of every (head, token), head-major into dtp / dec (T * h
+    each), heads spread over the threads."""
     var h = pr.h
-    var dtp = unsafe_alloc[Scalar[dtype]](max(1, T * h))
-    var dec = unsafe_alloc[Scalar[dtype]](max(1, T * h))
-    var nt = max(1, pr.threads)
-    var pt = pr  # copies for the closures
-    var ctl = Control(pr.control)
-    var hn = min(nt, h)
+    var hn = min(max(1, pr.threads), h)
+    var pt = pr  # a copy for the closure
 
     @always_inline
     def heads(w: Int) {imm}:
@@ -260,26 +293,42 @@ def _run[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
 
     if hn <= 1 or T * h < 4096:
         for hh in range(h):
-            _phase1[dtype](pt, T, dtp, dec, hh)
+            _phase1[dtype](pr, T, dtp, dec, hh)
     else:
         parallelize(heads, hn, hn)
+
+
+def _run[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
+    comptime W = _lanes[dtype]()
+    if pr.n % W != 0:
+        raise Error("ssd.scan: n must be a multiple of the vector width")
+    var T = tokens(pr)
+    var h = pr.h
+    var dtp = unsafe_alloc[Scalar[dtype]](max(1, T * h))
+    var dec = unsafe_alloc[Scalar[dtype]](max(1, T * h))
+    var cb = chunk_bases(pr)
+    var pt = pr  # copies for the closures
+    var ctl = Control(pr.control)
+    head_rates[dtype](pr, T, dtp, dec)
 
     var nb = (pr.p + R - 1) // R
     var items = pr.nseq * h * nb
     var p = pr.p
-    var nw = min(nt, items)
+    var nw = min(max(1, pr.threads), items)
+
+    @always_inline
+    def item(i: Int) {imm}:
+        var pb = i % nb
+        var rest = i // nb
+        var s = rest // h
+        _item[dtype](pt, T, dtp, dec, s, rest % h, pb * R, min(R, p - pb * R), cb[unsafe_offset=s])
 
     @always_inline
     def work(w: Int) {imm}:
         var mode = ieee_begin()
         var i = w
         while i < items and not ctl.cancelled():
-            var pb = i % nb
-            var rest = i // nb
-            var hh = rest % h
-            var s = rest // h
-            var p0 = pb * R
-            _item[dtype](pt, T, dtp, dec, s, hh, p0, min(R, p - p0))
+            item(i)
             i += nw
         ieee_end(mode)
 
@@ -287,13 +336,12 @@ def _run[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
         for i in range(items):
             if ctl.cancelled():
                 break
-            var pb = i % nb
-            var rest = i // nb
-            _item[dtype](pt, T, dtp, dec, rest // h, rest % h, pb * R, min(R, p - pb * R))
+            item(i)
     elif items > 0:
         parallelize(work, nw, nw)
     dtp.unsafe_free()
     dec.unsafe_free()
+    cb.unsafe_free()
 
 
 def run_scan(pr: SsdParams) raises:

@@ -3,7 +3,7 @@
 
 from aura_kernels.common import checked_block
 
-comptime SSD_LAYOUT = 0x1d4965db0
+comptime SSD_LAYOUT = 0x23307b764
 
 
 @fieldwise_init
@@ -33,6 +33,9 @@ struct SsdParams(ImplicitlyCopyable):
     var fin: Int
     var y: Int
     var threads: Int
+    var ckpt: Int
+    var chunk: Int
+    var ypre: Int
     var control: Int
 
     @staticmethod
@@ -47,4 +50,5 @@ struct SsdParams(ImplicitlyCopyable):
             Int(w[unsafe_offset=14]), Int(w[unsafe_offset=15]), Int(w[unsafe_offset=16]),
             Int(w[unsafe_offset=17]), Int(w[unsafe_offset=18]), Int(w[unsafe_offset=19]),
             Int(w[unsafe_offset=20]), Int(w[unsafe_offset=21]), Int(w[unsafe_offset=22]),
-            Int(w[unsafe_offset=23]), Int(w[unsafe_offset=24]))
+            Int(w[unsafe_offset=23]), Int(w[unsafe_offset=24]), Int(w[unsafe_offset=25]),
+            Int(w[unsafe_offset=26]), Int(w[unsafe_offset=27]))

@@ -10,13 +10,23 @@
 # passed as 1-element placeholders with their flag 0, so one graph per dtype covers every
 # combination; all dimensions are symbolic, and the sizes come from them.
 # Outputs: y (T, h, p) and the final states (nseq, h, p, n).
+#
+# aura_ssd_scan_grad: the backward (aura_kernels/ssd_grad.mojo). Inputs: those of the scan,
+# then gy (T, h, p), gfin (nseq, h, p, n), the scan's block (its ckpt / ypre flags set, its
+# chunk the checkpoint interval) and the ssd_grad block (flags: which gradients are wanted,
+# whether gfin is given). It reruns the forward with checkpoints into its own scratch, then
+# the backward. Outputs, each shaped as its input (placeholders where absent): gx, gdt, gA,
+# gB, gC, gD, gz, gbias, ginit.
 
 import extensibility
 from extensibility import InputTensor, OutputTensor
 from max.gpu.host import DeviceContext
+from std.memory.alloc import unsafe_alloc
 from aura_kernels.common import present_addr
-from aura_kernels.ssd import _run
+from aura_kernels.ssd import _run, chunk_bases
 from aura_kernels.ssd_abi import SsdParams
+from aura_kernels.ssd_grad import _run_grad
+from aura_kernels.ssd_grad_abi import SsdGradParams
 
 
 @extensibility.register("aura_ssd_scan")
@@ -62,3 +72,86 @@ struct AuraSSDScan:
         p.n = B.dim_size(2)
         p.g = B.dim_size(1)
         _run[y.dtype](p)
+
+
+@extensibility.register("aura_ssd_scan_grad")
+struct AuraSSDScanGrad:
+    @staticmethod
+    def execute[target: StaticString](
+        gx: OutputTensor[rank=3, ...],
+        gdt: OutputTensor[dtype=gx.dtype, rank=2, ...],
+        gA: OutputTensor[dtype=gx.dtype, rank=1, ...],
+        gB: OutputTensor[dtype=gx.dtype, rank=3, ...],
+        gC: OutputTensor[dtype=gx.dtype, rank=3, ...],
+        gD: OutputTensor[dtype=gx.dtype, rank=2, ...],
+        gz: OutputTensor[dtype=gx.dtype, rank=3, ...],
+        gbias: OutputTensor[dtype=gx.dtype, rank=1, ...],
+        ginit: OutputTensor[dtype=gx.dtype, rank=4, ...],
+        x: InputTensor[dtype=gx.dtype, rank=3, ...],
+        dt: InputTensor[dtype=gx.dtype, rank=2, ...],
+        A: InputTensor[dtype=gx.dtype, rank=1, ...],
+        B: InputTensor[dtype=gx.dtype, rank=3, ...],
+        C: InputTensor[dtype=gx.dtype, rank=3, ...],
+        D: InputTensor[dtype=gx.dtype, rank=2, ...],
+        z: InputTensor[dtype=gx.dtype, rank=3, ...],
+        dt_bias: InputTensor[dtype=gx.dtype, rank=1, ...],
+        offsets: InputTensor[dtype=DType.int64, rank=1, ...],
+        state: InputTensor[dtype=gx.dtype, rank=4, ...],
+        gy: InputTensor[dtype=gx.dtype, rank=3, ...],
+        gfin: InputTensor[dtype=gx.dtype, rank=4, ...],
+        params: InputTensor[dtype=DType.int64, rank=1, ...],
+        gparams: InputTensor[dtype=DType.int64, rank=1, ...],
+        ctx: DeviceContext,
+    ) raises:
+        comptime if target != "cpu":
+            raise Error("aura_ssd_scan_grad: the max backend has no GPU implementation of this op yet")
+        comptime assert gx.dtype.is_floating_point(), "aura_ssd_scan_grad: floating-point tensors only"
+        comptime dtype = gx.dtype
+        var p = SsdParams.load(Int(params.unsafe_ptr()))
+        var g = SsdGradParams.load(Int(gparams.unsafe_ptr()))
+        if p.chunk <= 0:
+            raise Error("aura_ssd_scan_grad: the scan block must give the checkpoint interval (chunk)")
+        p.x = Int(x.unsafe_ptr())
+        p.dt = Int(dt.unsafe_ptr())
+        p.A = Int(A.unsafe_ptr())
+        p.B = Int(B.unsafe_ptr())
+        p.C = Int(C.unsafe_ptr())
+        p.D = present_addr(p.D, Int(D.unsafe_ptr()))
+        p.z = present_addr(p.z, Int(z.unsafe_ptr()))
+        p.dt_bias = present_addr(p.dt_bias, Int(dt_bias.unsafe_ptr()))
+        p.offsets = Int(offsets.unsafe_ptr())
+        p.init = present_addr(p.init, Int(state.unsafe_ptr()))
+        p.nseq = offsets.dim_size(0) - 1
+        p.h = x.dim_size(1)
+        p.p = x.dim_size(2)
+        p.n = B.dim_size(2)
+        p.g = B.dim_size(1)
+        var T = x.dim_size(0)
+        var cb = chunk_bases(p)
+        var nck = max(1, cb[unsafe_offset=p.nseq])
+        cb.unsafe_free()
+        var y = unsafe_alloc[Scalar[dtype]](max(1, T * p.h * p.p))
+        var ypre = unsafe_alloc[Scalar[dtype]](max(1, T * p.h * p.p))
+        var fin = unsafe_alloc[Scalar[dtype]](max(1, p.nseq * p.h * p.p * p.n))
+        var ckpt = unsafe_alloc[Scalar[dtype]](nck * p.h * p.p * p.n)
+        p.y = Int(y)
+        p.fin = Int(fin)
+        p.ckpt = Int(ckpt)
+        p.ypre = Int(ypre)
+        _run[dtype](p)  # the forward again, keeping checkpoints
+        g.gy = Int(gy.unsafe_ptr())
+        g.gfin = present_addr(g.gfin, Int(gfin.unsafe_ptr()))
+        g.gx = Int(gx.unsafe_ptr())
+        g.gdt = present_addr(g.gdt, Int(gdt.unsafe_ptr()))
+        g.gA = present_addr(g.gA, Int(gA.unsafe_ptr()))
+        g.gB = Int(gB.unsafe_ptr())
+        g.gC = Int(gC.unsafe_ptr())
+        g.gD = present_addr(g.gD, Int(gD.unsafe_ptr()))
+        g.gz = present_addr(g.gz, Int(gz.unsafe_ptr()))
+        g.gbias = present_addr(g.gbias, Int(gbias.unsafe_ptr()))
+        g.ginit = present_addr(g.ginit, Int(ginit.unsafe_ptr()))
+        _run_grad[dtype](p, g)
+        y.unsafe_free()
+        ypre.unsafe_free()
+        fin.unsafe_free()
+        ckpt.unsafe_free()

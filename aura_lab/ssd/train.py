@@ -1,0 +1,264 @@
+"""Training through the scan: ``train_op``, the differentiable ``selective_scan``.
+
+``selective_scan`` runs ``train_op`` instead of ``op`` when an input requires grad (and grad
+mode is on). Its backends:
+
+* ``torch``: autograd through the chunked SSD (``torch_impl``), CPU and CUDA.
+* ``mojo``: a ``torch.autograd.Function`` around the Mojo kernels. The forward is the
+  inference kernel, which also saves the state before every ``CHECKPOINT``-th token of each
+  sequence (and, with ``z``, the output before the gate); the backward
+  (``kernels/aura_kernels/ssd_grad.mojo``) recomputes the states inside each chunk from its
+  checkpoint and gives the gradients of ``x, dt, A, B, C, D, z, dt_bias`` and
+  ``initial_states`` in one pass, through ``dt_softplus`` and ``dt_limit`` (zero where the
+  clamp is active, as torch's ``clamp``), grouped ``B``/``C``, the final states' gradient
+  and ``cu_seqlens`` (no gradient crosses a sequence boundary).
+* ``max``: the same, with the forward and the backward as MAX graph custom ops.
+
+Memory saved for the backward: the inputs (in the compute dtype) and
+``ceil(l / CHECKPOINT)`` states per sequence, i.e. O(l / Q * h * p * n + inputs), not the
+O(l * h * p * n) of every state. The backward is first order only (``once_differentiable``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _arrays as A_
+from .. import _control
+from .. import _max as max_backend
+from ..registry import Op
+from . import kernels as K
+from . import torch_impl
+from .problem import GRAD_ABI, NS_PER_WORK, Scan, ScanOutput, as_numpy, validate_scan
+
+#: tokens between two saved states. The backward recomputes a chunk's states into a
+#: (CHECKPOINT + 1) x 8 x n scratch per thread (256 KiB for n = 128, float32: it stays in L2)
+CHECKPOINT = 64
+#: forward + backward cost about four forwards (the backward recomputes the forward inside
+#: each chunk and does about three times its work per state element)
+train_op = Op("ssd_train", auto_order=("mojo", "torch"), ns_per_work=4 * NS_PER_WORK)
+
+train_op.impl("torch", devices=("cpu", "cuda"))(torch_impl.scan_torch)
+
+_GRAD_NAMES = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states")
+
+
+def _checkpoint_count(offsets: np.ndarray) -> int:
+    return int(sum(-(-int(ln) // CHECKPOINT) for ln in np.diff(offsets)))
+
+
+def training_bytes(prob: Scan, npad: int, itemsize: int) -> int:
+    """What a training forward keeps for the backward beyond y: the checkpoints, ypre (with
+    z) and the compute-dtype copies of the inputs, plus the backward's gradients and
+    scratch (see kernels/aura_kernels/ssd_grad.mojo)."""
+    T, h, p, g = prob.b * prob.l, prob.h, prob.p, prob.g
+    ckpt = _checkpoint_count(prob.offsets) * h * p * npad
+    inputs = 3 * T * h * p + 2 * T * g * npad + 2 * T * h
+    threads = train_op.threads(prob.size)
+    backward = 2 * T * h * p + 2 * threads * T * g * npad + (-(-p // 8)) * T * h + threads * (CHECKPOINT + 2) * 8 * npad
+    return itemsize * (ckpt + inputs + backward)
+
+
+def _check_grad(g, name: str, shape: tuple, dtype):
+    """An incoming gradient (custom autograd use can hand anything): shape and dtype."""
+    import torch
+
+    if g is None:
+        return None
+    if not isinstance(g, torch.Tensor):
+        raise TypeError(f"selective_scan backward: the gradient of {name} must be a torch tensor, got {type(g).__name__}")
+    if not g.dtype.is_floating_point:
+        raise TypeError(f"selective_scan backward: the gradient of {name} must be floating point, got {g.dtype}")
+    if tuple(g.shape) != tuple(shape):
+        raise ValueError(f"selective_scan backward: the gradient of {name} has shape {tuple(g.shape)}, "
+                         f"expected {tuple(shape)}")
+    return np.ascontiguousarray(g.detach().cpu().numpy() if g.dtype != torch.bfloat16 else g.detach().float().numpy(),
+                                dtype=dtype)
+
+
+class _Saved:
+    """What the forward keeps for the backward (numpy, compute dtype, n padded)."""
+
+    def __init__(self, prob, dtype, npad, operands, offsets, init, ckpt, ypre, fin_shape):
+        self.prob, self.dtype, self.npad = prob, dtype, npad
+        self.operands, self.offsets, self.init, self.ckpt, self.ypre = operands, offsets, init, ckpt, ypre
+        self.fin_shape = fin_shape
+
+
+def _mojo_forward(prob: Scan):
+    """The inference kernel with checkpoints: (y, fin (n unpadded), what the backward needs)."""
+    dtype, npad, operands = K._kernel_inputs(prob, prob.compute_dtype)
+    A_.check_memory(training_bytes(prob, npad, dtype.itemsize), f"training through selective_scan of x {tuple(prob.x.shape)}")
+    init = None if prob.initial_states is None else K._padded(as_numpy(prob.initial_states, dtype), npad)
+    offsets = np.ascontiguousarray(prob.offsets, np.int64)
+    T = prob.b * prob.l
+    y = np.empty((prob.b, prob.l, prob.h, prob.p), dtype)
+    fin = np.empty((prob.nseq, prob.h, prob.p, npad), dtype)
+    ckpt = np.empty((max(1, _checkpoint_count(offsets)), prob.h, prob.p, npad), dtype)
+    ypre = None if prob.z is None else np.empty_like(y)
+    block = K._block(prob, operands, npad, offsets, T, K._address, init=init, fin=fin, y=y, ckpt=ckpt,
+                     chunk=CHECKPOINT, ypre=ypre)
+    kernel = K._kernel()
+    _control.native(lambda: kernel.scan(block.address))
+    saved = _Saved(prob, dtype, npad, operands, offsets, init, ckpt, ypre, fin.shape)
+    return y, np.ascontiguousarray(fin[..., : prob.n]), saved
+
+
+def _mojo_backward(saved: _Saved, gy, gfin, wanted):
+    """The Mojo backward: a dict name -> gradient (numpy, compute dtype) for the inputs in
+    ``wanted`` (plus gx, gB, gC, which the kernel always writes)."""
+    prob, dtype, npad = saved.prob, saved.dtype, saved.npad
+    x, dt, A, B, C, D, z, bias = saved.operands
+    T = prob.b * prob.l
+    out = {"x": np.empty_like(x), "B": np.empty_like(B), "C": np.empty_like(C)}
+    for name, like in (("dt", dt), ("A", A), ("D", D), ("z", z), ("dt_bias", bias), ("initial_states", saved.init)):
+        if like is not None and name in wanted:
+            out[name] = np.empty_like(like)
+    if gfin is not None and npad != prob.n:
+        gfin = K._padded(gfin, npad)
+    fwd = K._block(prob, saved.operands, npad, saved.offsets, T, K._address, init=saved.init, fin=None, y=None,
+                   ckpt=saved.ckpt, chunk=CHECKPOINT, ypre=saved.ypre)
+    a = lambda k: K._address(out.get(k))  # noqa: E731
+    block = GRAD_ABI.pack(fwd=fwd.address, gy=K._address(gy), gfin=K._address(gfin), gx=a("x"), gdt=a("dt"), gA=a("A"),
+                          gB=a("B"), gC=a("C"), gD=a("D"), gz=a("z"), gbias=a("dt_bias"), ginit=a("initial_states"))
+    kernel = K._kernel()
+    _control.run_op(lambda: _control.native(lambda: kernel.scan_grad(block.address)), long=train_op.is_long(prob.size))
+    for name in ("B", "C", "initial_states"):
+        if name in out and npad != prob.n:
+            out[name] = np.ascontiguousarray(out[name][..., : prob.n])
+    return out
+
+
+def _function(forward, backward):
+    """A ``torch.autograd.Function`` class over a (forward, backward) pair of the kernels."""
+    import torch
+    from torch.autograd.function import once_differentiable
+
+    class ScanFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, prob, *tensors):
+            y, fin, saved = forward(prob)
+            ctx.saved = saved
+            return torch.from_numpy(y), torch.from_numpy(fin)
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, gy, gfin):
+            saved = ctx.saved
+            prob = saved.prob
+            gy = _check_grad(gy, "y", (prob.b, prob.l, prob.h, prob.p), saved.dtype)
+            gfin = _check_grad(gfin, "final_states", (prob.nseq, prob.h, prob.p, prob.n), saved.dtype)
+            wanted = {n for n, need in zip(_GRAD_NAMES, ctx.needs_input_grad[1:]) if need}
+            grads = backward(saved, gy, gfin, wanted)
+            sources = (prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D, prob.z, prob.dt_bias, prob.initial_states)
+            result = [None]
+            for name, src, need in zip(_GRAD_NAMES, sources, ctx.needs_input_grad[1:]):
+                g = grads.get(name) if need else None
+                result.append(None if g is None else torch.from_numpy(g.reshape(tuple(src.shape))).to(src.dtype))
+            return tuple(result)
+
+    return ScanFunction
+
+
+_functions: dict[str, type] = {}
+
+
+def _apply(name: str, forward, backward, prob: Scan) -> ScanOutput:
+    if name not in _functions:
+        _functions[name] = _function(forward, backward)
+    y, fin = _functions[name].apply(prob, prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D, prob.z, prob.dt_bias,
+                                    prob.initial_states)
+    return ScanOutput(y, fin)
+
+
+@train_op.impl("mojo")
+def _mojo_train(prob: Scan) -> ScanOutput:
+    """The mojo forward with checkpoints; the Mojo backward (kernels/aura_kernels/ssd_grad.mojo)."""
+    return _apply("mojo", _mojo_forward, _mojo_backward, prob)
+
+
+# --------------------------------------------------------------------------------- max
+
+def _max_forward(prob: Scan):
+    """The MAX scan op (no checkpoints: the MAX backward op reruns the forward with them)."""
+    dtype, npad, operands = K._kernel_inputs(prob, prob.compute_dtype)
+    A_.check_memory(training_bytes(prob, npad, dtype.itemsize), f"training through selective_scan of x {tuple(prob.x.shape)}")
+    init = None if prob.initial_states is None else K._padded(as_numpy(prob.initial_states, dtype), npad)
+    offsets = np.ascontiguousarray(prob.offsets, np.int64)
+    y, fin = K._max_scan(prob, operands, npad, offsets, prob.b * prob.l, init)
+    saved = _Saved(prob, dtype, npad, operands, offsets, init, None, None, fin.shape)
+    return y.reshape(prob.b, prob.l, prob.h, prob.p), np.ascontiguousarray(fin[..., : prob.n]), saved
+
+
+def _max_backward(saved: _Saved, gy, gfin, wanted):
+    """The MAX op aura_ssd_scan_grad (kernels/aura_kernels/ssd_ops.mojo): the same backward
+    kernel as mojo's, after rerunning the forward with checkpoints inside the op."""
+    max_backend.check_op("ssd")
+    prob, dtype, npad = saved.prob, saved.dtype, saved.npad
+    x, dt, A, B, C, D, z, bias = saved.operands
+    T, h, p, g, nseq = prob.b * prob.l, prob.h, prob.p, prob.g, prob.nseq
+    one = lambda a, shape: np.zeros(shape, dtype) if a is None else a  # noqa: E731
+    state = np.zeros((nseq, h, p, npad), dtype) if saved.init is None else saved.init
+    gy = np.zeros((T, h, p), dtype) if gy is None else gy.reshape(T, h, p)
+    gfin_in = np.zeros((nseq, h, p, npad), dtype) if gfin is None else K._padded(gfin, npad)
+    fwd = K._block(prob, saved.operands, npad, saved.offsets, T, K._present, init=saved.init, fin=True, y=True,
+                   ckpt=True, chunk=CHECKPOINT, ypre=True)
+    flag = lambda name, a: int(a is not None and name in wanted)  # noqa: E731
+    grad = GRAD_ABI.pack(fwd=0, gy=1, gfin=int(gfin is not None), gx=1, gdt=flag("dt", dt), gA=flag("A", A), gB=1, gC=1,
+                         gD=flag("D", D), gz=flag("z", z), gbias=flag("dt_bias", bias),
+                         ginit=flag("initial_states", saved.init))
+    inputs = [x.reshape(T, h, p), dt.reshape(T, h), A, B.reshape(T, g, npad), C.reshape(T, g, npad),
+              one(None if D is None else D.reshape(h, -1), (1, 1)),
+              one(None if z is None else z.reshape(T, h, p), (1, 1, 1)), one(bias, (1,)), saved.offsets, state, gy,
+              gfin_in, fwd.words(), grad.words()]
+
+    def build(dev, pkg):
+        from max.dtype import DType
+        from max.graph import Graph, TensorType, ops
+
+        dt_ = DType.float32 if dtype == np.float32 else DType.float64
+        Tt = lambda *dims, d=dt_: TensorType(d, list(dims), dev)  # noqa: E731
+        types = [Tt("T", "h", "p"), Tt("T", "h"), Tt("h"), Tt("T", "g", "n"), Tt("T", "g", "n"), Tt("dh", "dp"),
+                 Tt("zT", "zh", "zp"), Tt("bh"), Tt("S1", d=DType.int64), Tt("S", "h", "p", "n"), Tt("T", "h", "p"),
+                 Tt("S", "h", "p", "n"), Tt(len(fwd.abi.fields) + 1, d=DType.int64),
+                 Tt(len(GRAD_ABI.fields) + 1, d=DType.int64)]
+        with Graph(f"aura_ssd_grad_{dtype.name}", input_types=types, custom_extensions=[pkg]) as gr:
+            v = list(gr.inputs)
+            outs = ops.custom("aura_ssd_scan_grad", dev, v,
+                              out_types=[v[0].type, v[1].type, v[2].type, v[3].type, v[4].type, v[5].type, v[6].type,
+                                         v[7].type, v[9].type])
+            gr.output(*outs)
+        return gr
+
+    names = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states")
+    outs = _control.run_op(lambda: max_backend.run(("ssd_grad", dtype.name), build, *inputs),
+                           long=train_op.is_long(prob.size))
+    res = {}
+    for name, arr, src in zip(names, outs, saved.operands + (saved.init,)):
+        if name in ("x", "B", "C") or (src is not None and name in wanted):
+            res[name] = arr
+    for name in ("B", "C", "initial_states"):
+        if name in res:
+            res[name] = np.ascontiguousarray(res[name][..., : prob.n])
+    return res
+
+
+@train_op.impl("max")
+def _max_train(prob: Scan) -> ScanOutput:
+    """The MAX scan op forward; the MAX backward op (kernels/aura_kernels/ssd_ops.mojo)."""
+    return _apply("max", _max_forward, _max_backward, prob)
+
+
+def _warm_max():
+    import torch
+
+    for dtype in (torch.float32, torch.float64):
+        x, dt, B, C = (torch.zeros(*s, dtype=dtype, requires_grad=True) for s in ((1, 2, 2, 4), (1, 2, 2), (1, 2, 1, 4),
+                                                                                  (1, 2, 1, 4)))
+        A = -torch.ones(2, dtype=dtype)
+        y, _ = train_op.run("max", validate_scan(x, dt, A, B, C, None, None, None, False, (0.0, float("inf")), None,
+                                                 None, 256))
+        y.sum().backward()
+
+
+max_backend.WARMUPS["ssd_train"] = _warm_max

@@ -1,0 +1,397 @@
+# The backward of the Mamba-2 selective scan (aura_kernels/ssd.mojo) on the CPU: every
+# gradient in one pass over the sequence, from the states the training forward saved at
+# chunk boundaries (ckpt), recomputing the states inside each chunk. Used by the binding
+# kernels/ssd.mojo (`scan_grad`, the mojo backend) and the MAX op in ssd_ops.mojo.
+#
+# With u_t = dt'_t x_t[p], a_t = exp(dt'_t A) and ypre_t = C_t . s_t + D x_t (y = ypre silu(z)),
+# the adjoint of the state, lam_t = dL/ds_t, runs backwards:
+#     gyr_t     = gy_t silu(z_t)                  (gy_t without z)
+#     lam_t     = a_{t+1} lam_{t+1} + gyr_t C_t   (lam after the last token: the final state's gradient)
+#     gC_t     += sum_p gyr_t[p] s_t[p]           gB_t += sum_p u_t[p] lam_t[p]
+#     gx_t[p]   = dt'_t (lam_t[p] . B_t) + D gyr_t[p]
+#     gdt'_t   += sum_p x_t[p] (lam_t[p] . B_t) + A a_t (lam_t[p] . s_{t-1}[p])
+#     gA       += sum_t sum_p dt'_t a_t (lam_t[p] . s_{t-1}[p])
+#     gz_t      = gy_t ypre_t silu'(z_t)          gD += sum_t gyr_t x_t
+#     g_init    = a_{t0} lam_{t0}                 (no gradient crosses a sequence boundary)
+# and dt' = clamp(softplus?(dt + bias), lo, hi) passes gdt' back where the clamp is not
+# active (torch's clamp: lo <= v <= hi) times softplus' (1 above 20, as the forward).
+#
+# Work items are those of the forward, (sequence, head, block of R channels), dealt
+# round-robin to the threads. An item walks its sequence's chunks last to first: it
+# recomputes the chunk's states from the chunk's checkpoint into scratch (Q + 1 states of
+# R x n), then sweeps the chunk backwards, token by token, row by row. Per token it adds
+# its rows' contributions to gB_t and gC_t (shared by the heads of a group and by all the
+# channel blocks) into its thread's own (T, g, n) buffers, and its part of gdt'_t into its
+# channel block's (T, h) slice: no two threads write one address, and the sums over threads
+# and blocks are taken at the end in a fixed order, so results do not depend on timing.
+#
+# Memory: checkpoints (sum_s ceil(len_s / Q), h, p, n), saved by the forward, plus
+# threads x (2 T g n + (Q + 1) R n) and (p / R) T h here: linear in the inputs, not O(T h p n).
+
+from std.math import exp, log1p
+from std.memory.alloc import unsafe_alloc
+from max.algorithm import parallelize
+from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end
+from aura_kernels.ssd import R, _lanes, _p, chunk_bases, head_rates, tokens
+from aura_kernels.ssd_abi import SsdParams
+from aura_kernels.ssd_grad_abi import SsdGradParams
+
+@always_inline
+def _sigmoid[dtype: DType](v: Scalar[dtype]) -> Scalar[dtype] where dtype.is_floating_point():
+    return Scalar[dtype](1) / (Scalar[dtype](1) + exp(-v))
+
+
+@always_inline
+def _zero[dtype: DType](a: Pointer[Scalar[dtype], MutUntrackedOrigin], count: Int):
+    for i in range(count):
+        a[unsafe_offset=i] = 0
+
+
+def _recompute_chunk[dtype: DType](pr: SsdParams, dtp: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                                   dec: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                                   start: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                                   S: Pointer[Scalar[dtype], MutUntrackedOrigin], tc0: Int, tc1: Int, hh: Int,
+                                   p0: Int, rows: Int) where dtype.is_floating_point():
+    """S[0] = the chunk's start state (rows x n), S[i + 1] = the state after token tc0 + i,
+    exactly as the forward computed it (same operations, same order)."""
+    comptime W = _lanes[dtype]()
+    comptime V = SIMD[dtype, W]
+    var n = pr.n
+    var h = pr.h
+    var p = pr.p
+    var gg = hh // (h // pr.g)
+    var x = _p[dtype](pr.x)
+    var B = _p[dtype](pr.B)
+    var m = rows * n
+    for i in range(m):
+        S[unsafe_offset=i] = start[unsafe_offset=i]
+    for t in range(tc0, tc1):
+        var src = S.unsafe_offset((t - tc0) * m)
+        var dst = src.unsafe_offset(m)
+        var a = V(dec[unsafe_offset=t])
+        var dtv = dtp[unsafe_offset=t]
+        var Bp = B.unsafe_offset((t * pr.g + gg) * n)
+        for k in range(rows):
+            var u = V(dtv * x[unsafe_offset=(t * h + hh) * p + p0 + k])
+            for j in range(0, n, W):
+                dst.unsafe_store(k * n + j, Bp.unsafe_load[width=W](j).fma(u, src.unsafe_load[width=W](k * n + j) * a))
+
+
+struct _Item[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
+    """What one work item reads and accumulates: the blocks, its thread's scratch and
+    buffers, and the running sums of gA and gD over its sequence."""
+
+    var pr: SsdParams
+    var gr: SsdGradParams
+    var dtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # dt' of head hh, indexed by token
+    var dec: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # decay of head hh, indexed by token
+    var S: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # (Q + 1) x rows x n recomputed states
+    var lam: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # rows x n adjoint
+    var gBw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # this thread's (T, g, n) gB
+    var gCw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # this thread's (T, g, n) gC
+    var gdtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # this channel block's (T, h) gdt'
+    var hh: Int
+    var p0: Int
+    var rows: Int
+    var ga: Scalar[Self.dtype]
+    var gd: SIMD[Self.dtype, R]
+
+    def __init__(out self, pr: SsdParams, gr: SsdGradParams, dtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
+                 dec: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], S: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
+                 lam: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], gBw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
+                 gCw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], gdtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
+                 hh: Int, p0: Int, rows: Int):
+        self.pr = pr
+        self.gr = gr
+        self.dtp = dtp
+        self.dec = dec
+        self.S = S
+        self.lam = lam
+        self.gBw = gBw
+        self.gCw = gCw
+        self.gdtp = gdtp
+        self.hh = hh
+        self.p0 = p0
+        self.rows = rows
+        self.ga = 0
+        self.gd = SIMD[Self.dtype, R](0)
+
+    def sweep_chunk(mut self, tc0: Int, tc1: Int):
+        """Tokens tc1 - 1 down to tc0, with S holding the chunk's states (see the header).
+        Rows one after the other: a version with the R rows unrolled per slice of n (B, C,
+        gB, gC loaded once per slice, the dot products reduced by the transpose-reduce)
+        measured 1.3-1.5x slower on one thread (b=1, l=4096, h=24, p=64, n=128): its 16
+        accumulators spill."""
+        comptime W = _lanes[Self.dtype]()
+        comptime V = SIMD[Self.dtype, W]
+        comptime Sc = Scalar[Self.dtype]
+        var pr = self.pr
+        var gr = self.gr
+        var n = pr.n
+        var h = pr.h
+        var p = pr.p
+        var g = pr.g
+        var hh = self.hh
+        var gg = hh // (h // g)
+        var m = self.rows * n
+        var x = _p[Self.dtype](pr.x)
+        var B = _p[Self.dtype](pr.B)
+        var C = _p[Self.dtype](pr.C)
+        var z = _p[Self.dtype](pr.z)
+        var ypre = _p[Self.dtype](pr.ypre)
+        var Dp = _p[Self.dtype](pr.D)
+        var gy = _p[Self.dtype](gr.gy)
+        var gx = _p[Self.dtype](gr.gx)
+        var gz = _p[Self.dtype](gr.gz)
+        var a_h = _p[Self.dtype](pr.A)[unsafe_offset=hh]
+        var t = tc1 - 1
+        while t >= tc0:
+            var dtv = self.dtp[unsafe_offset=t]
+            var av = self.dec[unsafe_offset=t]
+            var Bp = B.unsafe_offset((t * g + gg) * n)
+            var Cp = C.unsafe_offset((t * g + gg) * n)
+            var gBt = self.gBw.unsafe_offset((t * g + gg) * n)
+            var gCt = self.gCw.unsafe_offset((t * g + gg) * n)
+            var s_t = self.S.unsafe_offset((t - tc0 + 1) * m)
+            var s_p = self.S.unsafe_offset((t - tc0) * m)
+            var gdt_sum = Sc(0)
+            var ga_sum = Sc(0)
+            for k in range(self.rows):
+                var xo = (t * h + hh) * p + self.p0 + k
+                var xk = x[unsafe_offset=xo]
+                var gyr = Sc(0) if gr.gy == 0 else gy[unsafe_offset=xo]
+                if pr.z != 0:
+                    var zk = z[unsafe_offset=xo]
+                    var sg = _sigmoid[Self.dtype](zk)
+                    if gr.gz != 0:
+                        gz[unsafe_offset=xo] = gyr * ypre[unsafe_offset=xo] * sg * (Sc(1) + zk * (Sc(1) - sg))
+                    gyr = gyr * zk * sg
+                var gxk = Sc(0)
+                if pr.D != 0:
+                    var dk = Dp[unsafe_offset=hh * p + self.p0 + k] if pr.d_per_p else Dp[unsafe_offset=hh]
+                    self.gd[k] += gyr * xk
+                    gxk = gyr * dk
+                var gv = V(gyr)
+                var u = V(dtv * xk)
+                var a = V(av)
+                var lk = self.lam.unsafe_offset(k * n)
+                var lb = V(0)
+                var ls = V(0)
+                for j in range(0, n, W):
+                    var l = Cp.unsafe_load[width=W](j).fma(gv, lk.unsafe_load[width=W](j))
+                    gCt.unsafe_store(j, s_t.unsafe_load[width=W](k * n + j).fma(gv, gCt.unsafe_load[width=W](j)))
+                    gBt.unsafe_store(j, l.fma(u, gBt.unsafe_load[width=W](j)))
+                    lb = l.fma(Bp.unsafe_load[width=W](j), lb)
+                    ls = l.fma(s_p.unsafe_load[width=W](k * n + j), ls)
+                    lk.unsafe_store(j, l * a)
+                var lbs = lb.reduce_add()
+                var lss = ls.reduce_add()
+                gx[unsafe_offset=xo] = dtv * lbs + gxk
+                gdt_sum += xk * lbs + a_h * av * lss
+                ga_sum += dtv * av * lss
+            self.gdtp[unsafe_offset=t * h + hh] = gdt_sum
+            self.ga += ga_sum
+            t -= 1
+
+
+def _grad_item[dtype: DType](mut it: _Item[dtype], s: Int, cbase: Int) where dtype.is_floating_point():
+    """Sequence s for the item's head and channels: the adjoint from the final state's
+    gradient back to the initial state's, chunk by chunk (last first). Stops between chunks
+    once the caller's control is cancelled."""
+    var pr = it.pr
+    var gr = it.gr
+    var ctl = Control(gr.control)
+    var n = pr.n
+    var h = pr.h
+    var p = pr.p
+    var Q = pr.chunk
+    var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)
+    var t0 = Int(offs[unsafe_offset=s])
+    var t1 = Int(offs[unsafe_offset=s + 1])
+    var m = it.rows * n
+    var base = ((s * h + it.hh) * p + it.p0) * n  # rows p0.. of state [s, hh]
+    if gr.gfin != 0:
+        var gf = _p[dtype](gr.gfin).unsafe_offset(base)
+        for i in range(m):
+            it.lam[unsafe_offset=i] = gf[unsafe_offset=i]
+    else:
+        _zero(it.lam, m)
+    var ck = _p[dtype](pr.ckpt)
+    var c = (t1 - t0 + Q - 1) // Q - 1
+    while c >= 0:
+        if ctl.cancelled():
+            return
+        var tc0 = t0 + c * Q
+        var start = ck.unsafe_offset((((cbase + c) * h + it.hh) * p + it.p0) * n)
+        _recompute_chunk[dtype](pr, it.dtp, it.dec, start, it.S, tc0, min(t1, tc0 + Q), it.hh, it.p0, it.rows)
+        it.sweep_chunk(tc0, min(t1, tc0 + Q))
+        c -= 1
+    if gr.ginit != 0:
+        var gi = _p[dtype](gr.ginit).unsafe_offset(base)
+        for i in range(m):
+            gi[unsafe_offset=i] = it.lam[unsafe_offset=i]
+
+
+def _dt_chain[dtype: DType](pr: SsdParams, gr: SsdGradParams, T: Int, nb: Int,
+                            gdtp: Pointer[Scalar[dtype], MutUntrackedOrigin]) where dtype.is_floating_point():
+    """gdt = (sum over channel blocks of gdt') * [lo <= v <= hi] * softplus'(dt + bias), and
+    gbias = sum over tokens of gdt."""
+    comptime Sc = Scalar[dtype]
+    var h = pr.h
+    var dt = _p[dtype](pr.dt)
+    var bias = _p[dtype](pr.dt_bias)
+    var gdt = _p[dtype](gr.gdt)
+    var lo = Sc(pr.lo)
+    var hi = Sc(pr.hi)
+    for hh in range(h):
+        var b = Sc(0) if pr.dt_bias == 0 else bias[unsafe_offset=hh]
+        var gb = Sc(0)
+        for t in range(T):
+            var gsum = Sc(0)
+            for pb in range(nb):
+                gsum += gdtp[unsafe_offset=(pb * T + t) * h + hh]
+            var v = dt[unsafe_offset=t * h + hh] + b
+            var dsp = Sc(1)
+            if pr.softplus and v <= Sc(20):
+                dsp = _sigmoid[dtype](v)
+                v = log1p_exp(v)
+            var gv = gsum * dsp if (v >= lo and v <= hi) else Sc(0)
+            if gr.gdt != 0:
+                gdt[unsafe_offset=t * h + hh] = gv
+            gb += gv
+        if gr.gbias != 0:
+            _p[dtype](gr.gbias)[unsafe_offset=hh] = gb
+
+
+@always_inline
+def log1p_exp[dtype: DType](v: Scalar[dtype]) -> Scalar[dtype] where dtype.is_floating_point():
+    """Softplus below 20, as the forward's _dt_vec."""
+    return log1p(exp(v))
+
+
+def _sum_params[dtype: DType](pr: SsdParams, gr: SsdGradParams, nb: Int,
+                              gAp: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                              gDp: Pointer[Scalar[dtype], MutUntrackedOrigin]) where dtype.is_floating_point():
+    """gA[h] = sum over sequences and channel blocks; gD[h(, p)] = sum over sequences (and
+    channels for a per-head D)."""
+    var h = pr.h
+    var p = pr.p
+    if gr.gA != 0:
+        var gA = _p[dtype](gr.gA)
+        for hh in range(h):
+            var acc = Scalar[dtype](0)
+            for s in range(pr.nseq):
+                for pb in range(nb):
+                    acc += gAp[unsafe_offset=(s * h + hh) * nb + pb]
+            gA[unsafe_offset=hh] = acc
+    if gr.gD != 0 and pr.D != 0:
+        var gD = _p[dtype](gr.gD)
+        for hh in range(h):
+            var per_head = Scalar[dtype](0)
+            for pp in range(p):
+                var acc = Scalar[dtype](0)
+                for s in range(pr.nseq):
+                    acc += gDp[unsafe_offset=(s * h + hh) * p + pp]
+                if pr.d_per_p:
+                    gD[unsafe_offset=hh * p + pp] = acc
+                per_head += acc
+            if not pr.d_per_p:
+                gD[unsafe_offset=hh] = per_head
+
+
+def _sum_threads[dtype: DType](out_: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                               bufs: Pointer[Scalar[dtype], MutUntrackedOrigin], nw: Int, count: Int):
+    """out_ += the nw - 1 buffers of count values after it (thread 0 wrote into out_)."""
+    for w in range(1, nw):
+        var b = bufs.unsafe_offset((w - 1) * count)
+        for i in range(count):
+            out_[unsafe_offset=i] += b[unsafe_offset=i]
+
+
+def _run_grad[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dtype.is_floating_point():
+    """The backward of the forward block pr (gr.fwd is not read: pr is that block)."""
+    comptime W = _lanes[dtype]()
+    if pr.n % W != 0:
+        raise Error("ssd.scan_grad: n must be a multiple of the vector width")
+    if pr.ckpt == 0 or pr.chunk <= 0:
+        raise Error("ssd.scan_grad: the forward block has no checkpoints")
+    if pr.z != 0 and pr.ypre == 0:
+        raise Error("ssd.scan_grad: a gated forward must have saved ypre")
+    if gr.gx == 0 or gr.gB == 0 or gr.gC == 0:
+        raise Error("ssd.scan_grad: gx, gB and gC are required")
+    var T = tokens(pr)
+    var h = pr.h
+    var p = pr.p
+    var n = pr.n
+    var Q = pr.chunk
+    var nb = (p + R - 1) // R
+    var items = pr.nseq * h * nb
+    var nw = max(1, min(max(1, pr.threads), items))
+    var tgn = T * pr.g * n
+    var dtp = unsafe_alloc[Scalar[dtype]](max(1, T * h))
+    var dec = unsafe_alloc[Scalar[dtype]](max(1, T * h))
+    var gdtp = unsafe_alloc[Scalar[dtype]](max(1, nb * T * h))
+    var gAp = unsafe_alloc[Scalar[dtype]](max(1, items))
+    var gDp = unsafe_alloc[Scalar[dtype]](max(1, pr.nseq * h * p))
+    var scratch = unsafe_alloc[Scalar[dtype]](nw * ((Q + 1) * R * n + R * n))
+    var extra = unsafe_alloc[Scalar[dtype]](max(1, 2 * (nw - 1) * tgn))  # threads 1.. gB then gC
+    var cb = chunk_bases(pr)
+    var gB = _p[dtype](gr.gB)
+    var gC = _p[dtype](gr.gC)
+    head_rates[dtype](pr, T, dtp, dec)
+    _zero(gdtp, nb * T * h)  # tokens of no sequence stay 0
+    var pt = pr
+    var gt = gr
+    var ctl = Control(gr.control)
+
+    @always_inline
+    def worker(w: Int) {imm}:
+        var mode = ieee_begin()
+        var gBw = gB if w == 0 else extra.unsafe_offset((w - 1) * tgn)
+        var gCw = gC if w == 0 else extra.unsafe_offset((nw - 1 + w - 1) * tgn)
+        _zero(gBw, tgn)
+        _zero(gCw, tgn)
+        var S = scratch.unsafe_offset(w * ((Q + 1) * R * n + R * n))
+        var lam = S.unsafe_offset((Q + 1) * R * n)
+        var i = w
+        while i < items and not ctl.cancelled():
+            var pb = i % nb
+            var rest = i // nb
+            var hh = rest % h
+            var s = rest // h
+            var p0 = pb * R
+            var it = _Item[dtype](pt, gt, dtp.unsafe_offset(hh * T), dec.unsafe_offset(hh * T), S, lam, gBw, gCw,
+                                  gdtp.unsafe_offset(pb * T * h), hh, p0, min(R, p - p0))
+            _grad_item[dtype](it, s, cb[unsafe_offset=s])
+            gAp[unsafe_offset=i] = it.ga
+            for k in range(it.rows):
+                gDp[unsafe_offset=(s * h + hh) * p + p0 + k] = it.gd[k]
+            i += nw
+        ieee_end(mode)
+
+    if nw <= 1:
+        worker(0)
+    else:
+        parallelize(worker, nw, nw)
+    if not ctl.cancelled():
+        _sum_threads[dtype](gB, extra, nw, tgn)
+        _sum_threads[dtype](gC, extra.unsafe_offset((nw - 1) * tgn), nw, tgn)
+        _dt_chain[dtype](pr, gr, T, nb, gdtp)
+        _sum_params[dtype](pr, gr, nb, gAp, gDp)
+    dtp.unsafe_free()
+    dec.unsafe_free()
+    gdtp.unsafe_free()
+    gAp.unsafe_free()
+    gDp.unsafe_free()
+    scratch.unsafe_free()
+    extra.unsafe_free()
+    cb.unsafe_free()
+
+
+def run_scan_grad(gr: SsdGradParams) raises:
+    """Run a backward block: float32 when the forward's dtype_bits is 32, else float64."""
+    var pr = SsdParams.load(gr.fwd)
+    if pr.dtype_bits == 32:
+        _run_grad[F32](pr, gr)
+    else:
+        _run_grad[F64](pr, gr)
