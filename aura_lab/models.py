@@ -4,10 +4,11 @@
 SiLU -> SSD -> gated RMSNorm -> out_proj, same parameter names, initialization and
 defaults: d_state=128, d_conv=4, expand=2, headdim=64, ngroups=1, A_init_range=(1, 16),
 dt in [0.001, 0.1], rmsnorm with norm_before_gate=False). The scan runs through
-``aura_lab.selective_scan`` with the block's ``backend`` (``"auto"``: torch while training,
-since only torch propagates gradients; in ``torch.no_grad()`` the fastest backend), and the
-decode step through ``aura_lab.selective_state_update``, so a trained model can switch to
-the Mojo kernel for inference with ``model.set_scan_backend("mojo")``.
+``aura_lab.selective_scan`` with the block's ``backend``: it trains on ``"torch"``, ``"mojo"``
+(the Mojo forward and backward kernels) or ``"max"``, and ``"auto"`` picks mojo for training
+where it is available; in ``torch.no_grad()`` the fastest backend. The decode step goes
+through ``aura_lab.selective_state_update`` (inference only: ``step`` is not for training).
+``model.set_scan_backend(name)`` switches every block.
 
 ``MambaLM`` stacks pre-norm residual Mamba-2 blocks between a token embedding and a tied
 LM head. ``associative_recall`` makes the synthetic multi-query associative-recall task
@@ -108,8 +109,8 @@ class Mamba2(nn.Module):
         ``(conv_state (b, conv_dim, d_conv), ssm_state (b, nheads, headdim, d_state))``."""
         b, l, _ = u.shape
         z, xBC, dt = self._split(self.in_proj(u))
-        xBC_t = xBC.transpose(1, 2)
-        xBC = F.silu(self.conv1d(xBC_t)[..., :l].transpose(1, 2))  # causal depthwise conv
+        xBC_t = xBC.transpose(1, 2)  # (b, conv_dim, l): the decode cache's layout
+        xBC = F.silu(self._causal_conv(xBC))
         x, B, C = torch.split(xBC, [self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         A, D = self._ssm_args()
         res = selective_scan(x.unflatten(-1, (self.nheads, self.headdim)), dt, A,
@@ -123,6 +124,19 @@ class Mamba2(nn.Module):
             return out
         conv_state = F.pad(xBC_t, (self.d_conv - l, 0))[..., -self.d_conv:] if l < self.d_conv else xBC_t[..., -self.d_conv:]
         return out, conv_state.detach().contiguous(), ssm_state.detach().float().contiguous()
+
+    def _causal_conv(self, x):
+        """The causal depthwise conv1d of ``x (b, l, conv_dim)``, i.e. ``conv1d`` with padding
+        ``d_conv - 1`` cut to ``l``, as ``d_conv`` shifted products along l: on CPU these are
+        a few contiguous elementwise ops forward and backward, where torch's depthwise
+        ``convolution_backward`` took ~5 ms of a ~20 ms step of the tiny model."""
+        l = x.shape[1]
+        w = self.conv1d.weight[:, 0, :]  # (conv_dim, d_conv)
+        xp = F.pad(x, (0, 0, self.d_conv - 1, 0))
+        out = xp[:, 0:l] * w[:, 0]
+        for k in range(1, self.d_conv):
+            out = out + xp[:, k:k + l] * w[:, k]
+        return out if self.conv1d.bias is None else out + self.conv1d.bias
 
     def allocate_inference_cache(self, batch: int, device=None):
         conv = torch.zeros(batch, self.conv_dim, self.d_conv, device=device)

@@ -44,6 +44,48 @@ def threads(n: int | None):
                 os.environ["AURA_NUM_THREADS"] = old
 
 
+def _rss_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
+    """Make glibc serve every allocation of ``nbytes`` or more with its own mmap, returned to
+    the system when freed, from now on in this process (by default glibc raises that
+    threshold after the first large free, and later calls then reuse memory that stays
+    resident, so ``peak_rss`` of a repeated call would read ~0). No-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, int(nbytes))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_rss(fn) -> tuple[object, float | None]:
+    """(fn(), the peak resident memory it added in MiB): the kernel's high-water mark is reset
+    through /proc/self/clear_refs before the call; None where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _rss_kib("VmRSS")
+    except OSError:
+        base = None
+    out = fn()
+    hwm = _rss_kib("VmHWM")
+    if base is None or hwm is None:
+        return out, None
+    return out, max(0.0, (hwm - base) / 1024.0)
+
+
 def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, slow_s: float = 20.0) -> dict:
     """Median wall time of ``fn()`` after warm-up: {"ms", "min_ms", "runs"}."""
     def once() -> float:

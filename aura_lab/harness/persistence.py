@@ -15,7 +15,7 @@ import numpy as np
 from ..diagrams import bottleneck_distance
 from ..persistence import last_stats, op, rips_persistence
 from ..registry import explain
-from .core import BenchResult, Check, PanelSpec, machine_info, progress, time_call
+from .core import BenchResult, Check, PanelSpec, machine_info, peak_rss, progress, time_call
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "ph-benchmark"
 
@@ -102,35 +102,6 @@ def _nonzero(d) -> np.ndarray:
 
 def _bottlenecks(a, b) -> list[float]:
     return [bottleneck_distance(_nonzero(x), _nonzero(y)) for x, y in zip(a, b)]
-
-
-# ------------------------------------------------------------------------------- memory
-
-def _rss_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def peak_rss(fn) -> tuple[object, float | None]:
-    """(fn(), the peak resident memory it added in MiB): the kernel's high-water mark is reset
-    through /proc/self/clear_refs before the call; None where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        base = _rss_kib("VmRSS")
-    except OSError:
-        base = None
-    out = fn()
-    hwm = _rss_kib("VmHWM")
-    if base is None or hwm is None:
-        return out, None
-    return out, max(0.0, (hwm - base) / 1024.0)
 
 
 # ------------------------------------------------------------------------------- bench

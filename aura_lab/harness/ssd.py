@@ -4,6 +4,13 @@ Bench shapes (a Mamba-2 block's): b = 1, h = 24, p = 64, n = 128, g = 1, l in {1
 plus one decode step at b = 16. Every implementation runs the same problem: dt_softplus
 with dt_bias, D of shape (h,), no z (the feature set MAX's op supports), float32.
 
+Training rows (``train b=.. l=..``, sizes ``TRAIN_SIZES``): forward + backward of
+``(y * w).sum()`` for a fixed random ``w``, gradients of x, dt, A, B, C, D and dt_bias, through
+``selective_scan`` on mojo and max (their Mojo backward) and torch autograd through the
+chunked SSD at each of ``TORCH_CHUNKS`` (``vs_torch_ssd``: against the faster). ``peak_MiB`` is
+the resident memory one call added (high-water mark), ``saved_MiB`` what the forward kept
+for the backward (torch: its saved tensors; mojo/max: checkpoints and inputs).
+
 Peers, measured in the same run:
 
 * ``torch loop``: the ``selective_scan_ref`` style, a Python loop over t with torch ops
@@ -30,14 +37,17 @@ import numpy as np
 
 from ..registry import explain
 from ..ssd import op, selective_scan, selective_state_update, ssd_sequential_ref, step_op
-from .core import (BenchResult, Check, PanelSpec, available_backends, compare, machine_info, memory_bandwidth, progress,
-                   threads, time_call)
+from ..ssd.train import train_op
+from .core import (BenchResult, Check, PanelSpec, available_backends, compare, machine_info, fixed_mmap_threshold, memory_bandwidth,
+                   peak_rss, progress, threads, time_call)
 
 H, P, N, G = 24, 64, 128, 1
 LENGTHS = (1024, 4096, 16384)
+TRAIN_SIZES = ((1, 1024), (1, 4096), (4, 1024), (4, 4096))  # (b, l) of the training rows
 DECODE_B = 16
 TORCH_CHUNKS = (64, 256)  # the fastest on the 2-core VM, and mamba_ssm's default
-COLUMNS = ["case", "impl", "ms", "runs", "tok/s", "GFLOP/s", "GB/s", "vs_torch_loop", "vs_torch_ssd", "vs_max_op", "note"]
+COLUMNS = ["case", "impl", "ms", "runs", "tok/s", "GFLOP/s", "GB/s", "peak_MiB", "saved_MiB", "vs_torch_loop",
+           "vs_torch_ssd", "vs_max_op", "note"]
 
 
 def flops(tokens: int, h: int = H, p: int = P, n: int = N) -> float:
@@ -142,8 +152,9 @@ def _max_reason(e: Exception) -> str:
 # ------------------------------------------------------------------------------ bench
 
 def bench(lengths=None, backends=None, repeats: int = 5, seed: int = 0, show_progress: bool = True,
-          decode_b: int = DECODE_B, with_max: bool = True, slow_s: float = 5.0) -> BenchResult:
-    """Prefill scans at ``lengths`` and one decode step at ``decode_b``, every backend and peer.
+          decode_b: int = DECODE_B, with_max: bool = True, slow_s: float = 5.0, train_sizes=None) -> BenchResult:
+    """Prefill scans at ``lengths``, one decode step at ``decode_b`` and training steps at
+    ``train_sizes`` ((b, l) pairs; default ``TRAIN_SIZES``), every backend and peer.
 
     Rows: ms (median after one warm-up; ``runs=1`` when one call took over ``slow_s``),
     tokens/s, GFLOP/s (5*h*p*n per token), GB/s (decode: state read + written), and the
@@ -163,9 +174,13 @@ def bench(lengths=None, backends=None, repeats: int = 5, seed: int = 0, show_pro
             max_note = f"graph compiled in {time.perf_counter() - t0:.1f} s (not timed)"
         except Exception as e:  # noqa: BLE001 - any failure means: no MAX peer here, say why
             max_note = _max_reason(e)
-    jobs = [("prefill", l) for l in lengths] + [("decode", decode_b)]
+    train_sizes = TRAIN_SIZES if train_sizes is None else train_sizes
+    jobs = [("prefill", l) for l in lengths] + [("decode", decode_b)] + [("train", bl) for bl in train_sizes]
     checks = {}
     for kind, size in progress(jobs, desc="bench ssd", enabled=show_progress):
+        if kind == "train":
+            rows += _train_rows(*size, backends, repeats, seed, slow_s)
+            continue
         if kind == "prefill":
             b, l = 1, size
             inp = make_inputs(b, l, seed)
@@ -235,9 +250,64 @@ def bench(lengths=None, backends=None, repeats: int = 5, seed: int = 0, show_pro
     return BenchResult("ssd", rows, ctx)
 
 
+def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float) -> list[dict]:
+    """Forward + backward at (b, l) on every differentiable backend (see the module docstring)."""
+    import torch
+
+    inp = {k: torch.from_numpy(v) for k, v in make_inputs(b, l, seed).items()}
+    w = torch.from_numpy(np.random.default_rng(seed + 2).standard_normal((b, l, H, P), dtype=np.float32))
+    case = f"train b={b} l={l}"
+    impls = {}
+    for be in available_backends(train_op, backends):
+        for q in (TORCH_CHUNKS if be == "torch" else (TORCH_CHUNKS[0],)):
+            impls[f"torch autograd (chunked SSD, Q={q})" if be == "torch" else be] = (be, q)
+    rows, grads = [], {}
+    fixed_mmap_threshold()
+    for impl, (be, q) in impls.items():
+        leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
+        saved = {}
+
+        def keep(t):
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()  # each storage once
+            return t
+
+        def step():
+            saved.clear()
+            for v in leaves.values():
+                v.grad = None
+            with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+                y = selective_scan(leaves["x"], leaves["dt"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"],
+                                   dt_bias=leaves["dt_bias"], dt_softplus=True, chunk_size=q, backend=be)
+            kept = y.grad_fn.saved if be in ("mojo", "max") else None
+            (y * w).sum().backward()
+            return kept
+
+        t = time_call(step, repeats=repeats, slow_s=slow_s)
+        kept, peak = peak_rss(step)
+        saved_bytes = sum(saved.values()) if kept is None else _saved_bytes(kept)
+        grads[impl] = {k: v.grad.numpy().copy() for k, v in leaves.items()}
+        rows.append({"case": case, "impl": impl, "kind": "backend" if be != "torch" or q == TORCH_CHUNKS[0] else "peer",
+                     "b": b, "l": l, **t, "tok/s": b * l / (t["ms"] * 1e-3), "peak_MiB": peak,
+                     "saved_MiB": saved_bytes / 2**20})
+    ref = next((g for k, g in grads.items() if k.startswith("torch")), None)
+    for r in rows:  # every implementation's gradients against torch autograd's (largest-entry relative)
+        if ref is not None:
+            g = grads[r["impl"]]
+            r["grad_rel_err"] = max(float(np.max(np.abs(g[k] - ref[k]))) / max(float(np.max(np.abs(ref[k]))), 1e-30)
+                                    for k in ref)
+    return rows
+
+
+def _saved_bytes(saved) -> int:
+    """What a mojo/max training forward keeps (aura_lab/ssd/train.py's _Saved)."""
+    arrays = [*saved.operands, saved.init, saved.ckpt, saved.ypre, saved.offsets]
+    return sum(a.nbytes for a in arrays if a is not None)
+
+
 def _ratios(rows: list[dict]) -> None:
     """vs_<peer> = peer ms / this ms (how many times faster this row is than the peer)."""
-    peers = {"vs_torch_loop": "torch loop", "vs_torch_ssd": "torch (chunked SSD", "vs_max_op": "max op"}
+    peers = {"vs_torch_loop": "torch loop", "vs_torch_ssd": ("torch (chunked SSD", "torch autograd (chunked SSD"),
+             "vs_max_op": "max op"}
     for case in dict.fromkeys(r["case"] for r in rows):
         rs = [r for r in rows if r["case"] == case]
         for col, name in peers.items():
