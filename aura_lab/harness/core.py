@@ -55,24 +55,23 @@ def _rss_kib(field: str) -> int | None:
     return None
 
 
-def fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
-    """Make glibc serve every allocation of ``nbytes`` or more with its own mmap, returned to
-    the system when freed, from now on in this process (by default glibc raises that
-    threshold after the first large free, and later calls then reuse memory that stays
-    resident, so ``peak_rss`` of a repeated call would read ~0). No-op off glibc."""
+def release_free_memory() -> None:
+    """Hand the allocator's free memory back to the system (glibc ``malloc_trim``; no-op
+    elsewhere), so that a call reusing it is counted by ``peak_rss`` as the pages it touches."""
     import ctypes
     import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, int(nbytes))  # M_MMAP_THRESHOLD
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
 
 
 def peak_rss(fn) -> tuple[object, float | None]:
-    """(fn(), the peak resident memory it added in MiB): the kernel's high-water mark is reset
-    through /proc/self/clear_refs before the call; None where that is not possible."""
+    """(fn(), the peak resident memory it added in MiB): free memory is handed back
+    (``release_free_memory``) and the kernel's high-water mark reset through
+    /proc/self/clear_refs before the call; None where that is not possible."""
+    release_free_memory()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")

@@ -38,8 +38,8 @@ import numpy as np
 from ..registry import explain
 from ..ssd import op, selective_scan, selective_state_update, ssd_sequential_ref, step_op
 from ..ssd.train import train_op
-from .core import (BenchResult, Check, PanelSpec, available_backends, compare, machine_info, fixed_mmap_threshold, memory_bandwidth,
-                   peak_rss, progress, threads, time_call)
+from .core import (BenchResult, Check, PanelSpec, available_backends, compare, machine_info, memory_bandwidth, peak_rss,
+                   progress, threads, time_call)
 
 H, P, N, G = 24, 64, 128, 1
 LENGTHS = (1024, 4096, 16384)
@@ -262,7 +262,6 @@ def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float
         for q in (TORCH_CHUNKS if be == "torch" else (TORCH_CHUNKS[0],)):
             impls[f"torch autograd (chunked SSD, Q={q})" if be == "torch" else be] = (be, q)
     rows, grads = [], {}
-    fixed_mmap_threshold()
     for impl, (be, q) in impls.items():
         leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
         saved = {}

@@ -32,7 +32,7 @@ from std.math import exp, log1p
 from std.memory.alloc import unsafe_alloc
 from max.algorithm import parallelize
 from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end
-from aura_kernels.ssd import R, _lanes, _p, chunk_bases, head_rates, tokens
+from aura_kernels.ssd import R, _fold, _lanes, _p, _shrink, chunk_bases, head_rates, tokens
 from aura_kernels.ssd_abi import SsdParams
 from aura_kernels.ssd_grad_abi import SsdGradParams
 
@@ -87,6 +87,7 @@ struct _Item[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
     var dec: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # decay of head hh, indexed by token
     var S: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # (Q + 1) x rows x n recomputed states
     var lam: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # rows x n adjoint
+    var G: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # Q x R: gy silu(z) of the chunk's tokens (R-row path)
     var gBw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # this thread's (T, g, n) gB
     var gCw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # this thread's (T, g, n) gC
     var gdtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # this channel block's (T, h) gdt'
@@ -107,6 +108,7 @@ struct _Item[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         self.dec = dec
         self.S = S
         self.lam = lam
+        self.G = lam.unsafe_offset(R * pr.n)
         self.gBw = gBw
         self.gCw = gCw
         self.gdtp = gdtp
@@ -116,12 +118,134 @@ struct _Item[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         self.ga = 0
         self.gd = SIMD[Self.dtype, R](0)
 
+    def recompute_rows(mut self, start: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], tc0: Int, tc1: Int):
+        """The R-row path, first pass over a chunk: per token the rows' gy silu(z) (into G),
+        gz and gD; the states as _recompute_chunk, slice by slice with the R rows unrolled,
+        adding gC_t = sum_p gyr_t[p] s_t[p] on the way (it needs no adjoint)."""
+        comptime W = _lanes[Self.dtype]()
+        comptime V = SIMD[Self.dtype, W]
+        comptime VR = SIMD[Self.dtype, R]
+        var pr = self.pr
+        var gr = self.gr
+        var n = pr.n
+        var h = pr.h
+        var p = pr.p
+        var g = pr.g
+        var hh = self.hh
+        var gg = hh // (h // g)
+        var m = R * n
+        var x = _p[Self.dtype](pr.x)
+        var B = _p[Self.dtype](pr.B)
+        var z = _p[Self.dtype](pr.z)
+        var ypre = _p[Self.dtype](pr.ypre)
+        var gy = _p[Self.dtype](gr.gy)
+        var gz = _p[Self.dtype](gr.gz)
+        var S = self.S
+        var G = self.G
+        var gCw = self.gCw
+        for i in range(m):
+            S[unsafe_offset=i] = start[unsafe_offset=i]
+        var gd = self.gd
+        for t in range(tc0, tc1):
+            var xo = (t * h + hh) * p + self.p0
+            var xv = x.unsafe_load[width=R](xo)
+            var gyr = VR(0) if gr.gy == 0 else gy.unsafe_load[width=R](xo)
+            if pr.z != 0:
+                var zv = z.unsafe_load[width=R](xo)
+                var sg = VR(1) / (VR(1) + exp(-zv))
+                if gr.gz != 0:
+                    gz.unsafe_store(xo, gyr * ypre.unsafe_load[width=R](xo) * sg * (VR(1) + zv * (VR(1) - sg)))
+                gyr = gyr * zv * sg
+            gd = gyr.fma(xv, gd)
+            var Gt = G.unsafe_offset((t - tc0) * R)
+            Gt.unsafe_store(0, gyr)
+            var uv = xv * VR(self.dtp[unsafe_offset=t])
+            var a = V(self.dec[unsafe_offset=t])
+            var src = S.unsafe_offset((t - tc0) * m)
+            var dst = src.unsafe_offset(m)
+            var Bp = B.unsafe_offset((t * g + gg) * n)
+            var gCt = gCw.unsafe_offset((t * g + gg) * n)
+            for j in range(0, n, W):
+                var bj = Bp.unsafe_load[width=W](j)
+                var gcj = gCt.unsafe_load[width=W](j)
+                comptime for k in range(R):
+                    var st = bj.fma(V(uv[k]), src.unsafe_load[width=W](k * n + j) * a)
+                    dst.unsafe_store(k * n + j, st)
+                    gcj = st.fma(V(Gt[unsafe_offset=k]), gcj)
+                gCt.unsafe_store(j, gcj)
+        self.gd = gd
+
+    def sweep_rows(mut self, tc0: Int, tc1: Int):
+        """The R-row path, second pass: tokens tc1 - 1 down to tc0, slice by slice with the
+        R rows unrolled. B, C and gB_t are loaded once per slice; the rows' lam . B go to 8
+        accumulators reduced together by the forward's transpose-reduce; lam . s_{t-1} is
+        only needed summed over the rows (gdt', gA), so one accumulator serves them all."""
+        comptime W = _lanes[Self.dtype]()
+        comptime V = SIMD[Self.dtype, W]
+        comptime VR = SIMD[Self.dtype, R]
+        comptime Sc = Scalar[Self.dtype]
+        var pr = self.pr
+        var gr = self.gr
+        var n = pr.n
+        var h = pr.h
+        var p = pr.p
+        var g = pr.g
+        var hh = self.hh
+        var gg = hh // (h // g)
+        var m = R * n
+        var x = _p[Self.dtype](pr.x)
+        var B = _p[Self.dtype](pr.B)
+        var C = _p[Self.dtype](pr.C)
+        var gx = _p[Self.dtype](gr.gx)
+        var lam = self.lam
+        var S = self.S
+        var G = self.G
+        var gBw = self.gBw
+        var gdtp = self.gdtp
+        var a_h = _p[Self.dtype](pr.A)[unsafe_offset=hh]
+        var dvec = VR(0)
+        if pr.D != 0:
+            var Dp = _p[Self.dtype](pr.D)
+            dvec = Dp.unsafe_load[width=R](hh * p + self.p0) if pr.d_per_p else VR(Dp[unsafe_offset=hh])
+        var ga = Sc(0)
+        var t = tc1 - 1
+        while t >= tc0:
+            var dtv = self.dtp[unsafe_offset=t]
+            var av = self.dec[unsafe_offset=t]
+            var xo = (t * h + hh) * p + self.p0
+            var xv = x.unsafe_load[width=R](xo)
+            var uv = xv * VR(dtv)
+            var Gt = G.unsafe_offset((t - tc0) * R)
+            var a = V(av)
+            var Bp = B.unsafe_offset((t * g + gg) * n)
+            var Cp = C.unsafe_offset((t * g + gg) * n)
+            var gBt = gBw.unsafe_offset((t * g + gg) * n)
+            var s_p = S.unsafe_offset((t - tc0) * m)
+            var lb = SIMD[Self.dtype, R * W](0)
+            var ls = V(0)
+            for j in range(0, n, W):
+                var bj = Bp.unsafe_load[width=W](j)
+                var cj = Cp.unsafe_load[width=W](j)
+                var gbj = gBt.unsafe_load[width=W](j)
+                comptime for k in range(R):
+                    var l = cj.fma(V(Gt[unsafe_offset=k]), lam.unsafe_load[width=W](k * n + j))
+                    gbj = l.fma(V(uv[k]), gbj)
+                    lb = lb.insert[offset=k * W](l.fma(bj, lb.slice[W, offset=k * W]()))
+                    ls = l.fma(s_p.unsafe_load[width=W](k * n + j), ls)
+                    lam.unsafe_store(k * n + j, l * a)
+                gBt.unsafe_store(j, gbj)
+            var lbs = _row_sums[Self.dtype, W](lb)
+            var lss = ls.reduce_add()
+            gx.unsafe_store(xo, lbs.fma(VR(dtv), Gt.unsafe_load[width=R](0) * dvec))
+            gdtp[unsafe_offset=t * h + hh] = (xv * lbs).reduce_add() + a_h * av * lss
+            ga += dtv * av * lss
+            t -= 1
+        self.ga += ga
+
     def sweep_chunk(mut self, tc0: Int, tc1: Int):
         """Tokens tc1 - 1 down to tc0, with S holding the chunk's states (see the header).
-        Rows one after the other: a version with the R rows unrolled per slice of n (B, C,
-        gB, gC loaded once per slice, the dot products reduced by the transpose-reduce)
-        measured 1.3-1.5x slower on one thread (b=1, l=4096, h=24, p=64, n=128): its 16
-        accumulators spill."""
+        Rows one after the other, for the channels past the last full block of R (full
+        blocks take recompute_rows + sweep_rows)."""
         comptime W = _lanes[Self.dtype]()
         comptime V = SIMD[Self.dtype, W]
         comptime Sc = Scalar[Self.dtype]
@@ -194,6 +318,21 @@ struct _Item[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
             t -= 1
 
 
+@always_inline
+def _row_sums[dtype: DType, w: Int](acc: SIMD[dtype, R * w]) -> SIMD[dtype, R]:
+    """The R lane sums of R accumulators of w lanes laid end to end."""
+    comptime assert R == 8, "_row_sums folds exactly 8 rows"
+    var a0 = acc.slice[w, offset=0]()
+    var a1 = acc.slice[w, offset=w]()
+    var a2 = acc.slice[w, offset=2 * w]()
+    var a3 = acc.slice[w, offset=3 * w]()
+    var a4 = acc.slice[w, offset=4 * w]()
+    var a5 = acc.slice[w, offset=5 * w]()
+    var a6 = acc.slice[w, offset=6 * w]()
+    var a7 = acc.slice[w, offset=7 * w]()
+    return _shrink[dtype, w](_fold(_fold(_fold(a0, a1), _fold(a2, a3)), _fold(_fold(a4, a5), _fold(a6, a7))))
+
+
 def _grad_item[dtype: DType](mut it: _Item[dtype], s: Int, cbase: Int) where dtype.is_floating_point():
     """Sequence s for the item's head and channels: the adjoint from the final state's
     gradient back to the initial state's, chunk by chunk (last first). Stops between chunks
@@ -223,8 +362,12 @@ def _grad_item[dtype: DType](mut it: _Item[dtype], s: Int, cbase: Int) where dty
             return
         var tc0 = t0 + c * Q
         var start = ck.unsafe_offset((((cbase + c) * h + it.hh) * p + it.p0) * n)
-        _recompute_chunk[dtype](pr, it.dtp, it.dec, start, it.S, tc0, min(t1, tc0 + Q), it.hh, it.p0, it.rows)
-        it.sweep_chunk(tc0, min(t1, tc0 + Q))
+        if it.rows == R:
+            it.recompute_rows(start, tc0, min(t1, tc0 + Q))
+            it.sweep_rows(tc0, min(t1, tc0 + Q))
+        else:
+            _recompute_chunk[dtype](pr, it.dtp, it.dec, start, it.S, tc0, min(t1, tc0 + Q), it.hh, it.p0, it.rows)
+            it.sweep_chunk(tc0, min(t1, tc0 + Q))
         c -= 1
     if gr.ginit != 0:
         var gi = _p[dtype](gr.ginit).unsafe_offset(base)
@@ -333,7 +476,8 @@ def _run_grad[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dtype
     var gdtp = unsafe_alloc[Scalar[dtype]](max(1, nb * T * h))
     var gAp = unsafe_alloc[Scalar[dtype]](max(1, items))
     var gDp = unsafe_alloc[Scalar[dtype]](max(1, pr.nseq * h * p))
-    var scratch = unsafe_alloc[Scalar[dtype]](nw * ((Q + 1) * R * n + R * n))
+    var per_worker = (Q + 1) * R * n + R * n + Q * R
+    var scratch = unsafe_alloc[Scalar[dtype]](nw * per_worker)
     var extra = unsafe_alloc[Scalar[dtype]](max(1, 2 * (nw - 1) * tgn))  # threads 1.. gB then gC
     var cb = chunk_bases(pr)
     var gB = _p[dtype](gr.gB)
@@ -351,7 +495,7 @@ def _run_grad[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dtype
         var gCw = gC if w == 0 else extra.unsafe_offset((nw - 1 + w - 1) * tgn)
         _zero(gBw, tgn)
         _zero(gCw, tgn)
-        var S = scratch.unsafe_offset(w * ((Q + 1) * R * n + R * n))
+        var S = scratch.unsafe_offset(w * per_worker)
         var lam = S.unsafe_offset((Q + 1) * R * n)
         var i = w
         while i < items and not ctl.cancelled():
