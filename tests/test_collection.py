@@ -441,3 +441,41 @@ def test_grid_search_over_a_pipeline():
     assert sorted(gs.cv_results_["param_rips__coeff"]) == [2, 2, 3, 3]
     assert gs.best_score_ == 1.0 and gs.best_estimator_.named_steps["rips"].dim_list_ == (1,)
     np.testing.assert_array_equal(gs.predict(X), y)
+
+
+# ------------------------------------------------------------------------------ harness
+
+def test_bench_and_validate_collection():
+    from aura_lab import harness
+    from aura_lab.harness import collection as hc
+
+    res = harness.bench("collection", sizes=[8], kinds=["gaussian"], repeats=1, show_progress=False)
+    rows = {r["impl"]: r for r in res.rows}
+    ours = [r for r in res.rows if r["kind"] == "aura"]
+    assert [r["impl"] for r in ours] == ["aura serial", "aura processes (loky, 2)", "aura threads (2)",
+                                        "aura LocalCluster (2 x 1)"]
+    assert all(r["same"] is True and r["ms"] > 0 and r["case"] == "gaussian N=8" for r in ours)
+    assert rows["aura processes (loky, 2)"]["vs_processes"] == 1.0
+    assert rows["aura processes (loky, 2)"]["threads_per_task"] == [max(1, num_threads() // 2)]
+    g = rows["gudhi RipsPersistence (threads, 2)"]
+    assert g["vs_gudhi"] == 1.0 and rows["aura serial"]["vs_gudhi"] == g["ms"] / rows["aura serial"]["ms"]
+    assert "__transform" in rows["gudhi RipsPersistence (processes, 2)"]["note"]  # gudhi cannot run in processes
+    checks = harness.validate("collection")
+    assert [c.backend for c in checks] == ["processes (2)", "threads (2)", "LocalCluster (2 x 1)", "serial"]
+    assert all(c.passed for c in checks), harness.summarize(checks)
+    X, y = hc.make_collection(8, n=30)
+    assert [x.shape for x in X] == [(30, 3)] * 8 and y.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    with pytest.raises(ValueError, match="kind"):
+        hc.sample_shape("cube", 10, np.random.default_rng(0))
+
+
+def test_chunks_cover_every_input_once_and_mix_periodic_labels():
+    for count, jobs in [(1, 2), (7, 2), (100, 2), (1000, 3)]:
+        chunks = collection.plan_chunks(count, jobs)
+        assert len(chunks) == min(count, collection.CHUNKS_PER_JOB * jobs)
+        assert sorted(i for c in chunks for i in c) == list(range(count))
+        assert max(map(len, chunks)) - min(map(len, chunks)) <= 1
+    # labels 0, 1, 2, 3, 0, 1, ... (the bench's and notebook 04's shapes): no chunk of one label
+    chunks = collection.plan_chunks(1000, 2)
+    assert all(len({i % 4 for i in c}) == 4 for c in chunks)
+    assert chunks == collection.plan_chunks(1000, 2)  # the same every time
