@@ -36,6 +36,10 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__():
+    return sorted([*globals(), "RipsPersistence"])
+
+
 __all__ = [
     "BACKENDS",
     "AuraFallbackWarning",
