@@ -180,11 +180,22 @@ def test_thread_budget_caps_the_kernels_threads_in_this_context_only():
             pass
 
 
+def _workload(seconds: float, seed: int) -> list[np.ndarray]:
+    """Clouds of 500 points that take about ``seconds`` serially on this machine (at least 8)."""
+    rng = np.random.default_rng(seed)
+    probe = [rng.standard_normal((500, 3)) for _ in range(2)]
+    collection_persistence(probe[:1])
+    t0 = time.perf_counter()
+    collection_persistence(probe)
+    each = (time.perf_counter() - t0) / 2
+    count = int(min(400, max(8, seconds / max(each, 1e-4))))
+    return probe + [rng.standard_normal((500, 3)) for _ in range(count - 2)]
+
+
 def test_a_killed_process_worker_raises_a_clear_error():
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-    rng = np.random.default_rng(6)
-    X = [rng.standard_normal((600, 3)) for _ in range(48)]  # ~70 ms each: seconds of work per worker
+    X = _workload(6.0, seed=6)  # seconds of work per worker: the kill lands mid-run
     # the pids of the (reused) loky workers that the next call runs on
     pids = set(joblib.Parallel(n_jobs=2)(joblib.delayed(os.getpid)() for _ in range(8)))
     res = {}
@@ -245,8 +256,7 @@ def test_dask_local_cluster_gives_identical_results(dask_client):
 
 def test_dask_worker_killed_mid_run_is_retried_or_raises_never_hangs(dask_client):
     client = dask_client
-    rng = np.random.default_rng(8)
-    X = [rng.standard_normal((500, 3)) for _ in range(48)]
+    X = _workload(4.0, seed=8)
     expected = collection_persistence(X)
     pids = client.run(os.getpid)
     res = {}
