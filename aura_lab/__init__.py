@@ -22,8 +22,23 @@ from .distance import pairwise_distances
 from .routing import Routing, route
 from .persistence import rips_persistence
 from .ssd import selective_scan, selective_state_update
+from .collection import collection_persistence
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # scikit-learn takes seconds to import: the estimators load on first use
+    if name == "RipsPersistence":
+        from .estimators import RipsPersistence
+
+        return RipsPersistence
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), "RipsPersistence"])
+
 
 __all__ = [
     "BACKENDS",
@@ -33,6 +48,7 @@ __all__ = [
     "Cancelled",
     "Control",
     "cancellable",
+    "collection_persistence",
     "Dispatch",
     "backends",
     "betti_curves",
@@ -43,6 +59,7 @@ __all__ = [
     "plot_barcode",
     "plot_betti_curves",
     "plot_diagram",
+    "RipsPersistence",
     "rips_persistence",
     "route",
     "Routing",

@@ -129,10 +129,31 @@ def backends() -> list[BackendStatus]:
 SERIAL_NS = 20_000
 
 
+#: a per-context cap on ``num_threads`` (``thread_budget``): None when there is none
+_thread_budget: contextvars.ContextVar[int | None] = contextvars.ContextVar("aura_thread_budget", default=None)
+
+
 def num_threads() -> int:
-    """Threads a kernel may use: $AURA_NUM_THREADS, else every core."""
+    """Threads a kernel may use: $AURA_NUM_THREADS, else every core; at most the
+    ``thread_budget`` of the calling context, if one is set."""
     env = os.environ.get("AURA_NUM_THREADS")
-    return max(1, int(env)) if env else (os.cpu_count() or 1)
+    n = max(1, int(env)) if env else (os.cpu_count() or 1)
+    cap = _thread_budget.get()
+    return n if cap is None else min(n, cap)
+
+
+@contextlib.contextmanager
+def thread_budget(n: int):
+    """Within the block (this thread / context only) kernels use at most ``n`` threads: how
+    one of several workers sharing a machine keeps workers x threads <= cores without touching
+    the process-wide $AURA_NUM_THREADS (tasks of a threaded worker share one process)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: a thread budget must be an integer >= 1, got {n!r}")
+    token = _thread_budget.set(n)
+    try:
+        yield
+    finally:
+        _thread_budget.reset(token)
 
 
 def threads_for(work_ns: float) -> int:

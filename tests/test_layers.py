@@ -15,7 +15,8 @@ LAYERS = [
     {"registry"},
     {"_mojo", "_max", "_auto"},
     {"distance", "ssd", "routing", "persistence", "diagrams"},
-    {"models"},
+    {"models", "collection"},
+    {"estimators"},
     {"harness"},
     {"widgets", "cli"},
     {""},  # aura_lab/__init__.py, the public API

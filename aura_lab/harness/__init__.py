@@ -14,6 +14,7 @@ from .core import BenchResult, Check, PanelSpec, compare, compare_backends, form
 # benchmarks/validations that cut across families (not op families: no panel)
 EXTRAS = {
     "max": "aura_lab.harness.maxops",
+    "collection": "aura_lab.harness.collection",  # RipsPersistence over a collection of clouds
 }
 #: every other module of this package (but the shared machinery) is one op family's entry:
 #: adding ``harness/<op>.py`` is all it takes for the CLI, notebooks and panels to find it

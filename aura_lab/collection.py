@@ -1,0 +1,305 @@
+"""Persistence diagrams of a whole collection of point clouds (or distance matrices), in
+parallel with joblib: ``collection_persistence(X, ...)``, the engine behind the scikit-learn
+transformer ``aura_lab.RipsPersistence`` (``aura_lab.estimators``).
+
+* **Output** in the format of gudhi's ``gudhi.sklearn.RipsPersistence``, so that
+  ``gudhi.representations`` consumes it: for ``homology_dimensions`` an int ``k``, one
+  ``(m, 2)`` array (the H_k diagram) per input; for a list of dimensions, one list of arrays
+  per input, in the order of the list. Diagrams are exactly those of
+  ``aura_lab.rips_persistence`` (bars with death > birth, sorted; infinite deaths ``inf``).
+* **Parallelism** through joblib: ``n_jobs`` workers of the active joblib backend, processes
+  (loky) unless the caller selected another one with ``joblib.parallel_config`` -- threads,
+  or ``backend="dask"`` on a ``dask.distributed`` client, which is how the collection runs on
+  a cluster. The collection is cut into chunks (``CHUNKS_PER_JOB`` per worker, slices of a fixed
+  shuffle of the inputs: ``plan_chunks``), each one task; results come back in input order,
+  identical to a serial run.
+* **Threads.** A worker's kernels use ``num_threads() // share`` threads (at least 1), where
+  ``share`` is the number of tasks that run at once on that worker's machine: ``n_jobs`` for
+  the local backends, the sum of the dask workers' threads on that host for dask; so workers
+  x threads <= ``$AURA_NUM_THREADS`` (or the cores). A serial run uses every thread.
+* **Compilation.** Workers load the kernels from the cache (``$AURA_LAB_CACHE``); a worker
+  on a cold cache compiles once under the cache's file lock, so many can start at once.
+
+The function a worker runs (``_run_chunk``) lives at module level with picklable arguments,
+which is what dask's scheduler needs (gudhi's ``RipsPersistence`` fails there: it ships a
+bound method).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _arrays as A
+from .errors import UnsupportedProblem
+from .persistence import _check_coeff, _check_threshold, op, rips_persistence
+from .registry import check_backend_name, num_threads, thread_budget, last_dispatch
+from .distance import METRICS
+
+#: input kinds: a point cloud (n, d) or a square distance matrix (gudhi's name accepted too)
+INPUT_TYPES = ("point cloud", "distance matrix", "full distance matrix")
+#: chunks per joblib worker: enough that the workers, taking the next chunk as they finish one,
+#: even out unequal clouds (a noisy circle of 200 points costs 5x a sphere's), few enough that a
+#: task's overhead (a few ms under dask) stays small next to its work
+CHUNKS_PER_JOB = 8
+#: the chunks are slices of one fixed pseudo-random permutation of the inputs, so that neither
+#: a sorted collection nor a periodic one (labels 0, 1, 2, 3, 0, 1, ...) puts the expensive
+#: inputs together; the results go back to input order
+CHUNK_SEED = 0
+
+
+@dataclass(frozen=True)
+class CollectionParams:
+    """Validated parameters of one collection run (picklable: it travels to the workers)."""
+
+    dims: tuple[int, ...]
+    unwrap: bool  # homology_dimensions was an int: one array per input, not a list
+    threshold: float
+    is_matrix: bool
+    metric: str
+    coeff: int
+    backend: str
+
+    @property
+    def maxdim(self) -> int:
+        return max(self.dims)
+
+
+@dataclass
+class CollectionRun:
+    """What the last ``collection_persistence`` call in this thread did: the joblib backend
+    and its effective number of workers, the chunks (tasks), the kernel threads each task was
+    allowed, the aura_lab backends that ran in the workers, the distinct worker processes
+    (host, pid) that ran a chunk, and the wall time."""
+
+    inputs: int
+    joblib_backend: str
+    n_jobs: int
+    chunks: int
+    threads_per_task: list[int] = field(default_factory=list)
+    backends: list[str] = field(default_factory=list)
+    workers: int = 0
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        return (f"{self.inputs} inputs in {self.chunks} chunks on {self.joblib_backend} (n_jobs={self.n_jobs}, "
+                f"{self.workers} worker processes, kernel threads per task {self.threads_per_task}, "
+                f"backends {self.backends}) in {self.seconds * 1e3:.1f} ms")
+
+
+_local = threading.local()
+
+
+def last_run() -> CollectionRun | None:
+    """The record of this thread's last ``collection_persistence`` call (None before any)."""
+    return getattr(_local, "run", None)
+
+
+# ------------------------------------------------------------------------------ validation
+
+def check_params(homology_dimensions=(0, 1), threshold=np.inf, input_type="point cloud", metric="euclidean",
+                 coeff=2, backend="auto") -> CollectionParams:
+    """The parameters checked once (ValueError/TypeError naming the argument)."""
+    if isinstance(homology_dimensions, (bool, np.bool_)):
+        raise TypeError("homology_dimensions: expected an int or a list of ints, got a bool")
+    if isinstance(homology_dimensions, (int, np.integer)):
+        dims, unwrap = (int(homology_dimensions),), True
+    else:
+        try:
+            items = list(homology_dimensions)
+        except TypeError:
+            raise TypeError(f"homology_dimensions: expected an int or a list of ints, got "
+                            f"{type(homology_dimensions).__name__}") from None
+        if not items:
+            raise ValueError("homology_dimensions: the list of dimensions is empty")
+        for d in items:
+            if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+                raise TypeError(f"homology_dimensions: expected ints, got {d!r} ({type(d).__name__})")
+        dims, unwrap = tuple(int(d) for d in items), False
+    if min(dims) < 0:
+        raise ValueError(f"homology_dimensions: dimensions must be >= 0, got {list(dims)}")
+    if not isinstance(input_type, str) or input_type not in INPUT_TYPES:
+        raise ValueError(f"input_type: expected one of {', '.join(map(repr, INPUT_TYPES))}, got {input_type!r}")
+    is_matrix = input_type != "point cloud"
+    if not isinstance(metric, str) or metric not in METRICS:
+        raise ValueError(f"metric: unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    if is_matrix and metric != "euclidean":
+        raise ValueError(f"metric: {metric!r} has no effect on distance matrices (input_type={input_type!r}); leave the default")
+    if not isinstance(backend, str):
+        raise TypeError(f"backend: expected a backend name, got {type(backend).__name__}")
+    if backend != "auto":
+        check_backend_name(backend)
+        if backend not in op.backends:
+            raise ValueError(f"backend: {backend!r} does not compute persistence; valid: auto, {', '.join(op.backends)}")
+    return CollectionParams(dims, unwrap, _check_threshold(threshold), is_matrix, metric, _check_coeff(coeff), backend)
+
+
+def check_collection(X, is_matrix: bool) -> list[np.ndarray]:
+    """The inputs as a list of numpy arrays, each checked for its shape (and, for point
+    clouds, finite coordinates); ValueError naming the index of the first bad one."""
+    if isinstance(X, (str, bytes)) or not hasattr(X, "__iter__"):
+        raise ValueError(f"X: expected a collection (a list) of {'distance matrices' if is_matrix else 'point clouds'}, "
+                         f"got {type(X).__name__}")
+    out = []
+    for i, x in enumerate(X):
+        name = f"X[{i}]"
+        try:
+            a = A.to_numpy(x, name)
+        except (TypeError, ValueError) as e:
+            msg = str(e)
+            raise ValueError(msg if msg.startswith(name + ":") else f"{name}: not a numeric array ({msg})") from None
+        if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+            raise ValueError(f"{name}: expected a numeric 2-D array, got dtype {a.dtype}")
+        if is_matrix:
+            if a.ndim != 2 or a.shape[0] != a.shape[1]:
+                raise ValueError(f"{name}: a distance matrix must be square (n, n), got shape {a.shape}")
+        else:
+            if a.ndim != 2:
+                hint = " (X is a collection: to transform one cloud, pass [cloud])" if i == 0 and a.ndim == 1 else ""
+                raise ValueError(f"{name}: expected a 2-D point cloud (n, d), got {a.ndim}-D shape {a.shape}{hint}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{name}: the point cloud contains NaN or infinite coordinates")
+        out.append(a)
+    return out
+
+
+# ------------------------------------------------------------------------------ the workers
+
+def _one(x: np.ndarray, p: CollectionParams):
+    dgms = rips_persistence(x, maxdim=p.maxdim, threshold=p.threshold, metric=p.metric, distance_matrix=p.is_matrix,
+                            coeff=p.coeff, backend=p.backend, progress=False)
+    picked = [dgms[d] if d < len(dgms) else np.empty((0, 2)) for d in p.dims]
+    return picked[0] if p.unwrap else picked
+
+
+def _share_here(share: int, host_shares: dict | None) -> int:
+    """Tasks that run at once on this machine: under dask the threads of the workers on this
+    worker's host (from the scheduler, when the parent asked), else ``share``."""
+    if host_shares:
+        try:
+            from distributed import get_worker
+            from distributed.comm import get_address_host
+
+            w = get_worker()
+            return int(host_shares.get(get_address_host(w.address), w.state.nthreads))
+        except (ImportError, ValueError):
+            pass
+    return share
+
+
+def _run_chunk(xs: list[np.ndarray], index: list[int], p: CollectionParams, share: int, host_shares: dict | None):
+    """One task: the diagrams of ``xs`` (inputs ``index`` of the collection) with a per-task
+    thread budget. Returns (results, threads, backends that ran, (host, pid))."""
+    threads = max(1, num_threads() // max(1, _share_here(share, host_shares)))
+    results, backends = [], set()
+    with thread_budget(threads):
+        for i, x in zip(index, xs):
+            try:
+                results.append(_one(x, p))
+            except (ValueError, TypeError, MemoryError, UnsupportedProblem) as e:
+                msg = str(e)
+                msg = msg[3:] if msg.startswith("X: ") else msg
+                raise type(e)(f"X[{i}]: {msg}") from e
+            d = last_dispatch()
+            if d is not None and d.op == "persistence":
+                backends.add(d.backend)
+    return results, threads, sorted(backends), (os.uname().nodename, os.getpid())
+
+
+# ------------------------------------------------------------------------------ the driver
+
+def _active_joblib(n_jobs):
+    """(backend object, its name, effective n_jobs) under the caller's joblib context,
+    preferring processes."""
+    import joblib
+    from joblib.parallel import get_active_backend
+
+    backend, _ = get_active_backend(prefer="processes")
+    name = type(backend).__name__.removesuffix("Backend").lower()
+    return backend, name, int(joblib.effective_n_jobs(n_jobs))
+
+
+def _dask_host_shares(backend) -> dict:
+    """host -> threads of all the dask workers on that host (the scheduler's view)."""
+    client = backend.client
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # older distributed: every worker by default
+        info = client.scheduler_info()
+    shares = Counter()
+    for w in info.get("workers", {}).values():
+        shares[w.get("host")] += int(w.get("nthreads", 1))
+    return dict(shares)
+
+
+def plan_chunks(count: int, jobs: int) -> list[list[int]]:
+    """The inputs of each task: ``min(count, CHUNKS_PER_JOB * jobs)`` near-equal slices of a
+    fixed permutation of ``range(count)`` (the same for the same count, every run)."""
+    k = min(count, CHUNKS_PER_JOB * jobs)
+    order = np.random.default_rng(CHUNK_SEED).permutation(count)
+    return [sorted(int(i) for i in part) for part in np.array_split(order, k)]
+
+
+def collection_persistence(X, *, homology_dimensions=(0, 1), threshold: float = np.inf, input_type: str = "point cloud",
+                           metric: str = "euclidean", coeff: int = 2, n_jobs: int | None = None, backend: str = "auto",
+                           params: CollectionParams | None = None) -> list:
+    """Rips persistence diagrams of every input of ``X``, in parallel with joblib.
+
+    Args:
+        X: an iterable of ``(n_i, d_i)`` point clouds (sizes and ambient dimensions may differ),
+            or with ``input_type="distance matrix"`` of ``(n_i, n_i)`` distance matrices; numpy
+            arrays, torch CPU tensors or nested lists.
+        homology_dimensions: an int k (one H_k array per input) or a list of dimensions (one
+            list of arrays per input, in that order).
+        threshold, metric, coeff, backend: as ``aura_lab.rips_persistence`` (``backend`` is
+            the aura_lab backend each worker runs: auto, mojo or gudhi).
+        input_type: ``"point cloud"`` or ``"distance matrix"`` (``"full distance matrix"``, as
+            gudhi names it, is the same).
+        n_jobs: joblib workers; ``None`` follows the joblib context (1 outside any, every
+            thread of the cluster under ``parallel_config(backend="dask")``), ``-1`` every core.
+        params: already validated parameters (``check_params``), instead of the keywords.
+
+    Returns:
+        a list with one entry per input, in input order: an ``(m, 2)`` float64 array, or a list
+        of them (see ``homology_dimensions``). An empty collection gives ``[]``.
+
+    Bad input: a non-iterable ``X``, or an element that is not a 2-D (square, for matrices)
+    numeric array, raises ``ValueError`` naming the index (``X[3]: ...``); errors found while
+    computing an element (an asymmetric matrix, a complex beyond memory) name it too.
+    """
+    t0 = time.perf_counter()
+    p = params or check_params(homology_dimensions, threshold, input_type, metric, coeff, backend)
+    xs = check_collection(X, p.is_matrix)
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0):
+        raise ValueError(f"n_jobs: expected None, -1 or a nonzero integer, got {n_jobs!r}")
+    jb, jb_name, jobs = _active_joblib(n_jobs)
+    if not xs:
+        _local.run = CollectionRun(0, jb_name if jobs > 1 else "serial", jobs, 0, seconds=time.perf_counter() - t0)
+        return []
+    if jobs == 1:  # in this process, no pickling: every kernel thread is ours
+        parts = [_run_chunk(xs, list(range(len(xs))), p, 1, None)]
+        chunks, jb_name = [list(range(len(xs)))], "serial"
+    else:
+        from joblib import Parallel, delayed
+
+        chunks = plan_chunks(len(xs), jobs)
+        host_shares = _dask_host_shares(jb) if jb_name == "daskdistributed" else None
+        share = jobs if host_shares is None else 1
+        parts = Parallel(n_jobs=n_jobs, prefer="processes", batch_size=1)(
+            delayed(_run_chunk)([xs[i] for i in c], c, p, share, host_shares) for c in chunks)
+    out = [None] * len(xs)
+    threads, backends, workers = set(), set(), set()
+    for c, (res, th, bk, who) in zip(chunks, parts):
+        for i, r in zip(c, res):
+            out[i] = r
+        threads.add(th)
+        backends.update(bk)
+        workers.add(who)
+    _local.run = CollectionRun(len(xs), jb_name, jobs, len(chunks), sorted(threads), sorted(backends), len(workers),
+                               time.perf_counter() - t0)
+    return out

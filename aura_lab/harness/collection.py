@@ -1,0 +1,278 @@
+"""``aura-lab bench collection`` and ``aura-lab validate collection``: persistence diagrams of
+a whole collection of clouds (``aura_lab.RipsPersistence``), not an op family of its own.
+
+The bench: N clouds (N in ``SIZES``) of ``N_POINTS`` points in R^3 (``KINDS``: noisy circles,
+tori, spheres and figure-eights in turn, as notebook 04 classifies; and standard normal clouds),
+maxdim 1, float64, coefficients Z/2, computed
+
+* by aura_lab serially, with joblib processes (loky, 2 workers, each on cores // 2 kernel
+  threads), with joblib threads (2), and on a ``dask.distributed.LocalCluster`` of 2 worker
+  processes x 1 thread through ``joblib.parallel_config(backend="dask")``;
+* by gudhi's ``gudhi.sklearn.RipsPersistence(n_jobs=2)`` (its own choice, joblib threads; and
+  under loky processes, where it fails: the bound name-mangled ``__transform`` it hands joblib
+  does not unpickle in a worker -- the same failure as under dask);
+* by giotto-ph's ``ripser_parallel`` (``n_threads=1``) in a joblib loop of 2 worker processes
+  -- what giotto-tda's ``VietorisRipsPersistence(n_jobs=2)`` does; giotto-tda
+  itself pins ``scikit-learn==1.3.2`` and does not install next to scikit-learn 1.9.
+
+Ratios, same run: ``vs_gudhi`` / ``vs_giotto`` = the faster of that peer's rows / this row;
+``vs_processes`` = this row / aura_lab's processes row (the LocalCluster's overhead).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..collection import collection_persistence, last_run
+from .core import BenchResult, Check, machine_info, progress, time_call
+
+COLUMNS = ["case", "impl", "kind", "workers", "ms", "runs", "ms/cloud", "vs_gudhi", "vs_giotto", "vs_processes", "same",
+           "note"]
+SIZES = (100, 1000)
+#: the clouds: the four shapes of notebook 04 (noisy circles cost ~4x the others: long H1
+#: reductions), and standard normal clouds
+KINDS = ("shapes", "gaussian")
+N_POINTS = 200
+MAXDIM = 1
+SHAPES = ("circle", "torus", "sphere", "figure-eight")
+
+
+def sample_shape(kind: str, n: int, rng, noise: float = 0.05) -> np.ndarray:
+    """``n`` points near a shape in R^3 (unit size, random rotation), Gaussian noise."""
+    if kind == "circle":
+        t = rng.uniform(0, 2 * np.pi, n)
+        x = np.stack([np.cos(t), np.sin(t), np.zeros(n)], 1)
+    elif kind == "torus":
+        u, v = rng.uniform(0, 2 * np.pi, (2, n))
+        x = np.stack([(1 + 0.4 * np.cos(v)) * np.cos(u), (1 + 0.4 * np.cos(v)) * np.sin(u), 0.4 * np.sin(v)], 1)
+    elif kind == "sphere":
+        x = rng.standard_normal((n, 3))
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    elif kind == "figure-eight":
+        t = rng.uniform(0, 2 * np.pi, n)
+        x = np.stack([np.sin(t), np.sin(t) * np.cos(t), np.zeros(n)], 1)
+    else:
+        raise ValueError(f"kind: unknown shape {kind!r}; valid: {', '.join(SHAPES)}")
+    q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    return x @ q + noise * rng.standard_normal((n, 3))
+
+
+def make_collection(count: int, n: int = N_POINTS, seed: int = 0, kind: str = "shapes") -> tuple[list[np.ndarray], np.ndarray]:
+    """``count`` clouds of ``n`` points in R^3 and their labels: ``kind="shapes"`` cycles
+    through ``SHAPES`` (labels: indices into SHAPES); ``"gaussian"``: standard normal clouds
+    (labels 0)."""
+    rng = np.random.default_rng(seed)
+    if kind == "gaussian":
+        return [rng.standard_normal((n, 3)) for _ in range(count)], np.zeros(count, np.int64)
+    if kind != "shapes":
+        raise ValueError(f"kind: expected 'shapes' or 'gaussian', got {kind!r}")
+    labels = np.arange(count) % len(SHAPES)
+    return [sample_shape(SHAPES[k], n, rng) for k in labels], labels
+
+
+# ------------------------------------------------------------------------------- peers
+
+def _giotto_one(x):
+    from gph import ripser_parallel
+
+    return ripser_parallel(x, maxdim=MAXDIM, n_threads=1)["dgms"]
+
+
+def _peers() -> dict:
+    """name -> (kind, fn(X)); only the installed ones."""
+    import joblib
+
+    out = {}
+    try:
+        from gudhi.sklearn.rips_persistence import RipsPersistence as GudhiRips
+
+        def gudhi_rows(backend):
+            def run(X):
+                est = GudhiRips(homology_dimensions=list(range(MAXDIM + 1)), homology_coeff_field=2, n_jobs=2)
+                if backend is None:
+                    return est.fit_transform(X)
+                with joblib.parallel_config(backend=backend):
+                    return est.fit_transform(X)
+            return run
+
+        out["gudhi RipsPersistence (threads, 2)"] = gudhi_rows(None)
+        out["gudhi RipsPersistence (processes, 2)"] = gudhi_rows("loky")
+    except ImportError:
+        pass
+    try:
+        import gph  # noqa: F401
+
+        def giotto_rows(prefer):
+            return lambda X: joblib.Parallel(n_jobs=2, prefer=prefer)(joblib.delayed(_giotto_one)(x) for x in X)
+
+        # processes only: with threads the loop was 2x slower (gph holds the GIL for part of a
+        # call: 14.9 against 6.9 ms per gaussian cloud, in one run of 300 here)
+        out["giotto-ph loop (processes, 2)"] = giotto_rows("processes")
+    except ImportError:
+        pass
+    return out
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(len(x) == len(y) and all(np.array_equal(u, v) for u, v in zip(x, y))
+                                    for x, y in zip(a, b))
+
+
+def _start_cluster(workers: int = 2):
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           host="127.0.0.1")
+    return cluster, Client(cluster)
+
+
+# ------------------------------------------------------------------------------- bench
+
+def bench(sizes=None, kinds=None, repeats: int = 5, show_progress: bool = True, seed: int = 0) -> BenchResult:
+    """Wall time of the whole collection (median of ``repeats`` after a warm-up that also
+    starts the worker pools) per implementation and N; ``same``: aura_lab's diagrams are
+    identical (bit for bit) to its serial run."""
+    import joblib
+
+    sizes = list(sizes or SIZES)
+    kinds = list(kinds or KINDS)
+    peers = _peers()
+    try:
+        cluster, client = _start_cluster()
+        cluster_note = ""
+    except ImportError as e:
+        cluster = client = None
+        cluster_note = f"skipped: dask.distributed is not installed ({e})"
+
+    def dask_run(X):
+        with joblib.parallel_config(backend="dask"):
+            return collection_persistence(X, homology_dimensions=list(range(MAXDIM + 1)))
+
+    ours = {
+        "aura serial": lambda X: collection_persistence(X, homology_dimensions=list(range(MAXDIM + 1)), n_jobs=1),
+        "aura processes (loky, 2)": lambda X: collection_persistence(X, homology_dimensions=list(range(MAXDIM + 1)), n_jobs=2),
+        "aura threads (2)": lambda X: _threads(X),
+        "aura LocalCluster (2 x 1)": dask_run,
+    }
+    rows = []
+    try:
+        jobs = [(clouds, N, name) for clouds in kinds for N in sizes for name in [*ours, *peers]]
+        data = {}
+        for clouds, N, name in progress(jobs, desc="bench collection", enabled=show_progress):
+            if (clouds, N) not in data:
+                data = {(clouds, N): make_collection(N, seed=seed, kind=clouds)[0]}
+            X = data[clouds, N]
+            kind = "peer" if name in peers else "aura"
+            row = {"case": f"{clouds} N={N}", "impl": name, "kind": kind, "N": N}
+            if name == "aura LocalCluster (2 x 1)" and client is None:
+                rows.append({**row, "note": cluster_note})
+                continue
+            fn = peers.get(name) or ours[name]
+            out = {}
+            try:
+                t = time_call(lambda: out.__setitem__("res", fn(X)), repeats=repeats, warmup=1, slow_s=600.0)
+            except Exception as e:  # noqa: BLE001 - a peer that cannot run this way: say why
+                rows.append({**row, "note": f"failed: {type(e).__name__}: {_cause(e)}"})
+                continue
+            row.update({"ms": t["ms"], "min_ms": t["min_ms"], "runs": t["runs"], "ms/cloud": t["ms"] / N})
+            if kind == "aura":
+                run = last_run()
+                row["workers"] = run.workers if run.joblib_backend != "serial" else 1
+                row["threads_per_task"] = run.threads_per_task
+                row["chunks"] = run.chunks
+                row["res"] = out["res"]
+            else:
+                row["workers"] = 2
+            rows.append(row)
+    finally:
+        if client is not None:
+            client.close()
+            cluster.close()
+    for case in dict.fromkeys(r["case"] for r in rows):
+        rs = [r for r in rows if r["case"] == case and r.get("ms")]
+        serial = next((r for r in rs if r["impl"] == "aura serial"), None)
+        procs = next((r for r in rs if r["impl"] == "aura processes (loky, 2)"), None)
+        best = {p: min((r["ms"] for r in rs if r["impl"].startswith(p)), default=None) for p in ("gudhi", "giotto")}
+        for r in rs:
+            for p, ms in best.items():
+                if ms:
+                    r[f"vs_{p}"] = ms / r["ms"]
+            if r["kind"] == "aura":
+                if procs:
+                    r["vs_processes"] = r["ms"] / procs["ms"]
+                if serial:
+                    r["same"] = _same(r["res"], serial["res"])
+    for r in rows:
+        r.pop("res", None)
+    ctx = {"machine": machine_info(), "repeats": repeats, "command": "aura-lab bench collection",
+           "points": N_POINTS, "kinds": kinds, "maxdim": MAXDIM, "dtype": "float64", "coeff": 2, "shapes": list(SHAPES), "seed": seed,
+           "note": "vs_gudhi / vs_giotto = the faster row of that peer / this row (> 1: this row is faster); "
+                   "vs_processes = this row / aura processes (LocalCluster overhead: < 1.15 is the target); "
+                   "same = identical diagrams to aura serial; giotto-tda not installable here (pins scikit-learn==1.3.2)"}
+    return BenchResult("collection", rows, ctx)
+
+
+def _cause(e: BaseException) -> str:
+    """The innermost message of a chained exception (what a worker raised), one line."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and ln.strip() != '"""']
+    return (lines[-1] if lines else type(e).__name__)[:160]  # a worker's traceback: its last line
+
+
+def _threads(X):
+    import joblib
+
+    with joblib.parallel_config(backend="threading"):
+        return collection_persistence(X, homology_dimensions=list(range(MAXDIM + 1)), n_jobs=2)
+
+
+# ------------------------------------------------------------------------------- validate
+
+def validate(seed: int = 0, show_progress: bool = False, count: int = 24) -> list[Check]:
+    """aura_lab.RipsPersistence on a small collection: joblib processes, threads and (when
+    dask is installed) a LocalCluster give exactly the serial diagrams; serial against gudhi's
+    RipsPersistence (bottleneck distance per diagram, <= 1e-9; equal bar counts)."""
+    import joblib
+
+    from ..diagrams import bottleneck_distance
+
+    X, _ = make_collection(count, n=60, seed=seed)
+    dims = list(range(MAXDIM + 1))
+    serial = collection_persistence(X, homology_dimensions=dims)
+    checks = []
+    runs = {"processes (2)": lambda: collection_persistence(X, homology_dimensions=dims, n_jobs=2),
+            "threads (2)": lambda: _threads(X)}
+    try:
+        cluster, client = _start_cluster()
+    except ImportError:
+        cluster = client = None
+    try:
+        if client is not None:
+            def on_dask():
+                with joblib.parallel_config(backend="dask"):
+                    return collection_persistence(X, homology_dimensions=dims)
+            runs["LocalCluster (2 x 1)"] = on_dask
+        for name, fn in progress(list(runs.items()), desc="validate collection", enabled=show_progress):
+            ok = _same(fn(), serial)
+            checks.append(Check("collection", name, f"{count} clouds vs serial", 0.0 if ok else float("inf"),
+                                0.0 if ok else float("inf"), "identical", ok))
+    finally:
+        if client is not None:
+            client.close()
+            cluster.close()
+    try:
+        from gudhi.sklearn.rips_persistence import RipsPersistence as GudhiRips
+    except ImportError:
+        return checks
+    ref = GudhiRips(homology_dimensions=dims, homology_coeff_field=2).fit_transform(X)
+    worst, counts_ok = 0.0, True
+    for a, b in zip(serial, ref):
+        for da, db in zip(a, b):
+            db = np.asarray(db).reshape(-1, 2)
+            db = db[db[:, 1] > db[:, 0]]
+            counts_ok &= len(da) == len(db)
+            worst = max(worst, bottleneck_distance(da, db))
+    checks.append(Check("collection", "serial", f"{count} clouds vs gudhi RipsPersistence", worst, 0.0, "bottleneck <= 1e-9",
+                        counts_ok and worst <= 1e-9, "" if counts_ok else "bar counts differ"))
+    return checks
