@@ -98,10 +98,23 @@ def test_ssd_kernel_refuses_a_block_of_another_layout():
     blk = _stale(ABI, dtype_bits=64, x=x.ctypes.data, dt=dt.ctypes.data, A=A.ctypes.data, B=B.ctypes.data,
                  C=C.ctypes.data, D=None, d_per_p=False, z=None, dt_bias=None, softplus=False, lo=0.0,
                  hi=float("inf"), offsets=offsets.ctypes.data, nseq=1, h=1, p=1, n=n, g=1, init=None,
-                 fin=fin.ctypes.data, y=y.ctypes.data, threads=1)
+                 fin=fin.ctypes.data, y=y.ctypes.data, threads=1, ckpt=None, chunk=0, ypre=None)
     with pytest.raises(Exception, match="parameter block has layout"):
         kernel.scan(blk.address)
     assert np.all(y == -1.0)
+
+
+@_needs_mojo
+def test_ssd_backward_refuses_a_block_of_another_layout():
+    import numpy as np
+    from aura_lab.ssd.problem import GRAD_ABI
+
+    gx = np.full((2, 1, 1), -1.0)
+    blk = _stale(GRAD_ABI, fwd=None, gy=None, gfin=None, gx=gx.ctypes.data, gdt=None, gA=None, gB=None, gC=None,
+                 gD=None, gz=None, gbias=None, ginit=None)
+    with pytest.raises(Exception, match="ssd_grad: the parameter block has layout"):
+        _mojo.load("ssd").scan_grad(blk.address)
+    assert np.all(gx == -1.0)
 
 
 @_needs_mojo

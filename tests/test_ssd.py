@@ -498,9 +498,16 @@ def test_validate_report_passes():
 def test_bench_smoke_rows_and_ratios():
     from aura_lab.harness import ssd as hs
 
-    res = hs.bench(lengths=[32], decode_b=2, repeats=1, with_max=False, show_progress=False)
+    res = hs.bench(lengths=[32], decode_b=2, repeats=1, with_max=False, show_progress=False, train_sizes=[(2, 40)],
+                   with_lm=False)
     cases = {r["case"] for r in res.rows}
-    assert cases == {"prefill l=32", "decode b=2"}
+    assert cases == {"prefill l=32", "decode b=2", "train b=2 l=40"}
+    train = {r["impl"]: r for r in res.rows if r["case"] == "train b=2 l=40"}
+    assert {"torch autograd (chunked SSD, Q=64)", "torch autograd (chunked SSD, Q=256)"} <= set(train)
+    for r in train.values():  # every backend's gradients agree with torch autograd's
+        assert r["grad_rel_err"] < 2e-3 and r["saved_MiB"] > 0 and r["tok/s"] > 0, r
+    if "mojo" in train:  # checkpoints every 64 tokens and the inputs: less than torch's saved tensors
+        assert train["mojo"]["saved_MiB"] < train["torch autograd (chunked SSD, Q=64)"]["saved_MiB"]
     pre = {r["impl"]: r for r in res.rows if r["case"] == "prefill l=32"}
     assert {"torch loop", "torch (chunked SSD, Q=64)", "torch (chunked SSD, Q=256)", "numpy"} <= set(pre)
     for r in pre.values():

@@ -9,7 +9,9 @@ Training rows (``train b=.. l=..``, sizes ``TRAIN_SIZES``): forward + backward o
 ``selective_scan`` on mojo and max (their Mojo backward) and torch autograd through the
 chunked SSD at each of ``TORCH_CHUNKS`` (``vs_torch_ssd``: against the faster). ``peak_MiB`` is
 the resident memory one call added (high-water mark), ``saved_MiB`` what the forward kept
-for the backward (torch: its saved tensors; mojo/max: checkpoints and inputs).
+for the backward (torch: its saved tensors; mojo/max: checkpoints and inputs). The
+``tiny MambaLM step`` rows time one AdamW step of the language model that
+``tests/test_models.py`` and notebook 01 train (``LM``), with the scan on each training backend.
 
 Peers, measured in the same run:
 
@@ -152,9 +154,11 @@ def _max_reason(e: Exception) -> str:
 # ------------------------------------------------------------------------------ bench
 
 def bench(lengths=None, backends=None, repeats: int = 5, seed: int = 0, show_progress: bool = True,
-          decode_b: int = DECODE_B, with_max: bool = True, slow_s: float = 5.0, train_sizes=None) -> BenchResult:
+          decode_b: int = DECODE_B, with_max: bool = True, slow_s: float = 5.0, train_sizes=None,
+          with_lm: bool = True) -> BenchResult:
     """Prefill scans at ``lengths``, one decode step at ``decode_b`` and training steps at
-    ``train_sizes`` ((b, l) pairs; default ``TRAIN_SIZES``), every backend and peer.
+    ``train_sizes`` ((b, l) pairs; default ``TRAIN_SIZES``), every backend and peer, and
+    (``with_lm``) one training step of the tiny MambaLM per training backend.
 
     Rows: ms (median after one warm-up; ``runs=1`` when one call took over ``slow_s``),
     tokens/s, GFLOP/s (5*h*p*n per token), GB/s (decode: state read + written), and the
@@ -176,10 +180,14 @@ def bench(lengths=None, backends=None, repeats: int = 5, seed: int = 0, show_pro
             max_note = _max_reason(e)
     train_sizes = TRAIN_SIZES if train_sizes is None else train_sizes
     jobs = [("prefill", l) for l in lengths] + [("decode", decode_b)] + [("train", bl) for bl in train_sizes]
+    jobs += [("lm", None)] if with_lm else []
     checks = {}
     for kind, size in progress(jobs, desc="bench ssd", enabled=show_progress):
         if kind == "train":
             rows += _train_rows(*size, backends, repeats, seed, slow_s)
+            continue
+        if kind == "lm":
+            rows += _lm_rows(backends, repeats, seed)
             continue
         if kind == "prefill":
             b, l = 1, size
@@ -297,6 +305,45 @@ def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float
     return rows
 
 
+#: the tiny language model of tests/test_models.py and notebook 01 (one step: batch 64, l = 12)
+LM = dict(vocab=32, d_model=64, n_layers=1, d_state=32, headdim=16, chunk_size=32)
+LM_TASK = dict(n_pairs=4, n_keys=16, n_values=16, n_queries=4)
+
+
+def _lm_rows(backends, repeats: int, seed: int) -> list[dict]:
+    """One AdamW training step of the tiny MambaLM (forward, backward, step) per training
+    backend of the scan, torch on one thread (as the tests and notebook 01 train it: its
+    tensors are tiny); ``vs_torch_ssd`` compares with the scan on torch."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..models import MambaLM, associative_recall
+
+    x, y = associative_recall(64, seed=seed + 1, **LM_TASK)
+    rows = []
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for be in available_backends(train_op, backends):
+            torch.manual_seed(seed)
+            model = MambaLM(LM["vocab"], backend=be, **{k: v for k, v in LM.items() if k != "vocab"})
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+
+            def step():
+                loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            t = time_call(step, repeats=max(repeats, 20), warmup=5)
+            impl = f"MambaLM step, scan on {be}" if be != "torch" else "MambaLM step, scan on torch (chunked SSD, Q=32)"
+            rows.append({"case": "tiny MambaLM step", "impl": impl, "kind": "backend", "b": 64, "l": x.shape[1], **t,
+                         "tok/s": x.numel() / (t["ms"] * 1e-3)})
+    finally:
+        torch.set_num_threads(saved_threads)
+    return rows
+
+
 def _saved_bytes(saved) -> int:
     """What a mojo/max training forward keeps (aura_lab/ssd/train.py's _Saved)."""
     arrays = [*saved.operands, saved.init, saved.ckpt, saved.ypre, saved.offsets]
@@ -305,7 +352,8 @@ def _saved_bytes(saved) -> int:
 
 def _ratios(rows: list[dict]) -> None:
     """vs_<peer> = peer ms / this ms (how many times faster this row is than the peer)."""
-    peers = {"vs_torch_loop": "torch loop", "vs_torch_ssd": ("torch (chunked SSD", "torch autograd (chunked SSD"),
+    peers = {"vs_torch_loop": "torch loop",
+             "vs_torch_ssd": ("torch (chunked SSD", "torch autograd (chunked SSD", "MambaLM step, scan on torch"),
              "vs_max_op": "max op"}
     for case in dict.fromkeys(r["case"] for r in rows):
         rs = [r for r in rows if r["case"] == case]
