@@ -73,8 +73,9 @@ def _check_grad(g, name: str, shape: tuple, dtype):
     if tuple(g.shape) != tuple(shape):
         raise ValueError(f"selective_scan backward: the gradient of {name} has shape {tuple(g.shape)}, "
                          f"expected {tuple(shape)}")
-    return np.ascontiguousarray(g.detach().cpu().numpy() if g.dtype != torch.bfloat16 else g.detach().float().numpy(),
-                                dtype=dtype)
+    # torch makes it contiguous: the gradient of a sum arrives expanded (stride 0), which numpy
+    # copies about 10x slower (0.45 s for 100 MB)
+    return g.detach().cpu().to(torch.float64 if dtype == np.float64 else torch.float32).contiguous().numpy()
 
 
 class _Saved:
