@@ -36,6 +36,14 @@ def _kernel_inputs(prob, dtype):
     return dtype, npad, (x, dt, A, B, C, D, z, bias)
 
 
+def scan_inputs(prob: Scan):
+    """(dtype, npad, operands, init, offsets) of a validated scan for the kernels: operands as
+    ``_kernel_inputs``, the initial states padded on n (or None), the int64 offsets."""
+    dtype, npad, operands = _kernel_inputs(prob, prob.compute_dtype)
+    init = None if prob.initial_states is None else _padded(as_numpy(prob.initial_states, dtype), npad)
+    return dtype, npad, operands, init, np.ascontiguousarray(prob.offsets, np.int64)
+
+
 def _address(a) -> int:
     return 0 if a is None else a.ctypes.data
 
@@ -68,41 +76,54 @@ def _mojo_scan(prob, operands, npad: int, offsets, tokens: int, init, fin, y) ->
 @op.impl("mojo")
 def _mojo_impl(prob: Scan) -> ScanOutput:
     """kernels/ssd.mojo: the sequential recurrence, SIMD over n, both cores."""
-    dtype, npad, operands = _kernel_inputs(prob, prob.compute_dtype)
-    init = None if prob.initial_states is None else _padded(as_numpy(prob.initial_states, dtype), npad)
+    dtype, npad, operands, init, offsets = scan_inputs(prob)
     y = np.empty((prob.b, prob.l, prob.h, prob.p), dtype)
     fin = np.empty((prob.nseq, prob.h, prob.p, npad), dtype)
-    offsets = np.ascontiguousarray(prob.offsets, np.int64)
     _mojo_scan(prob, operands, npad, offsets, prob.b * prob.l, init, fin, y)
     return ScanOutput(y, fin if npad == prob.n else np.ascontiguousarray(fin[..., : prob.n]))
 
 
 # --------------------------------------------------------------------------------- max
 
+def max_operands(prob, operands, npad: int, offsets, tokens: int, init) -> list:
+    """The inputs the MAX scan op and its backward share, in their order: x, dt, A, B, C, D, z,
+    dt_bias, offsets, state (x/z seen as (tokens, h, p); absent optional inputs as 1-element
+    placeholders, the state zeros without init)."""
+    x, dt, A, B, C, D, z, bias = operands
+    dtype, h, p, g, nseq = x.dtype, prob.h, prob.p, prob.g, len(offsets) - 1
+    one = lambda a, shape: np.zeros(shape, dtype) if a is None else a  # noqa: E731
+    state = np.zeros((nseq, h, p, npad), dtype) if init is None else init
+    return [x.reshape(tokens, h, p), dt.reshape(tokens, h), A, B.reshape(tokens, g, npad), C.reshape(tokens, g, npad),
+            one(None if D is None else D.reshape(h, -1), (1, 1)), one(None if z is None else z.reshape(tokens, h, p),
+                                                                      (1, 1, 1)),
+            one(bias, (1,)), offsets, state]
+
+
+def max_input_types(dtype, dev) -> list:
+    """The graph input types of ``max_operands`` (every dimension symbolic)."""
+    from max.dtype import DType
+    from max.graph import TensorType
+
+    dt_ = DType.float32 if dtype == np.float32 else DType.float64
+    T = lambda *dims, d=dt_: TensorType(d, list(dims), dev)  # noqa: E731
+    return [T("T", "h", "p"), T("T", "h"), T("h"), T("T", "g", "n"), T("T", "g", "n"), T("dh", "dp"),
+            T("zT", "zh", "zp"), T("bh"), T("S1", d=DType.int64), T("S", "h", "p", "n")]
+
+
 def _max_scan(prob, operands, npad: int, offsets, tokens: int, init):
     """The same kernel as a MAX graph op (kernels/aura_kernels/ssd_ops.mojo): returns (y, fin),
     with x/z/y seen as (tokens, h, p). Absent optional inputs go in as 1-element placeholders
     with their flag off, so one graph per dtype serves all."""
     max_backend.check_op("ssd")
-    x, dt, A, B, C, D, z, bias = operands
-    dtype, h, p, g, nseq = x.dtype, prob.h, prob.p, prob.g, len(offsets) - 1
-    one = lambda a, shape: np.zeros(shape, dtype) if a is None else a  # noqa: E731
-    state = np.zeros((nseq, h, p, npad), dtype) if init is None else init
+    dtype = operands[0].dtype
     params = _block(prob, operands, npad, offsets, tokens, _present, init=init, fin=True, y=True).words()
-    inputs = [x.reshape(tokens, h, p), dt.reshape(tokens, h), A, B.reshape(tokens, g, npad), C.reshape(tokens, g, npad),
-              one(None if D is None else D.reshape(h, -1), (1, 1)), one(None if z is None else z.reshape(tokens, h, p),
-                                                                        (1, 1, 1)),
-              one(bias, (1,)), offsets, state, params]
+    inputs = [*max_operands(prob, operands, npad, offsets, tokens, init), params]
 
     def build(dev, pkg):
         from max.dtype import DType
         from max.graph import Graph, TensorType, ops
 
-        dt_ = DType.float32 if dtype == np.float32 else DType.float64
-        T = lambda *dims, d=dt_: TensorType(d, list(dims), dev)  # noqa: E731
-        types = [T("T", "h", "p"), T("T", "h"), T("h"), T("T", "g", "n"), T("T", "g", "n"), T("dh", "dp"),
-                 T("zT", "zh", "zp"), T("bh"), T("S1", d=DType.int64), T("S", "h", "p", "n"),
-                 T(len(ABI.fields) + 1, d=DType.int64)]
+        types = [*max_input_types(dtype, dev), TensorType(DType.int64, [len(ABI.fields) + 1], dev)]
         with Graph(f"aura_ssd_{dtype.name}", input_types=types, custom_extensions=[pkg]) as gr:
             vals = list(gr.inputs)
             outs = ops.custom("aura_ssd_scan", dev, vals, out_types=[vals[0].type, vals[9].type])
@@ -116,9 +137,7 @@ def _max_scan(prob, operands, npad: int, offsets, tokens: int, init):
 @op.impl("max")
 def _max_impl(prob: Scan) -> ScanOutput:
     """kernels/aura_kernels/ssd_ops.mojo: the mojo kernel as a MAX graph custom op."""
-    dtype, npad, operands = _kernel_inputs(prob, prob.compute_dtype)
-    init = None if prob.initial_states is None else _padded(as_numpy(prob.initial_states, dtype), npad)
-    offsets = np.ascontiguousarray(prob.offsets, np.int64)
+    dtype, npad, operands, init, offsets = scan_inputs(prob)
     y, fin = _max_scan(prob, operands, npad, offsets, prob.b * prob.l, init)
     return ScanOutput(y.reshape(prob.b, prob.l, prob.h, prob.p), np.ascontiguousarray(fin[..., : prob.n]))
 

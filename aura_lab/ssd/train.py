@@ -21,6 +21,8 @@ O(l * h * p * n) of every state. The backward is first order only (``once_differ
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import _arrays as A_
@@ -29,7 +31,7 @@ from .. import _max as max_backend
 from ..registry import Op
 from . import kernels as K
 from . import torch_impl
-from .problem import GRAD_ABI, NS_PER_WORK, Scan, ScanOutput, as_numpy, validate_scan
+from .problem import GRAD_ABI, NS_PER_WORK, Scan, ScanOutput, validate_scan
 
 #: tokens between two saved states. The backward recomputes a chunk's states into a
 #: (CHECKPOINT + 1) x 8 x n scratch per thread (256 KiB for n = 128, float32: it stays in L2)
@@ -81,18 +83,21 @@ def _check_grad(g, name: str, shape: tuple, dtype):
 class _Saved:
     """What the forward keeps for the backward (numpy, compute dtype, n padded)."""
 
-    def __init__(self, prob, dtype, npad, operands, offsets, init, ckpt, ypre, fin_shape):
+    def __init__(self, prob, dtype, npad, operands, offsets, init, ckpt, ypre):
         self.prob, self.dtype, self.npad = prob, dtype, npad
         self.operands, self.offsets, self.init, self.ckpt, self.ypre = operands, offsets, init, ckpt, ypre
-        self.fin_shape = fin_shape
+
+
+def _training_inputs(prob: Scan):
+    """``kernels.scan_inputs`` after checking that the training call's memory fits."""
+    dtype, npad, operands, init, offsets = K.scan_inputs(prob)
+    A_.check_memory(training_bytes(prob, npad, dtype.itemsize), f"training through selective_scan of x {tuple(prob.x.shape)}")
+    return dtype, npad, operands, init, offsets
 
 
 def _mojo_forward(prob: Scan):
     """The inference kernel with checkpoints: (y, fin (n unpadded), what the backward needs)."""
-    dtype, npad, operands = K._kernel_inputs(prob, prob.compute_dtype)
-    A_.check_memory(training_bytes(prob, npad, dtype.itemsize), f"training through selective_scan of x {tuple(prob.x.shape)}")
-    init = None if prob.initial_states is None else K._padded(as_numpy(prob.initial_states, dtype), npad)
-    offsets = np.ascontiguousarray(prob.offsets, np.int64)
+    dtype, npad, operands, init, offsets = _training_inputs(prob)
     T = prob.b * prob.l
     y = np.empty((prob.b, prob.l, prob.h, prob.p), dtype)
     fin = np.empty((prob.nseq, prob.h, prob.p, npad), dtype)
@@ -102,7 +107,7 @@ def _mojo_forward(prob: Scan):
                      chunk=CHECKPOINT, ypre=ypre)
     kernel = K._kernel()
     _control.native(lambda: kernel.scan(block.address))
-    saved = _Saved(prob, dtype, npad, operands, offsets, init, ckpt, ypre, fin.shape)
+    saved = _Saved(prob, dtype, npad, operands, offsets, init, ckpt, ypre)
     return y, np.ascontiguousarray(fin[..., : prob.n]), saved
 
 
@@ -131,14 +136,17 @@ def _mojo_backward(saved: _Saved, gy, gfin, wanted):
     return out
 
 
-def _function(forward, backward):
-    """A ``torch.autograd.Function`` class over a (forward, backward) pair of the kernels."""
+@functools.cache
+def _scan_function():
+    """The ``torch.autograd.Function`` over a (forward, backward) pair of the kernels, which
+    ``apply`` receives as its first argument (built on first use: torch loads lazily)."""
     import torch
     from torch.autograd.function import once_differentiable
 
     class ScanFunction(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, prob, *tensors):
+        def forward(ctx, kernels, prob, *tensors):
+            forward, ctx.backward_kernel = kernels
             y, fin, saved = forward(prob)
             ctx.saved = saved
             return torch.from_numpy(y), torch.from_numpy(fin)
@@ -150,11 +158,11 @@ def _function(forward, backward):
             prob = saved.prob
             gy = _check_grad(gy, "y", (prob.b, prob.l, prob.h, prob.p), saved.dtype)
             gfin = _check_grad(gfin, "final_states", (prob.nseq, prob.h, prob.p, prob.n), saved.dtype)
-            wanted = {n for n, need in zip(_GRAD_NAMES, ctx.needs_input_grad[1:]) if need}
-            grads = backward(saved, gy, gfin, wanted)
+            needs = ctx.needs_input_grad[2:]
+            grads = ctx.backward_kernel(saved, gy, gfin, {n for n, need in zip(_GRAD_NAMES, needs) if need})
             sources = (prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D, prob.z, prob.dt_bias, prob.initial_states)
-            result = [None]
-            for name, src, need in zip(_GRAD_NAMES, sources, ctx.needs_input_grad[1:]):
+            result = [None, None]
+            for name, src, need in zip(_GRAD_NAMES, sources, needs):
                 g = grads.get(name) if need else None
                 result.append(None if g is None else torch.from_numpy(g.reshape(tuple(src.shape))).to(src.dtype))
             return tuple(result)
@@ -162,33 +170,25 @@ def _function(forward, backward):
     return ScanFunction
 
 
-_functions: dict[str, type] = {}
-
-
-def _apply(name: str, forward, backward, prob: Scan) -> ScanOutput:
-    if name not in _functions:
-        _functions[name] = _function(forward, backward)
-    y, fin = _functions[name].apply(prob, prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D, prob.z, prob.dt_bias,
-                                    prob.initial_states)
+def _apply(forward, backward, prob: Scan) -> ScanOutput:
+    y, fin = _scan_function().apply((forward, backward), prob, prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D, prob.z,
+                                    prob.dt_bias, prob.initial_states)
     return ScanOutput(y, fin)
 
 
 @train_op.impl("mojo")
 def _mojo_train(prob: Scan) -> ScanOutput:
     """The mojo forward with checkpoints; the Mojo backward (kernels/aura_kernels/ssd_grad.mojo)."""
-    return _apply("mojo", _mojo_forward, _mojo_backward, prob)
+    return _apply(_mojo_forward, _mojo_backward, prob)
 
 
 # --------------------------------------------------------------------------------- max
 
 def _max_forward(prob: Scan):
     """The MAX scan op (no checkpoints: the MAX backward op reruns the forward with them)."""
-    dtype, npad, operands = K._kernel_inputs(prob, prob.compute_dtype)
-    A_.check_memory(training_bytes(prob, npad, dtype.itemsize), f"training through selective_scan of x {tuple(prob.x.shape)}")
-    init = None if prob.initial_states is None else K._padded(as_numpy(prob.initial_states, dtype), npad)
-    offsets = np.ascontiguousarray(prob.offsets, np.int64)
+    dtype, npad, operands, init, offsets = _training_inputs(prob)
     y, fin = K._max_scan(prob, operands, npad, offsets, prob.b * prob.l, init)
-    saved = _Saved(prob, dtype, npad, operands, offsets, init, None, None, fin.shape)
+    saved = _Saved(prob, dtype, npad, operands, offsets, init, None, None)
     return y.reshape(prob.b, prob.l, prob.h, prob.p), np.ascontiguousarray(fin[..., : prob.n]), saved
 
 
@@ -198,9 +198,7 @@ def _max_backward(saved: _Saved, gy, gfin, wanted):
     max_backend.check_op("ssd")
     prob, dtype, npad = saved.prob, saved.dtype, saved.npad
     x, dt, A, B, C, D, z, bias = saved.operands
-    T, h, p, g, nseq = prob.b * prob.l, prob.h, prob.p, prob.g, prob.nseq
-    one = lambda a, shape: np.zeros(shape, dtype) if a is None else a  # noqa: E731
-    state = np.zeros((nseq, h, p, npad), dtype) if saved.init is None else saved.init
+    T, h, p, nseq = prob.b * prob.l, prob.h, prob.p, prob.nseq
     gy = np.zeros((T, h, p), dtype) if gy is None else gy.reshape(T, h, p)
     gfin_in = np.zeros((nseq, h, p, npad), dtype) if gfin is None else K._padded(gfin, npad)
     fwd = K._block(prob, saved.operands, npad, saved.offsets, T, K._present, init=saved.init, fin=True, y=True,
@@ -209,21 +207,16 @@ def _max_backward(saved: _Saved, gy, gfin, wanted):
     grad = GRAD_ABI.pack(fwd=0, gy=1, gfin=int(gfin is not None), gx=1, gdt=flag("dt", dt), gA=flag("A", A), gB=1, gC=1,
                          gD=flag("D", D), gz=flag("z", z), gbias=flag("dt_bias", bias),
                          ginit=flag("initial_states", saved.init))
-    inputs = [x.reshape(T, h, p), dt.reshape(T, h), A, B.reshape(T, g, npad), C.reshape(T, g, npad),
-              one(None if D is None else D.reshape(h, -1), (1, 1)),
-              one(None if z is None else z.reshape(T, h, p), (1, 1, 1)), one(bias, (1,)), saved.offsets, state, gy,
-              gfin_in, fwd.words(), grad.words()]
+    inputs = [*K.max_operands(prob, saved.operands, npad, saved.offsets, T, saved.init), gy, gfin_in, fwd.words(),
+              grad.words()]
 
     def build(dev, pkg):
         from max.dtype import DType
         from max.graph import Graph, TensorType, ops
 
-        dt_ = DType.float32 if dtype == np.float32 else DType.float64
-        Tt = lambda *dims, d=dt_: TensorType(d, list(dims), dev)  # noqa: E731
-        types = [Tt("T", "h", "p"), Tt("T", "h"), Tt("h"), Tt("T", "g", "n"), Tt("T", "g", "n"), Tt("dh", "dp"),
-                 Tt("zT", "zh", "zp"), Tt("bh"), Tt("S1", d=DType.int64), Tt("S", "h", "p", "n"), Tt("T", "h", "p"),
-                 Tt("S", "h", "p", "n"), Tt(len(fwd.abi.fields) + 1, d=DType.int64),
-                 Tt(len(GRAD_ABI.fields) + 1, d=DType.int64)]
+        shared = K.max_input_types(dtype, dev)
+        types = [*shared, shared[0], shared[9], TensorType(DType.int64, [len(fwd.abi.fields) + 1], dev),
+                 TensorType(DType.int64, [len(GRAD_ABI.fields) + 1], dev)]  # gy like x, gfin like the state
         with Graph(f"aura_ssd_grad_{dtype.name}", input_types=types, custom_extensions=[pkg]) as gr:
             v = list(gr.inputs)
             outs = ops.custom("aura_ssd_scan_grad", dev, v,
@@ -232,11 +225,10 @@ def _max_backward(saved: _Saved, gy, gfin, wanted):
             gr.output(*outs)
         return gr
 
-    names = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states")
     outs = _control.run_op(lambda: max_backend.run(("ssd_grad", dtype.name), build, *inputs),
                            long=train_op.is_long(prob.size))
     res = {}
-    for name, arr, src in zip(names, outs, saved.operands + (saved.init,)):
+    for name, arr, src in zip(_GRAD_NAMES, outs, saved.operands + (saved.init,)):
         if name in ("x", "B", "C") or (src is not None and name in wanted):
             res[name] = arr
     for name in ("B", "C", "initial_states"):
@@ -248,7 +240,7 @@ def _max_backward(saved: _Saved, gy, gfin, wanted):
 @train_op.impl("max")
 def _max_train(prob: Scan) -> ScanOutput:
     """The MAX scan op forward; the MAX backward op (kernels/aura_kernels/ssd_ops.mojo)."""
-    return _apply("max", _max_forward, _max_backward, prob)
+    return _apply(_max_forward, _max_backward, prob)
 
 
 def _warm_max():
