@@ -397,19 +397,13 @@ def _dt_chain[dtype: DType](pr: SsdParams, gr: SsdGradParams, T: Int, nb: Int,
             var dsp = Sc(1)
             if pr.softplus and v <= Sc(20):
                 dsp = _sigmoid[dtype](v)
-                v = log1p_exp(v)
+                v = log1p(exp(v))  # softplus below 20, as the forward's _dt_vec
             var gv = gsum * dsp if (v >= lo and v <= hi) else Sc(0)
             if gr.gdt != 0:
                 gdt[unsafe_offset=t * h + hh] = gv
             gb += gv
         if gr.gbias != 0:
             _p[dtype](gr.gbias)[unsafe_offset=hh] = gb
-
-
-@always_inline
-def log1p_exp[dtype: DType](v: Scalar[dtype]) -> Scalar[dtype] where dtype.is_floating_point():
-    """Softplus below 20, as the forward's _dt_vec."""
-    return log1p(exp(v))
 
 
 def _sum_params[dtype: DType](pr: SsdParams, gr: SsdGradParams, nb: Int,
