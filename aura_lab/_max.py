@@ -160,10 +160,12 @@ def _compile(key: tuple, build: Callable[[object, Path], object]):
     pkg = package()
     t0 = time.perf_counter()
     native: list[str] = []
+    before = _native_threads()
     try:
         with _stderr_captured(native):
             m = session.load(build(device_ref(), pkg))
     except Exception as e:
+        _wait_for_native_threads(before)
         chain, c = [], e
         while c is not None:
             chain.append(str(c))
@@ -172,6 +174,32 @@ def _compile(key: tuple, build: Callable[[object, Path], object]):
         raise MaxGraphError(f"max backend: compiling the graph {key} failed:\n{diag}") from e
     compile_log.append(CompileRecord(key, time.perf_counter() - t0, time.time()))
     return m
+
+
+#: how long a failed compile waits for the compiler's own threads to end
+COMPILE_THREADS_WAIT_S = 30.0
+
+
+def _native_threads() -> set[int]:
+    """Ids of this process's OS threads (Linux; elsewhere an empty set)."""
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
+def _wait_for_native_threads(before: set[int], timeout_s: float = COMPILE_THREADS_WAIT_S) -> None:
+    """After a failed ``session.load`` MAX's compiler threads run on for up to a second or
+    so; an interpreter that exits while one still runs is aborted by its C++ runtime
+    ("terminate called without an active exception", exit 134: seen in about one exit in
+    five after a failed compile). So the failure is raised only once every OS thread started
+    during the compile has ended (Python threads started meanwhile excepted)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        python = {t.native_id for t in threading.enumerate()}
+        if not (_native_threads() - before - python):
+            return
+        time.sleep(0.02)
 
 
 def run(key: tuple, build: Callable[[object, Path], object], *arrays):

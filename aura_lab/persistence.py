@@ -61,6 +61,8 @@ def _simplex_count(size: dict) -> float:
 #: bound, so that the thread policy errs towards threads
 op = Op("persistence", reference="gudhi", auto_order=("mojo", "gudhi"), work=_simplex_count, ns_per_work=0.3)
 
+#: largest ``maxdim`` taken (the result is a list of ``maxdim + 1`` diagrams)
+MAX_MAXDIM = 1024
 #: largest coefficient prime (gudhi's limit: p * p must fit its 32-bit arithmetic)
 MAX_COEFF = 46337
 #: relative disagreement tolerated between D[i, j] and D[j, i] (text files round distances)
@@ -90,6 +92,8 @@ class PersistenceProblem:
     threshold: float
     coeff: int
     device: str = "cpu"
+    #: diagrams returned (``maxdim`` as given; ``maxdim`` itself is capped at n - 2)
+    reported_maxdim: int = -1
 
     @property
     def n(self) -> int:
@@ -142,7 +146,7 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
     progress = _check_progress(progress)
     if prob.n == 0:
         op.record("none", backend, "empty input: nothing to compute", 0.0)
-        return [np.empty((0, 2)) for _ in range(prob.maxdim + 1)]
+        return [np.empty((0, 2)) for _ in range(prob.reported_maxdim + 1)]
     if progress is True or (progress == "auto" and op.is_long(prob.size)):
         bar = ProgressBar(after_s=0.0 if progress is True else PROGRESS_AFTER_S)
         try:
@@ -152,7 +156,7 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
             bar.close()
     else:
         dgms = op.run(backend, prob)
-    return _finish(dgms, prob.maxdim)
+    return _finish(dgms, prob.reported_maxdim)
 
 
 def _check_progress(progress) -> bool | str:
@@ -206,6 +210,9 @@ class ProgressBar:
 def _validate(X, maxdim, threshold, metric, distance_matrix, coeff) -> PersistenceProblem:
     """The arguments checked (cheap checks only: the O(n^2) matrix is ``filtration``)."""
     maxdim = _check_int("maxdim", maxdim, lo=0)
+    if maxdim > MAX_MAXDIM:
+        raise ValueError(f"maxdim: at most {MAX_MAXDIM} (one diagram is returned per dimension; "
+                         f"H_k is empty for k > n - 2 anyway), got {maxdim}")
     coeff = _check_coeff(coeff)
     threshold = _check_threshold(threshold)
     if not isinstance(metric, str) or metric not in (*METRICS, "precomputed"):
@@ -222,7 +229,9 @@ def _validate(X, maxdim, threshold, metric, distance_matrix, coeff) -> Persisten
             raise ValueError(f"X: expected a 2-D point cloud (n, d), got {Xn.ndim}-D shape {Xn.shape}")
         if not np.all(np.isfinite(Xn)):
             raise ValueError("X: the point cloud contains NaN or infinite coordinates")
-    return PersistenceProblem(Xn, is_matrix, metric, maxdim, threshold, coeff)
+    # H_k needs (k + 1)-simplices, k + 2 vertices: dimensions above n - 2 are computed as empty
+    return PersistenceProblem(Xn, is_matrix, metric, min(maxdim, max(Xn.shape[0] - 2, 0)), threshold, coeff,
+                              reported_maxdim=maxdim)
 
 
 def enclosing_radius(D: np.ndarray) -> float:

@@ -133,13 +133,32 @@ SERIAL_NS = 20_000
 _thread_budget: contextvars.ContextVar[int | None] = contextvars.ContextVar("aura_thread_budget", default=None)
 
 
+#: ``$AURA_NUM_THREADS`` above this many threads per core is clamped (each kernel thread owns
+#: scratch buffers, and more threads than cores only split the work finer)
+THREADS_PER_CORE_MAX = 4
+
+
 def num_threads() -> int:
-    """Threads a kernel may use: $AURA_NUM_THREADS, else every core; at most the
-    ``thread_budget`` of the calling context, if one is set."""
-    env = os.environ.get("AURA_NUM_THREADS")
-    n = max(1, int(env)) if env else (os.cpu_count() or 1)
+    """Threads a kernel may use: ``$AURA_NUM_THREADS`` (an integer; unset, empty or 0 mean every
+    core; values above ``THREADS_PER_CORE_MAX`` x cores are clamped there), else every core;
+    at most the ``thread_budget`` of the calling context, if one is set. A negative or
+    non-integer value raises ``ValueError`` naming the variable."""
+    cores = os.cpu_count() or 1
+    n = _env_threads(os.environ.get("AURA_NUM_THREADS", ""), cores)
     cap = _thread_budget.get()
     return n if cap is None else min(n, cap)
+
+
+@lru_cache(maxsize=64)
+def _env_threads(env: str, cores: int) -> int:
+    text = env.strip()
+    try:
+        n = int(text) if text else 0
+    except ValueError:
+        raise ValueError(f"AURA_NUM_THREADS: expected an integer number of threads (0 = every core), got {env!r}") from None
+    if n < 0:
+        raise ValueError(f"AURA_NUM_THREADS: must be >= 0 (0 = every core), got {n}")
+    return min(n, THREADS_PER_CORE_MAX * cores) if n else cores
 
 
 @contextlib.contextmanager
