@@ -176,7 +176,8 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
     if prob.n == 0:
         op.record("none", backend, "empty input: nothing to compute", 0.0)
         empty = [np.empty((0, 2)) for _ in range(prob.maxdim + 1)]
-        return _result(Bars(empty, [[] for _ in empty], [[] for _ in empty]), prob) if reps else empty
+        none = [[] for _ in empty]
+        return _result(Bars(empty, none if reps & REPS_CYCLES else None, none if reps & REPS_COCYCLES else None), prob) if reps else empty
     if progress is True or (progress == "auto" and op.is_long(prob.size)):
         bar = ProgressBar(after_s=0.0 if progress is True else PROGRESS_AFTER_S)
         try:

@@ -242,9 +242,9 @@ def _finish_frame[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut memo: Memo[T]
     return r
 
 
-def _add_reduced[T: DType, Z2: Bool](filt: Filtration[T, Z2], memo: Memo[T], r: Int, partner_tau: Int, c: Int, mut f: Frame[T], track_v: Bool) -> Bool:
+def _add_reduced[T: DType, Z2: Bool](filt: Filtration[T, Z2], memo: Memo[T], r: Int, c: Int, mut f: Frame[T], track_v: Bool) -> Bool:
     """Eliminate f's low (coefficient c, already popped) with record r: add factor * R_r but
-    its low, and factor * (partner_tau + V_r) to f's V column."""
+    its low, and factor * V_r (which holds r's simplex) to f's V column."""
     var mem = filt.mem
     var r0 = memo.at[4 * r]
     var r1 = memo.at[4 * r + 1]
@@ -260,8 +260,6 @@ def _add_reduced[T: DType, Z2: Bool](filt: Filtration[T, Z2], memo: Memo[T], r: 
         if not heap_push[T, True](f.heap, Entry[T](e.diam, filt.pack(filt.index_of(e.key), ce)), mem):
             return False
     if track_v:
-        if not f.v.push(Entry[T](0, filt.pack(partner_tau, factor)), mem):
-            return False
         for i in range(memo.at[4 * r + 2], memo.at[4 * r + 3]):
             var e = memo.store[i]
             var ce = filt.coef_of(e.key)
@@ -309,7 +307,7 @@ def reduce_homology[T: DType, Z2: Bool](filt: Filtration[T, Z2], q: Int, inv: Pi
         else:
             var r = memo.index.find(p)
             if r >= 0:
-                ok = _add_reduced(filt, memo, r, p, filt.coef_of(piv.key), f, track_v)
+                ok = _add_reduced(filt, memo, r, filt.coef_of(piv.key), f, track_v)
             else:  # reduce the partner first, then come back to this low
                 _ = heap_push[T, True](f.heap, piv, mem)
                 var child = Frame[T](p, filt.index_of(piv.key), Buffer[Entry[T]].make(mem), Buffer[Entry[T]].make(mem))
