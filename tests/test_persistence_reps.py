@@ -207,6 +207,19 @@ def test_circle(coeff):
     assert len(res.dgms[1]) >= 1 and len(res.dgms[0]) == 12
 
 
+@needs_mojo
+@pytest.mark.parametrize("coeff", [2, 3])
+def test_cross_polytopes(coeff):
+    """The octahedron (H2) and the 16-cell (H3, maxdim 3) with slightly jittered vertices;
+    thresholded below their deaths, so their top class is an infinite bar."""
+    for d in (3, 4):
+        X = np.concatenate([np.eye(d), -np.eye(d)]) + 0.01 * np.random.default_rng(d).standard_normal((2 * d, d))
+        res = run_and_check(X, maxdim=d - 1, coeff=coeff)
+        assert len(res.dgms[d - 1]) == 1
+        capped = run_and_check(X, maxdim=d - 1, coeff=coeff, threshold=1.6)
+        assert np.isinf(capped.dgms[d - 1][:, 1]).sum() == 1
+
+
 def rp2_matrix(n=24, seed=3):
     """Points of the projective plane (a hemisphere's points, antipodes identified), the
     metric arccos |x . y|."""
