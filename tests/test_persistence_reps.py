@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
+import time
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import aura_lab
 from aura_lab import persistence as P
 from aura_lab.distance import pairwise_distances
-from aura_lab.errors import BackendUnavailable
+from aura_lab.errors import BackendUnavailable, Cancelled
 
 needs_mojo = pytest.mark.skipif(not P.op.status("mojo")[0], reason="mojo backend unavailable")
 
@@ -254,7 +257,7 @@ def test_projective_plane_h1_depends_on_the_field():
 
 # ------------------------------------------------------------------------------ random inputs
 
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=50, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -339,3 +342,26 @@ def test_memory_budget_covers_representatives(monkeypatch):
         P.rips_persistence(X, maxdim=4, backend="mojo", return_cycles=True, return_cocycles=True)
     res = P.rips_persistence(X[:20], maxdim=2, backend="mojo", return_cycles=True)  # the engine still works after
     assert len(res.cycles[0]) == 20
+
+
+@needs_mojo
+def test_cancels_at_random_moments_with_representatives():
+    """Cancels landing anywhere (the reduction with cocycle records, the cycles stage) never
+    crash the engine, and the next run gives the same diagrams and representatives."""
+    X = np.random.default_rng(0).standard_normal((400, 6))
+    kw = dict(maxdim=2, backend="mojo", progress=False, return_cycles=True, return_cocycles=True)
+    t0 = time.perf_counter()
+    full = P.rips_persistence(X, **kw)
+    seconds = time.perf_counter() - t0
+    for at in np.random.default_rng(1).uniform(0.0, seconds, 10):
+        with aura_lab.cancellable() as ctl:
+            threading.Timer(at, ctl.cancel).start()
+            try:
+                P.rips_persistence(X, **kw)
+            except Cancelled:
+                pass
+    again = P.rips_persistence(X, **kw)
+    assert all(np.array_equal(a, b) for a, b in zip(full.dgms, again.dgms))
+    for reps, reps_again in ((full.cycles, again.cycles), (full.cocycles, again.cocycles)):
+        for dim, dim_again in zip(reps, reps_again):
+            assert all(np.array_equal(s, t) and np.array_equal(c, e) for (s, c), (t, e) in zip(dim, dim_again))
