@@ -455,7 +455,7 @@ def _parse_reps(words: np.ndarray, dims: np.ndarray, want: int) -> tuple[list, l
         block = words[i + 4:i + 4 + m * (nv + 1)].reshape(m, nv + 1)
         i += 4 + m * (nv + 1)
         if kind == _KIND_MERGES:
-            _h0_reps(block, first.get(0, 0), cycles[0] if cycles else [], cocycles[0] if cocycles else [])
+            _h0_reps(block, first.get(0, 0), cycles[0], cocycles[0] if want & REPS_COCYCLES else None)
             continue
         k = int(dims[bar])
         (cycles if kind == _KIND_CYCLE else cocycles)[k][bar - first[k]] = (np.ascontiguousarray(block[:, :nv]),
@@ -466,15 +466,26 @@ def _parse_reps(words: np.ndarray, dims: np.ndarray, want: int) -> tuple[list, l
 _KIND_COCYCLE, _KIND_CYCLE, _KIND_MERGES = 0, 1, 2
 
 
-def _h0_reps(merges: np.ndarray, first: int, cycles: list, cocycles: list) -> None:
+def _h0_reps(merges: np.ndarray, first: int, cycles: list, cocycles: list | None) -> None:
     """H0 representatives from the union-find merges (dying root, surviving root or -1 for
-    an essential class, bar or -1): the dying root; the dying component's vertices."""
-    members: dict[int, list[int]] = {}
+    an essential class, bar or -1): the dying root; with ``cocycles``, the dying component's
+    vertices (their total size checked against the available memory first)."""
     ones = np.ones(1, np.int64)
+    for dying, surviving, bar in merges.tolist():
+        if bar >= 0:
+            cycles[bar - first] = (np.array([[dying]], np.int64), ones.copy())
+    if cocycles is None:
+        return
+    size, total = {}, 0
+    for dying, surviving, bar in merges.tolist():
+        total += size.get(dying, 1) if bar >= 0 else 0
+        if surviving >= 0:
+            size[surviving] = size.get(surviving, 1) + size.pop(dying, 1)
+    A.check_memory(16 * total, f"the H0 cocycles ({total} vertex entries)")
+    members: dict[int, list[int]] = {}
     for dying, surviving, bar in merges.tolist():
         comp = members.pop(dying, [dying]) if surviving >= 0 else members.get(dying, [dying])
         if bar >= 0:
-            cycles[bar - first] = (np.array([[dying]], np.int64), ones.copy())
             cocycles[bar - first] = (np.sort(np.array(comp, np.int64)).reshape(-1, 1), np.ones(len(comp), np.int64))
         if surviving >= 0:
             members.setdefault(surviving, [surviving]).extend(comp)
