@@ -223,6 +223,18 @@ def test_cross_polytopes(coeff):
         assert np.isinf(capped.dgms[d - 1][:, 1]).sum() == 1
 
 
+@needs_mojo
+@pytest.mark.parametrize("seed, coeff, thr", [(0, 2, np.inf), (1, 3, 1.2), (4, 3, np.inf), (7, 3, 2.0)])
+def test_two_linked_circles(seed, coeff, thr):
+    """18 points on two noisy circles side by side: several H1 bars alive together (and an
+    infinite one when capped at 1.2), an H2 bar at seed 4; float32 at odd seeds."""
+    rng = np.random.default_rng(200 + seed)
+    t = rng.uniform(0, 2 * np.pi, 18)
+    X = np.c_[np.cos(t) + 2.2 * (np.arange(18) % 2), np.sin(t), 0.3 * rng.standard_normal(18)]
+    res = run_and_check(X.astype(np.float32) if seed % 2 else X, maxdim=2, coeff=coeff, threshold=thr)
+    assert len(res.dgms[1]) >= 1
+
+
 def rp2_matrix(n=24, seed=3):
     """Points of the projective plane (a hemisphere's points, antipodes identified), the
     metric arccos |x . y|."""
