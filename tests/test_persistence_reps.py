@@ -357,6 +357,20 @@ def test_memory_budget_covers_representatives(monkeypatch):
 
 
 @needs_mojo
+def test_h0_cocycles_are_budgeted(monkeypatch):
+    """The H0 cocycles (vertex sets of the dying components) are checked against the
+    available memory before they are built: on a line whose gaps grow towards vertex 0 each
+    merge kills the growing component, n^2 / 2 entries in all, more than the float32 matrix."""
+    n = 200
+    X = np.cumsum(np.arange(n, 0, -1, dtype=np.float32))[:, None]  # gap i, i + 1: n - 1 - i
+    monkeypatch.setattr(P.A, "available_memory", lambda: 6 * n * n)  # 4 n^2 bytes of matrix fit, 8 n^2 do not
+    with pytest.raises(MemoryError, match="H0 cocycles"):
+        P.rips_persistence(X, maxdim=1, backend="mojo", return_cocycles=True)
+    res = P.rips_persistence(X, maxdim=1, backend="mojo", return_cycles=True)
+    assert res.cocycles is None and len(res.cycles[0]) == n
+
+
+@needs_mojo
 def test_cancels_at_random_moments_with_representatives():
     """Cancels landing anywhere (the reduction with cocycle records, the cycles stage) never
     crash the engine, and the next run gives the same diagrams and representatives."""
