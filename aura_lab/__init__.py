@@ -17,10 +17,10 @@ from .registry import (
     last_dispatch,
     use_backend,
 )
-from .diagrams import betti_curves, bottleneck_distance, plot_barcode, plot_betti_curves, plot_diagram
+from .diagrams import betti_curves, bottleneck_distance, plot_barcode, plot_betti_curves, plot_cycle, plot_diagram
 from .distance import pairwise_distances
 from .routing import Routing, route
-from .persistence import rips_persistence
+from .persistence import PersistenceResult, rips_persistence
 from .ssd import selective_scan, selective_state_update
 from .collection import collection_persistence
 
@@ -58,7 +58,9 @@ __all__ = [
     "pairwise_distances",
     "plot_barcode",
     "plot_betti_curves",
+    "plot_cycle",
     "plot_diagram",
+    "PersistenceResult",
     "RipsPersistence",
     "rips_persistence",
     "route",

@@ -1,4 +1,5 @@
-"""Persistence-diagram tools: bottleneck distance (gudhi), Betti curves, barcode / diagram plots.
+"""Persistence-diagram tools: bottleneck distance (gudhi), Betti curves, barcode / diagram plots,
+and ``plot_cycle`` for the representatives of ``rips_persistence(..., return_cycles=True)``.
 
 A *diagram* is a ``(k, 2)`` array of (birth, death) pairs, ``death = inf`` for essential bars;
 ``rips_persistence`` returns a list of them, one per dimension. Every function here takes one
@@ -6,6 +7,8 @@ diagram or such a list.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
@@ -141,4 +144,70 @@ def plot_betti_curves(dgms, ax=None, *, ts=None, num: int = 256):
     ax.set_ylabel("Betti number")
     ax.set_title("Betti curves")
     ax.legend()
+    return ax
+
+
+def project(X, dims: int) -> np.ndarray:
+    """``X`` (n, d) in ``dims`` coordinates: itself when d <= dims (zero-padded), else its
+    projection onto the top ``dims`` principal axes (PCA by SVD of the centered cloud)."""
+    X = np.asarray(X, np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X: expected an (n, d) point cloud, got shape {X.shape}")
+    if X.shape[1] <= dims:
+        return np.pad(X, ((0, 0), (0, dims - X.shape[1])))
+    C = X - X.mean(axis=0)
+    _, _, vt = np.linalg.svd(C, full_matrices=False)
+    return C @ vt[:dims].T
+
+
+def plot_cycle(X, cycle, ax=None, *, color: str = "C3", points: bool = True, title: str | None = None):
+    """Draw a representative ``(simplices, coeffs)`` (a cycle or cocycle of
+    ``rips_persistence(..., return_cycles=True)``) on the point cloud ``X`` (n, d): vertices
+    as dots, edges as segments, triangles as translucent faces. The cloud is drawn in 3-D on a
+    3-D ``ax`` (the default when d == 3), else in 2-D; clouds with more coordinates than the
+    axes are shown through their principal axes (``project``). Returns the Axes."""
+    import matplotlib.pyplot as plt
+
+    X = np.asarray(X, np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X: expected an (n, d) point cloud, got shape {X.shape}")
+    try:
+        simplices, _ = cycle
+    except (TypeError, ValueError):
+        raise TypeError("cycle: expected a (simplices, coeffs) pair from rips_persistence") from None
+    S = np.asarray(simplices)
+    if S.ndim != 2 or not np.issubdtype(S.dtype, np.integer):
+        raise ValueError(f"cycle: simplices must be an (m, k + 1) integer array, got shape {S.shape} {S.dtype}")
+    if S.size and (S.min() < 0 or S.max() >= len(X)):
+        raise ValueError(f"cycle: vertex indices must be in [0, {len(X)}), got {S.min()}..{S.max()}")
+    if ax is None:
+        ax = plt.figure(figsize=(5, 5)).add_subplot(projection="3d" if X.shape[1] == 3 else None)
+    three = hasattr(ax, "zaxis")
+    P = project(X, 3 if three else 2)
+    if points:
+        ax.scatter(*P.T, s=6, color="0.7")
+    k = S.shape[1] - 1
+    if k == 0:
+        ax.scatter(*P[S[:, 0]].T, s=30, color=color)
+    elif k == 1:
+        segs = P[S]
+        if three:
+            from mpl_toolkits.mplot3d.art3d import Line3DCollection
+
+            ax.add_collection3d(Line3DCollection(segs, colors=color, linewidths=2))
+        else:
+            from matplotlib.collections import LineCollection
+
+            ax.add_collection(LineCollection(segs, colors=color, linewidths=2))
+    else:
+        faces = [P[s] for s in S[:, :3]] if k == 2 else [P[list(f)] for s in S for f in itertools.combinations(s, 3)]
+        if three:
+            from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+            ax.add_collection3d(Poly3DCollection(faces, facecolors=color, alpha=0.35, edgecolors=color))
+        else:
+            from matplotlib.collections import PolyCollection
+
+            ax.add_collection(PolyCollection(faces, facecolors=color, alpha=0.35, edgecolors=color))
+    ax.set_title(title or f"H{k} representative: {len(S)} simplices")
     return ax

@@ -74,7 +74,7 @@ _NSTATS = len(STAT_FIELDS)
 #: the engine's parameter block (kernels/aura_kernels/persistence_abi.mojo is generated from it);
 #: outputs: info (8,) int64 and stats ((maxdim + 1) * len(STAT_FIELDS),) int64
 ABI = KernelABI("persistence", [("dtype_bits", INT), ("dist", ADDR), ("n", INT), ("maxdim", INT), ("threshold", FLOAT),
-                                ("modulus", INT), ("threads", INT), ("budget", INT), ("info", ADDR), ("stats", ADDR)])
+                                ("modulus", INT), ("reps", INT), ("threads", INT), ("budget", INT), ("info", ADDR), ("stats", ADDR)])
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ class PersistenceProblem:
     device: str = "cpu"
     #: diagrams returned (``maxdim`` as given; ``maxdim`` itself is capped at n - 2)
     reported_maxdim: int = -1
+    reps: int = 0  #: REPS_COCYCLES | REPS_CYCLES: the representatives asked for
 
     @property
     def n(self) -> int:
@@ -113,8 +114,10 @@ class PersistenceProblem:
 
 def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: str = "euclidean",
                      distance_matrix: bool = False, coeff: int = 2, backend: str = "auto",
-                     progress: bool | str = "auto") -> list[np.ndarray]:
-    """Persistence diagrams of the Vietoris-Rips filtration of ``X``.
+                     progress: bool | str = "auto", return_cycles: bool = False,
+                     return_cocycles: bool = False) -> "list[np.ndarray] | PersistenceResult":
+    """Persistence diagrams of the Vietoris-Rips filtration of ``X``, and on request a
+    representative cycle and cocycle of every bar.
 
     Args:
         X: ``(n, d)`` point cloud, or with ``distance_matrix=True`` (or ``metric="precomputed"``)
@@ -133,6 +136,31 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
             (per dimension: simplices assembled, then columns reduced); ``"auto"`` shows it
             only once a call estimated to be long has run for ``PROGRESS_AFTER_S`` seconds;
             ``False`` never. (gudhi reports no progress.)
+        return_cycles: also return a cycle of every bar (mojo engine only).
+        return_cocycles: also return a cocycle of every bar (mojo engine only).
+
+    Representatives (``return_cycles`` / ``return_cocycles``; K_t is the complex at scale t,
+    capped at the threshold actually used; an infinite bar has d = inf):
+
+    * the *cycle* of an H_k bar [b, d) is a k-cycle over Z/p (boundary 0) made of simplices of
+      diameter <= b, and at every t in [b, d) the cycles of the bars alive at t (b <= t < d)
+      are linearly independent modulo the boundaries of K_t. Computed by involuted persistent
+      homology (Cufar & Virk 2021): with the pairs known from cohomology, the boundary of the
+      bar's death simplex is reduced in homology (an infinite bar: the chain whose boundary
+      reduction of the birth simplex gives zero). H0: the single vertex whose component dies
+      at d (the component's smallest vertex; for an infinite bar, its component's).
+    * the *cocycle* of [b, d) has zero coboundary on every (k+1)-simplex of diameter < d, and
+      at every t the restrictions of the cocycles alive at t pair with the cycles alive at t
+      through a nonsingular matrix (they form a basis of H^k(K_t)). It is the V column of the
+      bar's column in the cohomology reduction. H0: the indicator of the dying component
+      just before d (for an infinite bar, of its component at the threshold).
+    * each is a pair ``(simplices, coeffs)``: an ``(m, k + 1)`` int64 array of vertex indices
+      (rows ascending) and ``(m,)`` int64 coefficients in 1..p-1; signs (p > 2) follow the
+      alternating-face orientation of simplices with ascending vertices,
+      boundary [v0..vk] = sum_i (-1)^i [v0..^vi..vk].
+    * the gudhi backend cannot give them (its flag-complex generators are vertex pairs, the
+      longest edges of the birth and death simplices, not cycles): ``RuntimeError``; under
+      ``"auto"`` only the mojo engine is tried.
 
     Ctrl-C (Jupyter's Interrupt) stops the mojo engine within a few milliseconds: its memory
     is freed and ``KeyboardInterrupt`` raised; ``aura_lab.cancellable`` stops it from another
@@ -140,13 +168,20 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
 
     Returns:
         ``maxdim + 1`` arrays; entry k is ``(m_k, 2)`` float64 (birth, death) of the H_k bars with
-        death > birth, sorted by birth then death; infinite deaths are ``inf``.
+        death > birth, sorted by birth then death; infinite deaths are ``inf``. With either
+        ``return_*`` flag a ``PersistenceResult``: ``dgms`` that list, ``cycles[k][i]`` /
+        ``cocycles[k][i]`` the representatives of bar ``dgms[k][i]`` (``None`` when not asked).
     """
-    prob = _validate(X, maxdim, threshold, metric, distance_matrix, coeff)
+    reps = _check_flag("return_cocycles", return_cocycles) * REPS_COCYCLES | _check_flag("return_cycles", return_cycles) * REPS_CYCLES
+    prob = _validate(X, maxdim, threshold, metric, distance_matrix, coeff, reps)
     progress = _check_progress(progress)
+    if reps and op.chosen(backend) == "gudhi":
+        raise RuntimeError(GUDHI_NO_REPS)
     if prob.n == 0:
         op.record("none", backend, "empty input: nothing to compute", 0.0)
-        return [np.empty((0, 2)) for _ in range(prob.reported_maxdim + 1)]
+        empty = [np.empty((0, 2)) for _ in range(prob.reported_maxdim + 1)]
+        none = [[] for _ in empty]
+        return _result(Bars(empty, none if reps & REPS_CYCLES else None, none if reps & REPS_COCYCLES else None), prob) if reps else empty
     if progress is True or (progress == "auto" and op.is_long(prob.size)):
         bar = ProgressBar(after_s=0.0 if progress is True else PROGRESS_AFTER_S)
         try:
@@ -156,7 +191,15 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
             bar.close()
     else:
         dgms = op.run(backend, prob)
+    if reps:
+        return _result(dgms, prob)
     return _finish(dgms, prob.reported_maxdim)
+
+
+def _check_flag(name: str, v) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {type(v).__name__}")
+    return bool(v)
 
 
 def _check_progress(progress) -> bool | str:
@@ -207,7 +250,7 @@ class ProgressBar:
             self.bar.close()
 
 
-def _validate(X, maxdim, threshold, metric, distance_matrix, coeff) -> PersistenceProblem:
+def _validate(X, maxdim, threshold, metric, distance_matrix, coeff, reps=0) -> PersistenceProblem:
     """The arguments checked (cheap checks only: the O(n^2) matrix is ``filtration``)."""
     maxdim = _check_int("maxdim", maxdim, lo=0)
     if maxdim > MAX_MAXDIM:
@@ -229,9 +272,9 @@ def _validate(X, maxdim, threshold, metric, distance_matrix, coeff) -> Persisten
             raise ValueError(f"X: expected a 2-D point cloud (n, d), got {Xn.ndim}-D shape {Xn.shape}")
         if not np.all(np.isfinite(Xn)):
             raise ValueError("X: the point cloud contains NaN or infinite coordinates")
-    # H_k needs (k + 1)-simplices, k + 2 vertices: dimensions above n - 2 are computed as empty
-    return PersistenceProblem(Xn, is_matrix, metric, min(maxdim, max(Xn.shape[0] - 2, 0)), threshold, coeff,
-                              reported_maxdim=maxdim)
+    # dimensions above n - 2 are empty: they are not computed (any backend), only returned
+    return PersistenceProblem(Xn, is_matrix, metric, _engine_dims(Xn.shape[0], maxdim), threshold, coeff,
+                              reported_maxdim=maxdim, reps=reps)
 
 
 def enclosing_radius(D: np.ndarray) -> float:
@@ -343,17 +386,128 @@ def _distance_matrix(Xn: np.ndarray, metric: str, is_matrix: bool) -> np.ndarray
 # ------------------------------------------------------------------------------ results
 
 def _finish(dgms, maxdim: int) -> list[np.ndarray]:
+    return [d for d, _ in _sorted(dgms, maxdim)]
+
+
+def _sorted(dgms, maxdim: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per dimension the diagram as returned (bars with death > birth, sorted by birth then
+    death) and the positions of its bars in ``dgms[k]``."""
     out = []
     for k in range(maxdim + 1):
         a = np.asarray(dgms[k], np.float64).reshape(-1, 2) if k < len(dgms) else np.empty((0, 2))
-        a = a[a[:, 1] > a[:, 0]]
-        out.append(np.ascontiguousarray(a[np.lexsort((a[:, 1], a[:, 0]))]))
+        keep = np.flatnonzero(a[:, 1] > a[:, 0])
+        a = a[keep]
+        order = np.lexsort((a[:, 1], a[:, 0]))
+        out.append((np.ascontiguousarray(a[order]), keep[order]))
     return out
+
+
+#: the reps field of the engine's parameter block (kernels/aura_kernels/persistence/reps.mojo)
+REPS_COCYCLES, REPS_CYCLES = 1, 2
+GUDHI_NO_REPS = ("rips_persistence: the gudhi backend cannot give representatives: its flag persistence generators "
+                 "(SimplexTree.flag_persistence_generators) are vertex pairs (the longest edges of a bar's birth and "
+                 "death simplices), not cycles or cocycles; use backend='mojo' (or 'auto')")
+
+Chain = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Bars:
+    """What a backend returns when representatives are asked for: per dimension the bars in
+    the engine's order and their cycles / cocycles (``None`` when not asked for)."""
+
+    dgms: list[np.ndarray]
+    cycles: list[list[Chain]] | None
+    cocycles: list[list[Chain]] | None
+
+
+@dataclass(frozen=True)
+class PersistenceResult:
+    """``rips_persistence(..., return_cycles=..., return_cocycles=...)``: ``dgms`` the list of
+    diagrams, and ``cycles[k][i]`` / ``cocycles[k][i]`` the ``(simplices, coeffs)`` of bar
+    ``dgms[k][i]`` (see ``rips_persistence`` for their definitions), ``None`` when not asked."""
+
+    dgms: list[np.ndarray]
+    cycles: list[list[Chain]] | None
+    cocycles: list[list[Chain]] | None
+    coeff: int
+
+    def ripser_cocycles(self) -> list[list[np.ndarray]]:
+        """The cocycles in ripser.py's shape (``do_cocycles=True``): per dimension and bar an
+        ``(m, k + 2)`` int64 array of k + 1 vertices and the coefficient (H0 included)."""
+        if self.cocycles is None:
+            raise ValueError("return_cocycles: this result was computed without cocycles")
+        return [[np.column_stack([s, c]) for s, c in dim] for dim in self.cocycles]
+
+
+def _result(bars: Bars, prob: PersistenceProblem) -> PersistenceResult:
+    """The sorted diagrams with their representatives in the same order."""
+    dgms, cycles, cocycles = [], [] if bars.cycles is not None else None, [] if bars.cocycles is not None else None
+    for k, (dgm, pos) in enumerate(_sorted(bars.dgms, prob.reported_maxdim)):
+        dgms.append(dgm)
+        for reps, out in ((bars.cycles, cycles), (bars.cocycles, cocycles)):
+            if reps is not None:
+                out.append([reps[k][i] for i in pos] if k < len(reps) else [])
+    return PersistenceResult(dgms, cycles, cocycles, prob.coeff)
+
+
+def _parse_reps(words: np.ndarray, dims: np.ndarray, want: int) -> tuple[list, list]:
+    """The engine's representative records (reps.mojo) as per-dimension lists of chains, in
+    the engine's bar order (``dims``: the dimension of each bar)."""
+    first = {k: int(np.searchsorted(dims, k)) for k in range(int(dims.max()) + 1 if dims.size else 0)}
+    counts = np.bincount(dims, minlength=len(first)) if dims.size else np.zeros(0, np.int64)
+    cycles = [[None] * int(c) for c in counts]
+    cocycles = [[None] * int(c) for c in counts]
+    i = 0
+    while i < words.size:
+        bar, kind, nv, m = (int(v) for v in words[i:i + 4])
+        block = words[i + 4:i + 4 + m * (nv + 1)].reshape(m, nv + 1)
+        i += 4 + m * (nv + 1)
+        if kind == _KIND_MERGES:
+            _h0_reps(block, first.get(0, 0), cycles[0], cocycles[0] if want & REPS_COCYCLES else None)
+            continue
+        k = int(dims[bar])
+        (cycles if kind == _KIND_CYCLE else cocycles)[k][bar - first[k]] = (np.ascontiguousarray(block[:, :nv]),
+                                                                          np.ascontiguousarray(block[:, nv]))
+    return (cycles if want & REPS_CYCLES else None), (cocycles if want & REPS_COCYCLES else None)
+
+
+_KIND_COCYCLE, _KIND_CYCLE, _KIND_MERGES = 0, 1, 2
+
+
+def _h0_reps(merges: np.ndarray, first: int, cycles: list, cocycles: list | None) -> None:
+    """H0 representatives from the union-find merges (dying root, surviving root or -1 for
+    an essential class, bar or -1): the dying root; with ``cocycles``, the dying component's
+    vertices (their total size checked against the available memory first)."""
+    ones = np.ones(1, np.int64)
+    for dying, surviving, bar in merges.tolist():
+        if bar >= 0:
+            cycles[bar - first] = (np.array([[dying]], np.int64), ones.copy())
+    if cocycles is None:
+        return
+    size, total = {}, 0
+    for dying, surviving, bar in merges.tolist():
+        total += size.get(dying, 1) if bar >= 0 else 0
+        if surviving >= 0:
+            size[surviving] = size.get(surviving, 1) + size.pop(dying, 1)
+    A.check_memory(16 * total, f"the H0 cocycles ({total} vertex entries)")
+    members: dict[int, list[int]] = {}
+    for dying, surviving, bar in merges.tolist():
+        comp = members.pop(dying, [dying]) if surviving >= 0 else members.get(dying, [dying])
+        if bar >= 0:
+            cocycles[bar - first] = (np.sort(np.array(comp, np.int64)).reshape(-1, 1), np.ones(len(comp), np.int64))
+        if surviving >= 0:
+            members.setdefault(surviving, [surviving]).extend(comp)
 
 
 # ------------------------------------------------------------------------------ gudhi reference
 
-@op.impl("gudhi")
+def _gudhi_limits(prob: PersistenceProblem) -> None:
+    if prob.reps:
+        raise UnsupportedProblem(GUDHI_NO_REPS)
+
+
+@op.impl("gudhi", check=_gudhi_limits)
 def _gudhi(prob: PersistenceProblem) -> list[np.ndarray]:
     D, thr = prob.filtration
     return gudhi_reference(D, prob.maxdim, thr, prob.coeff)
@@ -453,9 +607,11 @@ def _mojo_impl(prob: PersistenceProblem) -> list[np.ndarray]:
     budget = max(64 << 20, int(A.available_memory() * 0.8))
     threads = op.threads(prob.size)
     block = ABI.pack(dtype_bits=bits, dist=D.ctypes.data, n=n, maxdim=dims, threshold=float(thr), modulus=coeff,
-                     threads=threads, budget=budget, info=info.ctypes.data, stats=stats.ctypes.data)
+                     reps=prob.reps, threads=threads, budget=budget, info=info.ctypes.data, stats=stats.ctypes.data)
     _control.native(lambda: kernel.rips(block.address))
     status, addr, nbars = int(info[0]), int(info[1]), int(info[2])
+    reps_addr, nwords = int(info[6]), int(info[7])
+    words = np.empty(0, np.int64)
     try:
         if status == 1:
             raise MemoryError(
@@ -464,19 +620,30 @@ def _mojo_impl(prob: PersistenceProblem) -> list[np.ndarray]:
                 f"dimension {int(info[3])} asked for {A.fmt_bytes(int(info[4]))}; lower maxdim or the threshold")
         if status == 2:
             raise Cancelled("rips_persistence: cancelled")
+        if status == 3:
+            raise RuntimeError("rips_persistence: the mojo engine's homology reduction met a low without a "
+                               "cohomology partner (an engine bug); please report it with the input")
         if status != 0:
             raise RuntimeError(f"rips_persistence: mojo engine failed with status {status}")
         bars = np.empty((0, 3))
         if nbars:
             raw = (ctypes.c_double * (3 * nbars)).from_address(addr)
             bars = np.frombuffer(raw, np.float64).reshape(nbars, 3).copy()
+        if nwords:
+            words = np.frombuffer((ctypes.c_int64 * nwords).from_address(reps_addr), np.int64).copy()
     finally:
         if addr:
             kernel.free_bars(addr)
+        if reps_addr:
+            kernel.free_bars(reps_addr)
     st = stats.reshape(dims + 1, _NSTATS)
     _last_stats = {f: [int(v) if not f.endswith("_s") else float(v) * 1e-9 for v in st[:, i]] for i, f in enumerate(STAT_FIELDS)}
     _last_stats["seconds"] = [a + b + c for a, b, c in zip(_last_stats["assemble_s"], _last_stats["search_s"], _last_stats["reduce_s"])]
     _last_stats["peak_bytes"] = int(info[5])
     deaths = np.where(bars[:, 2] < 0, np.inf, bars[:, 2])
     dim = bars[:, 0].astype(np.int64)
-    return [np.stack([bars[dim == k, 1], deaths[dim == k]], axis=1) for k in range(dims + 1)]
+    dgms = [np.stack([bars[dim == k, 1], deaths[dim == k]], axis=1) for k in range(dims + 1)]
+    if not prob.reps:
+        return dgms
+    cycles, cocycles = _parse_reps(words, dim, prob.reps)
+    return Bars(dgms, cycles, cocycles)

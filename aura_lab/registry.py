@@ -353,13 +353,17 @@ class Op:
             return f"{self.name}: auto picks {b} ({why})"
         return f"{self.name}: no backend can run ({why})"
 
-    def run(self, backend: str, problem):
-        """Run the op on ``problem`` with ``backend`` ("auto" or a name); record what ran."""
-        requested = backend
+    def chosen(self, backend: str) -> str:
+        """``backend`` with a ``use_backend()`` default applied: a backend name, or "auto"."""
         if backend == "auto":
             backend = _default_backend.get()
             if backend not in self.impls:  # a use_backend() choice this op lacks: stay on auto
                 backend = "auto"
+        return backend
+
+    def run(self, backend: str, problem):
+        """Run the op on ``problem`` with ``backend`` ("auto" or a name); record what ran."""
+        requested, backend = backend, self.chosen(backend)
         if backend != "auto":
             check_backend_name(backend)
             self._check_problem(backend, problem)

@@ -2,7 +2,7 @@
 #
 #   rips(params_addr): the address of a persistence parameter block (aura_lab.persistence.ABI,
 #     generated Mojo side aura_kernels/persistence_abi.mojo), validated by aura_lab/persistence.py
-#   free_bars(addr): free the bar buffer rips() returned in info[INFO_BARS]
+#   free_bars(addr): free a buffer rips() returned in info[INFO_BARS] or info[INFO_REPS]
 #
 # The layout of info[] and stats[] is described in aura_kernels/persistence/__init__.mojo.
 
@@ -19,7 +19,7 @@ def PyInit_persistence() abi("C") -> PythonObject:
     try:
         var m = PythonModuleBuilder("persistence")
         m.def_function[rips]("rips", docstring="rips(params_addr): the address of a persistence parameter block")
-        m.def_function[free_bars]("free_bars", docstring="free_bars(addr): free the bar buffer rips() returned")
+        m.def_function[free_bars]("free_bars", docstring="free_bars(addr): free a buffer rips() returned (bars or representative records)")
         return m.finalize()
     except e:
         abort(String("error creating the aura_lab persistence module:", e))

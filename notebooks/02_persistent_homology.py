@@ -27,8 +27,9 @@
 # 1. four synthetic clouds (circle, torus, sphere, noise) and two standard data sets: barcodes,
 #    persistence diagrams and Betti curves, where the topology shows as a few long bars;
 # 2. agreement with gudhi on every cloud, and the published bar counts of the standard sets;
-# 3. time against the number of points, per backend;
-# 4. the backend comparison panel.
+# 3. representatives: the cycles of the torus's two loops, of a noisy circle and of sphere3's void;
+# 4. time against the number of points, per backend;
+# 5. the backend comparison panel.
 #
 # `AURA_SIZE` (below) keeps the default run small. Set it to `medium` or `large` to scale up.
 
@@ -276,6 +277,107 @@ for name, (X, kw, published) in STD.items():
         line += (f"; gudhi bars == published: {r['gudhi bars'] == published}; "
                  f"bottleneck mojo vs gudhi <= {TOL_GUDHI:g} in every dimension: {max(r['bottleneck per dim']) <= TOL_GUDHI}")
     print(line)
+
+# %% [markdown]
+# ## Representatives: where the holes are
+#
+# A bar says that a hole exists; `rips_persistence(X, return_cycles=True, return_cocycles=True)`
+# also says *where*. `res.cycles[k][i]` is a cycle of bar `res.dgms[k][i]`: simplices
+# (rows of vertex indices) with coefficients in Z/p whose boundary is zero, born by the bar's birth,
+# and independent of the other live bars' cycles until the bar dies. `res.cocycles[k][i]` is the
+# dual object ripser.py returns (`res.ripser_cocycles()` gives its array shape). Both come from the
+# mojo engine: cocycles from its cohomology reduction, cycles by *involuted* persistent homology
+# (the cohomology pairs tell which boundary columns to reduce). `tests/test_persistence_reps.py`
+# checks every representative against a linear-algebra oracle built from these definitions.
+#
+# Over Z/3 the coefficients are ±1 (2 ≡ −1), so an H1 cycle is an oriented loop and its
+# *winding number* around an axis is the sum of its edges' angle steps over 2π. Below: the two
+# longest loops of the torus wind once around the central axis and once around the tube, in some
+# combination whose winding matrix has determinant ±1 (they generate H1 of the torus); the
+# circle's loop winds once around the origin; the void of sphere3 is enclosed by a 2-cycle of
+# degree ±1 around the origin (the signed solid angles of its oriented triangles add up to ±4π).
+
+# %%
+from aura_lab.diagrams import plot_cycle
+
+
+def boundary_is_zero(chain, p):
+    """The boundary of a (simplices, coeffs) chain over Z/p vanishes."""
+    simplices, coeffs = chain
+    acc = {}
+    for s, c in zip(simplices.tolist(), coeffs.tolist()):
+        for i in range(len(s)):
+            f = tuple(s[:i] + s[i + 1:])
+            acc[f] = (acc.get(f, 0) + (-1) ** i * c) % p
+    return not any(acc.values())
+
+
+def signed(coeffs, p):
+    return np.where(coeffs == 1, 1, -1) if p == 3 else np.ones(len(coeffs), int)
+
+
+def winding(chain, angle, p=3):
+    """Winding number of an oriented loop: its edges' angle steps (in (-pi, pi]) over 2 pi."""
+    (simplices, coeffs), a = chain, angle
+    step = np.angle(np.exp(1j * (a[simplices[:, 1]] - a[simplices[:, 0]])))
+    return int(np.rint(np.sum(signed(coeffs, p) * step) / (2 * np.pi)))
+
+
+def longest(res, k, count=1):
+    d = res.dgms[k]
+    order = np.argsort(-(d[:, 1] - d[:, 0]), kind="stable")[:count]
+    return [(d[i], res.cycles[k][i]) for i in order]
+
+
+TX = CLOUDS["torus"].astype(np.float64)
+torus_reps = rips_persistence(CLOUDS["torus"], maxdim=1, coeff=3, return_cycles=True, return_cocycles=True)
+around_axis = np.arctan2(TX[:, 1], TX[:, 0])  # the angle u around the central axis
+around_tube = np.arctan2(TX[:, 2], np.hypot(TX[:, 0], TX[:, 1]) - 2.0)  # the angle v around the tube
+torus_loops = longest(torus_reps, 1, 2)
+windings = np.array([[winding(c, around_axis), winding(c, around_tube)] for _, c in torus_loops])
+
+circle_reps = rips_persistence(CLOUDS["circle"], maxdim=1, coeff=3, return_cycles=True)
+(circle_bar, circle_loop), = longest(circle_reps, 1)
+CX = CLOUDS["circle"].astype(np.float64)
+
+S3 = STD["sphere3"][0]
+sphere3_reps = rips_persistence(S3, maxdim=2, coeff=3, return_cycles=True, return_cocycles=True)
+(void_bar, void), = longest(sphere3_reps, 2)
+
+
+def degree_around_origin(chain, X, p=3):
+    """Signed solid angles of an oriented 2-cycle's triangles (Van Oosterom-Strackee) over 4 pi."""
+    a, b, c = (X[chain[0][:, i]] for i in range(3))
+    na, nb, nc = (np.linalg.norm(v, axis=1) for v in (a, b, c))
+    num = np.einsum("ij,ij->i", a, np.cross(b, c))
+    den = na * nb * nc + np.einsum("ij,ij->i", a, b) * nc + np.einsum("ij,ij->i", a, c) * nb + np.einsum("ij,ij->i", b, c) * na
+    return int(np.rint(np.sum(signed(chain[1], p) * 2 * np.arctan2(num, den)) / (4 * np.pi)))
+
+fig = plt.figure(figsize=(15, 4))
+for i, (bar, c) in enumerate(torus_loops):
+    ax = fig.add_subplot(1, 4, i + 1, projection="3d")
+    plot_cycle(TX, c, ax, color=f"C{i + 1}", title=f"torus H1 [{bar[0]:.2f}, {bar[1]:.2f}): winds {tuple(windings[i])}")
+    ax.set_box_aspect(np.ptp(TX, axis=0), zoom=1.4)
+    ax.set_axis_off()
+plot_cycle(CX, circle_loop, fig.add_subplot(1, 4, 3), title=f"circle H1 [{circle_bar[0]:.2f}, {circle_bar[1]:.2f})").set_aspect("equal")
+ax = plot_cycle(S3, void, fig.add_subplot(1, 4, 4, projection="3d"), color="C0",
+                title=f"sphere3 H2 [{void_bar[0]:.2f}, {void_bar[1]:.2f}): {len(void[0])} triangles")
+ax.set_axis_off()
+fig.tight_layout()
+plt.show()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"torus (n={len(TX)}): the two longest H1 loops are cycles over Z/3: "
+      f"{all(boundary_is_zero(c, 3) for _, c in torus_loops)}; born by their bar's birth: "
+      f"{all(max(np.max(np.linalg.norm(TX[c[0][:, 0]] - TX[c[0][:, 1]], axis=1)), 0) <= b[0] + 1e-6 for b, c in torus_loops)}; "
+      f"winding matrix (axis, tube) has determinant +-1: {abs(round(np.linalg.det(windings))) == 1}")
+print(f"circle (n={len(CX)}): its loop is a cycle: {boundary_is_zero(circle_loop, 3)}; "
+      f"winds once around the origin: {abs(winding(circle_loop, np.arctan2(CX[:, 1], CX[:, 0]))) == 1}")
+print(f"sphere3 (n={len(S3)}): the H2 bar's cycle is a 2-cycle: {boundary_is_zero(void, 3)}; "
+      f"encloses the origin once (degree +-1): {abs(degree_around_origin(void, S3.astype(np.float64))) == 1}; "
+      f"one cocycle per bar in every dimension: "
+      f"{all(len(c) == len(d) for c, d in zip(sphere3_reps.cocycles, sphere3_reps.dgms))}")
 
 # %% [markdown]
 # Bar counts are counted over Z/2 for bars with death > birth, and include the infinite `H0` bar.

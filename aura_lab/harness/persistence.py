@@ -43,7 +43,12 @@ GUDHI_VALIDATE = ("o3_1024", "random16")
 TOL_RIPSER = 1e-5
 TOL_GUDHI = 1e-6
 
-COLUMNS = ["case", "impl", "ms", "runs", "peak_MiB", "bars", "vs_ripser.py", "vs_giotto-ph", "note"]
+COLUMNS = ["case", "impl", "ms", "runs", "peak_MiB", "bars", "vs_ripser.py", "vs_giotto-ph", "vs_diagrams",
+           "vs_ripser.py_cocycles", "note"]
+
+#: the representative rows: the mojo engine with cycles and cocycles, ripser.py with cocycles
+REPS = "mojo cycles+cocycles"
+RIPSER_COCYCLES = "ripser.py cocycles"
 
 
 def load_standard_set(name: str, dtype=np.float32) -> tuple[np.ndarray, dict, list[int]]:
@@ -59,12 +64,13 @@ def load_standard_set(name: str, dtype=np.float32) -> tuple[np.ndarray, dict, li
 
 # ------------------------------------------------------------------------------- peers
 
-def ripser_dgms(X, kw):
-    """ripser.py's diagrams of ``X`` with ``rips_persistence`` keyword arguments ``kw``."""
+def ripser_dgms(X, kw, do_cocycles: bool = False):
+    """ripser.py's diagrams of ``X`` with ``rips_persistence`` keyword arguments ``kw`` (and
+    with ``do_cocycles`` its cocycles computed too, then dropped)."""
     import ripser
 
     return ripser.ripser(X, maxdim=kw["maxdim"], thresh=kw.get("threshold", np.inf),
-                         distance_matrix=kw.get("distance_matrix", False))["dgms"]
+                         distance_matrix=kw.get("distance_matrix", False), do_cocycles=do_cocycles)["dgms"]
 
 
 def _giotto(X, kw, n_threads=2):
@@ -80,6 +86,7 @@ def _peers() -> dict:
         import ripser  # noqa: F401
 
         out["ripser.py"] = ripser_dgms
+        out[RIPSER_COCYCLES] = lambda X, kw: ripser_dgms(X, kw, do_cocycles=True)
     except ImportError:
         pass
     try:
@@ -110,6 +117,8 @@ def _impl_fn(impl: str, X, kw):
     peers = _peers()
     if impl in peers:
         return lambda: peers[impl](X, kw)
+    if impl == REPS:
+        return lambda: rips_persistence(X, backend="mojo", return_cycles=True, return_cocycles=True, **kw).dgms
     return lambda: rips_persistence(X, backend=impl, **kw)
 
 
@@ -133,7 +142,7 @@ def measure(name: str, impl: str, repeats: int = 3, slow_s: float = 5.0) -> dict
     got = _counts(dgms)
     row = dict(ms=t["ms"], min_ms=t["min_ms"], runs=t["runs"], peak_MiB=peak, bars=str(got), counts_ok=got == counts,
                note="" if got == counts else f"bar counts differ from the published {counts}")
-    if impl == "mojo" and last_stats():
+    if impl in ("mojo", REPS) and last_stats():
         st = last_stats()
         row.update(columns=sum(st["columns"]), apparent=sum(st["apparent"]), emergent=sum(st["emergent"]))
     return row
@@ -144,12 +153,16 @@ def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True
     """Wall time (median after a warm-up; a single run when the first call exceeds ``slow_s``)
     and the peak memory the first call added, per standard set, for the mojo engine, ripser.py,
     giotto-ph (``n_threads=2``) and gudhi where it finishes (see ``GUDHI_SKIP``); each pair runs
-    in a fresh process (``isolate``). Ratios are peer time / this row's time, same run."""
+    in a fresh process (``isolate``). Ratios are peer time / this row's time, same run. The
+    representative rows: mojo with cycles and cocycles (``vs_diagrams``: its time / mojo's
+    diagrams alone) and ripser.py with ``do_cocycles=True`` (``vs_ripser.py_cocycles`` on the
+    mojo row: ripser.py's time / ours)."""
     import concurrent.futures as cf
     import multiprocessing as mp
 
     sets = list(sets or STANDARD_SETS)
     impls = [b for b in ("mojo",) if backends is None or b in backends]
+    impls += [REPS] if "mojo" in impls else []
     avail = {b: op.status(b)[0] for b in op.backends}
     peers = _peers()
     jobs = [(s, i) for s in sets for i in [*impls, *peers, "gudhi"] if i != "gudhi" or backends is None or "gudhi" in backends]
@@ -159,7 +172,7 @@ def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True
         if impl == "gudhi" and name in GUDHI_SKIP:
             rows.append({**row, "note": GUDHI_SKIP[name]})
             continue
-        if impl not in peers and not avail.get(impl, False):
+        if impl not in peers and not avail.get("mojo" if impl == REPS else impl, False):
             rows.append({**row, "note": f"skipped: {impl} unavailable"})
             continue
         if isolate:
@@ -172,8 +185,13 @@ def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True
         rs = {r["impl"]: r for r in rows if r["case"] == name and r.get("ms")}
         for r in rs.values():
             for peer in ("ripser.py", "giotto-ph"):
-                if peer in rs:
+                if peer in rs and r["impl"] != RIPSER_COCYCLES:
                     r[f"vs_{peer}"] = rs[peer]["ms"] / r["ms"]
+        if REPS in rs:
+            if "mojo" in rs:
+                rs[REPS]["vs_diagrams"] = rs[REPS]["ms"] / rs["mojo"]["ms"]
+            if RIPSER_COCYCLES in rs:
+                rs[REPS]["vs_ripser.py_cocycles"] = rs[RIPSER_COCYCLES]["ms"] / rs[REPS]["ms"]
     ctx = {"machine": machine_info(), "repeats": repeats, "dtype": "float32", "command": "aura-lab bench persistence",
            "threads": {"mojo": "AURA_NUM_THREADS or every core", "giotto-ph": 2, "ripser.py": 1},
            "note": "vs_X = X's time / this row's time (> 1: this row is faster); peak_MiB = resident memory the "

@@ -3,7 +3,7 @@
 
 from aura_kernels.common import checked_block
 
-comptime PERSISTENCE_LAYOUT = 0x12364cfd0
+comptime PERSISTENCE_LAYOUT = 0x19e9ab85a
 
 
 @fieldwise_init
@@ -16,6 +16,7 @@ struct PersistenceParams(ImplicitlyCopyable):
     var maxdim: Int
     var threshold: Float64
     var modulus: Int
+    var reps: Int
     var threads: Int
     var budget: Int
     var info: Int
@@ -30,4 +31,4 @@ struct PersistenceParams(ImplicitlyCopyable):
         return Self(Int(w[unsafe_offset=1]), Int(w[unsafe_offset=2]), Int(w[unsafe_offset=3]),
             Int(w[unsafe_offset=4]), f[unsafe_offset=5], Int(w[unsafe_offset=6]), Int(w[unsafe_offset=7]),
             Int(w[unsafe_offset=8]), Int(w[unsafe_offset=9]), Int(w[unsafe_offset=10]),
-            Int(w[unsafe_offset=11]))
+            Int(w[unsafe_offset=11]), Int(w[unsafe_offset=12]))

@@ -8,7 +8,9 @@
 # to the matrix dtype). Output (engine.mojo): info[0] status (0 ok, 1 memory budget exceeded),
 # info[1] the address of a malloc'd float64 buffer of (dim, birth, death) triples (death -1 =
 # infinite), info[2] their count, info[3] the dimension being built when the budget ran out,
-# info[4] the bytes asked for then, info[5] the peak bytes the engine held;
+# info[4] the bytes asked for then, info[5] the peak bytes the engine held; with the reps flags
+# (cocycles 1, cycles 2), info[6] the address of the malloc'd int64 representative records
+# (reps.mojo) and info[7] their length; status 3: a homology low without a partner (a bug);
 # stats[dim * NSTATS + f] per-dimension counters (STAT_* in simplices.mojo).
 #
 # Filtration: vertices at 0, a simplex at its largest edge; ties are broken by the simplex
@@ -47,4 +49,6 @@
 #   h0.mojo          edges under the threshold, union-find, the H1 columns
 #   assemble.mojo    columns of dimension k + 1 from the k-simplices
 #   reduce.mojo      emergent-pair search and the windowed parallel reduction
+#   reps.mojo        representatives: cocycle records (V columns), cycles by involuted
+#                    homology reduction of the death simplices, the record buffer
 #   engine.mojo      the driver run(), the bar buffer and info[]

@@ -9,6 +9,7 @@ from aura_kernels.persistence.simplices import Filtration, SimplexTables
 from aura_kernels.persistence.h0 import dim0
 from aura_kernels.persistence.assemble import assemble
 from aura_kernels.persistence.reduce import reduce
+from aura_kernels.persistence.reps import RepOut, pair_index, write_cycles
 from aura_kernels.persistence_abi import PersistenceParams
 
 # info[] slots (read by aura_lab/persistence.py)
@@ -18,9 +19,12 @@ comptime INFO_NBARS = 2  # their count
 comptime INFO_FAIL_DIM = 3  # the dimension being built when the budget ran out
 comptime INFO_FAIL_BYTES = 4  # the bytes asked for then
 comptime INFO_PEAK_BYTES = 5  # the peak bytes the engine held
+comptime INFO_REPS = 6  # address of the malloc'd int64 representative records (reps.mojo), or 0
+comptime INFO_NREPS = 7  # their length in int64 words
 comptime STATUS_OK = 0
 comptime STATUS_OUT_OF_MEMORY = 1
 comptime STATUS_CANCELLED = 2  # the caller's control was cancelled: no bars
+comptime STATUS_INCONSISTENT = 3  # a homology low had no partner in the cohomology pairs (a bug)
 
 
 def run_rips(p: PersistenceParams):
@@ -59,12 +63,22 @@ def run[T: DType, Z2: Bool](p: PersistenceParams):
         Scalar[T](p.threshold), tables.binom.data, tables.inverse.data, mem, p.threads, IntPtr(unsafe_from_address=p.stats),
     )
     var bars = Buffer[Bar].make(mem)
+    var reps = RepOut(p.reps, Buffer[Int].make(mem), False)
     var fail_dim = 0
-    var ok = _all_dimensions(filt, bars, fail_dim)
+    var ok = _all_dimensions(filt, bars, reps, fail_dim)
     _ = tables^  # freed here: filt points into it
     var info = IntPtr(unsafe_from_address=p.info)
+    info[unsafe_offset=INFO_REPS] = 0
+    info[unsafe_offset=INFO_NREPS] = 0
     if ok:
         _write_bars(bars, info)
+        if p.reps != 0:  # handed over to Python (free_bars), not freed here
+            info[unsafe_offset=INFO_REPS] = Int(reps.out.data)
+            info[unsafe_offset=INFO_NREPS] = reps.out.size
+    elif reps.inconsistent:
+        info[unsafe_offset=INFO_STATUS] = STATUS_INCONSISTENT
+        info[unsafe_offset=INFO_BARS] = 0
+        info[unsafe_offset=INFO_NBARS] = 0
     elif mem.ctl.cancelled():
         info[unsafe_offset=INFO_STATUS] = STATUS_CANCELLED
         info[unsafe_offset=INFO_BARS] = 0
@@ -76,19 +90,27 @@ def run[T: DType, Z2: Bool](p: PersistenceParams):
         info[unsafe_offset=INFO_FAIL_DIM] = fail_dim
         info[unsafe_offset=INFO_FAIL_BYTES] = failed.load()
     bars.free(mem)
+    if not ok or p.reps == 0:
+        reps.out.free(mem)
     info[unsafe_offset=INFO_PEAK_BYTES] = peak.load()
     # keep the counters alive until here (Mojo destroys values after their last use)
     _ = used.load()
     _ = failed.load()
 
 
-def _all_dimensions[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut bars: Buffer[Bar], mut fail_dim: Int) -> Bool:
+def _all_dimensions[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut bars: Buffer[Bar], mut reps: RepOut, mut fail_dim: Int) -> Bool:
     """H0, then per dimension 1..maxdim the reduction and the next dimension's columns; on
-    failure fail_dim is the dimension being built."""
+    failure fail_dim is the dimension being built. With cycles, after the reduction of dim:
+    the cycles of the finite H_{dim-1} bars (dim >= 2; H0's are vertices, from the merges)
+    and of the essential H_dim bars, through the pairs of dimension dim - 1; at the end the
+    cycles of the finite H_maxdim bars."""
     var mem = filt.mem
     var simplices = Buffer[Entry[T]].make(mem)
     var cols = Buffer[Entry[T]].make(mem)
-    var ok = dim0(filt, bars, simplices, cols)
+    var lower_pairs = PivotMap.make(filt.n if reps.cycles() else 0, mem)  # pairs of dimension dim - 1
+    var ok = dim0(filt, bars, simplices, cols, reps, lower_pairs)
+    var lower_lo = 0  # the bars of dimension dim - 1: bars[lower_lo:lower_hi]
+    var lower_hi = bars.size
     for dim in range(1, filt.maxdim + 1):
         if not ok:
             break
@@ -97,7 +119,14 @@ def _all_dimensions[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut bars: Buffe
             simplices.free(mem)
             simplices = Buffer[Entry[T]].make(mem)
         var pivots = PivotMap.make(cols.size, mem)
-        ok = reduce(filt, dim, cols, pivots, bars)
+        ok = reduce(filt, dim, cols, pivots, bars, reps)
+        if ok and reps.cycles():
+            var finite_lo = lower_lo if dim >= 2 else lower_hi
+            ok = write_cycles(filt, dim, lower_pairs, bars, finite_lo, lower_hi, lower_hi, bars.size, reps)
+            lower_pairs.free(mem)
+            lower_pairs = pair_index(cols, pivots, mem)
+        lower_lo = lower_hi
+        lower_hi = bars.size
         cols.free(mem)
         cols = Buffer[Entry[T]].make(mem)
         if ok and dim < filt.maxdim:
@@ -107,6 +136,9 @@ def _all_dimensions[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut bars: Buffe
             simplices.free(mem)
             simplices = next
         pivots.free(mem)
+    if ok and reps.cycles() and filt.maxdim >= 1:
+        ok = write_cycles(filt, filt.maxdim + 1, lower_pairs, bars, lower_lo, lower_hi, 0, 0, reps)
+    lower_pairs.free(mem)
     simplices.free(mem)
     cols.free(mem)
     return ok
@@ -126,6 +158,6 @@ def _write_bars(bars: Buffer[Bar], info: IntPtr):
 
 
 def free_bar_buffer(addr: Int):
-    """Free a bar buffer run() wrote to info[INFO_BARS]."""
+    """Free a buffer run() wrote to info[INFO_BARS] or info[INFO_REPS]."""
     if addr != 0:
         Pointer[Float64, MutUntrackedOrigin](unsafe_from_address=addr).unsafe_free()

@@ -4,8 +4,9 @@
 from std.time import perf_counter_ns
 from aura_kernels.common import run_chunks, n_chunks, chunk_lo, area_row
 from aura_kernels.persistence.containers import (
-    IntPtr, Entry, Bar, Buffer, ChunkBuffers, MemoryBudget, OwnedArray, Scratch,
+    IntPtr, Entry, Bar, Buffer, ChunkBuffers, MemoryBudget, OwnedArray, PivotMap, Scratch,
 )
+from aura_kernels.persistence.reps import RepOut, KIND_MERGES
 from aura_kernels.persistence.sort import radix_sort_columns
 from aura_kernels.persistence.simplices import (
     Filtration, STAT_SIMPLICES, STAT_APPARENT, STAT_ASSEMBLE_NS,
@@ -19,8 +20,10 @@ comptime POLL_EDGES = 1 << 20  # union-find steps between two polls of the cance
 comptime EDGE_COLUMN_GRAIN = 4096
 
 
-def dim0[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut bars: Buffer[Bar], mut edges: Buffer[Entry[T]], mut cols: Buffer[Entry[T]]) -> Bool:
-    """H0 bars by union-find; all edges <= threshold (column order) and the H1 columns."""
+def dim0[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut bars: Buffer[Bar], mut edges: Buffer[Entry[T]], mut cols: Buffer[Entry[T]], mut reps: RepOut, mut pairs: PivotMap) -> Bool:
+    """H0 bars by union-find; all edges <= threshold (column order) and the H1 columns. With
+    representatives, the merges record; with cycles, pairs: vertex -> the edge it is paired
+    with in homology (for the cycles of essential H1 bars)."""
     var t0 = perf_counter_ns()
     var mem = filt.mem
     if not _edges_below_threshold(filt, edges):
@@ -28,10 +31,10 @@ def dim0[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut bars: Buffer[Bar], mut
     if not radix_sort_columns(edges, mem):  # edges come in index order: a stable sort suffices
         return False
     filt.stat(0, STAT_SIMPLICES, edges.size)
-    if not mem.take(filt.n * 8 + edges.size):
+    if not mem.take(2 * filt.n * 8 + edges.size):  # parent, largest, merged
         return False
     var merged = OwnedArray[UInt8](edges.size)  # 1 where the edge merged two components
-    var ok = _union_find(filt, edges, merged, bars)
+    var ok = _union_find(filt, edges, merged, bars, reps, pairs)
     var t1 = perf_counter_ns()
     filt.stat(0, STAT_ASSEMBLE_NS, Int(t1 - t0))
     if ok and filt.maxdim >= 1:
@@ -72,15 +75,24 @@ def _edges_below_threshold[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut edge
     return chunks.gather(edges, mem)
 
 
-def _union_find[T: DType, Z2: Bool](filt: Filtration[T, Z2], edges: Buffer[Entry[T]], merged: OwnedArray[UInt8], mut bars: Buffer[Bar]) -> Bool:
+def _union_find[T: DType, Z2: Bool](filt: Filtration[T, Z2], edges: Buffer[Entry[T]], merged: OwnedArray[UInt8], mut bars: Buffer[Bar], mut reps: RepOut, mut pairs: PivotMap) -> Bool:
     """H0 bars by union-find from the shortest edge (the end of column order); marks the
-    merging edges in merged."""
+    merging edges in merged. Roots are the smallest vertex of their component (the larger
+    root dies). With representatives, the merges record (reps.mojo; room for n entries);
+    with cycles, the homology pairs vertex -> edge in pairs: in the filtration's vertex
+    order (larger index first) the elder rule kills the component whose largest vertex is
+    smaller, and pairs that vertex with the merging edge."""
     var n = filt.n
     var mem = filt.mem
-    var ok = True
+    var want = reps.cocycles() or reps.cycles()
+    var ok = not want or reps.header(-1, KIND_MERGES, 2, n, mem)
+    var record = reps.out.size - 1  # its entry count, written at the end
+    var merges = 0
     var parent = OwnedArray[Int](n)
+    var largest = OwnedArray[Int](n)  # per root, the component's largest vertex
     for i in range(n):
         parent[i] = i
+        largest[i] = i
     var e = edges.size - 1
     while e >= 0:
         if e % POLL_EDGES == 0 and not mem.ok():  # cancelled
@@ -91,25 +103,44 @@ def _union_find[T: DType, Z2: Bool](filt: Filtration[T, Z2], edges: Buffer[Entry
         var j = ent.key - filt.binom(i, 2)
         var a = _find(parent.data, i)
         var b = _find(parent.data, j)
-        if a != b:
-            if a < b:
-                parent[b] = a
-            else:
-                parent[a] = b
+        if a != b and ok:
+            var lo = min(a, b)
+            var hi = max(a, b)
+            parent[hi] = lo
             merged[e] = 1
+            if reps.cycles():
+                pairs.insert(min(largest[a], largest[b]), ent.key)
+                largest[lo] = max(largest[a], largest[b])
+            var bar = -1
             if ent.diam > 0:
-                if not bars.push(Bar(0, 0.0, Float64(ent.diam)), mem):
-                    ok = False
-        else:
+                bar = bars.size
+                ok = bars.push(Bar(0, 0.0, Float64(ent.diam), hi, lo), mem)
+            if want:
+                _put_merge(reps, hi, lo, bar)
+                merges += 1
+        elif a == b:
             merged[e] = 0
         e -= 1
     for i in range(n):
-        if _find(parent.data, i) == i:
-            if not bars.push(Bar(0, 0.0, -1.0), mem):
-                ok = False
+        if ok and _find(parent.data, i) == i:
+            if want:
+                _put_merge(reps, i, -1, bars.size)
+                merges += 1
+            ok = bars.push(Bar(0, 0.0, -1.0, i, -1), mem)
+    if want and record >= 0:
+        reps.out.data[unsafe_offset=record] = merges
+        reps.out.size = record + 1 + 3 * merges
     _ = parent^  # freed here, after the last _find on its data
-    mem.give(n * 8)
+    _ = largest^
+    mem.give(2 * n * 8)
     return ok
+
+
+@always_inline
+def _put_merge(mut reps: RepOut, dying: Int, surviving: Int, bar: Int):
+    reps.put(dying)
+    reps.put(surviving)
+    reps.put(bar)
 
 
 @always_inline

@@ -8,7 +8,7 @@ from aura_kernels.persistence.containers import (
     IntPtr, Entry, Bar, Buffer, MemoryBudget, OwnedArray, PivotMap, Scratch,
     PIVOT_COEF_BITS, PIVOT_COEF_MASK,
 )
-from aura_kernels.persistence.sort import qsort
+from aura_kernels.persistence.reps import RepOut, combine_into, write_cocycle
 from aura_kernels.persistence.simplices import (
     Filtration, insert_vertex, STAT_COLUMNS, STAT_EMERGENT, STAT_REDUCED, STAT_ADDITIONS,
     STAT_PUSHES, STAT_SEARCH_NS, STAT_REDUCE_NS,
@@ -95,8 +95,9 @@ struct VColumns[T: DType](ImplicitlyCopyable):
     var start: IntPtr
 
 
-def reduce[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, cols: Buffer[Entry[T]], mut pivots: PivotMap, mut bars: Buffer[Bar]) -> Bool:
-    """Persistent cohomology of dimension dim (columns: dim-simplices, in column order)."""
+def reduce[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, cols: Buffer[Entry[T]], mut pivots: PivotMap, mut bars: Buffer[Bar], mut reps: RepOut) -> Bool:
+    """Persistent cohomology of dimension dim (columns: dim-simplices, in column order); with
+    reps.cocycles() the cocycle record of each bar."""
     var t0 = perf_counter_ns()
     var mem = filt.mem
     var m = cols.size
@@ -113,7 +114,7 @@ def reduce[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, cols: Buffer[E
     var t1 = perf_counter_ns()
     filt.stat(dim, STAT_SEARCH_NS, Int(t1 - t0))
     var counts = ReductionCounts(0, 0, 0, 0)
-    var ok = _reduce_columns(filt, dim, cols, emergent_cofacet, pivots, bars, counts)
+    var ok = _reduce_columns(filt, dim, cols, emergent_cofacet, pivots, bars, reps, counts)
     mem.give(2 * (m + 1) * 8)  # emergent_cofacet and the V column starts
     filt.stat(dim, STAT_EMERGENT, counts.emergent)
     filt.stat(dim, STAT_REDUCED, counts.reduced)
@@ -153,7 +154,7 @@ def _emergent_candidates[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, c
     run_chunks(task, nch, filt.threads, filt.mem.ctl)
 
 
-def _reduce_columns[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int], mut pivots: PivotMap, mut bars: Buffer[Bar], mut counts: ReductionCounts) -> Bool:
+def _reduce_columns[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int], mut pivots: PivotMap, mut bars: Buffer[Bar], mut reps: RepOut, mut counts: ReductionCounts) -> Bool:
     """The reduction, in rounds over a window of columns [j0, j1). Phase 1 (parallel): every
     window column that needs work is reduced against the pivot map as it stands (frozen
     meanwhile) until its pivot is in no known column, or it is zero; its heap is kept.
@@ -190,7 +191,7 @@ def _reduce_columns[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, cols:
             counts.additions += window.item_counts[2 * i]
             counts.pushes += window.item_counts[2 * i + 1]
         var j_old = j0
-        j0 = _phase2(filt, dim, window, j0, j1, cols, emergent_cofacet, pivots, bars, store, v_column_start, counts, ok)
+        j0 = _phase2(filt, dim, window, j0, j1, cols, emergent_cofacet, pivots, bars, store, v_column_start, reps, counts, ok)
         mem.ctl.add_done(j0 - j_old)
         ok = ok and mem.ok()  # false once cancelled
     # on failure, free the heaps still held by window columns
@@ -269,9 +270,10 @@ def _phase1_item[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, window: R
     window.item_counts[2 * i + 1] = Int(counts[1])
 
 
-def _phase2[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, window: ReductionWindow[T], j0: Int, j1: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int], mut pivots: PivotMap, mut bars: Buffer[Bar], mut store: Buffer[Entry[T]], v_column_start: OwnedArray[Int], mut counts: ReductionCounts, mut ok: Bool) -> Int:
+def _phase2[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, window: ReductionWindow[T], j0: Int, j1: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int], mut pivots: PivotMap, mut bars: Buffer[Bar], mut store: Buffer[Entry[T]], v_column_start: OwnedArray[Int], mut reps: RepOut, mut counts: ReductionCounts, mut ok: Bool) -> Int:
     """Phase 2: pair the window's columns in order from j0 until one whose pivot (or emergent
-    candidate) a column paired in this phase took; returns the first column not paired."""
+    candidate) a column paired in this phase took; returns the first column not paired.
+    (Emergent pairs have zero persistence: no bar, no cocycle.)"""
     var mem = filt.mem
     var j = j0
     while j < j1:
@@ -299,12 +301,19 @@ def _phase2[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, window: Reduc
                 window.status[slot] = ST_RESUME  # taken this round: reduce further
                 break
             # the pivot is in no column to the left: a persistence pair (s, piv)
-            if piv.diam > s.diam:
-                ok = bars.push(Bar(dim, Float64(s.diam), Float64(piv.diam)), mem)
             pivots.insert(filt.index_of(piv.key), (j << PIVOT_COEF_BITS) | filt.coef_of(piv.key))
-            ok = _store_column(filt, w, store) and ok
+            var lo = store.size
+            ok = combine_into(filt, w, store) and ok
+            if piv.diam > s.diam:
+                if reps.cocycles():
+                    ok = ok and write_cocycle(filt, reps, bars.size, dim + 1, s, store, lo, store.size)
+                ok = ok and bars.push(Bar(dim, Float64(s.diam), Float64(piv.diam), s.key, filt.index_of(piv.key)), mem)
         else:  # ST_ZERO: an essential class
-            ok = bars.push(Bar(dim, Float64(s.diam), -1.0), mem)
+            if reps.cocycles():
+                var chain = Buffer[Entry[T]].make(mem)
+                ok = combine_into(filt, w, chain) and write_cocycle(filt, reps, bars.size, dim + 1, s, chain, 0, chain.size)
+                chain.free(mem)
+            ok = ok and bars.push(Bar(dim, Float64(s.diam), -1.0, s.key, -1), mem)
         counts.reduced += 1
         v_column_start[j + 1] = store.size
         h.free(mem)
@@ -376,27 +385,3 @@ def _eliminate[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, mut h: Buff
         counts[1] += Int64(np)
         counts[0] += 1
 
-
-def _store_column[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut work: Buffer[Entry[T]], mut store: Buffer[Entry[T]]) -> Bool:
-    """Append the V column in work to store with equal simplices combined (zeros dropped)."""
-    var n = work.size
-    if n == 0:
-        return True
-    qsort[T, True](work.data, 0, n)
-    var i = 0
-    while i < n:
-        var e = work[i]
-        var idx = filt.index_of(e.key)
-        var c = filt.coef_of(e.key)
-        var k = i + 1
-        while k < n and filt.index_of(work[k].key) == idx:
-            comptime if Z2:
-                c ^= 1
-            else:
-                c = (c + filt.coef_of(work[k].key)) % filt.modulus
-            k += 1
-        if c != 0:
-            if not store.push(Entry[T](e.diam, filt.pack(idx, c)), filt.mem):
-                return False
-        i = k
-    return True

@@ -422,21 +422,22 @@ struct Filtration[T: DType, Z2: Bool](ImplicitlyCopyable):
         return h.size - pushed
 
     @always_inline
-    def pop_pivot(self, mut h: Buffer[Entry[Self.T]]) -> Entry[Self.T]:
-        """Pop the pivot with its coefficients summed; key -1 when the column is zero."""
+    def pop_pivot[LOW_FIRST: Bool = False](self, mut h: Buffer[Entry[Self.T]]) -> Entry[Self.T]:
+        """Pop the pivot with its coefficients summed; key -1 when the column is zero. With
+        LOW_FIRST (a homology column's heap) the pivot is the low: the filtration's latest."""
         comptime if Self.Z2:
             while h.size > 0:
-                var p = heap_pop(h)
+                var p = heap_pop[Self.T, LOW_FIRST](h)
                 if h.size == 0 or h.data[unsafe_offset=0].key != p.key:
                     return p
-                _ = heap_pop(h)
+                _ = heap_pop[Self.T, LOW_FIRST](h)
         else:
             while h.size > 0:
-                var p = heap_pop(h)
+                var p = heap_pop[Self.T, LOW_FIRST](h)
                 var idx = self.index_of(p.key)
                 var c = self.coef_of(p.key)
                 while h.size > 0 and self.index_of(h.data[unsafe_offset=0].key) == idx:
-                    c = (c + self.coef_of(heap_pop(h).key)) % self.modulus
+                    c = (c + self.coef_of(heap_pop[Self.T, LOW_FIRST](h).key)) % self.modulus
                 if c != 0:
                     return Entry[Self.T](p.diam, self.pack(idx, c))
         return Entry[Self.T](0, -1)
