@@ -7,7 +7,7 @@ which backend ran the last call.
 
 from . import _auto, _max, _mojo  # noqa: F401  (the backend modules register themselves)
 from ._control import Control, cancellable
-from .errors import AuraFallbackWarning, BackendUnavailable, Cancelled, UnsupportedProblem
+from .errors import AuraCacheWarning, AuraFallbackWarning, BackendUnavailable, Cancelled, UnsupportedProblem
 from .registry import (
     BACKENDS,
     BackendStatus,
@@ -42,6 +42,7 @@ def __dir__():
 
 __all__ = [
     "BACKENDS",
+    "AuraCacheWarning",
     "AuraFallbackWarning",
     "BackendStatus",
     "BackendUnavailable",

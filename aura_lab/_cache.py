@@ -5,21 +5,50 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import platform
+import shutil
+import tempfile
 import threading
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
+from .errors import AuraCacheWarning
 
-def cache_root() -> Path:
+
+def configured_root() -> Path:
+    """The cache directory the environment asks for."""
     env = os.environ.get("AURA_LAB_CACHE")
     if env:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "aura_lab"
+
+
+def cache_root() -> Path:
+    """``configured_root()`` if it can be written, else (with a warning, once per directory)
+    a private temporary cache of this process, removed at exit."""
+    return _usable(configured_root())
+
+
+@lru_cache(maxsize=16)
+def _usable(root: Path) -> Path:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+        return root
+    except OSError as e:
+        tmp = Path(tempfile.mkdtemp(prefix="aura_lab-cache-"))
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        warnings.warn(f"aura_lab: the cache directory {root} cannot be written ({e.strerror or e}); this process "
+                      f"uses the temporary cache {tmp} instead, so kernels compile again in every process "
+                      f"(set AURA_LAB_CACHE to a writable directory)", AuraCacheWarning, stacklevel=3)
+        return tmp
 
 
 def memoized(cache: dict, key, lock: threading.Lock, make: Callable[[], object]):

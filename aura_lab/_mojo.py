@@ -128,46 +128,138 @@ def _say(msg: str) -> None:
     print(f"aura_lab: {msg}", file=sys.stderr, flush=True)
 
 
+#: a build is refused below this much free disk in the cache (a kernel library is ~1 MiB,
+#: the compiler's temporaries a few tens of MiB)
+MIN_FREE_BYTES = 64 << 20
+#: how long a build waits for another process's build of the same kernel
+#: ($AURA_LAB_LOCK_TIMEOUT seconds): a hung compiler elsewhere never blocks a user for good
+LOCK_TIMEOUT_S = 900.0
+
+
+def seal_path(target: Path) -> Path:
+    """The file beside a build holding its size and SHA-256, written once it is complete."""
+    return target.with_name(target.name + ".sha256")
+
+
+def _digest(path: Path) -> str:
+    return f"{path.stat().st_size} {hashlib.sha256(path.read_bytes()).hexdigest()}"
+
+
+def is_intact(target: Path) -> bool:
+    """``target`` exists and matches its seal (a truncated, corrupted or unsealed file does
+    not: it is rebuilt rather than loaded into a crash)."""
+    try:
+        return seal_path(target).read_text().strip() == _digest(target)
+    except OSError:
+        return False
+
+
+def _seal(target: Path) -> None:
+    tmp = seal_path(target).with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(_digest(target) + "\n")
+    os.replace(tmp, seal_path(target))
+
+
+@contextlib.contextmanager
+def _build_lock(root: Path, name: str, what: str, quiet: bool):
+    """An exclusive ``fcntl`` lock on ``<root>/<name>.lock``, holding the owner's pid. The
+    kernel drops it when its owner dies (kill -9 included), so a killed build never blocks
+    the next one; a live owner is waited for at most ``$AURA_LAB_LOCK_TIMEOUT`` seconds."""
+    timeout = float(os.environ.get("AURA_LAB_LOCK_TIMEOUT") or LOCK_TIMEOUT_S)
+    with open(root / f"{name}.lock", "a+") as lockf:
+        deadline, told = time.monotonic() + timeout, False
+        while True:
+            try:
+                fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                lockf.seek(0)
+                owner = lockf.read().strip() or "?"
+                if time.monotonic() > deadline:
+                    raise MojoBuildError(name, [], f"timed out after {timeout:g} s waiting for process {owner}, which is "
+                                         f"building {what} ({root / (name + '.lock')}); set AURA_LAB_LOCK_TIMEOUT to wait longer") from None
+                if not told and not quiet:
+                    _say(f"waiting for process {owner}, which is building {what} ...")
+                    told = True
+                time.sleep(0.1)
+        lockf.truncate(0)
+        lockf.write(str(os.getpid()))
+        lockf.flush()
+        yield
+
+
+def _check_space(where: Path, name: str, diag: str = "") -> None:
+    """MojoBuildError saying the disk is full when it (nearly) is."""
+    free = shutil.disk_usage(where).free
+    if free < MIN_FREE_BYTES or "No space left on device" in diag:
+        raise MojoBuildError(name, [], f"the disk holding the cache {where} is full ({free >> 20} MiB free; a build needs "
+                             f"about {MIN_FREE_BYTES >> 20} MiB): free some space or set AURA_LAB_CACHE elsewhere\n{diag}")
+
+
 def compile_into(target: Path, name: str, args: list[str], *, what: str, force: bool = False, quiet: bool = False) -> Path:
     """Run ``mojo <args> -o <tmp>/<target.name>`` and rename the result to ``target``.
 
-    One compiler per ``name`` at a time (an ``fcntl`` lock in the cache directory; the other
-    processes wait, then find the result); the output is written in a private directory and
-    renamed into place, so no reader ever sees a partial file; the output keeps the target's
-    file name (``mojo precompile`` names the package after it). Older builds of ``name`` in
-    the cache directory are removed. Failures raise ``MojoBuildError`` with the diagnostics.
+    One compiler per ``name`` at a time (``_build_lock``; the other processes wait, then find
+    the result); the output is written in a private directory and renamed into place, so no
+    reader ever sees a partial file; the output keeps the target's file name (``mojo
+    precompile`` names the package after it) and is sealed with its size and checksum: a
+    build that does not match its seal is rebuilt, with a message. Older builds of ``name`` and
+    private directories left by killed builds are removed. Failures raise ``MojoBuildError``
+    with the diagnostics (a full disk says so).
     """
-    if target.is_file() and not force:
+    if not force and is_intact(target):
         return target
     root = build_dir()
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(root / f"{name}.lock", "w") as lockf:
-        fcntl.flock(lockf, fcntl.LOCK_EX)
-        if target.is_file() and not force:
+    with _build_lock(root, name, what, quiet):
+        if not force and is_intact(target):
             return target
-        tmpdir = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-        tmp = tmpdir / target.name
-        cmd = [str(mojo_binary()), *args, "-o", str(tmp)]
+        if target.exists() and not force:
+            why = "does not match its checksum (truncated or corrupted)" if seal_path(target).exists() else "has no checksum seal"
+            _say(f"the cached {target} {why}: rebuilding it")
+        _check_space(target.parent, name)
+        for stale in target.parent.glob(f".{name}-*"):  # left by a killed build (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        seconds = _compile(target, name, args, what, quiet)
+        _remove_older(root, name, target)
         if not quiet:
-            _say(f"compiling {what} with Mojo {compiler_version()} (first use; takes ~5-20 s) ...")
-        t0 = time.perf_counter()
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-            if r.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
-                diag = "\n".join(ln for ln in (r.stdout + r.stderr).splitlines() if "Crashpad" not in ln)
-                raise MojoBuildError(name, cmd, diag)
-            os.replace(tmp, target)
-        finally:  # also on Ctrl-C (subprocess.run kills the compiler first): no partial file stays
-            shutil.rmtree(tmpdir, ignore_errors=True)
-        for old in [*root.glob(f"{name}-*.so"), *root.glob(f"{name}-*/{target.name}")]:  # older sources
-            if old != target:
-                with contextlib.suppress(OSError):
-                    old.unlink()
-                    if old.parent != root:
-                        old.parent.rmdir()
-        if not quiet:
-            _say(f"built {what} in {time.perf_counter() - t0:.1f} s -> {target}")
+            _say(f"built {what} in {seconds:.1f} s -> {target}")
     return target
+
+
+def _compile(target: Path, name: str, args: list[str], what: str, quiet: bool) -> float:
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    tmp = tmpdir / target.name
+    cmd = [str(mojo_binary()), *args, "-o", str(tmp)]
+    if not quiet:
+        _say(f"compiling {what} with Mojo {compiler_version()} (first use; takes ~5-20 s) ...")
+    t0 = time.perf_counter()
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+        if r.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+            diag = "\n".join(ln for ln in (r.stdout + r.stderr).splitlines() if "Crashpad" not in ln)
+            _check_space(target.parent, name, diag)
+            raise MojoBuildError(name, cmd, diag)
+        try:
+            os.replace(tmp, target)
+            _seal(target)
+        except OSError as e:
+            _check_space(target.parent, name, str(e))
+            raise
+    finally:  # also on Ctrl-C (subprocess.run kills the compiler first): no partial file stays
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return time.perf_counter() - t0
+
+
+def _remove_older(root: Path, name: str, target: Path) -> None:
+    """Builds of ``name`` from older sources, with their seals."""
+    for old in [*root.glob(f"{name}-*.so"), *root.glob(f"{name}-*/{target.name}")]:
+        if old != target:
+            with contextlib.suppress(OSError):
+                seal_path(old).unlink(missing_ok=True)
+                old.unlink()
+                if old.parent != root:
+                    old.parent.rmdir()
 
 
 def build(stem: str, *, force: bool = False, quiet: bool = False) -> Path:
@@ -210,7 +302,7 @@ def _restore_environment() -> None:
 
 def is_built(stem: str) -> bool:
     try:
-        return library_path(stem).is_file()
+        return is_intact(library_path(stem))
     except MojoUnavailable:
         return False
 

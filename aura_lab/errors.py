@@ -22,6 +22,10 @@ class BackendUnavailable(RuntimeError):
     """A backend that cannot run here; raised for explicit requests, caught by ``auto``."""
 
 
+class AuraCacheWarning(UserWarning):
+    """The cache directory cannot be used as configured; what happens instead is said."""
+
+
 class UnsupportedProblem(ValueError):
     """This backend cannot take this problem (its limits); ``auto`` tries the next one."""
 

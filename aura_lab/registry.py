@@ -178,7 +178,8 @@ def thread_budget(n: int):
 def threads_for(work_ns: float) -> int:
     """The thread policy of every kernel: one thread for a call estimated to take less than
     ``SERIAL_NS`` on one thread, else ``num_threads()``."""
-    return 1 if work_ns < SERIAL_NS else num_threads()
+    n = num_threads()  # read (and checked) on every call, also the small ones
+    return 1 if work_ns < SERIAL_NS else n
 
 
 # ---------------------------------------------------------------------------- dispatch

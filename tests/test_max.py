@@ -1,10 +1,12 @@
 """The max backend beyond the per-op correctness tests (which run it like every backend):
 device policy, diagnostics, torch in/out, availability reporting."""
 
+import os
 import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +70,51 @@ def test_failed_graph_compile_carries_max_diagnostics():
     msg = lines["MESSAGE"]
     assert "max backend: compiling the graph ('broken',) failed" in msg
     assert "aura_no_such_op" in msg  # MAX's own diagnostic, not just our summary
+
+
+_REFUSED_COMPILE = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from aura_lab import _max
+
+    def build(dev, pkg):
+        from max.dtype import DType
+        from max.graph import Graph, TensorType, ops
+        t = TensorType(DType.int32, ["n"], dev)
+        with Graph("refused", input_types=[t], custom_extensions=[Path(sys.argv[1])]) as g:
+            g.output(ops.custom("aura_test_refuses_int32", dev, [g.inputs[0]], out_types=[t])[0])
+        return g
+
+    try:
+        _max.model(("refused",), build)
+        print("NO ERROR")
+    except _max.MaxGraphError as e:
+        print("REFUSED" if "int32 is refused at graph compile" in str(e) else "OTHER " + str(e)[:300])
+""")
+
+#: interpreters that must exit cleanly after a graph compile that failed in a kernel constraint
+EXITS_AFTER_FAILED_COMPILE = 20
+
+
+def test_interpreter_exits_cleanly_after_a_failed_graph_compile(tmp_path):
+    # MAX's compiler threads outlive the failure by up to a second; an exit meanwhile aborted the
+    # interpreter (exit 134, "terminate called without an active exception", about one exit in
+    # five): _max waits for them before raising. Each run is a fresh interpreter that exits at once.
+    from aura_lab import _mojo
+
+    src = Path(__file__).parent / "data" / "max_refusing_op"
+    pkg = tmp_path / "max_refusing_op.mojoc"
+    r = subprocess.run([str(_mojo.mojo_binary()), "precompile", str(src), "-o", str(pkg)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    runs, at_once = [], max(2, os.cpu_count() or 1)
+    while len(runs) < EXITS_AFTER_FAILED_COMPILE:
+        procs = [subprocess.Popen([sys.executable, "-c", _REFUSED_COMPILE, str(pkg)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+                 for _ in range(min(at_once, EXITS_AFTER_FAILED_COMPILE - len(runs)))]
+        for p in procs:
+            out, err = p.communicate(timeout=600)
+            runs.append((p.returncode, out.strip(), err[-500:]))
+    assert [(rc, out) for rc, out, _ in runs] == [(0, "REFUSED")] * len(runs), runs
 
 
 def test_torch_tensors_in_and_out():

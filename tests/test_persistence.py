@@ -334,6 +334,7 @@ def _with(D, i, j, v, sym=True):
     (_with(DM, 3, 3, 0.1), {"distance_matrix": True}, ValueError, "zero diagonal"),
     (GOOD, {"maxdim": -1}, ValueError, "maxdim: must be >= 0"),
     (GOOD, {"maxdim": 1.0}, TypeError, "maxdim: expected an integer"),
+    (GOOD, {"maxdim": 2**31}, ValueError, "maxdim: at most 1024"),
     (GOOD, {"maxdim": True}, TypeError, "maxdim: expected an integer"),
     (GOOD, {"coeff": 4}, ValueError, "coeff: must be a prime"),
     (GOOD, {"coeff": 1}, ValueError, "coeff: must be a prime"),
@@ -354,6 +355,18 @@ def test_bad_input(X, kw, exc, match, backend):
     kw = {"backend": backend, **kw}
     with pytest.raises(exc, match=match):
         aura_lab.rips_persistence(X, **kw)
+
+
+@pytest.mark.parametrize("backend", PH)
+def test_dimensions_above_n_minus_2_are_empty_and_not_computed(backend):
+    # maxdim=2**31 used to grow without bound on gudhi (and auto); a large maxdim on a small
+    # cloud is answered from the n - 2 bound, with one diagram per dimension asked for
+    X = np.random.default_rng(4).random((6, 3))
+    full = aura_lab.rips_persistence(X, maxdim=4, backend=backend)
+    many = aura_lab.rips_persistence(X, maxdim=1024, backend=backend)
+    assert len(many) == 1025 and all(d.shape == (0, 2) for d in many[5:])
+    for a, b in zip(full, many):
+        np.testing.assert_array_equal(a, b)
 
 
 @needs_mojo

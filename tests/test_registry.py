@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -151,3 +153,22 @@ def test_thread_policy(monkeypatch):
         assert op.threads({"n": registry.SERIAL_NS // 4}) == 1 and op.threads({"n": registry.SERIAL_NS}) == 3
     finally:
         Op.registry.pop("toy_threads")
+
+
+@pytest.mark.parametrize("value, expect", [("", "cores"), ("0", "cores"), ("1", 1), (" 2 ", 2), ("100000", "clamp")])
+def test_num_threads_setting(monkeypatch, value, expect):
+    cores = os.cpu_count() or 1
+    monkeypatch.setenv("AURA_NUM_THREADS", value)
+    want = {"cores": cores, "clamp": registry.THREADS_PER_CORE_MAX * cores}.get(expect, expect)
+    assert registry.num_threads() == want
+
+
+@pytest.mark.parametrize("value, match", [("abc", "expected an integer number of threads"), ("-1", "must be >= 0"),
+                                          ("1.5", "expected an integer")])
+def test_bad_num_threads_setting_names_the_variable(monkeypatch, value, match):
+    monkeypatch.setenv("AURA_NUM_THREADS", value)
+    with pytest.raises(ValueError, match=f"AURA_NUM_THREADS: {match}"):
+        registry.num_threads()
+    if registry.backend_status("mojo").available:  # and so does every kernel call, small ones too
+        with pytest.raises(ValueError, match="AURA_NUM_THREADS"):
+            aura_lab.pairwise_distances(np.ones((3, 2)), backend="mojo")
