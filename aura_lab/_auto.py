@@ -57,6 +57,8 @@ def load_table() -> tuple[dict, str]:
     if mine.is_file():
         try:
             t = json.loads(mine.read_text())
+            if not isinstance(t, dict) or not isinstance(t.get("ops"), dict):
+                raise ValueError("not a calibration table")
             if t.get("format") == FORMAT and t.get("versions") == versions():
                 return t, f"calibrated on this machine {t.get('date', '')}".strip()
             reason = "this machine's table is from other versions"

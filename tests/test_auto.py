@@ -54,6 +54,16 @@ def test_other_versions_fall_back_to_the_shipped_table(private_cache):
     assert "distance" in table["ops"]
 
 
+@pytest.mark.parametrize("text", ['{"format": 1, "ops": {"dist', "[]", '{"format": 1, "ops": 7}', "\x00\xff" * 8])
+def test_a_damaged_table_falls_back_to_the_shipped_one(private_cache, text):
+    path = _auto.table_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(text.encode("latin-1"))
+    table, source = _auto.load_table()
+    assert source == "shipped default table; this machine's table is unreadable" and "distance" in table["ops"]
+    aura_lab.pairwise_distances(np.ones((10, 3)))  # and auto still chooses
+
+
 def test_no_table_uses_the_shipped_default(private_cache):
     _, source = _auto.load_table()
     assert source == "shipped default table; no calibration on this machine (run `aura-lab calibrate`)"
