@@ -249,6 +249,8 @@ def threads_check(case: Case, backend: str, threads: int = 8, calls: int = 16, *
 
 #: RSS growth after the warm-up that ``aura-lab soak`` and the tests accept
 MAX_GROWTH_PCT = 5.0
+#: and per call after the warm-up (what a leaked small buffer shows as, long before 5 %)
+MAX_KIB_PER_CALL = 0.5
 
 def rss_mib() -> float:
     """Resident memory now, in MiB, after handing free allocator memory back."""
@@ -273,7 +275,7 @@ def soak(case: Case, backend: str, calls: int = 10000, *, chunks: int = 10, seed
     """``calls`` calls in a row on one small input: the first 10 % warm up, the rest run in
     ``chunks`` chunks with RSS sampled after each. Returns {op, backend, calls, rss_before_mib
     (after the warm-up), rss_after_mib (median of the last three samples), growth_pct,
-    objects, os_threads, max_models, compile_log (growth after the warm-up of each)}."""
+    kib_per_call, objects, os_threads, max_models, compile_log (growth after the warm-up of each)}."""
     inputs = case.inputs(seed)
     warmup = max(1, calls // 10)
     for _ in range(warmup):
@@ -287,8 +289,9 @@ def soak(case: Case, backend: str, calls: int = 10000, *, chunks: int = 10, seed
         samples.append(rss_mib())
     after = _counts()
     rss1 = statistics.median(samples[-3:])
-    return {"op": case.name, "backend": backend, "calls": warmup + chunks * per_chunk, "rss_before_mib": round(rss0, 1),
-            "rss_after_mib": round(rss1, 1), "growth_pct": round(100.0 * (rss1 - rss0) / rss0, 2),
+    return {"op": case.name, "backend": backend, "calls": warmup + chunks * per_chunk, "rss_before_mib": round(rss0, 2),
+            "rss_after_mib": round(rss1, 2), "growth_pct": round(100.0 * (rss1 - rss0) / rss0, 3),
+            "kib_per_call": round(1024.0 * (rss1 - rss0) / (chunks * per_chunk), 4),
             **{k: after[k] - before[k] for k in after}}
 
 
