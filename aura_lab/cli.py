@@ -167,8 +167,8 @@ def _cmd_soak(args) -> int:
         path.write_text(json.dumps({"context": {"machine": machine_info(), "calls": args.calls, "threads": args.threads},
                                     "rows": rows}, indent=2))
         print(f"\nwrote {path}")
-    bad = [r for r in rows if not r["threads_identical"] or r["growth_pct"] > load.MAX_GROWTH_PCT
-           or r["kib_per_call"] > load.MAX_KIB_PER_CALL]
+    bad = [f"{r['op']} {r['backend']}: " + "; ".join(load.problems(r)) for r in rows if load.problems(r)]
+    print("\n".join(["", *bad]) if bad else "\nall flat, all threaded results identical")
     return 1 if bad else 0
 
 

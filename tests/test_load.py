@@ -18,7 +18,10 @@ def _pairs():
 
 
 PAIRS = _pairs()
-SOAK_CALLS = 1000
+SOAK_CALLS = 2000
+#: calls of 3-30 ms each on this 2-core VM: fewer of them (the heap figure is exact at any count)
+SLOW = {("selective_scan", "numpy"): 300, ("selective_scan", "torch"): 200, ("selective_scan (train)", "torch"): 100,
+        ("selective_scan (train)", "max"): 300, ("route", "torch"): 300}
 
 
 @pytest.mark.parametrize("case,backend", PAIRS)
@@ -30,18 +33,15 @@ def test_eight_threads_match_serial(case, backend):
 
 @pytest.mark.parametrize("case,backend", PAIRS)
 def test_soak_leaves_rss_flat(case, backend):
-    r = L.soak(case, backend, calls=SOAK_CALLS)
-    assert r["growth_pct"] <= L.MAX_GROWTH_PCT, r
-    assert r["kib_per_call"] <= L.MAX_KIB_PER_CALL, r
-    # nothing recorded per call: one tracked Python object per 100 calls would already show
-    assert r["objects"] < SOAK_CALLS // 100, r
-    assert r["os_threads"] <= 0 and r["max_models"] == 0 and r["compile_log"] == 0, r
+    calls = SLOW.get((case.name, backend), SOAK_CALLS)
+    r = L.soak(case, backend, calls=calls)
+    assert L.problems(r) == [], r
 
 
 @pytest.mark.parametrize("nbytes", [2048, 128 << 10])
 def test_soak_catches_a_leaked_buffer(nbytes):
-    """The soak's criteria fail on a buffer kept per call (2 KiB: by the per-call growth;
-    128 KiB: by the 5 %)."""
+    """The soak's criteria fail on a buffer kept per call (2 KiB: by the heap growth per call;
+    128 KiB: also by the 5 % of RSS)."""
     kept = []
 
     def leaky(backend, X):
@@ -49,9 +49,9 @@ def test_soak_catches_a_leaked_buffer(nbytes):
         return L._distance(backend, X)
 
     r = L.soak(L.Case("leaky", "distance", L._distance_inputs, leaky), "numpy", calls=SOAK_CALLS)
-    assert r["kib_per_call"] > L.MAX_KIB_PER_CALL, r
+    assert any("malloc kept" in p for p in L.problems(r)), r
     if nbytes > 64 << 10:
-        assert r["growth_pct"] > L.MAX_GROWTH_PCT, r
+        assert any("%" in p for p in L.problems(r)), r
 
 
 def test_soak_catches_a_record_per_call():
@@ -62,7 +62,7 @@ def test_soak_catches_a_record_per_call():
         return L._distance(backend, X)
 
     r = L.soak(L.Case("recording", "distance", L._distance_inputs, recording), "numpy", calls=SOAK_CALLS)
-    assert r["objects"] >= SOAK_CALLS // 2, r
+    assert r["objects"] >= SOAK_CALLS // 2 and any("Python objects" in p for p in L.problems(r)), r
 
 
 def test_threads_check_catches_a_wrong_result():
