@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from aura_lab.harness import load as L
+from aura_lab.registry import Dispatch
 
 from .conftest import backend_params
 
@@ -21,7 +22,9 @@ PAIRS = _pairs()
 SOAK_CALLS = 2000
 #: calls of 3-30 ms each on this 2-core VM: fewer of them (the heap figure is exact at any count)
 SLOW = {("selective_scan", "numpy"): 300, ("selective_scan", "torch"): 200, ("selective_scan (train)", "torch"): 100,
-        ("selective_scan (train)", "max"): 300, ("route", "torch"): 300}
+        ("selective_scan (train)", "max"): 300, ("selective_scan (train)", "mojo"): 500, ("route", "torch"): 300,
+        ("selective_scan", "max"): 1000, ("selective_state_update", "max"): 1000, ("rips_persistence", "gudhi"): 500,
+        ("rips_persistence (reps)", "mojo"): 500}
 
 
 @pytest.mark.parametrize("case,backend", PAIRS)
@@ -58,7 +61,7 @@ def test_soak_catches_a_record_per_call():
     kept = []
 
     def recording(backend, X):
-        kept.append({"call": len(kept)})
+        kept.append(Dispatch("distance", backend, backend, "kept by mistake"))
         return L._distance(backend, X)
 
     r = L.soak(L.Case("recording", "distance", L._distance_inputs, recording), "numpy", calls=SOAK_CALLS)
