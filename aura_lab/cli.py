@@ -154,7 +154,12 @@ def _cmd_soak(args) -> int:
     from .harness import load
     from .harness.core import format_table, machine_info
 
-    cases = [load.CASE[name] for name in args.ops.split(",")] if args.ops else load.CASES
+    names = args.ops.split(",") if args.ops else list(load.CASE)
+    unknown = [n for n in names if n not in load.CASE]
+    if unknown:
+        print(f"aura-lab soak: unknown op(s) {', '.join(unknown)}; valid: {', '.join(load.CASE)}", file=sys.stderr)
+        return 2
+    cases = [load.CASE[n] for n in names]
     backends = args.backends.split(",") if args.backends else None
     print(f"# aura-lab soak: {args.threads} threads at once, then {args.calls} calls in a row per op x backend", flush=True)
     rows = load.run_all(args.calls, args.threads, args.thread_calls, cases, backends,

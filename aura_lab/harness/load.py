@@ -284,6 +284,7 @@ def problems(row: dict) -> list[str]:
         out.append("threaded results differ from serial ones")
     return out
 
+
 def rss_mib() -> float:
     """Resident memory now, in MiB, after handing free allocator memory back."""
     release_free_memory()
