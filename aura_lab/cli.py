@@ -6,6 +6,7 @@
     aura-lab validate FAMILY              every backend against its reference
     aura-lab calibrate [FAMILY ...]       measure the backends so `auto` picks the fastest
     aura-lab lab [--headless]             JupyterLab on notebooks/
+    aura-lab soak [--calls N] [--threads 8] every op x backend: threads at once, N calls in a row
 """
 
 from __future__ import annotations
@@ -147,6 +148,35 @@ def _cmd_lab(args) -> int:
     return 0
 
 
+def _cmd_soak(args) -> int:
+    import json
+
+    from .harness import load
+    from .harness.core import format_table, machine_info
+
+    names = args.ops.split(",") if args.ops else list(load.CASE)
+    unknown = [n for n in names if n not in load.CASE]
+    if unknown:
+        print(f"aura-lab soak: unknown op(s) {', '.join(unknown)}; valid: {', '.join(load.CASE)}", file=sys.stderr)
+        return 2
+    cases = [load.CASE[n] for n in names]
+    backends = args.backends.split(",") if args.backends else None
+    print(f"# aura-lab soak: {args.threads} threads at once, then {args.calls} calls in a row per op x backend", flush=True)
+    rows = load.run_all(args.calls, args.threads, args.thread_calls, cases, backends,
+                        on_row=lambda r: print(f"{r['op']} {r['backend']}: {r['growth_pct']:+.2f} % RSS, threads identical "
+                                               f"{r['threads_identical']}", file=sys.stderr, flush=True))
+    print(format_table(rows))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"context": {"machine": machine_info(), "calls": args.calls, "threads": args.threads},
+                                    "rows": rows}, indent=2))
+        print(f"\nwrote {path}")
+    bad = [f"{r['op']} {r['backend']}: " + "; ".join(load.problems(r)) for r in rows if load.problems(r)]
+    print("\n".join(["", *bad]) if bad else "\nall flat, all threaded results identical")
+    return 1 if bad else 0
+
+
 def main(argv=None) -> int:
     from .harness import EXTRAS, FAMILIES
 
@@ -177,6 +207,14 @@ def main(argv=None) -> int:
     la.add_argument("--ip", default="127.0.0.1")
     la.add_argument("--port", type=int, default=8888)
     la.set_defaults(fn=_cmd_lab)
+    so = sub.add_parser("soak", help="every op x backend from many threads at once, then many calls in a row (RSS)")
+    so.add_argument("--calls", type=int, default=10000, help="calls in a row per op x backend")
+    so.add_argument("--threads", type=int, default=8, help="Python threads calling at once")
+    so.add_argument("--thread-calls", type=int, default=32, help="calls spread over the threads")
+    so.add_argument("--ops", help="comma-separated subset of the ops (names as in the table)")
+    so.add_argument("--backends", help="comma-separated subset of backends")
+    so.add_argument("--json", help="also write the table as JSON here")
+    so.set_defaults(fn=_cmd_soak)
     args, extra = p.parse_known_args(argv)
     if extra and args.cmd != "lab":
         p.error(f"unrecognized arguments: {' '.join(extra)}")
