@@ -83,6 +83,8 @@ def check_out(out, shape: tuple, dtype: np.dtype, kind: str, name: str = "out") 
             raise ValueError(f"{name}: must be a CPU tensor")
         if out.requires_grad:
             raise ValueError(f"{name}: must not require grad")
+        if out.dtype.is_complex or str(out.dtype) == "torch.bfloat16":  # no numpy view of these
+            raise ValueError(f"{name}: expected dtype {np.dtype(dtype).name}, got {out.dtype}")
         arr = out.detach().numpy()
     elif isinstance(out, np.ndarray):
         arr = out

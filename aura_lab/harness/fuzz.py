@@ -251,6 +251,7 @@ class OpInfo:
     expect: Callable
     sizes: dict = field(default_factory=dict)  # size name -> (lo, hi)
     written: tuple = ()  # arguments the op may write (out=, state)
+    required: tuple = ()  # keywords always passed
 
 
 _D, _S, _P = ("numpy", "torch", "mojo", "max", "auto"), ("n", "d"), ("mojo", "gudhi", "auto")
@@ -264,7 +265,7 @@ OPS = {
         "route", _D, {"logits": (("T", "E"), "normal", True), "bias": (("E",), "normal", False)},
         {"k": (1, 2, 3, 0, 9), "scoring": ("softmax", "sigmoid"), "renormalize": (True, False), "scale": (1.0, 2.5),
          "n_groups": (None, 1, 2), "topk_groups": (None, 1, 2), "capacity_factor": (None, 0.5, 1.0, 2.0)},
-        expect_route, {"T": (0, 9), "E": (1, 8)}),
+        expect_route, {"T": (0, 9), "E": (1, 8)}, required=("k",)),
     "selective_scan": OpInfo(
         "selective_scan", _D,
         {"x": (("b", "l", "h", "p"), "normal", True), "dt": (("b", "l", "h"), "pos", True), "A": (("h",), "neg", True),
@@ -480,7 +481,7 @@ def cases(ops=None):
             if required or draw(st.booleans()):
                 args[arg] = _array_arg(draw, st, template, fill, sizes)
         for kw, pool in info.keywords.items():
-            if draw(st.booleans()):
+            if kw in info.required or draw(st.booleans()):
                 args[kw] = draw(st.sampled_from(pool)) if draw(st.integers(0, 4)) else draw(st.sampled_from(WRONG))
         backend = None
         if info.backends:
@@ -496,10 +497,12 @@ def cases(ops=None):
 class FuzzReport:
     cases: int = 0
     per_op: dict = field(default_factory=dict)
+    returned: dict = field(default_factory=dict)  # per op, the cases that returned a result
     failures: list = field(default_factory=list)  # (spec, why), each shrunk by hypothesis
 
     def summary(self) -> str:
-        lines = [f"cases tried: {self.cases}", "per op: " + ", ".join(f"{k} {v}" for k, v in sorted(self.per_op.items())),
+        lines = [f"cases tried: {self.cases}", "per op (returned a result / tried): " + ", ".join(
+            f"{k} {self.returned.get(k, 0)}/{v}" for k, v in sorted(self.per_op.items())),
                  f"failures found: {len(self.failures)}"]
         lines += [f"  {why}\n    {json.dumps(spec)}" for spec, why in self.failures]
         return "\n".join(lines)
@@ -520,7 +523,9 @@ def fuzz(*, minutes: float | None = None, examples: int | None = None, seed: int
     def one(spec):
         report.cases += 1
         report.per_op[spec["op"]] = report.per_op.get(spec["op"], 0) + 1
-        why = verdict(spec, worker.run(spec))
+        outcome = worker.run(spec)
+        report.returned[spec["op"]] = report.returned.get(spec["op"], 0) + bool(outcome.get("ok"))
+        why = verdict(spec, outcome)
         if why:
             last.append((spec, why))
             raise AssertionError(why)
@@ -536,7 +541,8 @@ def fuzz(*, minutes: float | None = None, examples: int | None = None, seed: int
             try:
                 test()
             except AssertionError:
-                report.failures.append(last[-1])
+                if last[-1] not in report.failures:
+                    report.failures.append(last[-1])
     finally:
         if own:
             worker.close()
