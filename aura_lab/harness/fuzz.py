@@ -401,14 +401,16 @@ class Worker:
     """The persistent child: ``run(spec)`` gives the outcome, or ``{"crash": ...}`` after a
     signal or a hang (the child is then killed and started again on the next case)."""
 
-    def __init__(self, timeout: float = 60.0):
-        self.timeout, self.proc = timeout, None
+    CHILD = "from aura_lab.harness.fuzz import _child_main; _child_main()"
+
+    def __init__(self, timeout: float = 60.0, child: str = CHILD):
+        self.timeout, self.child, self.proc = timeout, child, None
 
     def _start(self):
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen([sys.executable, "-c", "from aura_lab.harness.fuzz import _child_main; _child_main()"],
+        self.proc = subprocess.Popen([sys.executable, "-c", self.child],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=env, text=True, bufsize=1)
 
@@ -561,5 +563,5 @@ def save_regressions(path, failures) -> int:
     new = [{"spec": s, "found": why} for s, why in failures if json.dumps(s, sort_keys=True) not in known]
     if new:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(stored + new, indent=1) + "\n")
+        Path(path).write_text("[\n" + ",\n".join(json.dumps(r) for r in stored + new) + "\n]\n")
     return len(new)
