@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import os
 import sys
 import time
@@ -138,7 +139,8 @@ def _cmd_fuzz(args) -> int:
     from .harness import fuzz
 
     print(f"aura-lab fuzz: {args.minutes:g} min, seed {args.seed}, ops: {', '.join(args.ops or sorted(fuzz.OPS))}", flush=True)
-    report = fuzz.fuzz(minutes=args.minutes, seed=args.seed, ops=args.ops, timeout=args.timeout)
+    report = fuzz.fuzz(minutes=args.minutes, seed=args.seed, ops=args.ops, timeout=args.timeout,
+                       on_failure=lambda spec, why: print(f"FAILURE (shrunk): {why}\n  {json.dumps(spec)}", flush=True))
     print(report.summary())
     if report.failures and args.save:
         print(f"stored {fuzz.save_regressions(args.save, report.failures)} new failing spec(s) in {args.save}")

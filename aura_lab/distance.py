@@ -157,6 +157,8 @@ def pairwise_distances(X, Y=None, metric: str = "euclidean", *, backend: str = "
     prob, res = _validate(X, Y, metric, out, kind)
     if res.size:
         op.run(backend, prob)
+    else:
+        A.check_backend(op, backend)
     if out is not None:
         return out
     return A.wrap(res, kind)

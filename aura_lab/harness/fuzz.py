@@ -346,6 +346,8 @@ def run_case(spec: dict) -> dict:
         return {"raised": type(e).__name__, "mro": [c.__name__ for c in type(e).__mro__],
                 "module": type(e).__module__, "message": str(e)[:2000]}
     problems = info.expect(spec, res, args)
+    if info.backends and spec.get("backend") not in (*info.backends, None):
+        problems.append(f"backend: {spec['backend']!r} accepted")
     problems += [f"{k}: input written in place" for k, v in args.items()
                  if k in before and before[k] != _nbytes_key(v)]
     return {"ok": True, "problems": problems}
@@ -487,7 +489,7 @@ def cases(ops=None):
                 args[kw] = draw(st.sampled_from(pool)) if draw(st.integers(0, 9)) else draw(st.sampled_from(WRONG))
         backend = None
         if info.backends:
-            backend = draw(st.sampled_from(info.backends)) if draw(st.integers(0, 14)) else draw(st.sampled_from(("bogus", 3, None)))
+            backend = draw(st.sampled_from(info.backends)) if draw(st.integers(0, 14)) else draw(st.sampled_from(("bogus", *WRONG)))
         return {"op": name, "backend": backend, "seed": draw(st.integers(0, 2 ** 16)), "args": args}
 
     return case()
@@ -511,7 +513,8 @@ class FuzzReport:
 
 
 def fuzz(*, minutes: float | None = None, examples: int | None = None, seed: int = 0, ops=None,
-         timeout: float = 60.0, batch: int = 50, worker: Worker | None = None) -> FuzzReport:
+         timeout: float = 60.0, batch: int = 50, worker: Worker | None = None,
+         on_failure: Callable | None = None) -> FuzzReport:
     """Run hypothesis batches of ``batch`` cases (seeds ``seed``, ``seed + 1``, ...) until
     ``examples`` cases or ``minutes`` have passed; each failure is shrunk and kept."""
     from hypothesis import HealthCheck, Phase, given, settings
@@ -545,6 +548,8 @@ def fuzz(*, minutes: float | None = None, examples: int | None = None, seed: int
             except AssertionError:
                 if last[-1] not in report.failures:
                     report.failures.append(last[-1])
+                    if on_failure:
+                        on_failure(*last[-1])
     finally:
         if own:
             worker.close()
