@@ -67,6 +67,15 @@ def c_contiguous(a: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+def to_torch(a: np.ndarray):
+    """A CPU tensor of ``a`` (sharing its memory when C-contiguous). numpy calls a view reversed
+    along a size-1 axis contiguous; torch refuses its negative stride, so that one is copied."""
+    import torch
+
+    a = np.ascontiguousarray(a)
+    return torch.from_numpy(a if min(a.strides, default=0) >= 0 else a.copy())
+
+
 def wrap(result: np.ndarray, kind: str):
     """Return ``result`` in the caller's array kind."""
     if kind == "torch":

@@ -204,8 +204,8 @@ def _torch(prob: DistanceProblem):
     import torch
 
     X, Y = prob.X, prob.Y
-    x = X if A.is_torch(X) else torch.from_numpy(np.ascontiguousarray(X))
-    y = x if Y is None else (Y if A.is_torch(Y) else torch.from_numpy(np.ascontiguousarray(Y)))
+    x = X if A.is_torch(X) else A.to_torch(X)
+    y = x if Y is None else (Y if A.is_torch(Y) else A.to_torch(Y))
     out_dtype = torch.float32 if (x.dtype == torch.float32 and y.dtype == torch.float32) else torch.float64
     info = METRIC_INFO[prob.metric]
     dtype = torch.float64 if out_dtype == torch.float32 and info.squares and not _f32_safe(x, y) else out_dtype

@@ -35,7 +35,7 @@ DTYPES = ("float64", "float32", "float16", "bfloat16", "int32", "int64", "uint8"
 
 
 def _values(rng: np.random.Generator, fill: str, shape: tuple) -> np.ndarray:
-    v = rng.standard_normal(shape)
+    v = np.asarray(rng.standard_normal(shape))
     special = {"zeros": 0.0, "negzero": -0.0, "nan": np.nan, "inf": np.inf, "tiny": 1e-40, "huge": 1e38}
     if fill in special:
         return np.full(shape, special[fill]) * (np.sign(v) if fill in ("tiny", "huge") else 1)
@@ -50,7 +50,7 @@ def _values(rng: np.random.Generator, fill: str, shape: tuple) -> np.ndarray:
         b = np.abs(v[..., :1])
         return np.concatenate([b, b + np.abs(v[..., 1:])], axis=-1)
     if fill == "cu":
-        return np.sort(rng.integers(0, 8, shape))
+        return np.sort(rng.integers(0, 8, shape), axis=None).reshape(shape)
     return {"neg": -np.abs(v), "pos": np.abs(v), "int": np.round(3 * v)}.get(fill, v)
 
 
@@ -75,6 +75,7 @@ def build_array(rec: dict, rng: np.random.Generator):
         a = torch.from_numpy(np.ascontiguousarray(a))
         if rec.get("dtype") == "bfloat16":
             a = a.to(torch.bfloat16)
+    a = np.asarray(a) if container != "torch" else a
     torch_like = not isinstance(a, np.ndarray)
     if layout == "transpose":
         a = a.permute(*reversed(range(a.ndim))) if torch_like else a.T
@@ -156,8 +157,8 @@ def expect_distances(spec, res, args) -> list:
     p = []
     x, y = _rec(spec, "X"), _rec(spec, "Y") or _rec(spec, "X")
     f32 = all(_eff_dtype(r) == "float32" for r in (x, y))
-    _check_array(p, "result", res, (x["shape"][0], y["shape"][0]), "float32" if f32 else "float64",
-                 _kind(spec, ("X", "Y", "out")))
+    kind = _kind(spec, ("out",) if args.get("out") is not None else ("X", "Y"))
+    _check_array(p, "result", res, (x["shape"][0], y["shape"][0]), "float32" if f32 else "float64", kind)
     if args.get("out") is not None and res is not args["out"]:
         p.append("result: is not the out= array")
     return p
@@ -175,19 +176,21 @@ def expect_route(spec, res, args) -> list:
     return p
 
 
-def _scan_dtype(spec, name: str) -> str:
-    return _eff_dtype(_rec(spec, name))
+def _y_dtype(spec) -> str:
+    """y follows x: a tensor's own dtype (bfloat16 too), else the numpy dtype x becomes."""
+    x = _rec(spec, "x")
+    return x["dtype"] if x["container"] == "torch" else _eff_dtype(x)
 
 
 def expect_scan(spec, res, args) -> list:
     p, x = [], _rec(spec, "x")
     kind = _kind(spec, ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states"))
     y = res[0] if args.get("return_final_states") else res
-    _check_array(p, "y", y, x["shape"], _scan_dtype(spec, "x") if kind == "numpy" else x["dtype"], kind)
+    _check_array(p, "y", y, x["shape"], _y_dtype(spec), kind)
     if args.get("return_final_states"):
         b, _, h, pp = x["shape"]
         n = _rec(spec, "B")["shape"][-1]
-        fdt = "float64" if _scan_dtype(spec, "x") == "float64" else "float32"
+        fdt = "float64" if _eff_dtype(x) == "float64" else "float32"
         _check_array(p, "final_states", res[1], (b, h, pp, n), fdt, kind)
     return p
 
@@ -195,7 +198,7 @@ def expect_scan(spec, res, args) -> list:
 def expect_step(spec, res, args) -> list:
     p, x = [], _rec(spec, "x")
     kind = _kind(spec, ("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias"))
-    _check_array(p, "y", res, x["shape"], _scan_dtype(spec, "x") if kind == "numpy" else x["dtype"], kind)
+    _check_array(p, "y", res, x["shape"], _y_dtype(spec), kind)
     return p
 
 

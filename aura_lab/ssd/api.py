@@ -87,7 +87,7 @@ def _out_kind(arr, kind: str, like):
     if kind == "torch":
         import torch
 
-        t = arr if A_.is_torch(arr) else torch.from_numpy(np.ascontiguousarray(arr))
+        t = arr if A_.is_torch(arr) else A_.to_torch(arr)
         if like is not None:
             t = t.to(like.dtype if A_.is_torch(like) else _torch_dtype(like.dtype))
         return t
