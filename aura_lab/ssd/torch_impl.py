@@ -11,8 +11,6 @@ from .reference import check_chunk_memory
 
 def _t(a, device, dtype):
     """A torch tensor on ``device`` in ``dtype`` (autograd flows through ``.to``)."""
-    import torch
-
     if a is None:
         return None
     if not A_.is_torch(a):
