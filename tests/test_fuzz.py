@@ -79,3 +79,18 @@ def test_fuzz_command(capsys, tmp_path):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "cases tried: " in out and "failures found: 0" in out
+
+
+def test_an_input_written_in_place_is_reported(monkeypatch):
+    import aura_lab
+
+    def scribble(X, backend="auto"):
+        X[0] = 7.0
+        return X
+
+    monkeypatch.setattr(aura_lab, "scribble", scribble, raising=False)
+    monkeypatch.setitem(F.OPS, "scribble", F.OpInfo("scribble", ("numpy",), {"X": (("n",), "normal", True)}, {},
+                                                     lambda spec, res, args: []))
+    spec = {"op": "scribble", "backend": "numpy", "seed": 0,
+            "args": {"X": {"$array": {"dtype": "float64", "shape": [3], "fill": "zeros", "container": "numpy"}}}}
+    assert F.run_case(spec) == {"ok": True, "problems": ["X: input written in place"]}
