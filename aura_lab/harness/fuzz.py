@@ -445,6 +445,7 @@ class Worker:
 # ------------------------------------------------------------------------ drawing cases
 
 def _recipe(draw, st, template: tuple, fill: str, sizes: dict, mutate: bool) -> dict:
+    """An array of the template's shape (mutate: maybe a wrong one, an odd dtype or fill)."""
     shape = [sizes[s] if isinstance(s, str) else s for s in template]
     if mutate and draw(st.integers(0, 9)) == 0:  # a wrong shape: one size off, or a dim more/less
         how = draw(st.sampled_from(("grow", "add", "drop"))) if shape else "add"
@@ -455,7 +456,7 @@ def _recipe(draw, st, template: tuple, fill: str, sizes: dict, mutate: bool) -> 
             shape.append(draw(st.integers(1, 2)))
         else:
             shape.pop()
-    odd = draw(st.integers(0, 7)) == 0
+    odd = mutate and draw(st.integers(0, 7)) == 0
     dtype = draw(st.sampled_from(DTYPES)) if odd else draw(st.sampled_from(("float64", "float32")))
     container = draw(st.sampled_from(CONTAINERS)) if draw(st.booleans()) else "numpy"
     if dtype == "bfloat16" or (container == "torch" and dtype in ("object", "str")):
@@ -464,12 +465,12 @@ def _recipe(draw, st, template: tuple, fill: str, sizes: dict, mutate: bool) -> 
             "layout": draw(st.sampled_from(LAYOUTS)) if draw(st.booleans()) else "c", "container": container}
 
 
-def _array_arg(draw, st, template: tuple, fill: str, sizes: dict):
-    if draw(st.integers(0, 19)) == 0:
+def _array_arg(draw, st, template: tuple, fill: str, sizes: dict, mutate: bool):
+    if mutate and draw(st.integers(0, 19)) == 0:
         return draw(st.sampled_from(WRONG))
     if template[0] == "c":  # a collection: a list of arrays
-        return {"$list": [_recipe(draw, st, template[1:], fill, sizes, True) for _ in range(sizes["c"])]}
-    return {"$array": _recipe(draw, st, template, fill, sizes, True)}
+        return {"$list": [_recipe(draw, st, template[1:], fill, sizes, mutate) for _ in range(sizes["c"])]}
+    return {"$array": _recipe(draw, st, template, fill, sizes, mutate)}
 
 
 def cases(ops=None):
@@ -483,16 +484,17 @@ def cases(ops=None):
         name = draw(st.sampled_from(names))
         info = OPS[name]
         sizes = {s: draw(st.integers(lo, hi)) for s, (lo, hi) in info.sizes.items()}
+        odd = draw(st.booleans())  # half the cases valid (they reach the kernels), half odd
         args = {}
         for arg, (template, fill, required) in info.arrays.items():
             if required or draw(st.booleans()):
-                args[arg] = _array_arg(draw, st, template, fill, sizes)
+                args[arg] = _array_arg(draw, st, template, fill, sizes, odd)
         for kw, pool in info.keywords.items():
             if kw in info.required or draw(st.booleans()):
-                args[kw] = draw(st.sampled_from(pool)) if draw(st.integers(0, 9)) else draw(st.sampled_from(WRONG))
+                args[kw] = draw(st.sampled_from(pool)) if not odd or draw(st.integers(0, 9)) else draw(st.sampled_from(WRONG))
         backend = None
         if info.backends:
-            backend = draw(st.sampled_from(info.backends)) if draw(st.integers(0, 14)) else draw(st.sampled_from(("bogus", *WRONG)))
+            backend = draw(st.sampled_from(info.backends)) if not odd or draw(st.integers(0, 14)) else draw(st.sampled_from(("bogus", *WRONG)))
         return {"op": name, "backend": backend, "seed": draw(st.integers(0, 2 ** 16)), "args": args}
 
     return case()
