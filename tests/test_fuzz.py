@@ -29,7 +29,7 @@ def test_stored_regression_passes(worker, entry):
 
 
 def test_short_run_finds_nothing(worker):
-    report = F.fuzz(examples=120, seed=0, worker=worker)
+    report = F.fuzz(examples=300, seed=0, worker=worker)
     assert report.failures == [], report.summary()
     assert set(report.per_op) == set(F.OPS)  # every op drawn
     assert sum(report.returned.values()) > report.cases // 4  # most cases reach a backend
