@@ -317,10 +317,10 @@ WRONG = (None, "abc", "", -1, 0, 2 ** 31, 2 ** 63, 1.5, -0.0, float("nan"), floa
 
 # ------------------------------------------------------------------------ calling the op
 
-def _nbytes_key(v):
+def _fingerprint(v):
     """A fingerprint of a built argument's contents, to catch inputs written in place."""
     if isinstance(v, (list, tuple)):
-        return [_nbytes_key(x) for x in v]
+        return [_fingerprint(x) for x in v]
     if type(v).__module__.startswith("torch"):
         return v.detach().float().numpy().tobytes() if v.dtype.is_floating_point else v.numpy().tobytes()
     if isinstance(v, np.ndarray):
@@ -336,7 +336,7 @@ def run_case(spec: dict) -> dict:
 
     info = OPS[spec["op"]]
     args = build_args(spec)
-    before = {k: _nbytes_key(v) for k, v in args.items() if k not in info.written}
+    before = {k: _fingerprint(v) for k, v in args.items() if k not in info.written}
     call = dict(args)
     first = call.pop(next(iter(info.arrays)))  # the op's first array is positional
     if info.backends and spec.get("backend") is not None:
@@ -352,7 +352,7 @@ def run_case(spec: dict) -> dict:
     if info.backends and spec.get("backend") not in (*info.backends, None):
         problems.append(f"backend: {spec['backend']!r} accepted")
     problems += [f"{k}: input written in place" for k, v in args.items()
-                 if k in before and before[k] != _nbytes_key(v)]
+                 if k in before and before[k] != _fingerprint(v)]
     return {"ok": True, "problems": problems}
 
 
