@@ -140,8 +140,9 @@ def pairwise_distances(X, Y=None, metric: str = "euclidean", *, backend: str = "
         out: optional ``(n, m)`` array (or CPU tensor) of the result dtype to write into.
 
     Returns:
-        ``(n, m)`` distances. float32 inputs give float32; float64 gives float64; every
-        other numeric dtype (float16, ints, bool) is cast to float64, as scipy does.
+        ``(n, m)`` distances. float32 inputs give float32 (bfloat16 tensors count as float32:
+        they are read as float32); float64 gives float64; every other numeric dtype (float16,
+        ints, bool) is cast to float64, as scipy does.
         numpy in gives numpy out; torch tensors in give a torch tensor out.
 
     NaN and inf propagate as in ``scipy.spatial.distance.cdist`` (chebyshev skips NaN
