@@ -67,6 +67,15 @@ def c_contiguous(a: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+def to_torch(a: np.ndarray):
+    """A CPU tensor of ``a`` (sharing its memory when C-contiguous). numpy calls a view reversed
+    along a size-1 axis contiguous; torch refuses its negative stride, so that one is copied."""
+    import torch
+
+    a = np.ascontiguousarray(a)
+    return torch.from_numpy(a if min(a.strides, default=0) >= 0 else a.copy())
+
+
 def wrap(result: np.ndarray, kind: str):
     """Return ``result`` in the caller's array kind."""
     if kind == "torch":
@@ -83,6 +92,8 @@ def check_out(out, shape: tuple, dtype: np.dtype, kind: str, name: str = "out") 
             raise ValueError(f"{name}: must be a CPU tensor")
         if out.requires_grad:
             raise ValueError(f"{name}: must not require grad")
+        if out.dtype.is_complex or str(out.dtype) == "torch.bfloat16":  # no numpy view of these
+            raise ValueError(f"{name}: expected dtype {np.dtype(dtype).name}, got {out.dtype}")
         arr = out.detach().numpy()
     elif isinstance(out, np.ndarray):
         arr = out
@@ -95,6 +106,18 @@ def check_out(out, shape: tuple, dtype: np.dtype, kind: str, name: str = "out") 
     if not arr.flags.writeable:
         raise ValueError(f"{name}: array is read-only")
     return arr
+
+
+def check_backend(op, backend) -> None:
+    """Raise what ``op.run(backend, ...)`` would for a backend that cannot run (ValueError
+    naming an unknown backend, ``BackendUnavailable``), for a call that returns before it
+    dispatches (an empty input)."""
+    from .registry import check_backend_name
+
+    chosen = op.chosen(backend)
+    if chosen != "auto":
+        check_backend_name(chosen)
+        op.check(chosen)
 
 
 def available_memory() -> int:

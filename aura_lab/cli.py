@@ -5,6 +5,7 @@
     aura-lab bench FAMILY [--json PATH]   benchmark sweep (distance, ...)
     aura-lab validate FAMILY              every backend against its reference
     aura-lab calibrate [FAMILY ...]       measure the backends so `auto` picks the fastest
+    aura-lab fuzz [--minutes N] [--seed S] [--ops OP ...]   random odd inputs to every op x backend
     aura-lab lab [--headless]             JupyterLab on notebooks/
     aura-lab soak [--calls N] [--threads 8] every op x backend: threads at once, N calls in a row
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import os
 import sys
 import time
@@ -134,6 +136,18 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
+def _cmd_fuzz(args) -> int:
+    from .harness import fuzz
+
+    print(f"aura-lab fuzz: {args.minutes:g} min, seed {args.seed}, ops: {', '.join(args.ops or sorted(fuzz.OPS))}", flush=True)
+    report = fuzz.fuzz(minutes=args.minutes, seed=args.seed, ops=args.ops, timeout=args.timeout,
+                       on_failure=lambda spec, why: print(f"FAILURE (shrunk): {why}\n  {json.dumps(spec)}", flush=True))
+    print(report.summary())
+    if report.failures and args.save:
+        print(f"stored {fuzz.save_regressions(args.save, report.failures)} new failing spec(s) in {args.save}")
+    return 1 if report.failures else 0
+
+
 def _cmd_lab(args) -> int:
     root = Path(__file__).resolve().parent.parent / "notebooks"
     if not root.is_dir():
@@ -177,6 +191,16 @@ def _cmd_soak(args) -> int:
     return 1 if bad else 0
 
 
+def _fuzz_ops():
+    from .harness.fuzz import OPS
+
+    return OPS
+
+
+def _default_regressions() -> str | None:
+    return "tests/data/fuzz_regressions.json" if Path("tests/data").is_dir() else None
+
+
 def main(argv=None) -> int:
     from .harness import EXTRAS, FAMILIES
 
@@ -202,6 +226,13 @@ def main(argv=None) -> int:
     ca.add_argument("families", nargs="*", choices=[[], *sorted(FAMILIES)], help="op families (default: all)")
     ca.add_argument("--repeats", type=int, default=3)
     ca.set_defaults(fn=_cmd_calibrate)
+    fz = sub.add_parser("fuzz", help="random odd inputs to every op x backend in a child process; nonzero exit on a failure")
+    fz.add_argument("--minutes", type=float, default=5.0, help="how long to run")
+    fz.add_argument("--seed", type=int, default=0, help="first hypothesis seed (batches use seed, seed + 1, ...)")
+    fz.add_argument("--ops", nargs="+", choices=sorted(_fuzz_ops()), help="ops to fuzz (default: all)")
+    fz.add_argument("--timeout", type=float, default=60.0, help="seconds per case before it counts as a hang")
+    fz.add_argument("--save", default=_default_regressions(), help="JSON file the failing specs are added to")
+    fz.set_defaults(fn=_cmd_fuzz)
     la = sub.add_parser("lab", help="start JupyterLab on notebooks/")
     la.add_argument("--headless", action="store_true", help="no browser; listen on --ip/--port (for a remote box)")
     la.add_argument("--ip", default="127.0.0.1")

@@ -95,6 +95,10 @@ class CollectionRun:
 _local = threading.local()
 
 
+#: the most joblib workers ``n_jobs`` may ask for
+MAX_JOBS = 4096
+
+
 def last_run() -> CollectionRun | None:
     """The record of this thread's last ``collection_persistence`` call (None before any)."""
     return getattr(_local, "run", None)
@@ -260,7 +264,7 @@ def collection_persistence(X, *, homology_dimensions=(0, 1), threshold: float = 
             the aura_lab backend each worker runs: auto, mojo or gudhi).
         input_type: ``"point cloud"`` or ``"distance matrix"`` (``"full distance matrix"``, as
             gudhi names it, is the same).
-        n_jobs: joblib workers; ``None`` follows the joblib context (1 outside any, every
+        n_jobs: joblib workers (at most ``MAX_JOBS``); ``None`` follows the joblib context (1 outside any, every
             thread of the cluster under ``parallel_config(backend="dask")``), ``-1`` every core.
         params: already validated parameters (``check_params``), instead of the keywords.
 
@@ -277,6 +281,8 @@ def collection_persistence(X, *, homology_dimensions=(0, 1), threshold: float = 
     xs = check_collection(X, p.is_matrix)
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0):
         raise ValueError(f"n_jobs: expected None, -1 or a nonzero integer, got {n_jobs!r}")
+    if n_jobs is not None and abs(n_jobs) > MAX_JOBS:  # joblib overflows a C int past 2**31
+        raise ValueError(f"n_jobs: at most {MAX_JOBS} workers (or -{MAX_JOBS}), got {n_jobs!r}")
     jb, jb_name, jobs = _active_joblib(n_jobs)
     if not xs:
         _local.run = CollectionRun(0, jb_name if jobs > 1 else "serial", jobs, 0, seconds=time.perf_counter() - t0)

@@ -15,7 +15,7 @@ import numpy as np
 
 def as_diagram(dgm, name: str = "dgm") -> np.ndarray:
     """``dgm`` as a float64 ``(k, 2)`` array; ValueError unless births are finite and <= deaths."""
-    a = np.asarray(dgm, dtype=np.float64)
+    a = _floats(dgm, name)
     if a.size == 0:
         return np.empty((0, 2))
     if a.ndim != 2 or a.shape[1] != 2:
@@ -29,9 +29,18 @@ def as_diagram(dgm, name: str = "dgm") -> np.ndarray:
     return a
 
 
+def _floats(v, name: str) -> np.ndarray:
+    try:
+        return np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name}: expected real numbers, got {type(v).__name__} ({e})") from None
+
+
 def _as_list(dgms, name: str) -> list[np.ndarray]:
     if isinstance(dgms, np.ndarray) and dgms.ndim == 2:
         return [as_diagram(dgms, name)]
+    if not hasattr(dgms, "__iter__") or isinstance(dgms, (str, bytes, dict)):
+        raise TypeError(f"{name}: expected a list of (k, 2) diagrams, got {type(dgms).__name__}")
     return [as_diagram(d, f"{name}[{k}]") for k, d in enumerate(dgms)]
 
 
@@ -61,7 +70,7 @@ def bottleneck_distances(dgms_a, dgms_b, *, e: float = 0.0) -> list[float]:
 def betti_curves(dgms, ts) -> np.ndarray:
     """Betti numbers ``(len(dgms), len(ts))``: beta_k(t) = #{bars of H_k with birth <= t < death}."""
     ds = _as_list(dgms, "dgms")
-    t = np.asarray(ts, dtype=np.float64).reshape(-1)
+    t = _floats(ts, "ts").reshape(-1)
     out = np.zeros((len(ds), t.size), dtype=np.int64)
     for k, d in enumerate(ds):
         if d.size:

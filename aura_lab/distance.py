@@ -140,8 +140,9 @@ def pairwise_distances(X, Y=None, metric: str = "euclidean", *, backend: str = "
         out: optional ``(n, m)`` array (or CPU tensor) of the result dtype to write into.
 
     Returns:
-        ``(n, m)`` distances. float32 inputs give float32; float64 gives float64; every
-        other numeric dtype (float16, ints, bool) is cast to float64, as scipy does.
+        ``(n, m)`` distances. float32 inputs give float32 (bfloat16 tensors count as float32:
+        they are read as float32); float64 gives float64; every other numeric dtype (float16,
+        ints, bool) is cast to float64, as scipy does.
         numpy in gives numpy out; torch tensors in give a torch tensor out.
 
     NaN and inf propagate as in ``scipy.spatial.distance.cdist`` (chebyshev skips NaN
@@ -157,6 +158,8 @@ def pairwise_distances(X, Y=None, metric: str = "euclidean", *, backend: str = "
     prob, res = _validate(X, Y, metric, out, kind)
     if res.size:
         op.run(backend, prob)
+    else:
+        A.check_backend(op, backend)
     if out is not None:
         return out
     return A.wrap(res, kind)
@@ -202,8 +205,8 @@ def _torch(prob: DistanceProblem):
     import torch
 
     X, Y = prob.X, prob.Y
-    x = X if A.is_torch(X) else torch.from_numpy(np.ascontiguousarray(X))
-    y = x if Y is None else (Y if A.is_torch(Y) else torch.from_numpy(np.ascontiguousarray(Y)))
+    x = X if A.is_torch(X) else A.to_torch(X)
+    y = x if Y is None else (Y if A.is_torch(Y) else A.to_torch(Y))
     out_dtype = torch.float32 if (x.dtype == torch.float32 and y.dtype == torch.float32) else torch.float64
     info = METRIC_INFO[prob.metric]
     dtype = torch.float64 if out_dtype == torch.float32 and info.squares and not _f32_safe(x, y) else out_dtype

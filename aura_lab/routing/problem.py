@@ -137,7 +137,10 @@ def _params(E: int, T: int, k, scoring, renormalize, scale, bias, n_groups, topk
         cf = _as_real(capacity_factor, "capacity_factor")
         if cf <= 0:
             raise ValueError(f"capacity_factor: must be > 0, got {cf}")
-        capacity = math.ceil(cf * T * k / E)
+        slots = cf * T * k / E
+        if not slots < 2 ** 62:  # inf and NaN too
+            raise ValueError(f"capacity_factor: {cf} gives a capacity of {slots:g} slots, past int64")
+        capacity = math.ceil(slots)
     return dict(k=k, scoring=scoring, renormalize=bool(renormalize), scale=scale, bias=b, n_groups=n_groups,
                 topk_groups=topk_groups, capacity=capacity)
 

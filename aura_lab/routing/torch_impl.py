@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import _arrays as A
 from .problem import RouteArrays, RoutingProblem, op
 from .reference import _EXP_C, _EXP_LIMIT, _LN2_HI, _LN2_LO, _LOG2E, _rows_per_block
 
@@ -113,8 +114,8 @@ def _torch(spec: RoutingProblem) -> RouteArrays:
     L = spec.logits
     T, E = L.shape
     chunk = _rows_per_block(E, 1 << 18)
-    Lt = torch.from_numpy(L)
-    bias64 = None if spec.bias is None else torch.from_numpy(spec.bias).double()
+    Lt = A.to_torch(L)
+    bias64 = None if spec.bias is None else A.to_torch(spec.bias).double()
     experts = torch.empty((T, spec.k), dtype=torch.int64)
     weights = torch.empty((T, spec.k), dtype=torch.float32)
     with torch.inference_mode():

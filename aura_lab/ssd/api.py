@@ -91,9 +91,7 @@ def selective_state_update(state, x, dt, A, B, C, *, D=None, z=None, dt_bias=Non
 def _out_kind(arr, kind: str, like):
     """Convert a backend result to the caller's kind and the dtype of ``like`` (None: keep)."""
     if kind == "torch":
-        import torch
-
-        t = arr if A_.is_torch(arr) else torch.from_numpy(np.ascontiguousarray(arr))
+        t = arr if A_.is_torch(arr) else A_.to_torch(arr)
         if like is not None:
             t = t.to(like.dtype if A_.is_torch(like) else _torch_dtype(like.dtype))
         return t

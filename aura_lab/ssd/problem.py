@@ -55,6 +55,14 @@ def _arr(a, name: str):
     return a
 
 
+def _required(**arrays):
+    """``_arr`` of each required array; None raises TypeError naming it."""
+    for name, a in arrays.items():
+        if a is None:
+            raise TypeError(f"{name}: required, got None")
+    return [_arr(a, name) for name, a in arrays.items()]
+
+
 def _is_f64(a) -> bool:
     if A_.is_torch(a):
         import torch
@@ -198,7 +206,7 @@ class ScanOutput(NamedTuple):
 def validate_scan(x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_states, cu_seqlens, chunk_size) -> Scan:
     kind = A_.kind_of(x, dt, A, B, C, D, z, dt_bias, initial_states)
     device = A_.device_of(x, dt, A, B, C, D, z, dt_bias, initial_states)
-    x, dt, A, B, C = _arr(x, "x"), _arr(dt, "dt"), _arr(A, "A"), _arr(B, "B"), _arr(C, "C")
+    x, dt, A, B, C = _required(x=x, dt=dt, A=A, B=B, C=C)
     D, z, dt_bias, init = _arr(D, "D"), _arr(z, "z"), _arr(dt_bias, "dt_bias"), _arr(initial_states, "initial_states")
     _ndim(x, "x", 4, "(b, l, h, p)")
     b, l, h, p = (int(s) for s in x.shape)
@@ -230,7 +238,7 @@ def validate_step(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit) -
     kind = A_.kind_of(state, x, dt, A, B, C, D, z, dt_bias)
     device = A_.device_of(state, x, dt, A, B, C, D, z, dt_bias)
     _check_state(state)
-    x, dt, A, B, C = _arr(x, "x"), _arr(dt, "dt"), _arr(A, "A"), _arr(B, "B"), _arr(C, "C")
+    x, dt, A, B, C = _required(x=x, dt=dt, A=A, B=B, C=C)
     D, z, dt_bias = _arr(D, "D"), _arr(z, "z"), _arr(dt_bias, "dt_bias")
     _ndim(state, "state", 4, "(b, h, p, n)")
     b, h, p, n = (int(s) for s in state.shape)

@@ -11,12 +11,10 @@ from .reference import check_chunk_memory
 
 def _t(a, device, dtype):
     """A torch tensor on ``device`` in ``dtype`` (autograd flows through ``.to``)."""
-    import torch
-
     if a is None:
         return None
     if not A_.is_torch(a):
-        a = torch.from_numpy(np.ascontiguousarray(a))
+        a = A_.to_torch(a)
     return a.to(device=device, dtype=dtype)
 
 
@@ -148,7 +146,8 @@ def _step_torch(prob: Step):
     rep = prob.h // prob.g
     Bh, Ch = B.repeat_interleave(rep, dim=1)[:, :, None, :], C.repeat_interleave(rep, dim=1)[..., None]
     u = (dtp[..., None] * x)[..., None]  # (b, h, p, 1)
-    view = st if A_.is_torch(st) else (torch.from_numpy(st) if st.dtype in (np.float32, np.float64) else None)
+    viewable = st.dtype in (np.float32, np.float64) and min(st.strides, default=0) >= 0
+    view = st if A_.is_torch(st) else (torch.from_numpy(st) if viewable else None)
     grad = needs_grad(x, dt, A, B, C)
     if view is not None and view.dtype == dtype and not grad:
         with torch.no_grad():
