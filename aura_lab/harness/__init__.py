@@ -16,10 +16,12 @@ EXTRAS = {
     "max": "aura_lab.harness.maxops",
     "collection": "aura_lab.harness.collection",  # RipsPersistence over a collection of clouds
 }
-#: every other module of this package (but the shared machinery) is one op family's entry:
-#: adding ``harness/<op>.py`` is all it takes for the CLI, notebooks and panels to find it
+#: the shared machinery and the reliability checks: modules that are no op family
+MACHINERY = ("core", "calibrate", "load", "fuzz")
+#: every other module of this package is one op family's entry: adding ``harness/<op>.py``
+#: is all it takes for the CLI, notebooks and panels to find it
 FAMILIES = {m.name: f"{__name__}.{m.name}" for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name)
-            if m.name not in ("core", "calibrate", "load") and f"{__name__}.{m.name}" not in EXTRAS.values()}
+            if m.name not in MACHINERY and f"{__name__}.{m.name}" not in EXTRAS.values()}
 
 
 def family_module(name: str):
