@@ -42,55 +42,49 @@ def test_accelerator_without_a_gpu_kernel_raises_naming_the_op(monkeypatch):
     assert aura_lab.last_dispatch().backend != "max" and D.shape == (4, 4)
 
 
-def test_failed_graph_compile_carries_max_diagnostics():
-    # in a child process: after a failed compile MAX can abort the interpreter at exit
-    code = textwrap.dedent("""
-        import os
-        from aura_lab import _max
-
-        def build(dev, pkg):
-            from max.dtype import DType
-            from max.graph import Graph, TensorType, ops
-            t = TensorType(DType.float32, ["n"], dev)
-            with Graph("broken", input_types=[t], custom_extensions=[pkg]) as g:
-                g.output(ops.custom("aura_no_such_op", dev, [g.inputs[0]], out_types=[t])[0])
-            return g
-
-        try:
-            _max.model(("broken",), build)
-            print("NO ERROR")
-        except _max.MaxGraphError as e:
-            print("TYPE", isinstance(e, RuntimeError))
-            print("MESSAGE", str(e).replace(chr(10), " | "))
-        os._exit(0)
-    """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
-    lines = dict(ln.split(" ", 1) for ln in r.stdout.splitlines() if " " in ln)
-    assert lines.get("TYPE") == "True", r.stdout + r.stderr
-    msg = lines["MESSAGE"]
-    assert "max backend: compiling the graph ('broken',) failed" in msg
-    assert "aura_no_such_op" in msg  # MAX's own diagnostic, not just our summary
-
-
-_REFUSED_COMPILE = textwrap.dedent("""
+#: a child interpreter compiling a one-op graph: argv = op name, dtype, custom-op package
+#: ("ours": aura_lab's); prints TYPE and MESSAGE of the MaxGraphError, then exits normally
+_FAILING_COMPILE = textwrap.dedent("""
     import sys
     from pathlib import Path
     from aura_lab import _max
 
+    name, dtype, ext = sys.argv[1:]
+
     def build(dev, pkg):
         from max.dtype import DType
         from max.graph import Graph, TensorType, ops
-        t = TensorType(DType.int32, ["n"], dev)
-        with Graph("refused", input_types=[t], custom_extensions=[Path(sys.argv[1])]) as g:
-            g.output(ops.custom("aura_test_refuses_int32", dev, [g.inputs[0]], out_types=[t])[0])
+        t = TensorType(getattr(DType, dtype), ["n"], dev)
+        with Graph("failing", input_types=[t], custom_extensions=[pkg if ext == "ours" else Path(ext)]) as g:
+            g.output(ops.custom(name, dev, [g.inputs[0]], out_types=[t])[0])
         return g
 
     try:
-        _max.model(("refused",), build)
+        _max.model(("failing",), build)
         print("NO ERROR")
     except _max.MaxGraphError as e:
-        print("REFUSED" if "int32 is refused at graph compile" in str(e) else "OTHER " + str(e)[:300])
+        print("TYPE", isinstance(e, RuntimeError))
+        print("MESSAGE", str(e).replace(chr(10), " | "))
 """)
+
+
+def _failing_compile(*argv) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _FAILING_COMPILE, *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _answer(proc: subprocess.Popen) -> tuple[int, dict, str]:
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, dict(ln.split(" ", 1) for ln in out.splitlines() if " " in ln), err[-500:]
+
+
+def test_failed_graph_compile_carries_max_diagnostics():
+    rc, lines, err = _answer(_failing_compile("aura_no_such_op", "float32", "ours"))
+    assert lines.get("TYPE") == "True", (lines, err)
+    msg = lines["MESSAGE"]
+    assert "max backend: compiling the graph ('failing',) failed" in msg
+    assert "aura_no_such_op" in msg  # MAX's own diagnostic, not just our summary
+
 
 #: interpreters that must exit cleanly after a graph compile that failed in a kernel constraint
 EXITS_AFTER_FAILED_COMPILE = 20
@@ -98,8 +92,8 @@ EXITS_AFTER_FAILED_COMPILE = 20
 
 def test_interpreter_exits_cleanly_after_a_failed_graph_compile(tmp_path):
     # MAX's compiler threads outlive the failure by up to a second; an exit meanwhile aborted the
-    # interpreter (exit 134, "terminate called without an active exception", 3 of 24
-    # exits measured): _max waits for them before raising. Each run is a fresh interpreter that exits at once.
+    # interpreter (exit 134, "terminate called without an active exception", 3 of 24 exits
+    # measured): _max waits for them before raising. Each run is a fresh interpreter exiting at once.
     from aura_lab import _mojo
 
     src = Path(__file__).parent / "data" / "max_refusing_op"
@@ -108,13 +102,11 @@ def test_interpreter_exits_cleanly_after_a_failed_graph_compile(tmp_path):
     assert r.returncode == 0, r.stderr
     runs, at_once = [], max(2, os.cpu_count() or 1)
     while len(runs) < EXITS_AFTER_FAILED_COMPILE:
-        procs = [subprocess.Popen([sys.executable, "-c", _REFUSED_COMPILE, str(pkg)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+        procs = [_failing_compile("aura_test_refuses_int32", "int32", str(pkg))
                  for _ in range(min(at_once, EXITS_AFTER_FAILED_COMPILE - len(runs)))]
-        for p in procs:
-            out, err = p.communicate(timeout=600)
-            runs.append((p.returncode, out.strip(), err[-500:]))
-    assert [(rc, out) for rc, out, _ in runs] == [(0, "REFUSED")] * len(runs), runs
+        runs += [_answer(p) for p in procs]
+    refused = [(rc, "int32 is refused at graph compile" in lines.get("MESSAGE", "")) for rc, lines, _ in runs]
+    assert refused == [(0, True)] * len(runs), runs
 
 
 def test_torch_tensors_in_and_out():
