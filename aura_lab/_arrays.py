@@ -108,18 +108,6 @@ def check_out(out, shape: tuple, dtype: np.dtype, kind: str, name: str = "out") 
     return arr
 
 
-def check_backend(op, backend) -> None:
-    """Raise what ``op.run(backend, ...)`` would for a backend that cannot run (ValueError
-    naming an unknown backend, ``BackendUnavailable``), for a call that returns before it
-    dispatches (an empty input)."""
-    from .registry import check_backend_name
-
-    chosen = op.chosen(backend)
-    if chosen != "auto":
-        check_backend_name(chosen)
-        op.check(chosen)
-
-
 def available_memory() -> int:
     """Bytes of memory available to allocate (MemAvailable), or a large number if unknown."""
     try:

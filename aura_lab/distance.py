@@ -159,7 +159,7 @@ def pairwise_distances(X, Y=None, metric: str = "euclidean", *, backend: str = "
     if res.size:
         op.run(backend, prob)
     else:
-        A.check_backend(op, backend)
+        op.check_backend(backend)
     if out is not None:
         return out
     return A.wrap(res, kind)

@@ -178,7 +178,7 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
     if reps and op.chosen(backend) == "gudhi":
         raise RuntimeError(GUDHI_NO_REPS)
     if prob.n == 0:
-        A.check_backend(op, backend)
+        op.check_backend(backend)
         op.record("none", backend, "empty input: nothing to compute", 0.0)
         empty = [np.empty((0, 2)) for _ in range(prob.reported_maxdim + 1)]
         none = [[] for _ in empty]

@@ -362,6 +362,15 @@ class Op:
                 backend = "auto"
         return backend
 
+    def check_backend(self, backend: str) -> None:
+        """Raise what ``run(backend, ...)`` would for a backend that cannot run (ValueError
+        naming an unknown backend, ``BackendUnavailable``), for a call that returns before it
+        dispatches (an empty input)."""
+        chosen = self.chosen(backend)
+        if chosen != "auto":
+            check_backend_name(chosen)
+            self.check(chosen)
+
     def run(self, backend: str, problem):
         """Run the op on ``problem`` with ``backend`` ("auto" or a name); record what ran."""
         requested, backend = backend, self.chosen(backend)

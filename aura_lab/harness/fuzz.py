@@ -26,6 +26,13 @@ from typing import Callable
 
 import numpy as np
 
+from ..collection import collection_persistence
+from ..diagrams import betti_curves, bottleneck_distance
+from ..distance import pairwise_distances
+from ..persistence import rips_persistence
+from ..routing import route
+from ..ssd import selective_scan, selective_state_update
+
 # ------------------------------------------------------------------------ building arguments
 
 FILLS = ("normal", "neg", "pos", "zeros", "negzero", "nan", "inf", "tiny", "huge", "mixed", "int")
@@ -247,7 +254,7 @@ class OpInfo:
     """One op: how to call it, the arrays it takes (shapes over named sizes), its keyword pools
     (valid values; wrong ones are drawn from ``WRONG``), and the expected result."""
 
-    fn: str  # attribute of aura_lab
+    fn: Callable  # the public function
     backends: tuple
     arrays: dict  # name -> (shape template of size names, preferred fill, required)
     keywords: dict  # name -> tuple of valid values
@@ -260,17 +267,17 @@ class OpInfo:
 _D, _S, _P = ("numpy", "torch", "mojo", "max", "auto"), ("n", "d"), ("mojo", "gudhi", "auto")
 OPS = {
     "pairwise_distances": OpInfo(
-        "pairwise_distances", _D, {"X": (("n", "d"), "normal", True), "Y": (("m", "d"), "normal", False),
-                                   "out": (("n", "m"), "zeros", False)},
+        pairwise_distances, _D, {"X": (("n", "d"), "normal", True), "Y": (("m", "d"), "normal", False),
+                                 "out": (("n", "m"), "zeros", False)},
         {"metric": ("euclidean", "sqeuclidean", "cosine", "cityblock", "chebyshev")}, expect_distances,
         {"n": (0, 9), "m": (0, 9), "d": (0, 5)}, written=("out",)),
     "route": OpInfo(
-        "route", _D, {"logits": (("T", "E"), "normal", True), "bias": (("E",), "normal", False)},
+        route, _D, {"logits": (("T", "E"), "normal", True), "bias": (("E",), "normal", False)},
         {"k": (1, 2, 3, 0, 9), "scoring": ("softmax", "sigmoid"), "renormalize": (True, False), "scale": (1.0, 2.5),
          "n_groups": (None, 1, 2), "topk_groups": (None, 1, 2), "capacity_factor": (None, 0.5, 1.0, 2.0)},
         expect_route, {"T": (0, 9), "E": (1, 8)}, required=("k",)),
     "selective_scan": OpInfo(
-        "selective_scan", _D,
+        selective_scan, _D,
         {"x": (("b", "l", "h", "p"), "normal", True), "dt": (("b", "l", "h"), "pos", True), "A": (("h",), "neg", True),
          "B": (("b", "l", "g", "n"), "normal", True), "C": (("b", "l", "g", "n"), "normal", True),
          "D": (("h",), "normal", False), "z": (("b", "l", "h", "p"), "normal", False),
@@ -280,7 +287,7 @@ OPS = {
          "return_final_states": (False, True), "chunk_size": (256, 1, 2, 3)}, expect_scan,
         {"b": (0, 2), "l": (0, 6), "h": (1, 4), "g": (1, 2), "p": (1, 3), "n": (1, 3), "s": (2, 3)}),
     "selective_state_update": OpInfo(
-        "selective_state_update", _D,
+        selective_state_update, _D,
         {"state": (("b", "h", "p", "n"), "normal", True), "x": (("b", "h", "p"), "normal", True),
          "dt": (("b", "h"), "pos", True), "A": (("h",), "neg", True), "B": (("b", "g", "n"), "normal", True),
          "C": (("b", "g", "n"), "normal", True), "D": (("h", "p"), "normal", False),
@@ -288,25 +295,25 @@ OPS = {
         {"dt_softplus": (False, True), "dt_limit": ([0.0, float("inf")], [0.001, 0.1])}, expect_step,
         {"b": (0, 2), "h": (1, 4), "g": (1, 2), "p": (1, 3), "n": (1, 3)}, written=("state",)),
     "rips_persistence": OpInfo(
-        "rips_persistence", _P, {"X": (_S, "normal", True)},
+        rips_persistence, _P, {"X": (_S, "normal", True)},
         {"maxdim": (0, 1, 2, 3), "threshold": (float("inf"), 0.0, 0.5, 1.5), "metric": ("euclidean", "cityblock", "cosine"),
          "coeff": (2, 3, 5), "progress": (False,), "return_cycles": (False, True), "return_cocycles": (False, True)},
         expect_rips, {"n": (0, 10), "d": (0, 3)}),
     "rips_persistence_matrix": OpInfo(
-        "rips_persistence", _P, {"X": (("n", "n"), "distmat", True)},
+        rips_persistence, _P, {"X": (("n", "n"), "distmat", True)},
         {"distance_matrix": (True,), "maxdim": (0, 1, 2), "threshold": (float("inf"), 1.0), "coeff": (2, 3),
          "progress": (False,), "return_cycles": (False, True), "return_cocycles": (False, True)},
         expect_rips, {"n": (0, 9)}),
     "collection_persistence": OpInfo(
-        "collection_persistence", _P, {"X": (("c", "n", "d"), "normal", True)},
+        collection_persistence, _P, {"X": (("c", "n", "d"), "normal", True)},
         {"homology_dimensions": ([0, 1], 0, 1, [1]), "threshold": (float("inf"), 1.0),
          "metric": ("euclidean", "chebyshev"), "coeff": (2, 3), "n_jobs": (None, 1)},
         expect_collection, {"c": (0, 3), "n": (0, 7), "d": (1, 3)}),
     "bottleneck_distance": OpInfo(
-        "bottleneck_distance", (), {"dgm_a": (("k", 2), "diagram", True), "dgm_b": (("j", 2), "diagram", True)},
+        bottleneck_distance, (), {"dgm_a": (("k", 2), "diagram", True), "dgm_b": (("j", 2), "diagram", True)},
         {"e": (0.0, 0.1)}, expect_bottleneck, {"k": (0, 5), "j": (0, 5)}),
     "betti_curves": OpInfo(
-        "betti_curves", (), {"dgms": (("c", "k", 2), "diagram", True), "ts": (("t",), "pos", True)},
+        betti_curves, (), {"dgms": (("c", "k", 2), "diagram", True), "ts": (("t",), "pos", True)},
         {}, expect_betti, {"c": (0, 3), "k": (0, 5), "t": (0, 6)}),
 }
 
@@ -332,8 +339,6 @@ def run_case(spec: dict) -> dict:
     """Build the arguments, call the op; the outcome as JSON (problems found, or the exception)."""
     import warnings
 
-    import aura_lab
-
     info = OPS[spec["op"]]
     args = build_args(spec)
     before = {k: _fingerprint(v) for k, v in args.items() if k not in info.written}
@@ -344,7 +349,7 @@ def run_case(spec: dict) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = getattr(aura_lab, info.fn)(first, **call)
+            res = info.fn(first, **call)
     except BaseException as e:  # noqa: BLE001 (KeyboardInterrupt too: reported, judged a failure)
         return {"raised": type(e).__name__, "mro": [c.__name__ for c in type(e).__mro__],
                 "module": type(e).__module__, "message": str(e)[:2000]}

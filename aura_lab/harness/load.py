@@ -32,6 +32,10 @@ from typing import Callable
 import numpy as np
 
 from .. import _max
+from ..distance import pairwise_distances
+from ..persistence import rips_persistence
+from ..routing import route
+from ..ssd import selective_scan, selective_state_update
 from ..registry import Op, backend_status
 from .core import _rss_kib, release_free_memory
 
@@ -80,14 +84,10 @@ def _cloud_inputs(rng, large):
 # ------------------------------------------------------------------------------ calls
 
 def _distance(backend, X):
-    from .. import pairwise_distances
-
     return pairwise_distances(X, backend=backend)
 
 
 def _route(backend, logits, bias):
-    from .. import route
-
     return route(logits, 4, bias=bias, n_groups=4, topk_groups=2, capacity_factor=1.25, backend=backend)
 
 
@@ -97,8 +97,6 @@ CHUNK = 16
 
 
 def _scan(backend, x, dt, A, B, C, D, z, bias):
-    from .. import selective_scan
-
     return selective_scan(x, dt, A, B, C, D=D, z=z, dt_bias=bias, dt_softplus=True, return_final_states=True,
                           chunk_size=CHUNK, backend=backend)
 
@@ -106,8 +104,6 @@ def _scan(backend, x, dt, A, B, C, D, z, bias):
 def _scan_train(backend, *inputs):
     """The forward and backward of a loss on y and the final states: (y, final, gradients)."""
     import torch
-
-    from .. import selective_scan
 
     ts = [torch.from_numpy(a.copy()).requires_grad_() for a in inputs]
     y, fin = selective_scan(*ts[:5], D=ts[5], z=ts[6], dt_bias=ts[7], dt_softplus=True, return_final_states=True,
@@ -119,22 +115,16 @@ def _scan_train(backend, *inputs):
 
 def _step(backend, state, x, dt, A, B, C, D, z, bias):
     """One decode step on a copy of ``state``: (y, the updated state)."""
-    from .. import selective_state_update
-
     st = state.copy()
     y = selective_state_update(st, x, dt, A, B, C, D=D, z=z, dt_bias=bias, dt_softplus=True, backend=backend)
     return y, st
 
 
 def _persistence(backend, X):
-    from .. import rips_persistence
-
     return rips_persistence(X, maxdim=1, backend=backend, progress=False)
 
 
 def _persistence_reps(backend, X):
-    from .. import rips_persistence
-
     return rips_persistence(X, maxdim=1, backend=backend, progress=False, return_cycles=True, return_cocycles=True)
 
 
@@ -152,9 +142,7 @@ class Case:
 
     @property
     def registry_op(self) -> Op:
-        import aura_lab  # noqa: F401  (the op modules register their ops on import)
-
-        return Op.registry[self.op]
+        return Op.registry[self.op]  # the op modules imported above registered it
 
     def backends(self) -> list[str]:
         """The backends it runs on here."""

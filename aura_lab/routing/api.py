@@ -31,7 +31,7 @@ def route(logits, k: int, *, scoring: str = "softmax", renormalize: bool = True,
     kind = A.kind_of(logits, bias)
     prob = validate(logits, k, scoring, renormalize, scale, bias, n_groups, topk_groups, capacity_factor)
     if prob.logits.shape[0] == 0:
-        A.check_backend(op, backend)
+        op.check_backend(backend)
     out = empty_result(prob) if prob.logits.shape[0] == 0 else op.run(backend, prob)
     dropped = 0 if prob.capacity is None else int(np.maximum(out.counts - prob.capacity, 0).sum())
     wrap = (lambda a: a) if kind == "numpy" else (lambda a: None if a is None else A.wrap(a, kind))
