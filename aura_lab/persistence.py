@@ -580,8 +580,7 @@ def _engine_dims(n: int, maxdim: int) -> int:
 def _engine_limits(prob: PersistenceProblem) -> None:
     """UnsupportedProblem when simplex indices (combinatorial number system, with the coefficient
     packed below them for p > 2) would overflow the engine's 64-bit keys."""
-    n, maxdim, coeff = prob.n, prob.maxdim, prob.coeff
-    dims = _engine_dims(n, maxdim)
+    n, dims, maxdim, coeff = prob.n, prob.maxdim, prob.reported_maxdim, prob.coeff  # dims: capped at n - 2
     if dims > MAX_ENGINE_DIM:
         raise UnsupportedProblem(f"maxdim: the mojo engine computes up to dimension {MAX_ENGINE_DIM}, got maxdim={maxdim} with n={n}")
     cbits = 0 if coeff == 2 else coeff.bit_length()
@@ -597,8 +596,7 @@ def _mojo_impl(prob: PersistenceProblem) -> list[np.ndarray]:
     """The engine on the full matrix (float32 or float64, C-contiguous)."""
     global _last_stats
     D, thr = prob.filtration
-    n, maxdim, coeff = prob.n, prob.maxdim, prob.coeff
-    dims = _engine_dims(n, maxdim)
+    n, dims, maxdim, coeff = prob.n, prob.maxdim, prob.reported_maxdim, prob.coeff  # dims: capped at n - 2
     kernel = _mojo.load("persistence")
     D = np.ascontiguousarray(D)
     bits = 32 if D.dtype == np.float32 else 64
