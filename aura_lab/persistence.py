@@ -19,7 +19,8 @@ Conventions (shared by both backends, so their diagrams agree bar for bar):
 
 * Filtration values are the pairwise distances: float32 inputs give a float32 filtration (as
   ripser and giotto-ph), float64 and every other numeric dtype a float64 one.
-* Vertices are born at 0; an edge {i, j}, i > j, enters at D[i, j] (the lower triangle, as gudhi
+* Vertices are born at 0 (sparse input with a nonzero diagonal: at their birth times, H0 only,
+  see ``aura_lab.rips_graph``); an edge {i, j}, i > j, enters at D[i, j] (the lower triangle, as gudhi
   reads a full matrix; ripser.py reads the upper one, which matters only for matrices that are
   not exactly symmetric: on fract-r, whose rounded entries differ by up to 1e-5, the diagrams
   then differ by 1e-6); a simplex at its largest edge. Edges longer than the threshold, and
@@ -44,6 +45,7 @@ import numpy as np
 
 from . import _arrays as A
 from . import _control, _mojo
+from . import rips_graph as G
 from ._abi import ADDR, FLOAT, INT, KernelABI
 from .distance import METRICS, pairwise_distances
 from .errors import Cancelled, UnsupportedProblem
@@ -95,6 +97,14 @@ class PersistenceProblem:
     #: diagrams returned (``maxdim`` as given; ``maxdim`` itself is capped at n - 2)
     reported_maxdim: int = -1
     reps: int = 0  #: REPS_COCYCLES | REPS_CYCLES: the representatives asked for
+    #: with ``n_perm``: the landmarks' indices into the input and their covering radius
+    idx_perm: np.ndarray | None = None
+    r_cover: float | None = None
+
+    @property
+    def births(self) -> np.ndarray | None:
+        """Vertex birth times of a sparse input with a nonzero diagonal, else ``None``."""
+        return self.X.births if isinstance(self.X, G.SparseEdges) else None
 
     @property
     def n(self) -> int:
@@ -115,7 +125,7 @@ class PersistenceProblem:
 def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: str = "euclidean",
                      distance_matrix: bool = False, coeff: int = 2, backend: str = "auto",
                      progress: bool | str = "auto", return_cycles: bool = False,
-                     return_cocycles: bool = False) -> "list[np.ndarray] | PersistenceResult":
+                     return_cocycles: bool = False, n_perm: int | None = None) -> "list[np.ndarray] | PersistenceResult":
     """Persistence diagrams of the Vietoris-Rips filtration of ``X``, and on request a
     representative cycle and cocycle of every bar.
 
@@ -123,7 +133,14 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
         X: ``(n, d)`` point cloud, or with ``distance_matrix=True`` (or ``metric="precomputed"``)
             an ``(n, n)`` distance matrix: non-negative, no NaN, zero diagonal, symmetric to within
             0.1 % per entry (its lower triangle ``D[i, j], i > j`` is used); ``inf`` entries mean
-            "no edge". numpy arrays, torch CPU tensors or anything ``np.asarray`` takes.
+            "no edge". numpy arrays, torch CPU tensors or anything ``np.asarray`` takes. Also, with
+            ``distance_matrix=True``, a ``scipy.sparse`` matrix (any format) or an edge list
+            ``(i, j, d)`` of three 1-D arrays, as ripser.py reads sparse input: a stored entry is an
+            edge (an explicit 0 one of length 0), a missing one none; an edge may be stored in one
+            triangle or in both (then equal within 0.1 %); a nonzero diagonal gives vertex birth
+            times, which change H0 only (``aura_lab.rips_graph``). The engines still build the
+            dense ``(n, n)`` matrix (``inf`` off the edges): ``MemoryError`` up front when it does
+            not fit.
         maxdim: highest homology dimension (>= 0).
         threshold: largest edge length inserted (>= 0). The default ``inf`` means the enclosing
             radius, as ripser; larger values are capped there (the barcode is the same).
@@ -138,6 +155,12 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
             ``False`` never. (gudhi reports no progress.)
         return_cycles: also return a cycle of every bar (mojo engine only).
         return_cocycles: also return a cocycle of every bar (mojo engine only).
+        n_perm: compute on ``n_perm`` landmarks (1 <= n_perm <= n) chosen by furthest-point
+            sampling (ripser.py's ``get_greedy_perm``: point 0 first, then each the point furthest
+            from those chosen); the result is a ``PersistenceResult`` whose ``idx_perm`` are their
+            indices and ``r_cover`` their covering radius (every point lies within it of a
+            landmark, so the diagrams are within ``r_cover`` of the full cloud's in bottleneck
+            distance, times 2 for the Rips filtration's scale).
 
     Representatives (``return_cycles`` / ``return_cocycles``; K_t is the complex at scale t,
     capped at the threshold actually used; an infinite bar has d = inf):
@@ -174,7 +197,11 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
     """
     reps = _check_flag("return_cocycles", return_cocycles) * REPS_COCYCLES | _check_flag("return_cycles", return_cycles) * REPS_CYCLES
     prob = _validate(X, maxdim, threshold, metric, distance_matrix, coeff, reps)
+    prob = _landmarks(prob, n_perm)
     progress = _check_progress(progress)
+    if reps and prob.births is not None:
+        raise ValueError("X: representatives (return_cycles / return_cocycles) are not computed for sparse input "
+                         "with vertex birth times (a nonzero diagonal)")
     if reps and op.chosen(backend) == "gudhi":
         raise RuntimeError(GUDHI_NO_REPS)
     if prob.n == 0:
@@ -182,7 +209,9 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
         op.record("none", backend, "empty input: nothing to compute", 0.0)
         empty = [np.empty((0, 2)) for _ in range(prob.reported_maxdim + 1)]
         none = [[] for _ in empty]
-        return _result(Bars(empty, none if reps & REPS_CYCLES else None, none if reps & REPS_COCYCLES else None), prob) if reps else empty
+        if reps or prob.idx_perm is not None:
+            return _result(Bars(empty, none if reps & REPS_CYCLES else None, none if reps & REPS_COCYCLES else None), prob)
+        return empty
     if progress is True or (progress == "auto" and op.is_long(prob.size)):
         bar = ProgressBar(after_s=0.0 if progress is True else PROGRESS_AFTER_S)
         try:
@@ -192,9 +221,33 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
             bar.close()
     else:
         dgms = op.run(backend, prob)
-    if reps:
-        return _result(dgms, prob)
+    if prob.births is not None:
+        dgms = [G.h0_with_births(prob.X, prob.filtration[1]), *dgms[1:]]
+    if reps or prob.idx_perm is not None:
+        return _result(dgms if reps else Bars(dgms, None, None), prob)
     return _finish(dgms, prob.reported_maxdim)
+
+
+def _landmarks(prob: PersistenceProblem, n_perm) -> PersistenceProblem:
+    """The problem on ``n_perm`` furthest-point landmarks (``None``: unchanged)."""
+    if n_perm is None:
+        return prob
+    n_perm = _check_int("n_perm", n_perm, lo=1)
+    if isinstance(prob.X, G.SparseEdges):
+        raise ValueError("n_perm: landmarks are not chosen on sparse input (as ripser.py); pass a dense matrix or points")
+    if n_perm > prob.n:
+        raise ValueError(f"n_perm: at most the number of points, {prob.n}, got {n_perm}")
+    if prob.is_matrix:
+        D = prob.filtration[0]
+        idx, r = G.greedy_permutation(lambda i: D[i], prob.n, n_perm)
+        sub = D[np.ix_(idx, idx)]
+    else:
+        X = prob.X
+        idx, r = G.greedy_permutation(lambda i: pairwise_distances(X[i:i + 1], X, metric=prob.metric)[0], prob.n, n_perm)
+        sub = X[idx]
+    return PersistenceProblem(np.ascontiguousarray(sub), prob.is_matrix, prob.metric, _engine_dims(n_perm, prob.reported_maxdim),
+                              prob.threshold, prob.coeff, reported_maxdim=prob.reported_maxdim, reps=prob.reps,
+                              idx_perm=idx, r_cover=r)
 
 
 def _check_flag(name: str, v) -> bool:
@@ -264,6 +317,13 @@ def _validate(X, maxdim, threshold, metric, distance_matrix, coeff, reps=0) -> P
     if distance_matrix and metric not in ("euclidean", "precomputed"):
         raise ValueError(f"metric: {metric!r} has no effect on a distance matrix (distance_matrix=True); leave the default")
     is_matrix = bool(distance_matrix) or metric == "precomputed"
+    sparse_input = G.is_sparse(X) or (is_matrix and G.is_edge_list(X))
+    if sparse_input and not is_matrix:
+        raise ValueError("X: a scipy.sparse matrix is read as a distance matrix: pass distance_matrix=True")
+    if sparse_input:
+        edges = G.from_sparse(X) if G.is_sparse(X) else G.from_edge_list(X)
+        return PersistenceProblem(edges, True, metric, _engine_dims(edges.n, maxdim), threshold, coeff,
+                                  reported_maxdim=maxdim, reps=reps)
     Xn = A.to_numpy(X, "X")
     if is_matrix:
         if Xn.ndim != 2 or Xn.shape[0] != Xn.shape[1]:
@@ -346,6 +406,8 @@ def _check_threshold(threshold) -> float:
 
 def _distance_matrix(Xn: np.ndarray, metric: str, is_matrix: bool) -> np.ndarray:
     """The full symmetric ``(n, n)`` float32/float64 C-contiguous filtration matrix of the input."""
+    if isinstance(Xn, G.SparseEdges):
+        return Xn.dense()
     if not is_matrix:
         n = Xn.shape[0]
         dtype = A.result_float_dtype(Xn)
@@ -432,6 +494,9 @@ class PersistenceResult:
     cycles: list[list[Chain]] | None
     cocycles: list[list[Chain]] | None
     coeff: int
+    #: with ``n_perm``: the landmarks' indices into the input, and their covering radius
+    idx_perm: np.ndarray | None = None
+    r_cover: float | None = None
 
     def ripser_cocycles(self) -> list[list[np.ndarray]]:
         """The cocycles in ripser.py's shape (``do_cocycles=True``): per dimension and bar an
@@ -449,7 +514,7 @@ def _result(bars: Bars, prob: PersistenceProblem) -> PersistenceResult:
         for reps, out in ((bars.cycles, cycles), (bars.cocycles, cocycles)):
             if reps is not None:
                 out.append([reps[k][i] for i in pos] if k < len(reps) else [])
-    return PersistenceResult(dgms, cycles, cocycles, prob.coeff)
+    return PersistenceResult(dgms, cycles, cocycles, prob.coeff, prob.idx_perm, prob.r_cover)
 
 
 def _parse_reps(words: np.ndarray, dims: np.ndarray, want: int) -> tuple[list, list]:
