@@ -67,8 +67,8 @@ op = Op("persistence", reference="gudhi", auto_order=("mojo", "gudhi"), work=_si
 MAX_MAXDIM = 1024
 #: largest coefficient prime (gudhi's limit: p * p must fit its 32-bit arithmetic)
 MAX_COEFF = 46337
-#: relative disagreement tolerated between D[i, j] and D[j, i] (text files round distances)
-SYM_RTOL = 1e-3
+#: relative disagreement tolerated between D[i, j] and D[j, i] (text files round distances), dense or sparse
+SYM_RTOL = G.SYM_RTOL
 #: per-dimension statistics the mojo engine reports (``last_stats()``)
 STAT_FIELDS = ("simplices", "columns", "apparent", "cleared", "emergent", "reduced", "additions", "pushes",
                "assemble_s", "search_s", "reduce_s")
@@ -100,6 +100,11 @@ class PersistenceProblem:
     #: with ``n_perm``: the landmarks' indices into the input and their covering radius
     idx_perm: np.ndarray | None = None
     r_cover: float | None = None
+
+    @property
+    def returns_result(self) -> bool:
+        """Whether the call returns a ``PersistenceResult`` (representatives or landmarks)."""
+        return bool(self.reps) or self.idx_perm is not None
 
     @property
     def births(self) -> np.ndarray | None:
@@ -209,7 +214,7 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
         op.record("none", backend, "empty input: nothing to compute", 0.0)
         empty = [np.empty((0, 2)) for _ in range(prob.reported_maxdim + 1)]
         none = [[] for _ in empty]
-        if reps or prob.idx_perm is not None:
+        if prob.returns_result:
             return _result(Bars(empty, none if reps & REPS_CYCLES else None, none if reps & REPS_COCYCLES else None), prob)
         return empty
     if progress is True or (progress == "auto" and op.is_long(prob.size)):
@@ -223,7 +228,7 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
         dgms = op.run(backend, prob)
     if prob.births is not None:
         dgms = [G.h0_with_births(prob.X, prob.filtration[1]), *dgms[1:]]
-    if reps or prob.idx_perm is not None:
+    if prob.returns_result:
         return _result(dgms if reps else Bars(dgms, None, None), prob)
     return _finish(dgms, prob.reported_maxdim)
 

@@ -59,10 +59,8 @@ class SparseEdges:
 
 
 def is_sparse(X) -> bool:
-    try:
-        from scipy import sparse
-    except ImportError:  # scipy absent: nobody can pass a scipy matrix
-        return False
+    from scipy import sparse  # a dependency, imported on the first call only (start-up)
+
     return sparse.issparse(X)
 
 
@@ -75,7 +73,7 @@ def from_sparse(M) -> SparseEdges:
     if M.ndim != 2 or M.shape[0] != M.shape[1]:
         raise ValueError(f"X: a sparse distance matrix must be square (n, n), got shape {M.shape}")
     coo = M.tocoo()
-    return _edges(int(M.shape[0]), np.asarray(coo.row), np.asarray(coo.col), np.asarray(coo.data), "X")
+    return _edges(int(M.shape[0]), np.asarray(coo.row), np.asarray(coo.col), np.asarray(coo.data))
 
 
 def from_edge_list(X) -> SparseEdges:
@@ -94,32 +92,33 @@ def from_edge_list(X) -> SparseEdges:
         if a.size and a.min() < 0:
             raise ValueError(f"X[{k}]: vertex indices must be >= 0, got {int(a.min())}")
     n = int(max(i.max(), j.max())) + 1 if i.size else 0
-    return _edges(n, i, j, d, "X")
+    return _edges(n, i, j, d)
 
 
-def _edges(n: int, row: np.ndarray, col: np.ndarray, val: np.ndarray, name: str) -> SparseEdges:
+def _edges(n: int, row: np.ndarray, col: np.ndarray, val: np.ndarray) -> SparseEdges:
     """Validated, canonical edges from coordinate entries (ripser.py's conventions)."""
     if row.size and (row.max() >= n or col.max() >= n):
-        raise ValueError(f"{name}: a vertex index is out of range for n={n}: {int(max(row.max(), col.max()))}")
+        raise ValueError(f"X: a vertex index is out of range for n={n}: {int(max(row.max(), col.max()))}")
     if val.size and not (np.issubdtype(val.dtype, np.number) or val.dtype == np.bool_):
-        raise TypeError(f"{name}: entries must be numbers, got dtype {val.dtype}")
+        raise TypeError(f"X: entries must be numbers, got dtype {val.dtype}")
     dtype = A.result_float_dtype(val) if val.size else np.dtype(np.float64)
     val = val.astype(dtype, copy=False)
     if np.isnan(val).any():
-        raise ValueError(f"{name}: the sparse distance matrix contains NaN")
+        raise ValueError(f"X: the sparse distance matrix contains NaN")
     if (val < 0).any():
-        raise ValueError(f"{name}: the sparse distance matrix has negative entries")
+        raise ValueError(f"X: the sparse distance matrix has negative entries")
     row, col = row.astype(np.int64), col.astype(np.int64)
     diag = row == col
     births = None
     if diag.any() and (val[diag] != 0).any():
         births = np.zeros(n, np.float64)
         if not np.isfinite(val[diag]).all():
-            raise ValueError(f"{name}: a vertex birth time (diagonal entry) is infinite")
+            raise ValueError(f"X: a vertex birth time (diagonal entry) is infinite")
         births[row[diag]] = val[diag]
     off = ~diag & np.isfinite(val)
     hi, lo, v = np.maximum(row[off], col[off]), np.minimum(row[off], col[off]), val[off]
-    key = hi * max(n, 1) + lo
+    base = max(n, 1)  # key = hi * base + lo
+    key = hi * base + lo
     order = np.lexsort((v, key))
     key, v = key[order], v[order]
     first = np.r_[True, key[1:] != key[:-1]] if key.size else np.zeros(0, bool)
@@ -128,18 +127,18 @@ def _edges(n: int, row: np.ndarray, col: np.ndarray, val: np.ndarray, name: str)
     bad = ~(np.abs(vmax - vmin) <= SYM_RTOL * vmax)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        a, b = divmod(int(key[first][k]), max(n, 1))
+        a, b = divmod(int(key[first][k]), base)
         raise ValueError(f"X: the sparse distance matrix is not symmetric: the edge ({a}, {b}) is stored with the "
                          f"values {vmin[k]} and {vmax[k]}")
     ukey = key[first]
-    return SparseEdges(n, (ukey // max(n, 1)).astype(np.int64), (ukey % max(n, 1)).astype(np.int64), vmin, births)
+    return SparseEdges(n, ukey // base, ukey % base, vmin, births)
 
 
 def h0_with_births(edges: SparseEdges, threshold: float) -> np.ndarray:
-    """The H0 diagram with vertex birth times (ripser.py's rule): edges <= threshold from the
+    """The H0 diagram with the vertex birth times ``edges.births`` (ripser.py's rule): edges <= threshold from the
     shortest; a merge kills the younger root (larger birth): bar ``[its birth, d)`` when
     ``d > birth``; ``[birth, inf)`` per component at the end. ``(k, 2)`` float64."""
-    births = edges.births if edges.births is not None else np.zeros(edges.n)
+    births = edges.births
     keep = edges.d <= threshold
     i, j, d = edges.i[keep], edges.j[keep], edges.d[keep].astype(np.float64)
     order = np.argsort(d, kind="stable")
