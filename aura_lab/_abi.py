@@ -6,8 +6,11 @@ An op module declares its kernel's block as a ``KernelABI``::
     METRIC = Enumeration("metric", ("euclidean", "sqeuclidean", ...))
     ABI = KernelABI("distance", [("metric", INT), ("x", ADDR), ("n", INT), ...], enums=[METRIC])
 
-* Python fills a block with ``ABI.pack(metric=..., x=a.ctypes.data, ...)`` (every field by
-  name, nothing positional) and passes ``block.address`` to the kernel; a MAX op gets the same
+* Python fills a block with ``ABI.pack(metric=..., x=a, ...)`` (every field by name, nothing
+  positional; an address field takes a numpy array, another ``Block``, an int address or
+  None) and passes ``block.address`` to the kernel. The block keeps a reference to every
+  array and block whose address it carries, so nothing it points to is freed while the
+  block (held by the call running the kernel) lives; a MAX op gets the same
   block as an int64 tensor (``ABI.pack(...).words()``), its address fields set to 1 for
   "present" and 0 for "absent", and substitutes its tensors' addresses.
 * The Mojo side of every block is generated from the same declaration into
@@ -83,7 +86,8 @@ class KernelABI:
 
     def pack(self, **values) -> "Block":
         """A filled block; every field must be given (booleans and None addresses allowed)
-        except ``control``, which is the current ``aura_lab._control`` block's address."""
+        except ``control``, which is the current ``aura_lab._control`` block's address. An
+        address field given a numpy array or a ``Block`` takes its address and keeps it alive."""
         values.setdefault("control", _control.address())
         missing = [f for f, _ in self.fields if f not in values]
         extra = sorted(set(values) - {f for f, _ in self.fields})
@@ -92,6 +96,9 @@ class KernelABI:
         block = Block(self, self.struct(layout=self.layout))
         for f, kind in self.fields:
             v = values[f]
+            if kind == ADDR and isinstance(v, (np.ndarray, Block)):
+                block.keep.append(v)
+                v = v.ctypes.data if isinstance(v, np.ndarray) else v.address
             setattr(block.params, f, float(v) if kind == FLOAT else int(v or 0))
         return block
 
@@ -131,11 +138,13 @@ class KernelABI:
 
 
 class Block:
-    """One filled parameter block (keep it referenced while the kernel runs)."""
+    """One filled parameter block (keep it referenced while the kernel runs); ``keep`` holds
+    the arrays and blocks whose addresses it carries (see ``KernelABI.pack``)."""
 
     def __init__(self, abi: KernelABI, params: ctypes.Structure):
         self.abi = abi
         self.params = params
+        self.keep: list = []
 
     @property
     def address(self) -> int:

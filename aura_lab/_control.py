@@ -9,8 +9,9 @@ Two ways to cancel:
 
 * **Ctrl-C / Jupyter's Interrupt** (SIGINT, main thread). ``native`` runs a long native
   call on a worker thread while the main thread waits interruptibly; on
-  ``KeyboardInterrupt`` it sets the flag, waits for the kernel to return (memory freed, no
-  thread left running) and re-raises the ``KeyboardInterrupt``.
+  ``KeyboardInterrupt`` (or any exception a signal handler raises) it sets the flag, waits
+  for the kernel to return (memory freed, no thread left running) and re-raises it; further
+  interrupts while it waits (Interrupt clicked twice) are swallowed, never abandon the kernel.
 * **From another thread** (the comparison panel's Stop button)::
 
       with aura_lab.cancellable() as token:   # in the thread that runs the ops
@@ -19,7 +20,9 @@ Two ways to cancel:
   (a ``KeyboardInterrupt``), and so does every later call in the block.
 
 A call that is cancelled while it writes into a user's ``out=`` leaves ``out`` partially
-written; nothing else is touched.
+written; nothing else is touched. The decode step (``selective_state_update``), which
+advances the caller's ``state`` in place, is never stopped midway (``run_whole``): ``state``
+is either as it was (cancelled before the step) or advanced by the whole token.
 """
 
 from __future__ import annotations
@@ -93,11 +96,12 @@ def cancellable(control: Control | None = None):
     ``control.cancel()`` from any thread stops them (see the module docstring)."""
     ctl = control if control is not None else Control()
     stack = _local.__dict__.setdefault("stack", [])
-    stack.append(ctl)
-    try:
+    depth = len(stack)
+    try:  # an interrupt landing anywhere in here leaves the stack as it found it
+        stack.append(ctl)
         yield ctl
     finally:
-        stack.pop()
+        del stack[depth:]
 
 
 @contextlib.contextmanager
@@ -123,13 +127,27 @@ def run_op(fn: Callable[[], object], *, long: bool):
         return fn()
     with cancellable(outer) as ctl:
         ctl.raise_if_cancelled()
-        enclosing_long, ctl.long = ctl.long, long  # a nested op call restores the outer one's
+        enclosing_long = ctl.long  # a nested op call restores the outer one's
         try:
+            ctl.long = long
             out = fn()
         finally:
             ctl.long = enclosing_long
         ctl.raise_if_cancelled()
     return out
+
+
+def run_whole(fn: Callable[[], object]):
+    """One op call that is never stopped midway (``Op(whole=True)``: the decode step, which
+    advances the caller's ``state`` in place and is one token long): ``Cancelled`` before it
+    starts if the current control is cancelled, else ``fn()`` runs to its end on this thread,
+    its kernels polling a control of their own that nobody cancels. A cancel or Ctrl-C that
+    arrives meanwhile takes effect after it (Ctrl-C is raised once the kernel returns)."""
+    outer = current()
+    if outer is not None:
+        outer.raise_if_cancelled()
+    with cancellable(Control()):
+        return fn()
 
 
 def native(fn: Callable[[], object]):
@@ -171,25 +189,35 @@ def _on_worker(fn, ctl: Control):
 
     t = threading.Thread(target=work, name="aura-kernel", daemon=True)
     t.start()
-    try:
-        while not done.wait(POLL_S):
-            _poll(ctl)
-    except BaseException:  # KeyboardInterrupt (or an error from on_poll): stop the kernel
-        ctl.cancel()
-        _join(t)
-        raise
-    t.join()
+    pending = _wait(done, ctl)
+    if pending is not None:  # interrupted: the kernel has returned (cancelled) by now
+        raise pending
     _poll(ctl)
     if "err" in box:
         raise box["err"]
     return box["out"]
 
 
-def _join(t: threading.Thread) -> None:
-    """Wait for the cancelled kernel to return; a second Ctrl-C does not abandon it (the
-    kernel returns within one chunk, and leaving it running would leave it writing)."""
-    while t.is_alive():
+def _wait(done: threading.Event, ctl: Control) -> BaseException | None:
+    """Wait until the worker has set ``done`` (its very last action, after the kernel has
+    returned), feeding the watchers meanwhile. The first exception raised here (Ctrl-C, any
+    signal handler's exception, an error from a watcher) cancels the kernel; the wait goes
+    on through every later one (a second Ctrl-C included) and the first is returned, to be
+    raised once nothing runs on the caller's buffers. ``Thread.join``/``is_alive`` are not
+    used: on Python 3.11 an interrupted ``join`` marks a still running thread as stopped."""
+    pending: BaseException | None = None
+    while True:
         try:
-            t.join()
-        except KeyboardInterrupt:
+            try:
+                if pending is None:
+                    while not done.wait(POLL_S):
+                        _poll(ctl)
+                else:
+                    ctl.cancel()
+                    done.wait()
+                return pending
+            except BaseException as e:
+                if pending is None:
+                    pending = e
+        except BaseException:  # a further signal while the first one was being recorded
             continue

@@ -92,7 +92,7 @@ def _mojo_impl(spec: RoutingProblem) -> RouteArrays:
     perm, weights, experts, counts, offsets, kept = _out_views(
         [(T * k, np.int64), ((T, k), np.float32), ((T, k), np.int32), (E, np.int64), (E + 1, np.int64),
          None if spec.capacity is None else ((T, k), np.bool_)])
-    block = _block(spec, lambda a: 0 if a is None else a.ctypes.data, logits=L, weights=weights, experts=experts,
+    block = _block(spec, lambda a: a, logits=L, weights=weights, experts=experts,
                    counts=counts, perm=perm, offsets=offsets, kept=kept)
     _control.native(lambda: kernel.route(block.address))
     return RouteArrays(weights, experts, counts, perm, offsets, kept)

@@ -79,6 +79,11 @@ def selective_state_update(state, x, dt, A, B, C, *, D=None, z=None, dt_bias=Non
     Returns:
         ``y (b, h, p)`` in the dtype and kind of ``x``. Computes in float32 (float64 for
         float64 ``x``) and stores the new state in ``state``'s own dtype.
+
+    A step is never stopped midway: cancelled (``cancellable``) before it starts it raises
+    ``Cancelled`` with ``state`` untouched; a cancel that arrives while it runs takes effect
+    at the next call, and a Ctrl-C is raised once the step's kernel has returned, leaving
+    ``state`` either as it was or advanced by the whole token (never partly).
     """
     prob = validate_step(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit)
     if needs_grad(prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D, prob.z, prob.dt_bias):

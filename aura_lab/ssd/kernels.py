@@ -44,8 +44,10 @@ def scan_inputs(prob: Scan):
     return dtype, npad, operands, init, np.ascontiguousarray(prob.offsets, np.int64)
 
 
-def _address(a) -> int:
-    return 0 if a is None else a.ctypes.data
+def _address(a):
+    """The address field for array ``a`` (or None): the array itself, whose address ``pack``
+    takes while the block keeps it alive."""
+    return a
 
 
 def _present(a) -> int:

@@ -126,7 +126,7 @@ def _mojo_backward(saved: _Saved, gy, gfin, wanted):
     fwd = K._block(prob, saved.operands, npad, saved.offsets, T, K._address, init=saved.init, fin=None, y=None,
                    ckpt=saved.ckpt, chunk=CHECKPOINT, ypre=saved.ypre)
     a = lambda k: K._address(out.get(k))  # noqa: E731
-    block = GRAD_ABI.pack(fwd=fwd.address, gy=K._address(gy), gfin=K._address(gfin), gx=a("x"), gdt=a("dt"), gA=a("A"),
+    block = GRAD_ABI.pack(fwd=fwd, gy=K._address(gy), gfin=K._address(gfin), gx=a("x"), gdt=a("dt"), gA=a("A"),
                           gB=a("B"), gC=a("C"), gD=a("D"), gz=a("z"), gbias=a("dt_bias"), ginit=a("initial_states"))
     kernel = K._kernel()
     _control.run_op(lambda: _control.native(lambda: kernel.scan_grad(block.address)), long=train_op.is_long(prob.size))
