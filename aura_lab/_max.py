@@ -10,6 +10,11 @@ cached per process (``_models``) and on disk by MAX itself (``~/.cache/modular``
 
 The device comes from MAX: the CPU here, an accelerator where MAX sees one. Ops without a
 GPU implementation raise an error naming the op there rather than running elsewhere.
+
+Fork: MAX's runtime threads do not survive ``os.fork``. In a child forked after the runtime
+started (a kernel module or a MAX session in the parent) a graph call would wait for them
+forever, even in a new session, so there the backend is unavailable (``BackendUnavailable``
+naming the cause; ``auto`` picks another backend).
 """
 
 from __future__ import annotations
@@ -48,11 +53,36 @@ WARMUPS: dict[str, Callable[[], None]] = {}
 compile_log: list[CompileRecord] = []  # every graph compiled in this process, in order
 
 
+#: why MAX cannot run in this process (a fork after the runtime started), None when it can
+_forked_why: str | None = None
+
+
+def _after_fork_in_child() -> None:
+    global _forked_why
+    if _mojo._runtime_started:
+        _forked_why = ("this process was forked after the Mojo/MAX runtime had started in its parent, and a MAX graph "
+                       "call here would wait forever for runtime threads that did not survive the fork; start worker "
+                       "processes with multiprocessing's 'spawn' or 'forkserver' method (or joblib's loky backend)")
+        from .registry import backend_status
+
+        backend_status.cache_clear()  # the parent's probe said "available"
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _check_not_forked() -> None:
+    if _forked_why is not None:
+        raise BackendUnavailable(f"max backend: {_forked_why}")
+
+
 def status() -> tuple[bool, str, str]:
     """(available, reason, detail) for ``aura_lab.backends()``; compiles nothing."""
     ok, _, reason = _mojo.status()
     if not ok:
         return False, reason, ""
+    if _forked_why is not None:
+        return False, _forked_why, ""
     try:
         import max.driver  # noqa: F401
         import max.engine  # noqa: F401
@@ -100,6 +130,8 @@ def _session():
     from max.driver import CPU, Accelerator
     from max.engine import InferenceSession
 
+    _check_not_forked()
+    _mojo._mark_runtime_started()
     dev = Accelerator() if device_name()[1] else CPU()
     return InferenceSession(devices=[dev]), dev
 
@@ -151,7 +183,9 @@ def _stderr_captured(sink: list[str]):
 
 def model(key: tuple, build: Callable[[object, Path], object]):
     """The compiled model for ``key``, building the graph with ``build(device_ref, package)``
-    and compiling it on first use in this process (MAX's disk cache makes later processes fast)."""
+    and compiling it on first use in this process (MAX's disk cache makes later processes fast).
+    ``BackendUnavailable`` in a child forked after the runtime started."""
+    _check_not_forked()
     return memoized(_models, key, _lock, lambda: _compile(key, build))
 
 

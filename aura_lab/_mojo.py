@@ -14,6 +14,15 @@ and the CPU, it writes next to the sources, and concurrent first imports race
 (``file too short``). Here a build takes an exclusive ``fcntl`` lock, compiles into a
 temporary file and renames it into place, so any number of processes can start on a cold
 cache: one compiles, the others wait and load the result.
+
+The cache and its ``mojo-*`` directory must be private (``_cache.cache_dir``: else a
+temporary cache is used). Builds of other sources stay (two source trees can share a cache)
+until unused for ``EVICT_AFTER_S``; a load touches its library, and a load that races with an
+eviction is retried once.
+
+Fork: the Mojo runtime's worker threads do not survive ``os.fork``; a multi-threaded kernel
+call in a child forked after a kernel was loaded would wait for them forever. Such a child
+runs its kernels on one thread (``registry.single_thread_after_fork``, with a warning).
 """
 
 from __future__ import annotations
@@ -21,11 +30,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import glob
 import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -34,7 +46,8 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from ._cache import cache_root, cpu_key, memoized
+from . import registry
+from ._cache import PRIVATE_MODE, cache_dir, cache_root, cpu_key, memoized, write_atomically  # noqa: F401 (cache_root: re-exported)
 from .errors import MojoBuildError, MojoUnavailable
 from .registry import BackendStatus, register_backend
 
@@ -105,7 +118,9 @@ def sources_hash(stem: str) -> str:
 
 
 def build_dir() -> Path:
-    return cache_root() / f"mojo-{compiler_version()}-{cpu_key()}"
+    """This compiler's and CPU's directory of the cache: private, created when missing (see
+    ``_cache.cache_dir``)."""
+    return cache_dir(f"mojo-{compiler_version()}-{cpu_key()}")
 
 
 def library_path(stem: str) -> Path:
@@ -134,6 +149,9 @@ MIN_FREE_BYTES = 64 << 20
 #: how long a build waits for another process's build of the same kernel
 #: ($AURA_LAB_LOCK_TIMEOUT seconds): a hung compiler elsewhere never blocks a user for good
 LOCK_TIMEOUT_S = 900.0
+#: a build of other sources (another source tree, an older version) is removed once it has
+#: been neither built nor loaded for this long: loading touches a library's mtime
+EVICT_AFTER_S = 30 * 86400
 
 
 def seal_path(target: Path) -> Path:
@@ -155,37 +173,64 @@ def is_intact(target: Path) -> bool:
 
 
 def _seal(target: Path) -> None:
-    tmp = seal_path(target).with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(_digest(target) + "\n")
-    os.replace(tmp, seal_path(target))
+    """Write ``target``'s seal (``write_atomically``: never through an existing file or link)."""
+    write_atomically(seal_path(target), _digest(target) + "\n")
+
+
+def _open_lock(path: Path, name: str) -> int:
+    """A descriptor of the lock file ``path`` (created with mode 0600), which must be a regular
+    file of this user: a symbolic link is never followed (``O_NOFOLLOW``), anything else is
+    refused with a ``MojoBuildError`` naming it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        why = "is a symbolic link" if os.path.islink(path) else f"cannot be opened ({e.strerror or e})"
+        raise MojoBuildError(name, [], f"the lock file {path} {why}: refusing to use it (remove it)") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+        os.close(fd)
+        raise MojoBuildError(name, [], f"the lock file {path} is not a regular file of this user: refusing to use it (remove it)")
+    return fd
+
+
+def _lock_owner(fd: int) -> str:
+    """The pid the lock file holds, for messages: its content only when that is a pid (it
+    reaches the terminal), else an escaped excerpt."""
+    text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+    if re.fullmatch(r"[0-9]{1,10}", text):
+        return text
+    return f"? (the lock file holds {ascii(text[:32])})" if text else "?"
 
 
 @contextlib.contextmanager
 def _build_lock(root: Path, name: str, what: str, quiet: bool):
-    """An exclusive ``fcntl`` lock on ``<root>/<name>.lock``, holding the owner's pid. The
-    kernel drops it when its owner dies (kill -9 included), so a killed build never blocks
-    the next one; a live owner is waited for at most ``$AURA_LAB_LOCK_TIMEOUT`` seconds."""
+    """An exclusive ``fcntl`` lock on ``<root>/<name>.lock`` (``_open_lock``), holding the
+    owner's pid. The kernel drops it when its owner dies (kill -9 included), so a killed build
+    never blocks the next one; a live owner is waited for at most ``$AURA_LAB_LOCK_TIMEOUT``
+    seconds."""
     timeout = float(os.environ.get("AURA_LAB_LOCK_TIMEOUT") or LOCK_TIMEOUT_S)
-    with open(root / f"{name}.lock", "a+") as lockf:
+    path = root / f"{name}.lock"
+    fd = _open_lock(path, name)
+    try:
         deadline, told = time.monotonic() + timeout, False
         while True:
             try:
-                fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                lockf.seek(0)
-                owner = lockf.read().strip() or "?"
+                owner = _lock_owner(fd)
                 if time.monotonic() > deadline:
                     raise MojoBuildError(name, [], f"timed out after {timeout:g} s waiting for process {owner}, which is "
-                                         f"building {what} ({root / (name + '.lock')}); set AURA_LAB_LOCK_TIMEOUT to wait longer") from None
+                                         f"building {what} ({path}); set AURA_LAB_LOCK_TIMEOUT to wait longer") from None
                 if not told and not quiet:
                     _say(f"waiting for process {owner}, which is building {what} ...")
                     told = True
                 time.sleep(0.1)
-        lockf.truncate(0)
-        lockf.write(str(os.getpid()))
-        lockf.flush()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
+    finally:
+        os.close(fd)
 
 
 def _check_space(where: Path, name: str, diag: str = "") -> None:
@@ -203,17 +248,19 @@ def compile_into(target: Path, name: str, args: list[str], *, what: str, force: 
     the result); the output is written in a private directory and renamed into place, so no
     reader ever sees a partial file; the output keeps the target's file name (``mojo
     precompile`` names the package after it) and is sealed with its size and checksum: a
-    build that does not match its seal is rebuilt, with a message. Older builds of ``name`` and
-    private directories left by killed builds are removed. Failures raise ``MojoBuildError``
-    with the diagnostics (a full disk says so).
+    build that does not match its seal is rebuilt, with a message. The target returned is
+    touched (its mtime is its last use); builds of ``name`` from other sources unused for
+    ``EVICT_AFTER_S`` and private directories left by killed builds are removed. Failures
+    raise ``MojoBuildError`` with the diagnostics (a full disk says so).
     """
     if not force and is_intact(target):
-        return target
+        return _touch(target)
     root = build_dir()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.parent != root:  # the MAX package's own directory, inside the private build dir
+        target.parent.mkdir(mode=PRIVATE_MODE, exist_ok=True)
     with _build_lock(root, name, what, quiet):
         if not force and is_intact(target):
-            return target
+            return _touch(target)
         if target.exists() and not force:
             why = "does not match its checksum (truncated or corrupted)" if seal_path(target).exists() else "has no checksum seal"
             _say(f"the cached {target} {why}: rebuilding it")
@@ -221,7 +268,7 @@ def compile_into(target: Path, name: str, args: list[str], *, what: str, force: 
         for stale in target.parent.glob(f".{name}-*"):  # left by a killed build (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
         seconds = _compile(target, name, args, what, quiet)
-        _remove_older(root, name, target)
+        _evict_unused(root, name, target)
         if not quiet:
             _say(f"built {what} in {seconds:.1f} s -> {target}")
     return target
@@ -251,15 +298,28 @@ def _compile(target: Path, name: str, args: list[str], what: str, quiet: bool) -
     return time.perf_counter() - t0
 
 
-def _remove_older(root: Path, name: str, target: Path) -> None:
-    """Builds of ``name`` from older sources, with their seals."""
+def _touch(target: Path) -> Path:
+    """Mark ``target`` as used now (its mtime), so that ``_evict_unused`` keeps it."""
+    with contextlib.suppress(OSError):
+        os.utime(target)
+    return target
+
+
+def _evict_unused(root: Path, name: str, target: Path, max_age_s: float = EVICT_AFTER_S) -> None:
+    """Remove the builds of ``name`` other than ``target`` (other sources: another source
+    tree, an older version) that were not built or loaded for ``max_age_s``, with their seals
+    and leftover seal temporaries. Called under the build lock."""
+    cutoff = time.time() - max_age_s
     for old in [*root.glob(f"{name}-*.so"), *root.glob(f"{name}-*/{target.name}")]:
-        if old != target:
-            with contextlib.suppress(OSError):
-                seal_path(old).unlink(missing_ok=True)
-                old.unlink()
-                if old.parent != root:
-                    old.parent.rmdir()
+        with contextlib.suppress(OSError):
+            if old == target or old.stat().st_mtime >= cutoff:
+                continue
+            for leftover in old.parent.glob(glob.escape(seal_path(old).name) + ".*.tmp"):
+                leftover.unlink()
+            seal_path(old).unlink(missing_ok=True)
+            old.unlink()
+            if old.parent != root:
+                old.parent.rmdir()
 
 
 def build(stem: str, *, force: bool = False, quiet: bool = False) -> Path:
@@ -277,13 +337,47 @@ def load(stem: str):
 
 
 def _import(stem: str):
+    """Build (if needed) and load ``stem``; a load whose file vanished in between (another
+    process evicted it) builds and loads once more."""
+    _mark_runtime_started()
     _preload_runtime()
-    path = build(stem)
+    try:
+        mod = _load_file(stem, build(stem))
+    except (FileNotFoundError, ImportError):
+        mod = _load_file(stem, build(stem))
+    _restore_environment()
+    return mod
+
+
+def _load_file(stem: str, path: Path):
     spec = importlib.util.spec_from_file_location(stem, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    _restore_environment()
     return mod
+
+
+# ------------------------------------------------------------------------------ fork
+
+#: set once this process has started the Mojo runtime (loaded a kernel module or a MAX graph)
+_runtime_started = False
+
+
+def _mark_runtime_started() -> None:
+    """Record that the Mojo runtime (and its worker threads) may run in this process."""
+    global _runtime_started
+    _runtime_started = True
+
+
+def _after_fork_in_child() -> None:
+    """In a child forked after the runtime started: kernels on one thread from now on (the
+    runtime's worker pool stayed behind in the parent; a 1-thread call never uses it)."""
+    if _runtime_started:
+        registry.single_thread_after_fork(
+            "this process was forked from one in which aura_lab had started the Mojo runtime (a kernel "
+            "or a MAX graph), and the runtime's worker threads do not survive a fork")
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # Initialising a Mojo extension setenv()s these at the C level (PYTHONEXECUTABLE points at

@@ -16,7 +16,10 @@ transformer ``aura_lab.RipsPersistence`` (``aura_lab.estimators``).
 * **Threads.** A worker's kernels use ``num_threads() // share`` threads (at least 1), where
   ``share`` is the number of tasks that run at once on that worker's machine: ``n_jobs`` for
   the local backends, the sum of the dask workers' threads on that host for dask; so workers
-  x threads <= ``$AURA_NUM_THREADS`` (or the cores). A serial run uses every thread.
+  x threads <= ``$AURA_NUM_THREADS`` (or the cores). A serial run uses every thread. Workers
+  forked from a process whose kernel runtime has started (joblib's ``multiprocessing``
+  backend with the fork start method) run on one thread each, with a warning here: the
+  runtime's worker threads do not survive a fork (``_mojo``).
 * **Compilation.** Workers load the kernels from the cache (``$AURA_LAB_CACHE``); a worker
   on a cold cache compiles once under the cache's file lock, so many can start at once.
 
@@ -27,15 +30,18 @@ bound method).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import _arrays as A
+from . import _mojo
 from .errors import UnsupportedProblem
 from .persistence import _check_coeff, _check_threshold, op, rips_persistence
 from .registry import check_backend_name, num_threads, thread_budget, last_dispatch
@@ -228,6 +234,17 @@ def _active_joblib(n_jobs):
     return backend, name, int(joblib.effective_n_jobs(n_jobs))
 
 
+def _forks_a_started_runtime(jb_name: str) -> bool:
+    """Whether joblib's ``jb_name`` backend forks this process while its Mojo runtime runs
+    (``multiprocessing`` with joblib's, else multiprocessing's, default start method)."""
+    if jb_name != "multiprocessing" or not _mojo._runtime_started:
+        return False
+    from joblib import parallel
+
+    ctx = parallel.DEFAULT_MP_CONTEXT or multiprocessing.get_context()
+    return ctx.get_start_method() == "fork"
+
+
 def _dask_host_shares(backend) -> dict:
     """host -> threads of all the dask workers on that host (the scheduler's view)."""
     client = backend.client
@@ -294,6 +311,11 @@ def collection_persistence(X, *, homology_dimensions=(0, 1), threshold: float = 
         from joblib import Parallel, delayed
 
         chunks = plan_chunks(len(xs), jobs)
+        if _forks_a_started_runtime(jb_name):
+            warnings.warn("collection_persistence: joblib's 'multiprocessing' backend forks this process after its Mojo "
+                          "runtime started, so each worker runs its kernels on one thread (the runtime's threads do "
+                          "not survive a fork); joblib's default loky backend, or JOBLIB_START_METHOD=forkserver, "
+                          "keeps every thread", RuntimeWarning, stacklevel=2)
         host_shares = _dask_host_shares(jb) if jb_name == "daskdistributed" else None
         share = jobs if host_shares is None else 1
         parts = Parallel(n_jobs=n_jobs, prefer="processes", batch_size=1)(
