@@ -108,6 +108,72 @@ def check_out(out, shape: tuple, dtype: np.dtype, kind: str, name: str = "out") 
     return arr
 
 
+def check_no_overlap(out, name: str = "out", **inputs) -> None:
+    """Raise ``ValueError`` naming ``name`` if the output buffer ``out`` (the numpy array or
+    CPU tensor the call writes, as the caller passed it) is an input or shares memory with one.
+
+    Each keyword names an input argument; its value is the array or tensor itself, or a tuple
+    of what stands for it (the caller's object and the numpy view the kernels read), ``None``
+    for an absent one. Kernels write their output in blocks while later blocks still read the
+    inputs, so an overlapping output gives silently wrong results (``pairwise_distances(X,
+    out=X)``). The very same object is refused even when empty."""
+    for arg, objs in inputs.items():
+        for x in objs if isinstance(objs, tuple) else (objs,):
+            if x is not None and (x is out or _overlaps(out, x)):
+                raise ValueError(f"{name}: overlaps {arg}; pass a separate output buffer")
+
+
+#: ``np.shares_memory``'s work limit: past it the exact test gives up and the buffers count as overlapping
+_OVERLAP_MAX_WORK = 100_000
+_TooHardError = getattr(np, "exceptions", np).TooHardError  # numpy < 1.25 has no np.exceptions
+
+
+def _overlaps(a, b) -> bool:
+    """Whether ``a`` and ``b`` (numpy arrays or torch tensors) may touch the same bytes: exact
+    for numpy arrays and the numpy views of CPU tensors (a layout too hard to decide within
+    ``_OVERLAP_MAX_WORK`` counts as overlapping), by address range for a tensor with no numpy
+    view (bfloat16). Anything else (a list, a device tensor) holds no host memory of the caller's."""
+    a, b = _host_memory(a), _host_memory(b)
+    if a is None or b is None:
+        return False
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        try:
+            return bool(np.shares_memory(a, b, max_work=_OVERLAP_MAX_WORK))
+        except _TooHardError:
+            return True
+    (alo, ahi), (blo, bhi) = _span(a), _span(b)
+    return alo < bhi and blo < ahi
+
+
+def _host_memory(x):
+    """``x`` as a numpy array (a view for a CPU tensor), or the CPU tensor itself where it has
+    no numpy view; None for what is neither."""
+    if is_torch(x):
+        if x.device.type != "cpu":
+            return None
+        try:
+            return x.detach().numpy()
+        except (TypeError, RuntimeError):  # bfloat16, a conjugate view: compare address ranges
+            return x
+    return x if isinstance(x, np.ndarray) else None
+
+
+def _span(x) -> tuple[int, int]:
+    """[first byte, one past the last byte) that a numpy array or CPU tensor addresses; (0, 0) if empty."""
+    if is_torch(x):
+        ptr, size = x.data_ptr(), x.element_size()
+        shape, strides = tuple(x.shape), [s * size for s in x.stride()]
+    else:
+        ptr, size, shape, strides = x.ctypes.data, x.itemsize, x.shape, x.strides
+    if 0 in shape:
+        return 0, 0
+    lo, hi = ptr, ptr + size
+    for n, stride in zip(shape, strides):
+        reach = (n - 1) * stride
+        lo, hi = (lo + reach, hi) if reach < 0 else (lo, hi + reach)
+    return lo, hi
+
+
 def available_memory() -> int:
     """Bytes of memory available to allocate (MemAvailable), or a large number if unknown."""
     try:

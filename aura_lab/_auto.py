@@ -3,10 +3,10 @@
 ``aura-lab calibrate`` times every available backend of every op over a size grid and
 stores the table per machine in the user cache (``$AURA_LAB_CACHE/calibration/<cpu>.json``)
 with the CPU, the versions of numpy/torch/Mojo/MAX and the date. ``auto`` reads it (or the
-shipped default table ``aura_lab/auto_default.json`` when this machine has none or its
-versions changed), estimates each backend's time at the requested size by interpolating
-log-time against log-work between the two nearest calibrated sizes, and tries backends
-fastest first. ``aura_lab.explain(op, **size)`` says which backend ``auto`` picks and why.
+shipped default table ``aura_lab/auto_default.json`` when this machine has none, its
+versions changed, or it cannot be read or has a point of the wrong shape), estimates each
+backend's time at the requested size by interpolating log-time against log-work between the
+two nearest calibrated sizes, and tries backends fastest first. ``aura_lab.explain(op, **size)`` says which backend ``auto`` picks and why.
 
 This module hands its ``order`` to the registry (``set_auto_policy``); the calibration run
 itself is ``aura_lab.harness.calibrate``.
@@ -20,7 +20,7 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
-from ._cache import cache_root, cpu_key
+from ._cache import cache_dir, cpu_key, write_atomically
 from .registry import BACKENDS, Op, backend_status, set_auto_policy
 
 SHIPPED = Path(__file__).resolve().parent / "auto_default.json"
@@ -28,7 +28,7 @@ FORMAT = 1
 
 
 def table_path() -> Path:
-    return cache_root() / "calibration" / f"{cpu_key()}.json"
+    return cache_dir("calibration") / f"{cpu_key()}.json"
 
 
 # the distributions whose versions a table records; read from their metadata, so that
@@ -52,23 +52,72 @@ def versions() -> dict:
 
 @lru_cache(maxsize=1)
 def load_table() -> tuple[dict, str]:
-    """(table, where it came from). The machine's own table wins if its versions match."""
+    """(table, where it came from). The machine's own table wins if its versions match and
+    every point has the table's shape (``check_table``); else the shipped default table."""
     mine = table_path()
     if mine.is_file():
         try:
-            t = json.loads(mine.read_text())
-            if not isinstance(t, dict) or not isinstance(t.get("ops"), dict):
-                raise ValueError("not a calibration table")
+            t = read_table(mine)
             if t.get("format") == FORMAT and t.get("versions") == versions():
                 return t, f"calibrated on this machine {t.get('date', '')}".strip()
             reason = "this machine's table is from other versions"
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
             reason = "this machine's table is unreadable"
     else:
         reason = "no calibration on this machine (run `aura-lab calibrate`)"
-    if SHIPPED.is_file():
-        return json.loads(SHIPPED.read_text()), f"shipped default table; {reason}"
-    return {"ops": {}}, f"no table; {reason}"
+    try:
+        return read_table(SHIPPED), f"shipped default table; {reason}"
+    except (OSError, ValueError, RecursionError) as e:
+        return {"ops": {}}, f"no table (the shipped one is unreadable: {e}); {reason}"
+
+
+def read_table(path: Path) -> dict:
+    """The calibration table at ``path``; ``OSError`` or ``ValueError`` (which includes
+    ``json.JSONDecodeError``) if it cannot be read or has the wrong shape."""
+    t = json.loads(path.read_text())
+    check_table(t)
+    return t
+
+
+def check_table(t) -> None:
+    """``ValueError`` naming the first bad entry unless ``t`` is shaped as ``calibrate`` writes
+    it: ``{"ops": {op: {"points": [point, ...]}}, ...}``, every point as ``_check_point`` says."""
+    if not isinstance(t, dict) or not isinstance(t.get("ops"), dict):
+        raise ValueError("not a calibration table: no 'ops' mapping")
+    for name, entry in t["ops"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("points"), list):
+            raise ValueError(f"ops[{name!r}]: expected a mapping with a 'points' list")
+        for i, p in enumerate(entry["points"]):
+            _check_point(p, Op.registry.get(name), f"ops[{name!r}].points[{i}]")
+
+
+def _check_point(p, op: Op | None, where: str) -> None:
+    """One calibrated size: ``size`` a mapping of size names to ints >= 0 (that the op's regime
+    accepts), ``work`` a finite number > 0, ``ms`` a mapping of backend name to a finite
+    number of milliseconds > 0 (what ``estimate`` takes the logarithm of)."""
+    if not isinstance(p, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(p).__name__}")
+    size, work, ms = p.get("size"), p.get("work"), p.get("ms")
+    if not isinstance(size, dict) or not all(isinstance(k, str) and _is_int(v) and v >= 0 for k, v in size.items()):
+        raise ValueError(f"{where}.size: expected a mapping of size names to ints >= 0, got {size!r}")
+    if op is not None and op.regime is not None:
+        try:
+            op.regime(size)
+        except Exception as e:
+            raise ValueError(f"{where}.size: not a size of {op.name} ({type(e).__name__}: {e})") from None
+    if not _positive(work):
+        raise ValueError(f"{where}.work: expected a finite number > 0, got {work!r}")
+    if not isinstance(ms, dict) or not all(isinstance(b, str) and _positive(v) for b, v in ms.items()):
+        raise ValueError(f"{where}.ms: expected a mapping of backend to finite milliseconds > 0, got {ms!r}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _positive(v) -> bool:
+    """A finite real number > 0 (not a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
 def reload() -> None:
@@ -119,10 +168,12 @@ def order(op: Op, size: dict) -> tuple[list[str], str]:
 
 
 def save(table: dict) -> Path:
-    """Store ``table`` as this machine's calibration and use it from now on."""
+    """Store ``table`` as this machine's calibration and use it from now on. The file is
+    replaced whole (``write_atomically``): a reader, or a calibration interrupted midway,
+    never sees a partial table."""
     path = table_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(table, indent=1))
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(table, indent=1))
     reload()
     return path
 

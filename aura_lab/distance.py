@@ -178,6 +178,7 @@ def _validate(X, Y, metric: str, out, kind: str) -> tuple[DistanceProblem, np.nd
     dtype = A.result_float_dtype(Xn, Yn)
     if out is not None:
         res = A.check_out(out, (n, m), dtype, kind)
+        A.check_no_overlap(out, X=(X, Xn), Y=None if Y is None else (Y, Yn))
     else:
         A.check_memory(n * m * dtype.itemsize, f"the ({n}, {m}) {dtype.name} distance matrix")
         res = np.empty((n, m), dtype)
@@ -236,8 +237,8 @@ def _mojo_impl(prob: DistanceProblem) -> np.ndarray:
     n, m, d = x.shape[0], y.shape[0], x.shape[1]
     direct = res.dtype == work and res.flags.c_contiguous
     tgt = res if direct else np.empty((n, m), work)
-    block = ABI.pack(dtype_bits=work.itemsize * 8, metric=METRIC.id(prob.metric), x=x.ctypes.data, y=y.ctypes.data,
-                     result=tgt.ctypes.data, n=n, m=m, d=d, ldo=m, threads=op.threads(prob.size))
+    block = ABI.pack(dtype_bits=work.itemsize * 8, metric=METRIC.id(prob.metric), x=x, y=y,
+                     result=tgt, n=n, m=m, d=d, ldo=m, threads=op.threads(prob.size))
     _control.native(lambda: kernel.cdist(block.address))
     if not direct:
         res[...] = tgt

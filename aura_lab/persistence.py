@@ -49,13 +49,21 @@ from . import rips_graph as G
 from ._abi import ADDR, FLOAT, INT, KernelABI
 from .distance import METRICS, pairwise_distances
 from .errors import Cancelled, UnsupportedProblem
-from .registry import Op
+from .registry import MAX_WORK, Op
 
 
 def _simplex_count(size: dict) -> float:
-    """Simplices of the full complex up to dimension maxdim + 1 (what the engine may visit)."""
+    """Simplices of the full complex up to dimension maxdim + 1 (what the engine may visit),
+    counted exactly up to ``MAX_WORK`` and capped there (the sum reaches ~1e330 for n = 1100,
+    maxdim = 600, past what a float holds)."""
     n, top = int(size["n"]), int(size["maxdim"]) + 2
-    return float(sum(math.comb(n, k) for k in range(1, min(top, n) + 1)))
+    total, term = 0, 1
+    for k in range(1, min(top, n) + 1):
+        term = term * (n - k + 1) // k  # comb(n, k), exactly
+        total += term
+        if total >= MAX_WORK:
+            return MAX_WORK
+    return float(total)
 
 
 #: measured engine cost per simplex of the full complex: 0.3 ns on dragon (n = 2000, maxdim 1:
@@ -675,8 +683,8 @@ def _mojo_impl(prob: PersistenceProblem) -> list[np.ndarray]:
     stats = np.zeros((dims + 1) * _NSTATS, np.int64)
     budget = max(64 << 20, int(A.available_memory() * 0.8))
     threads = op.threads(prob.size)
-    block = ABI.pack(dtype_bits=bits, dist=D.ctypes.data, n=n, maxdim=dims, threshold=float(thr), modulus=coeff,
-                     reps=prob.reps, threads=threads, budget=budget, info=info.ctypes.data, stats=stats.ctypes.data)
+    block = ABI.pack(dtype_bits=bits, dist=D, n=n, maxdim=dims, threshold=float(thr), modulus=coeff,
+                     reps=prob.reps, threads=threads, budget=budget, info=info, stats=stats)
     _control.native(lambda: kernel.rips(block.address))
     status, addr, nbars = int(info[0]), int(info[1]), int(info[2])
     reps_addr, nwords = int(info[6]), int(info[7])

@@ -18,7 +18,9 @@
 * **Threads.** ``threads_for`` is the one thread policy of every kernel.
 * **Cancellation.** Calls of the ``CANCELLABLE_BACKENDS`` run under an ``aura_lab._control``
   control (``run_op``), whose address their kernels' parameter blocks carry and poll; an
-  estimated-long call runs its kernel so that Ctrl-C reaches the main thread at once.
+  estimated-long call runs its kernel so that Ctrl-C reaches the main thread at once. An op
+  made with ``whole=True`` (the decode step, which advances a caller's state in place) is
+  never stopped midway (``run_whole``).
 """
 
 from __future__ import annotations
@@ -138,15 +140,42 @@ _thread_budget: contextvars.ContextVar[int | None] = contextvars.ContextVar("aur
 THREADS_PER_CORE_MAX = 4
 
 
+#: why kernels run on one thread in this process (a fork of one whose kernel runtime had
+#: started: ``single_thread_after_fork``), None when they need not
+_single_thread_why: str | None = None
+_single_thread_told = False
+
+
+def single_thread_after_fork(why: str) -> None:
+    """From now on in this (forked) process ``num_threads()`` is 1, and the first call says
+    ``why`` with a RuntimeWarning: a kernel on one thread never waits for a runtime worker
+    pool that did not survive the fork."""
+    global _single_thread_why, _single_thread_told
+    _single_thread_why, _single_thread_told = why, False
+
+
 def num_threads() -> int:
     """Threads a kernel may use: ``$AURA_NUM_THREADS`` (an integer; unset, empty or 0 mean every
     core; values above ``THREADS_PER_CORE_MAX`` x cores are clamped there), else every core;
-    at most the ``thread_budget`` of the calling context, if one is set. A negative or
-    non-integer value raises ``ValueError`` naming the variable."""
+    at most the ``thread_budget`` of the calling context, if one is set; 1 in a process forked
+    after kernels were loaded (``single_thread_after_fork``). A negative or non-integer value
+    raises ``ValueError`` naming the variable."""
     cores = os.cpu_count() or 1
     n = _env_threads(os.environ.get("AURA_NUM_THREADS", ""), cores)
+    if _single_thread_why is not None:
+        _tell_single_thread()
+        return 1
     cap = _thread_budget.get()
     return n if cap is None else min(n, cap)
+
+
+def _tell_single_thread() -> None:
+    global _single_thread_told
+    if not _single_thread_told:
+        _single_thread_told = True
+        warnings.warn(f"aura_lab: {_single_thread_why}: kernels run on one thread in this process. To use every core "
+                      f"in worker processes, start them with multiprocessing's 'spawn' or 'forkserver' method (or "
+                      f"joblib's default loky backend), or fork before the first kernel call.", RuntimeWarning, stacklevel=4)
 
 
 @lru_cache(maxsize=64)
@@ -253,6 +282,11 @@ class Impl:
     check: Callable | None = None
 
 
+#: the largest work an op reports (``Op.work``): above it every estimate says "long", and a
+#: float (max ~1.8e308) still holds it times any ``ns_per_work``
+MAX_WORK = 1e300
+
+
 class Op:
     """One kernel family: its implementations per backend and how ``auto`` chooses.
 
@@ -266,8 +300,9 @@ class Op:
 
     def __init__(self, name: str, *, reference: str = "numpy", auto_order: tuple[str, ...] = ("mojo", "torch", "numpy"),
                  work: Callable[[dict], float] | None = None, ns_per_work: float = 1.0,
-                 regime: Callable[[dict], object] | None = None):
+                 regime: Callable[[dict], object] | None = None, whole: bool = False):
         self.name = name
+        self.whole = whole  # never stopped midway (it updates a caller's buffer in place): see _control.run_whole
         self.reference = reference
         self.auto_order = auto_order
         self._work = work
@@ -286,9 +321,10 @@ class Op:
         return deco
 
     def work(self, size: dict) -> float:
-        if self._work is not None:
-            return float(self._work(size))
-        return float(math.prod(max(1, int(v)) for v in size.values()))
+        """``work(size)`` (default: the product of the sizes), at most ``MAX_WORK``: a huge
+        combinatorial count never overflows the float that the thread policy and ``auto`` read."""
+        w = self._work(size) if self._work is not None else math.prod(max(1, int(v)) for v in size.values())
+        return float(min(w, MAX_WORK))  # an int compares with a float exactly, without converting
 
     def estimated_ns(self, size: dict) -> float:
         """The single-thread time the Mojo kernel is estimated to take at ``size``."""
@@ -392,7 +428,9 @@ class Op:
     def _call(self, backend, requested, reason, skipped, problem):
         impl = self.impls[backend]
         t0 = time.perf_counter()
-        if backend in CANCELLABLE_BACKENDS:
+        if backend in CANCELLABLE_BACKENDS and self.whole:
+            out = _control.run_whole(lambda: impl.fn(problem))
+        elif backend in CANCELLABLE_BACKENDS:
             out = _control.run_op(lambda: impl.fn(problem), long=self.is_long(problem.size))
         else:
             out = impl.fn(problem)

@@ -141,6 +141,58 @@ def test_out_validation():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_out_overlapping_an_input_raises(backend):
+    """Kernels write out in row blocks while later blocks still read X and Y: an out that
+    shares memory with either is refused (audit finding 6: out=X came out off by 3e12)."""
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((6, 6))
+    Y = rng.standard_normal((6, 6))
+    for out, name in [(X, "X"), (Y, "Y"), (X.T, "X"), (Y[::-1], "Y")]:
+        before = out.copy()
+        with pytest.raises(ValueError, match=f"^out: overlaps {name}; pass a separate output buffer$"):
+            pairwise_distances(X, Y, backend=backend, out=out)
+        np.testing.assert_array_equal(out, before)  # refused before anything ran
+    with pytest.raises(ValueError, match="^out: overlaps X;"):  # Y=None: X against itself
+        pairwise_distances(X, backend=backend, out=X)
+    for empty, other in ((np.zeros((0, 0)), None), (np.zeros((3, 0)), np.zeros((0, 0)))):
+        with pytest.raises(ValueError, match="^out: overlaps X;"):  # the same array, even with nothing to write
+            pairwise_distances(empty, other, backend=backend, out=empty)
+    buf = np.zeros((6, 9))
+    buf[:, :6] = X
+    with pytest.raises(ValueError, match="^out: overlaps X;"):  # a view sharing columns 3-5 with X
+        pairwise_distances(buf[:, :6], Y, backend=backend, out=buf[:, 3:])
+    # interleaved with X in one buffer but sharing no element: accepted, and correct
+    inter = np.zeros((6, 12))
+    inter[:, ::2] = X
+    assert pairwise_distances(inter[:, ::2], Y, backend=backend, out=inter[:, 1::2]) is not None
+    assert_matches(inter[:, 1::2], X, Y, "euclidean")
+    np.testing.assert_array_equal(inter[:, ::2], X)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_out_overlapping_a_torch_input_raises(backend):
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(5, 5, generator=g)
+    Y = torch.randn(5, 5, generator=g)
+    for out, name in [(X, "X"), (Y, "Y"), (Y.T, "Y"), (X.narrow(0, 0, 5).t(), "X")]:
+        with pytest.raises(ValueError, match=f"^out: overlaps {name};"):
+            pairwise_distances(X, Y, backend=backend, out=out)
+    # mixed kinds: a numpy out viewing a tensor input's memory, a tensor out viewing a numpy input's
+    with pytest.raises(ValueError, match="^out: overlaps X;"):
+        pairwise_distances(X, Y, backend=backend, out=X.numpy())
+    Yn = Y.numpy().copy()
+    with pytest.raises(ValueError, match="^out: overlaps Y;"):
+        pairwise_distances(X.numpy().copy(), Yn, backend=backend, out=torch.from_numpy(Yn))
+    # a bfloat16 input (read as a float32 copy) whose storage the float32 out reuses: by address range
+    raw = torch.zeros(5, 10, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="^out: overlaps X;"):
+        pairwise_distances(raw[:, :5], backend=backend, out=raw.view(torch.float32))
+    out = torch.empty(5, 5)
+    assert pairwise_distances(X, Y, backend=backend, out=out) is out
+    assert_matches(out.numpy(), X.numpy(), Y.numpy(), "euclidean")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_torch_in_torch_out(backend):
     X = torch.rand(12, 4)
     Y = torch.rand(7, 4, dtype=torch.float64)

@@ -388,6 +388,36 @@ def test_auto_past_the_engine_limits_falls_back_to_gudhi():
     assert len(d) == 7 and d[0].shape == (2000, 2) and all(len(x) == 0 for x in d[1:])
 
 
+def test_simplex_count_is_exact_then_capped():
+    """The work estimate of auto and the thread policy: exact while a float holds it, capped
+    at MAX_WORK past that (it used to raise OverflowError from float() of a ~1e330 int)."""
+    for n, maxdim in [(0, 0), (1, 0), (2, 0), (7, 10), (50, 3), (1000, 1)]:
+        want = sum(math.comb(n, k) for k in range(1, min(maxdim + 2, n) + 1))
+        assert P._simplex_count({"n": n, "maxdim": maxdim}) == float(want)
+    from aura_lab.registry import MAX_WORK
+
+    for n, maxdim in [(1100, 600), (1030, 1024), (10**6, 1024)]:
+        size = {"n": n, "maxdim": maxdim}
+        assert P._simplex_count(size) == P.op.work(size) == MAX_WORK
+        assert P.op.is_long(size) and P.op.threads(size) == aura_lab.registry.num_threads()
+    assert aura_lab.explain("persistence", n=1100, maxdim=600).startswith("persistence: auto picks ")
+
+
+@pytest.mark.parametrize("progress", [False, True, "auto"])
+def test_huge_maxdim_runs_on_a_backend_that_can(progress):
+    """maxdim=600 on 1100 points (audit finding 7: OverflowError naming nothing): mojo refuses
+    it naming maxdim, auto falls back to gudhi (a threshold below every distance keeps it quick)."""
+    X = np.random.default_rng(12).uniform(0, 1000, (1100, 2))
+    if _avail["mojo"]:
+        with pytest.raises(UnsupportedProblem, match="^maxdim: the mojo engine computes up to dimension 60, got maxdim=600"):
+            aura_lab.rips_persistence(X, maxdim=600, threshold=1e-6, backend="mojo", progress=progress)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", aura_lab.AuraFallbackWarning)
+        d = aura_lab.rips_persistence(X, maxdim=600, threshold=1e-6, progress=progress)
+    assert aura_lab.last_dispatch().backend == "gudhi"
+    assert len(d) == 601 and d[0].shape == (1100, 2) and all(len(x) == 0 for x in d[1:])
+
+
 @needs_mojo
 def test_memory_budget_error(monkeypatch):
     """A complex beyond the budget raises MemoryError from inside the engine, not an OOM kill."""
