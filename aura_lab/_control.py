@@ -90,18 +90,27 @@ def address() -> int:
     return 0 if ctl is None else ctl.address
 
 
-@contextlib.contextmanager
-def cancellable(control: Control | None = None):
-    """Run the block's op calls under ``control`` (a new one if not given) and yield it;
-    ``control.cancel()`` from any thread stops them (see the module docstring)."""
-    ctl = control if control is not None else Control()
-    stack = _local.__dict__.setdefault("stack", [])
-    depth = len(stack)
-    try:  # an interrupt landing anywhere in here leaves the stack as it found it
-        stack.append(ctl)
-        yield ctl
-    finally:
-        del stack[depth:]
+def _stack() -> list:
+    return _local.__dict__.setdefault("stack", [])
+
+
+class cancellable:
+    """``with cancellable(control) as ctl``: run the block's op calls under ``control`` (a new
+    one if not given), which it yields; ``control.cancel()`` from any thread stops them (see
+    the module docstring). A class, not a generator: leaving the block is one statement, so
+    a Ctrl-C landing while it exits cannot leave the control active for later calls."""
+
+    def __init__(self, control: Control | None = None):
+        self.control = control if control is not None else Control()
+
+    def __enter__(self) -> Control:
+        stack = _stack()
+        self.depth = len(stack)
+        stack.append(self.control)
+        return self.control
+
+    def __exit__(self, *exc) -> None:
+        del _stack()[self.depth:]
 
 
 @contextlib.contextmanager
@@ -125,15 +134,18 @@ def run_op(fn: Callable[[], object], *, long: bool):
     outer = current()
     if outer is None and not long:
         return fn()
-    with cancellable(outer) as ctl:
-        ctl.raise_if_cancelled()
-        enclosing_long = ctl.long  # a nested op call restores the outer one's
-        try:
-            ctl.long = long
-            out = fn()
-        finally:
-            ctl.long = enclosing_long
-        ctl.raise_if_cancelled()
+    ctl = outer if outer is not None else Control()
+    ctl.raise_if_cancelled()
+    stack, enclosing_long = _stack(), ctl.long  # a nested op call restores the outer one's
+    depth = len(stack)
+    try:  # no Python call between an interrupt and the first line of `finally`
+        stack.append(ctl)
+        ctl.long = long
+        out = fn()
+    finally:
+        del stack[depth:]
+        ctl.long = enclosing_long
+    ctl.raise_if_cancelled()
     return out
 
 
@@ -146,8 +158,13 @@ def run_whole(fn: Callable[[], object]):
     outer = current()
     if outer is not None:
         outer.raise_if_cancelled()
-    with cancellable(Control()):
+    stack = _stack()
+    depth = len(stack)
+    try:
+        stack.append(Control())
         return fn()
+    finally:
+        del stack[depth:]
 
 
 def native(fn: Callable[[], object]):

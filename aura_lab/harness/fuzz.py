@@ -9,6 +9,13 @@ arguments from a spec deterministically, calls the op and reports back: the resu
 (wrong shape/dtype, an input written that was not ``out=``/``state``) or the exception raised.
 ``verdict`` turns that (or a signal, or a hang past the per-case timeout) into a failure
 message, None for a pass: an exception of a sane type whose message names an argument passes.
+
+Two kinds of case go beyond argument values: ``{"$alias": "X"}`` passes another argument's
+very array (``out=X``: an overlap that must raise ``ValueError`` naming ``out``), and a spec
+with ``"interrupts": [us, us]`` is hit by two SIGINTs that many microseconds into the call
+(after one clean warm-up call): it may raise ``KeyboardInterrupt``, but nothing may run on
+after it (``out=`` unchanged later), no control may be left active, and a clean call after
+it must give the warm-up's outcome again.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ import json
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +35,7 @@ from typing import Callable
 
 import numpy as np
 
+from .._cache import write_atomically
 from ..collection import collection_persistence
 from ..diagrams import betti_curves, bottleneck_distance
 from ..distance import pairwise_distances
@@ -111,7 +121,15 @@ def build_value(v, rng: np.random.Generator):
 
 def build_args(spec: dict) -> dict:
     rng = np.random.default_rng(spec.get("seed", 0))
-    return {k: build_value(v, rng) for k, v in spec["args"].items()}
+    args = {k: build_value(v, rng) for k, v in spec["args"].items() if not _is_alias(v)}
+    for k, v in spec["args"].items():
+        if _is_alias(v):  # the very same array as another argument (out=X)
+            args[k] = args.get(v["$alias"])
+    return {k: args[k] for k in spec["args"]}
+
+
+def _is_alias(v) -> bool:
+    return isinstance(v, dict) and "$alias" in v
 
 
 # ------------------------------------------------------------------------ expected results
@@ -168,6 +186,8 @@ def expect_distances(spec, res, args) -> list:
     _check_array(p, "result", res, (x["shape"][0], y["shape"][0]), "float32" if f32 else "float64", kind)
     if args.get("out") is not None and res is not args["out"]:
         p.append("result: is not the out= array")
+    if _is_alias(spec["args"].get("out")) and np.size(res):  # an empty out overlaps nothing
+        p.append(f"out: the same array as {spec['args']['out']['$alias']} accepted (the result is garbage)")
     return p
 
 
@@ -262,6 +282,7 @@ class OpInfo:
     sizes: dict = field(default_factory=dict)  # size name -> (lo, hi)
     written: tuple = ()  # arguments the op may write (out=, state)
     required: tuple = ()  # keywords always passed
+    aliases: tuple = ()  # (written argument, input it may alias, sizes made equal {size: to})
 
 
 _D, _S, _P = ("numpy", "torch", "mojo", "max", "auto"), ("n", "d"), ("mojo", "gudhi", "auto")
@@ -270,7 +291,8 @@ OPS = {
         pairwise_distances, _D, {"X": (("n", "d"), "normal", True), "Y": (("m", "d"), "normal", False),
                                  "out": (("n", "m"), "zeros", False)},
         {"metric": ("euclidean", "sqeuclidean", "cosine", "cityblock", "chebyshev")}, expect_distances,
-        {"n": (0, 9), "m": (0, 9), "d": (0, 5)}, written=("out",)),
+        {"n": (0, 9), "m": (0, 9), "d": (0, 5)}, written=("out",),
+        aliases=(("out", "X", {"m": "d"}), ("out", "Y", {"n": "m", "d": "m"}))),
     "route": OpInfo(
         route, _D, {"logits": (("T", "E"), "normal", True), "bias": (("E",), "normal", False)},
         {"k": (1, 2, 3, 0, 9), "scoring": ("softmax", "sigmoid"), "renormalize": (True, False), "scale": (1.0, 2.5),
@@ -336,7 +358,23 @@ def _fingerprint(v):
 
 
 def run_case(spec: dict) -> dict:
-    """Build the arguments, call the op; the outcome as JSON (problems found, or the exception)."""
+    """Build the arguments, call the op; the outcome as JSON (problems found, or the exception).
+    A spec with ``interrupts`` runs clean, interrupted, then clean again (see the docstring)."""
+    if not spec.get("interrupts"):
+        return _run_once(spec)
+    warm = _run_once(spec)
+    hit = _run_once(spec, spec["interrupts"])
+    again = _run_once(spec)
+    if _summary(again) != _summary(warm):
+        hit["broken"] = f"after the interrupted call, a clean one {_summary(again)} instead of {_summary(warm)}"
+    return hit
+
+
+def _summary(outcome: dict) -> str:
+    return "returned" + str(outcome["problems"]) if outcome.get("ok") else "raised " + outcome.get("raised", "?")
+
+
+def _run_once(spec: dict, interrupts=()) -> dict:
     import warnings
 
     info = OPS[spec["op"]]
@@ -349,16 +387,73 @@ def run_case(spec: dict) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = info.fn(first, **call)
-    except BaseException as e:  # noqa: BLE001 (KeyboardInterrupt too: reported, judged a failure)
-        return {"raised": type(e).__name__, "mro": [c.__name__ for c in type(e).__mro__],
-                "module": type(e).__module__, "message": str(e)[:2000]}
+            res = _with_interrupts(lambda: info.fn(first, **call), interrupts)
+    except KeyboardInterrupt as e:
+        if interrupts:
+            return {"interrupted": True, "problems": _after_interrupt(args, info)}
+        return _raised(e)
+    except BaseException as e:  # noqa: BLE001 (reported, judged by verdict)
+        return _raised(e)
     problems = info.expect(spec, res, args)
     if info.backends and spec.get("backend") not in (*info.backends, None):
         problems.append(f"backend: {spec['backend']!r} accepted")
     problems += [f"{k}: input written in place" for k, v in args.items()
                  if k in before and before[k] != _fingerprint(v)]
+    if interrupts:
+        problems += _after_interrupt(args, info)
     return {"ok": True, "problems": problems}
+
+
+def _raised(e: BaseException) -> dict:
+    return {"raised": type(e).__name__, "mro": [c.__name__ for c in type(e).__mro__],
+            "module": type(e).__module__, "message": str(e)[:2000]}
+
+
+def _with_interrupts(fn: Callable, interrupts):
+    """``fn()`` with a SIGINT sent to this (main) thread ``us`` microseconds into it for each
+    of ``interrupts``. ``_interrupt`` raises ``KeyboardInterrupt`` only where the signal lands
+    inside ``fn`` (a signal whose handler runs after ``fn`` has returned is dropped), so the
+    harness itself is never hit."""
+    if not interrupts:
+        return fn()
+    signal.signal(signal.SIGINT, _interrupt)  # for good: a late signal may be handled any time
+    main = threading.main_thread().ident
+
+    def send():
+        t0 = time.perf_counter()
+        for us in interrupts:
+            time.sleep(max(0.0, t0 + us / 1e6 - time.perf_counter()))
+            signal.pthread_kill(main, signal.SIGINT)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        return _interruptible(fn)
+    finally:
+        sender.join()
+
+
+def _interruptible(fn: Callable):
+    return fn()
+
+
+def _interrupt(signum, frame):
+    """The fuzz child's SIGINT handler: Ctrl-C inside ``_interruptible``, nothing elsewhere."""
+    while frame is not None:
+        if frame.f_code is _interruptible.__code__:
+            raise KeyboardInterrupt
+        frame = frame.f_back
+
+
+def _after_interrupt(args: dict, info: "OpInfo") -> list:
+    """What an interrupted call must not leave: an active control, a kernel still writing."""
+    from .. import _control
+
+    problems = [] if _control.current() is None else ["an interrupted call left its control active"]
+    written = {k: _fingerprint(args[k]) for k in info.written if args.get(k) is not None}
+    time.sleep(0.05)
+    problems += [f"{k}: written after the call returned" for k, v in written.items() if _fingerprint(args[k]) != v]
+    return problems
 
 
 SANE = ("ValueError", "TypeError", "MemoryError", "RuntimeError")
@@ -378,9 +473,9 @@ def names_argument(message: str, names) -> bool:
 
 def verdict(spec: dict, outcome: dict) -> str | None:
     """None for a pass, else why the case failed."""
-    if "crash" in outcome:
-        return outcome["crash"]
-    if outcome.get("ok"):
+    if "crash" in outcome or "broken" in outcome:
+        return outcome.get("crash") or outcome["broken"]
+    if outcome.get("ok") or outcome.get("interrupted"):
         return "; ".join(outcome["problems"]) or None
     mro, msg = outcome["mro"], outcome["message"]
     if "BackendUnavailable" in mro:
@@ -490,9 +585,14 @@ def cases(ops=None):
         info = OPS[name]
         sizes = {s: draw(st.integers(lo, hi)) for s, (lo, hi) in info.sizes.items()}
         odd = draw(st.booleans())  # half the cases valid (they reach the kernels), half odd
+        alias = draw(st.sampled_from(info.aliases)) if info.aliases and draw(st.integers(0, 5)) == 0 else None
+        if alias:  # out= the very array of an input, the sizes tied so that the shapes match
+            sizes.update({s: sizes[to] for s, to in alias[2].items()})
         args = {}
         for arg, (template, fill, required) in info.arrays.items():
-            if required or draw(st.booleans()):
+            if alias and arg == alias[0]:
+                args[arg] = {"$alias": alias[1]}
+            elif required or (alias and arg == alias[1]) or draw(st.booleans()):
                 args[arg] = _array_arg(draw, st, template, fill, sizes, odd)
         for kw, pool in info.keywords.items():
             if kw in info.required or draw(st.booleans()):
@@ -500,7 +600,10 @@ def cases(ops=None):
         backend = None
         if info.backends:
             backend = draw(st.sampled_from(info.backends)) if not odd or draw(st.integers(0, 14)) else draw(st.sampled_from(("bogus", *WRONG)))
-        return {"op": name, "backend": backend, "seed": draw(st.integers(0, 2 ** 16)), "args": args}
+        spec = {"op": name, "backend": backend, "seed": draw(st.integers(0, 2 ** 16)), "args": args}
+        if info.backends and draw(st.integers(0, 7)) == 0:  # two Ctrl-C's, microseconds into the call
+            spec["interrupts"] = sorted(draw(st.integers(0, 3000)) for _ in range(2))
+        return spec
 
     return case()
 
@@ -578,5 +681,5 @@ def save_regressions(path, failures) -> int:
     new = [{"spec": s, "found": why} for s, why in failures if json.dumps(s, sort_keys=True) not in known]
     if new:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text("[\n" + ",\n".join(json.dumps(r) for r in stored + new) + "\n]\n")
+        write_atomically(Path(path), "[\n" + ",\n".join(json.dumps(r) for r in stored + new) + "\n]\n")
     return len(new)
