@@ -465,36 +465,7 @@ print(f"at capacity factor 1.25 the learned bias drops fewer tokens than no bala
 # output by the size of the output itself, far above it.
 
 # %%
-U32 = 2.0**-24  # float32 unit roundoff
-
-
-def gamma(n):
-    """γ_n: the relative error bound of an n-term float32 sum of products, in any order."""
-    return n * U32 / (1 - n * U32)
-
-
-def rounding_bound(layer, x, r):
-    """(bound, wy), float64 (T, d_model): an elementwise bound on |a float32 evaluation of the layer
-    on x with routing r - the exact value|, and wy = Σ_s |w_s| (|y_s| + |Δy_s|) (see the text above)."""
-    X = x.detach().double()
-    W1, b1, W2, b2 = (p.detach().double() for p in (layer.w1, layer.b1, layer.w2, layer.b2))
-    d_model, d_hidden = W1.shape[2], W1.shape[1]
-    experts = np.asarray(r.experts)
-    kept = np.ones(experts.shape, bool) if r.kept is None else np.asarray(r.kept)
-    w = torch.from_numpy(np.abs(np.asarray(r.weights, np.float64)))
-    dout, wy = torch.zeros_like(X), torch.zeros_like(X)
-    for s in range(experts.shape[1]):
-        for e in np.unique(experts[:, s]):
-            t = torch.from_numpy(np.flatnonzero((experts[:, s] == e) & kept[:, s]))
-            h = X[t] @ W1[e].T + b1[e]
-            dh = gamma(d_model + 1) * (X[t].abs() @ W1[e].abs().T + b1[e].abs())
-            a = torch.nn.functional.silu(h)
-            da = 1.1 * dh + 8 * U32 * (h.abs() + dh)
-            y = a @ W2[e].T + b2[e]
-            dy = gamma(d_hidden + 1) * ((a.abs() + da) @ W2[e].abs().T + b2[e].abs()) + da @ W2[e].abs().T
-            dout[t] += w[t, s, None] * dy
-            wy[t] += w[t, s, None] * (y.abs() + dy)
-    return dout + gamma(experts.shape[1]) * wy, wy
+from aura_lab.harness.routing import moe_rounding_bound as rounding_bound  # the analysis above, as code
 
 
 # %%

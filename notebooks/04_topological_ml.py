@@ -129,11 +129,27 @@ aura_lab.RipsPersistence().fit_transform(clouds[:1])  # load the engine before a
 pred, t_fit = fit_predict(pipeline())
 cm = confusion_matrix(y_test, pred)
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(f"test accuracy: {accuracy_score(y_test, pred):.3f} on {len(y_test)} clouds (fit + predict in {t_fit:.2f} s)")
 print("confusion matrix (rows: true shape, columns: predicted)")
 print("\n".join(f"{SHAPES[i]:>13}: {row.tolist()}" for i, row in enumerate(cm)))
+
+# %% [markdown]
+# The exact accuracy and confusion matrix above are not pinned by the notebook tests: they can
+# change from one CPU to another. The clouds (`sin`, `cos`, a 3×3 rotation through BLAS) and the
+# persistence images (`exp`, a `tensordot` through BLAS) are computed with vectorized math whose
+# last bits depend on the CPU's instruction set and BLAS kernels, and a random forest is not a
+# continuous function of its features: a feature a few float64 ulps to the other side of a split
+# threshold, in training or at prediction time, can flip a vote. What holds on every machine is
+# the result well clear of that: a flip moves the accuracy by one test cloud (1/120 at the small size), and the
+# check below leaves several clouds of room.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+ACC_BAR = 0.95
+recall = cm.diagonal() / cm.sum(1)
+print(f"test accuracy above {ACC_BAR:.0%} on {len(y_test)} clouds: {accuracy_score(y_test, pred) > ACC_BAR}")
+print(f"every shape recognized in more than 90% of its test clouds: {bool(np.all(recall > 0.9))}")
 
 # %%
 ConfusionMatrixDisplay(cm, display_labels=SHAPES).plot(colorbar=False)

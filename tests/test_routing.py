@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aura_lab
+from aura_lab.harness.routing import moe_rounding_bound
 from aura_lab import routing
 from aura_lab.routing import op, route
 
@@ -419,6 +420,12 @@ def test_capacity_first_come_first_served(backend):
     ((np.zeros((2, 4), np.float32), 2), {"capacity_factor": -1.0}, ValueError, "capacity_factor: must be > 0"),
     ((np.zeros((2, 4), np.float32), 2), {"capacity_factor": float("nan")}, ValueError, "capacity_factor: must be finite"),
     ((np.zeros((2, 4), np.float32), 2), {"scale": float("inf")}, ValueError, "scale: must be finite"),
+    # a float() conversion past float64's range names the argument, and the int is not printed
+    ((np.zeros((2, 4), np.float32), 2), {"scale": 10**400}, ValueError, "^scale: an int of 1329 bits is too large for a float"),
+    ((np.zeros((2, 4), np.float32), 2), {"scale": -10**5000}, ValueError, "^scale: an int of 16610 bits is too large"),
+    ((np.zeros((2, 4), np.float32), 2), {"scale": np.longdouble(2.0) ** 2000}, ValueError, "^scale: .* is too large for a float"),
+    ((np.zeros((2, 4), np.float32), 2), {"capacity_factor": 10**400}, ValueError, "^capacity_factor: an int of 1329 bits is too large"),
+    ((np.zeros((2, 4), np.float32), 2), {"capacity_factor": 1e300}, ValueError, "^capacity_factor: .* slots, past int64"),
     ((np.zeros((2, 4), np.float32), 2), {"renormalize": "yes"}, TypeError, "renormalize: expected a bool"),
     ((np.array([["a", "b"]]), 1), {}, TypeError, "logits: expected a real numeric"),
     ((np.zeros((2, 4), np.float32), 2), {"backend": "cuda"}, ValueError, "unknown backend"),
@@ -507,6 +514,11 @@ def test_unpermute_drops_over_capacity():
     np.testing.assert_allclose(out[:, 0], [1, 2, 0, 4])
 
 
+def layer_rounding_bound(layer, x, r):
+    """The float32 bound of a MoE layer's output (see ``moe_rounding_bound``)."""
+    return moe_rounding_bound(layer, x, r)[0]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kw", [{}, {"scoring": "sigmoid", "n_groups": 4, "topk_groups": 2, "scale": 2.5},
                                 {"capacity_factor": 0.6}, {"renormalize": False}])
@@ -518,11 +530,41 @@ def test_moe_layer_equals_dense_loop(backend, kw):
     assert aura_lab.last_dispatch().op == "routing"
     with torch.no_grad():
         ref = layer.forward_dense(x)
-    torch.testing.assert_close(out.detach(), ref, rtol=1e-5, atol=1e-6)
+    # within float32 rounding of each other: a bound from the data, not a tolerance fitted to one
+    # machine's BLAS (rtol 1e-5 / atol 1e-6 failed on an AVX-512 Xeon)
+    diff = (out.detach() - ref).abs().double()
+    bound = 2 * layer_rounding_bound(layer, x, layer.last_routing)
+    assert bool((diff <= bound).all()), f"max |diff| {diff.max():.3g}, worst diff / bound {(diff / bound).nan_to_num().max():.3g}"
     if "capacity_factor" in kw:
         assert layer.last_routing.dropped > 0
     out.sum().backward()  # gradients reach the experts through permute / unpermute
     assert layer.w1.grad is not None and layer.w1.grad.abs().sum() > 0
+
+
+def test_layer_rounding_bound_is_tight_enough_to_catch_a_routing_mistake():
+    """The bound is a worst case, yet far below what a routing mistake changes: the same expert
+    outputs combined with each token's two weights swapped fall outside it."""
+    import dataclasses
+
+    torch.manual_seed(0)
+    layer = routing.MoELayer(12, 24, 8, 2, backend="numpy")
+    x = torch.randn(64, 12)
+    with torch.no_grad():
+        out = layer(x)
+        r = layer.last_routing
+        bound = 2 * layer_rounding_bound(layer, x, r)
+        assert float(bound.max()) < 1e-3 * float(out.abs().mean())
+        ys = _expert_outputs(layer, x, r)
+        np.testing.assert_array_equal(routing.unpermute(ys, r).numpy(), out.numpy())
+        swapped = routing.unpermute(ys, dataclasses.replace(r, weights=np.ascontiguousarray(np.asarray(r.weights)[:, ::-1])))
+    assert not bool(((swapped - out).abs().double() <= bound).all())
+
+
+def _expert_outputs(layer, x, r):
+    """Each assignment's expert output in permute order (the layer's forward before the combine)."""
+    xs = routing.permute(x, r)
+    off = r.offsets.tolist()
+    return torch.cat([layer.expert(e, xs[off[e]:off[e + 1]]) for e in range(r.n_experts)])
 
 
 # ---------------------------------------------------------------------------- harness

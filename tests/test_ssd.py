@@ -388,6 +388,40 @@ def test_decode_rejects_bad_state():
         selective_state_update(leaf, *args)
 
 
+def test_decode_dt_limit_past_float_range_names_it():
+    """The decode step converts dt_limit the same way as the scan: an int past float64's range is
+    a ValueError naming dt_limit (not a bare OverflowError), and state is left alone."""
+    kw = make_case(np.random.default_rng(0), b=1, l=1, init=True)
+    args = (kw["x"][:, 0], kw["dt"][:, 0], kw["A"], kw["B"][:, 0], kw["C"][:, 0])
+    state = kw["initial_states"].copy()
+    with pytest.raises(ValueError, match=r"^dt_limit: a bound is an int too large for a float"):
+        selective_state_update(state, *args, dt_limit=(0.0, 10**400))
+    np.testing.assert_array_equal(state, kw["initial_states"])
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+def test_decode_state_overlapping_an_input_raises(backend):
+    """state is updated in place while the step reads its inputs: a state that shares memory
+    with one of them is refused before anything is written; a disjoint one still steps."""
+    rng = np.random.default_rng(5)
+    kw = make_case(rng, b=1, l=1, h=4, g=2, D="h", z=True, init=True)
+    args = dict(x=kw["x"][:, 0], dt=kw["dt"][:, 0], A=kw["A"], B=kw["B"][:, 0], C=kw["C"][:, 0], D=kw["D"],
+                z=kw["z"][:, 0])
+    state = kw["initial_states"].copy()  # (1, 4, 8, 16)
+    aliases = {"x": state[..., 0], "B": state[:, :2, 0, :], "C": state[:, 2:, 0, :], "z": state[..., 3],
+               "dt": state[:, :, 0, 0], "D": state[0, :, 1, 0]}
+    for name, view in aliases.items():
+        before = state.copy()
+        with pytest.raises(ValueError, match=f"^state: overlaps {name}; pass a separate output buffer$"):
+            selective_state_update(state, **dict(args, **{name: view}), backend=backend)
+        np.testing.assert_array_equal(state, before)
+    st_t = torch.from_numpy(state)
+    with pytest.raises(ValueError, match="^state: overlaps x;"):
+        selective_state_update(st_t, **dict(args, x=st_t[..., 0]), backend=backend)
+    y = selective_state_update(state, **{k: v.copy() for k, v in args.items()}, backend=backend)
+    assert y.shape == (1, 4, 8)
+
+
 # ----------------------------------------------------------------------- autograd / torch
 
 def test_torch_autograd_matches_finite_differences():
@@ -445,6 +479,9 @@ def _bad(rng):
     (dict(dt_limit=(-0.1, 1.0)), ValueError, r"dt_limit: expected 0 <= lo <= hi"),
     (dict(dt_limit=(float("nan"), 1.0)), ValueError, r"dt_limit: expected 0 <= lo <= hi"),
     (dict(dt_limit=0.1), TypeError, "dt_limit: expected a pair of floats"),
+    # a float() conversion past float64's range names the argument (the int is not printed)
+    (dict(dt_limit=(0, 10**400)), ValueError, r"^dt_limit: a bound is an int too large for a float"),
+    (dict(dt_limit=(10**5000, 10**5000)), ValueError, r"^dt_limit: a bound is an int too large for a float"),
     (dict(chunk_size=0), ValueError, "chunk_size: expected a positive int"),
     (dict(x=np.zeros((1, 10, 4, 8), np.int64)), TypeError, "x: expected a floating-point array"),
     (dict(B=np.zeros((1, 10, 2, 16), np.complex64)), TypeError, "B: expected a real numeric array"),
@@ -540,3 +577,13 @@ def test_cu_seqlens_as_torch_int_tensor():
     kw["cu_seqlens"] = torch.tensor([0.0, 10.0, 30.0])
     with pytest.raises(TypeError, match="cu_seqlens: expected an integer tensor"):
         selective_scan(**kw)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_chunk_size_past_the_sequence_is_one_chunk(backend):
+    """chunk_size=2**70 (no upper limit in the signature) is one chunk of the sequence, not a
+    pad to 2**70 tokens: the same result as chunk_size=l."""
+    kw = make_case(np.random.default_rng(11), b=2, l=37, h=2, p=3, n=4, g=1)
+    whole = aura_lab.selective_scan(**kw, chunk_size=37, backend=backend)
+    huge = aura_lab.selective_scan(**kw, chunk_size=2**70, backend=backend)
+    np.testing.assert_array_equal(np.asarray(huge), np.asarray(whole))

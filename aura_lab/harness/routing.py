@@ -8,6 +8,7 @@ import numpy as np
 
 from ..registry import explain
 from ..routing import op, route
+from . import rounding
 from .core import (BenchResult, Check, PanelSpec, add_ratios, available_backends, compare, machine_info, memory_bandwidth,
                    progress, threads, time_call)
 
@@ -335,3 +336,34 @@ def calibration(sizes=((64, 8, 2), (1024, 8, 2), (1024, 64, 2), (4096, 256, 8), 
         calls = {b: (lambda b=b, L=L, k=k: route(L, k, backend=b)) for b in op.backends}
         cases.append(({"T": T, "E": E, "k": k}, calls))
     return [("routing", op, cases)]
+
+
+def moe_rounding_bound(layer, x, r):
+    """(bound, wy), float64 (T, d_model): an elementwise bound on |a float32 evaluation of the
+    ``MoELayer`` ``layer`` on ``x`` with routing ``r`` - the exact value|, and wy = sum_s |w_s|
+    (|y_s| + |dy_s|), from the layer's own weights and inputs (notebooks/03_moe_routing.py
+    derives it): |dh| <= g(d_model+1) (|W1||x| + |b1|); silu is 1.1-Lipschitz and good to 8u,
+    so |da| <= 1.1|dh| + 8u(|h| + |dh|); |dy| <= g(d_hidden+1) (|W2|(|a| + |da|) + |b2|) +
+    |W2||da|; the combine adds g(k) sum_s |w_s| (|y_s| + |dy_s|). Two evaluations in different
+    orders (segment GEMMs, per-token products; any CPU and BLAS) differ by at most twice it."""
+    import torch
+
+    X = x.detach().double()
+    W1, b1, W2, b2 = (p.detach().double() for p in (layer.w1, layer.b1, layer.w2, layer.b2))
+    d_model, d_hidden = W1.shape[2], W1.shape[1]
+    experts = np.asarray(r.experts)
+    kept = np.ones(experts.shape, bool) if r.kept is None else np.asarray(r.kept)
+    w = torch.from_numpy(np.abs(np.asarray(r.weights, np.float64)))
+    dout, wy = torch.zeros_like(X), torch.zeros_like(X)
+    for s in range(experts.shape[1]):
+        for e in np.unique(experts[:, s]):
+            t = torch.from_numpy(np.flatnonzero((experts[:, s] == e) & kept[:, s]))
+            h = X[t] @ W1[e].T + b1[e]
+            dh = rounding.gamma(d_model + 1) * (X[t].abs() @ W1[e].abs().T + b1[e].abs())
+            a = torch.nn.functional.silu(h)
+            da = 1.1 * dh + 8 * rounding.U32 * (h.abs() + dh)
+            y = a @ W2[e].T + b2[e]
+            dy = rounding.gamma(d_hidden + 1) * ((a.abs() + da) @ W2[e].abs().T + b2[e].abs()) + da @ W2[e].abs().T
+            dout[t] += w[t, s, None] * dy
+            wy[t] += w[t, s, None] * (y.abs() + dy)
+    return dout + rounding.gamma(experts.shape[1]) * wy, wy

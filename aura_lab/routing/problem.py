@@ -84,10 +84,15 @@ def _as_int(v, name: str) -> int:
 def _as_real(v, name: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a real number, got {type(v).__name__}")
-    v = float(v)
-    if not math.isfinite(v):
-        raise ValueError(f"{name}: must be finite, got {v}")
-    return v
+    try:
+        f = float(v)
+    except OverflowError:  # an int past float64's range (~1.8e308); not printed: str() refuses > 4300 digits
+        raise ValueError(f"{name}: an int of {v.bit_length()} bits is too large for a float (max ~1.8e308)") from None
+    if not math.isfinite(f):
+        if np.isfinite(v):  # a finite np.longdouble past float64's range converts to inf silently
+            raise ValueError(f"{name}: {str(v)} is too large for a float (max ~1.8e308)")
+        raise ValueError(f"{name}: must be finite, got {f}")
+    return f
 
 
 def _logits_array(logits) -> np.ndarray:

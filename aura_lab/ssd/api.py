@@ -33,7 +33,7 @@ def selective_scan(x, dt, A, B, C, *, D=None, z=None, dt_bias=None, dt_softplus:
         return_final_states: also return the final states, ``(b, h, p, n)`` or
             ``(num_seqs, h, p, n)`` with ``cu_seqlens``.
         chunk_size: chunk length of the chunked SSD form (numpy and torch backends; the
-            result does not depend on it beyond rounding).
+            result does not depend on it beyond rounding); one longer than ``l`` is ``l``.
         backend: ``"auto"``, ``"numpy"``, ``"torch"``, ``"mojo"`` or ``"max"``. With an input that
             requires grad (and grad mode on), ``auto`` runs torch, the only backend that
             propagates gradients; another explicit backend raises ``RuntimeError``.

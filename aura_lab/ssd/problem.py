@@ -18,7 +18,7 @@ INF = float("inf")
 #: for l = 4096, h = 24, p = 64, n = 128 (README results, "mojo (1 thread)")
 NS_PER_WORK = 0.04
 op = Op("ssd", ns_per_work=NS_PER_WORK)
-step_op = Op("ssd_step", ns_per_work=NS_PER_WORK)
+step_op = Op("ssd_step", ns_per_work=NS_PER_WORK, whole=True)  # never leaves state half advanced
 #: the scan kernel's parameter block (kernels/aura_kernels/ssd_abi.mojo is generated from it);
 #: tokens flattened over (b, l); addresses 0 = absent; init == fin updates a state in place.
 #: For training the forward also saves what the backward needs: ``ckpt`` the state before
@@ -91,6 +91,9 @@ def _check_A(A):
 def _check_dt_limit(dt_limit) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in dt_limit)
+    except OverflowError:  # an int past float64's range (~1.8e308); not printed: repr() refuses > 4300 digits
+        raise ValueError("dt_limit: a bound is an int too large for a float (max ~1.8e308; use float('inf') "
+                         "for no upper limit)") from None
     except (TypeError, ValueError):
         raise TypeError(f"dt_limit: expected a pair of floats (lo, hi), got {dt_limit!r}") from None
     if not (0.0 <= lo <= hi):  # also rejects NaN
@@ -220,6 +223,7 @@ def validate_scan(x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_
         _shape(z, "z", (b, l, h, p), "(b, l, h, p)")
     if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
+    # a chunk longer than the sequence is one chunk of it (never padding to 2**70 tokens)
     if cu_seqlens is not None:
         offsets = _check_cu_seqlens(cu_seqlens, b, l)
         if init is not None:
@@ -231,7 +235,7 @@ def validate_scan(x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_
     _check_A(A)
     return Scan(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, dt_softplus=bool(dt_softplus), dt_lo=lo, dt_hi=hi,
                 b=b, h=h, p=p, g=g, n=n, f64=_is_f64(x), kind=kind, device=device, l=l, initial_states=init,
-                varlen=cu_seqlens is not None, offsets=offsets, chunk_size=int(chunk_size))
+                varlen=cu_seqlens is not None, offsets=offsets, chunk_size=min(int(chunk_size), max(l, 1)))
 
 
 def validate_step(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit) -> Step:
@@ -252,6 +256,8 @@ def validate_step(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit) -
     if z is not None:
         _shape(z, "z", (b, h, p), "(b, h, p)")
     _check_A(A)
+    # state is updated in place while the step reads its inputs
+    A_.check_no_overlap(state, "state", x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
     return Step(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, dt_softplus=bool(dt_softplus), dt_lo=lo, dt_hi=hi,
                 b=b, h=h, p=p, g=g, n=n, f64=_is_f64(x), kind=kind, device=device, state=state)
 
