@@ -144,9 +144,11 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
 
     Args:
         X: ``(n, d)`` point cloud, or with ``distance_matrix=True`` (or ``metric="precomputed"``)
-            an ``(n, n)`` distance matrix: non-negative, no NaN, zero diagonal, symmetric to within
-            0.1 % per entry (its lower triangle ``D[i, j], i > j`` is used); ``inf`` entries mean
-            "no edge". numpy arrays, torch CPU tensors or anything ``np.asarray`` takes. Also, with
+            an ``(n, n)`` distance matrix: non-negative, no NaN, symmetric to within 0.1 % per
+            entry (its lower triangle ``D[i, j], i > j`` is used); ``inf`` entries mean "no edge";
+            a nonzero diagonal gives vertex birth times, as ripser.py and giotto-ph read it (see
+            sparse input below; unlike ripser.py, which then drops zero entries, an off-diagonal 0
+            stays an edge of length 0). numpy arrays, torch CPU tensors or anything ``np.asarray`` takes. Also, with
             ``distance_matrix=True``, a ``scipy.sparse`` matrix (any format) or an edge list
             ``(i, j, d)`` of three 1-D arrays, as ripser.py reads sparse input: a stored entry is an
             edge (an explicit 0 one of length 0), a missing one none; an edge may be stored in one
@@ -171,7 +173,8 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
         n_perm: compute on ``n_perm`` landmarks (1 <= n_perm <= n) chosen by furthest-point
             sampling (ripser.py's ``get_greedy_perm``: point 0 first, then each the point furthest
             from those chosen); the result is a ``PersistenceResult`` whose ``idx_perm`` are their
-            indices and ``r_cover`` their covering radius (every point lies within it of a
+            indices (representatives' vertices are rows of ``X``, as ripser.py's) and ``r_cover``
+            their covering radius (every point lies within it of a
             landmark, so the diagrams are within ``r_cover`` of the full cloud's in bottleneck
             distance, times 2 for the Rips filtration's scale).
 
@@ -213,7 +216,7 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
     prob = _landmarks(prob, n_perm)
     progress = _check_progress(progress)
     if reps and prob.births is not None:
-        raise ValueError("X: representatives (return_cycles / return_cocycles) are not computed for sparse input "
+        raise ValueError("X: representatives (return_cycles / return_cocycles) are not computed for input "
                          "with vertex birth times (a nonzero diagonal)")
     if reps and op.chosen(backend) == "gudhi":
         raise RuntimeError(GUDHI_NO_REPS)
@@ -341,6 +344,10 @@ def _validate(X, maxdim, threshold, metric, distance_matrix, coeff, reps=0) -> P
     if is_matrix:
         if Xn.ndim != 2 or Xn.shape[0] != Xn.shape[1]:
             raise ValueError(f"X: a distance matrix must be square (n, n), got shape {Xn.shape}")
+        if Xn.size and np.any(np.diagonal(Xn) != 0):  # vertex birth times: the sparse input's path
+            edges = G.from_dense(Xn)
+            return PersistenceProblem(edges, True, metric, _engine_dims(edges.n, maxdim), threshold, coeff,
+                                      reported_maxdim=maxdim, reps=reps)
     else:
         if Xn.ndim != 2:
             raise ValueError(f"X: expected a 2-D point cloud (n, d), got {Xn.ndim}-D shape {Xn.shape}")
@@ -436,8 +443,6 @@ def _distance_matrix(Xn: np.ndarray, metric: str, is_matrix: bool) -> np.ndarray
     dtype = A.result_float_dtype(Xn)
     A.check_memory(n * n * dtype.itemsize, f"the ({n}, {n}) {dtype.name} copy of the distance matrix")
     D = np.array(Xn, dtype=dtype, order="C", copy=True)
-    if n and np.any(np.diagonal(D) != 0):
-        raise ValueError("X: the distance matrix must have a zero diagonal (every vertex is born at 0)")
     rows = max(1, (16 << 20) // max(1, n * 8))  # temporaries of ~16 MiB per block of rows
     for a in range(0, n, rows):
         b = min(n, a + rows)
@@ -527,7 +532,16 @@ def _result(bars: Bars, prob: PersistenceProblem) -> PersistenceResult:
         for reps, out in ((bars.cycles, cycles), (bars.cocycles, cocycles)):
             if reps is not None:
                 out.append([reps[k][i] for i in pos] if k < len(reps) else [])
+    if prob.idx_perm is not None:  # landmarks' vertices as rows of X, as ripser.py
+        cycles, cocycles = (None if r is None else [[_on_rows(c, prob.idx_perm) for c in dim] for dim in r]
+                            for r in (cycles, cocycles))
     return PersistenceResult(dgms, cycles, cocycles, prob.coeff, prob.idx_perm, prob.r_cover)
+
+
+def _on_rows(chain: Chain, idx_perm: np.ndarray) -> Chain:
+    """A chain over the landmarks with its vertices as indices into the input's rows."""
+    simplices, coeffs = chain
+    return idx_perm[simplices], coeffs
 
 
 def _parse_reps(words: np.ndarray, dims: np.ndarray, want: int) -> tuple[list, list]:

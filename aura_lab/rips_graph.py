@@ -76,6 +76,15 @@ def from_sparse(M) -> SparseEdges:
     return _edges(int(M.shape[0]), np.asarray(coo.row), np.asarray(coo.col), np.asarray(coo.data))
 
 
+def from_dense(D: np.ndarray) -> SparseEdges:
+    """The graph of a dense ``(n, n)`` distance matrix read as sparse input (for its nonzero
+    diagonal: vertex births): every finite off-diagonal entry an edge, zeros included."""
+    n = int(D.shape[0])
+    A.check_memory(3 * 8 * n * n, f"the edge list of the ({n}, {n}) distance matrix")
+    row, col = np.indices((n, n)).reshape(2, -1)
+    return _edges(n, row, col, np.asarray(D).reshape(-1))
+
+
 def from_edge_list(X) -> SparseEdges:
     """The graph of an edge list ``(i, j, d)``: three equal-length 1-D arrays; ``n`` is the
     largest vertex + 1 (pass a ``scipy.sparse`` matrix to have isolated vertices at the end).

@@ -331,7 +331,7 @@ def _with(D, i, j, v, sym=True):
     (_with(DM, 1, 2, DM[1, 2] * 1.1, sym=False), {"distance_matrix": True}, ValueError, "not symmetric"),
     (_with(DM, 1, 2, -0.5), {"distance_matrix": True}, ValueError, "negative"),
     (_with(DM, 1, 2, np.nan), {"distance_matrix": True}, ValueError, "NaN"),
-    (_with(DM, 3, 3, 0.1), {"distance_matrix": True}, ValueError, "zero diagonal"),
+    (_with(DM, 3, 3, np.inf), {"distance_matrix": True}, ValueError, "birth time .* infinite"),
     (GOOD, {"maxdim": -1}, ValueError, "maxdim: must be >= 0"),
     (GOOD, {"maxdim": 1.0}, TypeError, "maxdim: expected an integer"),
     (GOOD, {"maxdim": 2**31}, ValueError, "maxdim: at most 1024"),

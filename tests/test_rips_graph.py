@@ -134,7 +134,41 @@ def test_representatives_on_sparse_input():
         assert all((int(u), int(v)) in edges for u, v in s)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_dense_matrix_with_a_diagonal_gives_vertex_births_as_ripser(seed):
+    """A dense matrix with a nonzero diagonal: vertex births, as ripser.py reads it (it turns
+    such a matrix into a sparse one; no off-diagonal zeros here, which ripser.py would drop)."""
+    rng = np.random.default_rng(seed)
+    X = rng.random((30, 2))
+    D = np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1))
+    D[np.diag_indices(30)] = rng.uniform(0, 0.3, 30) * (rng.random(30) < 0.5)
+    for thresh in (np.inf, 0.5):
+        ref = ripser.ripser(D, maxdim=2, distance_matrix=True, thresh=thresh)["dgms"]
+        assert_same_diagrams(al.rips_persistence(D, maxdim=2, distance_matrix=True, threshold=thresh), ref)
+    assert_same_diagrams(al.rips_persistence(D, maxdim=2, distance_matrix=True),
+                         al.rips_persistence(sp.coo_matrix(D), maxdim=2, distance_matrix=True))
+
+
 # ------------------------------------------------------------------------------ landmarks
+
+
+def test_n_perm_representatives_index_the_rows_of_x_as_ripser():
+    X = np.random.default_rng(3).random((120, 2))
+    res = al.rips_persistence(X, maxdim=1, n_perm=30, return_cocycles=True, return_cycles=True)
+    ref = ripser.ripser(X, maxdim=1, n_perm=30, do_cocycles=True)
+    landmarks = set(res.idx_perm.tolist())
+    assert_same_diagrams(res.dgms, ref["dgms"])
+    for dim in res.cycles + res.cocycles:
+        for s, _ in dim:
+            assert set(s.ravel().tolist()) <= landmarks  # rows of X, all of them landmarks
+    on_landmarks = al.rips_persistence(X[res.idx_perm], maxdim=1, return_cocycles=True)
+    for (s, c), (t, e) in zip(res.cocycles[1], on_landmarks.cocycles[1]):
+        np.testing.assert_array_equal(s, res.idx_perm[t])
+        np.testing.assert_array_equal(c, e)
+    ours = res.ripser_cocycles()[1]  # ripser.py's layout: (m, k + 2), vertices as rows of X
+    assert len(ours) == len(ref["cocycles"][1])
+    for a in ours:
+        assert a.shape[1] == 3 and set(a[:, :2].ravel().tolist()) <= landmarks
 
 @pytest.mark.parametrize("as_matrix", [False, True])
 def test_n_perm_matches_ripser(as_matrix):
