@@ -23,6 +23,7 @@ from .routing import Routing, route
 from .persistence import PersistenceResult, rips_persistence
 from .ssd import selective_scan, selective_state_update
 from .collection import collection_persistence
+from . import neighbors  # noqa: F401  (radius_graph; declares its kernel ABI)
 
 __version__ = "0.1.0"
 

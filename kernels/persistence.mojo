@@ -3,6 +3,9 @@
 #   rips(params_addr): the address of a persistence parameter block (aura_lab.persistence.ABI,
 #     generated Mojo side aura_kernels/persistence_abi.mojo), validated by aura_lab/persistence.py
 #   free_bars(addr): free a buffer rips() returned in info[INFO_BARS] or info[INFO_REPS]
+#   radius_graph(params_addr): one stage (count or fill) of the radius graph of a point cloud
+#     into CSR (aura_lab.neighbors.ABI, generated Mojo side aura_kernels/neighbors_abi.mojo;
+#     compute: aura_kernels/neighbors.mojo), validated and laid out by aura_lab/neighbors.py
 #
 # The layout of info[] and stats[] is described in aura_kernels/persistence/__init__.mojo.
 
@@ -12,6 +15,8 @@ from std.os import abort
 from _common import without_gil
 from aura_kernels.persistence.engine import run_rips, free_bar_buffer
 from aura_kernels.persistence_abi import PersistenceParams
+from aura_kernels.neighbors import radius_graph_stage
+from aura_kernels.neighbors_abi import NeighborsParams
 
 
 @export
@@ -20,6 +25,7 @@ def PyInit_persistence() abi("C") -> PythonObject:
         var m = PythonModuleBuilder("persistence")
         m.def_function[rips]("rips", docstring="rips(params_addr): the address of a persistence parameter block")
         m.def_function[free_bars]("free_bars", docstring="free_bars(addr): free a buffer rips() returned (bars or representative records)")
+        m.def_function[radius_graph]("radius_graph", docstring="radius_graph(params_addr): one stage of the radius graph (aura_lab.neighbors.ABI)")
         return m.finalize()
     except e:
         abort(String("error creating the aura_lab persistence module:", e))
@@ -37,4 +43,14 @@ def rips(params_addr: PythonObject) raises -> PythonObject:
 
 def free_bars(addr: PythonObject) raises -> PythonObject:
     free_bar_buffer(Int(py=addr))
+    return PythonObject(None)
+
+
+def radius_graph(params_addr: PythonObject) raises -> PythonObject:
+    var p = NeighborsParams.load(Int(py=params_addr))
+
+    def body() raises {imm}:
+        radius_graph_stage(p)
+
+    without_gil(body)
     return PythonObject(None)
