@@ -23,7 +23,7 @@ comptime COUNT_APPARENT = 2
 comptime NCOUNTS = 3
 
 
-def assemble[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, simplices: Buffer[Entry[T]], pivots: PivotMap, need_next: Bool, mut next: Buffer[Entry[T]], mut cols: Buffer[Entry[T]]) -> Bool:
+def assemble[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], dim: Int, simplices: Buffer[Entry[T]], pivots: PivotMap, need_next: Bool, mut next: Buffer[Entry[T]], mut cols: Buffer[Entry[T]]) -> Bool:
     """Columns of dimension dim + 1 from the dim-simplices: every cofacet s + v with v above s's
     top vertex (each (dim+1)-simplex once), within the threshold, not a pivot of dimension dim
     and not in a zero-persistence apparent pair; sorted into column order. With need_next, all
@@ -38,7 +38,10 @@ def assemble[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, simplices: B
 
     @always_inline
     def task(c: Int) {imm}:
-        _assemble_chunk(filt, dim, simplices, c, nch, pivots, need_next, chunk_columns, chunk_next, counts)
+        comptime if SPARSE:
+            _assemble_chunk_sparse(filt, dim, simplices, c, nch, pivots, need_next, chunk_columns, chunk_next, counts)
+        else:
+            _assemble_chunk(filt, dim, simplices, c, nch, pivots, need_next, chunk_columns, chunk_next, counts)
         mem.ctl.add_done(chunk_lo(c + 1, nch, m) - chunk_lo(c, nch, m))
 
     mem.ctl.start_stage(2 * (dim + 1), m)  # progress (stage 2 k: building the k-columns): simplices done
@@ -56,7 +59,7 @@ def assemble[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, simplices: B
     return ok and mem.ok()
 
 
-def _assemble_chunk[T: DType, Z2: Bool](filtration: Filtration[T, Z2], dim: Int, simplices: Buffer[Entry[T]], c: Int, nch: Int, pivot_map: PivotMap, need_next: Bool, chunk_columns: ChunkBuffers[T], chunk_next: ChunkBuffers[T], counts: OwnedArray[Int]):
+def _assemble_chunk[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtration[T, Z2, SPARSE], dim: Int, simplices: Buffer[Entry[T]], c: Int, nch: Int, pivot_map: PivotMap, need_next: Bool, chunk_columns: ChunkBuffers[T], chunk_next: ChunkBuffers[T], counts: OwnedArray[Int]):
     """The cofacets of chunk c of nch of the simplices for assemble: columns to
     chunk_columns[c], all cofacets to chunk_next[c] (with need_next); counts[NCOUNTS * c +
     COUNT_*] = enumerated, cleared, apparent. (The filtration, pivot map, buffers and
@@ -121,8 +124,81 @@ def _assemble_chunk[T: DType, Z2: Bool](filtration: Filtration[T, Z2], dim: Int,
     _ = scratch^
 
 
+def _assemble_chunk_sparse[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtration[T, Z2, SPARSE], dim: Int, simplices: Buffer[Entry[T]], c: Int, nch: Int, pivot_map: PivotMap, need_next: Bool, chunk_columns: ChunkBuffers[T], chunk_next: ChunkBuffers[T], counts: OwnedArray[Int]):
+    """_assemble_chunk on the sparse graph: the cofacets s + v, v above s's top vertex, are
+    the common neighbours of s's vertices above it (filt.sweep_next, downwards)."""
+    var filt = filtration
+    var pivots = pivot_map
+    var mem = filt.mem
+    var nv = dim + 1
+    var scratch = Scratch()
+    var vs = scratch.simplex()
+    var cofacet_vertices = scratch.cofacet()  # [v, vs...]: slot 0 set per cofacet
+    var pos = OwnedArray[Int](nv)  # the sweep's positions in the neighbour lists
+    var thr = filt.threshold
+    var brow = filt.binom_table.unsafe_offset((nv + 1) * filt.binom_stride)
+    var columns_out = chunk_columns[c]
+    var next_out = chunk_next[c]
+    var total = 0
+    var cleared = 0
+    var apparent = 0
+    var m = simplices.size
+    for q in range(chunk_lo(c, nch, m), chunk_lo(c + 1, nch, m)):
+        if not mem.ok():  # out of budget here (a push failed) or in another chunk
+            break
+        var s = simplices[q]
+        var ds = s.diam
+        filt.decode(s.key, nv, vs)
+        var top_vertex = vs[unsafe_offset=0]
+        for i in range(nv):
+            cofacet_vertices[unsafe_offset=i + 1] = vs[unsafe_offset=i]
+        var zero_cofacet = -2  # s's zero cofacet vertex, computed on first need
+        filt.sweep_start(vs, nv, pos.data)
+        var v = -1
+        var mv = Scalar[T](0)
+        while filt.sweep_next(vs, nv, pos.data, v, mv):
+            if v < top_vertex:
+                break
+            if mv > thr:
+                continue
+            var dt = max(ds, mv)
+            var tidx = brow[unsafe_offset=v] + s.key
+            total += 1
+            if need_next and not next_out.push(Entry[T](dt, tidx), mem):
+                break
+            if pivots.contains(tidx):
+                cleared += 1
+                continue
+            cofacet_vertices[unsafe_offset=0] = v
+            if dt == ds and zero_cofacet == -2:
+                zero_cofacet = filt.zero_cofacet(vs, nv, ds)
+            if _is_apparent_sparse(filt, nv, v, cofacet_vertices, dt, ds, zero_cofacet, scratch.facet()):
+                apparent += 1
+            elif not columns_out.push(Entry[T](dt, tidx), mem):
+                break
+    chunk_columns[c] = columns_out
+    chunk_next[c] = next_out
+    counts[NCOUNTS * c + COUNT_TOTAL] = total
+    counts[NCOUNTS * c + COUNT_CLEARED] = cleared
+    counts[NCOUNTS * c + COUNT_APPARENT] = apparent
+    _ = pos^  # freed here: the sweep reads pos.data
+    _ = scratch^
+
+
 @always_inline
-def _is_apparent[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, row_max: Pointer[Scalar[T], MutUntrackedOrigin], v: Int, cofacet_vertices: IntPtr, dt: Scalar[T], ds: Scalar[T], zero_cofacet: Int, facet: IntPtr) -> Bool:
+def _is_apparent_sparse[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], nv: Int, v: Int, cofacet_vertices: IntPtr, dt: Scalar[T], ds: Scalar[T], zero_cofacet: Int, facet: IntPtr) -> Bool:
+    """_is_apparent without a row max: the same three tests through the sparse predicates."""
+    if dt == ds and zero_cofacet == v:
+        return True
+    if filt.apparent_cofacet(cofacet_vertices, nv + 1, dt) >= 0:
+        return True
+    if dt != ds:
+        return filt.apparent_facet(cofacet_vertices, nv + 1, dt, facet) >= 0
+    return False
+
+
+@always_inline
+def _is_apparent[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], nv: Int, row_max: Pointer[Scalar[T], MutUntrackedOrigin], v: Int, cofacet_vertices: IntPtr, dt: Scalar[T], ds: Scalar[T], zero_cofacet: Int, facet: IntPtr) -> Bool:
     """Whether t = s + v (vertices cofacet_vertices, diameter dt; s of diameter ds with row max
     row_max and zero cofacet vertex zero_cofacet when dt == ds) is in a zero-persistence
     apparent pair."""
