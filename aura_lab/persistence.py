@@ -49,7 +49,7 @@ from . import rips_graph as G
 from ._abi import ADDR, BOOL, FLOAT, INT, KernelABI
 from .distance import METRICS, pairwise_distances
 from .errors import Cancelled, UnsupportedProblem
-from .registry import MAX_WORK, Op
+from .registry import MAX_WORK, Op, last_dispatch
 
 
 def _simplex_count(size: dict) -> float:
@@ -237,6 +237,9 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
             bar.close()
     else:
         dgms = op.run(backend, prob)
+    rec = last_dispatch()
+    if rec is not None and rec.backend == "mojo" and _last_stats is not None:
+        rec.reason += f"; {_last_stats['engine']} engine: {_last_stats['engine_reason']}"
     if prob.births is not None:
         dgms = [G.h0_with_births(prob.X, prob.filtration[1]), *dgms[1:]]
     if prob.returns_result:
