@@ -7,7 +7,9 @@ random16), ``o3_4096`` (maxdim 3, threshold 1.4), ``clifford`` (data/ph-benchmar
 clifford_torus_50000, maxdim 2, threshold 0.15) or ``clifford-synthetic`` (50 000 points,
 angles uniform, seed 0, (cos a, sin a, cos b, sin b) / sqrt 2; same arguments). ENGINE:
 dense, sparse or auto (``persistence._ENGINE``; ignored by a build without the switch).
-Prints one JSON line: median and all seconds, bar counts, the engine's peak bytes, and
+Prints one JSON line: median and min wall seconds, median CPU seconds (process_time: steadier
+than wall time on a busy machine; set AURA_NUM_THREADS=1 to compare single-thread work), all
+wall seconds, bar counts, the engine's peak bytes, and
 this process's peak RSS (resource.getrusage: run each set in a fresh process).
 """
 
@@ -44,14 +46,16 @@ def main(argv) -> int:
     X, kw = load(name)
     if hasattr(P, "_ENGINE"):
         P._ENGINE = engine
-    seconds, counts = [], None
+    seconds, cpu, counts = [], [], None
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         dgms = P.rips_persistence(X, backend="mojo", progress=False, **kw)
         seconds.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         counts = [len(d) for d in dgms]
     st = P.last_stats()
-    print(json.dumps({"set": name, "engine": st.get("engine", "dense (old build)"), "median_s": float(np.median(seconds)),
+    print(json.dumps({"set": name, "engine": st.get("engine", "dense (old build)"), "median_s": float(np.median(seconds)), "min_s": min(seconds),
+                      "median_cpu_s": float(np.median(cpu)),
                       "seconds": [round(s, 3) for s in seconds], "bars": counts, "engine_peak_MiB": st["peak_bytes"] / 2**20,
                       "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "stage_s": [round(s, 3) for s in st["seconds"]], "build": str(Path(P.__file__).parents[1])}))

@@ -125,8 +125,10 @@ def _assemble_chunk[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtration[T, 
 
 
 def _assemble_chunk_sparse[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtration[T, Z2, SPARSE], dim: Int, simplices: Buffer[Entry[T]], c: Int, nch: Int, pivot_map: PivotMap, need_next: Bool, chunk_columns: ChunkBuffers[T], chunk_next: ChunkBuffers[T], counts: OwnedArray[Int]):
-    """_assemble_chunk on the sparse graph: the cofacets s + v, v above s's top vertex, are
-    the common neighbours of s's vertices above it (filt.sweep_next, downwards)."""
+    """_assemble_chunk on the sparse graph. Per simplex s, one sweep lists its common
+    neighbours w (descending) with the diameters of s + w (the sparse analogue of the dense
+    row max); the cofacets s + v, v above s's top vertex, are that list's head, and the
+    apparent-pair tests of each read the list and v's neighbour list only."""
     var filt = filtration
     var pivots = pivot_map
     var mem = filt.mem
@@ -135,6 +137,9 @@ def _assemble_chunk_sparse[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtrat
     var vs = scratch.simplex()
     var cofacet_vertices = scratch.cofacet()  # [v, vs...]: slot 0 set per cofacet
     var pos = OwnedArray[Int](nv)  # the sweep's positions in the neighbour lists
+    var cap = filt.max_degree() + 1
+    var common = OwnedArray[Int](cap)  # s's common neighbours, descending
+    var common_d = OwnedArray[Scalar[T]](cap)  # and the diameters of s + w (up to ds)
     var thr = filt.threshold
     var brow = filt.binom_table.unsafe_offset((nv + 1) * filt.binom_stride)
     var columns_out = chunk_columns[c]
@@ -152,13 +157,17 @@ def _assemble_chunk_sparse[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtrat
         var top_vertex = vs[unsafe_offset=0]
         for i in range(nv):
             cofacet_vertices[unsafe_offset=i + 1] = vs[unsafe_offset=i]
-        var zero_cofacet = -2  # s's zero cofacet vertex, computed on first need
-        filt.sweep_start(vs, nv, pos.data)
-        var v = -1
-        var mv = Scalar[T](0)
-        while filt.sweep_next(vs, nv, pos.data, v, mv):
+        var ncommon = _common_neighbours(filt, vs, nv, pos.data, common.data, common_d.data)
+        var zero_cofacet = -1  # s's zero cofacet vertex: its largest common neighbour within ds
+        for k in range(ncommon):
+            if common_d[k] <= ds:
+                zero_cofacet = common[k]
+                break
+        for k in range(ncommon):
+            var v = common[k]
             if v < top_vertex:
                 break
+            var mv = common_d[k]
             if mv > thr:
                 continue
             var dt = max(ds, mv)
@@ -170,9 +179,7 @@ def _assemble_chunk_sparse[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtrat
                 cleared += 1
                 continue
             cofacet_vertices[unsafe_offset=0] = v
-            if dt == ds and zero_cofacet == -2:
-                zero_cofacet = filt.zero_cofacet(vs, nv, ds)
-            if _is_apparent_sparse(filt, nv, v, cofacet_vertices, dt, ds, zero_cofacet, scratch.facet()):
+            if _is_apparent_sparse(filt, nv, v, cofacet_vertices, dt, ds, zero_cofacet, common.data, common_d.data, ncommon, scratch.facet()):
                 apparent += 1
             elif not columns_out.push(Entry[T](dt, tidx), mem):
                 break
@@ -181,16 +188,52 @@ def _assemble_chunk_sparse[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtrat
     counts[NCOUNTS * c + COUNT_TOTAL] = total
     counts[NCOUNTS * c + COUNT_CLEARED] = cleared
     counts[NCOUNTS * c + COUNT_APPARENT] = apparent
-    _ = pos^  # freed here: the sweep reads pos.data
+    _ = pos^  # freed here: the sweep and the tests read their data
+    _ = common^
+    _ = common_d^
     _ = scratch^
 
 
+def _common_neighbours[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], vs: IntPtr, nv: Int, pos: IntPtr, common: IntPtr, common_d: Pointer[Scalar[T], MutUntrackedOrigin]) -> Int:
+    """The common neighbours w of vs, descending, into common, and max_i d(vs[i], w) into
+    common_d; returns their count (at most the smallest degree among vs)."""
+    filt.sweep_start(vs, nv, pos)
+    var w = -1
+    var dw = Scalar[T](0)
+    var count = 0
+    while filt.sweep_next(vs, nv, pos, w, dw):
+        common[unsafe_offset=count] = w
+        common_d[unsafe_offset=count] = dw
+        count += 1
+    return count
+
+
 @always_inline
-def _is_apparent_sparse[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], nv: Int, v: Int, cofacet_vertices: IntPtr, dt: Scalar[T], ds: Scalar[T], zero_cofacet: Int, facet: IntPtr) -> Bool:
-    """_is_apparent without a row max: the same three tests through the sparse predicates."""
+def _zero_cofacet_of_cofacet[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], v: Int, common: IntPtr, common_d: Pointer[Scalar[T], MutUntrackedOrigin], ncommon: Int, dd: Scalar[T]) -> Int:
+    """filt.zero_cofacet of t = s + v (diameter dd) from s's common neighbours: the largest
+    w != v among them that is v's neighbour, with max(common_d, d(v, w)) <= dd; else -1."""
+    var lo = filt.indptr[unsafe_offset=v]
+    var p = filt.indptr[unsafe_offset=v + 1] - 1
+    for k in range(ncommon):
+        var w = common[unsafe_offset=k]
+        if w == v or common_d[unsafe_offset=k] > dd:
+            continue
+        while p >= lo and Int(filt.nbr[unsafe_offset=p]) > w:
+            p -= 1
+        if p < lo:
+            return -1
+        if Int(filt.nbr[unsafe_offset=p]) == w and filt.dist[unsafe_offset=p] <= dd:
+            return w
+    return -1
+
+
+@always_inline
+def _is_apparent_sparse[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], nv: Int, v: Int, cofacet_vertices: IntPtr, dt: Scalar[T], ds: Scalar[T], zero_cofacet: Int, common: IntPtr, common_d: Pointer[Scalar[T], MutUntrackedOrigin], ncommon: Int, facet: IntPtr) -> Bool:
+    """_is_apparent from s's common neighbours instead of its row max: the same three tests."""
     if dt == ds and zero_cofacet == v:
         return True
-    if filt.apparent_cofacet(cofacet_vertices, nv + 1, dt) >= 0:
+    var x = _zero_cofacet_of_cofacet(filt, v, common, common_d, ncommon, dt)
+    if x >= 0 and filt.is_zero_facet(cofacet_vertices, nv + 1, x, dt):
         return True
     if dt != ds:
         return filt.apparent_facet(cofacet_vertices, nv + 1, dt, facet) >= 0

@@ -322,6 +322,13 @@ struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
         pos[unsafe_offset=0] = p0
         return False
 
+    def max_degree(self) -> Int:
+        """SPARSE: the largest number of neighbours of a vertex."""
+        var best = 0
+        for i in range(self.n):
+            best = max(best, self.indptr[unsafe_offset=i + 1] - self.indptr[unsafe_offset=i])
+        return best
+
     def last_common_neighbour(self, vs: IntPtr, nv: Int, above: Int, bound: Scalar[Self.T]) -> Int:
         """SPARSE: the largest common neighbour w > above of the vertices vs with
         max_i d(vs[i], w) <= bound, else -1."""
