@@ -9,7 +9,11 @@ Backends:
   fresh: H0 by union-find over the sorted edges, H1..H_maxdim by persistent cohomology with
   clearing, implicit coboundaries through the combinatorial number system, apparent and emergent
   pairs; both cores for the edge list, the apparent-pair filters, the column assembly and the
-  column reduction (rounds of a parallel phase and a short sequential pairing phase).
+  column reduction (rounds of a parallel phase and a short sequential pairing phase). Two
+  modes: on the full matrix (SIMD row scans over all n vertices) or on the radius graph in CSR
+  form (cofacets from the intersection of neighbour lists: the cost is the degree, not n; no
+  (n, n) matrix). ``_ENGINE`` (internal) picks one; by default sparse input well below complete
+  runs sparse, everything else dense (``last_dispatch().reason`` says which and why).
 
 ``gudhi`` is one of the registry's reference backends (``aura_lab.registry.REFERENCE_BACKENDS``);
 ``backend="auto"`` runs mojo, else (mojo unavailable, or the problem past the engine's limits)

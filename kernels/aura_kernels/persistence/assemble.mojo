@@ -211,19 +211,28 @@ def _common_neighbours[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2,
 @always_inline
 def _zero_cofacet_of_cofacet[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], v: Int, common: IntPtr, common_d: Pointer[Scalar[T], MutUntrackedOrigin], ncommon: Int, dd: Scalar[T]) -> Int:
     """filt.zero_cofacet of t = s + v (diameter dd) from s's common neighbours: the largest
-    w != v among them that is v's neighbour, with max(common_d, d(v, w)) <= dd; else -1."""
+    w != v among them that is v's neighbour, with max(common_d, d(v, w)) <= dd; else -1.
+    Each candidate is a binary search in v's list below the previous one (the first
+    candidate usually answers: a full merge would walk v's list from its top)."""
     var lo = filt.indptr[unsafe_offset=v]
-    var p = filt.indptr[unsafe_offset=v + 1] - 1
+    var hi = filt.indptr[unsafe_offset=v + 1]  # candidates descend: search nbr[lo:hi]
     for k in range(ncommon):
         var w = common[unsafe_offset=k]
         if w == v or common_d[unsafe_offset=k] > dd:
             continue
-        while p >= lo and Int(filt.nbr[unsafe_offset=p]) > w:
-            p -= 1
-        if p < lo:
-            return -1
-        if Int(filt.nbr[unsafe_offset=p]) == w and filt.dist[unsafe_offset=p] <= dd:
+        var a = lo
+        var b = hi
+        while a < b:  # the first entry >= w
+            var mid = (a + b) >> 1
+            if Int(filt.nbr[unsafe_offset=mid]) < w:
+                a = mid + 1
+            else:
+                b = mid
+        if a < hi and Int(filt.nbr[unsafe_offset=a]) == w and filt.dist[unsafe_offset=a] <= dd:
             return w
+        hi = a
+        if hi == lo:
+            return -1
     return -1
 
 
