@@ -696,7 +696,7 @@ def _mojo_impl(prob: PersistenceProblem, engine: str | None = None) -> list[np.n
     default the module's ``_ENGINE``); what ran is in ``last_stats()["engine"]``."""
     engine, why = _choose_engine(prob, _ENGINE if engine is None else engine)
     if engine == "sparse":
-        indptr, indices, dists, thr = sparse_graph(prob)
+        indptr, indices, dists, thr = _sparse_graph(prob)
         return _mojo_sparse(prob, indptr, indices, dists, thr, why=why)
     D, thr = prob.filtration
     D = np.ascontiguousarray(D)
@@ -724,11 +724,11 @@ def _mojo_sparse(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarr
     """The sparse engine on the radius graph of ``prob`` in CSR form: ``indptr`` (n + 1,) int64,
     ``indices`` int32 ascending per row, both directions, no self loops, ``dists`` float32 or
     float64 (the filtration's dtype), each <= ``threshold`` (the threshold actually used)."""
-    indptr, indices, dists = check_csr(prob.n, indptr, indices, dists, threshold)
+    indptr, indices, dists = _check_csr(prob.n, indptr, indices, dists, threshold)
     return _run_engine(prob, dists, float(threshold), indptr, indices, ("sparse", why))
 
 
-def check_csr(n: int, indptr, indices, dists, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _check_csr(n: int, indptr, indices, dists, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The CSR radius graph checked (before any pointer reaches the engine): ValueError /
     TypeError naming the argument."""
     for name, a in (("indptr", indptr), ("indices", indices), ("dists", dists)):
@@ -761,7 +761,7 @@ def check_csr(n: int, indptr, indices, dists, threshold: float) -> tuple[np.ndar
     return indptr, indices, dists
 
 
-def sparse_graph(prob: PersistenceProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def _sparse_graph(prob: PersistenceProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """The radius graph of ``prob`` in CSR form and the threshold actually used: from sparse
     input directly; for a euclidean point cloud with a finite threshold from
     ``scipy.spatial.cKDTree.query_pairs`` (distances recomputed in float64, rounded to the

@@ -107,7 +107,7 @@ def test_point_cloud_graph_matches_dense(dtype, threshold, maxdim, coeff):
 def test_sparse_graph_of_a_point_cloud_is_the_thresholded_matrix():
     X = np.random.default_rng(3).standard_normal((200, 4))
     prob = P._validate(X, 2, 1.0, "euclidean", False, 2)
-    indptr, indices, dists, thr = P.sparse_graph(prob)
+    indptr, indices, dists, thr = P._sparse_graph(prob)
     assert thr == 1.0
     D = pairwise_distances(X)
     ref = P._csr_from_dense(D, thr)
