@@ -9,7 +9,11 @@ Backends:
   fresh: H0 by union-find over the sorted edges, H1..H_maxdim by persistent cohomology with
   clearing, implicit coboundaries through the combinatorial number system, apparent and emergent
   pairs; both cores for the edge list, the apparent-pair filters, the column assembly and the
-  column reduction (rounds of a parallel phase and a short sequential pairing phase).
+  column reduction (rounds of a parallel phase and a short sequential pairing phase). Two
+  modes: on the full matrix (SIMD row scans over all n vertices) or on the radius graph in CSR
+  form (cofacets from the intersection of neighbour lists: the cost is the degree, not n; no
+  (n, n) matrix). ``_ENGINE`` (internal) picks one; by default sparse input well below complete
+  runs sparse, everything else dense (``last_dispatch().reason`` says which and why).
 
 ``gudhi`` is one of the registry's reference backends (``aura_lab.registry.REFERENCE_BACKENDS``);
 ``backend="auto"`` runs mojo, else (mojo unavailable, or the problem past the engine's limits)
@@ -46,10 +50,10 @@ import numpy as np
 from . import _arrays as A
 from . import _control, _mojo
 from . import rips_graph as G
-from ._abi import ADDR, FLOAT, INT, KernelABI
+from ._abi import ADDR, BOOL, FLOAT, INT, KernelABI
 from .distance import METRICS, pairwise_distances
 from .errors import Cancelled, UnsupportedProblem
-from .registry import MAX_WORK, Op
+from .registry import MAX_WORK, Op, last_dispatch
 
 
 def _simplex_count(size: dict) -> float:
@@ -83,8 +87,11 @@ STAT_FIELDS = ("simplices", "columns", "apparent", "cleared", "emergent", "reduc
 _NSTATS = len(STAT_FIELDS)
 #: the engine's parameter block (kernels/aura_kernels/persistence_abi.mojo is generated from it);
 #: outputs: info (8,) int64 and stats ((maxdim + 1) * len(STAT_FIELDS),) int64
+#: dense: ``dist`` the (n, n) matrix, ``indptr``/``indices`` 0; ``sparse``: ``dist`` the CSR
+#: distances of the radius graph, ``indptr`` (n + 1,) int64, ``indices`` int32 (``_check_csr``)
 ABI = KernelABI("persistence", [("dtype_bits", INT), ("dist", ADDR), ("n", INT), ("maxdim", INT), ("threshold", FLOAT),
-                                ("modulus", INT), ("reps", INT), ("threads", INT), ("budget", INT), ("info", ADDR), ("stats", ADDR)])
+                                ("modulus", INT), ("reps", INT), ("threads", INT), ("budget", INT), ("info", ADDR), ("stats", ADDR),
+                                ("sparse", BOOL), ("indptr", ADDR), ("indices", ADDR)])
 
 
 @dataclass(frozen=True)
@@ -237,6 +244,9 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
             bar.close()
     else:
         dgms = op.run(backend, prob)
+    rec = last_dispatch()
+    if rec is not None and rec.backend == "mojo" and _last_stats is not None:
+        rec.reason += f"; {_last_stats['engine']} engine: {_last_stats['engine_reason']}"
     if prob.births is not None:
         dgms = [G.h0_with_births(prob.X, prob.filtration[1]), *dgms[1:]]
     if prob.returns_result:
@@ -683,22 +693,182 @@ def _engine_limits(prob: PersistenceProblem) -> None:
             f"mojo engine's {62 - cbits}-bit index range; lower maxdim or n")
 
 
+#: which engine the mojo backend runs (internal, for tests and measurements; public choice
+#: comes with the cost model): "dense" the full (n, n) matrix, "sparse" the radius graph in
+#: CSR form, "auto" the sparse engine for sparse input well below complete
+#: (``SPARSE_MAX_DENSITY``), else dense
+_ENGINE = "auto"
+ENGINES = ("auto", "dense", "sparse")
+#: "auto" runs sparse input on the sparse engine when it holds at most this fraction of the
+#: n (n - 1) / 2 pairs (a near-complete graph runs faster on the dense matrix's SIMD rows)
+SPARSE_MAX_DENSITY = 0.25
+
+
 @op.impl("mojo", check=_engine_limits)
-def _mojo_impl(prob: PersistenceProblem) -> list[np.ndarray]:
-    """The engine on the full matrix (float32 or float64, C-contiguous)."""
-    global _last_stats
+def _mojo_impl(prob: PersistenceProblem, engine: str | None = None) -> list[np.ndarray]:
+    """The engine on the full matrix or on the radius graph (``engine``: one of ``ENGINES``,
+    default the module's ``_ENGINE``); what ran is in ``last_stats()["engine"]``."""
+    engine, why = _choose_engine(prob, _ENGINE if engine is None else engine)
+    if engine == "sparse":
+        indptr, indices, dists, thr = _sparse_graph(prob)
+        return _mojo_sparse(prob, indptr, indices, dists, thr, why=why)
     D, thr = prob.filtration
+    D = np.ascontiguousarray(D)
+    D = D if D.dtype == np.float32 else np.ascontiguousarray(D, np.float64)
+    return _run_engine(prob, D, thr, None, None, ("dense", why))
+
+
+def _choose_engine(prob: PersistenceProblem, engine: str) -> tuple[str, str]:
+    """(engine, reason) for ``engine`` in ``ENGINES``."""
+    if not isinstance(engine, str) or engine not in ENGINES:
+        raise ValueError(f"engine: one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine != "auto":
+        return engine, "requested"
+    if isinstance(prob.X, G.SparseEdges):
+        n = prob.n
+        density = prob.X.d.size / max(1, n * (n - 1) // 2)
+        if density <= SPARSE_MAX_DENSITY:
+            return "sparse", f"sparse input with {density:.3g} of all pairs as edges (<= {SPARSE_MAX_DENSITY})"
+        return "dense", f"sparse input with {density:.3g} of all pairs as edges (> {SPARSE_MAX_DENSITY})"
+    return "dense", "dense input (the sparse engine is chosen for sparse input only, for now)"
+
+
+def _mojo_sparse(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarray, dists: np.ndarray,
+                 threshold: float, why: str = "requested") -> list[np.ndarray]:
+    """The sparse engine on the radius graph of ``prob`` in CSR form: ``indptr`` (n + 1,) int64,
+    ``indices`` int32 ascending per row, both directions, no self loops, ``dists`` float32 or
+    float64 (the filtration's dtype), each <= ``threshold`` (the threshold actually used)."""
+    indptr, indices, dists = _check_csr(prob.n, indptr, indices, dists, threshold)
+    return _run_engine(prob, dists, float(threshold), indptr, indices, ("sparse", why))
+
+
+def _check_csr(n: int, indptr, indices, dists, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CSR radius graph checked (before any pointer reaches the engine): ValueError /
+    TypeError naming the argument."""
+    for name, a in (("indptr", indptr), ("indices", indices), ("dists", dists)):
+        if not isinstance(a, np.ndarray) or a.ndim != 1:
+            raise TypeError(f"{name}: expected a 1-D numpy array, got {type(a).__name__}"
+                            + (f" of shape {a.shape}" if isinstance(a, np.ndarray) else ""))
+    if indptr.dtype != np.int64 or indices.dtype != np.int32:
+        raise TypeError(f"indptr, indices: expected int64 and int32, got {indptr.dtype} and {indices.dtype}")
+    if dists.dtype not in (np.float32, np.float64):
+        raise TypeError(f"dists: expected float32 or float64, got {dists.dtype}")
+    if indptr.size != n + 1 or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
+        raise ValueError(f"indptr: expected {n + 1} nondecreasing offsets from 0, got {indptr.size}")
+    nnz = int(indptr[-1])
+    if indices.size != nnz or dists.size != nnz:
+        raise ValueError(f"indices, dists: expected indptr[-1] = {nnz} entries, got {indices.size} and {dists.size}")
+    if nnz and (indices.min() < 0 or indices.max() >= n):
+        raise ValueError(f"indices: vertices must lie in [0, {n})")
+    if nnz and not (np.all(np.isfinite(dists)) and dists.min() >= 0 and dists.max() <= threshold):
+        raise ValueError(f"dists: expected finite distances in [0, threshold={threshold:g}]")
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+    key = rows * n + indices
+    if np.any(rows == indices):
+        raise ValueError("indices: the graph has a self loop")
+    if np.any(np.diff(key) <= 0):
+        raise ValueError("indices: neighbours must be strictly ascending within each row")
+    transposed = indices.astype(np.int64) * n + rows  # the key of entry (j, i) for (i, j)
+    order = np.argsort(transposed, kind="stable")
+    if not np.array_equal(transposed[order], key) or not np.array_equal(dists[order], dists):
+        raise ValueError("indices, dists: the graph must be symmetric (j in row i iff i in row j, same distance)")
+    return indptr, indices, dists
+
+
+def _sparse_graph(prob: PersistenceProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The radius graph of ``prob`` in CSR form and the threshold actually used: from sparse
+    input directly; for a euclidean point cloud with a finite threshold from
+    ``scipy.spatial.cKDTree.query_pairs`` (distances recomputed in float64, rounded to the
+    filtration's dtype); else from the validated dense matrix."""
+    X, n = prob.X, prob.n
+    if isinstance(X, G.SparseEdges):
+        thr = _edges_threshold(X, prob.threshold)
+        keep = X.d <= thr
+        return (*_csr_from_pairs(n, X.i[keep], X.j[keep], X.d[keep]), thr)
+    if not prob.is_matrix and prob.metric == "euclidean" and np.isfinite(prob.threshold) and n > 0:
+        from scipy.spatial import cKDTree
+
+        dtype = A.result_float_dtype(X)
+        thr = _round_threshold(prob.threshold, dtype)
+        Xd = np.asarray(X, np.float64)
+        pairs = cKDTree(Xd).query_pairs(thr * (1 + 1e-6) + 1e-12, output_type="ndarray")
+        i, j = pairs[:, 1].astype(np.int64), pairs[:, 0].astype(np.int64)
+        d = np.sqrt(((Xd[i] - Xd[j]) ** 2).sum(axis=1)).astype(dtype)
+        keep = d <= thr
+        return (*_csr_from_pairs(n, np.maximum(i, j)[keep], np.minimum(i, j)[keep], d[keep]), thr)
+    D, thr = prob.filtration
+    return (*_csr_from_dense(D, thr), thr)
+
+
+def _round_threshold(t: float, dtype) -> float:
+    """t rounded down to a value exactly representable in dtype."""
+    if np.dtype(dtype) == np.float32:
+        t32 = np.float32(t)
+        if float(t32) > t:
+            t32 = np.nextafter(t32, np.float32(-np.inf))
+        return float(t32)
+    return float(t)
+
+
+def _edges_threshold(E: "G.SparseEdges", threshold: float) -> float:
+    """effective_threshold of E's dense matrix (inf off the edges), without building it."""
+    n = E.n
+    if n <= 1:
+        return _round_threshold(min(float(threshold), 0.0), E.d.dtype)
+    ends = np.concatenate([E.i, E.j])
+    deg = np.bincount(ends, minlength=n)
+    rowmax = np.zeros(n, np.float64)
+    np.maximum.at(rowmax, ends, np.concatenate([E.d, E.d]).astype(np.float64))
+    full = deg == n - 1
+    enclosing = float(rowmax[full].min()) if full.any() else np.inf
+    t = min(float(threshold), enclosing)
+    if not np.isfinite(t):
+        t = float(E.d.max()) if E.d.size else 0.0
+    return _round_threshold(t, E.d.dtype)
+
+
+def _csr_from_pairs(n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR (both directions, ascending per row) of the edges {i[k], j[k]}, each pair once."""
+    rows = np.concatenate([i, j]).astype(np.int64)
+    cols = np.concatenate([j, i]).astype(np.int64)
+    order = np.argsort(rows * max(n, 1) + cols, kind="stable")
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return indptr, cols[order].astype(np.int32), np.ascontiguousarray(np.concatenate([d, d])[order])
+
+
+def _csr_from_dense(D: np.ndarray, thr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR of the entries D[i, j] <= thr, i != j, of the validated symmetric matrix, by blocks of rows."""
+    n = D.shape[0]
+    rows = max(1, (16 << 20) // max(1, n))
+    counts, idx, val = np.zeros(n, np.int64), [], []
+    for a in range(0, n, rows):
+        b = min(n, a + rows)
+        mask = D[a:b] <= thr
+        mask[np.arange(b - a), np.arange(a, b)] = False
+        r, c = np.nonzero(mask)
+        counts[a:b] = np.bincount(r, minlength=b - a)
+        idx.append(c.astype(np.int32))
+        val.append(D[a:b][r, c])
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    cat = (lambda xs, dt: np.concatenate(xs) if xs else np.empty(0, dt))
+    return indptr, cat(idx, np.int32), np.ascontiguousarray(cat(val, D.dtype))
+
+
+def _run_engine(prob: PersistenceProblem, dist: np.ndarray, thr: float, indptr, indices, engine: tuple[str, str]):
+    """One engine run: ``dist`` the dense matrix (``indptr`` None) or the CSR distances."""
+    global _last_stats
     n, dims, maxdim, coeff = prob.n, prob.maxdim, prob.reported_maxdim, prob.coeff  # dims: capped at n - 2
     kernel = _mojo.load("persistence")
-    D = np.ascontiguousarray(D)
-    bits = 32 if D.dtype == np.float32 else 64
-    D = D if bits == 32 else np.ascontiguousarray(D, np.float64)
+    bits = 32 if dist.dtype == np.float32 else 64
     info = np.zeros(8, np.int64)
     stats = np.zeros((dims + 1) * _NSTATS, np.int64)
     budget = max(64 << 20, int(A.available_memory() * 0.8))
     threads = op.threads(prob.size)
-    block = ABI.pack(dtype_bits=bits, dist=D, n=n, maxdim=dims, threshold=float(thr), modulus=coeff,
-                     reps=prob.reps, threads=threads, budget=budget, info=info, stats=stats)
+    block = ABI.pack(dtype_bits=bits, dist=dist, n=n, maxdim=dims, threshold=float(thr), modulus=coeff,
+                     reps=prob.reps, threads=threads, budget=budget, info=info, stats=stats,
+                     sparse=indptr is not None, indptr=indptr, indices=indices)
     _control.native(lambda: kernel.rips(block.address))
     status, addr, nbars = int(info[0]), int(info[1]), int(info[2])
     reps_addr, nwords = int(info[6]), int(info[7])
@@ -731,6 +901,7 @@ def _mojo_impl(prob: PersistenceProblem) -> list[np.ndarray]:
     _last_stats = {f: [int(v) if not f.endswith("_s") else float(v) * 1e-9 for v in st[:, i]] for i, f in enumerate(STAT_FIELDS)}
     _last_stats["seconds"] = [a + b + c for a, b, c in zip(_last_stats["assemble_s"], _last_stats["search_s"], _last_stats["reduce_s"])]
     _last_stats["peak_bytes"] = int(info[5])
+    _last_stats["engine"], _last_stats["engine_reason"] = engine
     deaths = np.where(bars[:, 2] < 0, np.inf, bars[:, 2])
     dim = bars[:, 0].astype(np.int64)
     dgms = [np.stack([bars[dim == k, 1], deaths[dim == k]], axis=1) for k in range(dims + 1)]

@@ -213,9 +213,24 @@ def test_bad_sparse_input():
     _bad(births, match="vertex birth times", return_cycles=True)
 
 
-def test_sparse_input_too_large_for_the_dense_engine_raises_memory_error_up_front():
+def test_sparse_input_too_large_for_the_dense_engine_raises_memory_error_up_front(monkeypatch):
+    from aura_lab import persistence as P
+
     M = sp.coo_matrix((np.array([1.0]), ([0], [1])), shape=(10**7, 10**7))
+    monkeypatch.setattr(P, "_ENGINE", "dense")
     _bad(M, maxdim=0, err=MemoryError, match=r"\(10000000, 10000000\) float64 distance matrix built from the 1 edges")
+
+
+def test_huge_sparse_input_runs_on_the_sparse_engine():
+    """The sparse engine never builds the (n, n) matrix: 10^6 vertices, 2 edges."""
+    from aura_lab import persistence as P
+
+    n = 10**6
+    M = sp.coo_matrix((np.array([1.0, 2.0]), ([0, 5], [1, 7])), shape=(n, n))
+    dgms = al.rips_persistence(M, maxdim=1, distance_matrix=True)
+    assert P.last_stats()["engine"] == "sparse"
+    assert len(dgms[0]) == n and sorted(dgms[0][np.isfinite(dgms[0][:, 1]), 1].tolist()) == [1.0, 2.0]
+    assert len(dgms[1]) == 0
 
 
 def test_bad_n_perm():

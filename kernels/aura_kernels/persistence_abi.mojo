@@ -3,7 +3,7 @@
 
 from aura_kernels.common import checked_block
 
-comptime PERSISTENCE_LAYOUT = 0x19e9ab85a
+comptime PERSISTENCE_LAYOUT = 0x1328ed177
 
 
 @fieldwise_init
@@ -21,6 +21,9 @@ struct PersistenceParams(ImplicitlyCopyable):
     var budget: Int
     var info: Int
     var stats: Int
+    var sparse: Bool
+    var indptr: Int
+    var indices: Int
     var control: Int
 
     @staticmethod
@@ -31,4 +34,5 @@ struct PersistenceParams(ImplicitlyCopyable):
         return Self(Int(w[unsafe_offset=1]), Int(w[unsafe_offset=2]), Int(w[unsafe_offset=3]),
             Int(w[unsafe_offset=4]), f[unsafe_offset=5], Int(w[unsafe_offset=6]), Int(w[unsafe_offset=7]),
             Int(w[unsafe_offset=8]), Int(w[unsafe_offset=9]), Int(w[unsafe_offset=10]),
-            Int(w[unsafe_offset=11]), Int(w[unsafe_offset=12]))
+            Int(w[unsafe_offset=11]), w[unsafe_offset=12] != 0, Int(w[unsafe_offset=13]),
+            Int(w[unsafe_offset=14]), Int(w[unsafe_offset=15]))

@@ -2,7 +2,10 @@
 # Python reaches it through the binding kernels/persistence.mojo (see there for rips() and
 # free_bars()); the driver is engine.run_rips.
 #
-# Input: the full (n, n) symmetric distance matrix, float32 or float64, zero diagonal, validated
+# Input (PersistenceParams.sparse picks the layout, a compile-time parameter of Filtration):
+# dense, the full (n, n) symmetric distance matrix, float32 or float64, zero diagonal; sparse,
+# the radius graph in CSR form (indptr int64 (n + 1), indices int32 ascending per row, both
+# directions, no self loops, dist = the distances, each <= threshold). Both validated
 # by aura_lab/persistence.py (which also caps maxdim at n - 2, checks that every binomial
 # coefficient C(n, k <= maxdim + 2) fits in 62 - coefficient-bits bits, and rounds the threshold
 # to the matrix dtype). Output (engine.mojo): info[0] status (0 ok, 1 memory budget exceeded),
@@ -30,7 +33,12 @@
 #   eliminated by adding the coboundary of its apparent facet; otherwise it is a new pair.
 #   Emergent pairs: a column whose largest-index equal-diameter cofacet is free is paired at
 #   once without enumerating its coboundary.
-# * Full-matrix rows make cofacet sweeps SIMD: for all candidate vertices v of a simplex s at
+# * Sparse mode: the cofacets of s are the common neighbours of its vertices, found by walking
+#   their neighbour lists downwards together (simplices.sweep_next, Ripser's sparse enumerator);
+#   a distance is a binary search in a neighbour list. The assembly lists each simplex's common
+#   neighbours once and tests its cofacets against that list. Simplex indices still run over
+#   all n vertices (the Python side checks their range).
+# * Dense mode: full-matrix rows make cofacet sweeps SIMD: for all candidate vertices v of a simplex s at
 #   once, max_{w in s} D[w, v] is a vector max over the rows of s's vertices (simplices.Rows).
 #   The assembly keeps that row max for s and tests each cofacet s + v against two rows only.
 # * All cores (chunks handed out dynamically by common.run_chunks): the edge list, the
@@ -44,7 +52,8 @@
 #   containers.mojo  Entry, Bar, the memory budget, Buffer (growable), OwnedArray, Scratch,
 #                    ChunkBuffers, the pivot hash map, the 4-ary heap
 #   sort.mojo        quicksort, the parallel two-half sort + merge, the radix sort by diameter
-#   simplices.mojo   the binomial table, Filtration: decode/encode, the SIMD row scans,
+#   simplices.mojo   the binomial table, Filtration: decode/encode, the SIMD row scans (dense),
+#                    the common-neighbour sweeps and distance lookup (sparse),
 #                    apparent/emergent-pair predicates, coboundary pushing; the STAT_* slots
 #   h0.mojo          edges under the threshold, union-find, the H1 columns
 #   assemble.mojo    columns of dimension k + 1 from the k-simplices

@@ -23,7 +23,7 @@ comptime COUNT_APPARENT = 2
 comptime NCOUNTS = 3
 
 
-def assemble[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, simplices: Buffer[Entry[T]], pivots: PivotMap, need_next: Bool, mut next: Buffer[Entry[T]], mut cols: Buffer[Entry[T]]) -> Bool:
+def assemble[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], dim: Int, simplices: Buffer[Entry[T]], pivots: PivotMap, need_next: Bool, mut next: Buffer[Entry[T]], mut cols: Buffer[Entry[T]]) -> Bool:
     """Columns of dimension dim + 1 from the dim-simplices: every cofacet s + v with v above s's
     top vertex (each (dim+1)-simplex once), within the threshold, not a pivot of dimension dim
     and not in a zero-persistence apparent pair; sorted into column order. With need_next, all
@@ -38,7 +38,10 @@ def assemble[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, simplices: B
 
     @always_inline
     def task(c: Int) {imm}:
-        _assemble_chunk(filt, dim, simplices, c, nch, pivots, need_next, chunk_columns, chunk_next, counts)
+        comptime if SPARSE:
+            _assemble_chunk_sparse(filt, dim, simplices, c, nch, pivots, need_next, chunk_columns, chunk_next, counts)
+        else:
+            _assemble_chunk(filt, dim, simplices, c, nch, pivots, need_next, chunk_columns, chunk_next, counts)
         mem.ctl.add_done(chunk_lo(c + 1, nch, m) - chunk_lo(c, nch, m))
 
     mem.ctl.start_stage(2 * (dim + 1), m)  # progress (stage 2 k: building the k-columns): simplices done
@@ -56,7 +59,7 @@ def assemble[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, simplices: B
     return ok and mem.ok()
 
 
-def _assemble_chunk[T: DType, Z2: Bool](filtration: Filtration[T, Z2], dim: Int, simplices: Buffer[Entry[T]], c: Int, nch: Int, pivot_map: PivotMap, need_next: Bool, chunk_columns: ChunkBuffers[T], chunk_next: ChunkBuffers[T], counts: OwnedArray[Int]):
+def _assemble_chunk[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtration[T, Z2, SPARSE], dim: Int, simplices: Buffer[Entry[T]], c: Int, nch: Int, pivot_map: PivotMap, need_next: Bool, chunk_columns: ChunkBuffers[T], chunk_next: ChunkBuffers[T], counts: OwnedArray[Int]):
     """The cofacets of chunk c of nch of the simplices for assemble: columns to
     chunk_columns[c], all cofacets to chunk_next[c] (with need_next); counts[NCOUNTS * c +
     COUNT_*] = enumerated, cleared, apparent. (The filtration, pivot map, buffers and
@@ -121,8 +124,133 @@ def _assemble_chunk[T: DType, Z2: Bool](filtration: Filtration[T, Z2], dim: Int,
     _ = scratch^
 
 
+def _assemble_chunk_sparse[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtration[T, Z2, SPARSE], dim: Int, simplices: Buffer[Entry[T]], c: Int, nch: Int, pivot_map: PivotMap, need_next: Bool, chunk_columns: ChunkBuffers[T], chunk_next: ChunkBuffers[T], counts: OwnedArray[Int]):
+    """_assemble_chunk on the sparse graph. Per simplex s, one sweep lists its common
+    neighbours w (descending) with the diameters of s + w (the sparse analogue of the dense
+    row max); the cofacets s + v, v above s's top vertex, are that list's head, and the
+    apparent-pair tests of each read the list and v's neighbour list only."""
+    var filt = filtration
+    var pivots = pivot_map
+    var mem = filt.mem
+    var nv = dim + 1
+    var scratch = Scratch()
+    var vs = scratch.simplex()
+    var cofacet_vertices = scratch.cofacet()  # [v, vs...]: slot 0 set per cofacet
+    var pos = OwnedArray[Int](nv)  # the sweep's positions in the neighbour lists
+    var cap = filt.max_degree() + 1
+    var common = OwnedArray[Int](cap)  # s's common neighbours, descending
+    var common_d = OwnedArray[Scalar[T]](cap)  # and the diameters of s + w (up to ds)
+    var thr = filt.threshold
+    var brow = filt.binom_table.unsafe_offset((nv + 1) * filt.binom_stride)
+    var columns_out = chunk_columns[c]
+    var next_out = chunk_next[c]
+    var total = 0
+    var cleared = 0
+    var apparent = 0
+    var m = simplices.size
+    for q in range(chunk_lo(c, nch, m), chunk_lo(c + 1, nch, m)):
+        if not mem.ok():  # out of budget here (a push failed) or in another chunk
+            break
+        var s = simplices[q]
+        var ds = s.diam
+        filt.decode(s.key, nv, vs)
+        var top_vertex = vs[unsafe_offset=0]
+        for i in range(nv):
+            cofacet_vertices[unsafe_offset=i + 1] = vs[unsafe_offset=i]
+        var ncommon = _common_neighbours(filt, vs, nv, pos.data, common.data, common_d.data)
+        var zero_cofacet = -1  # s's zero cofacet vertex: its largest common neighbour within ds
+        for k in range(ncommon):
+            if common_d[k] <= ds:
+                zero_cofacet = common[k]
+                break
+        for k in range(ncommon):
+            var v = common[k]
+            if v < top_vertex:
+                break
+            var mv = common_d[k]
+            if mv > thr:
+                continue
+            var dt = max(ds, mv)
+            var tidx = brow[unsafe_offset=v] + s.key
+            total += 1
+            if need_next and not next_out.push(Entry[T](dt, tidx), mem):
+                break
+            if pivots.contains(tidx):
+                cleared += 1
+                continue
+            cofacet_vertices[unsafe_offset=0] = v
+            if _is_apparent_sparse(filt, nv, v, cofacet_vertices, dt, ds, zero_cofacet, common.data, common_d.data, ncommon, scratch.facet()):
+                apparent += 1
+            elif not columns_out.push(Entry[T](dt, tidx), mem):
+                break
+    chunk_columns[c] = columns_out
+    chunk_next[c] = next_out
+    counts[NCOUNTS * c + COUNT_TOTAL] = total
+    counts[NCOUNTS * c + COUNT_CLEARED] = cleared
+    counts[NCOUNTS * c + COUNT_APPARENT] = apparent
+    _ = pos^  # freed here: the sweep and the tests read their data
+    _ = common^
+    _ = common_d^
+    _ = scratch^
+
+
+def _common_neighbours[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], vs: IntPtr, nv: Int, pos: IntPtr, common: IntPtr, common_d: Pointer[Scalar[T], MutUntrackedOrigin]) -> Int:
+    """The common neighbours w of vs, descending, into common, and max_i d(vs[i], w) into
+    common_d; returns their count (at most the smallest degree among vs)."""
+    filt.sweep_start(vs, nv, pos)
+    var w = -1
+    var dw = Scalar[T](0)
+    var count = 0
+    while filt.sweep_next(vs, nv, pos, w, dw):
+        common[unsafe_offset=count] = w
+        common_d[unsafe_offset=count] = dw
+        count += 1
+    return count
+
+
 @always_inline
-def _is_apparent[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, row_max: Pointer[Scalar[T], MutUntrackedOrigin], v: Int, cofacet_vertices: IntPtr, dt: Scalar[T], ds: Scalar[T], zero_cofacet: Int, facet: IntPtr) -> Bool:
+def _zero_cofacet_of_cofacet[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], v: Int, common: IntPtr, common_d: Pointer[Scalar[T], MutUntrackedOrigin], ncommon: Int, dd: Scalar[T]) -> Int:
+    """filt.zero_cofacet of t = s + v (diameter dd) from s's common neighbours: the largest
+    w != v among them that is v's neighbour, with max(common_d, d(v, w)) <= dd; else -1.
+    Each candidate is a binary search in v's list below the previous one (the first
+    candidate usually answers: a full merge would walk v's list from its top)."""
+    var lo = filt.indptr[unsafe_offset=v]
+    var hi = filt.indptr[unsafe_offset=v + 1]  # candidates descend: search nbr[lo:hi]
+    for k in range(ncommon):
+        var w = common[unsafe_offset=k]
+        if w == v or common_d[unsafe_offset=k] > dd:
+            continue
+        var a = lo
+        var b = hi
+        while a < b:  # the first entry >= w
+            var mid = (a + b) >> 1
+            if Int(filt.nbr[unsafe_offset=mid]) < w:
+                a = mid + 1
+            else:
+                b = mid
+        if a < hi and Int(filt.nbr[unsafe_offset=a]) == w and filt.dist[unsafe_offset=a] <= dd:
+            return w
+        hi = a
+        if hi == lo:
+            return -1
+    return -1
+
+
+@always_inline
+def _is_apparent_sparse[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], nv: Int, v: Int, cofacet_vertices: IntPtr, dt: Scalar[T], ds: Scalar[T], zero_cofacet: Int, common: IntPtr, common_d: Pointer[Scalar[T], MutUntrackedOrigin], ncommon: Int, facet: IntPtr) -> Bool:
+    """_is_apparent from s's common neighbours instead of its row max: the same three tests."""
+    if dt == ds and zero_cofacet == v:
+        return True
+    var x = _zero_cofacet_of_cofacet(filt, v, common, common_d, ncommon, dt)
+    if x >= 0 and filt.is_zero_facet(cofacet_vertices, nv + 1, x, dt):
+        return True
+    if dt != ds:
+        return filt.apparent_facet(cofacet_vertices, nv + 1, dt, facet) >= 0
+    return False
+
+
+@always_inline
+def _is_apparent[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], nv: Int, row_max: Pointer[Scalar[T], MutUntrackedOrigin], v: Int, cofacet_vertices: IntPtr, dt: Scalar[T], ds: Scalar[T], zero_cofacet: Int, facet: IntPtr) -> Bool:
     """Whether t = s + v (vertices cofacet_vertices, diameter dt; s of diameter ds with row max
     row_max and zero cofacet vertex zero_cofacet when dt == ds) is in a zero-persistence
     apparent pair."""

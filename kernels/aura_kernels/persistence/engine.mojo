@@ -28,20 +28,28 @@ comptime STATUS_INCONSISTENT = 3  # a homology low had no partner in the cohomol
 
 
 def run_rips(p: PersistenceParams):
-    """The engine for the matrix dtype and coefficient field of p."""
+    """The engine for the graph layout (p.sparse: CSR, else the dense matrix), distance dtype
+    and coefficient field of p."""
+    if p.sparse:
+        _run_layout[True](p)
+    else:
+        _run_layout[False](p)
+
+
+def _run_layout[SPARSE: Bool](p: PersistenceParams):
     if p.dtype_bits == 32:
         if p.modulus == 2:
-            run[F32, True](p)
+            run[F32, True, SPARSE](p)
         else:
-            run[F32, False](p)
+            run[F32, False, SPARSE](p)
     else:
         if p.modulus == 2:
-            run[F64, True](p)
+            run[F64, True, SPARSE](p)
         else:
-            run[F64, False](p)
+            run[F64, False, SPARSE](p)
 
 
-def run[T: DType, Z2: Bool](p: PersistenceParams):
+def run[T: DType, Z2: Bool, SPARSE: Bool](p: PersistenceParams):
     var used = Atomic[Int](0)
     var failed = Atomic[Int](0)
     var peak = Atomic[Int](0)
@@ -57,9 +65,14 @@ def run[T: DType, Z2: Bool](p: PersistenceParams):
     if not Z2:
         while (1 << coef_bits) <= p.modulus:
             coef_bits += 1
-    var filt = Filtration[T, Z2](
+    # dense: indptr / indices are unused (0 from Python); point them at dist, never read
+    var indptr = p.indptr if SPARSE else p.dist
+    var indices = p.indices if SPARSE else p.dist
+    var filt = Filtration[T, Z2, SPARSE](
         p.n, p.n + 1, p.maxdim, p.modulus, coef_bits, (1 << coef_bits) - 1,
         Pointer[Scalar[T], MutUntrackedOrigin](unsafe_from_address=p.dist),
+        IntPtr(unsafe_from_address=indptr),
+        Pointer[Int32, MutUntrackedOrigin](unsafe_from_address=indices),
         Scalar[T](p.threshold), tables.binom.data, tables.inverse.data, mem, p.threads, IntPtr(unsafe_from_address=p.stats),
     )
     var bars = Buffer[Bar].make(mem)
@@ -98,7 +111,7 @@ def run[T: DType, Z2: Bool](p: PersistenceParams):
     _ = failed.load()
 
 
-def _all_dimensions[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut bars: Buffer[Bar], mut reps: RepOut, mut fail_dim: Int) -> Bool:
+def _all_dimensions[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut bars: Buffer[Bar], mut reps: RepOut, mut fail_dim: Int) -> Bool:
     """H0, then per dimension 1..maxdim the reduction and the next dimension's columns; on
     failure fail_dim is the dimension being built. With cycles, after the reduction of dim:
     the cycles of the finite H_{dim-1} bars (dim >= 2; H0's are vertices, from the merges)

@@ -20,7 +20,7 @@ comptime POLL_EDGES = 1 << 20  # union-find steps between two polls of the cance
 comptime EDGE_COLUMN_GRAIN = 4096
 
 
-def dim0[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut bars: Buffer[Bar], mut edges: Buffer[Entry[T]], mut cols: Buffer[Entry[T]], mut reps: RepOut, mut pairs: PivotMap) -> Bool:
+def dim0[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut bars: Buffer[Bar], mut edges: Buffer[Entry[T]], mut cols: Buffer[Entry[T]], mut reps: RepOut, mut pairs: PivotMap) -> Bool:
     """H0 bars by union-find; all edges <= threshold (column order) and the H1 columns. With
     representatives, the merges record; with cycles, pairs: vertex -> the edge it is paired
     with in homology (for the cycles of essential H1 bars)."""
@@ -44,38 +44,60 @@ def dim0[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut bars: Buffer[Bar], mut
     return ok and mem.ok()
 
 
-def _edges_below_threshold[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut edges: Buffer[Entry[T]]) -> Bool:
+def _edges_below_threshold[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut edges: Buffer[Entry[T]]) -> Bool:
     """Append the edges (i > j, D[i, j] <= threshold) to edges in index order; rows are split
-    into chunks of about equal area."""
+    into chunks of about equal area (SPARSE: equal numbers of rows; the edges of row i are
+    the entries j < i at the start of its neighbour list)."""
     var n = filt.n
     var mem = filt.mem
-    var nch = n_chunks(n * n // 2, filt.threads, EDGE_SCAN_GRAIN)
+    var nch: Int
+    comptime if SPARSE:
+        nch = n_chunks(filt.indptr[unsafe_offset=n] // 2, filt.threads, EDGE_SCAN_GRAIN)
+    else:
+        nch = n_chunks(n * n // 2, filt.threads, EDGE_SCAN_GRAIN)
     var chunks = ChunkBuffers[T](nch, mem)
     mem.ctl.start_stage(0, n)  # progress (stage 0: the edges): rows scanned
 
     @always_inline
     def edge_task(c: Int) {imm}:
-        var r0 = area_row(c, nch, n)
-        var r1 = area_row(c + 1, nch, n)
+        var r0: Int
+        var r1: Int
+        comptime if SPARSE:
+            r0 = chunk_lo(c, nch, n)
+            r1 = chunk_lo(c + 1, nch, n)
+        else:
+            r0 = area_row(c, nch, n)
+            r1 = area_row(c + 1, nch, n)
         mem.ctl.add_done(r1 - r0)
         var b = chunks[c]
         var thr = filt.threshold
         for i in range(r0, r1):
             var base = i * (i - 1) // 2
-            var row = filt.dist.unsafe_offset(i * n)
-            for j in range(i):
-                var dij = row[unsafe_offset=j]
-                if dij <= thr:
-                    if not b.push(Entry[T](dij, base + j), mem):
-                        chunks[c] = b
-                        return
+            comptime if SPARSE:
+                for q in range(filt.indptr[unsafe_offset=i], filt.indptr[unsafe_offset=i + 1]):
+                    var j = Int(filt.nbr[unsafe_offset=q])
+                    if j >= i:
+                        break
+                    var dij = filt.dist[unsafe_offset=q]
+                    if dij <= thr:
+                        if not b.push(Entry[T](dij, base + j), mem):
+                            chunks[c] = b
+                            return
+            else:
+                var row = filt.dist.unsafe_offset(i * n)
+                for j in range(i):
+                    var dij = row[unsafe_offset=j]
+                    if dij <= thr:
+                        if not b.push(Entry[T](dij, base + j), mem):
+                            chunks[c] = b
+                            return
         chunks[c] = b
 
     run_chunks(edge_task, nch, filt.threads, mem.ctl)
     return chunks.gather(edges, mem)
 
 
-def _union_find[T: DType, Z2: Bool](filt: Filtration[T, Z2], edges: Buffer[Entry[T]], merged: OwnedArray[UInt8], mut bars: Buffer[Bar], mut reps: RepOut, mut pairs: PivotMap) -> Bool:
+def _union_find[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], edges: Buffer[Entry[T]], merged: OwnedArray[UInt8], mut bars: Buffer[Bar], mut reps: RepOut, mut pairs: PivotMap) -> Bool:
     """H0 bars by union-find from the shortest edge (the end of column order); marks the
     merging edges in merged. Roots are the smallest vertex of their component (the larger
     root dies). With representatives, the merges record (reps.mojo; room for n entries);
@@ -153,7 +175,7 @@ def _find(parent: IntPtr, x0: Int) -> Int:
     return x
 
 
-def _edge_columns[T: DType, Z2: Bool](filt: Filtration[T, Z2], edges: Buffer[Entry[T]], merged: OwnedArray[UInt8], mut cols: Buffer[Entry[T]]) -> Bool:
+def _edge_columns[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], edges: Buffer[Entry[T]], merged: OwnedArray[UInt8], mut cols: Buffer[Entry[T]]) -> Bool:
     """H1 columns: edges that merged nothing and are not the facet of an apparent pair."""
     var mem = filt.mem
     var m = edges.size

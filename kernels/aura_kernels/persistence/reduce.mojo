@@ -95,7 +95,7 @@ struct VColumns[T: DType](ImplicitlyCopyable):
     var start: IntPtr
 
 
-def reduce[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, cols: Buffer[Entry[T]], mut pivots: PivotMap, mut bars: Buffer[Bar], mut reps: RepOut) -> Bool:
+def reduce[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], dim: Int, cols: Buffer[Entry[T]], mut pivots: PivotMap, mut bars: Buffer[Bar], mut reps: RepOut) -> Bool:
     """Persistent cohomology of dimension dim (columns: dim-simplices, in column order); with
     reps.cocycles() the cocycle record of each bar."""
     var t0 = perf_counter_ns()
@@ -124,7 +124,7 @@ def reduce[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, cols: Buffer[E
     return ok and mem.ok()
 
 
-def _emergent_candidates[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int]):
+def _emergent_candidates[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], nv: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int]):
     """In parallel, each column's emergent-pair candidate: its largest-index equal-diameter
     cofacet (packed key with the coboundary coefficient) if that is not itself the cofacet of
     an apparent pair (APPARENT_EMERGENT), NO_EMERGENT if there is none."""
@@ -154,7 +154,7 @@ def _emergent_candidates[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, c
     run_chunks(task, nch, filt.threads, filt.mem.ctl)
 
 
-def _reduce_columns[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int], mut pivots: PivotMap, mut bars: Buffer[Bar], mut reps: RepOut, mut counts: ReductionCounts) -> Bool:
+def _reduce_columns[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], dim: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int], mut pivots: PivotMap, mut bars: Buffer[Bar], mut reps: RepOut, mut counts: ReductionCounts) -> Bool:
     """The reduction, in rounds over a window of columns [j0, j1). Phase 1 (parallel): every
     window column that needs work is reduced against the pivot map as it stands (frozen
     meanwhile) until its pivot is in no known column, or it is zero; its heap is kept.
@@ -219,7 +219,7 @@ def _fill_window[T: DType](window: ReductionWindow[T], emergent_cofacet: OwnedAr
     return j1
 
 
-def _phase1[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, window: ReductionWindow[T], ntodo: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int], pivots: PivotMap, frozen: VColumns[T]):
+def _phase1[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], nv: Int, window: ReductionWindow[T], ntodo: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int], pivots: PivotMap, frozen: VColumns[T]):
     """Phase 1: the window's work list, inline for INLINE_NS, the rest on all threads."""
 
     @always_inline
@@ -239,7 +239,7 @@ def _phase1[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, window: Reduct
     run_chunks(rest, ntodo - k, filt.threads, filt.mem.ctl)
 
 
-def _phase1_item[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, window: ReductionWindow[T], i: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int], pivots: PivotMap, frozen: VColumns[T]):
+def _phase1_item[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], nv: Int, window: ReductionWindow[T], i: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int], pivots: PivotMap, frozen: VColumns[T]):
     """Phase 1 for work item i: confirm a free emergent candidate, or start / resume the
     column's reduction against the frozen pivots; its new status goes to the window."""
     var j = window.todo[i]
@@ -270,7 +270,7 @@ def _phase1_item[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, window: R
     window.item_counts[2 * i + 1] = Int(counts[1])
 
 
-def _phase2[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, window: ReductionWindow[T], j0: Int, j1: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int], mut pivots: PivotMap, mut bars: Buffer[Bar], mut store: Buffer[Entry[T]], v_column_start: OwnedArray[Int], mut reps: RepOut, mut counts: ReductionCounts, mut ok: Bool) -> Int:
+def _phase2[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], dim: Int, window: ReductionWindow[T], j0: Int, j1: Int, cols: Buffer[Entry[T]], emergent_cofacet: OwnedArray[Int], mut pivots: PivotMap, mut bars: Buffer[Bar], mut store: Buffer[Entry[T]], v_column_start: OwnedArray[Int], mut reps: RepOut, mut counts: ReductionCounts, mut ok: Bool) -> Int:
     """Phase 2: pair the window's columns in order from j0 until one whose pivot (or emergent
     candidate) a column paired in this phase took; returns the first column not paired.
     (Emergent pairs have zero persistence: no bar, no cocycle.)"""
@@ -324,7 +324,7 @@ def _phase2[T: DType, Z2: Bool](filt: Filtration[T, Z2], dim: Int, window: Reduc
     return j
 
 
-def _start_column[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, s: Entry[T], mut h: Buffer[Entry[T]], mut w: Buffer[Entry[T]], pivots: PivotMap, cols: Buffer[Entry[T]], v_columns: VColumns[T], scratch: Scratch, mut counts: SIMD[DType.int64, 2]) -> Int:
+def _start_column[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], nv: Int, s: Entry[T], mut h: Buffer[Entry[T]], mut w: Buffer[Entry[T]], pivots: PivotMap, cols: Buffer[Entry[T]], v_columns: VColumns[T], scratch: Scratch, mut counts: SIMD[DType.int64, 2]) -> Int:
     """Push the coboundary of column s, then _eliminate."""
     filt.decode(s.key, nv, scratch.simplex())
     var np = filt.push_coboundary(h, scratch.simplex(), nv, s.diam, s.key, 1)
@@ -334,7 +334,7 @@ def _start_column[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, s: Entry
     return _eliminate(filt, nv, h, w, pivots, cols, v_columns, scratch, counts)
 
 
-def _eliminate[T: DType, Z2: Bool](filt: Filtration[T, Z2], nv: Int, mut h: Buffer[Entry[T]], mut w: Buffer[Entry[T]], pivots: PivotMap, cols: Buffer[Entry[T]], v_columns: VColumns[T], scratch: Scratch, mut counts: SIMD[DType.int64, 2]) -> Int:
+def _eliminate[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], nv: Int, mut h: Buffer[Entry[T]], mut w: Buffer[Entry[T]], pivots: PivotMap, cols: Buffer[Entry[T]], v_columns: VColumns[T], scratch: Scratch, mut counts: SIMD[DType.int64, 2]) -> Int:
     """Add known pivot columns and apparent facets to the working coboundary h (V column in w)
     until it is zero (ST_ZERO) or its pivot is in no column of ``pivots`` (ST_PENDING).
     counts += (additions, cofacets pushed). Reads pivots, cols and v_columns only."""

@@ -68,7 +68,7 @@ struct RepOut(ImplicitlyCopyable):
         self.out.size += 1
 
 
-def write_record[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut reps: RepOut, bar: Int, kind: Int, nv: Int, entries: Buffer[Entry[T]], lo: Int, hi: Int) -> Bool:
+def write_record[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut reps: RepOut, bar: Int, kind: Int, nv: Int, entries: Buffer[Entry[T]], lo: Int, hi: Int) -> Bool:
     """The record of the chain entries[lo:hi] (simplices of nv vertices)."""
     if not reps.header(bar, kind, nv, hi - lo, filt.mem):
         return False
@@ -84,7 +84,7 @@ def write_record[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut reps: RepOut, 
     return True
 
 
-def combine_into[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut work: Buffer[Entry[T]], mut dst: Buffer[Entry[T]]) -> Bool:
+def combine_into[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut work: Buffer[Entry[T]], mut dst: Buffer[Entry[T]]) -> Bool:
     """Append the chain in work (sorted here by key) to dst with equal simplices combined
     (zeros dropped)."""
     var n = work.size
@@ -110,7 +110,7 @@ def combine_into[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut work: Buffer[E
     return True
 
 
-def write_cocycle[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut reps: RepOut, bar: Int, nv: Int, s: Entry[T], v_column: Buffer[Entry[T]], lo: Int, hi: Int) -> Bool:
+def write_cocycle[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut reps: RepOut, bar: Int, nv: Int, s: Entry[T], v_column: Buffer[Entry[T]], lo: Int, hi: Int) -> Bool:
     """The cocycle record of bar: column simplex s plus the combined V entries v_column[lo:hi]."""
     var mem = filt.mem
     var chain = Buffer[Entry[T]].make(mem)
@@ -134,7 +134,7 @@ def pair_index[T: DType](cols: Buffer[Entry[T]], pivots: PivotMap, mem: MemoryBu
     return inv
 
 
-def partner[T: DType, Z2: Bool](filt: Filtration[T, Z2], q: Int, inv: PivotMap, rho: Entry[T], scratch: Scratch) -> Int:
+def partner[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], q: Int, inv: PivotMap, rho: Entry[T], scratch: Scratch) -> Int:
     """The q-simplex paired with the (q-1)-simplex rho: its entry in inv, else its apparent
     cofacet; -1 if none."""
     var idx = filt.index_of(rho.key)
@@ -154,7 +154,7 @@ def partner[T: DType, Z2: Bool](filt: Filtration[T, Z2], q: Int, inv: PivotMap, 
 # ------------------------------------------------------------------------ homology columns
 
 @always_inline
-def diameter[T: DType, Z2: Bool](filt: Filtration[T, Z2], vs: IntPtr, nv: Int) -> Scalar[T]:
+def diameter[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], vs: IntPtr, nv: Int) -> Scalar[T]:
     var d = Scalar[T](0)
     for a in range(nv):
         for b in range(a + 1, nv):
@@ -162,7 +162,7 @@ def diameter[T: DType, Z2: Bool](filt: Filtration[T, Z2], vs: IntPtr, nv: Int) -
     return d
 
 
-def push_boundary[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut h: Buffer[Entry[T]], idx: Int, nv: Int, coef: Int, scratch: Scratch) -> Bool:
+def push_boundary[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut h: Buffer[Entry[T]], idx: Int, nv: Int, coef: Int, scratch: Scratch) -> Bool:
     """Push coef * (boundary of the simplex idx of nv vertices) into the homology heap h."""
     var vs = scratch.simplex()
     var f = scratch.facet()
@@ -210,7 +210,7 @@ struct Memo[T: DType](Movable):
         self.store.free(mem)
 
 
-def _finish_frame[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut memo: Memo[T], mut f: Frame[T], track_v: Bool) -> Int:
+def _finish_frame[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut memo: Memo[T], mut f: Frame[T], track_v: Bool) -> Int:
     """Memoize the finished frame f (its heap drained low first, its V column with tau
     itself combined) and free its buffers; the record, or -1 when out of budget."""
     var mem = filt.mem
@@ -242,7 +242,7 @@ def _finish_frame[T: DType, Z2: Bool](filt: Filtration[T, Z2], mut memo: Memo[T]
     return r
 
 
-def _add_reduced[T: DType, Z2: Bool](filt: Filtration[T, Z2], memo: Memo[T], r: Int, c: Int, mut f: Frame[T], track_v: Bool) -> Bool:
+def _add_reduced[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], memo: Memo[T], r: Int, c: Int, mut f: Frame[T], track_v: Bool) -> Bool:
     """Eliminate f's low (coefficient c, already popped) with record r: add factor * R_r but
     its low, and factor * V_r (which holds r's simplex) to f's V column."""
     var mem = filt.mem
@@ -270,7 +270,7 @@ def _add_reduced[T: DType, Z2: Bool](filt: Filtration[T, Z2], memo: Memo[T], r: 
     return True
 
 
-def reduce_homology[T: DType, Z2: Bool](filt: Filtration[T, Z2], q: Int, inv: PivotMap, mut memo: Memo[T], tau: Int, stop: Int, track_v: Bool, mut reps: RepOut) -> Int:
+def reduce_homology[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], q: Int, inv: PivotMap, mut memo: Memo[T], tau: Int, stop: Int, track_v: Bool, mut reps: RepOut) -> Int:
     """Reduce the boundary column of the q-simplex tau until its low is stop (or it is zero),
     reducing the partners of its lows first; the memo record of tau, -1 on failure (budget,
     cancel, or an inconsistent pairing: reps.inconsistent)."""
@@ -325,7 +325,7 @@ def reduce_homology[T: DType, Z2: Bool](filt: Filtration[T, Z2], q: Int, inv: Pi
     return result if ok else -1
 
 
-def write_cycles[T: DType, Z2: Bool](filt: Filtration[T, Z2], q: Int, inv: PivotMap, bars: Buffer[Bar], finite_lo: Int, finite_hi: Int, essential_lo: Int, essential_hi: Int, mut reps: RepOut) -> Bool:
+def write_cycles[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], q: Int, inv: PivotMap, bars: Buffer[Bar], finite_lo: Int, finite_hi: Int, essential_lo: Int, essential_hi: Int, mut reps: RepOut) -> Bool:
     """Cycle records of the finite bars of H_{q-1} in bars[finite_lo:finite_hi] (R of their
     death q-simplex) and the essential bars of H_q in bars[essential_lo:essential_hi] (V of
     their birth q-simplex), all through one memo of reduced q-columns."""

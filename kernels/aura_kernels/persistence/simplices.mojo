@@ -1,11 +1,22 @@
 # Simplices of the Rips filtration: the binomial table (combinatorial number system), the
-# Filtration struct (decode / encode, coefficients, the SIMD scans over distance rows, the
-# apparent- and emergent-pair predicates, coboundary enumeration into the heap).
+# Filtration struct (decode / encode, coefficients, the distance lookup and the cofacet sweeps,
+# the apparent- and emergent-pair predicates, coboundary enumeration into the heap).
+#
+# Two graph layouts, chosen at compile time by Filtration's SPARSE parameter:
+# * dense: the full (n, n) matrix; the cofacets s + v of a simplex s are found by SIMD scans
+#   over the rows of s's vertices (Rows, last_at_most), all n candidates v at once.
+# * SPARSE: the radius graph in CSR form (neighbours ascending per vertex, both directions,
+#   no self loops, every stored distance <= threshold); the cofacets of s are the common
+#   neighbours of its vertices, walked downwards by intersecting their neighbour lists
+#   (sweep_start / sweep_next, Ripser's sparse coboundary enumerator): the cost is the
+#   degree, not n. A distance d(i, j) is a binary search in i's list (+inf off the graph).
+# Everything above this file (assemble, reduce, reps) goes through the same predicates.
 
 from std.sys import simd_width_of
 from std.math import iota
+from std.memory import stack_allocation
 from aura_kernels.persistence.containers import (
-    IntPtr, Entry, Buffer, MemoryBudget, OwnedArray, heap_push, heap_pop,
+    IntPtr, Entry, Buffer, MemoryBudget, OwnedArray, heap_push, heap_pop, SCRATCH,
 )
 
 comptime NSTATS = 11  # per-dimension counters, read by aura_lab/persistence.py (STAT_FIELDS)
@@ -148,9 +159,10 @@ def insert_vertex(vs: IntPtr, nv: Int, v: Int, dst: IntPtr) -> Int:
 
 
 @fieldwise_init
-struct Filtration[T: DType, Z2: Bool](ImplicitlyCopyable):
+struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
     """Everything the enumeration needs; trivially copyable so closures can capture it. The
-    tables it points to are owned by a SimplexTables that outlives it."""
+    tables it points to are owned by a SimplexTables that outlives it; the graph (dist, and
+    with SPARSE indptr and nbr) by the caller."""
 
     var n: Int
     var binom_stride: Int  # n + 1
@@ -158,7 +170,9 @@ struct Filtration[T: DType, Z2: Bool](ImplicitlyCopyable):
     var modulus: Int
     var coef_bits: Int
     var coef_mask: Int
-    var dist: Pointer[Scalar[Self.T], MutUntrackedOrigin]  # (n, n) row-major
+    var dist: Pointer[Scalar[Self.T], MutUntrackedOrigin]  # dense: (n, n) row-major; SPARSE: CSR distances
+    var indptr: IntPtr  # SPARSE: vertex i's neighbours are nbr[indptr[i] : indptr[i + 1]] (dense: unused)
+    var nbr: Pointer[Int32, MutUntrackedOrigin]  # SPARSE: neighbour vertices, ascending per vertex (dense: unused)
     var threshold: Scalar[Self.T]
     var binom_table: IntPtr  # binom_table[k * binom_stride + v] = C(v, k), k <= maxdim + 2
     var inverse: IntPtr  # multiplicative inverses mod p
@@ -202,7 +216,24 @@ struct Filtration[T: DType, Z2: Bool](ImplicitlyCopyable):
 
     @always_inline
     def d(self, i: Int, j: Int) -> Scalar[Self.T]:
-        return self.dist[unsafe_offset=i * self.n + j]
+        """The distance between vertices i and j (SPARSE: +inf when they are not neighbours)."""
+        comptime if Self.SPARSE:
+            if i == j:
+                return 0
+            var end = self.indptr[unsafe_offset=i + 1]
+            var lo = self.indptr[unsafe_offset=i]
+            var hi = end
+            while lo < hi:  # the first entry >= j
+                var mid = (lo + hi) >> 1
+                if Int(self.nbr[unsafe_offset=mid]) < j:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < end and Int(self.nbr[unsafe_offset=lo]) == j:
+                return self.dist[unsafe_offset=lo]
+            return Scalar[Self.T].MAX
+        else:
+            return self.dist[unsafe_offset=i * self.n + j]
 
     @always_inline
     def stat(self, dim: Int, f: Int, v: Int):
@@ -245,7 +276,74 @@ struct Filtration[T: DType, Z2: Bool](ImplicitlyCopyable):
             idx += self.binom(vs[unsafe_offset=i], nv - i)
         return idx
 
-    # ---------------------------------------------------------------- row scans
+    # ---------------------------------------------------------------- sparse: common-neighbour sweeps
+
+    @always_inline
+    def sweep_start(self, vs: IntPtr, nv: Int, pos: IntPtr):
+        """SPARSE: start a downward sweep over the common neighbours of vs (nv >= 1 vertices):
+        pos[i] = the last entry of vs[i]'s neighbour list."""
+        for i in range(nv):
+            pos[unsafe_offset=i] = self.indptr[unsafe_offset=vs[unsafe_offset=i] + 1] - 1
+
+    @always_inline
+    def sweep_next(self, vs: IntPtr, nv: Int, pos: IntPtr, mut w: Int, mut dw: Scalar[Self.T]) -> Bool:
+        """SPARSE: the next (smaller) common neighbour w of vs and dw = max_i d(vs[i], w), the
+        diameter of s + w up to diam s; False when there is none left. The candidate walks
+        down vs[0]'s list; every other list is advanced past the entries above it, and a list
+        that holds a smaller entry instead lets vs[0]'s list skip down to that entry."""
+        var lo0 = self.indptr[unsafe_offset=vs[unsafe_offset=0]]
+        var p0 = pos[unsafe_offset=0]
+        while p0 >= lo0:
+            var cand = Int(self.nbr[unsafe_offset=p0])
+            var dmax = self.dist[unsafe_offset=p0]
+            p0 -= 1
+            var cap = cand  # the next candidate is at most cap
+            for i in range(1, nv):
+                var lo = self.indptr[unsafe_offset=vs[unsafe_offset=i]]
+                var p = pos[unsafe_offset=i]
+                while p >= lo and Int(self.nbr[unsafe_offset=p]) > cand:
+                    p -= 1
+                pos[unsafe_offset=i] = p
+                if p < lo:  # vs[i] has no neighbour <= cand: the sweep is over
+                    pos[unsafe_offset=0] = lo0 - 1
+                    return False
+                var u = Int(self.nbr[unsafe_offset=p])
+                if u != cand:
+                    cap = u
+                    break
+                dmax = max(dmax, self.dist[unsafe_offset=p])
+            if cap == cand:
+                pos[unsafe_offset=0] = p0
+                w = cand
+                dw = dmax
+                return True
+            while p0 >= lo0 and Int(self.nbr[unsafe_offset=p0]) > cap:
+                p0 -= 1
+        pos[unsafe_offset=0] = p0
+        return False
+
+    def max_degree(self) -> Int:
+        """SPARSE: the largest number of neighbours of a vertex."""
+        var best = 0
+        for i in range(self.n):
+            best = max(best, self.indptr[unsafe_offset=i + 1] - self.indptr[unsafe_offset=i])
+        return best
+
+    def last_common_neighbour(self, vs: IntPtr, nv: Int, above: Int, bound: Scalar[Self.T]) -> Int:
+        """SPARSE: the largest common neighbour w > above of the vertices vs with
+        max_i d(vs[i], w) <= bound, else -1."""
+        var pos = stack_allocation[SCRATCH, Int]()
+        self.sweep_start(vs, nv, pos)
+        var w = -1
+        var dw = Scalar[Self.T](0)
+        while self.sweep_next(vs, nv, pos, w, dw):
+            if w <= above:
+                return -1
+            if dw <= bound:
+                return w
+        return -1
+
+    # ---------------------------------------------------------------- dense: row scans
 
     @always_inline
     def vertex_rows(self, vs: IntPtr, nv: Int) -> Rows[Self.T, VERTEX_ROWS]:
@@ -283,7 +381,10 @@ struct Filtration[T: DType, Z2: Bool](ImplicitlyCopyable):
     @always_inline
     def zero_cofacet(self, vs: IntPtr, nv: Int, dd: Scalar[Self.T]) -> Int:
         """The vertex v whose cofacet s + v is s's largest-index cofacet of equal diameter, or -1."""
-        return self.last_free_vertex(self.vertex_rows(vs, nv), vs, nv, nv + 1, dd)
+        comptime if Self.SPARSE:
+            return self.last_common_neighbour(vs, nv, -1, dd)
+        else:
+            return self.last_free_vertex(self.vertex_rows(vs, nv), vs, nv, nv + 1, dd)
 
     def zero_cofacet_from_row(self, row_max: Pointer[Scalar[Self.T], MutUntrackedOrigin], vs: IntPtr, nv: Int, dd: Scalar[Self.T]) -> Int:
         """zero_cofacet of s from row_max = its row max (write_row_max)."""
@@ -302,17 +403,16 @@ struct Filtration[T: DType, Z2: Bool](ImplicitlyCopyable):
         """Position r of the vertex whose removal gives t's smallest-index facet of equal
         diameter dd = diam(t) (facet indices grow as the removed vertex gets smaller), or -1:
         the first r that some edge of length dd (a "max pair") avoids."""
-        var n = self.n
         for a in range(1, nu):  # a max pair avoiding us[0]: r = 0 (the common case)
-            var ra = us[unsafe_offset=a] * n
+            var ua = us[unsafe_offset=a]
             for b in range(a + 1, nu):
-                if self.dist[unsafe_offset=ra + us[unsafe_offset=b]] == dd:
+                if self.d(ua, us[unsafe_offset=b]) == dd:
                     return 0
         # every max pair is (us[0], us[b])
-        var r0 = us[unsafe_offset=0] * n
+        var u0 = us[unsafe_offset=0]
         var first = -1
         for b in range(1, nu):
-            if self.dist[unsafe_offset=r0 + us[unsafe_offset=b]] == dd:
+            if self.d(u0, us[unsafe_offset=b]) == dd:
                 if first < 0:
                     first = b
                 else:
@@ -335,20 +435,19 @@ struct Filtration[T: DType, Z2: Bool](ImplicitlyCopyable):
             return True
         if p >= 3:
             return False
-        var n = self.n
-        var rx = x * n
-        var r0 = tv[unsafe_offset=0] * n
+        var t0 = tv[unsafe_offset=0]
         for b in range(1, nt):
-            if self.dist[unsafe_offset=rx + tv[unsafe_offset=b]] == dd:
+            var tb = tv[unsafe_offset=b]
+            if self.d(x, tb) == dd:
                 return False  # (x, tb): misses c[0] (p = 1) or is not (c[0], c[1]) (p = 2)
-            if p == 2 and b >= 2 and self.dist[unsafe_offset=r0 + tv[unsafe_offset=b]] == dd:
+            if p == 2 and b >= 2 and self.d(t0, tb) == dd:
                 return False  # (t0, tb), b >= 2, is not (c[0], c[1]); for p = 1 it holds c[0]
-        if p == 2 and self.dist[unsafe_offset=rx + tv[unsafe_offset=0]] == dd:
+        if p == 2 and self.d(x, t0) == dd:
             return False  # (x, t0) is not (c[0], c[1])
         for a in range(1, nt):  # edges (ta, tb) with a >= 1 miss c[0]
-            var ra = tv[unsafe_offset=a] * n
+            var ta = tv[unsafe_offset=a]
             for b in range(a + 1, nt):
-                if self.dist[unsafe_offset=ra + tv[unsafe_offset=b]] == dd:
+                if self.d(ta, tv[unsafe_offset=b]) == dd:
                     return False
         return True
 
@@ -365,8 +464,12 @@ struct Filtration[T: DType, Z2: Bool](ImplicitlyCopyable):
                 k += 1
         # t must be the facet's largest-index equal-diameter cofacet: no cofacet of f of
         # diameter dd with its new vertex above us[r]
-        if self.last_free_vertex(self.vertex_rows(f, nu - 1), us, nu, r + 1, dd) >= 0:
-            return -1
+        comptime if Self.SPARSE:
+            if self.last_common_neighbour(f, nu - 1, us[unsafe_offset=r], dd) >= 0:
+                return -1
+        else:
+            if self.last_free_vertex(self.vertex_rows(f, nu - 1), us, nu, r + 1, dd) >= 0:
+                return -1
         return r
 
     def apparent_cofacet(self, vs: IntPtr, nv: Int, dd: Scalar[Self.T]) -> Int:
@@ -383,6 +486,8 @@ struct Filtration[T: DType, Z2: Bool](ImplicitlyCopyable):
         """Push coef * (coboundary of s) restricted to the threshold into the heap h; returns
         the number of cofacets pushed, -1 when the memory budget ran out. As the new vertex v
         sweeps down, cofacet index = above + C(v, nv + 1 - j) + below (j: vertices above v)."""
+        comptime if Self.SPARSE:
+            return self.push_coboundary_sparse(h, vs, nv, ds, idx, coef)
         var pushed = h.size
         comptime W = simd_width_of[Self.T]()
         var thr = self.threshold
@@ -419,6 +524,30 @@ struct Filtration[T: DType, Z2: Bool](ImplicitlyCopyable):
                 above += self.binom(w, nv + 1 - j)
                 below -= self.binom(w, nv - j)
                 hi = w
+        return h.size - pushed
+
+    def push_coboundary_sparse(self, mut h: Buffer[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int) -> Int:
+        """push_coboundary over the common neighbours of s's vertices (SPARSE)."""
+        var pushed = h.size
+        var thr = self.threshold
+        var pos = stack_allocation[SCRATCH, Int]()
+        self.sweep_start(vs, nv, pos)
+        var above = 0
+        var below = idx
+        var j = 0  # vertices of s above the new vertex w
+        var w = -1
+        var dw = Scalar[Self.T](0)
+        while self.sweep_next(vs, nv, pos, w, dw):
+            while j < nv and vs[unsafe_offset=j] > w:
+                var u = vs[unsafe_offset=j]
+                above += self.binom(u, nv + 1 - j)
+                below -= self.binom(u, nv - j)
+                j += 1
+            if dw <= thr:
+                var c = coef if ((nv - j) & 1) == 0 else self.neg(coef)
+                var e = Entry[Self.T](max(ds, dw), self.pack(above + self.binom(w, nv + 1 - j) + below, c))
+                if not heap_push(h, e, self.mem):
+                    return -1
         return h.size - pushed
 
     @always_inline

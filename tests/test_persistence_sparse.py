@@ -1,0 +1,234 @@
+"""The mojo engine's sparse mode (the radius graph in CSR form, cofacets from the intersection
+of neighbour lists) against its dense mode (the full matrix, SIMD row scans), the Z/p
+representative oracle of test_persistence_reps and ripser.py; its CSR validation, and
+cancellation and the memory budget in sparse mode.
+
+The engine is chosen through the module switch ``persistence._ENGINE`` (internal)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import aura_lab
+from aura_lab import persistence as P
+from aura_lab.distance import pairwise_distances
+from aura_lab.errors import Cancelled
+
+from .test_persistence_reps import check_all, noisy_circle, threshold_of
+
+needs_mojo = pytest.mark.skipif(not P.op.status("mojo")[0], reason="mojo backend unavailable")
+pytestmark = needs_mojo
+
+
+def run(X, engine: str, **kw):
+    """rips_persistence on the mojo backend with the engine forced to ``engine``."""
+    old = P._ENGINE
+    P._ENGINE = engine
+    try:
+        out = P.rips_persistence(X, backend="mojo", progress=False, **kw)
+    finally:
+        P._ENGINE = old
+    assert P.last_stats()["engine"] == engine
+    return out
+
+
+def tied_cloud(seed: int, n: int, d: int = 3, dups: int = 4) -> np.ndarray:
+    """Points on a small integer grid (many equal distances) with a few exact duplicates."""
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 4, size=(n - dups, d)).astype(np.float64)
+    return np.concatenate([X, X[rng.integers(0, n - dups, dups)]])
+
+
+def assert_equal_dgms(a, b):
+    assert len(a) == len(b)
+    for k, (x, y) in enumerate(zip(a, b)):
+        assert x.shape == y.shape, f"H{k}: {x.shape[0]} bars vs {y.shape[0]}"
+        assert np.array_equal(x, y), f"H{k} differs"
+
+
+def bottleneck(a: np.ndarray, b: np.ndarray) -> float:
+    import gudhi
+
+    return gudhi.bottleneck_distance(a, b)
+
+
+# ------------------------------------------------------------------------------ dense vs sparse, exact
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("coeff", [2, 3])
+@pytest.mark.parametrize("maxdim", [1, 2, 3])
+@pytest.mark.parametrize("where", ["at_a_distance", "between", "inf"])
+def test_sparse_equals_dense_on_ties_and_duplicates(dtype, coeff, maxdim, where):
+    """Bar for bar equal on the same matrix: grid points (ties), duplicates (zero distances),
+    a threshold exactly at a distance, between distances, and none (the enclosing radius)."""
+    X = tied_cloud(seed=maxdim * 10 + coeff, n=36 if maxdim < 3 else 26)
+    D = pairwise_distances(X).astype(dtype)
+    vals = np.unique(D[D > 0])
+    thr = {"at_a_distance": float(vals[len(vals) // 3]), "between": float(vals[len(vals) // 3]) * 1.01, "inf": np.inf}[where]
+    kw = dict(maxdim=maxdim, coeff=coeff, threshold=thr, distance_matrix=True)
+    assert_equal_dgms(run(D, "sparse", **kw), run(D, "dense", **kw))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10 ** 6), n=st.integers(2, 30), maxdim=st.integers(1, 3), coeff=st.sampled_from([2, 3]),
+       f32=st.booleans(), q=st.floats(0.05, 1.0))
+def test_sparse_equals_dense_hypothesis(seed, n, maxdim, coeff, f32, q):
+    X = tied_cloud(seed, n, d=2 + seed % 3, dups=min(3, n // 2))
+    D = pairwise_distances(X).astype(np.float32 if f32 else np.float64)
+    vals = np.unique(D)
+    thr = float(vals[int(q * (len(vals) - 1))])  # always one of the distances
+    kw = dict(maxdim=maxdim, coeff=coeff, threshold=thr, distance_matrix=True)
+    assert_equal_dgms(run(D, "sparse", **kw), run(D, "dense", **kw))
+
+
+# ------------------------------------------------------------------------------ point clouds (cKDTree graph)
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threshold", [0.6, 1.1])
+@pytest.mark.parametrize("maxdim,coeff", [(1, 2), (2, 3), (3, 2)])
+def test_point_cloud_graph_matches_dense(dtype, threshold, maxdim, coeff):
+    """A euclidean cloud with a finite threshold: the graph from cKDTree (distances recomputed
+    in float64) gives the dense engine's diagrams up to rounding (bottleneck <= 1e-6)."""
+    X = np.random.default_rng(maxdim).standard_normal((150 if maxdim < 3 else 70, 3)).astype(dtype)
+    X[-3:] = X[:3]  # duplicates
+    kw = dict(maxdim=maxdim, coeff=coeff, threshold=threshold)
+    sparse, dense = run(X, "sparse", **kw), run(X, "dense", **kw)
+    for k, (a, b) in enumerate(zip(sparse, dense)):
+        assert abs(len(a) - len(b)) <= (len(b) // 50 if k == 0 else 0), f"H{k}: {len(a)} bars vs {len(b)}"
+        assert bottleneck(a, b) <= 1e-6, f"H{k}"
+
+
+def test_sparse_graph_of_a_point_cloud_is_the_thresholded_matrix():
+    X = np.random.default_rng(3).standard_normal((200, 4))
+    prob = P._validate(X, 2, 1.0, "euclidean", False, 2)
+    indptr, indices, dists, thr = P._sparse_graph(prob)
+    assert thr == 1.0
+    D = pairwise_distances(X)
+    ref = P._csr_from_dense(D, thr)
+    assert np.array_equal(indptr, ref[0]) and np.array_equal(indices, ref[1])
+    np.testing.assert_allclose(dists, ref[2], rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------ representatives
+
+@pytest.mark.parametrize("coeff", [2, 3])
+@pytest.mark.parametrize("case", ["circle", "cloud"])
+def test_sparse_engine_representatives_pass_the_oracle(coeff, case):
+    if case == "circle":
+        D, maxdim, thr = pairwise_distances(noisy_circle(12, seed=coeff)), 1, 1.2
+    else:
+        D, maxdim, thr = pairwise_distances(tied_cloud(coeff, 13)), 2, 2.3
+    D = np.asarray(D, np.float64)
+    kw = dict(maxdim=maxdim, coeff=coeff, threshold=thr, distance_matrix=True)
+    res = run(D, "sparse", return_cycles=True, return_cocycles=True, **kw)
+    assert_equal_dgms(res.dgms, run(D, "dense", **kw))
+    check_all(D, res, maxdim, threshold_of(D, thr), coeff)
+
+
+# ------------------------------------------------------------------------------ sparse input vs ripser.py
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("fmt", ["coo", "csr"])
+def test_sparse_input_on_the_sparse_engine_matches_ripser(seed, fmt):
+    ripser = pytest.importorskip("ripser")
+    from scipy import sparse
+
+    from .test_rips_graph import assert_same_diagrams
+
+    rng = np.random.default_rng(seed)
+    n = 60
+    i, j = np.triu_indices(n, 1)
+    keep = rng.random(i.size) < 0.15
+    d = np.round(rng.random(keep.sum()), 2)  # ties
+    M = sparse.coo_matrix((d, (i[keep], j[keep])), shape=(n, n)).asformat(fmt)
+    ours = P.rips_persistence(M, maxdim=2, distance_matrix=True, backend="mojo")
+    assert P.last_stats()["engine"] == "sparse"  # auto: 15% of the pairs
+    assert "sparse engine: sparse input with" in aura_lab.last_dispatch().reason
+    assert_same_diagrams(ours, ripser.ripser(M, maxdim=2, distance_matrix=True)["dgms"])
+    assert_equal_dgms(run(M, "dense", maxdim=2, distance_matrix=True), ours)
+
+
+def test_auto_keeps_near_complete_sparse_input_dense():
+    from scipy import sparse
+
+    D = pairwise_distances(np.random.default_rng(0).standard_normal((30, 3)))
+    P.rips_persistence(sparse.coo_matrix(np.triu(D, 1)), maxdim=1, distance_matrix=True, backend="mojo")
+    assert P.last_stats()["engine"] == "dense"
+
+
+# ------------------------------------------------------------------------------ validation, cancellation, memory
+
+def _prob(n=5):
+    return P._validate(np.random.default_rng(0).standard_normal((n, 2)), 1, 1.0, "euclidean", False, 2)
+
+
+def _good_csr():
+    # path 0 - 1 - 2 and the isolated vertices 3, 4
+    return (np.array([0, 1, 3, 4, 4, 4], np.int64), np.array([1, 0, 2, 1], np.int32), np.array([0.5, 0.5, 0.7, 0.7]))
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda p, i, d: (p.astype(np.int32), i, d), "indptr, indices: expected int64"),
+    (lambda p, i, d: (p, i.astype(np.int64), d), "indptr, indices: expected int64"),
+    (lambda p, i, d: (p, i, d.astype(np.int64)), "dists: expected float32"),
+    (lambda p, i, d: (p[:-1], i, d), "indptr: expected 6"),
+    (lambda p, i, d: (p, i[:-1], d[:-1]), "indices, dists: expected indptr"),
+    (lambda p, i, d: (p, np.array([1, 0, 2, 7], np.int32), d), r"indices: vertices must lie in \[0, 5\)"),
+    (lambda p, i, d: (p, np.array([1, 0, 1, 1], np.int32), d), "indices: the graph has a self loop"),
+    (lambda p, i, d: (p, i, np.array([0.5, 0.5, 0.7, 2.0])), "dists: expected finite distances"),
+    (lambda p, i, d: (p, i, np.array([0.5, 0.5, 0.7, 0.6])), "the graph must be symmetric"),
+    (lambda p, i, d: (np.array([0, 1, 3, 3, 4, 4], np.int64), np.array([1, 0, 2, 1], np.int32), d), "symmetric"),
+    (lambda p, i, d: (p, i, d.reshape(2, 2)), "dists: expected a 1-D numpy array"),
+])
+def test_csr_validation(bad, match):
+    p, i, d = bad(*_good_csr())
+    with pytest.raises((ValueError, TypeError), match=match):
+        P._mojo_sparse(_prob(), p, i, d, 1.0)
+
+
+def test_csr_rows_must_ascend():
+    p = np.array([0, 2, 3, 4], np.int64)
+    i = np.array([2, 1, 0, 0], np.int32)
+    with pytest.raises(ValueError, match="strictly ascending"):
+        P._mojo_sparse(_prob(3), p, i, np.ones(4), 1.0)
+
+
+def test_mojo_sparse_on_a_given_graph():
+    dgms = P._mojo_sparse(_prob(), *_good_csr(), 1.0)
+    assert sorted(dgms[0][:, 1].tolist()) == [0.5, 0.7, np.inf, np.inf, np.inf]
+    assert len(dgms[1]) == 0
+
+
+def test_unknown_engine():
+    with pytest.raises(ValueError, match="engine: one of auto, dense, sparse"):
+        P._mojo_impl(_prob(), engine="fast")
+
+
+def test_sparse_memory_budget_error(monkeypatch):
+    """The budget holds in sparse mode: MemoryError from inside the engine, then a clean run."""
+    monkeypatch.setattr(P.A, "available_memory", lambda: 8 << 20)  # budget floor: 64 MiB
+    X = np.random.default_rng(8).standard_normal((120, 12)).astype(np.float32)
+    with pytest.raises(MemoryError, match="memory budget .* building dimension 3 asked for"):
+        run(X, "sparse", maxdim=4, threshold=100.0)
+    monkeypatch.undo()
+    assert len(run(X[:20], "sparse", maxdim=2, threshold=100.0)[0]) == 20
+
+
+def test_sparse_cancel_from_another_thread():
+    X = np.random.default_rng(5).standard_normal((3000, 3))
+    kw = dict(maxdim=3, threshold=0.6)
+    with aura_lab.cancellable() as ctl:
+        threading.Timer(0.3, ctl.cancel).start()
+        t0 = time.perf_counter()
+        with pytest.raises(Cancelled):
+            run(X, "sparse", **kw)
+        assert time.perf_counter() - t0 < 2.0
+    small = run(X[:50], "sparse", maxdim=1, threshold=0.6)  # the engine still works after
+    for a, b in zip(small, run(X[:50], "dense", maxdim=1, threshold=0.6)):
+        assert a.shape == b.shape and bottleneck(a, b) <= 1e-6
