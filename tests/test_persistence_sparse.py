@@ -87,21 +87,19 @@ def test_sparse_equals_dense_hypothesis(seed, n, maxdim, coeff, f32, q):
     assert_equal_dgms(run(D, "sparse", **kw), run(D, "dense", **kw))
 
 
-# ------------------------------------------------------------------------------ point clouds (cKDTree graph)
+# ------------------------------------------------------------------------------ point clouds (radius graph)
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threshold", [0.6, 1.1])
 @pytest.mark.parametrize("maxdim,coeff", [(1, 2), (2, 3), (3, 2)])
-def test_point_cloud_graph_matches_dense(dtype, threshold, maxdim, coeff):
-    """A euclidean cloud with a finite threshold: the graph from cKDTree (distances recomputed
-    in float64) gives the dense engine's diagrams up to rounding (bottleneck <= 1e-6)."""
+@pytest.mark.parametrize("metric", ["euclidean", "cityblock"])
+def test_point_cloud_graph_matches_dense(dtype, threshold, maxdim, coeff, metric):
+    """A cloud with a finite threshold: its radius graph (neighbors.radius_graph: distances bit
+    for bit the dense matrix's) gives the dense engine's diagrams exactly, duplicates included."""
     X = np.random.default_rng(maxdim).standard_normal((150 if maxdim < 3 else 70, 3)).astype(dtype)
     X[-3:] = X[:3]  # duplicates
-    kw = dict(maxdim=maxdim, coeff=coeff, threshold=threshold)
-    sparse, dense = run(X, "sparse", **kw), run(X, "dense", **kw)
-    for k, (a, b) in enumerate(zip(sparse, dense)):
-        assert abs(len(a) - len(b)) <= (len(b) // 50 if k == 0 else 0), f"H{k}: {len(a)} bars vs {len(b)}"
-        assert bottleneck(a, b) <= 1e-6, f"H{k}"
+    kw = dict(maxdim=maxdim, coeff=coeff, threshold=threshold, metric=metric)
+    assert_equal_dgms(run(X, "sparse", **kw), run(X, "dense", **kw))
 
 
 def test_sparse_graph_of_a_point_cloud_is_the_thresholded_matrix():
@@ -112,7 +110,27 @@ def test_sparse_graph_of_a_point_cloud_is_the_thresholded_matrix():
     D = pairwise_distances(X)
     ref = P._csr_from_dense(D, thr)
     assert np.array_equal(indptr, ref[0]) and np.array_equal(indices, ref[1])
-    np.testing.assert_allclose(dists, ref[2], rtol=1e-12)
+    assert np.array_equal(dists, ref[2])
+
+
+def test_auto_runs_a_large_thresholded_cloud_sparse_and_a_near_complete_one_dense():
+    """``engine="auto"``: a point cloud of n >= SPARSE_MIN_N with a finite threshold runs on its
+    radius graph (no (n, n) matrix) with the dense engine's bars; one whose graph holds more
+    than SPARSE_MAX_DENSITY of the pairs, a small one, or one without a threshold, dense."""
+    import aura_lab
+
+    rng = np.random.default_rng(5)
+    X = rng.random((P.SPARSE_MIN_N, 3)).astype(np.float32)
+    got = P.rips_persistence(X, maxdim=1, threshold=0.08, backend="mojo", progress=False)
+    assert P.last_stats()["engine"] == "sparse"
+    assert "finite threshold" in aura_lab.last_dispatch().reason
+    assert_equal_dgms(got, run(X, "dense", maxdim=1, threshold=0.08))
+    P.rips_persistence(X, maxdim=1, threshold=1.0, backend="mojo", progress=False)
+    assert P.last_stats()["engine"] == "dense" and "of all pairs" in aura_lab.last_dispatch().reason
+    P.rips_persistence(X[:100], maxdim=1, threshold=0.08, backend="mojo", progress=False)
+    assert P.last_stats()["engine"] == "dense"
+    P.rips_persistence(X[:1100], maxdim=0, backend="mojo", progress=False)
+    assert P.last_stats()["engine"] == "dense"
 
 
 # ------------------------------------------------------------------------------ representatives
