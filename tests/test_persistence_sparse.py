@@ -250,3 +250,77 @@ def test_sparse_cancel_from_another_thread():
     small = run(X[:50], "sparse", maxdim=1, threshold=0.6)  # the engine still works after
     for a, b in zip(small, run(X[:50], "dense", maxdim=1, threshold=0.6)):
         assert a.shape == b.shape and bottleneck(a, b) <= 1e-6
+
+
+# ------------------------------------------------------------------------------ memory estimate
+
+def _clique_counts_bruteforce(A: np.ndarray, maxdim: int) -> list[int]:
+    """k-simplices (k + 1 pairwise adjacent vertices) of the clique complex, k = 0..maxdim."""
+    n = A.shape[0]
+    counts = [n] + [0] * maxdim
+    level = [(v,) for v in range(n)]
+    for k in range(1, maxdim + 1):
+        level = [s + (w,) for s in level for w in range(s[-1] + 1, n) if all(A[u, w] for u in s)]
+        counts[k] = len(level)
+    return counts
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_estimate_counts_are_exact_on_small_graphs(seed):
+    rng = np.random.default_rng(seed)
+    X = rng.random((50, 3))
+    D = pairwise_distances(X)
+    thr = 0.35 + 0.05 * seed
+    Adj = (D <= thr) & ~np.eye(50, dtype=bool)
+    want = _clique_counts_bruteforce(Adj, 5)
+    indptr, indices, _ = P._csr_from_dense(D, thr)
+    for est in (P.estimate_engine_bytes(50, 5, indptr, indices, 8), P.estimate_engine_bytes(50, 5, D=D, thr=thr)):
+        c = est["simplices"]
+        assert c["exact"] == [True] * 6
+        assert c["estimate"] == want and c["lower"] == want
+        assert all(u >= w for u, w in zip(c["upper"], want))
+        assert 0 < est["lower_bytes"] <= est["estimate_bytes"]
+
+
+def test_estimate_bounds_when_sampled(monkeypatch):
+    """Sampled vertices and subsampled neighbourhoods: lower <= exact <= upper, estimate within them."""
+    monkeypatch.setattr(P, "ESTIMATE_MAX_SAMPLE", 40)
+    monkeypatch.setattr(P, "ESTIMATE_MAX_LOCAL", 12)
+    X = np.random.default_rng(7).random((200, 3))
+    D = pairwise_distances(X)
+    thr = 0.3
+    want = _clique_counts_bruteforce((D <= thr) & ~np.eye(200, dtype=bool), 3)
+    c = P.estimate_engine_bytes(200, 3, *P._csr_from_dense(D, thr)[:2], 8)["simplices"]
+    assert c["exact"][:2] == [True, True] and c["estimate"][:2] == want[:2]
+    for k in range(2, 4):
+        assert c["lower"][k] <= want[k] <= c["upper"][k]
+        assert c["lower"][k] <= c["estimate"][k] <= c["upper"][k]
+        assert abs(c["estimate"][k] - want[k]) <= 0.5 * want[k]
+
+
+@pytest.mark.parametrize("engine", ["dense", "sparse"])
+def test_memory_refused_before_the_engine(engine, monkeypatch):
+    X = np.random.default_rng(3).random((80, 3))
+
+    def no_engine(*a, **k):
+        raise AssertionError("the engine ran")
+
+    D = pairwise_distances(X)
+    lower = P.estimate_engine_bytes(80, 3, D=D, thr=0.6)["lower_bytes"]
+    available = int(lower / P.BUDGET_FRACTION) - 1  # the budget just below the sure lower bound
+    assert available > 4 * D.nbytes  # room for the input itself
+    monkeypatch.setattr(P, "_run_engine", no_engine)
+    monkeypatch.setattr(P, "ENGINE_MIN_BUDGET", 0)
+    monkeypatch.setattr(P.A, "available_memory", lambda: available)
+    with pytest.raises(MemoryError, match=r"needs at least .* \(estimate .*\).*refused before the engine ran; lower maxdim"):
+        run(X, engine, maxdim=3, threshold=0.6)
+
+
+def test_memory_estimate_recorded_when_it_fits():
+    X = np.random.default_rng(4).random((120, 3))
+    for engine in ("dense", "sparse"):
+        dgms = run(X, engine, maxdim=2, threshold=0.4)
+        st = P.last_stats()
+        assert st["estimate_bytes"] > 0 and 0 < st["estimate_lower_bytes"] <= st["peak_bytes"]
+        assert st["estimate_simplices"][:2] == [120, st["simplices"][0]]
+        assert len(dgms) == 3
