@@ -191,9 +191,32 @@ def _poll(ctl: Control) -> None:
         w(ctl)
 
 
+class _Finished:
+    """The worker's end, as the waiting thread sees it: ``done`` set, then ``lock`` (held
+    from the start) released, as the worker's very last actions, after the kernel returned.
+    The waiter blocks in ``lock.acquire`` (one C call: a signal interrupts it before or
+    after it takes the lock, never halfway, unlike ``threading.Event.wait``, whose Python
+    ``Condition`` left half released raised "release unlocked lock" in one of 180 rounds of
+    repeated signals) and trusts ``done`` alone (an interrupt may land just after it took the
+    lock: ``done`` is already set then)."""
+
+    def __init__(self):
+        self.done = False
+        self.lock = threading.Lock()
+        self.lock.acquire()
+
+    def set(self) -> None:
+        self.done = True
+        self.lock.release()
+
+    def wait(self, timeout: float) -> bool:
+        """True once the worker has finished; else after ``timeout`` seconds, False."""
+        return self.done or self.lock.acquire(timeout=timeout) or self.done
+
+
 def _on_worker(fn, ctl: Control):
     box: dict = {}
-    done = threading.Event()
+    finished = _Finished()
 
     def work():
         try:
@@ -202,11 +225,11 @@ def _on_worker(fn, ctl: Control):
         except BaseException as e:  # handed to the waiting thread
             box["err"] = e
         finally:
-            done.set()
+            finished.set()
 
     t = threading.Thread(target=work, name="aura-kernel", daemon=True)
     t.start()
-    pending = _wait(done, ctl)
+    pending = _wait(finished, ctl)
     if pending is not None:  # interrupted: the kernel has returned (cancelled) by now
         raise pending
     _poll(ctl)
@@ -215,26 +238,26 @@ def _on_worker(fn, ctl: Control):
     return box["out"]
 
 
-def _wait(done: threading.Event, ctl: Control) -> BaseException | None:
-    """Wait until the worker has set ``done`` (its very last action, after the kernel has
-    returned), feeding the watchers meanwhile. The first exception raised here (Ctrl-C, any
-    signal handler's exception, an error from a watcher) cancels the kernel; the wait goes
-    on through every later one (a second Ctrl-C included) and the first is returned, to be
-    raised once nothing runs on the caller's buffers. ``Thread.join``/``is_alive`` are not
-    used: on Python 3.11 an interrupted ``join`` marks a still running thread as stopped."""
+def _wait(finished: _Finished, ctl: Control) -> BaseException | None:
+    """Wait until the worker has finished (after the kernel has returned), feeding the
+    watchers meanwhile. The first exception raised here (Ctrl-C, any signal handler's
+    exception, an error from a watcher) cancels the kernel; the wait goes on through every
+    later one (a second Ctrl-C included) and the first is returned, to be raised once nothing
+    runs on the caller's buffers. ``Thread.join``/``is_alive`` are not used: on Python 3.11 an
+    interrupted ``join`` marks a still running thread as stopped."""
     pending: BaseException | None = None
     while True:
         try:
             try:
-                if pending is None:
-                    while not done.wait(POLL_S):
+                while not finished.wait(POLL_S):
+                    if pending is None:
                         _poll(ctl)
-                else:
-                    ctl.cancel()
-                    done.wait()
+                    else:
+                        ctl.cancel()
                 return pending
             except BaseException as e:
                 if pending is None:
                     pending = e
+                    ctl.cancel()
         except BaseException:  # a further signal while the first one was being recorded
             continue
