@@ -62,6 +62,18 @@ def result_float_dtype(*arrays: np.ndarray) -> np.dtype:
     return np.dtype(np.float64)
 
 
+def round_down(t: float, dtype) -> float:
+    """The largest value of ``dtype`` (float32 or float64) that is <= ``t``, as a Python float:
+    a threshold compared with ``dtype`` distances (``D[i, j] <= t``) then reads the same in
+    every backend."""
+    if np.dtype(dtype) != np.float32:
+        return float(t)
+    t32 = np.float32(t)
+    if float(t32) > t:
+        t32 = np.nextafter(t32, np.float32(-np.inf))
+    return float(t32)
+
+
 def c_contiguous(a: np.ndarray, dtype) -> np.ndarray:
     """``a`` as a C-contiguous array of ``dtype``; copies only when needed."""
     return np.ascontiguousarray(a, dtype=dtype)

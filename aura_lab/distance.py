@@ -281,13 +281,17 @@ max_backend.WARMUPS["distance"] = _warm_max
 
 
 def _work_dtype(prob: DistanceProblem) -> np.dtype:
-    """The dtype the kernels compute in: float32 output runs in float64 for metrics whose
-    ``MetricInfo`` says so, and for squares whose float32 values could overflow."""
-    out_dtype = prob.out.dtype
-    info = METRIC_INFO[prob.metric]
-    if out_dtype == np.float32 and (info.float64 or (info.squares and not _f32_safe(prob.X, prob.Y))):
+    return work_dtype(prob.out.dtype, prob.metric, prob.X, prob.Y)
+
+
+def work_dtype(out_dtype, metric: str, X: np.ndarray, Y: np.ndarray | None = None) -> np.dtype:
+    """The dtype the kernels compute ``metric`` between the rows of X and Y (None: X) in, for
+    an ``out_dtype`` result: float32 output runs in float64 for metrics whose ``MetricInfo``
+    says so, and for squares whose float32 values could overflow."""
+    info = METRIC_INFO[metric]
+    if out_dtype == np.float32 and (info.float64 or (info.squares and not _f32_safe(X, Y))):
         return np.dtype(np.float64)
-    return out_dtype
+    return np.dtype(out_dtype)
 
 
 def _f32_safe(X, Y) -> bool:

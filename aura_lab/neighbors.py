@@ -42,7 +42,7 @@ import numpy as np
 from . import _arrays as A
 from . import _control, _mojo, registry
 from ._abi import ADDR, FLOAT, INT, Enumeration, KernelABI
-from .distance import METRIC, METRIC_INFO, METRICS, _f32_safe
+from .distance import METRIC, METRIC_INFO, METRICS, work_dtype
 
 PATH = Enumeration("path", ("grid", "tiles"))
 STAGE = Enumeration("stage", ("count", "fill"))
@@ -134,16 +134,13 @@ def _validate(X, r, metric, threads, method) -> dict:
     if method == "grid" and d > GRID_MAX_D:
         raise ValueError(f"method: the grid path takes up to d={GRID_MAX_D} dimensions, X has d={d}")
     out = A.result_float_dtype(Xn)
-    info = METRIC_INFO[metric]
-    work = out
-    if out == np.float32 and (info.float64 or (info.squares and not _f32_safe(Xn, None))):
-        work = np.dtype(np.float64)
+    work = work_dtype(out, metric, Xn)  # the dense kernel's rule: the same distances bit for bit
     if metric == "cosine" and n:
         zero = np.flatnonzero(~np.any(Xn != 0, axis=1))
         if zero.size:
             raise ValueError(f"X: the cosine distance is undefined (NaN) for zero vectors, e.g. row {int(zero[0])}")
     return {"X": Xn, "n": n, "d": d, "r": r, "metric": metric, "threads": threads, "method": method,
-            "out": np.dtype(out), "work": np.dtype(work), "r_out": _round_down(r, out)}
+            "out": np.dtype(out), "work": np.dtype(work), "r_out": A.round_down(r, out)}
 
 
 def _acc_radius(r_out: float, work, out) -> float:
@@ -169,16 +166,6 @@ def _acc_radius(r_out: float, work, out) -> float:
         else:
             hi = mid
     return float(np.array(lo, it).view(work))
-
-
-def _round_down(r: float, dtype) -> float:
-    """The largest value of ``dtype`` <= r (so ``D[i, j] <= r`` reads the same in that dtype)."""
-    if dtype != np.float32 or math.isinf(r):
-        return r
-    r32 = np.float32(r)
-    if float(r32) > r:
-        r32 = np.nextafter(r32, np.float32(-np.inf))
-    return float(r32)
 
 
 # ------------------------------------------------------------------------------ cost model
@@ -415,15 +402,15 @@ def radius_graph_ref(X, r, metric: str = "euclidean"):
     d64 = _pair_dist64(x, i, j, metric)
     keep = d64 <= r
     i, j, d64 = i[keep], j[keep], d64[keep]
-    return _to_csr(n, i, j, d64.astype(out))
+    return csr_from_pairs(n, i, j, d64.astype(out))
 
 
-def _to_csr(n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray):
-    """CSR of the symmetric graph with the undirected edges (i, j, d): both directions, rows sorted."""
-    rows = np.concatenate([i, j])
-    cols = np.concatenate([j, i])
-    vals = np.concatenate([d, d])
-    o = np.lexsort((cols, rows))
+def csr_from_pairs(n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR (both directions, ascending per row) of the undirected edges {i[k], j[k]} of length
+    d[k], each pair once: the layout of ``radius_graph``."""
+    rows = np.concatenate([i, j]).astype(np.int64)
+    cols = np.concatenate([j, i]).astype(np.int64)
+    order = np.argsort(rows * max(n, 1) + cols, kind="stable")
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-    return indptr, cols[o].astype(np.int32), vals[o]
+    return indptr, cols[order].astype(np.int32), np.ascontiguousarray(np.concatenate([d, d])[order])

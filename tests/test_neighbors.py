@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 import aura_lab
+from aura_lab import _arrays as A
 from aura_lab import neighbors as N
 from aura_lab.errors import Cancelled
 from aura_lab.registry import backend_status
@@ -102,7 +103,7 @@ def _compare_dense(g, X, r, metric):
     n = X.shape[0]
     D = np.asarray(aura_lab.pairwise_distances(X, metric=metric, backend="mojo"))
     assert D.dtype == g[2].dtype
-    r_out = N._round_down(float(r), D.dtype)
+    r_out = A.round_down(float(r), D.dtype)
     mask = D <= r_out
     np.fill_diagonal(mask, False)
     rows, cols, d = _edges(g)

@@ -42,7 +42,7 @@ def _ckdtree(X, r):
 
 def _ckdtree_csr(X, r):
     P, d = _ckdtree(X, r)
-    return N._to_csr(X.shape[0], P[:, 0], P[:, 1], d)
+    return N.csr_from_pairs(X.shape[0], P[:, 0], P[:, 1], d)
 
 
 def _time(fn, rounds):
