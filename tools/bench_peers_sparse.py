@@ -1,15 +1,21 @@
-"""One tool on one research-scale set, in this process: the comparison behind issue 24's targets.
+"""Research-scale sets against the peers, each tool in a fresh process, in one run: the
+comparison behind issue 24's targets.
 
-    /usr/bin/time -f "peak %M KiB" python tools/bench_peers_sparse.py TOOL SET
+    python tools/bench_peers_sparse.py [SET ...] [--tools ours,gph,gph_collapse,ripser] [--timeout S]
 
-TOOL: ours (``aura_lab.rips_persistence``, auto: the sparse engine over the radius graph), gph
-(giotto-ph ``ripser_parallel``, 2 threads, no collapse), gph_collapse (the same with
-``collapse_edges=True``) or ripser (ripser.py). SET: o3_4096 (maxdim 3, threshold 1.4) or
-clifford (clifford_torus_50000, maxdim 2, threshold 0.15), float32 as the peers read them.
-Prints the tool, the set, the wall time of the call and the bar count per dimension; run each
-tool in a fresh process (``/usr/bin/time`` gives its peak RSS).
+SET: o3_4096 (maxdim 3, threshold 1.4) and/or clifford (clifford_torus_50000, maxdim 2,
+threshold 0.15); default both. Tools: ours (``aura_lab.rips_persistence``, auto: the sparse
+engine over the radius graph), gph (giotto-ph ``ripser_parallel``, 2 threads, no collapse),
+gph_collapse (the same with ``collapse_edges=True``), ripser (ripser.py). Input float32, as the
+peers read it. Each tool runs in its own child process (``--child TOOL SET``), which reports the
+wall time of the call, the bar count per dimension and its peak RSS; the parent prints one row
+per tool with ours / tool ratios of time and peak memory (a tool past ``--timeout`` is reported
+as such).
 """
 
+import json
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,6 +24,7 @@ import numpy as np
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ph-benchmark"
 SETS = {"o3_4096": ("o3_4096.txt", 3, 1.4), "clifford": ("clifford_torus_50000.points.txt", 2, 0.15)}
+TOOLS = ("ours", "gph", "gph_collapse", "ripser")
 
 
 def run(tool: str, X: np.ndarray, maxdim: int, thr: float) -> list:
@@ -33,13 +40,54 @@ def run(tool: str, X: np.ndarray, maxdim: int, thr: float) -> list:
         import ripser
 
         return ripser.ripser(X, maxdim=maxdim, thresh=thr)["dgms"]
-    raise SystemExit(f"unknown tool {tool!r}: ours, gph, gph_collapse or ripser")
+    raise SystemExit(f"unknown tool {tool!r}: one of {', '.join(TOOLS)}")
 
 
-if __name__ == "__main__":
-    tool, name = sys.argv[1], sys.argv[2]
+def child(tool: str, name: str) -> None:
     path, maxdim, thr = SETS[name]
     X = np.loadtxt(DATA / path).astype(np.float32)
     t0 = time.perf_counter()
     dgms = run(tool, X, maxdim, thr)
-    print(tool, name, f"{time.perf_counter() - t0:.2f} s", [len(d) for d in dgms], flush=True)
+    seconds = time.perf_counter() - t0
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"tool": tool, "set": name, "s": seconds, "bars": [len(d) for d in dgms], "peak_MiB": peak_mib}))
+
+
+def parent(names: list, tools: list, timeout: float) -> None:
+    for name in names:
+        rows = {}
+        for tool in tools:
+            try:
+                out = subprocess.run([sys.executable, __file__, "--child", tool, name], capture_output=True, text=True,
+                                     timeout=timeout)
+                rows[tool] = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else \
+                    {"error": ("killed by SIGKILL (e.g. out of memory)" if out.returncode == -9 else
+                               f"failed (exit {out.returncode}): {out.stderr.strip()[-200:]}")}
+            except subprocess.TimeoutExpired:
+                rows[tool] = {"error": f"past the {timeout:g} s timeout"}
+        ours = rows.get("ours", {})
+        print(f"{name}:")
+        for tool, r in rows.items():
+            if "error" in r:
+                print(f"  {tool:13s} {r['error']}")
+                continue
+            ratio = "" if tool == "ours" or "s" not in ours else \
+                f"  ours/{tool}: time {ours['s'] / r['s']:.2f}, peak memory {ours['peak_MiB'] / r['peak_MiB']:.2f}"
+            print(f"  {tool:13s} {r['s']:8.2f} s {r['peak_MiB']:8.0f} MiB  bars {r['bars']}{ratio}")
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args[:1] == ["--child"]:
+        child(args[1], args[2])
+    else:
+        tools, timeout, names = list(TOOLS), 600.0, []
+        while args:
+            a = args.pop(0)
+            if a == "--tools":
+                tools = args.pop(0).split(",")
+            elif a == "--timeout":
+                timeout = float(args.pop(0))
+            else:
+                names.append(a)
+        parent(names or list(SETS), tools, timeout)
