@@ -157,6 +157,40 @@ def test_cancel_from_another_thread_raises_cancelled(op, backend):
     small_case(backend)
 
 
+def _scan_training(l: int, backend: str):
+    """(x, y) of a constant-filled scan forward with autograd on ``backend``: the backward of
+    ``y.sum()`` at l = 32768 costs ~5 s on the development VM (the forward ~2 s)."""
+    import torch
+
+    h, p, n = 16, 64, 128
+    x = torch.full((1, l, h, p), 0.01, requires_grad=True)
+    B = torch.full((1, l, 1, n), 0.01)
+    return x, aura_lab.selective_scan(x, torch.full((1, l, h), 0.1), -torch.ones(h), B, B, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sigint_stops_the_scan_backward_torch_calls_later(backend):
+    """torch runs the backward after the forward's op call has ended, outside any control:
+    the backward must still be an interruptible op call (its kernel block once carried no
+    control, so Ctrl-C waited for the whole backward)."""
+    pytest.importorskip("torch")
+    _scan_training(70, backend)[1].sum().backward()  # compiled and loaded
+    x, y = _scan_training(32768, backend)
+    sent = _interrupt_after(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            y.sum().backward()
+        finally:
+            sent["timer"].join()
+            latency = time.perf_counter() - sent["at"] if "at" in sent else None
+    assert latency is not None and latency < 1.0, f"KeyboardInterrupt {latency:.2f} s after SIGINT"
+    assert x.grad is None and not _kernel_threads()
+    got, ref = _scan_training(37, backend), _scan_training(37, "torch")  # and the next backward is right
+    for x, y in (got, ref):
+        y.sum().backward()
+    np.testing.assert_allclose(got[0].grad.numpy(), ref[0].grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
 # --------------------------------------------------------- repeated and foreign signals
 
 class _Stop(Exception):

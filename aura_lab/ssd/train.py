@@ -129,7 +129,7 @@ def _mojo_backward(saved: _Saved, gy, gfin, wanted):
     block = GRAD_ABI.pack(fwd=fwd, gy=K._address(gy), gfin=K._address(gfin), gx=a("x"), gdt=a("dt"), gA=a("A"),
                           gB=a("B"), gC=a("C"), gD=a("D"), gz=a("z"), gbias=a("dt_bias"), ginit=a("initial_states"))
     kernel = K._kernel()
-    _control.run_op(lambda: _control.native(lambda: kernel.scan_grad(block.address)), long=train_op.is_long(prob.size))
+    _control.native(lambda: kernel.scan_grad(block.address))
     for name in ("B", "C", "initial_states"):
         if name in out and npad != prob.n:
             out[name] = np.ascontiguousarray(out[name][..., : prob.n])
@@ -159,7 +159,12 @@ def _scan_function():
             gy = _check_grad(gy, "y", (prob.b, prob.l, prob.h, prob.p), saved.dtype)
             gfin = _check_grad(gfin, "final_states", (prob.nseq, prob.h, prob.p, prob.n), saved.dtype)
             needs = ctx.needs_input_grad[2:]
-            grads = ctx.backward_kernel(saved, gy, gfin, {n for n, need in zip(_GRAD_NAMES, needs) if need})
+            wanted = {n for n, need in zip(_GRAD_NAMES, needs) if need}
+            # torch calls this after the forward's op call has ended: the backward is an op call
+            # of its own, entered before its kernel blocks are packed so that they carry its
+            # control (packed outside one, a block's control is 0 and Ctrl-C waits for the end)
+            grads = _control.run_op(lambda: ctx.backward_kernel(saved, gy, gfin, wanted),
+                                    long=train_op.is_long(prob.size))
             sources = (prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D, prob.z, prob.dt_bias, prob.initial_states)
             result = [None, None]
             for name, src, need in zip(_GRAD_NAMES, sources, needs):
@@ -225,8 +230,7 @@ def _max_backward(saved: _Saved, gy, gfin, wanted):
             gr.output(*outs)
         return gr
 
-    outs = _control.run_op(lambda: max_backend.run(("ssd_grad", dtype.name), build, *inputs),
-                           long=train_op.is_long(prob.size))
+    outs = max_backend.run(("ssd_grad", dtype.name), build, *inputs)
     res = {}
     for name, arr, src in zip(_GRAD_NAMES, outs, saved.operands + (saved.init,)):
         if name in ("x", "B", "C") or (src is not None and name in wanted):
