@@ -94,6 +94,12 @@ def _cmd_bench(args) -> int:
     kw = {"repeats": args.repeats}
     if args.backends:
         kw["backends"] = args.backends.split(",")
+    if args.sets:
+        import inspect
+
+        if "sets" not in inspect.signature(harness.family_module(args.family).bench).parameters:
+            raise SystemExit(f"aura-lab bench: --sets: the {args.family} bench has no data sets")
+        kw["sets"] = args.sets.split(",")
     res = harness.bench(args.family, **kw)
     print(f"# aura-lab bench {args.family}")
     ctx = res.context
@@ -216,6 +222,8 @@ def main(argv=None) -> int:
     be.add_argument("family", choices=sorted([*FAMILIES, *EXTRAS]), help="op family, or max (graph compile/overhead costs)")
     be.add_argument("--repeats", type=int, default=5, help="timed runs after warm-up (median reported)")
     be.add_argument("--backends", help="comma-separated subset of backends")
+    be.add_argument("--sets", help="comma-separated data sets (persistence: the standard and the research-scale "
+                                   "sets; default all)")
     be.add_argument("--json", help="where to write the JSON table (default bench-FAMILY.json)")
     be.set_defaults(fn=_cmd_bench)
     v = sub.add_parser("validate", help="check every backend against the reference")

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from aura_lab import cli, harness
 
@@ -80,3 +81,65 @@ def test_lab_starts_jupyterlab_headless(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# ---------------------------------------------------------------- isolated bench rows
+
+def _raise_memory_error():
+    raise MemoryError("the (200000, 200000) matrix needs 149 GiB")
+
+
+def _killed():
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's OOM killer does
+
+
+def _sleeps(seconds):
+    import time
+
+    time.sleep(seconds)
+
+
+def test_run_isolated_reports_what_ended_a_child():
+    from aura_lab.harness.core import run_isolated
+
+    assert run_isolated(divmod, (7, 2)) == (True, (3, 1))
+    assert run_isolated(_raise_memory_error) == (False, "MemoryError: the (200000, 200000) matrix needs 149 GiB")
+    assert run_isolated(_killed) == (False, "killed by SIGKILL (out of memory?)")
+    assert run_isolated(_sleeps, (60,), timeout_s=2) == (False, "stopped: still running after 2 s")
+
+
+def test_bench_persistence_sets_and_peers():
+    from aura_lab.harness import persistence as H
+
+    jobs = H._jobs(["random16", "clifford"], ["mojo", H.REPS], None)
+    peers = H._peers()
+    assert ("random16", H.REPS) in jobs and ("random16", "gudhi") in jobs and ("clifford", H.REPS) not in jobs
+    assert {i for s, i in jobs if s == "clifford"} == {"mojo", *(p for p in H.LARGE_PEERS if p in peers)}
+    X, kw, counts = H.load_set("r3_200k")
+    assert X.shape == (200_000, 3) and X.dtype == np.float32 and kw == {"maxdim": 1, "threshold": 0.05}
+    assert counts is None and 0 <= X.min() and X.max() < 1
+    with pytest.raises(ValueError, match="sets: unknown set"):
+        H.bench(sets=["nope"], show_progress=False)
+
+
+def test_bench_persistence_ratios_and_memory_against_the_smallest_peer():
+    from aura_lab.harness import persistence as H
+
+    rows = [{"case": "c", "impl": "mojo", "kind": "backend", "ms": 10.0, "peak_MiB": 50.0},
+            {"case": "c", "impl": "giotto-ph", "kind": "peer", "ms": 30.0, "peak_MiB": 100.0},
+            {"case": "c", "impl": "giotto-ph+collapse", "kind": "peer", "ms": 5.0, "peak_MiB": 200.0},
+            {"case": "c", "impl": "ripser.py", "kind": "peer", "note": "did not finish: killed by SIGKILL"}]
+    H._add_ratios(rows, ["c"])
+    mojo = rows[0]
+    assert mojo["vs_giotto-ph"] == 3.0 and mojo["vs_giotto-ph+collapse"] == 0.5 and "vs_ripser.py" not in mojo
+    assert mojo["peak_vs_min_peer"] == 0.5
+    assert rows[1]["vs_giotto-ph+collapse"] == 5.0 / 30.0
+
+
+def test_bench_sets_option_only_for_families_with_sets():
+    r = subprocess.run([sys.executable, "-m", "aura_lab.cli", "bench", "distance", "--sets", "x"], capture_output=True,
+                       text=True)
+    assert r.returncode == 1 and "--sets: the distance bench has no data sets" in r.stderr

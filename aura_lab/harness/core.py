@@ -85,6 +85,49 @@ def peak_rss(fn) -> tuple[object, float | None]:
     return out, max(0.0, (hwm - base) / 1024.0)
 
 
+def _isolated_child(conn, fn, args) -> None:
+    try:
+        conn.send(("ok", fn(*args)))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent as the row's note
+        conn.send(("error", f"{type(e).__name__}: {str(e)[:300]}"))
+    finally:
+        conn.close()
+
+
+def run_isolated(fn: Callable, args: tuple = (), timeout_s: float | None = None) -> tuple[bool, object]:
+    """``fn(*args)`` in a fresh spawned process (nothing of this process's memory counted, a
+    crash or an out-of-memory kill contained): ``(True, result)``, or ``(False, why)`` when it
+    raised, was killed (an out-of-memory kill is SIGKILL) or ran past ``timeout_s`` (then it is
+    killed). ``fn`` must be importable by name (a module-level function)."""
+    import multiprocessing as mp
+    import signal
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_isolated_child, args=(child, fn, args), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        ready = parent.poll(timeout_s)
+        msg = parent.recv() if ready else None
+    except EOFError:  # the child died before it could answer
+        msg = None
+    finally:
+        if proc.is_alive() and msg is None:
+            proc.kill()
+        proc.join()
+        parent.close()
+    if msg is not None:
+        return msg[0] == "ok", msg[1]
+    if not ready:
+        return False, f"stopped: still running after {timeout_s:g} s"
+    code = proc.exitcode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        return False, f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    return False, f"its process exited with status {code}"
+
+
 def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, slow_s: float = 20.0) -> dict:
     """Median wall time of ``fn()`` after warm-up: {"ms", "min_ms", "runs"}."""
     def once() -> float:

@@ -2,7 +2,10 @@
 
 Standard sets (the Ripser benchmark, copied into ``data/ph-benchmark/`` with attribution):
 sphere3 (dim 2), dragon (dim 1), o3_1024 (dim 3, threshold 1.8), fract-r (distance matrix,
-dim 2), random16 (dim 7). All are run in float32, as ripser and giotto-ph compute.
+dim 2), random16 (dim 7). Research-scale sets (``LARGE_SETS``, the sparse engine's; minutes
+per set with every peer): o3_4096 (dim 3, threshold 1.4), clifford (clifford_torus_50000,
+dim 2, threshold 0.15) and r3_200k (200 000 uniform points in the unit cube, seed 0, dim 1,
+threshold 0.05). All are run in float32, as ripser and giotto-ph compute.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 from ..diagrams import bottleneck_distance
 from ..persistence import last_stats, op, rips_persistence
 from ..registry import explain
-from .core import BenchResult, Check, PanelSpec, machine_info, peak_rss, progress, time_call
+from .core import BenchResult, Check, PanelSpec, machine_info, peak_rss, progress, run_isolated, time_call
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "ph-benchmark"
 
@@ -28,6 +31,18 @@ STANDARD_SETS = {
                 [512, 438, 659]),
     "random16": ("random_point_cloud_50_16_.txt", "points", {"maxdim": 7}, [50, 39, 16, 5, 3, 0, 0, 0]),
 }
+
+#: research-scale sets: name -> (file, or None for a generated cloud, rips_persistence arguments,
+#: bar counts per dimension: published (o3_4096), giotto-ph's (clifford), or None (r3_200k:
+#: the rows' ``bars`` column compares the tools)
+LARGE_SETS = {
+    "o3_4096": ("o3_4096.txt", {"maxdim": 3, "threshold": 1.4}, [4096, 2466, 811, 33]),
+    "clifford": ("clifford_torus_50000.points.txt", {"maxdim": 2, "threshold": 0.15}, [50000, 14006, 136]),
+    "r3_200k": (None, {"maxdim": 1, "threshold": 0.05}, None),
+}
+#: the peers of the research-scale sets (each in its own process; one that cannot hold a set is
+#: reported as such: killed, out of memory, or stopped at the bench's ``timeout_s``)
+LARGE_PEERS = ("ripser.py", "giotto-ph", "giotto-ph+collapse", "gudhi RipsPersistence")
 
 #: gudhi (edge collapse + expansion) on the standard sets: where it does not run, and why
 #: (measured on the 2-core development VM). It finishes on o3_1024 (0.1 s), random16 (0.2 s)
@@ -43,12 +58,28 @@ GUDHI_VALIDATE = ("o3_1024", "random16")
 TOL_RIPSER = 1e-5
 TOL_GUDHI = 1e-6
 
-COLUMNS = ["case", "impl", "ms", "runs", "peak_MiB", "bars", "vs_ripser.py", "vs_giotto-ph", "vs_diagrams",
-           "vs_ripser.py_cocycles", "note"]
+COLUMNS = ["case", "impl", "ms", "runs", "peak_MiB", "bars", "vs_ripser.py", "vs_giotto-ph", "vs_giotto-ph+collapse",
+           "vs_gudhi RipsPersistence", "peak_vs_min_peer", "vs_diagrams", "vs_ripser.py_cocycles", "note"]
 
 #: the representative rows: the mojo engine with cycles and cocycles, ripser.py with cocycles
 REPS = "mojo cycles+cocycles"
 RIPSER_COCYCLES = "ripser.py cocycles"
+
+
+def load_set(name: str, dtype=np.float32) -> tuple[np.ndarray, dict, list[int] | None]:
+    """(data, rips_persistence keyword arguments, expected bar counts or None) of a standard or
+    research-scale set."""
+    if name not in LARGE_SETS:
+        return load_standard_set(name, dtype)
+    fname, kw, counts = LARGE_SETS[name]
+    if fname is None:
+        X = np.random.default_rng(0).random((200_000, 3)).astype(dtype)
+    else:
+        path = DATA_DIR / fname
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing (the benchmark data ships in the repository's data/ folder)")
+        X = np.loadtxt(path, dtype=np.float64).astype(dtype)
+    return X, dict(kw), None if counts is None else list(counts)
 
 
 def load_standard_set(name: str, dtype=np.float32) -> tuple[np.ndarray, dict, list[int]]:
@@ -80,6 +111,23 @@ def _giotto(X, kw, n_threads=2):
                            metric="precomputed" if kw.get("distance_matrix") else "euclidean", n_threads=n_threads)["dgms"]
 
 
+def _giotto_collapse(X, kw):
+    from gph import ripser_parallel
+
+    return ripser_parallel(X, maxdim=kw["maxdim"], thresh=kw.get("threshold", np.inf), n_threads=2,
+                           collapse_edges=True)["dgms"]
+
+
+def _gudhi_rips_persistence(X, kw):
+    """gudhi's scikit-learn ``RipsPersistence`` as a user calls it (kd-tree radius graph for a
+    finite threshold, its Ripser fork, one edge-collapse pass from maxdim 2 on), over Z/2."""
+    from gudhi.sklearn.rips_persistence import RipsPersistence
+
+    rp = RipsPersistence(homology_dimensions=list(range(kw["maxdim"] + 1)), threshold=kw.get("threshold", np.inf),
+                         homology_coeff_field=2)
+    return rp.fit_transform([X])[0]
+
+
 def _peers() -> dict:
     out = {}
     try:
@@ -93,9 +141,23 @@ def _peers() -> dict:
         import gph  # noqa: F401
 
         out["giotto-ph"] = _giotto
+        out["giotto-ph+collapse"] = _giotto_collapse
+    except ImportError:
+        pass
+    try:
+        import gudhi.sklearn.rips_persistence  # noqa: F401
+
+        out["gudhi RipsPersistence"] = _gudhi_rips_persistence
     except ImportError:
         pass
     return out
+
+
+def _set_peers(name: str) -> list[str]:
+    """The peers benched on one set: ripser.py (with and without cocycles) and giotto-ph on
+    the standard sets (gudhi is a backend row there), ``LARGE_PEERS`` on the research-scale ones."""
+    wanted = LARGE_PEERS if name in LARGE_SETS else ("ripser.py", RIPSER_COCYCLES, "giotto-ph")
+    return [p for p in wanted if p in _peers()]
 
 
 def _counts(dgms) -> list[int]:
@@ -118,17 +180,18 @@ def _impl_fn(impl: str, X, kw):
     if impl in peers:
         return lambda: peers[impl](X, kw)
     if impl == REPS:
-        return lambda: rips_persistence(X, backend="mojo", return_cycles=True, return_cocycles=True, **kw).dgms
-    return lambda: rips_persistence(X, backend=impl, **kw)
+        return lambda: rips_persistence(X, backend="mojo", return_cycles=True, return_cocycles=True, progress=False,
+                                        **kw).dgms
+    return lambda: rips_persistence(X, backend=impl, progress=False, **kw)
 
 
 def measure(name: str, impl: str, repeats: int = 3, slow_s: float = 5.0) -> dict:
-    """Time and peak memory of one implementation on one standard set, in this process (bench
-    runs it in a fresh child process per pair so that no earlier run's memory is counted):
-    a warm-up on a small cloud loads libraries and kernels; the first real call gives the peak
-    memory it added; then the median of ``repeats`` calls (or that first call alone when it
-    took longer than ``slow_s``)."""
-    X, kw, counts = load_standard_set(name)
+    """Time and peak memory of one implementation on one set, in this process (bench runs it
+    in a fresh child process per pair so that no earlier run's memory is counted): a warm-up
+    on a small cloud loads libraries and kernels; the first real call gives the peak memory it
+    added; then the median of ``repeats`` calls (or that first call alone when it took longer
+    than ``slow_s``)."""
+    X, kw, counts = load_set(name)
     tiny = np.random.default_rng(0).standard_normal((80, 3)).astype(np.float32)
     _impl_fn(impl, tiny, {"maxdim": 1})()
     fn = _impl_fn(impl, X, kw)
@@ -140,34 +203,71 @@ def measure(name: str, impl: str, repeats: int = 3, slow_s: float = 5.0) -> dict
     else:
         t = time_call(fn, repeats=repeats, warmup=1, slow_s=slow_s)
     got = _counts(dgms)
-    row = dict(ms=t["ms"], min_ms=t["min_ms"], runs=t["runs"], peak_MiB=peak, bars=str(got), counts_ok=got == counts,
-               note="" if got == counts else f"bar counts differ from the published {counts}")
+    ok = None if counts is None else got == counts
+    row = dict(ms=t["ms"], min_ms=t["min_ms"], runs=t["runs"], peak_MiB=peak, bars=str(got), counts_ok=ok,
+               note="" if ok in (None, True) else f"bar counts differ from the expected {counts}")
     if impl in ("mojo", REPS) and last_stats():
         st = last_stats()
-        row.update(columns=sum(st["columns"]), apparent=sum(st["apparent"]), emergent=sum(st["emergent"]))
+        row.update(engine=st["engine"], columns=sum(st["columns"]), apparent=sum(st["apparent"]),
+                   emergent=sum(st["emergent"]))
     return row
 
 
-def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True, slow_s: float = 5.0,
-          isolate: bool = True) -> BenchResult:
-    """Wall time (median after a warm-up; a single run when the first call exceeds ``slow_s``)
-    and the peak memory the first call added, per standard set, for the mojo engine, ripser.py,
-    giotto-ph (``n_threads=2``) and gudhi where it finishes (see ``GUDHI_SKIP``); each pair runs
-    in a fresh process (``isolate``). Ratios are peer time / this row's time, same run. The
-    representative rows: mojo with cycles and cocycles (``vs_diagrams``: its time / mojo's
-    diagrams alone) and ripser.py with ``do_cocycles=True`` (``vs_ripser.py_cocycles`` on the
-    mojo row: ripser.py's time / ours)."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
+#: the peers every row is compared with (time: ``vs_<peer>``, peer time / this row's)
+RATIO_PEERS = ("ripser.py", "giotto-ph", "giotto-ph+collapse", "gudhi RipsPersistence")
 
-    sets = list(sets or STANDARD_SETS)
+
+def _jobs(sets: list[str], impls: list[str], backends) -> list[tuple[str, str]]:
+    jobs = []
+    for name in sets:
+        ours = [i for i in impls if i != REPS or name not in LARGE_SETS]  # representatives: standard sets
+        gudhi = [] if name in LARGE_SETS or (backends is not None and "gudhi" not in backends) else ["gudhi"]
+        jobs += [(name, i) for i in [*ours, *_set_peers(name), *gudhi]]
+    return jobs
+
+
+def _add_ratios(rows: list[dict], sets: list[str]) -> None:
+    """Per set: each row's ``vs_<peer>`` time ratios; the mojo row's ``peak_vs_min_peer`` (its
+    peak memory / the smallest finished peer's)."""
+    for name in sets:
+        rs = {r["impl"]: r for r in rows if r["case"] == name and r.get("ms")}
+        for r in rs.values():
+            for peer in RATIO_PEERS:
+                if peer in rs and r["impl"] not in (RIPSER_COCYCLES, peer):
+                    r[f"vs_{peer}"] = rs[peer]["ms"] / r["ms"]
+        peaks = [r["peak_MiB"] for r in rs.values() if r["kind"] == "peer" and r["impl"] != RIPSER_COCYCLES
+                 and r.get("peak_MiB")]
+        if "mojo" in rs and peaks and rs["mojo"].get("peak_MiB") is not None:
+            rs["mojo"]["peak_vs_min_peer"] = rs["mojo"]["peak_MiB"] / min(peaks)
+        if REPS in rs:
+            if "mojo" in rs:
+                rs[REPS]["vs_diagrams"] = rs[REPS]["ms"] / rs["mojo"]["ms"]
+            if RIPSER_COCYCLES in rs:
+                rs[REPS]["vs_ripser.py_cocycles"] = rs[RIPSER_COCYCLES]["ms"] / rs[REPS]["ms"]
+
+
+def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True, slow_s: float = 5.0,
+          isolate: bool = True, timeout_s: float = 600.0) -> BenchResult:
+    """Wall time (median after a warm-up; a single run when the first call exceeds ``slow_s``)
+    and the peak memory the first call added, per set (default: the standard sets, then the
+    research-scale ``LARGE_SETS``), for the mojo engine and the peers: on the standard sets
+    ripser.py, giotto-ph (``n_threads=2``) and gudhi where it finishes (see ``GUDHI_SKIP``);
+    on the research-scale ones ``LARGE_PEERS``. Each pair runs in a fresh process
+    (``isolate``); one that raises, is killed (out of memory) or runs past ``timeout_s`` is
+    reported as such in its row's note. Ratios are peer time / this row's time, same run. The
+    representative rows (standard sets): mojo with cycles and cocycles (``vs_diagrams``: its
+    time / mojo's diagrams alone) and ripser.py with ``do_cocycles=True``
+    (``vs_ripser.py_cocycles`` on the mojo row: ripser.py's time / ours)."""
+    known = [*STANDARD_SETS, *LARGE_SETS]
+    sets = list(sets or known)
+    if unknown := [s for s in sets if s not in known]:
+        raise ValueError(f"sets: unknown set(s) {', '.join(map(repr, unknown))}; valid: {', '.join(known)}")
     impls = [b for b in ("mojo",) if backends is None or b in backends]
     impls += [REPS] if "mojo" in impls else []
     avail = {b: op.status(b)[0] for b in op.backends}
     peers = _peers()
-    jobs = [(s, i) for s in sets for i in [*impls, *peers, "gudhi"] if i != "gudhi" or backends is None or "gudhi" in backends]
     rows = []
-    for name, impl in progress(jobs, desc="bench persistence", enabled=show_progress):
+    for name, impl in progress(_jobs(sets, impls, backends), desc="bench persistence", enabled=show_progress):
         row = {"case": name, "impl": impl, "kind": "peer" if impl in peers else "backend"}
         if impl == "gudhi" and name in GUDHI_SKIP:
             rows.append({**row, "note": GUDHI_SKIP[name]})
@@ -176,26 +276,19 @@ def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True
             rows.append({**row, "note": f"skipped: {impl} unavailable"})
             continue
         if isolate:
-            with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
-                row.update(ex.submit(measure, name, impl, repeats, slow_s).result())
+            ok, got = run_isolated(measure, (name, impl, repeats, slow_s), timeout_s)
+            row.update(got if ok else {"note": f"did not finish: {got}"})
         else:
             row.update(measure(name, impl, repeats, slow_s))
         rows.append(row)
-    for name in sets:
-        rs = {r["impl"]: r for r in rows if r["case"] == name and r.get("ms")}
-        for r in rs.values():
-            for peer in ("ripser.py", "giotto-ph"):
-                if peer in rs and r["impl"] != RIPSER_COCYCLES:
-                    r[f"vs_{peer}"] = rs[peer]["ms"] / r["ms"]
-        if REPS in rs:
-            if "mojo" in rs:
-                rs[REPS]["vs_diagrams"] = rs[REPS]["ms"] / rs["mojo"]["ms"]
-            if RIPSER_COCYCLES in rs:
-                rs[REPS]["vs_ripser.py_cocycles"] = rs[RIPSER_COCYCLES]["ms"] / rs[REPS]["ms"]
+    _add_ratios(rows, sets)
     ctx = {"machine": machine_info(), "repeats": repeats, "dtype": "float32", "command": "aura-lab bench persistence",
-           "threads": {"mojo": "AURA_NUM_THREADS or every core", "giotto-ph": 2, "ripser.py": 1},
+           "threads": {"mojo": "AURA_NUM_THREADS or every core", "giotto-ph": 2, "ripser.py": 1,
+                       "gudhi RipsPersistence": 1},
+           "timeout_s": timeout_s,
            "note": "vs_X = X's time / this row's time (> 1: this row is faster); peak_MiB = resident memory the "
-                   "first call added over the process after imports and a warm-up (fresh process per row)"}
+                   "first call added over the process after imports and a warm-up (fresh process per row); "
+                   "peak_vs_min_peer = the mojo row's peak_MiB / the smallest peer's"}
     return BenchResult("persistence", rows, ctx)
 
 
