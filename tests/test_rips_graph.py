@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aura_lab as al
-from aura_lab import rips_graph as G
+from aura_lab.persistence import inputs as G
 
 ripser = pytest.importorskip("ripser")
 

@@ -47,14 +47,14 @@ from functools import cached_property
 
 import numpy as np
 
-from . import _arrays as A
-from . import _control, _mojo
-from . import rips_graph as G
-from ._abi import ADDR, BOOL, FLOAT, INT, KernelABI
-from .distance import METRICS, pairwise_distances
-from .neighbors import csr_from_pairs, radius_graph
-from .errors import Cancelled, UnsupportedProblem
-from .registry import MAX_WORK, Op, last_dispatch
+from .. import _arrays as A
+from .. import _control, _mojo
+from .._abi import ADDR, BOOL, FLOAT, INT, KernelABI
+from ..distance import METRICS, pairwise_distances
+from ..neighbors import csr_from_pairs, radius_graph
+from ..errors import Cancelled, UnsupportedProblem
+from ..registry import MAX_WORK, Op, last_dispatch
+from . import inputs as G
 
 
 def _simplex_count(size: dict) -> float:
