@@ -159,7 +159,7 @@ def test_sparse_input_on_the_sparse_engine_matches_ripser(seed, fmt):
     ripser = pytest.importorskip("ripser")
     from scipy import sparse
 
-    from .test_rips_graph import assert_same_diagrams
+    from .test_persistence_inputs import assert_same_diagrams
 
     rng = np.random.default_rng(seed)
     n = 60
