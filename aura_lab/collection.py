@@ -43,7 +43,8 @@ import numpy as np
 from . import _arrays as A
 from . import _mojo
 from .errors import UnsupportedProblem
-from .persistence import _check_coeff, _check_threshold, op, rips_persistence
+from .persistence import op, rips_persistence
+from .persistence.problem import _check_coeff, _check_threshold
 from .registry import check_backend_name, num_threads, thread_budget, last_dispatch
 from .distance import METRICS
 

@@ -10,7 +10,7 @@ The radius graph of a point cloud: every ordered pair (i, j), i != j, with
   dense matrix ``pairwise_distances`` gives, which the persistence engine filters).
 
 Conventions shared with the persistence code, so that a filtration built from this graph is
-the one built from the dense matrix (``rips_persistence`` / ``rips_graph`` keep an edge iff
+the one built from the dense matrix (``rips_persistence`` / ``persistence.inputs`` keep an edge iff
 ``D[i, j] <= threshold``, threshold rounded down to the matrix dtype):
 
 * each stored distance is bit for bit ``pairwise_distances(X, metric, backend="mojo")[i, j]``

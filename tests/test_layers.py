@@ -14,7 +14,7 @@ LAYERS = [
     {"_arrays", "_abi", "_cache", "_control"},
     {"registry"},
     {"_mojo", "_max", "_auto"},
-    {"distance", "ssd", "routing", "rips_graph", "persistence", "diagrams", "neighbors"},
+    {"distance", "ssd", "routing", "persistence", "diagrams", "neighbors"},
     {"models", "collection"},
     {"estimators"},
     {"harness"},

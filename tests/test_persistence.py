@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aura_lab
+from aura_lab import _arrays
 from aura_lab import persistence as P
+from aura_lab.persistence import problem, reference
 from aura_lab.errors import BackendUnavailable, UnsupportedProblem
 from aura_lab.diagrams import betti_curves, bottleneck_distance, bottleneck_distances
 from aura_lab.harness.persistence import STANDARD_SETS, TOL_GUDHI, TOL_RIPSER, load_standard_set, ripser_dgms
@@ -132,7 +134,7 @@ def test_threshold(backend):
     big = aura_lab.rips_persistence(X, maxdim=1, threshold=1e9, backend=backend)  # capped at the enclosing radius
     np.testing.assert_array_equal(full[0], big[0])
     np.testing.assert_array_equal(full[0], [[0, 0.5], [0, 1.0], [0, 4.0], [0, np.inf]])
-    assert P.enclosing_radius(P._distance_matrix(X, "euclidean", False)) == 4.5
+    assert P.enclosing_radius(problem._distance_matrix(X, "euclidean", False)) == 4.5
 
 
 @pytest.mark.parametrize("backend", PH)
@@ -393,12 +395,12 @@ def test_simplex_count_is_exact_then_capped():
     at MAX_WORK past that (it used to raise OverflowError from float() of a ~1e330 int)."""
     for n, maxdim in [(0, 0), (1, 0), (2, 0), (7, 10), (50, 3), (1000, 1)]:
         want = sum(math.comb(n, k) for k in range(1, min(maxdim + 2, n) + 1))
-        assert P._simplex_count({"n": n, "maxdim": maxdim}) == float(want)
+        assert problem._simplex_count({"n": n, "maxdim": maxdim}) == float(want)
     from aura_lab.registry import MAX_WORK
 
     for n, maxdim in [(1100, 600), (1030, 1024), (10**6, 1024)]:
         size = {"n": n, "maxdim": maxdim}
-        assert P._simplex_count(size) == P.op.work(size) == MAX_WORK
+        assert problem._simplex_count(size) == P.op.work(size) == MAX_WORK
         assert P.op.is_long(size) and P.op.threads(size) == aura_lab.registry.num_threads()
     assert aura_lab.explain("persistence", n=1100, maxdim=600).startswith("persistence: auto picks ")
 
@@ -421,7 +423,7 @@ def test_huge_maxdim_runs_on_a_backend_that_can(progress):
 @needs_mojo
 def test_memory_budget_error(monkeypatch):
     """A complex beyond the budget raises MemoryError from inside the engine, not an OOM kill."""
-    monkeypatch.setattr(P.A, "available_memory", lambda: 8 << 20)  # budget floor: 64 MiB
+    monkeypatch.setattr(_arrays, "available_memory", lambda: 8 << 20)  # budget floor: 64 MiB
     X = np.random.default_rng(8).standard_normal((120, 12)).astype(np.float32)  # ~8e6 3-simplices to keep
     with pytest.raises(MemoryError, match="memory budget .* building dimension 3 asked for"):
         aura_lab.rips_persistence(X, maxdim=4, backend="mojo")
@@ -433,7 +435,7 @@ def test_memory_budget_error(monkeypatch):
 def test_gudhi_memory_guard(monkeypatch):
     _skip_unavailable("gudhi")
     D = aura_lab.pairwise_distances(np.random.default_rng(9).standard_normal((60, 8)))
-    monkeypatch.setattr(P, "GUDHI_BYTES_PER_SIMPLEX", 1 << 40)  # as if each simplex took a TiB
+    monkeypatch.setattr(reference, "GUDHI_BYTES_PER_SIMPLEX", 1 << 40)  # as if each simplex took a TiB
     with pytest.raises(MemoryError, match=r"rips_persistence \(gudhi\): expanding to dimension 2"):
         aura_lab.rips_persistence(D, distance_matrix=True, maxdim=3, backend="gudhi")
 

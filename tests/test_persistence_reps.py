@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aura_lab
+from aura_lab import _arrays
 from aura_lab import persistence as P
 from aura_lab.distance import pairwise_distances
 from aura_lab.errors import BackendUnavailable, Cancelled
@@ -348,7 +349,7 @@ def test_auto_never_falls_back_to_gudhi_for_representatives(monkeypatch):
 @needs_mojo
 def test_memory_budget_covers_representatives(monkeypatch):
     """Out of budget: MemoryError with the estimate, never a kill."""
-    monkeypatch.setattr(P.A, "available_memory", lambda: 8 << 20)  # budget floor: 64 MiB
+    monkeypatch.setattr(_arrays, "available_memory", lambda: 8 << 20)  # budget floor: 64 MiB
     X = np.random.default_rng(8).standard_normal((120, 12)).astype(np.float32)
     with pytest.raises(MemoryError, match="memory budget"):
         P.rips_persistence(X, maxdim=4, backend="mojo", return_cycles=True, return_cocycles=True)
@@ -363,7 +364,7 @@ def test_h0_cocycles_are_budgeted(monkeypatch):
     merge kills the growing component, n^2 / 2 entries in all, more than the float32 matrix."""
     n = 200
     X = np.cumsum(np.arange(n, 0, -1, dtype=np.float32))[:, None]  # gap i, i + 1: n - 1 - i
-    monkeypatch.setattr(P.A, "available_memory", lambda: 6 * n * n)  # 4 n^2 bytes of matrix fit, 8 n^2 do not
+    monkeypatch.setattr(_arrays, "available_memory", lambda: 6 * n * n)  # 4 n^2 bytes of matrix fit, 8 n^2 do not
     with pytest.raises(MemoryError, match="H0 cocycles"):
         P.rips_persistence(X, maxdim=1, backend="mojo", return_cocycles=True)
     res = P.rips_persistence(X, maxdim=1, backend="mojo", return_cycles=True)

@@ -3,7 +3,7 @@ of neighbour lists) against its dense mode (the full matrix, SIMD row scans), th
 representative oracle of test_persistence_reps and ripser.py; its CSR validation, and
 cancellation and the memory budget in sparse mode.
 
-The engine is chosen through the module switch ``persistence._ENGINE`` (internal)."""
+The engine is chosen through the module switch ``persistence.kernels._ENGINE`` (internal)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aura_lab
+from aura_lab import _arrays
 from aura_lab import persistence as P
+from aura_lab.persistence import estimate, graph, kernels, problem
 from aura_lab.distance import pairwise_distances
 from aura_lab.errors import Cancelled
 
@@ -28,12 +30,12 @@ pytestmark = needs_mojo
 
 def run(X, engine: str, **kw):
     """rips_persistence on the mojo backend with the engine forced to ``engine``."""
-    old = P._ENGINE
-    P._ENGINE = engine
+    old = kernels._ENGINE
+    kernels._ENGINE = engine
     try:
         out = P.rips_persistence(X, backend="mojo", progress=False, **kw)
     finally:
-        P._ENGINE = old
+        kernels._ENGINE = old
     assert P.last_stats()["engine"] == engine
     return out
 
@@ -104,11 +106,11 @@ def test_point_cloud_graph_matches_dense(dtype, threshold, maxdim, coeff, metric
 
 def test_sparse_graph_of_a_point_cloud_is_the_thresholded_matrix():
     X = np.random.default_rng(3).standard_normal((200, 4))
-    prob = P._validate(X, 2, 1.0, "euclidean", False, 2)
-    indptr, indices, dists, thr = P._sparse_graph(prob)
+    prob = problem._validate(X, 2, 1.0, "euclidean", False, 2)
+    indptr, indices, dists, thr = graph._sparse_graph(prob)
     assert thr == 1.0
     D = pairwise_distances(X)
-    ref = P._csr_from_dense(D, thr)
+    ref = graph._csr_from_dense(D, thr)
     assert np.array_equal(indptr, ref[0]) and np.array_equal(indices, ref[1])
     assert np.array_equal(dists, ref[2])
 
@@ -157,7 +159,7 @@ def test_sparse_input_on_the_sparse_engine_matches_ripser(seed, fmt):
     ripser = pytest.importorskip("ripser")
     from scipy import sparse
 
-    from .test_rips_graph import assert_same_diagrams
+    from .test_persistence_inputs import assert_same_diagrams
 
     rng = np.random.default_rng(seed)
     n = 60
@@ -183,7 +185,7 @@ def test_auto_keeps_near_complete_sparse_input_dense():
 # ------------------------------------------------------------------------------ validation, cancellation, memory
 
 def _prob(n=5):
-    return P._validate(np.random.default_rng(0).standard_normal((n, 2)), 1, 1.0, "euclidean", False, 2)
+    return problem._validate(np.random.default_rng(0).standard_normal((n, 2)), 1, 1.0, "euclidean", False, 2)
 
 
 def _good_csr():
@@ -207,30 +209,30 @@ def _good_csr():
 def test_csr_validation(bad, match):
     p, i, d = bad(*_good_csr())
     with pytest.raises((ValueError, TypeError), match=match):
-        P._mojo_sparse(_prob(), p, i, d, 1.0)
+        kernels._mojo_sparse(_prob(), p, i, d, 1.0)
 
 
 def test_csr_rows_must_ascend():
     p = np.array([0, 2, 3, 4], np.int64)
     i = np.array([2, 1, 0, 0], np.int32)
     with pytest.raises(ValueError, match="strictly ascending"):
-        P._mojo_sparse(_prob(3), p, i, np.ones(4), 1.0)
+        kernels._mojo_sparse(_prob(3), p, i, np.ones(4), 1.0)
 
 
 def test_mojo_sparse_on_a_given_graph():
-    dgms = P._mojo_sparse(_prob(), *_good_csr(), 1.0)
+    dgms = kernels._mojo_sparse(_prob(), *_good_csr(), 1.0)
     assert sorted(dgms[0][:, 1].tolist()) == [0.5, 0.7, np.inf, np.inf, np.inf]
     assert len(dgms[1]) == 0
 
 
 def test_unknown_engine():
     with pytest.raises(ValueError, match="engine: one of auto, dense, sparse"):
-        P._mojo_impl(_prob(), engine="fast")
+        kernels._mojo_impl(_prob(), engine="fast")
 
 
 def test_sparse_memory_budget_error(monkeypatch):
     """The budget holds in sparse mode: MemoryError from inside the engine, then a clean run."""
-    monkeypatch.setattr(P.A, "available_memory", lambda: 8 << 20)  # budget floor: 64 MiB
+    monkeypatch.setattr(_arrays, "available_memory", lambda: 8 << 20)  # budget floor: 64 MiB
     X = np.random.default_rng(8).standard_normal((120, 12)).astype(np.float32)
     with pytest.raises(MemoryError, match="memory budget .* building dimension 3 asked for"):
         run(X, "sparse", maxdim=4, threshold=100.0)
@@ -273,7 +275,7 @@ def test_estimate_counts_are_exact_on_small_graphs(seed):
     thr = 0.35 + 0.05 * seed
     Adj = (D <= thr) & ~np.eye(50, dtype=bool)
     want = _clique_counts_bruteforce(Adj, 5)
-    indptr, indices, _ = P._csr_from_dense(D, thr)
+    indptr, indices, _ = graph._csr_from_dense(D, thr)
     for est in (P.estimate_engine_bytes(50, 5, indptr, indices, 8), P.estimate_engine_bytes(50, 5, D=D, thr=thr)):
         c = est["simplices"]
         assert c["exact"] == [True] * 6
@@ -284,13 +286,13 @@ def test_estimate_counts_are_exact_on_small_graphs(seed):
 
 def test_estimate_bounds_when_sampled(monkeypatch):
     """Sampled vertices and subsampled neighbourhoods: lower <= exact <= upper, estimate within them."""
-    monkeypatch.setattr(P, "ESTIMATE_MAX_SAMPLE", 40)
-    monkeypatch.setattr(P, "ESTIMATE_MAX_LOCAL", 12)
+    monkeypatch.setattr(estimate, "ESTIMATE_MAX_SAMPLE", 40)
+    monkeypatch.setattr(estimate, "ESTIMATE_MAX_LOCAL", 12)
     X = np.random.default_rng(7).random((200, 3))
     D = pairwise_distances(X)
     thr = 0.3
     want = _clique_counts_bruteforce((D <= thr) & ~np.eye(200, dtype=bool), 3)
-    c = P.estimate_engine_bytes(200, 3, *P._csr_from_dense(D, thr)[:2], 8)["simplices"]
+    c = P.estimate_engine_bytes(200, 3, *graph._csr_from_dense(D, thr)[:2], 8)["simplices"]
     assert c["exact"][:2] == [True, True] and c["estimate"][:2] == want[:2]
     for k in range(2, 4):
         assert c["lower"][k] <= want[k] <= c["upper"][k]
@@ -309,9 +311,9 @@ def test_memory_refused_before_the_engine(engine, monkeypatch):
     lower = P.estimate_engine_bytes(80, 3, D=D, thr=0.6)["lower_bytes"]
     available = int(lower / P.BUDGET_FRACTION) - 1  # the budget just below the sure lower bound
     assert available > 4 * D.nbytes  # room for the input itself
-    monkeypatch.setattr(P, "_run_engine", no_engine)
-    monkeypatch.setattr(P, "ENGINE_MIN_BUDGET", 0)
-    monkeypatch.setattr(P.A, "available_memory", lambda: available)
+    monkeypatch.setattr(kernels, "_run_engine", no_engine)
+    monkeypatch.setattr(estimate, "ENGINE_MIN_BUDGET", 0)
+    monkeypatch.setattr(_arrays, "available_memory", lambda: available)
     with pytest.raises(MemoryError, match=r"needs at least .* \(estimate .*\).*refused before the engine ran; lower maxdim"):
         run(X, engine, maxdim=3, threshold=0.6)
 

@@ -6,7 +6,8 @@ SET: a standard set of ``aura_lab.harness.persistence`` (sphere3, dragon, o3_102
 random16), ``o3_4096`` (maxdim 3, threshold 1.4), ``clifford`` (data/ph-benchmark's
 clifford_torus_50000, maxdim 2, threshold 0.15) or ``clifford-synthetic`` (50 000 points,
 angles uniform, seed 0, (cos a, sin a, cos b, sin b) / sqrt 2; same arguments). ENGINE:
-dense, sparse or auto (``persistence._ENGINE``; ignored by a build without the switch).
+dense, sparse or auto (``persistence.kernels._ENGINE``, ``persistence._ENGINE`` in a build from
+before the package split; ignored by a build without the switch).
 Prints one JSON line: median and min wall seconds, median CPU seconds (process_time: steadier
 than wall time on a busy machine; set AURA_NUM_THREADS=1 to compare single-thread work), all
 wall seconds, bar counts, the engine's peak bytes, and
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+import aura_lab
 from aura_lab import persistence as P
 from aura_lab.harness.persistence import DATA_DIR, STANDARD_SETS, load_standard_set
 
@@ -44,8 +46,9 @@ def main(argv) -> int:
     name, engine = argv[0], argv[1]
     repeats = int(argv[2]) if len(argv) > 2 else 3
     X, kw = load(name)
-    if hasattr(P, "_ENGINE"):
-        P._ENGINE = engine
+    switch = getattr(P, "kernels", P)  # the module that reads _ENGINE (the package's kernels, or the old module)
+    if hasattr(switch, "_ENGINE"):
+        switch._ENGINE = engine
     seconds, cpu, counts = [], [], None
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -58,7 +61,7 @@ def main(argv) -> int:
                       "median_cpu_s": float(np.median(cpu)),
                       "seconds": [round(s, 3) for s in seconds], "bars": counts, "engine_peak_MiB": st["peak_bytes"] / 2**20,
                       "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "stage_s": [round(s, 3) for s in st["seconds"]], "build": str(Path(P.__file__).parents[1])}))
+                      "stage_s": [round(s, 3) for s in st["seconds"]], "build": str(Path(aura_lab.__file__).parents[1])}))
     return 0
 
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aura_lab as al
-from aura_lab import rips_graph as G
+from aura_lab.persistence import inputs as G
 
 ripser = pytest.importorskip("ripser")
 
@@ -214,10 +214,10 @@ def test_bad_sparse_input():
 
 
 def test_sparse_input_too_large_for_the_dense_engine_raises_memory_error_up_front(monkeypatch):
-    from aura_lab import persistence as P
+    from aura_lab.persistence import kernels
 
     M = sp.coo_matrix((np.array([1.0]), ([0], [1])), shape=(10**7, 10**7))
-    monkeypatch.setattr(P, "_ENGINE", "dense")
+    monkeypatch.setattr(kernels, "_ENGINE", "dense")
     _bad(M, maxdim=0, err=MemoryError, match=r"\(10000000, 10000000\) float64 distance matrix built from the 1 edges")
 
 

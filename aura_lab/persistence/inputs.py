@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _arrays as A
+from .. import _arrays as A
 
 #: relative disagreement tolerated between the two stored values of one edge
 SYM_RTOL = 1e-3
