@@ -378,16 +378,24 @@ def test_index_range_error():
 
 
 def test_auto_past_the_engine_limits_falls_back_to_gudhi():
-    """C(2000, 8) > 2^62: the mojo engine cannot index the 7-simplices, so auto runs gudhi
-    (with a threshold below every distance, which gudhi finishes at once)."""
+    """C(2000, 8) > 2^62: the dense engine cannot index the 7-simplices over 2000 vertices, so
+    auto runs gudhi (with a threshold below every distance, which gudhi finishes at once). The
+    point cloud itself runs on mojo: its radius graph has no edge, and the sparse engine
+    counts only the vertices that have one."""
     X = np.random.default_rng(9).uniform(0, 1000, (2000, 2))
+    from scipy.spatial.distance import cdist
+
+    D = cdist(X, X)
     with pytest.raises(UnsupportedProblem, match="maxdim: n=2000 points with maxdim=6 give simplex indices"):
-        aura_lab.rips_persistence(X, maxdim=6, threshold=1e-6, backend="mojo")
+        aura_lab.rips_persistence(D, maxdim=6, threshold=1e-6, distance_matrix=True, backend="mojo")
     with pytest.warns(aura_lab.AuraFallbackWarning, match="auto skipped mojo .*index range"):
-        d = aura_lab.rips_persistence(X, maxdim=6, threshold=1e-6)
+        d = aura_lab.rips_persistence(D, maxdim=6, threshold=1e-6, distance_matrix=True)
     rec = aura_lab.last_dispatch()
     assert (rec.backend, rec.requested) == ("gudhi", "auto") and "index range" in rec.fallbacks[0]
     assert len(d) == 7 and d[0].shape == (2000, 2) and all(len(x) == 0 for x in d[1:])
+    cloud = aura_lab.rips_persistence(X, maxdim=6, threshold=1e-6)
+    assert aura_lab.last_dispatch().backend == "mojo"
+    assert all(np.array_equal(a, b) for a, b in zip(cloud, d))
 
 
 def test_simplex_count_is_exact_then_capped():
@@ -407,17 +415,26 @@ def test_simplex_count_is_exact_then_capped():
 
 @pytest.mark.parametrize("progress", [False, True, "auto"])
 def test_huge_maxdim_runs_on_a_backend_that_can(progress):
-    """maxdim=600 on 1100 points (audit finding 7: OverflowError naming nothing): mojo refuses
-    it naming maxdim, auto falls back to gudhi (a threshold below every distance keeps it quick)."""
+    """maxdim=600 on 1100 points (audit finding 7: OverflowError naming nothing): the dense
+    engine refuses it naming maxdim, auto falls back to gudhi (a threshold below every
+    distance keeps it quick). The point cloud runs on mojo's sparse engine, which has no
+    vertex with an edge to index."""
+    from scipy.spatial.distance import cdist
+
     X = np.random.default_rng(12).uniform(0, 1000, (1100, 2))
+    D = cdist(X, X)
     if _avail["mojo"]:
         with pytest.raises(UnsupportedProblem, match="^maxdim: the mojo engine computes up to dimension 60, got maxdim=600"):
-            aura_lab.rips_persistence(X, maxdim=600, threshold=1e-6, backend="mojo", progress=progress)
+            aura_lab.rips_persistence(D, maxdim=600, threshold=1e-6, distance_matrix=True, backend="mojo",
+                                      progress=progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", aura_lab.AuraFallbackWarning)
-        d = aura_lab.rips_persistence(X, maxdim=600, threshold=1e-6, progress=progress)
+        d = aura_lab.rips_persistence(D, maxdim=600, threshold=1e-6, distance_matrix=True, progress=progress)
     assert aura_lab.last_dispatch().backend == "gudhi"
     assert len(d) == 601 and d[0].shape == (1100, 2) and all(len(x) == 0 for x in d[1:])
+    if _avail["mojo"]:
+        cloud = aura_lab.rips_persistence(X, maxdim=600, threshold=1e-6, progress=progress)
+        assert aura_lab.last_dispatch().backend == "mojo" and all(np.array_equal(a, b) for a, b in zip(cloud, d))
 
 
 @needs_mojo

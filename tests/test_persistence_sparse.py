@@ -326,3 +326,70 @@ def test_memory_estimate_recorded_when_it_fits():
         assert st["estimate_bytes"] > 0 and 0 < st["estimate_lower_bytes"] <= st["peak_bytes"]
         assert st["estimate_simplices"][:2] == [120, st["simplices"][0]]
         assert len(dgms) == 3
+
+
+# ------------------------------------------------------------ vertices without an edge
+
+def _engine_sizes(monkeypatch) -> list:
+    """Spy: the (engine, n) of every engine run."""
+    runs, run = [], kernels._run_engine
+
+    def spy(prob, dist, thr, indptr, indices, engine, estimate=None, n=None):
+        runs.append((engine[0], prob.n if n is None else n))
+        return run(prob, dist, thr, indptr, indices, engine, estimate=estimate, n=n)
+
+    monkeypatch.setattr(kernels, "_run_engine", spy)
+    return runs
+
+
+def test_isolated_vertices_stay_out_of_the_engine(monkeypatch):
+    """A cluster of 300 points among 2000 points without a neighbour: the engine runs on the
+    cluster's points that have a neighbour (renumbered), the others come back as infinite H0
+    bars; diagrams as ripser.py's on the whole cloud."""
+    import ripser
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(11)
+    X = np.concatenate([rng.standard_normal((300, 3)), np.c_[np.arange(2000) * 10.0 + 100, np.zeros((2000, 2))]])
+    X = X[rng.permutation(len(X))].astype(np.float32)  # isolated vertices everywhere in the numbering
+    runs = _engine_sizes(monkeypatch)
+    got = aura_lab.rips_persistence(X, maxdim=2, threshold=1.0, backend="mojo")
+    with_edge = np.unique(cKDTree(X.astype(np.float64)).query_pairs(1.0, output_type="ndarray")).size
+    assert 250 < with_edge < 300 and runs == [("sparse", with_edge)]
+    ref = ripser.ripser(X, maxdim=2, thresh=1.0)["dgms"]
+    assert [len(d) for d in got] == [len(d) for d in ref] and np.sum(np.isinf(got[0][:, 1])) >= 2000
+    for g, r in zip(got, ref):
+        assert aura_lab.bottleneck_distance(g, r) <= 1e-6
+
+
+def test_no_edge_at_all_gives_only_infinite_h0_bars(monkeypatch):
+    X = np.c_[np.arange(1500) * 2.0, np.zeros(1500)]
+    runs = _engine_sizes(monkeypatch)
+    got = aura_lab.rips_persistence(X, maxdim=2, threshold=1.0, backend="mojo")
+    assert runs == [] and got[0].shape == (1500, 2) and np.all(got[0][:, 0] == 0) and np.all(np.isinf(got[0][:, 1]))
+    assert [d.shape for d in got[1:]] == [(0, 2), (0, 2)]
+
+
+def test_big_a_circle_among_a_million_isolated_points(monkeypatch):
+    """gudhi's own test_big (test_sklearn_rips_persistence.py): 10^6 points 100 apart on a
+    line, the first 24 replaced by a circle, threshold 10, dimensions up to 24. Simplex
+    indices over 10^6 vertices overflow 64 bits (gudhi falls back to its SimplexTree); here
+    the engine runs on the 24 vertices with an edge: dense, since they form a complete graph."""
+    import ripser
+    from gudhi.datasets.generators import points
+
+    n = 1_000_000
+    X = np.zeros((n, 2))
+    X[:, 0] = np.arange(n) * 100
+    circle = points.torus(24, 1, "grid")
+    X[:24] = circle
+    runs = _engine_sizes(monkeypatch)
+    got = aura_lab.rips_persistence(X, maxdim=24, threshold=10, backend="mojo")
+    assert runs == [("dense", 24)] and len(got) == 25
+    assert got[0].shape == (n, 2) and np.sum(np.isinf(got[0][:, 1])) == n - 23
+    alone = aura_lab.rips_persistence(circle, maxdim=24, backend="mojo")  # the circle on its own
+    for g, a in zip(got[1:], alone[1:]):
+        assert aura_lab.bottleneck_distance(g, a) <= 1e-9
+    assert [len(d) for d in got[1:8]] == [1, 7, 1, 0, 1, 0, 0]
+    for g, r in zip(got[:6], ripser.ripser(circle, maxdim=5)["dgms"]):  # ripser.py: float32 distances
+        assert aura_lab.bottleneck_distance(g[np.isfinite(g[:, 1])], r[np.isfinite(r[:, 1])]) <= 1e-6

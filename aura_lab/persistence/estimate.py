@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from .. import _arrays as A
-from .problem import PersistenceProblem
+from .problem import PersistenceProblem, _engine_dims
 
 
 #: bytes of one engine ``Entry`` (containers.mojo: the diameter, Scalar[T], and the key, Int,
@@ -261,7 +261,7 @@ def estimate_engine_bytes(n: int, maxdim: int, indptr: np.ndarray | None = None,
             "lower_bytes": int(_engine_bytes(n, maxdim, low, None, 1.0))}
 
 
-def _check_engine_memory(prob: PersistenceProblem, engine: str, thr: float, **graph) -> dict:
+def _check_engine_memory(prob: PersistenceProblem, engine: str, thr: float, n: int | None = None, **graph) -> dict:
     """``estimate_engine_bytes`` of the run about to start; ``MemoryError`` (before the engine
     allocates anything) when its ``lower_bytes`` exceed the engine's budget.
 
@@ -272,19 +272,21 @@ def _check_engine_memory(prob: PersistenceProblem, engine: str, thr: float, **gr
     anyway, only later. The estimate (columns, extrapolated and sampled counts) may be above
     or below the peak, so it never refuses on its own; a problem between the lower bound and
     the budget runs, and the engine's own budget still stops it without an OOM kill."""
-    est = estimate_engine_bytes(prob.n, prob.maxdim, thr=thr, **graph)
+    n = prob.n if n is None else n  # the vertices the engine gets (sparse: those with an edge)
+    dims = _engine_dims(n, prob.maxdim)
+    est = estimate_engine_bytes(n, dims, thr=thr, **graph)
     budget = _engine_budget()
     est["budget_bytes"] = budget
     if est["lower_bytes"] > budget:
         low = est["simplices"]["lower"]
         # the first stage past the budget: building the simplex list of dimension m - 1 (0: the edges)
-        m = next(m for m in range(prob.maxdim + 1) if _engine_bytes(prob.n, m, low, None, 1.0) > budget)
-        shown = ", ".join(f"{c:.3g}" for c in low[:prob.maxdim + 1])
+        m = next(m for m in range(dims + 1) if _engine_bytes(n, m, low, None, 1.0) > budget)
+        shown = ", ".join(f"{c:.3g}" for c in low[:dims + 1])
         raise MemoryError(
-            f"rips_persistence: the Rips complex of n={prob.n} points up to dimension {prob.reported_maxdim} at threshold "
+            f"rips_persistence: the Rips complex of n={n} points up to dimension {prob.reported_maxdim} at threshold "
             f"{thr:g} needs at least {A.fmt_bytes(est['lower_bytes'])} in the {engine} engine (estimate "
             f"{A.fmt_bytes(est['estimate_bytes'])}; at least {shown} simplices per dimension), more than its "
             f"{A.fmt_bytes(budget)} memory budget ({BUDGET_FRACTION:.0%} of available memory): building dimension "
-            f"{max(0, m - 1)} asked for at least {A.fmt_bytes(_engine_bytes(prob.n, m, low, None, 1.0))}, refused before "
+            f"{max(0, m - 1)} asked for at least {A.fmt_bytes(_engine_bytes(n, m, low, None, 1.0))}, refused before "
             f"the engine ran; lower maxdim or the threshold")
     return est

@@ -14,9 +14,9 @@ from .. import _control, _mojo
 from .._abi import ADDR, BOOL, FLOAT, INT, KernelABI
 from ..errors import Cancelled, UnsupportedProblem
 from . import inputs as G
-from .estimate import _check_engine_memory, _engine_budget
-from .graph import _check_csr, _density, _sparse_graph
-from .problem import PersistenceProblem, op
+from .estimate import BUDGET_FRACTION, _check_engine_memory, _engine_budget
+from .graph import _check_csr, _dense_from_csr, _density, _sparse_graph, _without_isolated
+from .problem import PersistenceProblem, _engine_dims, op
 from .result import Bars, _parse_reps
 
 
@@ -54,8 +54,15 @@ MAX_ENGINE_DIM = 60
 
 def _engine_limits(prob: PersistenceProblem) -> None:
     """UnsupportedProblem when simplex indices (combinatorial number system, with the coefficient
-    packed below them for p > 2) would overflow the engine's 64-bit keys."""
-    n, dims, maxdim, coeff = prob.n, prob.maxdim, prob.reported_maxdim, prob.coeff  # dims: capped at n - 2
+    packed below them for p > 2) would overflow the engine's 64-bit keys. A problem bound for
+    the sparse engine is checked when it runs, over the vertices that have an edge
+    (``_run_sparse``), which may be far fewer than n."""
+    if _choose_engine(prob, _ENGINE)[0] != "sparse":
+        _check_index_range(prob.n, prob.maxdim, prob.reported_maxdim, prob.coeff)
+
+
+def _check_index_range(n: int, dims: int, maxdim: int, coeff: int) -> None:
+    """``_engine_limits`` for an engine run over n vertices up to dimension ``dims`` (<= n - 2)."""
     if dims > MAX_ENGINE_DIM:
         raise UnsupportedProblem(f"maxdim: the mojo engine computes up to dimension {MAX_ENGINE_DIM}, got maxdim={maxdim} with n={n}")
     cbits = 0 if coeff == 2 else coeff.bit_length()
@@ -91,11 +98,13 @@ def _mojo_impl(prob: PersistenceProblem, engine: str | None = None) -> list[np.n
     engine, why = _choose_engine(prob, requested)
     if engine == "sparse":
         indptr, indices, dists, thr = _sparse_graph(prob)
-        density = _density(prob.n, indptr)
-        if requested != "auto" or isinstance(prob.X, G.SparseEdges) or density <= SPARSE_MAX_DENSITY:
-            return _run_sparse(prob, indptr, indices, dists, thr, why)
-        del indptr, indices, dists
-        engine, why = "dense", f"the radius graph holds {density:.3g} of all pairs (> {SPARSE_MAX_DENSITY})"
+        densify = requested == "auto" and not isinstance(prob.X, G.SparseEdges)
+        return _run_sparse(prob, indptr, indices, dists, thr, why, densify=densify)
+    return _run_dense(prob, why)
+
+
+def _run_dense(prob: PersistenceProblem, why: str) -> list[np.ndarray]:
+    """The dense engine on the validated full matrix."""
     D, thr = prob.filtration
     D = np.ascontiguousarray(D)
     D = D if D.dtype == np.float32 else np.ascontiguousarray(D, np.float64)
@@ -133,27 +142,55 @@ def _mojo_sparse(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarr
 
 
 def _run_sparse(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarray, dists: np.ndarray,
-                threshold: float, why: str) -> list[np.ndarray]:
+                threshold: float, why: str, densify: bool = False) -> list[np.ndarray]:
     """The sparse engine on a CSR graph that is valid by construction (``_sparse_graph``'s:
     ``radius_graph``, ``csr_from_pairs`` or the validated dense matrix); a graph from anywhere
     else goes through ``_mojo_sparse``, whose full check (an argsort of every entry: 1 s on
-    clifford's 4.5 M entries, 7x the neighbour search) would only repeat what they guarantee."""
-    estimate = _check_engine_memory(prob, "sparse", float(threshold), indptr=indptr, indices=indices, itemsize=dists.itemsize)
-    return _run_engine(prob, dists, float(threshold), indptr, indices, ("sparse", why), estimate=estimate)
+    clifford's 4.5 M entries, 7x the neighbour search) would only repeat what they guarantee.
+
+    Vertices without an edge (each an infinite H0 bar) stay out of the engine, which runs on
+    the others renumbered (``_without_isolated``); with representatives asked for, every
+    vertex goes in. With ``densify`` (auto) a graph holding more than ``SPARSE_MAX_DENSITY``
+    of the pairs among those vertices runs on the dense engine instead: the full matrix, or
+    the (k, k) one of the k vertices with an edge."""
+    kept, indptr, indices = (None, indptr, indices) if prob.reps else _without_isolated(indptr, indices)
+    n, thr = prob.n if kept is None else kept.size, float(threshold)
+    isolated = np.tile([0.0, np.inf], (prob.n - n, 1))
+    if kept is not None and n == 0:  # no edge at all
+        return [isolated, *(np.empty((0, 2)) for _ in range(prob.maxdim))]
+    density = _density(n, indptr)
+    if densify and density > SPARSE_MAX_DENSITY:
+        among = "" if kept is None else f" among the {n} vertices with an edge"
+        why = f"the radius graph holds {density:.3g} of all pairs{among} (> {SPARSE_MAX_DENSITY})"
+        if kept is None:
+            del indptr, indices, dists
+            return _run_dense(prob, why)
+        D = _dense_from_csr(n, indptr, indices, dists)
+        estimate = _check_engine_memory(prob, "dense", thr, n=n, D=D)
+        dgms = _run_engine(prob, D, thr, None, None, ("dense", why), estimate=estimate, n=n)
+    else:
+        estimate = _check_engine_memory(prob, "sparse", thr, n=n, indptr=indptr, indices=indices, itemsize=dists.itemsize)
+        dgms = _run_engine(prob, dists, thr, indptr, indices, ("sparse", why), estimate=estimate, n=n)
+    if kept is not None:
+        dgms[0] = np.concatenate([dgms[0], isolated])
+    return dgms
 
 
 def _run_engine(prob: PersistenceProblem, dist: np.ndarray, thr: float, indptr, indices, engine: tuple[str, str],
-                estimate: dict | None = None):
-    """One engine run: ``dist`` the dense matrix (``indptr`` None) or the CSR distances;
-    ``estimate`` (``_check_engine_memory``) goes to ``last_stats()``."""
+                estimate: dict | None = None, n: int | None = None):
+    """One engine run over ``n`` vertices (default ``prob.n``): ``dist`` the dense matrix
+    (``indptr`` None) or the CSR distances; ``estimate`` (``_check_engine_memory``) goes to
+    ``last_stats()``."""
     global _last_stats
-    n, dims, maxdim, coeff = prob.n, prob.maxdim, prob.reported_maxdim, prob.coeff  # dims: capped at n - 2
+    n = prob.n if n is None else n
+    dims, maxdim, coeff = _engine_dims(n, prob.maxdim), prob.reported_maxdim, prob.coeff  # dims: capped at n - 2
+    _check_index_range(n, dims, maxdim, coeff)
     kernel = _mojo.load("persistence")
     bits = 32 if dist.dtype == np.float32 else 64
     info = np.zeros(8, np.int64)
     stats = np.zeros((dims + 1) * _NSTATS, np.int64)
     budget = _engine_budget()
-    threads = op.threads(prob.size)
+    threads = op.threads({"n": n, "maxdim": dims})
     block = ABI.pack(dtype_bits=bits, dist=dist, n=n, maxdim=dims, threshold=float(thr), modulus=coeff,
                      reps=prob.reps, threads=threads, budget=budget, info=info, stats=stats,
                      sparse=indptr is not None, indptr=indptr, indices=indices)
@@ -165,7 +202,8 @@ def _run_engine(prob: PersistenceProblem, dist: np.ndarray, thr: float, indptr, 
         if status == 1:
             raise MemoryError(
                 f"rips_persistence: the Rips complex of n={n} points up to dimension {maxdim} at threshold {thr:g} "
-                f"needs more than the {A.fmt_bytes(budget)} memory budget (80% of available memory): building "
+                f"needs more than the {A.fmt_bytes(budget)} memory budget ({BUDGET_FRACTION:.0%} of available memory): "
+                f"building "
                 f"dimension {int(info[3])} asked for {A.fmt_bytes(int(info[4]))}; lower maxdim or the threshold")
         if status == 2:
             raise Cancelled("rips_persistence: cancelled")
