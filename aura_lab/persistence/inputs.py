@@ -15,8 +15,9 @@
 * ``greedy_permutation``: furthest-point sampling as ripser.py's ``get_greedy_perm`` (first
   point 0, ties to the smallest index), with the covering radius.
 
-The engines read a dense matrix: ``SparseEdges.dense()`` builds it (``inf`` where there is no
-edge) after checking that it fits in memory.
+The sparse engine reads the edges in CSR form (``neighbors.csr_from_pairs``); the dense engine
+reads ``SparseEdges.dense()`` (``inf`` where there is no edge), built after checking that it
+fits in memory.
 """
 
 from __future__ import annotations
