@@ -94,12 +94,15 @@ def _cmd_bench(args) -> int:
     kw = {"repeats": args.repeats}
     if args.backends:
         kw["backends"] = args.backends.split(",")
-    if args.sets:
-        import inspect
+    import inspect
 
-        if "sets" not in inspect.signature(harness.family_module(args.family).bench).parameters:
-            raise SystemExit(f"aura-lab bench: --sets: the {args.family} bench has no data sets")
-        kw["sets"] = args.sets.split(",")
+    accepts = inspect.signature(harness.family_module(args.family).bench).parameters
+    for option, name, value in (("--sets", "sets", args.sets and args.sets.split(",")),
+                                ("--timeout", "timeout_s", args.timeout)):
+        if value:
+            if name not in accepts:
+                raise SystemExit(f"aura-lab bench: {option}: the {args.family} bench does not take it")
+            kw[name] = value
     res = harness.bench(args.family, **kw)
     print(f"# aura-lab bench {args.family}")
     ctx = res.context
@@ -224,6 +227,8 @@ def main(argv=None) -> int:
     be.add_argument("--backends", help="comma-separated subset of backends")
     be.add_argument("--sets", help="comma-separated data sets (persistence: the standard and the research-scale "
                                    "sets; default all)")
+    be.add_argument("--timeout", type=float, help="seconds before a row's process is stopped and reported as such "
+                                                   "(persistence; default 600)")
     be.add_argument("--json", help="where to write the JSON table (default bench-FAMILY.json)")
     be.set_defaults(fn=_cmd_bench)
     v = sub.add_parser("validate", help="check every backend against the reference")

@@ -142,4 +142,4 @@ def test_bench_persistence_ratios_and_memory_against_the_smallest_peer():
 def test_bench_sets_option_only_for_families_with_sets():
     r = subprocess.run([sys.executable, "-m", "aura_lab.cli", "bench", "distance", "--sets", "x"], capture_output=True,
                        text=True)
-    assert r.returncode == 1 and "--sets: the distance bench has no data sets" in r.stderr
+    assert r.returncode == 1 and "--sets: the distance bench does not take it" in r.stderr
