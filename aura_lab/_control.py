@@ -214,50 +214,79 @@ class _Finished:
         return self.done or self.lock.acquire(timeout=timeout) or self.done
 
 
-def _on_worker(fn, ctl: Control):
-    box: dict = {}
-    finished = _Finished()
+class _Job:
+    """One native call handed to a worker thread, which must *claim* it before running it;
+    the waiting thread may *withdraw* it first. Between them exactly one wins (under a lock
+    in which the main thread runs no signal handler): a job withdrawn is never run, a job
+    claimed is waited for. So a signal landing anywhere in the hand-off, even inside
+    ``Thread.start`` (whose wait for the new thread is interruptible: the thread then runs
+    although ``start`` raised), cannot leave a kernel running after the call has raised."""
 
-    def work():
+    PENDING, RUNNING, WITHDRAWN = 0, 1, 2
+
+    def __init__(self, fn, ctl: Control):
+        self.fn, self.ctl = fn, ctl
+        self.state = self.PENDING
+        self.state_lock = threading.Lock()
+        self.finished = _Finished()
+        self.out = self.err = None
+
+    def run(self) -> None:
+        """The worker thread's body (a second thread started for the same job returns)."""
+        with self.state_lock:
+            if self.state != self.PENDING:
+                return
+            self.state = self.RUNNING
         try:
-            with cancellable(ctl):
-                box["out"] = fn()
+            with cancellable(self.ctl):
+                self.out = self.fn()
         except BaseException as e:  # handed to the waiting thread
-            box["err"] = e
+            self.err = e
         finally:
-            finished.set()
+            self.finished.set()
 
-    t = threading.Thread(target=work, name="aura-kernel", daemon=True)
-    t.start()
-    pending = _wait(finished, ctl)
-    if pending is not None:  # interrupted: the kernel has returned (cancelled) by now
-        raise pending
-    _poll(ctl)
-    if "err" in box:
-        raise box["err"]
-    return box["out"]
+    def withdraw(self) -> bool:
+        """True if the job never ran and now never will (idempotent); False once claimed."""
+        with self.state_lock:
+            if self.state == self.PENDING:
+                self.state = self.WITHDRAWN
+            return self.state == self.WITHDRAWN
 
 
-def _wait(finished: _Finished, ctl: Control) -> BaseException | None:
-    """Wait until the worker has finished (after the kernel has returned), feeding the
-    watchers meanwhile. The first exception raised here (Ctrl-C, any signal handler's
-    exception, an error from a watcher) cancels the kernel; the wait goes on through every
-    later one (a second Ctrl-C included) and the first is returned, to be raised once nothing
-    runs on the caller's buffers. ``Thread.join``/``is_alive`` are not used: on Python 3.11 an
-    interrupted ``join`` marks a still running thread as stopped."""
+def _on_worker(fn, ctl: Control):
+    """``fn()`` on a worker thread while this thread waits, feeding the watchers. The first
+    exception raised here (Ctrl-C, any signal handler's exception, an error from a watcher)
+    cancels the kernel; the wait goes on through every later one (a second Ctrl-C included)
+    and the first is raised once nothing runs on the caller's buffers: the job withdrawn
+    before it started, or the kernel returned. Every step is repeated until it completes
+    without an exception, so an exception at any point only records itself.
+    ``Thread.join``/``is_alive`` are not used: on Python 3.11 an interrupted ``join`` marks a
+    still running thread as stopped."""
+    job = _Job(fn, ctl)
     pending: BaseException | None = None
+    launched = False
     while True:
         try:
             try:
-                while not finished.wait(POLL_S):
-                    if pending is None:
+                if pending is None:
+                    if not launched:
+                        threading.Thread(target=job.run, name="aura-kernel", daemon=True).start()
+                        launched = True
+                    while not job.finished.wait(POLL_S):
                         _poll(ctl)
-                    else:
+                elif not job.withdraw():  # claimed: it runs, cancelled, until it returns
+                    while not job.finished.wait(POLL_S):
                         ctl.cancel()
-                return pending
+                break
             except BaseException as e:
                 if pending is None:
                     pending = e
                     ctl.cancel()
         except BaseException:  # a further signal while the first one was being recorded
             continue
+    if pending is not None:
+        raise pending
+    _poll(ctl)
+    if job.err is not None:
+        raise job.err
+    return job.out

@@ -26,8 +26,19 @@ class Stop(Exception):
     """What the SIGUSR1 handler raises."""
 
 
+#: the handlers raise only while a call runs: a signal handled after it (the sender may fire
+#: just as the call returns) must not hit the script itself
+_ARMED = {"on": False}
+
+
 def _raise_stop(signum, frame):
-    raise Stop("SIGUSR1")
+    if _ARMED["on"]:
+        raise Stop("SIGUSR1")
+
+
+def _raise_interrupt(signum, frame):
+    if _ARMED["on"]:
+        raise KeyboardInterrupt
 
 
 EXPECTED = {signal.SIGINT: KeyboardInterrupt, signal.SIGUSR1: Stop}
@@ -124,19 +135,18 @@ def _one_round(call, backend: str, kinds, sender, running: dict):
     """The call, hit by the sender's signals: (the exception it raised or None, seconds)."""
     raised = None
     t0 = time.perf_counter()
-    sender.start()
     try:
-        call(backend)
+        try:
+            _ARMED["on"] = True
+            sender.start()  # inside: on a loaded machine the first signal may land in start itself
+            call(backend)
+        finally:
+            _ARMED["on"] = False  # first: from here on no handler raises
+            running["call"] = False
     except (KeyboardInterrupt, Stop) as e:
         raised = e
-    finally:
-        running["call"] = False
     elapsed = time.perf_counter() - t0
-    while sender.is_alive():  # a signal already on its way lands here, not in the next round
-        try:
-            sender.join()
-        except (KeyboardInterrupt, Stop):
-            pass
+    sender.join()
     return raised, elapsed
 
 
@@ -145,8 +155,30 @@ def _cpu_seconds() -> float:
     return t.user + t.system
 
 
+def _thread_ticks() -> dict:
+    """{(thread id, name): CPU clock ticks} of this process's OS threads (Linux), to name the
+    thread that burnt CPU after a call returned."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1: stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        out[(tid, name)] = int(rest[11]) + int(rest[12])  # utime + stime
+    return out
+
+
+def _busiest(before: dict, after: dict) -> str:
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = sorted(((after[k] - before.get(k, 0)) / hz, k) for k in after)
+    return ", ".join(f"{name} ({tid}) {s:.2f} s" for s, (tid, name) in reversed(busy[-4:]) if s > 0) or "none"
+
+
 def main(op: str, backend: str, rounds: int, seed: int) -> None:
     signal.signal(signal.SIGUSR1, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     _warm(op, backend)
     call, out = CASES[op]()
     rng = np.random.default_rng(seed)
@@ -165,15 +197,16 @@ def main(op: str, backend: str, rounds: int, seed: int) -> None:
             raise SystemExit(f"round {r}: raised {type(raised).__name__} for signals {[s.name for s in kinds]}")
         if out is not None:
             out[...] = 0
-        cpu0 = _cpu_seconds()
+        cpu0, ticks0 = _cpu_seconds(), _thread_ticks()
         time.sleep(0.25)
-        burnt = _cpu_seconds() - cpu0
+        burnt, ticks1 = _cpu_seconds() - cpu0, _thread_ticks()
         written = 0 if out is None else int(np.count_nonzero(out))
         print(f"round {r}: {[s.name for s in kinds]} -> {type(raised).__name__} after {elapsed:.2f} s; "
               f"afterwards {written} entries written, {burnt:.2f} CPU s", flush=True)
         if written or burnt > 0.15:
             raise SystemExit(f"round {r}: the kernel ran on after the call returned "
-                             f"({written} entries of out= written, {burnt:.2f} CPU s in 0.25 s)")
+                             f"({written} entries of out= written, {burnt:.2f} CPU s in 0.25 s; busiest threads: "
+                             f"{_busiest(ticks0, ticks1)})")
     print("ok", flush=True)
 
 
