@@ -13,7 +13,7 @@
 # Everything above this file (assemble, reduce, reps) goes through the same predicates.
 
 from std.sys import simd_width_of
-from std.math import iota
+from std.math import iota, sqrt
 from std.memory import stack_allocation
 from aura_kernels.persistence.containers import (
     IntPtr, Entry, Buffer, MemoryBudget, OwnedArray, heap_push, heap_pop, SCRATCH,
@@ -184,6 +184,16 @@ struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
 
     @always_inline
     def binom(self, v: Int, k: Int) -> Int:
+        """C(v, k): closed forms for k <= 3 (the sparse engine's sweeps look up C(w, k) for
+        scattered vertices w, and a table row of a large n misses the cache), else the table.
+        Exact: Python checks that C(n, k) fits in 62 bits for every k <= maxdim + 2, so
+        3 C(v, 3) < 2^64."""
+        if k == 2:
+            return (v * (v - 1)) >> 1
+        if k == 1:
+            return v
+        if k == 3:
+            return Int(UInt64((v * (v - 1)) >> 1) * UInt64(v - 2) // 3) if v >= 2 else 0
         return self.binom_table[unsafe_offset=k * self.binom_stride + v]
 
     @always_inline
@@ -243,7 +253,17 @@ struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
 
     @always_inline
     def max_vertex(self, idx: Int, k: Int, hi: Int) -> Int:
-        """The largest v < hi with C(v, k) <= idx."""
+        """The largest v < hi with C(v, k) <= idx (k = 1, 2: closed forms; else a binary
+        search in the table)."""
+        if k == 1:
+            return min(idx, hi - 1)
+        if k == 2:  # v = floor((1 + sqrt(1 + 8 idx)) / 2), corrected for rounding
+            var v = Int((1.0 + sqrt(1.0 + 8.0 * Float64(idx))) * 0.5)
+            while v > 1 and ((v * (v - 1)) >> 1) > idx:
+                v -= 1
+            while ((v * (v + 1)) >> 1) <= idx:
+                v += 1
+            return min(v, hi - 1)
         var row = self.binom_table.unsafe_offset(k * self.binom_stride)
         var lo = k - 1
         var count = hi - lo
