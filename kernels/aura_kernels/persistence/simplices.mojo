@@ -502,12 +502,15 @@ struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
 
     # ---------------------------------------------------------------- coboundaries
 
-    def push_coboundary(self, mut h: Buffer[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int) -> Int:
+    def push_coboundary(self, mut h: Buffer[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int, floor_diam: Scalar[Self.T] = -1, floor_idx: Int = -1) -> Int:
         """Push coef * (coboundary of s) restricted to the threshold into the heap h; returns
         the number of cofacets pushed, -1 when the memory budget ran out. As the new vertex v
-        sweeps down, cofacet index = above + C(v, nv + 1 - j) + below (j: vertices above v)."""
+        sweeps down, cofacet index = above + C(v, nv + 1 - j) + below (j: vertices above v).
+        Cofacets at or before (floor_diam, floor_idx) in pivot order are not pushed (the
+        reduction adds whole reduced columns, whose entries there cancel: see _eliminate;
+        the default floor is below every diameter)."""
         comptime if Self.SPARSE:
-            return self.push_coboundary_sparse(h, vs, nv, ds, idx, coef)
+            return self.push_coboundary_sparse(h, vs, nv, ds, idx, coef, floor_diam, floor_idx)
         var pushed = h.size
         comptime W = simd_width_of[Self.T]()
         var thr = self.threshold
@@ -528,15 +531,21 @@ struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
                 if m.reduce_or():
                     for l in range(W):
                         if m[l]:
-                            var e = Entry[Self.T](max(ds, mx[l]), self.pack(base_key + brow[unsafe_offset=base + l], c))
+                            var ci = base_key + brow[unsafe_offset=base + l]
+                            var cd = max(ds, mx[l])
+                            if cd < floor_diam or (cd == floor_diam and ci >= floor_idx):
+                                continue
+                            var e = Entry[Self.T](cd, self.pack(ci, c))
                             if not heap_push(h, e, self.mem):
                                 return -1
                 top = base
             var v = top - 1
             while v > lo:
                 var mx = rows.max_at[1](v)[0]
-                if mx <= thr:
-                    if not heap_push(h, Entry[Self.T](max(ds, mx), self.pack(base_key + brow[unsafe_offset=v], c)), self.mem):
+                var ci = base_key + brow[unsafe_offset=v]
+                var cd = max(ds, mx)
+                if mx <= thr and not (cd < floor_diam or (cd == floor_diam and ci >= floor_idx)):
+                    if not heap_push(h, Entry[Self.T](cd, self.pack(ci, c)), self.mem):
                         return -1
                 v -= 1
             if j < nv:
@@ -546,7 +555,7 @@ struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
                 hi = w
         return h.size - pushed
 
-    def push_coboundary_sparse(self, mut h: Buffer[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int) -> Int:
+    def push_coboundary_sparse(self, mut h: Buffer[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int, floor_diam: Scalar[Self.T], floor_idx: Int) -> Int:
         """push_coboundary over the common neighbours of s's vertices (SPARSE)."""
         var pushed = h.size
         var thr = self.threshold
@@ -564,8 +573,14 @@ struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
                 below -= self.binom(u, nv - j)
                 j += 1
             if dw <= thr:
+                var cd = max(ds, dw)
+                if cd < floor_diam:
+                    continue
+                var ci = above + self.binom(w, nv + 1 - j) + below
+                if cd == floor_diam and ci >= floor_idx:
+                    continue
                 var c = coef if ((nv - j) & 1) == 0 else self.neg(coef)
-                var e = Entry[Self.T](max(ds, dw), self.pack(above + self.binom(w, nv + 1 - j) + below, c))
+                var e = Entry[Self.T](cd, self.pack(ci, c))
                 if not heap_push(h, e, self.mem):
                     return -1
         return h.size - pushed
