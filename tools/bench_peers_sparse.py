@@ -3,11 +3,13 @@ comparison behind issue 24's targets.
 
     python tools/bench_peers_sparse.py [SET ...] [--tools ours,gph,gph_collapse,ripser] [--timeout S]
 
-SET: o3_4096 (maxdim 3, threshold 1.4) and/or clifford (clifford_torus_50000, maxdim 2,
-threshold 0.15); default both. Tools: ours (``aura_lab.rips_persistence``, auto: the sparse
-engine over the radius graph), gph (giotto-ph ``ripser_parallel``, 2 threads, no collapse),
-gph_collapse (the same with ``collapse_edges=True``), ripser (ripser.py). Input float32, as the
-peers read it. Each tool runs in its own child process (``--child TOOL SET``), which reports the
+SET: o3_4096 (maxdim 3, threshold 1.4), clifford (clifford_torus_50000, maxdim 2,
+threshold 0.15), r3_200k (200 000 uniform points in [0, 1]^3, ``np.random.default_rng(0)``,
+maxdim 1, threshold 0.05); default all three. Tools: ours (``aura_lab.rips_persistence``,
+auto: the sparse engine over the radius graph), gph (giotto-ph ``ripser_parallel``, 2
+threads, no collapse), gph_collapse (the same with ``collapse_edges=True``), ripser
+(ripser.py), gudhi (``gudhi.sklearn.rips_persistence.RipsPersistence``: cKDTree, no collapse,
+its Ripser fork, Z/2). Input float32, as the peers read it. Each tool runs in its own child process (``--child TOOL SET``), which reports the
 wall time of the call, the bar count per dimension and its peak RSS; the parent prints one row
 per tool with ours / tool ratios of time and peak memory (a tool past ``--timeout`` is reported
 as such).
@@ -23,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ph-benchmark"
-SETS = {"o3_4096": ("o3_4096.txt", 3, 1.4), "clifford": ("clifford_torus_50000.points.txt", 2, 0.15)}
-TOOLS = ("ours", "gph", "gph_collapse", "ripser")
+SETS = {"o3_4096": ("o3_4096.txt", 3, 1.4), "clifford": ("clifford_torus_50000.points.txt", 2, 0.15),
+        "r3_200k": (None, 1, 0.05)}
+TOOLS = ("ours", "gph", "gph_collapse", "ripser", "gudhi")
 
 
 def run(tool: str, X: np.ndarray, maxdim: int, thr: float) -> list:
@@ -40,12 +43,25 @@ def run(tool: str, X: np.ndarray, maxdim: int, thr: float) -> list:
         import ripser
 
         return ripser.ripser(X, maxdim=maxdim, thresh=thr)["dgms"]
+    if tool == "gudhi":
+        from gudhi.sklearn.rips_persistence import RipsPersistence
+
+        rp = RipsPersistence(homology_dimensions=list(range(maxdim + 1)), threshold=thr, num_collapses=0,
+                             homology_coeff_field=2)
+        return rp.fit_transform([X])[0]
     raise SystemExit(f"unknown tool {tool!r}: one of {', '.join(TOOLS)}")
 
 
+def load(name: str) -> np.ndarray:
+    path = SETS[name][0]
+    if path is None:  # r3_200k
+        return np.random.default_rng(0).random((200000, 3)).astype(np.float32)
+    return np.loadtxt(DATA / path).astype(np.float32)
+
+
 def child(tool: str, name: str) -> None:
-    path, maxdim, thr = SETS[name]
-    X = np.loadtxt(DATA / path).astype(np.float32)
+    _, maxdim, thr = SETS[name]
+    X = load(name)
     t0 = time.perf_counter()
     dgms = run(tool, X, maxdim, thr)
     seconds = time.perf_counter() - t0

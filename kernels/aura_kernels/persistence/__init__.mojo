@@ -23,7 +23,11 @@
 # coboundary column is its (k+1)-cofacet with the smallest (diameter, -index).
 #
 # * H0: edges <= threshold (generated in index order, radix-sorted by diameter, stable), then
-#   union-find from the shortest; merging edges give [0, d).
+#   union-find from the shortest; merging edges give [0, d). Sparse with maxdim 1: the edges
+#   in a zero-persistence apparent pair (which never merge) are dropped during the edge scan,
+#   and only the rest is sorted and goes through union-find (h0._dim0_sparse_h1).
+# * Reduction: adding a reduced column pushes only its cofacets after the pivot it cancels
+#   (the entries before it cancel within the column: reduce._eliminate).
 # * Hk, k >= 1: columns are the k-simplices that are not pivots of dimension k-1 (clearing) and
 #   not in a zero-persistence apparent pair. Each column's coboundary is enumerated on the fly
 #   (cofacet index = above + C(v, j) + below as the new vertex v sweeps downwards) into a 4-ary

@@ -141,7 +141,6 @@ def _assemble_chunk_sparse[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtrat
     var common = OwnedArray[Int](cap)  # s's common neighbours, descending
     var common_d = OwnedArray[Scalar[T]](cap)  # and the diameters of s + w (up to ds)
     var thr = filt.threshold
-    var brow = filt.binom_table.unsafe_offset((nv + 1) * filt.binom_stride)
     var columns_out = chunk_columns[c]
     var next_out = chunk_next[c]
     var total = 0
@@ -171,7 +170,7 @@ def _assemble_chunk_sparse[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtrat
             if mv > thr:
                 continue
             var dt = max(ds, mv)
-            var tidx = brow[unsafe_offset=v] + s.key
+            var tidx = filt.binom(v, nv + 1) + s.key
             total += 1
             if need_next and not next_out.push(Entry[T](dt, tidx), mem):
                 break

@@ -24,6 +24,9 @@ def dim0[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut 
     """H0 bars by union-find; all edges <= threshold (column order) and the H1 columns. With
     representatives, the merges record; with cycles, pairs: vertex -> the edge it is paired
     with in homology (for the cycles of essential H1 bars)."""
+    comptime if SPARSE:
+        if filt.maxdim == 1:
+            return _dim0_sparse_h1(filt, bars, cols, reps, pairs)
     var t0 = perf_counter_ns()
     var mem = filt.mem
     if not _edges_below_threshold(filt, edges):
@@ -42,6 +45,96 @@ def dim0[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut 
         filt.stat(1, STAT_ASSEMBLE_NS, Int(perf_counter_ns() - t1))
     mem.give(edges.size)
     return ok and mem.ok()
+
+
+def _dim0_sparse_h1[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut bars: Buffer[Bar], mut cols: Buffer[Entry[T]], mut reps: RepOut, mut pairs: PivotMap) -> Bool:
+    """dim0 for the sparse engine when H1 is the last dimension (no triangles are assembled,
+    so the full edge list is never needed): the edges in a zero-persistence apparent pair are
+    dropped during the edge scan itself (most of them: 97% of 9.9 M on 200 000 uniform points
+    in the unit cube at 0.05), and only the rest is sorted and goes through union-find. An
+    apparent edge is paired with its triangle, so it never merges two components: union-find
+    over the rest gives the same merges, and the rest that merges nothing are the H1 columns,
+    in the same order. Stats as dim0's, except that dim 1's assembly time is the edge scan
+    with its apparent-pair tests and dim 0's the sort and union-find."""
+    var t0 = perf_counter_ns()
+    var mem = filt.mem
+    var edges = Buffer[Entry[T]].make(mem)  # the edges in no apparent pair, index order
+    var counts = SIMD[DType.int64, 2](0)  # edges <= threshold, apparent ones
+    var ok = _nonapparent_edges(filt, edges, counts)
+    var t1 = perf_counter_ns()
+    filt.stat(0, STAT_SIMPLICES, Int(counts[0]))
+    filt.stat(1, STAT_SIMPLICES, Int(counts[0]))
+    filt.stat(1, STAT_APPARENT, Int(counts[1]))
+    filt.stat(1, STAT_ASSEMBLE_NS, Int(t1 - t0))
+    ok = ok and radix_sort_columns(edges, mem)  # index order in: a stable sort suffices
+    ok = ok and mem.take(2 * filt.n * 8 + edges.size)  # parent, largest, merged
+    if not ok:
+        edges.free(mem)
+        return False
+    var merged = OwnedArray[UInt8](edges.size)  # 1 where the edge merged two components
+    ok = _union_find(filt, edges, merged, bars, reps, pairs)
+    for e in range(edges.size):
+        if ok and merged[e] == 0:
+            ok = cols.push(edges[e], mem)
+    mem.give(edges.size)
+    _ = merged^  # freed here, after the last read
+    edges.free(mem)
+    filt.stat(0, STAT_ASSEMBLE_NS, Int(perf_counter_ns() - t1))
+    return ok and mem.ok()
+
+
+def _nonapparent_edges[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut edges: Buffer[Entry[T]], mut counts: SIMD[DType.int64, 2]) -> Bool:
+    """SPARSE: append the edges (i > j, d(i, j) <= threshold) that are not the facet of a
+    zero-persistence apparent pair to edges, in index order; counts += (edges, apparent
+    ones). Rows are scanned in chunks of about equal numbers of edges (area_row: row i has
+    about i / n of its neighbours below i when labels are random; chunks are claimed
+    dynamically anyway), and each row's own neighbour list stays in cache across its edges'
+    apparent-pair tests."""
+    var n = filt.n
+    var mem = filt.mem
+    var nch = n_chunks(filt.indptr[unsafe_offset=n] // 2, filt.threads, EDGE_COLUMN_GRAIN)
+    var chunks = ChunkBuffers[T](nch, mem)
+    var chunk_counts = OwnedArray[Int](2 * nch, 0)
+    mem.ctl.start_stage(0, n)  # progress (stage 0: the edges): rows scanned
+
+    @always_inline
+    def task(c: Int) {imm}:
+        var r0 = area_row(c, nch, n)
+        var r1 = area_row(c + 1, nch, n)
+        var scratch = Scratch()
+        var vs = scratch.simplex()
+        var b = chunks[c]
+        var thr = filt.threshold
+        var total = 0
+        var apparent = 0
+        for i in range(r0, r1):
+            var base = i * (i - 1) // 2
+            vs[unsafe_offset=0] = i
+            for q in range(filt.indptr[unsafe_offset=i], filt.indptr[unsafe_offset=i + 1]):
+                var j = Int(filt.nbr[unsafe_offset=q])
+                if j >= i:
+                    break
+                var dij = filt.dist[unsafe_offset=q]
+                if dij > thr:
+                    continue
+                total += 1
+                vs[unsafe_offset=1] = j
+                if filt.apparent_cofacet(vs, 2, dij) >= 0:
+                    apparent += 1
+                elif not b.push(Entry[T](dij, base + j), mem):
+                    chunks[c] = b  # out of budget: gather fails
+                    return
+        mem.ctl.add_done(r1 - r0)
+        chunks[c] = b
+        chunk_counts[2 * c] = total
+        chunk_counts[2 * c + 1] = apparent
+        _ = scratch^  # freed here: vs is a view of it
+
+    run_chunks(task, nch, filt.threads, mem.ctl)
+    for c in range(nch):
+        counts[0] += Int64(chunk_counts[2 * c])
+        counts[1] += Int64(chunk_counts[2 * c + 1])
+    return chunks.gather(edges, mem)
 
 
 def _edges_below_threshold[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut edges: Buffer[Entry[T]]) -> Bool:

@@ -5,7 +5,7 @@
 from std.time import perf_counter_ns
 from aura_kernels.common import run_chunks, n_chunks, chunk_lo
 from aura_kernels.persistence.containers import (
-    IntPtr, Entry, Bar, Buffer, MemoryBudget, OwnedArray, PivotMap, Scratch,
+    IntPtr, Entry, Bar, Buffer, MemoryBudget, OwnedArray, PivotMap, Scratch, heap_pop,
     PIVOT_COEF_BITS, PIVOT_COEF_MASK,
 )
 from aura_kernels.persistence.reps import RepOut, combine_into, write_cocycle
@@ -353,9 +353,14 @@ def _eliminate[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE]
             var factor = 1
             comptime if not Z2:
                 factor = (filt.modulus - pc * filt.inverse[unsafe_offset=hit & PIVOT_COEF_MASK] % filt.modulus) % filt.modulus
+            # column jj's reduced coboundary R_jj = its coboundary + those of its V column has
+            # pivot piv: every entry before piv cancels within the sum, and factor * R_jj
+            # cancels the working pivot (a single entry at the heap's top after get_pivot).
+            # So the pivot is popped and only the entries after it are pushed.
+            _ = heap_pop(h)
             var t = cols[jj]
             filt.decode(t.key, nv, us)
-            var np = filt.push_coboundary(h, us, nv, t.diam, t.key, factor)
+            var np = filt.push_coboundary(h, us, nv, t.diam, t.key, factor, piv.diam, pidx)
             if np < 0 or not w.push(Entry[T](t.diam, filt.pack(t.key, factor)), mem):
                 return ST_FAILED
             counts[1] += Int64(np)
@@ -366,7 +371,7 @@ def _eliminate[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE]
                     ce = ce * factor % filt.modulus
                 var ei = filt.index_of(e.key)
                 filt.decode(ei, nv, us)
-                np = filt.push_coboundary(h, us, nv, e.diam, ei, ce)
+                np = filt.push_coboundary(h, us, nv, e.diam, ei, ce, piv.diam, pidx)
                 if np < 0 or not w.push(Entry[T](e.diam, filt.pack(ei, ce)), mem):
                     return ST_FAILED
                 counts[1] += Int64(np)
@@ -379,7 +384,10 @@ def _eliminate[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE]
         # eliminate the pivot with the coboundary of its apparent facet f = piv - us[r]
         var fidx = filt.index_from(f, nv)
         var factor = filt.neg(pc) if ((nv - r) & 1) == 0 else pc
-        var np = filt.push_coboundary(h, f, nv, piv.diam, fidx, factor)
+        # piv is the first cofacet of f in pivot order (f's zero cofacet): pop the working
+        # pivot, push the rest
+        _ = heap_pop(h)
+        var np = filt.push_coboundary(h, f, nv, piv.diam, fidx, factor, piv.diam, pidx)
         if np < 0 or not w.push(Entry[T](piv.diam, filt.pack(fidx, factor)), mem):
             return ST_FAILED
         counts[1] += Int64(np)

@@ -13,7 +13,7 @@
 # Everything above this file (assemble, reduce, reps) goes through the same predicates.
 
 from std.sys import simd_width_of
-from std.math import iota
+from std.math import iota, sqrt
 from std.memory import stack_allocation
 from aura_kernels.persistence.containers import (
     IntPtr, Entry, Buffer, MemoryBudget, OwnedArray, heap_push, heap_pop, SCRATCH,
@@ -184,6 +184,16 @@ struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
 
     @always_inline
     def binom(self, v: Int, k: Int) -> Int:
+        """C(v, k): closed forms for k <= 3 (the sparse engine's sweeps look up C(w, k) for
+        scattered vertices w, and a table row of a large n misses the cache), else the table.
+        Exact: Python checks that C(n, k) fits in 62 bits for every k <= maxdim + 2, so
+        3 C(v, 3) < 2^64."""
+        if k == 2:
+            return (v * (v - 1)) >> 1
+        if k == 1:
+            return v
+        if k == 3:
+            return Int(UInt64((v * (v - 1)) >> 1) * UInt64(v - 2) // 3) if v >= 2 else 0
         return self.binom_table[unsafe_offset=k * self.binom_stride + v]
 
     @always_inline
@@ -243,7 +253,17 @@ struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
 
     @always_inline
     def max_vertex(self, idx: Int, k: Int, hi: Int) -> Int:
-        """The largest v < hi with C(v, k) <= idx."""
+        """The largest v < hi with C(v, k) <= idx (k = 1, 2: closed forms; else a binary
+        search in the table)."""
+        if k == 1:
+            return min(idx, hi - 1)
+        if k == 2:  # v = floor((1 + sqrt(1 + 8 idx)) / 2), corrected for rounding
+            var v = Int((1.0 + sqrt(1.0 + 8.0 * Float64(idx))) * 0.5)
+            while v > 1 and ((v * (v - 1)) >> 1) > idx:
+                v -= 1
+            while ((v * (v + 1)) >> 1) <= idx:
+                v += 1
+            return min(v, hi - 1)
         var row = self.binom_table.unsafe_offset(k * self.binom_stride)
         var lo = k - 1
         var count = hi - lo
@@ -482,12 +502,15 @@ struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
 
     # ---------------------------------------------------------------- coboundaries
 
-    def push_coboundary(self, mut h: Buffer[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int) -> Int:
+    def push_coboundary(self, mut h: Buffer[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int, floor_diam: Scalar[Self.T] = -1, floor_idx: Int = -1) -> Int:
         """Push coef * (coboundary of s) restricted to the threshold into the heap h; returns
         the number of cofacets pushed, -1 when the memory budget ran out. As the new vertex v
-        sweeps down, cofacet index = above + C(v, nv + 1 - j) + below (j: vertices above v)."""
+        sweeps down, cofacet index = above + C(v, nv + 1 - j) + below (j: vertices above v).
+        Cofacets at or before (floor_diam, floor_idx) in pivot order are not pushed (the
+        reduction adds whole reduced columns, whose entries there cancel: see _eliminate;
+        the default floor is below every diameter)."""
         comptime if Self.SPARSE:
-            return self.push_coboundary_sparse(h, vs, nv, ds, idx, coef)
+            return self.push_coboundary_sparse(h, vs, nv, ds, idx, coef, floor_diam, floor_idx)
         var pushed = h.size
         comptime W = simd_width_of[Self.T]()
         var thr = self.threshold
@@ -508,15 +531,21 @@ struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
                 if m.reduce_or():
                     for l in range(W):
                         if m[l]:
-                            var e = Entry[Self.T](max(ds, mx[l]), self.pack(base_key + brow[unsafe_offset=base + l], c))
+                            var ci = base_key + brow[unsafe_offset=base + l]
+                            var cd = max(ds, mx[l])
+                            if cd < floor_diam or (cd == floor_diam and ci >= floor_idx):
+                                continue
+                            var e = Entry[Self.T](cd, self.pack(ci, c))
                             if not heap_push(h, e, self.mem):
                                 return -1
                 top = base
             var v = top - 1
             while v > lo:
                 var mx = rows.max_at[1](v)[0]
-                if mx <= thr:
-                    if not heap_push(h, Entry[Self.T](max(ds, mx), self.pack(base_key + brow[unsafe_offset=v], c)), self.mem):
+                var ci = base_key + brow[unsafe_offset=v]
+                var cd = max(ds, mx)
+                if mx <= thr and not (cd < floor_diam or (cd == floor_diam and ci >= floor_idx)):
+                    if not heap_push(h, Entry[Self.T](cd, self.pack(ci, c)), self.mem):
                         return -1
                 v -= 1
             if j < nv:
@@ -526,7 +555,7 @@ struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
                 hi = w
         return h.size - pushed
 
-    def push_coboundary_sparse(self, mut h: Buffer[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int) -> Int:
+    def push_coboundary_sparse(self, mut h: Buffer[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int, floor_diam: Scalar[Self.T], floor_idx: Int) -> Int:
         """push_coboundary over the common neighbours of s's vertices (SPARSE)."""
         var pushed = h.size
         var thr = self.threshold
@@ -544,8 +573,14 @@ struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
                 below -= self.binom(u, nv - j)
                 j += 1
             if dw <= thr:
+                var cd = max(ds, dw)
+                if cd < floor_diam:
+                    continue
+                var ci = above + self.binom(w, nv + 1 - j) + below
+                if cd == floor_diam and ci >= floor_idx:
+                    continue
                 var c = coef if ((nv - j) & 1) == 0 else self.neg(coef)
-                var e = Entry[Self.T](max(ds, dw), self.pack(above + self.binom(w, nv + 1 - j) + below, c))
+                var e = Entry[Self.T](cd, self.pack(ci, c))
                 if not heap_push(h, e, self.mem):
                     return -1
         return h.size - pushed
