@@ -160,15 +160,18 @@ def test_auto_rule_and_reason():
     P.rips_persistence(X, maxdim=1)
     assert "edge collapse" not in last_dispatch().reason
     P.rips_persistence(X, maxdim=2)
+    assert "edge collapse" not in last_dispatch().reason  # dense maxdim 2: off
+    P.rips_persistence(X, maxdim=3)
     assert "edge collapse" in last_dispatch().reason and "collapse" in P.last_stats()
-    P.rips_persistence(X, maxdim=2, return_cycles=True)
+    P.rips_persistence(X, maxdim=3, return_cycles=True)
     assert "edge collapse" not in last_dispatch().reason
     P.rips_persistence(X, maxdim=1, collapse_edges=True)
     assert "edge collapse" in last_dispatch().reason
 
 
 def test_resolve():
-    assert C.resolve("auto", 2, False, False)[0] and not C.resolve("auto", 1, False, False)[0]
+    assert C.resolve("auto", 3, False, False)[0] and not C.resolve("auto", 1, False, False)[0]
+    assert C.resolve("auto", 2, False, False, sparse=True)[0] and not C.resolve("auto", 2, False, False)[0]
     assert not C.resolve("auto", 3, True, False)[0] and not C.resolve("auto", 3, False, True)[0]
     assert C.resolve(True, 0, True, False)[0] and not C.resolve(False, 5, False, False)[0]
 
@@ -254,3 +257,24 @@ def test_cancellable_stops_a_long_collapse():
         assert time.perf_counter() - t0 < 5.0
     small = C.collapse_edges(4, [0, 1, 2, 0], [1, 2, 3, 3], np.array([1.0, 1.0, 1.0, 1.0]))
     assert small[0].size == 4  # the square: a 1-cycle, nothing to collapse
+
+
+# ------------------------------------------------------------------------------ collections
+
+@needs_mojo
+def test_collection_and_estimator_forward_collapse_edges():
+    from aura_lab.collection import collection_persistence
+    from aura_lab.estimators import RipsPersistence
+
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((30, 3)) for _ in range(3)]
+    on = collection_persistence(xs, homology_dimensions=[0, 1, 2], collapse_edges=True)
+    off = collection_persistence(xs, homology_dimensions=[0, 1, 2], collapse_edges=False)
+    for a, b in zip(on, off):
+        same_bars(a, b)
+    est = RipsPersistence(homology_dimensions=[0, 1, 2], collapse_edges=False)
+    assert est.get_params()["collapse_edges"] is False
+    for a, b in zip(est.fit_transform(xs), off):
+        same_bars(a, b)
+    with pytest.raises(TypeError, match="collapse_edges"):
+        RipsPersistence(collapse_edges="never").fit(xs)

@@ -11,7 +11,7 @@ from .. import _control
 from . import collapse as C
 from ..registry import last_dispatch
 from . import inputs as G
-from .kernels import last_stats
+from .kernels import _choose_engine, last_stats
 from .problem import REPS_COCYCLES, REPS_CYCLES, _check_flag, _edges_threshold, _landmarks, _validate, op
 from .progress import PROGRESS_AFTER_S, ProgressBar, _check_progress
 from .reference import GUDHI_NO_REPS
@@ -65,7 +65,8 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
             (Glisse & Pritam's backward pass, as gudhi's; passes repeat while one removes
             >= 2 % of the edges, ``aura_lab.persistence.collapse``): the same diagrams (bars
             with death > birth) from a smaller graph, on the sparse engine. ``"auto"``: on for
-            maxdim >= 2, off for maxdim <= 1 and with representatives; ``True`` / ``False``
+            maxdim >= 3 and for maxdim 2 on a sparse radius graph (a thresholded cloud of >= 1024
+            points, sparse input), off otherwise and with representatives; ``True`` / ``False``
             force it (``True`` with ``return_cocycles``: ``ValueError``, cocycles of the
             collapsed filtration are not cocycles of the original complex; cycles are).
             ``last_dispatch().reason`` and ``last_stats()["collapse"]`` say what it did. The
@@ -107,7 +108,9 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
     reps = _check_flag("return_cocycles", return_cocycles) * REPS_COCYCLES | _check_flag("return_cycles", return_cycles) * REPS_CYCLES
     prob = _validate(X, maxdim, threshold, metric, distance_matrix, coeff, reps)
     prob = _landmarks(prob, n_perm)
-    on, why = C.resolve(C.check_choice(collapse_edges), prob.reported_maxdim, return_cycles, return_cocycles)
+    choice = C.check_choice(collapse_edges)
+    sparse = choice == "auto" and prob.n > 0 and _choose_engine(prob, "auto")[0] == "sparse"
+    on, why = C.resolve(choice, prob.reported_maxdim, return_cycles, return_cocycles, sparse)
     prob = dataclasses.replace(prob, collapse=on, collapse_why=why)
     progress = _check_progress(progress)
     if reps and prob.births is not None:

@@ -9,9 +9,10 @@ removes at least ``MIN_REMOVED`` of the edges left, up to ``MAX_PASSES``.
 
 ``rips_persistence(..., collapse_edges="auto" | True | False)``: when on, the radius graph
 (``graph._sparse_graph``) is collapsed and the sparse engine runs on the result
-(``kernels._mojo_impl``). ``"auto"`` (``resolve``) collapses for maxdim >= 2, not for
-maxdim <= 1 (where the engine's apparent pairs already make H1 cheap; ph-scale.md §2), and
-never with representatives. Cocycles of the collapsed filtration are not cocycles of the
+(``kernels._mojo_impl``). ``"auto"`` (``resolve``) collapses for maxdim >= 3, and for
+maxdim 2 when the engine would run on the sparse radius graph anyway; not for maxdim <= 1
+(where the engine's apparent pairs already make H1 cheap; ph-scale.md §2), not for dense
+maxdim-2 problems (measured slower: ``AUTO_MIN_MAXDIM``), never with representatives. Cocycles of the collapsed filtration are not cocycles of the
 original complex: ``collapse_edges=True`` with ``return_cocycles`` is refused; cycles are
 (K'_t ⊆ K_t and the inclusion is a homotopy equivalence; tests check them with the
 representatives' oracle on the original complex).
@@ -41,8 +42,13 @@ MAX_PASSES = 10
 MIN_REMOVED = 0.02
 #: ``collapse_edges`` values
 CHOICES = ("auto", True, False)
-#: "auto" collapses from this maxdim on
-AUTO_MIN_MAXDIM = 2
+#: "auto" collapses from this maxdim on, and at maxdim 2 when the engine would run sparse (a
+#: thresholded cloud of >= SPARSE_MIN_N points, sparse input). Measured on the loaded 2-core VM
+#: (one process each, s with / without collapse): o3_1024 maxdim 3 t 1.8 0.71 / 5.4, random16
+#: maxdim 7 0.25 / 6.5 (tools/bench_collapse.py); but sphere3 maxdim 2 (enclosing radius,
+#: 17,857 -> 17,701 edges) 4.5 / 3.9 and fract-r maxdim 2 (a complete graph of 130,816 edges,
+#: 14 s of collapse: dominance tests cost ~deg^2 per edge on dense graphs) 12.7 / 3.0.
+AUTO_MIN_MAXDIM = 3
 _INFO_STATUS, _INFO_EDGES, _INFO_PASSES, _INFO_PASS0 = 0, 1, 2, 3
 _MAX_N = 2**31 - 1
 
@@ -56,8 +62,9 @@ def check_choice(collapse_edges) -> bool | str:
     raise TypeError(f"collapse_edges: expected True, False or 'auto', got {collapse_edges!r}")
 
 
-def resolve(choice: bool | str, maxdim: int, cycles: bool, cocycles: bool) -> tuple[bool, str]:
-    """(collapse?, why) for a checked choice; ValueError for True with cocycles."""
+def resolve(choice: bool | str, maxdim: int, cycles: bool, cocycles: bool, sparse: bool = False) -> tuple[bool, str]:
+    """(collapse?, why) for a checked choice (``sparse``: the engine would run on the radius
+    graph without collapse); ValueError for True with cocycles."""
     if choice is True:
         if cocycles:
             raise ValueError("collapse_edges: cocycles of the collapsed filtration are not cocycles of the original "
@@ -70,7 +77,9 @@ def resolve(choice: bool | str, maxdim: int, cycles: bool, cocycles: bool) -> tu
         return False, "auto: off with representatives"
     if maxdim >= AUTO_MIN_MAXDIM:
         return True, f"auto: maxdim={maxdim} >= {AUTO_MIN_MAXDIM}"
-    return False, f"auto: maxdim={maxdim} < {AUTO_MIN_MAXDIM}"
+    if maxdim == 2 and sparse:
+        return True, "auto: maxdim=2 on a sparse radius graph"
+    return False, f"auto: maxdim={maxdim}" + (" < 2" if maxdim < 2 else " on a dense problem")
 
 
 def _check_edges(n, i, j, d):

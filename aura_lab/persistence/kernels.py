@@ -98,8 +98,8 @@ def _mojo_impl(prob: PersistenceProblem, engine: str | None = None) -> list[np.n
     default the module's ``_ENGINE``); what ran is in ``last_stats()["engine"]``."""
     requested = _ENGINE if engine is None else engine
     engine, why = _choose_engine(prob, requested)
-    if prob.collapse:
-        return _run_collapsed(prob, requested, engine, why)
+    if prob.collapse:  # (the index range was checked as for the uncollapsed problem: _engine_limits)
+        return _run_collapsed(prob, requested, engine, "the edge-collapsed radius graph" if requested == "auto" else why)
     if engine == "sparse":
         indptr, indices, dists, thr = _sparse_graph(prob)
         densify = requested == "auto" and not isinstance(prob.X, G.SparseEdges)
@@ -150,8 +150,6 @@ def _choose_engine(prob: PersistenceProblem, engine: str) -> tuple[str, str]:
         raise ValueError(f"engine: one of {', '.join(ENGINES)}, got {engine!r}")
     if engine != "auto":
         return engine, "requested"
-    if prob.collapse:
-        return "sparse", "the edge-collapsed radius graph"
     if isinstance(prob.X, G.SparseEdges):
         n = prob.n
         density = prob.X.d.size / max(1, n * (n - 1) // 2)
