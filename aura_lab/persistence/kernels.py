@@ -99,7 +99,9 @@ def _mojo_impl(prob: PersistenceProblem, engine: str | None = None) -> list[np.n
     requested = _ENGINE if engine is None else engine
     engine, why = _choose_engine(prob, requested)
     if prob.collapse:  # (the index range was checked as for the uncollapsed problem: _engine_limits)
-        return _run_collapsed(prob, requested, engine, "the edge-collapsed radius graph" if requested == "auto" else why)
+        if engine != "sparse":
+            why = f"the edge-collapsed radius graph (uncollapsed: dense engine, {why})"
+        return _run_collapsed(prob, requested, engine, why)
     if engine == "sparse":
         indptr, indices, dists, thr = _sparse_graph(prob)
         densify = requested == "auto" and not isinstance(prob.X, G.SparseEdges)
