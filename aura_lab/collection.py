@@ -44,6 +44,7 @@ from . import _arrays as A
 from . import _mojo
 from .errors import UnsupportedProblem
 from .persistence import op, rips_persistence
+from .persistence.collapse import check_choice
 from .persistence.problem import _check_coeff, _check_threshold
 from .registry import check_backend_name, num_threads, thread_budget, last_dispatch
 from .distance import METRICS
@@ -71,6 +72,7 @@ class CollectionParams:
     metric: str
     coeff: int
     backend: str
+    collapse_edges: bool | str = "auto"  # as rips_persistence's
 
     @property
     def maxdim(self) -> int:
@@ -114,7 +116,7 @@ def last_run() -> CollectionRun | None:
 # ------------------------------------------------------------------------------ validation
 
 def check_params(homology_dimensions=(0, 1), threshold=np.inf, input_type="point cloud", metric="euclidean",
-                 coeff=2, backend="auto") -> CollectionParams:
+                 coeff=2, backend="auto", collapse_edges="auto") -> CollectionParams:
     """The parameters checked once (ValueError/TypeError naming the argument)."""
     if isinstance(homology_dimensions, (bool, np.bool_)):
         raise TypeError("homology_dimensions: expected an int or a list of ints, got a bool")
@@ -147,7 +149,8 @@ def check_params(homology_dimensions=(0, 1), threshold=np.inf, input_type="point
         check_backend_name(backend)
         if backend not in op.backends:
             raise ValueError(f"backend: {backend!r} does not compute persistence; valid: auto, {', '.join(op.backends)}")
-    return CollectionParams(dims, unwrap, _check_threshold(threshold), is_matrix, metric, _check_coeff(coeff), backend)
+    return CollectionParams(dims, unwrap, _check_threshold(threshold), is_matrix, metric, _check_coeff(coeff), backend,
+                            check_choice(collapse_edges))
 
 
 def check_collection(X, is_matrix: bool) -> list[np.ndarray]:
@@ -183,7 +186,7 @@ def check_collection(X, is_matrix: bool) -> list[np.ndarray]:
 
 def _one(x: np.ndarray, p: CollectionParams):
     dgms = rips_persistence(x, maxdim=p.maxdim, threshold=p.threshold, metric=p.metric, distance_matrix=p.is_matrix,
-                            coeff=p.coeff, backend=p.backend, progress=False)
+                            coeff=p.coeff, backend=p.backend, progress=False, collapse_edges=p.collapse_edges)
     picked = [dgms[d] if d < len(dgms) else np.empty((0, 2)) for d in p.dims]
     return picked[0] if p.unwrap else picked
 
@@ -269,7 +272,7 @@ def plan_chunks(count: int, jobs: int) -> list[list[int]]:
 
 def collection_persistence(X, *, homology_dimensions=(0, 1), threshold: float = np.inf, input_type: str = "point cloud",
                            metric: str = "euclidean", coeff: int = 2, n_jobs: int | None = None, backend: str = "auto",
-                           params: CollectionParams | None = None) -> list:
+                           collapse_edges: bool | str = "auto", params: CollectionParams | None = None) -> list:
     """Rips persistence diagrams of every input of ``X``, in parallel with joblib.
 
     Args:
@@ -284,6 +287,7 @@ def collection_persistence(X, *, homology_dimensions=(0, 1), threshold: float = 
             gudhi names it, is the same).
         n_jobs: joblib workers (at most ``MAX_JOBS``); ``None`` follows the joblib context (1 outside any, every
             thread of the cluster under ``parallel_config(backend="dask")``), ``-1`` every core.
+        collapse_edges: as ``aura_lab.rips_persistence`` (``"auto"``: its rule, per input).
         params: already validated parameters (``check_params``), instead of the keywords.
 
     Returns:
@@ -295,7 +299,7 @@ def collection_persistence(X, *, homology_dimensions=(0, 1), threshold: float = 
     computing an element (an asymmetric matrix, a complex beyond memory) name it too.
     """
     t0 = time.perf_counter()
-    p = params or check_params(homology_dimensions, threshold, input_type, metric, coeff, backend)
+    p = params or check_params(homology_dimensions, threshold, input_type, metric, coeff, backend, collapse_edges)
     xs = check_collection(X, p.is_matrix)
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0):
         raise ValueError(f"n_jobs: expected None, -1 or a nonzero integer, got {n_jobs!r}")

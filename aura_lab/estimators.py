@@ -43,16 +43,16 @@ class RipsPersistence(TransformerMixin, BaseEstimator):
         backend: the aura_lab backend every worker runs (``"auto"``, ``"mojo"``,
             ``"gudhi"``).
 
-    There is no ``collapse_edges`` parameter yet: it is added when the engine has edge
-    collapse. ``aura_lab.collection.last_run()`` says how the last ``transform`` in this
-    thread ran (joblib backend, workers, kernel threads per task, backends, time).
+    ``collapse_edges``: as ``aura_lab.rips_persistence`` (``"auto"``: the strong edge collapse
+    by its rule, ``True`` / ``False`` to force it). ``aura_lab.collection.last_run()`` says
+    how the last ``transform`` in this thread ran (joblib backend, workers, kernel threads per task, backends, time).
 
     Attributes (after ``fit``):
         dim_list_: the homology dimensions, a tuple of ints.
     """
 
     def __init__(self, homology_dimensions=(0, 1), threshold=float("inf"), input_type="point cloud", metric="euclidean",
-                 coeff=2, n_jobs=None, backend="auto"):
+                 coeff=2, n_jobs=None, backend="auto", collapse_edges="auto"):
         self.homology_dimensions = homology_dimensions
         self.threshold = threshold
         self.input_type = input_type
@@ -60,10 +60,11 @@ class RipsPersistence(TransformerMixin, BaseEstimator):
         self.coeff = coeff
         self.n_jobs = n_jobs
         self.backend = backend
+        self.collapse_edges = collapse_edges
 
     def _params(self):
         return check_params(self.homology_dimensions, self.threshold, self.input_type, self.metric, self.coeff,
-                            self.backend)
+                            self.backend, self.collapse_edges)
 
     def fit(self, X=None, y=None):
         """Check the parameters (nothing is learned: the diagrams depend on each input only)."""

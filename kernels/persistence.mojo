@@ -3,6 +3,9 @@
 #   rips(params_addr): the address of a persistence parameter block (aura_lab.persistence.ABI,
 #     generated Mojo side aura_kernels/persistence_abi.mojo), validated by aura_lab/persistence.py
 #   free_bars(addr): free a buffer rips() returned in info[INFO_BARS] or info[INFO_REPS]
+#   collapse(params_addr): the strong edge collapse of a flag filtration's edge list
+#     (aura_lab.persistence.collapse.ABI, generated Mojo side aura_kernels/collapse_abi.mojo;
+#     compute: aura_kernels/persistence/collapse.mojo), validated by aura_lab/persistence/collapse.py
 #   radius_graph(params_addr): one stage (count or fill) of the radius graph of a point cloud
 #     into CSR (aura_lab.neighbors.ABI, generated Mojo side aura_kernels/neighbors_abi.mojo;
 #     compute: aura_kernels/neighbors.mojo), validated and laid out by aura_lab/neighbors.py
@@ -15,6 +18,8 @@ from std.os import abort
 from _common import without_gil
 from aura_kernels.persistence.engine import run_rips, free_bar_buffer
 from aura_kernels.persistence_abi import PersistenceParams
+from aura_kernels.persistence.collapse import collapse_edges
+from aura_kernels.collapse_abi import CollapseParams
 from aura_kernels.neighbors import radius_graph_stage
 from aura_kernels.neighbors_abi import NeighborsParams
 
@@ -25,6 +30,7 @@ def PyInit_persistence() abi("C") -> PythonObject:
         var m = PythonModuleBuilder("persistence")
         m.def_function[rips]("rips", docstring="rips(params_addr): the address of a persistence parameter block")
         m.def_function[free_bars]("free_bars", docstring="free_bars(addr): free a buffer rips() returned (bars or representative records)")
+        m.def_function[collapse]("collapse", docstring="collapse(params_addr): strong edge collapse (aura_lab.persistence.collapse.ABI)")
         m.def_function[radius_graph]("radius_graph", docstring="radius_graph(params_addr): one stage of the radius graph (aura_lab.neighbors.ABI)")
         return m.finalize()
     except e:
@@ -51,6 +57,16 @@ def radius_graph(params_addr: PythonObject) raises -> PythonObject:
 
     def body() raises {imm}:
         radius_graph_stage(p)
+
+    without_gil(body)
+    return PythonObject(None)
+
+
+def collapse(params_addr: PythonObject) raises -> PythonObject:
+    var p = CollapseParams.load(Int(py=params_addr))
+
+    def body() raises {imm}:
+        collapse_edges(p)
 
     without_gil(body)
     return PythonObject(None)

@@ -382,7 +382,8 @@ def test_estimator_conventions():
 
     est = aura_lab.RipsPersistence(homology_dimensions=1, threshold=2.0, n_jobs=2)
     assert est.get_params() == {"homology_dimensions": 1, "threshold": 2.0, "input_type": "point cloud",
-                                "metric": "euclidean", "coeff": 2, "n_jobs": 2, "backend": "auto"}
+                                "metric": "euclidean", "coeff": 2, "n_jobs": 2, "backend": "auto",
+                                "collapse_edges": "auto"}
     assert est.set_params(coeff=3) is est and est.coeff == 3
     c = clone(est)
     assert c is not est and c.get_params() == est.get_params()

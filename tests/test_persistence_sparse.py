@@ -235,7 +235,7 @@ def test_sparse_memory_budget_error(monkeypatch):
     monkeypatch.setattr(_arrays, "available_memory", lambda: 8 << 20)  # budget floor: 64 MiB
     X = np.random.default_rng(8).standard_normal((120, 12)).astype(np.float32)
     with pytest.raises(MemoryError, match="memory budget .* building dimension 3 asked for"):
-        run(X, "sparse", maxdim=4, threshold=100.0)
+        run(X, "sparse", maxdim=4, threshold=100.0, collapse_edges=False)  # (the collapsed complex fits)
     monkeypatch.undo()
     assert len(run(X[:20], "sparse", maxdim=2, threshold=100.0)[0]) == 20
 
@@ -315,7 +315,7 @@ def test_memory_refused_before_the_engine(engine, monkeypatch):
     monkeypatch.setattr(estimate, "ENGINE_MIN_BUDGET", 0)
     monkeypatch.setattr(_arrays, "available_memory", lambda: available)
     with pytest.raises(MemoryError, match=r"needs at least .* \(estimate .*\).*refused before the engine ran; lower maxdim"):
-        run(X, engine, maxdim=3, threshold=0.6)
+        run(X, engine, maxdim=3, threshold=0.6, collapse_edges=False)  # the estimate of the uncollapsed complex
 
 
 def test_memory_estimate_recorded_when_it_fits():

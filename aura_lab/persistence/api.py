@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
+import dataclasses
+
 from .. import _control
+from . import collapse as C
 from ..registry import last_dispatch
 from . import inputs as G
-from .kernels import last_stats
+from .kernels import _choose_engine, last_stats
 from .problem import REPS_COCYCLES, REPS_CYCLES, _check_flag, _edges_threshold, _landmarks, _validate, op
 from .progress import PROGRESS_AFTER_S, ProgressBar, _check_progress
 from .reference import GUDHI_NO_REPS
@@ -18,7 +21,8 @@ from .result import Bars, PersistenceResult, _finish, _result
 def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: str = "euclidean",
                      distance_matrix: bool = False, coeff: int = 2, backend: str = "auto",
                      progress: bool | str = "auto", return_cycles: bool = False,
-                     return_cocycles: bool = False, n_perm: int | None = None) -> "list[np.ndarray] | PersistenceResult":
+                     return_cocycles: bool = False, n_perm: int | None = None,
+                     collapse_edges: bool | str = "auto") -> "list[np.ndarray] | PersistenceResult":
     """Persistence diagrams of the Vietoris-Rips filtration of ``X``, and on request a
     representative cycle and cocycle of every bar.
 
@@ -57,6 +61,16 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
             their covering radius (every point lies within it of a
             landmark, so the diagrams are within ``r_cover`` of the full cloud's in bottleneck
             distance, times 2 for the Rips filtration's scale).
+        collapse_edges: strong edge collapse of the radius graph before the mojo engine runs
+            (Glisse & Pritam's backward pass, as gudhi's; passes repeat while one removes
+            >= 2 % of the edges, ``aura_lab.persistence.collapse``): the same diagrams (bars
+            with death > birth) from a smaller graph, on the sparse engine. ``"auto"``: on for
+            maxdim >= 3 and for maxdim 2 on a sparse radius graph (a thresholded cloud of >= 1024
+            points, sparse input), off otherwise and with representatives; ``True`` / ``False``
+            force it (``True`` with ``return_cocycles``: ``ValueError``, cocycles of the
+            collapsed filtration are not cocycles of the original complex; cycles are).
+            ``last_dispatch().reason`` and ``last_stats()["collapse"]`` say what it did. The
+            gudhi backend ignores it (it collapses on its own).
 
     Representatives (``return_cycles`` / ``return_cocycles``; K_t is the complex at scale t,
     capped at the threshold actually used; an infinite bar has d = inf):
@@ -94,6 +108,10 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
     reps = _check_flag("return_cocycles", return_cocycles) * REPS_COCYCLES | _check_flag("return_cycles", return_cycles) * REPS_CYCLES
     prob = _validate(X, maxdim, threshold, metric, distance_matrix, coeff, reps)
     prob = _landmarks(prob, n_perm)
+    choice = C.check_choice(collapse_edges)
+    sparse = choice == "auto" and prob.n > 0 and _choose_engine(prob, "auto")[0] == "sparse"
+    on, why = C.resolve(choice, prob.reported_maxdim, return_cycles, return_cocycles, sparse)
+    prob = dataclasses.replace(prob, collapse=on, collapse_why=why)
     progress = _check_progress(progress)
     if reps and prob.births is not None:
         raise ValueError("X: representatives (return_cycles / return_cocycles) are not computed for input "

@@ -13,8 +13,10 @@ from .. import _arrays as A
 from .. import _control, _mojo
 from .._abi import ADDR, BOOL, FLOAT, INT, KernelABI
 from ..errors import Cancelled, UnsupportedProblem
+from ..neighbors import csr_from_pairs
 from . import inputs as G
 from .estimate import BUDGET_FRACTION, _check_engine_memory, _engine_budget
+from . import collapse as C
 from .graph import _check_csr, _dense_from_csr, _density, _sparse_graph, _without_isolated
 from .problem import PersistenceProblem, _engine_dims, op
 from .result import Bars, _parse_reps
@@ -96,11 +98,43 @@ def _mojo_impl(prob: PersistenceProblem, engine: str | None = None) -> list[np.n
     default the module's ``_ENGINE``); what ran is in ``last_stats()["engine"]``."""
     requested = _ENGINE if engine is None else engine
     engine, why = _choose_engine(prob, requested)
+    if prob.collapse:  # (the index range was checked as for the uncollapsed problem: _engine_limits)
+        if engine != "sparse":
+            why = f"the edge-collapsed radius graph (uncollapsed: dense engine, {why})"
+        return _run_collapsed(prob, requested, engine, why)
     if engine == "sparse":
         indptr, indices, dists, thr = _sparse_graph(prob)
         densify = requested == "auto" and not isinstance(prob.X, G.SparseEdges)
         return _run_sparse(prob, indptr, indices, dists, thr, why, densify=densify)
     return _run_dense(prob, why)
+
+
+def _run_collapsed(prob: PersistenceProblem, requested: str, engine: str, why: str) -> list[np.ndarray]:
+    """The engine on the edge-collapsed radius graph (``collapse.collapse_edges``): the
+    sparse engine (under "auto", a collapsed graph still holding more than
+    ``SPARSE_MAX_DENSITY`` of the pairs among its vertices runs dense, as any sparse input;
+    "dense" requested: the dense engine on its matrix). ``last_stats()["collapse"]`` holds the
+    collapse's passes, edge counts and seconds."""
+    global _last_stats
+    indptr, indices, dists, thr = _sparse_graph(prob)
+    i, j, d = C.upper_pairs(indptr, indices, dists)
+    del indptr, indices, dists
+    i, j, d, cstats = C.collapse_edges(prob.n, i, j, d)
+    cstats["why"] = prob.collapse_why
+    indptr, indices, dists = csr_from_pairs(prob.n, i, j, d)
+    del i, j, d
+    why = f"{why}; {C.describe(cstats)}"
+    if engine == "dense" and requested == "dense":
+        D = _dense_from_csr(prob.n, indptr, indices, dists)
+        estimate = _check_engine_memory(prob, "dense", thr, D=D)
+        dgms = _run_engine(prob, D, thr, None, None, ("dense", why), estimate=estimate)
+    else:
+        dgms = _run_sparse(prob, indptr, indices, dists, thr, why, densify=requested == "auto", collapsed=True)
+    if _last_stats is not None:
+        _last_stats["collapse"] = cstats
+        if C.describe(cstats) not in _last_stats["engine_reason"]:
+            _last_stats["engine_reason"] += f"; {C.describe(cstats)}"
+    return dgms
 
 
 def _run_dense(prob: PersistenceProblem, why: str) -> list[np.ndarray]:
@@ -142,7 +176,7 @@ def _mojo_sparse(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarr
 
 
 def _run_sparse(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarray, dists: np.ndarray,
-                threshold: float, why: str, densify: bool = False) -> list[np.ndarray]:
+                threshold: float, why: str, densify: bool = False, collapsed: bool = False) -> list[np.ndarray]:
     """The sparse engine on a CSR graph that is valid by construction (``_sparse_graph``'s:
     ``radius_graph``, ``csr_from_pairs`` or the validated dense matrix); a graph from anywhere
     else goes through ``_mojo_sparse``, whose full check (an argsort of every entry: 1 s on
@@ -152,7 +186,8 @@ def _run_sparse(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarra
     the others renumbered (``_without_isolated``); with representatives asked for, every
     vertex goes in. With ``densify`` (auto) a graph holding more than ``SPARSE_MAX_DENSITY``
     of the pairs among those vertices runs on the dense engine instead: the full matrix, or
-    the (k, k) one of the k vertices with an edge."""
+    the (k, k) one of the k vertices with an edge (``collapsed``: always the graph's own
+    matrix, not the input's)."""
     kept, indptr, indices = (None, indptr, indices) if prob.reps else _without_isolated(indptr, indices)
     n, thr = prob.n if kept is None else kept.size, float(threshold)
     isolated = np.tile([0.0, np.inf], (prob.n - n, 1))
@@ -162,7 +197,7 @@ def _run_sparse(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarra
     if densify and density > SPARSE_MAX_DENSITY:
         among = "" if kept is None else f" among the {n} vertices with an edge"
         why = f"the radius graph holds {density:.3g} of all pairs{among} (> {SPARSE_MAX_DENSITY})"
-        if kept is None:
+        if kept is None and not collapsed:  # (a collapsed graph is not the input's: its own matrix below)
             del indptr, indices, dists
             return _run_dense(prob, why)
         D = _dense_from_csr(n, indptr, indices, dists)

@@ -65,6 +65,9 @@ class PersistenceProblem:
     #: with ``n_perm``: the landmarks' indices into the input and their covering radius
     idx_perm: np.ndarray | None = None
     r_cover: float | None = None
+    #: run the mojo engine on the edge-collapsed radius graph (``collapse.resolve``), and why
+    collapse: bool = False
+    collapse_why: str = ""
 
     @property
     def returns_result(self) -> bool:

@@ -15,6 +15,10 @@ def _check_progress(progress) -> bool | str:
 PROGRESS_AFTER_S = 2.0
 
 
+#: the edge collapse's progress stage (kernels/aura_kernels/persistence/collapse.mojo PROGRESS_STAGE)
+COLLAPSE_STAGE = 100
+
+
 class ProgressBar:
     """A ``tqdm.auto`` bar fed from the engine's control words (``aura_lab._control``): stage
     ``2k`` is building the k-simplex columns (k = 0: scanning the edges), ``2k + 1`` reducing
@@ -28,6 +32,8 @@ class ProgressBar:
 
     @staticmethod
     def describe(stage: int) -> str:
+        if stage == COLLAPSE_STAGE:
+            return "edge collapse: edges processed"
         k, reducing = divmod(stage, 2)
         if k == 0 and not reducing:
             return "edges: rows scanned"

@@ -1,0 +1,35 @@
+# Generated from the KernelABI 'collapse' (aura_lab/_abi.py): do not edit.
+# Regenerate with `python tools/gen_abi.py`; tests/test_abi.py fails while this file is stale.
+
+from aura_kernels.common import checked_block
+
+comptime COLLAPSE_LAYOUT = 0x1ca9e50bc
+
+
+@fieldwise_init
+struct CollapseParams(ImplicitlyCopyable):
+    """The collapse parameter block (addresses: 0 = absent)."""
+
+    var dtype_bits: Int
+    var n: Int
+    var m: Int
+    var u: Int
+    var v: Int
+    var f: Int
+    var max_passes: Int
+    var min_removed: Float64
+    var info: Int
+    var u_out: Int
+    var v_out: Int
+    var f_out: Int
+    var control: Int
+
+    @staticmethod
+    def load(address: Int) raises -> Self:
+        """Read a block written by Python; raises if its layout word is not this one."""
+        var w = checked_block(address, COLLAPSE_LAYOUT, "collapse")
+        var f = Pointer[Float64, MutUntrackedOrigin](unsafe_from_address=address)
+        return Self(Int(w[unsafe_offset=1]), Int(w[unsafe_offset=2]), Int(w[unsafe_offset=3]),
+            Int(w[unsafe_offset=4]), Int(w[unsafe_offset=5]), Int(w[unsafe_offset=6]),
+            Int(w[unsafe_offset=7]), f[unsafe_offset=8], Int(w[unsafe_offset=9]), Int(w[unsafe_offset=10]),
+            Int(w[unsafe_offset=11]), Int(w[unsafe_offset=12]), Int(w[unsafe_offset=13]))

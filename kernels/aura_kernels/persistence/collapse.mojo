@@ -1,0 +1,432 @@
+# Strong edge collapse of a flag filtration: the backward pass of Glisse & Pritam ("Swap,
+# shift and trim to edge collapse a filtration", SoCG 2022), the algorithm of gudhi's
+# Flag_complex_edge_collapser (2021 rewrite), written fresh here.
+#
+# Input (CollapseParams, validated by aura_lab/persistence/collapse.py): m edges (u[k], v[k],
+# f[k]) of a flag filtration on n vertices, u != v, each pair once, f finite, float32 or
+# float64 (dtype_bits; the filtration's dtype, as the engine's); vertices at 0.
+# Output: the collapsed edges in u_out, v_out, f_out (capacity m; Python allocates them), their
+# count in info[INFO_EDGES], and per pass the edges left after it in info[INFO_PASS0 + pass].
+# The flag filtration of the output has the same persistence diagrams (nonzero bars) as the
+# input's; its values are >= the input's, and K'_t is a subcomplex of K_t for every t.
+#
+# One pass, over the edges by decreasing value (ties: by (u, v), so the result is
+# deterministic), with N[x] the closed neighbourhood of x (x itself at -inf), which the pass
+# edits as it goes (shorter edges see the longer ones' new values; the order is load-bearing):
+#   t = f(uv); A = common neighbours w of u, v with max(N[u][w], N[v][w]) <= t (sorted),
+#   L = a min-heap of the later ones (value > t).
+#   loop: c = the first c in A whose closed neighbourhood holds all of A at t (c dominates
+#         uv at t); none: uv is critical at t, stop.
+#         shift: while c still dominates, t = L's least value, move every w of that value
+#         from L to A (c loses uv if N[c][w] > that value); L empty: uv is dominated for
+#         ever, trim it.
+#   trimmed: erase uv from N; else emit (u, v, t) and, if t > f, set N[u][v] = N[v][u] = t.
+# Passes repeat while one removes at least min_removed of the edges left (and up to
+# max_passes).
+#
+# Neighbourhoods: a CSR of sorted (vertex, value) rows built per pass, O(n + m) memory; an
+# erased edge keeps its slot with value +inf (never <= t: it reads as absent), a delayed
+# edge's value is overwritten in both rows (binary search for the slot).
+# Cancellation: the control's cancel word is polled every POLL_EDGES edges; progress: stage
+# PROGRESS_STAGE, units = edges processed over all passes (total: m per pass, restarted
+# each pass).
+
+from std.memory.alloc import unsafe_alloc
+from std.utils.numerics import inf, neg_inf
+from aura_kernels.common import F32, F64, Control
+from aura_kernels.collapse_abi import CollapseParams
+
+comptime INFO_STATUS = 0  # STATUS_OK or STATUS_CANCELLED
+comptime INFO_EDGES = 1  # edges in the output
+comptime INFO_PASSES = 2  # passes run
+comptime INFO_PASS0 = 3  # info[INFO_PASS0 + i]: edges left after pass i (i < max_passes)
+comptime STATUS_OK = 0
+comptime STATUS_CANCELLED = 2
+comptime POLL_EDGES = 1024
+comptime PROGRESS_STAGE = 100  # distinct from the engine's stages 0 .. 2 maxdim + 1
+
+
+struct Array[E: ImplicitlyCopyable & Deinitable](Movable):
+    """A heap array freed with its owner (elements trivially destructible)."""
+
+    var data: Pointer[Self.E, MutUntrackedOrigin]
+    var size: Int
+
+    def __init__(out self, size: Int):
+        self.data = unsafe_alloc[Self.E](max(1, size))
+        self.size = size
+
+    def __deinit__(deinit self):
+        self.data.unsafe_free()
+
+    @always_inline
+    def __getitem__(self, i: Int) -> Self.E:
+        return self.data[unsafe_offset=i]
+
+    @always_inline
+    def __setitem__(self, i: Int, v: Self.E):
+        self.data[unsafe_offset=i] = v
+
+
+@fieldwise_init
+struct Edge[T: DType](ImplicitlyCopyable):
+    var f: Scalar[Self.T]
+    var u: Int32
+    var v: Int32
+
+
+@always_inline
+def _before[T: DType](a: Edge[T], b: Edge[T]) -> Bool:
+    """Processing order: larger value first, then smaller (u, v)."""
+    if a.f != b.f:
+        return a.f > b.f
+    if a.u != b.u:
+        return a.u < b.u
+    return a.v < b.v
+
+
+def _sort_edges[T: DType](p: Pointer[Edge[T], MutUntrackedOrigin], lo: Int, hi: Int, ctl: Control):
+    """p[lo:hi] in processing order: quicksort (median of three, recursion on the smaller
+    side), insertion sort below 24; stops unsorted once ctl is cancelled."""
+    var l = lo
+    var h = hi
+    while h - l > 24:
+        if h - l > 65536 and ctl.cancelled():
+            return
+        var m = l + (h - l) // 2
+        if _before(p[unsafe_offset=m], p[unsafe_offset=l]):
+            _swap(p, l, m)
+        if _before(p[unsafe_offset=h - 1], p[unsafe_offset=m]):
+            _swap(p, m, h - 1)
+            if _before(p[unsafe_offset=m], p[unsafe_offset=l]):
+                _swap(p, l, m)
+        var piv = p[unsafe_offset=m]
+        var i = l - 1
+        var j = h
+        while True:
+            i += 1
+            while _before(p[unsafe_offset=i], piv):
+                i += 1
+            j -= 1
+            while _before(piv, p[unsafe_offset=j]):
+                j -= 1
+            if i >= j:
+                break
+            _swap(p, i, j)
+        # p[l:j+1] <= piv <= p[j+1:h]
+        if j + 1 - l < h - j - 1:
+            _sort_edges(p, l, j + 1, ctl)
+            l = j + 1
+        else:
+            _sort_edges(p, j + 1, h, ctl)
+            h = j + 1
+    for i in range(l + 1, h):
+        var e = p[unsafe_offset=i]
+        var j = i - 1
+        while j >= l and _before(e, p[unsafe_offset=j]):
+            p[unsafe_offset=j + 1] = p[unsafe_offset=j]
+            j -= 1
+        p[unsafe_offset=j + 1] = e
+
+
+@always_inline
+def _swap[T: DType](p: Pointer[Edge[T], MutUntrackedOrigin], i: Int, j: Int):
+    var t = p[unsafe_offset=i]
+    p[unsafe_offset=i] = p[unsafe_offset=j]
+    p[unsafe_offset=j] = t
+
+
+struct Neighbourhoods[T: DType](Movable):
+    """Closed neighbourhoods as sorted CSR rows: row x = start[x] ..< start[x + 1] of (nbr,
+    val), ascending nbr, x itself at -inf; +inf marks an erased edge."""
+
+    var start: Array[Int]
+    var nbr: Array[Int32]
+    var val: Array[Scalar[Self.T]]
+
+    def __init__(out self, n: Int, edges: Pointer[Edge[Self.T], MutUntrackedOrigin], m: Int):
+        var deg = Array[Int](n + 1)
+        for x in range(n + 1):
+            deg[x] = 0
+        for k in range(m):
+            var e = edges[unsafe_offset=k]
+            deg[Int(e.u)] = deg[Int(e.u)] + 1
+            deg[Int(e.v)] = deg[Int(e.v)] + 1
+        # unsorted rows (open), then transposed into sorted closed rows: row r is read in
+        # ascending r, each of its entries appended to its neighbour's row
+        var ustart = Array[Int](n + 1)
+        var acc = 0
+        for x in range(n):
+            ustart[x] = acc
+            acc += deg[x]
+        ustart[n] = acc
+        var unbr = Array[Int32](acc)
+        var uval = Array[Scalar[Self.T]](acc)
+        var fill = Array[Int](n)
+        for x in range(n):
+            fill[x] = ustart[x]
+        for k in range(m):
+            var e = edges[unsafe_offset=k]
+            var a = Int(e.u)
+            var b = Int(e.v)
+            unbr[fill[a]] = e.v
+            uval[fill[a]] = e.f
+            fill[a] = fill[a] + 1
+            unbr[fill[b]] = e.u
+            uval[fill[b]] = e.f
+            fill[b] = fill[b] + 1
+        self.start = Array[Int](n + 1)
+        acc = 0
+        for x in range(n):
+            self.start[x] = acc
+            acc += deg[x] + 1
+        self.start[n] = acc
+        self.nbr = Array[Int32](acc)
+        self.val = Array[Scalar[Self.T]](acc)
+        for x in range(n):
+            fill[x] = self.start[x]
+        for r in range(n):
+            # every row x < r has already received its entries from rows < r; row r gets r now
+            var s = fill[r]
+            self.nbr[s] = Int32(r)
+            self.val[s] = neg_inf[Self.T]()
+            fill[r] = s + 1
+            for q in range(ustart[r], ustart[r + 1]):
+                var x = Int(unbr[q])
+                var t = fill[x]
+                self.nbr[t] = Int32(r)
+                self.val[t] = uval[q]
+                fill[x] = t + 1
+
+    @always_inline
+    def find(self, x: Int, w: Int32) -> Int:
+        """The slot of w in row x, or -1."""
+        var lo = self.start[x]
+        var hi = self.start[x + 1]
+        while lo < hi:
+            var mid = (lo + hi) >> 1
+            var y = self.nbr[mid]
+            if y < w:
+                lo = mid + 1
+            elif y > w:
+                hi = mid
+            else:
+                return mid
+        return -1
+
+    @always_inline
+    def value(self, x: Int, w: Int32) -> Scalar[Self.T]:
+        """N[x][w] (+inf when absent)."""
+        var s = self.find(x, w)
+        return self.val[s] if s >= 0 else inf[Self.T]()
+
+    def set(self, u: Int, v: Int, f: Scalar[Self.T]):
+        var s = self.find(u, Int32(v))
+        if s >= 0:
+            self.val[s] = f
+        s = self.find(v, Int32(u))
+        if s >= 0:
+            self.val[s] = f
+
+    def dominates(self, c: Int, a: Pointer[Int32, MutUntrackedOrigin], na: Int, t: Scalar[Self.T]) -> Bool:
+        """Does the closed neighbourhood of c at t hold all of a[0:na] (sorted)?"""
+        var ci = self.start[c]
+        var ce = self.start[c + 1]
+        for k in range(na):
+            var w = a[unsafe_offset=k]
+            while ci < ce and self.nbr[ci] < w:
+                ci += 1
+            if ci == ce or self.nbr[ci] != w or self.val[ci] > t:
+                return False
+            ci += 1
+        return True
+
+
+@always_inline
+def _heap_less[T: DType](fa: Scalar[T], wa: Int32, fb: Scalar[T], wb: Int32) -> Bool:
+    return fa < fb or (fa == fb and wa < wb)
+
+
+def _one_pass[T: DType](n: Int, edges: Pointer[Edge[T], MutUntrackedOrigin], m: Int, maxdeg: Int, ctl: Control) -> Int:
+    """One backward pass over edges[0:m] (sorted in processing order); the survivors are
+    compacted to edges[0:result] in the same order, with their new values. -1: cancelled."""
+    var nb = Neighbourhoods[T](n, edges, m)
+    var a = Array[Int32](maxdeg + 1)  # A: sorted common neighbours present at t
+    var hf = Array[Scalar[T]](maxdeg + 1)  # L: min-heap of (value, vertex)
+    var hw = Array[Int32](maxdeg + 1)
+    var out = 0
+    for k in range(m):
+        if k % POLL_EDGES == 0:
+            if ctl.cancelled():
+                return -1
+            if k > 0:
+                ctl.add_done(POLL_EDGES)
+        var e = edges[unsafe_offset=k]
+        var u = Int(e.u)
+        var v = Int(e.v)
+        var t = e.f
+        # common neighbours (rows are closed: skip u and v; erased entries are +inf)
+        var na = 0
+        var nh = 0
+        var ui = nb.start[u]
+        var ue = nb.start[u + 1]
+        var vi = nb.start[v]
+        var ve = nb.start[v + 1]
+        while ui < ue and vi < ve:
+            var wu = nb.nbr[ui]
+            var wv = nb.nbr[vi]
+            if wu < wv:
+                ui += 1
+            elif wu > wv:
+                vi += 1
+            else:
+                if Int(wu) != u and Int(wu) != v:
+                    var g = max(nb.val[ui], nb.val[vi])
+                    if g <= t:
+                        a[na] = wu
+                        na += 1
+                    elif g < inf[T]():
+                        hf[nh] = g
+                        hw[nh] = wu
+                        nh += 1
+                ui += 1
+                vi += 1
+        var heapified = False
+        var dead = False
+        while True:
+            var dom = -1
+            for q in range(na):
+                var c = Int(a[q])
+                if nb.dominates(c, a.data, na, t):
+                    dom = c
+                    break
+            if dom < 0:
+                break
+            var still = True
+            while still:
+                if nh == 0:
+                    dead = True
+                    break
+                if not heapified:
+                    var i = nh // 2 - 1
+                    while i >= 0:
+                        _sift_down(hf.data, hw.data, nh, i)
+                        i -= 1
+                    heapified = True
+                t = hf[0]
+                while nh > 0 and hf[0] <= t:
+                    var w = hw[0]
+                    var s = hf[0]
+                    if nb.value(dom, w) > s:
+                        still = False
+                    # insert w into the sorted A
+                    var j = na
+                    while j > 0 and a[j - 1] > w:
+                        a[j] = a[j - 1]
+                        j -= 1
+                    a[j] = w
+                    na += 1
+                    nh -= 1
+                    hf[0] = hf[nh]
+                    hw[0] = hw[nh]
+                    _sift_down(hf.data, hw.data, nh, 0)
+            if dead:
+                break
+        if dead:
+            nb.set(u, v, inf[T]())
+        else:
+            if t > e.f:
+                nb.set(u, v, t)
+            edges[unsafe_offset=out] = Edge[T](t, e.u, e.v)
+            out += 1
+    ctl.add_done(m - ((m - 1) // POLL_EDGES) * POLL_EDGES)  # the rest since the last poll (m >= 1)
+    return out
+
+
+@always_inline
+def _sift_down[T: DType](hf: Pointer[Scalar[T], MutUntrackedOrigin], hw: Pointer[Int32, MutUntrackedOrigin], nh: Int, i0: Int):
+    var i = i0
+    while True:
+        var l = 2 * i + 1
+        if l >= nh:
+            return
+        var best = l
+        var r = l + 1
+        if r < nh and _heap_less(hf[unsafe_offset=r], hw[unsafe_offset=r], hf[unsafe_offset=l], hw[unsafe_offset=l]):
+            best = r
+        if not _heap_less(hf[unsafe_offset=best], hw[unsafe_offset=best], hf[unsafe_offset=i], hw[unsafe_offset=i]):
+            return
+        var tf = hf[unsafe_offset=i]
+        var tw = hw[unsafe_offset=i]
+        hf[unsafe_offset=i] = hf[unsafe_offset=best]
+        hw[unsafe_offset=i] = hw[unsafe_offset=best]
+        hf[unsafe_offset=best] = tf
+        hw[unsafe_offset=best] = tw
+        i = best
+
+
+def _collapse[T: DType](p: CollapseParams):
+    var ctl = Control(p.control)
+    var info = Pointer[Int, MutUntrackedOrigin](unsafe_from_address=p.info)
+    var n = p.n
+    var m = p.m
+    var uin = Pointer[Int32, MutUntrackedOrigin](unsafe_from_address=p.u)
+    var vin = Pointer[Int32, MutUntrackedOrigin](unsafe_from_address=p.v)
+    var fin = Pointer[Scalar[T], MutUntrackedOrigin](unsafe_from_address=p.f)
+    var edges = Array[Edge[T]](m)
+    var deg = Array[Int](n)
+    for x in range(n):
+        deg[x] = 0
+    for k in range(m):
+        var a = uin[unsafe_offset=k]
+        var b = vin[unsafe_offset=k]
+        if a > b:
+            var s = a
+            a = b
+            b = s
+        edges[k] = Edge[T](fin[unsafe_offset=k], a, b)
+        deg[Int(a)] = deg[Int(a)] + 1
+        deg[Int(b)] = deg[Int(b)] + 1
+    var maxdeg = 0
+    for x in range(n):
+        maxdeg = max(maxdeg, deg[x])
+    info[unsafe_offset=INFO_STATUS] = STATUS_OK
+    info[unsafe_offset=INFO_PASSES] = 0
+    var left = m
+    var passes = 0
+    while passes < p.max_passes and left > 0:
+        ctl.start_stage(PROGRESS_STAGE, left)
+        _sort_edges(edges.data, 0, left, ctl)
+        if ctl.cancelled():
+            info[unsafe_offset=INFO_STATUS] = STATUS_CANCELLED
+            return
+        var after = _one_pass[T](n, edges.data, left, maxdeg, ctl)
+        if after < 0:
+            info[unsafe_offset=INFO_STATUS] = STATUS_CANCELLED
+            return
+        info[unsafe_offset=INFO_PASS0 + passes] = after
+        passes += 1
+        var removed = left - after
+        left = after
+        if Float64(removed) < p.min_removed * Float64(left + removed):
+            break
+    info[unsafe_offset=INFO_PASSES] = passes
+    info[unsafe_offset=INFO_EDGES] = left
+    var uo = Pointer[Int32, MutUntrackedOrigin](unsafe_from_address=p.u_out)
+    var vo = Pointer[Int32, MutUntrackedOrigin](unsafe_from_address=p.v_out)
+    var fo = Pointer[Scalar[T], MutUntrackedOrigin](unsafe_from_address=p.f_out)
+    for k in range(left):
+        var e = edges[k]
+        uo[unsafe_offset=k] = e.u
+        vo[unsafe_offset=k] = e.v
+        fo[unsafe_offset=k] = e.f
+
+
+def collapse_edges(p: CollapseParams) raises:
+    """Collapse p's edge list (see the file header); float32 or float64 by p.dtype_bits."""
+    if p.dtype_bits == 32:
+        _collapse[F32](p)
+    elif p.dtype_bits == 64:
+        _collapse[F64](p)
+    else:
+        raise Error(String("collapse_edges: dtype_bits must be 32 or 64, got ", p.dtype_bits))
