@@ -1,7 +1,7 @@
 # Python binding of the persistent-homology engine (compute: aura_kernels/persistence/).
 #
 #   rips(params_addr): the address of a persistence parameter block (aura_lab.persistence.ABI,
-#     generated Mojo side aura_kernels/persistence_abi.mojo), validated by aura_lab/persistence.py
+#     generated Mojo side aura_kernels/persistence_abi.mojo), validated by aura_lab/persistence/
 #   free_bars(addr): free a buffer rips() returned in info[INFO_BARS] or info[INFO_REPS]
 #   collapse(params_addr): the strong edge collapse of a flag filtration's edge list
 #     (aura_lab.persistence.collapse.ABI, generated Mojo side aura_kernels/collapse_abi.mojo;

@@ -114,10 +114,13 @@ def test_run_isolated_reports_what_ended_a_child():
 def test_bench_persistence_sets_and_peers():
     from aura_lab.harness import persistence as H
 
-    jobs = H._jobs(["random16", "clifford"], ["mojo", H.REPS], None)
+    jobs = H._jobs(["random16", "clifford"], list(H.OURS), None)
     peers = H._peers()
     assert ("random16", H.REPS) in jobs and ("random16", "gudhi") in jobs and ("clifford", H.REPS) not in jobs
-    assert {i for s, i in jobs if s == "clifford"} == {"mojo", *(p for p in H.LARGE_PEERS if p in peers)}
+    ours = {"mojo", "mojo collapse off", "mojo collapse on"}
+    assert {i for s, i in jobs if s == "clifford"} == {*ours, *(p for p in H.LARGE_PEERS if p in peers)}
+    assert {i for s, i in jobs if s == "random16"} == {*ours, H.REPS, "gudhi", *(p for p in H.LARGE_PEERS if p in peers),
+                                                        *([H.RIPSER_COCYCLES] if H.RIPSER_COCYCLES in peers else [])}
     X, kw, counts = H.load_set("r3_200k")
     assert X.shape == (200_000, 3) and X.dtype == np.float32 and kw == {"maxdim": 1, "threshold": 0.05}
     assert counts is None and 0 <= X.min() and X.max() < 1
@@ -129,14 +132,15 @@ def test_bench_persistence_ratios_and_memory_against_the_smallest_peer():
     from aura_lab.harness import persistence as H
 
     rows = [{"case": "c", "impl": "mojo", "kind": "backend", "ms": 10.0, "peak_MiB": 50.0},
+            {"case": "c", "impl": "mojo collapse off", "kind": "backend", "ms": 20.0, "peak_MiB": 150.0},
             {"case": "c", "impl": "giotto-ph", "kind": "peer", "ms": 30.0, "peak_MiB": 100.0},
             {"case": "c", "impl": "giotto-ph+collapse", "kind": "peer", "ms": 5.0, "peak_MiB": 200.0},
             {"case": "c", "impl": "ripser.py", "kind": "peer", "note": "did not finish: killed by SIGKILL"}]
     H._add_ratios(rows, ["c"])
     mojo = rows[0]
     assert mojo["vs_giotto-ph"] == 3.0 and mojo["vs_giotto-ph+collapse"] == 0.5 and "vs_ripser.py" not in mojo
-    assert mojo["peak_vs_min_peer"] == 0.5
-    assert rows[1]["vs_giotto-ph+collapse"] == 5.0 / 30.0
+    assert mojo["peak_vs_min_peer"] == 0.5 and rows[1]["peak_vs_min_peer"] == 1.5 and rows[1]["vs_giotto-ph"] == 1.5
+    assert rows[2]["vs_giotto-ph+collapse"] == 5.0 / 30.0
 
 
 def test_bench_sets_option_only_for_families_with_sets():

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..diagrams import bottleneck_distance
 from ..persistence import last_stats, op, rips_persistence
+from ..persistence.collapse import describe as describe_collapse
 from ..registry import explain
 from .core import BenchResult, Check, PanelSpec, machine_info, peak_rss, progress, run_isolated, time_call
 
@@ -59,11 +60,15 @@ TOL_RIPSER = 1e-5
 TOL_GUDHI = 1e-6
 
 COLUMNS = ["case", "impl", "ms", "runs", "peak_MiB", "bars", "vs_ripser.py", "vs_giotto-ph", "vs_giotto-ph+collapse",
-           "vs_gudhi RipsPersistence", "peak_vs_min_peer", "vs_diagrams", "vs_ripser.py_cocycles", "note"]
+           "vs_gudhi RipsPersistence", "peak_vs_min_peer", "vs_diagrams", "vs_ripser.py_cocycles", "collapse", "note"]
 
 #: the representative rows: the mojo engine with cycles and cocycles, ripser.py with cocycles
 REPS = "mojo cycles+cocycles"
 RIPSER_COCYCLES = "ripser.py cocycles"
+#: our rows: name -> rips_persistence arguments on the mojo backend: edge collapse as auto
+#: decides (the default), off and on, and the representatives (standard sets only)
+OURS = {"mojo": {}, "mojo collapse off": {"collapse_edges": False}, "mojo collapse on": {"collapse_edges": True},
+        REPS: {"return_cycles": True, "return_cocycles": True}}
 
 
 def load_set(name: str, dtype=np.float32) -> tuple[np.ndarray, dict, list[int] | None]:
@@ -114,8 +119,8 @@ def _giotto(X, kw, n_threads=2):
 def _giotto_collapse(X, kw):
     from gph import ripser_parallel
 
-    return ripser_parallel(X, maxdim=kw["maxdim"], thresh=kw.get("threshold", np.inf), n_threads=2,
-                           collapse_edges=True)["dgms"]
+    return ripser_parallel(X, maxdim=kw["maxdim"], thresh=kw.get("threshold", np.inf), n_threads=2, collapse_edges=True,
+                           metric="precomputed" if kw.get("distance_matrix") else "euclidean")["dgms"]
 
 
 def _gudhi_rips_persistence(X, kw):
@@ -124,7 +129,8 @@ def _gudhi_rips_persistence(X, kw):
     from gudhi.sklearn.rips_persistence import RipsPersistence
 
     rp = RipsPersistence(homology_dimensions=list(range(kw["maxdim"] + 1)), threshold=kw.get("threshold", np.inf),
-                         homology_coeff_field=2)
+                         homology_coeff_field=2,
+                         input_type="full distance matrix" if kw.get("distance_matrix") else "point cloud")
     return rp.fit_transform([X])[0]
 
 
@@ -154,9 +160,9 @@ def _peers() -> dict:
 
 
 def _set_peers(name: str) -> list[str]:
-    """The peers benched on one set: ripser.py (with and without cocycles) and giotto-ph on
-    the standard sets (gudhi is a backend row there), ``LARGE_PEERS`` on the research-scale ones."""
-    wanted = LARGE_PEERS if name in LARGE_SETS else ("ripser.py", RIPSER_COCYCLES, "giotto-ph")
+    """The peers benched on one set: ``LARGE_PEERS``, and on the standard sets ripser.py with
+    cocycles too (gudhi's persistence is also a backend row there)."""
+    wanted = LARGE_PEERS if name in LARGE_SETS else (*LARGE_PEERS, RIPSER_COCYCLES)
     return [p for p in wanted if p in _peers()]
 
 
@@ -179,9 +185,9 @@ def _impl_fn(impl: str, X, kw):
     peers = _peers()
     if impl in peers:
         return lambda: peers[impl](X, kw)
-    if impl == REPS:
-        return lambda: rips_persistence(X, backend="mojo", return_cycles=True, return_cocycles=True, progress=False,
-                                        **kw).dgms
+    if impl in OURS:
+        fn = lambda: rips_persistence(X, backend="mojo", progress=False, **OURS[impl], **kw)  # noqa: E731
+        return (lambda: fn().dgms) if impl == REPS else fn
     return lambda: rips_persistence(X, backend=impl, progress=False, **kw)
 
 
@@ -206,10 +212,12 @@ def measure(name: str, impl: str, repeats: int = 3, slow_s: float = 5.0) -> dict
     ok = None if counts is None else got == counts
     row = dict(ms=t["ms"], min_ms=t["min_ms"], runs=t["runs"], peak_MiB=peak, bars=str(got), counts_ok=ok,
                note="" if ok in (None, True) else f"bar counts differ from the expected {counts}")
-    if impl in ("mojo", REPS) and last_stats():
+    if impl in OURS and last_stats():
         st = last_stats()
         row.update(engine=st["engine"], columns=sum(st["columns"]), apparent=sum(st["apparent"]),
                    emergent=sum(st["emergent"]))
+        if st.get("collapse"):
+            row["collapse"] = describe_collapse(st["collapse"])
     return row
 
 
@@ -237,8 +245,9 @@ def _add_ratios(rows: list[dict], sets: list[str]) -> None:
                     r[f"vs_{peer}"] = rs[peer]["ms"] / r["ms"]
         peaks = [r["peak_MiB"] for r in rs.values() if r["kind"] == "peer" and r["impl"] != RIPSER_COCYCLES
                  and r.get("peak_MiB")]
-        if "mojo" in rs and peaks and rs["mojo"].get("peak_MiB") is not None:
-            rs["mojo"]["peak_vs_min_peer"] = rs["mojo"]["peak_MiB"] / min(peaks)
+        for ours in OURS:
+            if ours in rs and peaks and rs[ours].get("peak_MiB") is not None:
+                rs[ours]["peak_vs_min_peer"] = rs[ours]["peak_MiB"] / min(peaks)
         if REPS in rs:
             if "mojo" in rs:
                 rs[REPS]["vs_diagrams"] = rs[REPS]["ms"] / rs["mojo"]["ms"]
@@ -250,9 +259,10 @@ def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True
           isolate: bool = True, timeout_s: float = 600.0) -> BenchResult:
     """Wall time (median after a warm-up; a single run when the first call exceeds ``slow_s``)
     and the peak memory the first call added, per set (default: the standard sets, then the
-    research-scale ``LARGE_SETS``), for the mojo engine and the peers: on the standard sets
-    ripser.py, giotto-ph (``n_threads=2``) and gudhi where it finishes (see ``GUDHI_SKIP``);
-    on the research-scale ones ``LARGE_PEERS``. Each pair runs in a fresh process
+    research-scale ``LARGE_SETS``), for the mojo engine (``OURS``: edge collapse auto, off and
+    on) and the peers ``LARGE_PEERS`` (ripser.py, giotto-ph with ``n_threads=2`` with and
+    without collapse, gudhi's ``RipsPersistence`` over Z/2), on the standard sets also the
+    gudhi backend where it finishes (see ``GUDHI_SKIP``). Each pair runs in a fresh process
     (``isolate``); one that raises, is killed (out of memory) or runs past ``timeout_s`` is
     reported as such in its row's note. Ratios are peer time / this row's time, same run. The
     representative rows (standard sets): mojo with cycles and cocycles (``vs_diagrams``: its
@@ -262,8 +272,7 @@ def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True
     sets = list(sets or known)
     if unknown := [s for s in sets if s not in known]:
         raise ValueError(f"sets: unknown set(s) {', '.join(map(repr, unknown))}; valid: {', '.join(known)}")
-    impls = [b for b in ("mojo",) if backends is None or b in backends]
-    impls += [REPS] if "mojo" in impls else []
+    impls = list(OURS) if backends is None or "mojo" in backends else []
     avail = {b: op.status(b)[0] for b in op.backends}
     peers = _peers()
     rows = []
@@ -272,7 +281,7 @@ def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True
         if impl == "gudhi" and name in GUDHI_SKIP:
             rows.append({**row, "note": GUDHI_SKIP[name]})
             continue
-        if impl not in peers and not avail.get("mojo" if impl == REPS else impl, False):
+        if impl not in peers and not avail.get("mojo" if impl in OURS else impl, False):
             rows.append({**row, "note": f"skipped: {impl} unavailable"})
             continue
         if isolate:

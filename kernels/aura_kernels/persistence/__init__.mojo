@@ -6,7 +6,7 @@
 # dense, the full (n, n) symmetric distance matrix, float32 or float64, zero diagonal; sparse,
 # the radius graph in CSR form (indptr int64 (n + 1), indices int32 ascending per row, both
 # directions, no self loops, dist = the distances, each <= threshold). Both validated
-# by aura_lab/persistence.py (which also caps maxdim at n - 2, checks that every binomial
+# by aura_lab/persistence/ (which also caps maxdim at n - 2, checks that every binomial
 # coefficient C(n, k <= maxdim + 2) fits in 62 - coefficient-bits bits, and rounds the threshold
 # to the matrix dtype). Output (engine.mojo): info[0] status (0 ok, 1 memory budget exceeded),
 # info[1] the address of a malloc'd float64 buffer of (dim, birth, death) triples (death -1 =

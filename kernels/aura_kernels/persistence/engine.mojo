@@ -12,7 +12,7 @@ from aura_kernels.persistence.reduce import reduce
 from aura_kernels.persistence.reps import RepOut, pair_index, write_cycles
 from aura_kernels.persistence_abi import PersistenceParams
 
-# info[] slots (read by aura_lab/persistence.py)
+# info[] slots (read by aura_lab/persistence/kernels.py)
 comptime INFO_STATUS = 0  # STATUS_OK, STATUS_OUT_OF_MEMORY or STATUS_CANCELLED
 comptime INFO_BARS = 1  # address of the malloc'd float64 (dim, birth, death) triples
 comptime INFO_NBARS = 2  # their count

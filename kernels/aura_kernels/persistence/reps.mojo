@@ -1,5 +1,5 @@
 # Representatives of the bars, written as records to one int buffer for Python
-# (aura_lab/persistence.py reads them):
+# (aura_lab/persistence/result.py reads them):
 #
 #   [bar, kind, nv, m, then m entries of nv vertices (ascending) and a coefficient]
 #

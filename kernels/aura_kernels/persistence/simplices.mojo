@@ -19,7 +19,7 @@ from aura_kernels.persistence.containers import (
     IntPtr, Entry, Buffer, MemoryBudget, OwnedArray, heap_push, heap_pop, SCRATCH,
 )
 
-comptime NSTATS = 11  # per-dimension counters, read by aura_lab/persistence.py (STAT_FIELDS)
+comptime NSTATS = 11  # per-dimension counters, read by aura_lab/persistence/kernels.py (STAT_FIELDS)
 comptime STAT_SIMPLICES = 0  # simplices of this dimension enumerated (edges for dim 0 and 1)
 comptime STAT_COLUMNS = 1  # columns handed to the reduction
 comptime STAT_APPARENT = 2  # candidates skipped: in a zero-persistence apparent pair
