@@ -31,10 +31,10 @@
 # PROGRESS_STAGE, units = edges processed over all passes (total: m per pass, restarted
 # each pass).
 
-from std.memory.alloc import unsafe_alloc
 from std.utils.numerics import inf, neg_inf
 from aura_kernels.common import F32, F64, Control
 from aura_kernels.collapse_abi import CollapseParams
+from aura_kernels.persistence.containers import OwnedArray
 
 comptime INFO_STATUS = 0  # STATUS_OK or STATUS_CANCELLED
 comptime INFO_EDGES = 1  # edges in the output
@@ -44,28 +44,6 @@ comptime STATUS_OK = 0
 comptime STATUS_CANCELLED = 2
 comptime POLL_EDGES = 1024
 comptime PROGRESS_STAGE = 100  # distinct from the engine's stages 0 .. 2 maxdim + 1
-
-
-struct Array[E: ImplicitlyCopyable & Deinitable](Movable):
-    """A heap array freed with its owner (elements trivially destructible)."""
-
-    var data: Pointer[Self.E, MutUntrackedOrigin]
-    var size: Int
-
-    def __init__(out self, size: Int):
-        self.data = unsafe_alloc[Self.E](max(1, size))
-        self.size = size
-
-    def __deinit__(deinit self):
-        self.data.unsafe_free()
-
-    @always_inline
-    def __getitem__(self, i: Int) -> Self.E:
-        return self.data[unsafe_offset=i]
-
-    @always_inline
-    def __setitem__(self, i: Int, v: Self.E):
-        self.data[unsafe_offset=i] = v
 
 
 @fieldwise_init
@@ -140,12 +118,12 @@ struct Neighbourhoods[T: DType](Movable):
     """Closed neighbourhoods as sorted CSR rows: row x = start[x] ..< start[x + 1] of (nbr,
     val), ascending nbr, x itself at -inf; +inf marks an erased edge."""
 
-    var start: Array[Int]
-    var nbr: Array[Int32]
-    var val: Array[Scalar[Self.T]]
+    var start: OwnedArray[Int]
+    var nbr: OwnedArray[Int32]
+    var val: OwnedArray[Scalar[Self.T]]
 
     def __init__(out self, n: Int, edges: Pointer[Edge[Self.T], MutUntrackedOrigin], m: Int):
-        var deg = Array[Int](n + 1)
+        var deg = OwnedArray[Int](n + 1)
         for x in range(n + 1):
             deg[x] = 0
         for k in range(m):
@@ -154,15 +132,15 @@ struct Neighbourhoods[T: DType](Movable):
             deg[Int(e.v)] = deg[Int(e.v)] + 1
         # unsorted rows (open), then transposed into sorted closed rows: row r is read in
         # ascending r, each of its entries appended to its neighbour's row
-        var ustart = Array[Int](n + 1)
+        var ustart = OwnedArray[Int](n + 1)
         var acc = 0
         for x in range(n):
             ustart[x] = acc
             acc += deg[x]
         ustart[n] = acc
-        var unbr = Array[Int32](acc)
-        var uval = Array[Scalar[Self.T]](acc)
-        var fill = Array[Int](n)
+        var unbr = OwnedArray[Int32](acc)
+        var uval = OwnedArray[Scalar[Self.T]](acc)
+        var fill = OwnedArray[Int](n)
         for x in range(n):
             fill[x] = ustart[x]
         for k in range(m):
@@ -175,14 +153,14 @@ struct Neighbourhoods[T: DType](Movable):
             unbr[fill[b]] = e.u
             uval[fill[b]] = e.f
             fill[b] = fill[b] + 1
-        self.start = Array[Int](n + 1)
+        self.start = OwnedArray[Int](n + 1)
         acc = 0
         for x in range(n):
             self.start[x] = acc
             acc += deg[x] + 1
         self.start[n] = acc
-        self.nbr = Array[Int32](acc)
-        self.val = Array[Scalar[Self.T]](acc)
+        self.nbr = OwnedArray[Int32](acc)
+        self.val = OwnedArray[Scalar[Self.T]](acc)
         for x in range(n):
             fill[x] = self.start[x]
         for r in range(n):
@@ -251,9 +229,9 @@ def _one_pass[T: DType](n: Int, edges: Pointer[Edge[T], MutUntrackedOrigin], m: 
     """One backward pass over edges[0:m] (sorted in processing order); the survivors are
     compacted to edges[0:result] in the same order, with their new values. -1: cancelled."""
     var nb = Neighbourhoods[T](n, edges, m)
-    var a = Array[Int32](maxdeg + 1)  # A: sorted common neighbours present at t
-    var hf = Array[Scalar[T]](maxdeg + 1)  # L: min-heap of (value, vertex)
-    var hw = Array[Int32](maxdeg + 1)
+    var a = OwnedArray[Int32](maxdeg + 1)  # A: sorted common neighbours present at t
+    var hf = OwnedArray[Scalar[T]](maxdeg + 1)  # L: min-heap of (value, vertex)
+    var hw = OwnedArray[Int32](maxdeg + 1)
     var out = 0
     for k in range(m):
         if k % POLL_EDGES == 0:
@@ -373,8 +351,8 @@ def _collapse[T: DType](p: CollapseParams):
     var uin = Pointer[Int32, MutUntrackedOrigin](unsafe_from_address=p.u)
     var vin = Pointer[Int32, MutUntrackedOrigin](unsafe_from_address=p.v)
     var fin = Pointer[Scalar[T], MutUntrackedOrigin](unsafe_from_address=p.f)
-    var edges = Array[Edge[T]](m)
-    var deg = Array[Int](n)
+    var edges = OwnedArray[Edge[T]](m)
+    var deg = OwnedArray[Int](n)
     for x in range(n):
         deg[x] = 0
     for k in range(m):
