@@ -123,7 +123,8 @@ def _run_collapsed(prob: PersistenceProblem, requested: str, engine: str, why: s
     cstats["why"] = prob.collapse_why
     indptr, indices, dists = csr_from_pairs(prob.n, i, j, d)
     del i, j, d
-    why = f"{why}; {C.describe(cstats)}"
+    done = C.describe(cstats)
+    why = f"{why}; {done}"
     if engine == "dense" and requested == "dense":
         D = _dense_from_csr(prob.n, indptr, indices, dists)
         estimate = _check_engine_memory(prob, "dense", thr, D=D)
@@ -132,8 +133,8 @@ def _run_collapsed(prob: PersistenceProblem, requested: str, engine: str, why: s
         dgms = _run_sparse(prob, indptr, indices, dists, thr, why, densify=requested == "auto", collapsed=True)
     if _last_stats is not None:
         _last_stats["collapse"] = cstats
-        if C.describe(cstats) not in _last_stats["engine_reason"]:
-            _last_stats["engine_reason"] += f"; {C.describe(cstats)}"
+        if done not in _last_stats["engine_reason"]:  # a densified run gave its own reason
+            _last_stats["engine_reason"] += f"; {done}"
     return dgms
 
 
