@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 LAB_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: lab test venv build notebooks clean
+.PHONY: lab test venv build notebooks docs clean
 
 venv: $(STAMP)
 
@@ -35,5 +35,9 @@ test: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/python tools/sync_notebooks.py
 
+# the docs site into site/ from docs/ (tables generated from data/results/); warnings are errors
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf site $(VENV) .pytest_cache .hypothesis

@@ -281,8 +281,10 @@ def collection_persistence(X, *, homology_dimensions=(0, 1), threshold: float = 
             arrays, torch CPU tensors or nested lists.
         homology_dimensions: an int k (one H_k array per input) or a list of dimensions (one
             list of arrays per input, in that order).
-        threshold, metric, coeff, backend: as ``aura_lab.rips_persistence`` (``backend`` is
-            the aura_lab backend each worker runs: auto, mojo or gudhi).
+        threshold: as ``aura_lab.rips_persistence``.
+        metric: as ``aura_lab.rips_persistence``.
+        coeff: as ``aura_lab.rips_persistence``.
+        backend: the aura_lab backend each worker runs: auto, mojo or gudhi.
         input_type: ``"point cloud"`` or ``"distance matrix"`` (``"full distance matrix"``, as
             gudhi names it, is the same).
         n_jobs: joblib workers (at most ``MAX_JOBS``); ``None`` follows the joblib context (1 outside any, every
@@ -297,6 +299,12 @@ def collection_persistence(X, *, homology_dimensions=(0, 1), threshold: float = 
     Bad input: a non-iterable ``X``, or an element that is not a 2-D (square, for matrices)
     numeric array, raises ``ValueError`` naming the index (``X[3]: ...``); errors found while
     computing an element (an asymmetric matrix, a complex beyond memory) name it too.
+
+    Examples:
+        >>> import numpy as np, aura_lab
+        >>> square = np.array([[0., 0.], [1., 0.], [1., 1.], [0., 1.]])
+        >>> [np.round(h1, 4) for h1 in aura_lab.collection_persistence([square, 2 * square], homology_dimensions=1)]
+        [array([[1.    , 1.4142]]), array([[2.    , 2.8284]])]
     """
     t0 = time.perf_counter()
     p = params or check_params(homology_dimensions, threshold, input_type, metric, coeff, backend, collapse_edges)

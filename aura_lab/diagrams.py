@@ -49,6 +49,11 @@ def bottleneck_distance(dgm_a, dgm_b, *, e: float = 0.0) -> float:
 
     Points on the diagonal and at infinity are handled: diagrams with different numbers of
     essential bars are at distance ``inf``.
+
+    Examples:
+        >>> import numpy as np, aura_lab
+        >>> aura_lab.bottleneck_distance(np.array([[0., 1.]]), np.array([[0., 1.5]]))
+        0.5
     """
     import gudhi
 

@@ -103,8 +103,8 @@ ABI = KernelABI("distance", [("dtype_bits", INT), ("metric", INT), ("x", ADDR), 
                              ("n", INT), ("m", INT), ("d", INT), ("ldo", INT), ("threads", INT)], enums=(METRIC,))
 
 #: measured single-thread cost of one (row, column, coordinate) of the mojo kernel: 80 ms for
-#: n = 8192, d = 64 (README results, "mojo 1-thread"). Two regimes for calibration: up to
-#: d = 16 the output write bounds every backend (README: mojo at the write-bandwidth floor at
+#: n = 8192, d = 64 (docs/results.md, "mojo 1-thread"). Two regimes for calibration: up to
+#: d = 16 the output write bounds every backend (docs/results.md: mojo at the write-bandwidth floor at
 #: d = 3), above it the arithmetic, and the backends rank differently at equal n * m * d.
 op = Op("distance", ns_per_work=0.02, regime=lambda size: "write-bound" if size["d"] <= 16 else "compute-bound")
 
@@ -148,6 +148,12 @@ def pairwise_distances(X, Y=None, metric: str = "euclidean", *, backend: str = "
     NaN and inf propagate as in ``scipy.spatial.distance.cdist`` (chebyshev skips NaN
     terms, as scipy does). Euclidean distances use the direct formula, never the GEMM
     identity, so near-duplicate points keep full relative precision in float32.
+
+    Examples:
+        >>> import numpy as np, aura_lab
+        >>> aura_lab.pairwise_distances(np.array([[0., 0.], [3., 4.]]), backend="numpy")
+        array([[0., 5.],
+               [5., 0.]])
     """
     if not isinstance(metric, str) or metric not in METRIC_INFO:
         raise ValueError(f"metric: unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")

@@ -87,9 +87,11 @@ def radius_graph(X, r, metric: str = "euclidean", *, threads: int | None = None,
         backend. See the module docstring.
 
     Raises:
-        TypeError / ValueError naming the argument for bad input; ``MemoryError`` with the
-        estimate when the graph would not fit in available memory (checked after counting,
-        before the CSR is allocated); ``aura_lab.Cancelled`` when cancelled.
+        TypeError: naming the argument, for an argument of the wrong kind.
+        ValueError: naming the argument, for a bad value.
+        MemoryError: with the estimate, when the graph would not fit in available memory
+            (checked after counting, before the CSR is allocated).
+        aura_lab.Cancelled: when cancelled.
     """
     prob = _validate(X, r, metric, threads, method)
     n = prob["n"]

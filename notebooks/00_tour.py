@@ -17,7 +17,7 @@
 # Every op in aura_lab has a readable numpy reference, interchangeable backends
 # (`numpy`, `torch`, `mojo`, `max`), a validation report against an independent reference
 # and a benchmark against peer libraries. This notebook shows what runs here, checks every
-# backend, gives you one comparison panel per op, and reproduces the README's results.
+# backend, gives you one comparison panel per op, and reproduces the docs' results.
 #
 # `AURA_SIZE` (below) keeps the default run small; raise it (`medium`, `large`) or use the
 # panels' size selectors to scale up.
@@ -84,9 +84,9 @@ for fam, p in panels.items():
     print(f"{fam} panel: every available backend agrees with the {p.spec.reference} reference: {ok}")
 
 # %% [markdown]
-# ## The README's results
+# ## The stored results
 # The tables below are the stored output of the one `aura-lab bench <family>` run quoted in
-# the README (`data/results/`). At `AURA_SIZE=large` the sweeps are rerun here, live.
+# the docs (`data/results/`). At `AURA_SIZE=large` the sweeps are rerun here, live.
 
 # %%
 stored = {p.stem.removeprefix("bench-"): json.loads(p.read_text()) for p in sorted(RESULTS.glob("bench-*.json"))}

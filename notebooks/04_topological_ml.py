@@ -243,4 +243,4 @@ print(f"LocalCluster: diagrams identical to serial: {identical(dgm_dask, dgm_ser
 
 # %% [markdown]
 # `aura-lab bench collection` measures the same three ways of running against gudhi's and
-# giotto-ph's at 100 and 1000 clouds of 200 points (the README has the table).
+# giotto-ph's at 100 and 1000 clouds of 200 points (docs/results.md has the table).

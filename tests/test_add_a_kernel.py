@@ -1,5 +1,5 @@
-"""The README's "How to add a kernel" builds a working op: its module, kernel and harness
-entry are taken from the README's code blocks as they stand, the kernel is compiled, and
+"""The docs' "How to add a kernel" (docs/adding-a-kernel.md) builds a working op: its module,
+kernel and harness entry are taken from the page's code blocks as they stand, the kernel is compiled, and
 both backends are checked through the public function and the harness."""
 
 import importlib.util
@@ -17,18 +17,16 @@ from aura_lab import _mojo, harness
 from aura_lab._abi import KernelABI
 from aura_lab.registry import Op
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+RECIPE = Path(__file__).resolve().parents[1] / "docs" / "adding-a-kernel.md"
 
 
-def readme_block(first_line: str) -> str:
-    """The fenced code block of the README that starts with ``first_line``."""
-    text = README.read_text()
-    section = text[text.index("### How to add a kernel"):]
-    for block in re.findall(r"```(?:python|mojo)\n(.*?)```", section, re.S):
+def recipe_block(first_line: str) -> str:
+    """The fenced code block of the recipe page that starts with ``first_line``."""
+    for block in re.findall(r"```(?:python|mojo)\n(.*?)```", RECIPE.read_text(), re.S):
         code = textwrap.dedent(block)
         if code.startswith(first_line):
             return code
-    raise AssertionError(f"README: no code block starting with {first_line!r}")
+    raise AssertionError(f"{RECIPE.name}: no code block starting with {first_line!r}")
 
 
 def load_as(name: str, path: Path):
@@ -43,13 +41,13 @@ def load_as(name: str, path: Path):
 def toy(tmp_path, monkeypatch):
     """The toy op's module and harness entry loaded as aura_lab.scale / aura_lab.harness.scale,
     and a private kernels folder holding its kernel, the generated block and the helpers."""
-    (tmp_path / "scale.py").write_text(readme_block("# aura_lab/scale.py"))
-    (tmp_path / "harness_scale.py").write_text(readme_block("# aura_lab/harness/scale.py"))
+    (tmp_path / "scale.py").write_text(recipe_block("# aura_lab/scale.py"))
+    (tmp_path / "harness_scale.py").write_text(recipe_block("# aura_lab/harness/scale.py"))
     module = load_as("aura_lab.scale", tmp_path / "scale.py")
     entry = load_as("aura_lab.harness.scale", tmp_path / "harness_scale.py")
     kernels = tmp_path / "kernels"
     (kernels / "aura_kernels").mkdir(parents=True)
-    (kernels / "scale.mojo").write_text(readme_block("# kernels/scale.mojo"))
+    (kernels / "scale.mojo").write_text(recipe_block("# kernels/scale.mojo"))
     real = Path(_mojo.kernels_dir())
     shutil.copy(real / "_common.mojo", kernels)
     for name in ("__init__.mojo", "common.mojo"):

@@ -1,33 +1,36 @@
-"""Print the README's results tables from the stored bench runs in data/results/.
+"""The stored bench runs in data/results/ as markdown (aura_lab.harness.report generates it).
 
-    .venv/bin/python tools/results_tables.py [FAMILY ...]
+    .venv/bin/python tools/results_tables.py [FAMILY ...]   # print the stored runs' tables
+    .venv/bin/python tools/results_tables.py --targets      # print the targets table
+    .venv/bin/python tools/results_tables.py --readme       # rewrite the README's targets table
 
-Each data/results/bench-<family>.json is the JSON written by one `aura-lab bench <family>
---json data/results/bench-<family>.json` run; the tables quote it as is (columns as the CLI
-prints them), with the machine and bandwidth measured in that run.
+The docs site generates its tables at build time (docs/hooks.py); the README holds its one
+table between ``<!-- aura:targets -->`` and ``<!-- /aura:targets -->``, and
+tests/test_docs.py fails while that block differs from what this script writes.
 """
 
-import json
 import sys
 from pathlib import Path
 
-from aura_lab import harness
-from aura_lab.harness.core import format_table
+from aura_lab.harness import report
 
-RESULTS = Path(__file__).resolve().parent.parent / "data" / "results"
+README = Path(__file__).resolve().parent.parent / "README.md"
+BEGIN, END = "<!-- aura:targets -->", "<!-- /aura:targets -->"
 
-for path in sorted(RESULTS.glob("bench-*.json")):
-    fam = path.stem.removeprefix("bench-")
-    if sys.argv[1:] and fam not in sys.argv[1:]:
-        continue
-    res = json.loads(path.read_text())
-    ctx = res["context"]
-    m = ctx.get("machine", {})
-    print(f"### `{ctx.get('command', 'aura-lab bench ' + fam)}`\n")
-    line = f"{m.get('cpu', m.get('machine', '?'))}, {m.get('cpus', '?')} CPUs; numpy {m.get('numpy')}, torch {m.get('torch')}, mojo {m.get('mojo')}, max {m.get('max')}"
-    if "bandwidth" in ctx:
-        bw = ctx["bandwidth"]
-        line += f"; memory bandwidth measured in the run: read {bw['read_GBps']:.1f} GB/s, write {bw['write_GBps']:.1f} GB/s"
-    print(line + "\n")
-    print(format_table(res["rows"], getattr(harness.family_module(fam), "COLUMNS", None)))
-    print()
+
+def readme_with_targets(text: str) -> str:
+    """``text`` (the README) with the block between the markers regenerated."""
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{report.targets_table()}\n{END}{tail}"
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args == ["--readme"]:
+        README.write_text(readme_with_targets(README.read_text()))
+    elif args == ["--targets"]:
+        print(report.targets_table())
+    else:
+        for fam in args or report.stored_families():
+            print(f"### {report.results_table(fam)}")

@@ -17,7 +17,7 @@ EXTRAS = {
     "collection": "aura_lab.harness.collection",  # RipsPersistence over a collection of clouds
 }
 #: the shared machinery and the reliability checks: modules that are no op family
-MACHINERY = ("core", "calibrate", "load", "fuzz", "rounding")
+MACHINERY = ("core", "calibrate", "load", "fuzz", "rounding", "report")
 #: every other module of this package is one op family's entry: adding ``harness/<op>.py``
 #: is all it takes for the CLI, notebooks and panels to find it
 FAMILIES = {m.name: f"{__name__}.{m.name}" for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name)

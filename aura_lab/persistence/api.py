@@ -104,6 +104,21 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
         death > birth, sorted by birth then death; infinite deaths are ``inf``. With either
         ``return_*`` flag a ``PersistenceResult``: ``dgms`` that list, ``cycles[k][i]`` /
         ``cocycles[k][i]`` the representatives of bar ``dgms[k][i]`` (``None`` when not asked).
+
+    Examples:
+        The four corners of a unit square: four components merge at 1, and one loop is born
+        at 1 and filled at the diagonal's length.
+
+        >>> import numpy as np, aura_lab
+        >>> square = np.array([[0., 0.], [1., 0.], [1., 1.], [0., 1.]])
+        >>> h0, h1 = aura_lab.rips_persistence(square, maxdim=1)
+        >>> h0
+        array([[ 0.,  1.],
+               [ 0.,  1.],
+               [ 0.,  1.],
+               [ 0., inf]])
+        >>> np.round(h1, 4)
+        array([[1.    , 1.4142]])
     """
     reps = _check_flag("return_cocycles", return_cocycles) * REPS_COCYCLES | _check_flag("return_cycles", return_cycles) * REPS_CYCLES
     prob = _validate(X, maxdim, threshold, metric, distance_matrix, coeff, reps)

@@ -21,12 +21,21 @@ def route(logits, k: int, *, scoring: str = "softmax", renormalize: bool = True,
         renormalize: divide the k weights by their sum (softmax: softmax over the top-k logits).
         scale: multiplies the final weights (DeepSeek-V3: 2.5).
         bias: ``(E,)`` finite selection bias (DeepSeek-V3 ``e_score_correction_bias``); selection only.
-        n_groups, topk_groups: group-limited routing (DeepSeek-V3: 8 and 4).
+        n_groups: group-limited routing: the number of expert groups (DeepSeek-V3: 8).
+        topk_groups: group-limited routing: the groups kept per token (DeepSeek-V3: 4).
         capacity_factor: ``> 0``; ``capacity = ceil(capacity_factor * T * k / E)``.
         backend: ``"auto"``, ``"numpy"``, ``"torch"``, ``"mojo"`` or ``"max"``.
 
     Returns:
         ``Routing`` with numpy arrays for numpy input, torch tensors for torch input.
+
+    Examples:
+        >>> import numpy as np, aura_lab
+        >>> r = aura_lab.route(np.array([[1., 3., 2.]]), 2, backend="numpy")
+        >>> r.experts
+        array([[1, 2]], dtype=int32)
+        >>> np.round(r.weights, 4)
+        array([[0.7311, 0.2689]], dtype=float32)
     """
     kind = A.kind_of(logits, bias)
     prob = validate(logits, k, scoring, renormalize, scale, bias, n_groups, topk_groups, capacity_factor)

@@ -23,7 +23,7 @@ ABI = KernelABI("routing", [("logits", ADDR), ("T", INT), ("E", INT), ("k", INT)
                 enums=(SCORING,))
 
 #: measured single-thread cost of one logit in the mojo kernel: 13 ms for T = 65536, E = 256
-#: (README results, "mojo 1-thread")
+#: (docs/results.md, "mojo 1-thread")
 op = Op("routing", work=lambda size: size["T"] * size["E"], ns_per_work=0.8)
 
 

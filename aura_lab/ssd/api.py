@@ -19,8 +19,9 @@ def selective_scan(x, dt, A, B, C, *, D=None, z=None, dt_bias=None, dt_softplus:
         x: ``(b, l, h, p)`` input (batch, length, heads, head dim).
         dt: ``(b, l, h)`` time steps (before ``dt_bias`` / softplus / ``dt_limit``).
         A: ``(h,)`` per-head decay rate, ``<= 0``.
-        B, C: ``(b, l, g, n)`` input / output projections, ``h % g == 0``; head ``i`` uses
-            group ``i // (h // g)``.
+        B: ``(b, l, g, n)`` input projection, ``h % g == 0``; head ``i`` uses group
+            ``i // (h // g)``.
+        C: ``(b, l, g, n)`` output projection, grouped as ``B``.
         D: ``(h,)`` or ``(h, p)`` skip connection, ``y += D * x``.
         z: ``(b, l, h, p)`` gate, ``y *= silu(z)`` (applied after D).
         dt_bias: ``(h,)`` added to dt (with or without softplus).
@@ -70,10 +71,17 @@ def selective_state_update(state, x, dt, A, B, C, *, D=None, z=None, dt_bias=Non
     Args:
         state: ``(b, h, p, n)`` writable numpy array or torch tensor (floating point),
             e.g. the final states of a prefill ``selective_scan``; updated in place.
-        x: ``(b, h, p)``; dt: ``(b, h)``; A: ``(h,)``, ``<= 0``; B, C: ``(b, g, n)``;
-        D: ``(h,)`` or ``(h, p)``; z: ``(b, h, p)``; dt_bias: ``(h,)``.
-        dt_softplus, dt_limit: as in ``selective_scan`` (dt is clamped to ``dt_limit`` here
-            too, so that a prefill followed by decode steps equals one scan).
+        x: ``(b, h, p)``.
+        dt: ``(b, h)``.
+        A: ``(h,)``, ``<= 0``.
+        B: ``(b, g, n)``.
+        C: ``(b, g, n)``.
+        D: ``(h,)`` or ``(h, p)``.
+        z: ``(b, h, p)``.
+        dt_bias: ``(h,)``.
+        dt_softplus: as in ``selective_scan``.
+        dt_limit: as in ``selective_scan`` (dt is clamped to ``dt_limit`` here too, so that a
+            prefill followed by decode steps equals one scan).
         backend: ``"auto"``, ``"numpy"``, ``"torch"``, ``"mojo"`` or ``"max"``.
 
     Returns:

@@ -15,7 +15,7 @@ from ..registry import Op
 INF = float("inf")
 
 #: measured single-thread cost of one (token, head, channel, state) of the mojo scan: 31 ms
-#: for l = 4096, h = 24, p = 64, n = 128 (README results, "mojo (1 thread)")
+#: for l = 4096, h = 24, p = 64, n = 128 (docs/results.md, "mojo (1 thread)")
 NS_PER_WORK = 0.04
 op = Op("ssd", ns_per_work=NS_PER_WORK)
 step_op = Op("ssd_step", ns_per_work=NS_PER_WORK, whole=True)  # never leaves state half advanced
