@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 LAB_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: lab test venv build notebooks docs clean
+.PHONY: lab test venv build notebooks docs lint clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,10 @@ notebooks: $(STAMP)
 # the docs site into site/ from docs/ (tables generated from data/results/); warnings are errors
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# ruff with the project's rules (pyproject.toml [tool.ruff])
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf site $(VENV) .pytest_cache .hypothesis

@@ -89,7 +89,7 @@ def bench(names, rounds: int, dtypes=("float64", "float32")):
 def calibrate(rounds: int):
     """Single-thread times of each path on a few shapes, against the cost model's estimate."""
     rng = np.random.default_rng(1)
-    shapes = [(20000, 2, 0.01), (20000, 3, 0.05), (20000, 4, 0.15), (20000, 5, 0.3), (4000, 3, 0.3), 
+    shapes = [(20000, 2, 0.01), (20000, 3, 0.05), (20000, 4, 0.15), (20000, 5, 0.3), (4000, 3, 0.3),
               (4000, 4, 0.6), (8000, 2, 0.2)]
     for n, d, r in shapes:
         X = rng.random((n, d))
