@@ -30,7 +30,7 @@ NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_s
 
 test: $(STAMP)
 	$(BIN)/aura-lab build
-	$(BIN)/python -m pytest tests notebooks/*.ipynb $(NBVAL) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests notebooks/*.ipynb $(NBVAL) --durations=40 $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
 	$(BIN)/python tools/sync_notebooks.py
