@@ -10,9 +10,8 @@ import dataclasses
 from .. import _control
 from . import collapse as C
 from ..registry import last_dispatch
-from . import inputs as G
 from .kernels import _choose_engine, last_stats
-from .problem import REPS_COCYCLES, REPS_CYCLES, _check_flag, _edges_threshold, _landmarks, _validate, op
+from .problem import REPS_COCYCLES, REPS_CYCLES, _check_flag, _landmarks, _validate, op
 from .progress import PROGRESS_AFTER_S, ProgressBar, _check_progress
 from .reference import GUDHI_NO_REPS
 from .result import Bars, PersistenceResult, _finish, _result
@@ -138,8 +137,6 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
     rec, stats = last_dispatch(), last_stats()
     if rec is not None and rec.backend == "mojo" and stats is not None:
         rec.reason += f"; {stats['engine']} engine: {stats['engine_reason']}"
-    if prob.births is not None:
-        dgms = [G.h0_with_births(prob.X, _edges_threshold(prob.X, prob.threshold)), *dgms[1:]]
     if prob.returns_result:
         return _result(dgms if reps else Bars(dgms, None, None), prob)
     return _finish(dgms, prob.reported_maxdim)

@@ -29,10 +29,12 @@ _NSTATS = len(STAT_FIELDS)
 #: the engine's parameter block (kernels/aura_kernels/persistence_abi.mojo is generated from it);
 #: outputs: info (8,) int64 and stats ((maxdim + 1) * len(STAT_FIELDS),) int64
 #: dense: ``dist`` the (n, n) matrix, ``indptr``/``indices`` 0; ``sparse``: ``dist`` the CSR
-#: distances of the radius graph, ``indptr`` (n + 1,) int64, ``indices`` int32 (``_check_csr``)
+#: distances of the radius graph, ``indptr`` (n + 1,) int64, ``indices`` int32 (``_check_csr``);
+#: ``births`` (n,) float64 vertex birth times (H0 by ripser.py's rule) or 0 (all 0)
 ABI = KernelABI("persistence", [("dtype_bits", INT), ("dist", ADDR), ("n", INT), ("maxdim", INT), ("threshold", FLOAT),
                                 ("modulus", INT), ("reps", INT), ("threads", INT), ("budget", INT), ("info", ADDR), ("stats", ADDR),
-                                ("sparse", BOOL), ("indptr", ADDR), ("indices", ADDR)])
+                                ("sparse", BOOL), ("indptr", ADDR), ("indices", ADDR),
+                                ("births", ADDR)])
 
 
 _last_stats: dict | None = None
@@ -191,7 +193,9 @@ def _run_sparse(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarra
     matrix, not the input's)."""
     kept, indptr, indices = (None, indptr, indices) if prob.reps else _without_isolated(indptr, indices)
     n, thr = prob.n if kept is None else kept.size, float(threshold)
-    isolated = np.tile([0.0, np.inf], (prob.n - n, 1))
+    # the births of the renumbered vertices (passed only then: else _run_engine's default)
+    births = {} if prob.births is None or kept is None else {"births": prob.births[kept]}
+    isolated = _isolated_bars(prob, kept)
     if kept is not None and n == 0:  # no edge at all
         return [isolated, *(np.empty((0, 2)) for _ in range(prob.maxdim))]
     density = _density(n, indptr)
@@ -203,22 +207,38 @@ def _run_sparse(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarra
             return _run_dense(prob, why)
         D = _dense_from_csr(n, indptr, indices, dists)
         estimate = _check_engine_memory(prob, "dense", thr, n=n, D=D)
-        dgms = _run_engine(prob, D, thr, None, None, ("dense", why), estimate=estimate, n=n)
+        dgms = _run_engine(prob, D, thr, None, None, ("dense", why), estimate=estimate, n=n, **births)
     else:
         estimate = _check_engine_memory(prob, "sparse", thr, n=n, indptr=indptr, indices=indices, itemsize=dists.itemsize)
-        dgms = _run_engine(prob, dists, thr, indptr, indices, ("sparse", why), estimate=estimate, n=n)
+        dgms = _run_engine(prob, dists, thr, indptr, indices, ("sparse", why), estimate=estimate, n=n, **births)
     if kept is not None:
         dgms[0] = np.concatenate([dgms[0], isolated])
     return dgms
 
 
+def _isolated_bars(prob: PersistenceProblem, kept: np.ndarray | None) -> np.ndarray:
+    """The infinite H0 bars ``[birth, inf)`` of the vertices left out of the engine (those
+    not in ``kept``; none when ``kept`` is None)."""
+    if kept is None:
+        return np.empty((0, 2))
+    out = np.ones(prob.n, bool)
+    out[kept] = False
+    births = np.zeros(prob.n) if prob.births is None else prob.births
+    return np.stack([births[out], np.full(int(out.sum()), np.inf)], axis=1)
+
+
 def _run_engine(prob: PersistenceProblem, dist: np.ndarray, thr: float, indptr, indices, engine: tuple[str, str],
-                estimate: dict | None = None, n: int | None = None):
+                estimate: dict | None = None, n: int | None = None, births: np.ndarray | None = None):
     """One engine run over ``n`` vertices (default ``prob.n``): ``dist`` the dense matrix
-    (``indptr`` None) or the CSR distances; ``estimate`` (``_check_engine_memory``) goes to
-    ``last_stats()``."""
+    (``indptr`` None) or the CSR distances; ``births`` the (n,) vertex birth times (default
+    ``prob.births``; the engine's H0 applies them); ``estimate`` (``_check_engine_memory``)
+    goes to ``last_stats()``."""
     global _last_stats
     n = prob.n if n is None else n
+    births = prob.births if births is None else births
+    if births is not None:
+        births = np.ascontiguousarray(births, np.float64)
+        assert births.shape == (n,), (births.shape, n)
     dims, maxdim, coeff = _engine_dims(n, prob.maxdim), prob.reported_maxdim, prob.coeff  # dims: capped at n - 2
     _check_index_range(n, dims, maxdim, coeff)
     kernel = _mojo.load("persistence")
@@ -229,7 +249,7 @@ def _run_engine(prob: PersistenceProblem, dist: np.ndarray, thr: float, indptr, 
     threads = op.threads({"n": n, "maxdim": dims})
     block = ABI.pack(dtype_bits=bits, dist=dist, n=n, maxdim=dims, threshold=float(thr), modulus=coeff,
                      reps=prob.reps, threads=threads, budget=budget, info=info, stats=stats,
-                     sparse=indptr is not None, indptr=indptr, indices=indices)
+                     sparse=indptr is not None, indptr=indptr, indices=indices, births=births)
     _control.native(lambda: kernel.rips(block.address))
     status, addr, nbars = int(info[0]), int(info[1]), int(info[2])
     reps_addr, nwords = int(info[6]), int(info[7])
