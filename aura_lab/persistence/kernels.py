@@ -135,8 +135,6 @@ def _run_collapsed(prob: PersistenceProblem, requested: str, engine: str, why: s
         dgms = _run_sparse(prob, indptr, indices, dists, thr, why, densify=requested == "auto", collapsed=True)
     if _last_stats is not None:
         _last_stats["collapse"] = cstats
-        if done not in _last_stats["engine_reason"]:  # a densified run gave its own reason
-            _last_stats["engine_reason"] += f"; {done}"
     return dgms
 
 
@@ -201,7 +199,7 @@ def _run_sparse(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarra
     density = _density(n, indptr)
     if densify and density > SPARSE_MAX_DENSITY:
         among = "" if kept is None else f" among the {n} vertices with an edge"
-        why = f"the radius graph holds {density:.3g} of all pairs{among} (> {SPARSE_MAX_DENSITY})"
+        why = f"{why}; the radius graph holds {density:.3g} of all pairs{among} (> {SPARSE_MAX_DENSITY}): dense"
         if kept is None and not collapsed:  # (a collapsed graph is not the input's: its own matrix below)
             del indptr, indices, dists
             return _run_dense(prob, why)
