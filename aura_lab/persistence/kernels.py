@@ -128,9 +128,7 @@ def _run_collapsed(prob: PersistenceProblem, requested: str, engine: str, why: s
     done = C.describe(cstats)
     why = f"{why}; {done}"
     if engine == "dense" and requested == "dense":
-        D = _dense_from_csr(prob.n, indptr, indices, dists)
-        estimate = _check_engine_memory(prob, "dense", thr, D=D)
-        dgms = _run_engine(prob, D, thr, None, None, ("dense", why), estimate=estimate)
+        dgms = _run_dense_graph(prob, indptr, indices, dists, thr, why)
     else:
         dgms = _run_sparse(prob, indptr, indices, dists, thr, why, densify=requested == "auto", collapsed=True)
     if _last_stats is not None:
@@ -203,15 +201,23 @@ def _run_sparse(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarra
         if kept is None and not collapsed:  # (a collapsed graph is not the input's: its own matrix below)
             del indptr, indices, dists
             return _run_dense(prob, why)
-        D = _dense_from_csr(n, indptr, indices, dists)
-        estimate = _check_engine_memory(prob, "dense", thr, n=n, D=D)
-        dgms = _run_engine(prob, D, thr, None, None, ("dense", why), estimate=estimate, n=n, **births)
+        dgms = _run_dense_graph(prob, indptr, indices, dists, thr, why, **births)
     else:
         estimate = _check_engine_memory(prob, "sparse", thr, n=n, indptr=indptr, indices=indices, itemsize=dists.itemsize)
         dgms = _run_engine(prob, dists, thr, indptr, indices, ("sparse", why), estimate=estimate, n=n, **births)
     if kept is not None:
         dgms[0] = np.concatenate([dgms[0], isolated])
     return dgms
+
+
+def _run_dense_graph(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarray, dists: np.ndarray, thr: float,
+                     why: str, **births) -> list[np.ndarray]:
+    """The dense engine on the (k, k) matrix of a CSR graph over k = indptr.size - 1 vertices
+    (``births``: as ``_run_engine``'s, when they are not ``prob``'s)."""
+    n = indptr.size - 1
+    D = _dense_from_csr(n, indptr, indices, dists)
+    estimate = _check_engine_memory(prob, "dense", thr, n=n, D=D)
+    return _run_engine(prob, D, thr, None, None, ("dense", why), estimate=estimate, n=n, **births)
 
 
 def _isolated_bars(prob: PersistenceProblem, kept: np.ndarray | None) -> np.ndarray:
