@@ -37,8 +37,9 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
             edge (an explicit 0 one of length 0), a missing one none; an edge may be stored in one
             triangle or in both (then equal within 0.1 %); a nonzero diagonal gives vertex birth
             times, which change H0 only (``aura_lab.persistence.inputs``). Sparse input holding at
-            most 25 % of the pairs runs on the sparse engine (no ``(n, n)`` matrix); denser input on
-            the dense matrix (``inf`` off the edges): ``MemoryError`` up front when it does not fit.
+            most 40 % of the pairs (maxdim <= 1) or 16 % (maxdim >= 2) runs on the sparse engine (no
+            ``(n, n)`` matrix; ``kernels._sparse_by_density``); denser input on the dense matrix (``inf``
+            off the edges): ``MemoryError`` up front when it does not fit.
         maxdim: highest homology dimension (>= 0).
         threshold: largest edge length inserted (>= 0). The default ``inf`` means the enclosing
             radius, as ripser; larger values are capped there (the barcode is the same).
