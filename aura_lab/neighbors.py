@@ -407,6 +407,11 @@ def radius_graph_ref(X, r, metric: str = "euclidean"):
     return csr_from_pairs(n, i, j, d64.astype(out))
 
 
+def csr_rows(indptr: np.ndarray) -> np.ndarray:
+    """The row (int64) of every stored entry of a CSR graph with offsets ``indptr``."""
+    return np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
+
+
 def csr_from_pairs(n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR (both directions, ascending per row) of the undirected edges {i[k], j[k]} of length
     d[k], each pair once: the layout of ``radius_graph``."""

@@ -144,7 +144,7 @@ def test_persistence_kernel_refuses_a_block_of_another_layout():
     info, stats = np.full(8, -1, np.int64), np.zeros(11, np.int64)
     blk = _stale(ABI, dtype_bits=64, dist=D.ctypes.data, n=3, maxdim=0, threshold=1.0, modulus=2, reps=0, threads=1,
                  budget=1 << 26, info=info.ctypes.data, stats=stats.ctypes.data,
-                 sparse=False, indptr=0, indices=0)
+                 sparse=False, indptr=0, indices=0, births=0)
     with pytest.raises(Exception, match="parameter block has layout"):
         _mojo.load("persistence").rips(blk.address)
     assert np.all(info == -1)

@@ -51,7 +51,7 @@ from .api import rips_persistence
 from .estimate import (BUDGET_FRACTION, COLUMN_FRACTION, ENGINE_MIN_BUDGET, ENTRY_BYTES, ESTIMATE_MAX_CALLS,
                        ESTIMATE_MAX_LOCAL, ESTIMATE_MAX_SAMPLE, ESTIMATE_WORK, GROWTH_SLACK, estimate_engine_bytes,
                        simplex_counts)
-from .kernels import ABI, ENGINES, MAX_ENGINE_DIM, SPARSE_MAX_DENSITY, SPARSE_MIN_N, STAT_FIELDS, last_stats
+from .kernels import ABI, ENGINES, MAX_ENGINE_DIM, SPARSE_MAX_DENSITY, SPARSE_MAX_DENSITY_H1, SPARSE_MIN_N, STAT_FIELDS, last_stats
 from .problem import (MAX_COEFF, MAX_MAXDIM, REPS_COCYCLES, REPS_CYCLES, SYM_RTOL, PersistenceProblem,
                       effective_threshold, enclosing_radius, op)
 from .progress import PROGRESS_AFTER_S, ProgressBar
@@ -61,6 +61,6 @@ from .result import Bars, Chain, PersistenceResult
 __all__ = ["ABI", "BUDGET_FRACTION", "COLUMN_FRACTION", "ENGINES", "ENGINE_MIN_BUDGET", "ENTRY_BYTES",
            "ESTIMATE_MAX_CALLS", "ESTIMATE_MAX_LOCAL", "ESTIMATE_MAX_SAMPLE", "ESTIMATE_WORK", "GROWTH_SLACK",
            "GUDHI_BYTES_PER_SIMPLEX", "GUDHI_NO_REPS", "MAX_COEFF", "MAX_ENGINE_DIM", "MAX_MAXDIM", "PROGRESS_AFTER_S",
-           "REPS_COCYCLES", "REPS_CYCLES", "SPARSE_MAX_DENSITY", "SPARSE_MIN_N", "STAT_FIELDS", "SYM_RTOL", "Bars",
+           "REPS_COCYCLES", "REPS_CYCLES", "SPARSE_MAX_DENSITY", "SPARSE_MAX_DENSITY_H1", "SPARSE_MIN_N", "STAT_FIELDS", "SYM_RTOL", "Bars",
            "Chain", "PersistenceProblem", "PersistenceResult", "ProgressBar", "effective_threshold", "enclosing_radius",
            "estimate_engine_bytes", "gudhi_reference", "last_stats", "op", "rips_persistence", "simplex_counts"]

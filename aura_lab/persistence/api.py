@@ -10,9 +10,8 @@ import dataclasses
 from .. import _control
 from . import collapse as C
 from ..registry import last_dispatch
-from . import inputs as G
 from .kernels import _choose_engine, last_stats
-from .problem import REPS_COCYCLES, REPS_CYCLES, _check_flag, _edges_threshold, _landmarks, _validate, op
+from .problem import REPS_COCYCLES, REPS_CYCLES, _check_flag, _landmarks, _validate, op
 from .progress import PROGRESS_AFTER_S, ProgressBar, _check_progress
 from .reference import GUDHI_NO_REPS
 from .result import Bars, PersistenceResult, _finish, _result
@@ -38,8 +37,9 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
             edge (an explicit 0 one of length 0), a missing one none; an edge may be stored in one
             triangle or in both (then equal within 0.1 %); a nonzero diagonal gives vertex birth
             times, which change H0 only (``aura_lab.persistence.inputs``). Sparse input holding at
-            most 25 % of the pairs runs on the sparse engine (no ``(n, n)`` matrix); denser input on
-            the dense matrix (``inf`` off the edges): ``MemoryError`` up front when it does not fit.
+            most 40 % of the pairs (maxdim <= 1) or 16 % (maxdim >= 2) runs on the sparse engine (no
+            ``(n, n)`` matrix; ``kernels._sparse_by_density``); denser input on the dense matrix (``inf``
+            off the edges): ``MemoryError`` up front when it does not fit.
         maxdim: highest homology dimension (>= 0).
         threshold: largest edge length inserted (>= 0). The default ``inf`` means the enclosing
             radius, as ripser; larger values are capped there (the barcode is the same).
@@ -153,8 +153,6 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
     rec, stats = last_dispatch(), last_stats()
     if rec is not None and rec.backend == "mojo" and stats is not None:
         rec.reason += f"; {stats['engine']} engine: {stats['engine_reason']}"
-    if prob.births is not None:
-        dgms = [G.h0_with_births(prob.X, _edges_threshold(prob.X, prob.threshold)), *dgms[1:]]
     if prob.returns_result:
         return _result(dgms if reps else Bars(dgms, None, None), prob)
     return _finish(dgms, prob.reported_maxdim)

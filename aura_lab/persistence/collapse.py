@@ -28,6 +28,7 @@ from .. import _arrays as A
 from .. import _control, _mojo
 from .._abi import ADDR, FLOAT, INT, KernelABI
 from ..errors import Cancelled
+from ..neighbors import csr_rows
 
 #: the kernel's parameter block (kernels/aura_kernels/collapse_abi.mojo is generated from it);
 #: ``info`` (3 + max_passes,) int64: status, edges out, passes, then the edges left after each pass
@@ -164,7 +165,7 @@ def collapse_edges(n, i, j, d, *, max_passes: int = MAX_PASSES, min_removed: flo
 
 def upper_pairs(indptr: np.ndarray, indices: np.ndarray, dists: np.ndarray):
     """The edges (i < j) of a symmetric CSR graph (both directions stored)."""
-    rows = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
+    rows = csr_rows(indptr)
     keep = rows < indices
     return rows[keep], indices[keep].astype(np.int64), dists[keep]
 

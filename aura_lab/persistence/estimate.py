@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from .. import _arrays as A
+from ..neighbors import csr_rows
 from .problem import PersistenceProblem, _engine_dims
 
 
@@ -86,7 +87,7 @@ def _csr_forward(n: int, indptr: np.ndarray, indices: np.ndarray):
     function: ``adjacent(nb)`` the strictly upper-triangular boolean adjacency among the
     ascending vertices nb."""
     deg = np.diff(indptr)
-    rows = np.repeat(np.arange(n, dtype=np.int64), deg)
+    rows = csr_rows(indptr)
     dplus = np.bincount(rows[indices > rows], minlength=n) if indices.size else np.zeros(n, np.int64)
     del rows
 

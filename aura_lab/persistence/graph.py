@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _arrays as A
-from ..neighbors import csr_from_pairs, radius_graph
+from ..neighbors import csr_from_pairs, csr_rows, radius_graph
 from . import inputs as G
 from .problem import PersistenceProblem, _edges_threshold
 
@@ -50,7 +50,7 @@ def _check_csr(n: int, indptr, indices, dists, threshold: float) -> tuple[np.nda
         raise ValueError(f"indices: vertices must lie in [0, {n})")
     if nnz and not (np.all(np.isfinite(dists)) and dists.min() >= 0 and dists.max() <= threshold):
         raise ValueError(f"dists: expected finite distances in [0, threshold={threshold:g}]")
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+    rows = csr_rows(indptr)
     key = rows * n + indices
     if np.any(rows == indices):
         raise ValueError("indices: the graph has a self loop")
@@ -86,7 +86,7 @@ def _dense_from_csr(n: int, indptr: np.ndarray, indices: np.ndarray, dists: np.n
     """The (n, n) matrix of a CSR graph: its distances, 0 on the diagonal, inf off the edges
     (never inserted by the engine)."""
     D = np.full((n, n), np.inf, dists.dtype)
-    D[np.repeat(np.arange(n), np.diff(indptr)), indices] = dists
+    D[csr_rows(indptr), indices] = dists
     np.fill_diagonal(D, 0)
     return D
 

@@ -145,9 +145,12 @@ def _edges(n: int, row: np.ndarray, col: np.ndarray, val: np.ndarray) -> SparseE
 
 
 def h0_with_births(edges: SparseEdges, threshold: float) -> np.ndarray:
-    """The H0 diagram with the vertex birth times ``edges.births`` (ripser.py's rule): edges <= threshold from the
-    shortest; a merge kills the younger root (larger birth): bar ``[its birth, d)`` when
-    ``d > birth``; ``[birth, inf)`` per component at the end. ``(k, 2)`` float64."""
+    """The H0 diagram with the vertex birth times ``edges.births`` (ripser.py's rule), the
+    readable reference of the mojo engine's H0 (``kernels/aura_kernels/persistence/h0.mojo``,
+    which applies births itself) and the gudhi backend's H0 with births: edges <= threshold
+    from the shortest; a merge kills the younger root (larger birth, ties: the larger root):
+    bar ``[its birth, d)`` when ``d > birth``; ``[birth, inf)`` per component at the end.
+    ``(k, 2)`` float64."""
     births = edges.births
     keep = edges.d <= threshold
     i, j, d = edges.i[keep], edges.j[keep], edges.d[keep].astype(np.float64)

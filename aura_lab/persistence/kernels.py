@@ -29,10 +29,12 @@ _NSTATS = len(STAT_FIELDS)
 #: the engine's parameter block (kernels/aura_kernels/persistence_abi.mojo is generated from it);
 #: outputs: info (8,) int64 and stats ((maxdim + 1) * len(STAT_FIELDS),) int64
 #: dense: ``dist`` the (n, n) matrix, ``indptr``/``indices`` 0; ``sparse``: ``dist`` the CSR
-#: distances of the radius graph, ``indptr`` (n + 1,) int64, ``indices`` int32 (``_check_csr``)
+#: distances of the radius graph, ``indptr`` (n + 1,) int64, ``indices`` int32 (``_check_csr``);
+#: ``births`` (n,) float64 vertex birth times (H0 by ripser.py's rule) or 0 (all 0)
 ABI = KernelABI("persistence", [("dtype_bits", INT), ("dist", ADDR), ("n", INT), ("maxdim", INT), ("threshold", FLOAT),
                                 ("modulus", INT), ("reps", INT), ("threads", INT), ("budget", INT), ("info", ADDR), ("stats", ADDR),
-                                ("sparse", BOOL), ("indptr", ADDR), ("indices", ADDR)])
+                                ("sparse", BOOL), ("indptr", ADDR), ("indices", ADDR),
+                                ("births", ADDR)])
 
 
 _last_stats: dict | None = None
@@ -77,19 +79,42 @@ def _check_index_range(n: int, dims: int, maxdim: int, coeff: int) -> None:
 
 #: which engine the mojo backend runs (internal, for tests and measurements; public choice
 #: comes with the cost model): "dense" the full (n, n) matrix, "sparse" the radius graph in
-#: CSR form, "auto" the sparse engine for sparse input well below complete
-#: (``SPARSE_MAX_DENSITY``), else dense
+#: CSR form, "auto" the measured rule below
 _ENGINE = "auto"
 ENGINES = ("auto", "dense", "sparse")
-#: "auto" runs sparse input on the sparse engine when it holds at most this fraction of the
-#: n (n - 1) / 2 pairs (a near-complete graph runs faster on the dense matrix's SIMD rows)
-SPARSE_MAX_DENSITY = 0.25
-#: "auto" runs a point cloud with a finite threshold on the sparse engine from this many points
-#: on (its radius graph from ``neighbors.radius_graph``, no (n, n) matrix), unless the graph
-#: holds more than ``SPARSE_MAX_DENSITY`` of all pairs. Measured on this 2-core VM (loaded):
-#: o3_1024 at threshold 1.8 (6 % of pairs) runs as fast on either engine, o3_4096 at 1.4
-#: (2.8 %) 2x faster sparse (31 s against 64 s), and clifford 50k at 0.15 only fits sparse.
+# The "auto" rule (``_choose_engine``, ``_sparse_by_density``): a point cloud with a finite
+# threshold of at least SPARSE_MIN_N points, and sparse input of any size, run on the sparse
+# engine while the radius graph holds at most SPARSE_MAX_DENSITY_H1 (maxdim <= 1) or
+# SPARSE_MAX_DENSITY (maxdim >= 2) of the n (n - 1) / 2 pairs; else dense. Measured with
+# `python tools/bench_engine_choice.py --cap 15` (n 128..4096) and a second run with
+# `--n 512,1024,2048,4096 --cap 12` (cells "run 1/run 2"): uniform float32 clouds in the unit
+# cube, the threshold keeping the given fraction of the pairs, collapse off, both engines in
+# one process, medians of 3 below 1 s; the 2-core VM at load ~6, so one cell swings by up to
+# 2x. Dense / sparse wall time (> 1: sparse faster):
+#   maxdim 1, dense/sparse at density      0.02       0.05        0.1       0.25        0.4        0.6
+#   n=128                               0.19       0.29       0.29       0.24       0.75       0.71
+#   n=256                               0.46       0.24       0.86       0.49        0.9       0.65
+#   n=512                          0.94/0.85  0.91/0.89  1.14/0.69   1.2/0.59  0.91/1.11  0.86/0.82
+#   n=1024                         1.73/1.57  0.56/0.88  1.71/1.13  0.64/1.21   1.05/0.7   1.83/0.7
+#   n=2048                         1.71/1.43  2.12/1.17  1.21/1.64  1.28/1.07  1.57/0.98   1.9/0.89
+#   n=4096                         1.66/1.75  1.96/1.18  1.11/1.73  0.79/1.06  1.04/1.18  1.03/0.84
+#   maxdim 2, dense/sparse at density      0.02       0.05        0.1       0.25        0.4        0.6
+#   n=128                               0.93        0.9       0.89       1.82       0.52       0.43
+#   n=256                               0.91       0.87       1.49       0.58       0.37       0.35
+#   n=512                          0.94/0.96   0.91/0.6   0.53/1.3  0.32/0.44  0.32/0.36  0.52/0.31
+#   n=1024                         1.39/0.61  0.83/1.34  0.52/0.47  0.72/0.72  0.36/0.43  0.45/0.38
+#   n=2048                         1.89/2.77  1.92/1.11   1.3/1.03  0.76/0.55          -          -
+#   n=4096                          1.69/2.7  1.25/1.86       0.93          -          -          -
+#   Below 1024 points dense wins (maxdim 1: 0.2-0.9x at n <= 256; n 512 0.6-1.2x). maxdim 1,
+#   n >= 1024: sparse as fast or faster up to 0.25, about even at 0.4-0.6 -> 0.4. maxdim 2:
+#   sparse wins below 0.1 from n 2048 on (1.1-2.8x), dense from 0.25 on (0.3-0.8x), n 4096
+#   at 0.1 0.93x; the crossover interpolates to ~0.14 at n 2048 -> 0.16, just above the 0.152
+#   of the sparse input that tests/test_persistence_sparse.py requires on the sparse engine.
 SPARSE_MIN_N = 1024
+#: the largest fraction of all pairs that runs sparse for maxdim >= 2 (see the table above)
+SPARSE_MAX_DENSITY = 0.16
+#: the same for maxdim <= 1 (the sparse H1 path drops apparent edges during the edge scan)
+SPARSE_MAX_DENSITY_H1 = 0.4
 
 
 @op.impl("mojo", check=_engine_limits)
@@ -112,7 +137,7 @@ def _mojo_impl(prob: PersistenceProblem, engine: str | None = None) -> list[np.n
 def _run_collapsed(prob: PersistenceProblem, requested: str, engine: str, why: str) -> list[np.ndarray]:
     """The engine on the edge-collapsed radius graph (``collapse.collapse_edges``): the
     sparse engine (under "auto", a collapsed graph still holding more than
-    ``SPARSE_MAX_DENSITY`` of the pairs among its vertices runs dense, as any sparse input;
+    ``_sparse_by_density``'s limit among its vertices runs dense, as any sparse input;
     "dense" requested: the dense engine on its matrix). ``last_stats()["collapse"]`` holds the
     collapse's passes, edge counts and seconds."""
     global _last_stats
@@ -126,15 +151,11 @@ def _run_collapsed(prob: PersistenceProblem, requested: str, engine: str, why: s
     done = C.describe(cstats)
     why = f"{why}; {done}"
     if engine == "dense" and requested == "dense":
-        D = _dense_from_csr(prob.n, indptr, indices, dists)
-        estimate = _check_engine_memory(prob, "dense", thr, D=D)
-        dgms = _run_engine(prob, D, thr, None, None, ("dense", why), estimate=estimate)
+        dgms = _run_dense_graph(prob, indptr, indices, dists, thr, why)
     else:
         dgms = _run_sparse(prob, indptr, indices, dists, thr, why, densify=requested == "auto", collapsed=True)
     if _last_stats is not None:
         _last_stats["collapse"] = cstats
-        if done not in _last_stats["engine_reason"]:  # a densified run gave its own reason
-            _last_stats["engine_reason"] += f"; {done}"
     return dgms
 
 
@@ -155,16 +176,22 @@ def _choose_engine(prob: PersistenceProblem, engine: str) -> tuple[str, str]:
         return engine, "requested"
     if isinstance(prob.X, G.SparseEdges):
         n = prob.n
-        density = prob.X.d.size / max(1, n * (n - 1) // 2)
-        if density <= SPARSE_MAX_DENSITY:
-            return "sparse", f"sparse input with {density:.3g} of all pairs as edges (<= {SPARSE_MAX_DENSITY})"
-        return "dense", f"sparse input with {density:.3g} of all pairs as edges (> {SPARSE_MAX_DENSITY})"
+        sparse, why = _sparse_by_density(prob.X.d.size / max(1, n * (n - 1) // 2), prob.maxdim)
+        return ("sparse" if sparse else "dense"), f"sparse input with {why}"
     if not prob.is_matrix and np.isfinite(prob.threshold) and prob.n >= SPARSE_MIN_N:
         return "sparse", f"a point cloud of n={prob.n} >= {SPARSE_MIN_N} points with a finite threshold"
     if prob.is_matrix:
         return "dense", "a dense distance matrix"
     return "dense", (f"a point cloud of n={prob.n} < {SPARSE_MIN_N} points" if np.isfinite(prob.threshold)
                      else "a point cloud without a threshold (the enclosing radius: near-complete)")
+
+
+def _sparse_by_density(density: float, maxdim: int) -> tuple[bool, str]:
+    """Whether "auto" keeps a graph holding ``density`` of all pairs on the sparse engine at
+    ``maxdim`` (``SPARSE_MAX_DENSITY``, ``SPARSE_MAX_DENSITY_H1``), and the reason."""
+    limit = SPARSE_MAX_DENSITY_H1 if maxdim <= 1 else SPARSE_MAX_DENSITY
+    sparse = density <= limit
+    return sparse, f"{density:.3g} of all pairs as edges ({'<=' if sparse else '>'} {limit} at maxdim {maxdim})"
 
 
 def _mojo_sparse(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarray, dists: np.ndarray,
@@ -185,40 +212,66 @@ def _run_sparse(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarra
 
     Vertices without an edge (each an infinite H0 bar) stay out of the engine, which runs on
     the others renumbered (``_without_isolated``); with representatives asked for, every
-    vertex goes in. With ``densify`` (auto) a graph holding more than ``SPARSE_MAX_DENSITY``
-    of the pairs among those vertices runs on the dense engine instead: the full matrix, or
+    vertex goes in. With ``densify`` (auto) a graph too dense for the sparse engine among those
+    vertices (``_sparse_by_density``) runs on the dense engine instead: the full matrix, or
     the (k, k) one of the k vertices with an edge (``collapsed``: always the graph's own
     matrix, not the input's)."""
     kept, indptr, indices = (None, indptr, indices) if prob.reps else _without_isolated(indptr, indices)
     n, thr = prob.n if kept is None else kept.size, float(threshold)
-    isolated = np.tile([0.0, np.inf], (prob.n - n, 1))
+    # the births of the renumbered vertices (passed only then: else _run_engine's default)
+    births = {} if prob.births is None or kept is None else {"births": prob.births[kept]}
+    isolated = _isolated_bars(prob, kept)
     if kept is not None and n == 0:  # no edge at all
         return [isolated, *(np.empty((0, 2)) for _ in range(prob.maxdim))]
-    density = _density(n, indptr)
-    if densify and density > SPARSE_MAX_DENSITY:
+    sparse, holds = _sparse_by_density(_density(n, indptr), prob.maxdim)
+    if densify and not sparse:
         among = "" if kept is None else f" among the {n} vertices with an edge"
-        why = f"the radius graph holds {density:.3g} of all pairs{among} (> {SPARSE_MAX_DENSITY})"
+        why = f"{why}; the radius graph{among} holds {holds}: dense"
         if kept is None and not collapsed:  # (a collapsed graph is not the input's: its own matrix below)
             del indptr, indices, dists
             return _run_dense(prob, why)
-        D = _dense_from_csr(n, indptr, indices, dists)
-        estimate = _check_engine_memory(prob, "dense", thr, n=n, D=D)
-        dgms = _run_engine(prob, D, thr, None, None, ("dense", why), estimate=estimate, n=n)
+        dgms = _run_dense_graph(prob, indptr, indices, dists, thr, why, **births)
     else:
         estimate = _check_engine_memory(prob, "sparse", thr, n=n, indptr=indptr, indices=indices, itemsize=dists.itemsize)
-        dgms = _run_engine(prob, dists, thr, indptr, indices, ("sparse", why), estimate=estimate, n=n)
+        dgms = _run_engine(prob, dists, thr, indptr, indices, ("sparse", why), estimate=estimate, n=n, **births)
     if kept is not None:
         dgms[0] = np.concatenate([dgms[0], isolated])
     return dgms
 
 
+def _run_dense_graph(prob: PersistenceProblem, indptr: np.ndarray, indices: np.ndarray, dists: np.ndarray, thr: float,
+                     why: str, **births) -> list[np.ndarray]:
+    """The dense engine on the (k, k) matrix of a CSR graph over k = indptr.size - 1 vertices
+    (``births``: as ``_run_engine``'s, when they are not ``prob``'s)."""
+    n = indptr.size - 1
+    D = _dense_from_csr(n, indptr, indices, dists)
+    estimate = _check_engine_memory(prob, "dense", thr, n=n, D=D)
+    return _run_engine(prob, D, thr, None, None, ("dense", why), estimate=estimate, n=n, **births)
+
+
+def _isolated_bars(prob: PersistenceProblem, kept: np.ndarray | None) -> np.ndarray:
+    """The infinite H0 bars ``[birth, inf)`` of the vertices left out of the engine (those
+    not in ``kept``; none when ``kept`` is None)."""
+    if kept is None:
+        return np.empty((0, 2))
+    out = np.ones(prob.n, bool)
+    out[kept] = False
+    births = np.zeros(prob.n) if prob.births is None else prob.births
+    return np.stack([births[out], np.full(int(out.sum()), np.inf)], axis=1)
+
+
 def _run_engine(prob: PersistenceProblem, dist: np.ndarray, thr: float, indptr, indices, engine: tuple[str, str],
-                estimate: dict | None = None, n: int | None = None):
+                estimate: dict | None = None, n: int | None = None, births: np.ndarray | None = None):
     """One engine run over ``n`` vertices (default ``prob.n``): ``dist`` the dense matrix
-    (``indptr`` None) or the CSR distances; ``estimate`` (``_check_engine_memory``) goes to
-    ``last_stats()``."""
+    (``indptr`` None) or the CSR distances; ``births`` the (n,) vertex birth times (default
+    ``prob.births``; the engine's H0 applies them); ``estimate`` (``_check_engine_memory``)
+    goes to ``last_stats()``."""
     global _last_stats
     n = prob.n if n is None else n
+    births = prob.births if births is None else births
+    if births is not None:
+        births = np.ascontiguousarray(births, np.float64)
+        assert births.shape == (n,), (births.shape, n)
     dims, maxdim, coeff = _engine_dims(n, prob.maxdim), prob.reported_maxdim, prob.coeff  # dims: capped at n - 2
     _check_index_range(n, dims, maxdim, coeff)
     kernel = _mojo.load("persistence")
@@ -229,7 +282,7 @@ def _run_engine(prob: PersistenceProblem, dist: np.ndarray, thr: float, indptr, 
     threads = op.threads({"n": n, "maxdim": dims})
     block = ABI.pack(dtype_bits=bits, dist=dist, n=n, maxdim=dims, threshold=float(thr), modulus=coeff,
                      reps=prob.reps, threads=threads, budget=budget, info=info, stats=stats,
-                     sparse=indptr is not None, indptr=indptr, indices=indices)
+                     sparse=indptr is not None, indptr=indptr, indices=indices, births=births)
     _control.native(lambda: kernel.rips(block.address))
     status, addr, nbars = int(info[0]), int(info[1]), int(info[2])
     reps_addr, nwords = int(info[6]), int(info[7])

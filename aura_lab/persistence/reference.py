@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import _arrays as A
 from ..errors import UnsupportedProblem
+from . import inputs as G
 from .problem import PersistenceProblem, op
 
 
@@ -24,8 +25,13 @@ def _gudhi_limits(prob: PersistenceProblem) -> None:
 
 @op.impl("gudhi", check=_gudhi_limits)
 def _gudhi(prob: PersistenceProblem) -> list[np.ndarray]:
+    """gudhi's diagrams; with vertex birth times H0 from the reference ``h0_with_births``
+    (births change H0 only)."""
     D, thr = prob.filtration
-    return gudhi_reference(D, prob.maxdim, thr, prob.coeff)
+    dgms = gudhi_reference(D, prob.maxdim, thr, prob.coeff)
+    if prob.births is not None:
+        dgms[0] = G.h0_with_births(prob.X, thr)
+    return dgms
 
 
 def gudhi_reference(D: np.ndarray, maxdim: int, threshold: float, coeff: int = 2) -> list[np.ndarray]:

@@ -3,7 +3,7 @@
 
 from aura_kernels.common import checked_block
 
-comptime PERSISTENCE_LAYOUT = 0x1328ed177
+comptime PERSISTENCE_LAYOUT = 0x1c80ac283
 
 
 @fieldwise_init
@@ -24,6 +24,7 @@ struct PersistenceParams(ImplicitlyCopyable):
     var sparse: Bool
     var indptr: Int
     var indices: Int
+    var births: Int
     var control: Int
 
     @staticmethod
@@ -35,4 +36,4 @@ struct PersistenceParams(ImplicitlyCopyable):
             Int(w[unsafe_offset=4]), f[unsafe_offset=5], Int(w[unsafe_offset=6]), Int(w[unsafe_offset=7]),
             Int(w[unsafe_offset=8]), Int(w[unsafe_offset=9]), Int(w[unsafe_offset=10]),
             Int(w[unsafe_offset=11]), w[unsafe_offset=12] != 0, Int(w[unsafe_offset=13]),
-            Int(w[unsafe_offset=14]), Int(w[unsafe_offset=15]))
+            Int(w[unsafe_offset=14]), Int(w[unsafe_offset=15]), Int(w[unsafe_offset=16]))

@@ -3,7 +3,8 @@
 # free_bars()); the driver is engine.run_rips.
 #
 # Input (PersistenceParams.sparse picks the layout, a compile-time parameter of Filtration):
-# dense, the full (n, n) symmetric distance matrix, float32 or float64, zero diagonal; sparse,
+# dense, the full (n, n) symmetric distance matrix, float32 or float64, zero diagonal (vertex
+# births come separately: births, n float64, or 0); sparse,
 # the radius graph in CSR form (indptr int64 (n + 1), indices int32 ascending per row, both
 # directions, no self loops, dist = the distances, each <= threshold). Both validated
 # by aura_lab/persistence/ (which also caps maxdim at n - 2, checks that every binomial
@@ -23,7 +24,10 @@
 # coboundary column is its (k+1)-cofacet with the smallest (diameter, -index).
 #
 # * H0: edges <= threshold (generated in index order, radix-sorted by diameter, stable), then
-#   union-find from the shortest; merging edges give [0, d). Sparse with maxdim 1: the edges
+#   union-find from the shortest; a merging edge kills the younger root and gives [0, d); with
+#   vertex birth times (PersistenceParams.births; ripser.py's rule) the younger root is the one
+#   born later (ties: the larger vertex), its bar [birth, d) only when d > birth, and every
+#   root left [birth, inf). Sparse with maxdim 1: the edges
 #   in a zero-persistence apparent pair (which never merge) are dropped during the edge scan,
 #   and only the rest is sorted and goes through union-find (h0._dim0_sparse_h1).
 # * Reduction: adding a reduced column pushes only its cofacets after the pivot it cancels

@@ -6,7 +6,7 @@ from std.atomic import Atomic
 from aura_kernels.common import F32, F64, Control
 from aura_kernels.persistence.containers import IntPtr, Entry, Bar, Buffer, MemoryBudget, PivotMap
 from aura_kernels.persistence.simplices import Filtration, SimplexTables
-from aura_kernels.persistence.h0 import dim0
+from aura_kernels.persistence.h0 import Births, dim0
 from aura_kernels.persistence.assemble import assemble
 from aura_kernels.persistence.reduce import reduce
 from aura_kernels.persistence.reps import RepOut, pair_index, write_cycles
@@ -78,7 +78,7 @@ def run[T: DType, Z2: Bool, SPARSE: Bool](p: PersistenceParams):
     var bars = Buffer[Bar].make(mem)
     var reps = RepOut(p.reps, Buffer[Int].make(mem), False)
     var fail_dim = 0
-    var ok = _all_dimensions(filt, bars, reps, fail_dim)
+    var ok = _all_dimensions(filt, Births(p.births), bars, reps, fail_dim)
     _ = tables^  # freed here: filt points into it
     var info = IntPtr(unsafe_from_address=p.info)
     info[unsafe_offset=INFO_REPS] = 0
@@ -111,7 +111,7 @@ def run[T: DType, Z2: Bool, SPARSE: Bool](p: PersistenceParams):
     _ = failed.load()
 
 
-def _all_dimensions[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut bars: Buffer[Bar], mut reps: RepOut, mut fail_dim: Int) -> Bool:
+def _all_dimensions[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], births: Births, mut bars: Buffer[Bar], mut reps: RepOut, mut fail_dim: Int) -> Bool:
     """H0, then per dimension 1..maxdim the reduction and the next dimension's columns; on
     failure fail_dim is the dimension being built. With cycles, after the reduction of dim:
     the cycles of the finite H_{dim-1} bars (dim >= 2; H0's are vertices, from the merges)
@@ -121,7 +121,7 @@ def _all_dimensions[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SP
     var simplices = Buffer[Entry[T]].make(mem)
     var cols = Buffer[Entry[T]].make(mem)
     var lower_pairs = PivotMap.make(filt.n if reps.cycles() else 0, mem)  # pairs of dimension dim - 1
-    var ok = dim0(filt, bars, simplices, cols, reps, lower_pairs)
+    var ok = dim0(filt, births, bars, simplices, cols, reps, lower_pairs)
     var lower_lo = 0  # the bars of dimension dim - 1: bars[lower_lo:lower_hi]
     var lower_hi = bars.size
     for dim in range(1, filt.maxdim + 1):

@@ -1,5 +1,6 @@
-# Dimension 0: the edges under the threshold, union-find for the H0 bars, and the H1 columns
-# (edges that merged nothing and are not the facet of an apparent pair).
+# Dimension 0: the edges under the threshold, union-find for the H0 bars (with vertex birth
+# times, ripser.py's elder rule), and the H1 columns (edges that merged nothing and are not
+# the facet of an apparent pair).
 
 from std.time import perf_counter_ns
 from aura_kernels.common import run_chunks, n_chunks, chunk_lo, area_row
@@ -20,34 +21,56 @@ comptime POLL_EDGES = 1 << 20  # union-find steps between two polls of the cance
 comptime EDGE_COLUMN_GRAIN = 4096
 
 
-def dim0[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut bars: Buffer[Bar], mut edges: Buffer[Entry[T]], mut cols: Buffer[Entry[T]], mut reps: RepOut, mut pairs: PivotMap) -> Bool:
+@fieldwise_init
+struct Births(ImplicitlyCopyable):
+    """Vertex birth times (ripser.py's H0 with births): the address of n float64, 0 = all 0.
+    The elder of two components is the one whose root was born first, ties to the smaller
+    root (aura_lab/persistence/inputs.py's h0_with_births is the reference)."""
+
+    var addr: Int
+
+    @always_inline
+    def at(self, v: Int) -> Float64:
+        if self.addr == 0:
+            return 0.0
+        return Pointer[Float64, MutUntrackedOrigin](unsafe_from_address=self.addr)[unsafe_offset=v]
+
+    @always_inline
+    def elder(self, a: Int, b: Int) -> Bool:
+        """Whether root a is elder than root b (a != b)."""
+        var ba = self.at(a)
+        var bb = self.at(b)
+        return ba < bb or (ba == bb and a < b)
+
+
+def dim0[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], births: Births, mut bars: Buffer[Bar], mut edges: Buffer[Entry[T]], mut cols: Buffer[Entry[T]], mut reps: RepOut, mut pairs: PivotMap) -> Bool:
     """H0 bars by union-find; all edges <= threshold (column order) and the H1 columns. With
     representatives, the merges record; with cycles, pairs: vertex -> the edge it is paired
     with in homology (for the cycles of essential H1 bars)."""
     comptime if SPARSE:
         if filt.maxdim == 1:
-            return _dim0_sparse_h1(filt, bars, cols, reps, pairs)
+            return _dim0_sparse_h1(filt, births, bars, cols, reps, pairs)
     var t0 = perf_counter_ns()
     var mem = filt.mem
-    if not _edges_below_threshold(filt, edges):
-        return False
-    if not radix_sort_columns(edges, mem):  # edges come in index order: a stable sort suffices
+    var counts = SIMD[DType.int64, 2](0)
+    if not _scan_edges[False](filt, edges, counts):
         return False
     filt.stat(0, STAT_SIMPLICES, edges.size)
-    if not mem.take(2 * filt.n * 8 + edges.size):  # parent, largest, merged
+    if not _sort_and_reserve(filt, edges):
         return False
     var merged = OwnedArray[UInt8](edges.size)  # 1 where the edge merged two components
-    var ok = _union_find(filt, edges, merged, bars, reps, pairs)
+    var ok = _union_find(filt, births, edges, merged, bars, reps, pairs)
     var t1 = perf_counter_ns()
     filt.stat(0, STAT_ASSEMBLE_NS, Int(t1 - t0))
     if ok and filt.maxdim >= 1:
-        ok = _edge_columns(filt, edges, merged, cols)
+        ok = _edge_columns[True](filt, edges, merged, cols)
+        filt.stat(1, STAT_SIMPLICES, edges.size)
         filt.stat(1, STAT_ASSEMBLE_NS, Int(perf_counter_ns() - t1))
     mem.give(edges.size)
     return ok and mem.ok()
 
 
-def _dim0_sparse_h1[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut bars: Buffer[Bar], mut cols: Buffer[Entry[T]], mut reps: RepOut, mut pairs: PivotMap) -> Bool:
+def _dim0_sparse_h1[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], births: Births, mut bars: Buffer[Bar], mut cols: Buffer[Entry[T]], mut reps: RepOut, mut pairs: PivotMap) -> Bool:
     """dim0 for the sparse engine when H1 is the last dimension (no triangles are assembled,
     so the full edge list is never needed): the edges in a zero-persistence apparent pair are
     dropped during the edge scan itself (most of them: 97% of 9.9 M on 200 000 uniform points
@@ -60,22 +83,18 @@ def _dim0_sparse_h1[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SP
     var mem = filt.mem
     var edges = Buffer[Entry[T]].make(mem)  # the edges in no apparent pair, index order
     var counts = SIMD[DType.int64, 2](0)  # edges <= threshold, apparent ones
-    var ok = _nonapparent_edges(filt, edges, counts)
+    var ok = _scan_edges[True](filt, edges, counts)
     var t1 = perf_counter_ns()
     filt.stat(0, STAT_SIMPLICES, Int(counts[0]))
     filt.stat(1, STAT_SIMPLICES, Int(counts[0]))
     filt.stat(1, STAT_APPARENT, Int(counts[1]))
     filt.stat(1, STAT_ASSEMBLE_NS, Int(t1 - t0))
-    ok = ok and radix_sort_columns(edges, mem)  # index order in: a stable sort suffices
-    ok = ok and mem.take(2 * filt.n * 8 + edges.size)  # parent, largest, merged
-    if not ok:
+    if not (ok and _sort_and_reserve(filt, edges)):
         edges.free(mem)
         return False
     var merged = OwnedArray[UInt8](edges.size)  # 1 where the edge merged two components
-    ok = _union_find(filt, edges, merged, bars, reps, pairs)
-    for e in range(edges.size):
-        if ok and merged[e] == 0:
-            ok = cols.push(edges[e], mem)
+    ok = _union_find(filt, births, edges, merged, bars, reps, pairs)
+    ok = ok and _edge_columns[False](filt, edges, merged, cols)
     mem.give(edges.size)
     _ = merged^  # freed here, after the last read
     edges.free(mem)
@@ -83,16 +102,28 @@ def _dim0_sparse_h1[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SP
     return ok and mem.ok()
 
 
-def _nonapparent_edges[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut edges: Buffer[Entry[T]], mut counts: SIMD[DType.int64, 2]) -> Bool:
-    """SPARSE: append the edges (i > j, d(i, j) <= threshold) that are not the facet of a
-    zero-persistence apparent pair to edges, in index order; counts += (edges, apparent
-    ones). Rows are scanned in chunks of about equal numbers of edges (area_row: row i has
-    about i / n of its neighbours below i when labels are random; chunks are claimed
-    dynamically anyway), and each row's own neighbour list stays in cache across its edges'
-    apparent-pair tests."""
+def _sort_and_reserve[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut edges: Buffer[Entry[T]]) -> Bool:
+    """Edges (index order) into column order (a stable radix sort by diameter suffices), and
+    the budget of union-find (parent, largest) and of the merged flags."""
+    return radix_sort_columns(edges, filt.mem) and filt.mem.take(2 * filt.n * 8 + edges.size)
+
+
+def _scan_edges[DROP_APPARENT: Bool, T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut edges: Buffer[Entry[T]], mut counts: SIMD[DType.int64, 2]) -> Bool:
+    """Append the edges (i > j, d(i, j) <= threshold) to edges in index order; counts +=
+    (edges <= threshold, apparent ones). DROP_APPARENT (SPARSE only): leave out the edges
+    that are the facet of a zero-persistence apparent pair. Rows are split into chunks of
+    about equal area (area_row; SPARSE: row i's edges are the entries j < i at the start of
+    its neighbour list, about i / n of them when labels are random; chunks are claimed
+    dynamically anyway), and each row's own neighbour list stays in cache across its
+    edges' apparent-pair tests."""
+    comptime assert SPARSE or not DROP_APPARENT, "the apparent-pair edge scan is the sparse engine's"
     var n = filt.n
     var mem = filt.mem
-    var nch = n_chunks(filt.indptr[unsafe_offset=n] // 2, filt.threads, EDGE_COLUMN_GRAIN)
+    var nch: Int
+    comptime if SPARSE:
+        nch = n_chunks(filt.indptr[unsafe_offset=n] // 2, filt.threads, EDGE_COLUMN_GRAIN if DROP_APPARENT else EDGE_SCAN_GRAIN)
+    else:
+        nch = n_chunks(n * n // 2, filt.threads, EDGE_SCAN_GRAIN)
     var chunks = ChunkBuffers[T](nch, mem)
     var chunk_counts = OwnedArray[Int](2 * nch, 0)
     mem.ctl.start_stage(0, n)  # progress (stage 0: the edges): rows scanned
@@ -109,21 +140,33 @@ def _nonapparent_edges[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2,
         var apparent = 0
         for i in range(r0, r1):
             var base = i * (i - 1) // 2
-            vs[unsafe_offset=0] = i
-            for q in range(filt.indptr[unsafe_offset=i], filt.indptr[unsafe_offset=i + 1]):
-                var j = Int(filt.nbr[unsafe_offset=q])
-                if j >= i:
-                    break
-                var dij = filt.dist[unsafe_offset=q]
-                if dij > thr:
-                    continue
-                total += 1
-                vs[unsafe_offset=1] = j
-                if filt.apparent_cofacet(vs, 2, dij) >= 0:
-                    apparent += 1
-                elif not b.push(Entry[T](dij, base + j), mem):
-                    chunks[c] = b  # out of budget: gather fails
-                    return
+            comptime if SPARSE:
+                vs[unsafe_offset=0] = i
+                for q in range(filt.indptr[unsafe_offset=i], filt.indptr[unsafe_offset=i + 1]):
+                    var j = Int(filt.nbr[unsafe_offset=q])
+                    if j >= i:
+                        break
+                    var dij = filt.dist[unsafe_offset=q]
+                    if dij > thr:
+                        continue
+                    total += 1
+                    comptime if DROP_APPARENT:
+                        vs[unsafe_offset=1] = j
+                        if filt.apparent_cofacet(vs, 2, dij) >= 0:
+                            apparent += 1
+                            continue
+                    if not b.push(Entry[T](dij, base + j), mem):
+                        chunks[c] = b  # out of budget: gather fails
+                        return
+            else:
+                var row = filt.dist.unsafe_offset(i * n)
+                for j in range(i):
+                    var dij = row[unsafe_offset=j]
+                    if dij <= thr:
+                        total += 1
+                        if not b.push(Entry[T](dij, base + j), mem):
+                            chunks[c] = b
+                            return
         mem.ctl.add_done(r1 - r0)
         chunks[c] = b
         chunk_counts[2 * c] = total
@@ -137,66 +180,15 @@ def _nonapparent_edges[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2,
     return chunks.gather(edges, mem)
 
 
-def _edges_below_threshold[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], mut edges: Buffer[Entry[T]]) -> Bool:
-    """Append the edges (i > j, D[i, j] <= threshold) to edges in index order; rows are split
-    into chunks of about equal area (SPARSE: equal numbers of rows; the edges of row i are
-    the entries j < i at the start of its neighbour list)."""
-    var n = filt.n
-    var mem = filt.mem
-    var nch: Int
-    comptime if SPARSE:
-        nch = n_chunks(filt.indptr[unsafe_offset=n] // 2, filt.threads, EDGE_SCAN_GRAIN)
-    else:
-        nch = n_chunks(n * n // 2, filt.threads, EDGE_SCAN_GRAIN)
-    var chunks = ChunkBuffers[T](nch, mem)
-    mem.ctl.start_stage(0, n)  # progress (stage 0: the edges): rows scanned
-
-    @always_inline
-    def edge_task(c: Int) {imm}:
-        var r0: Int
-        var r1: Int
-        comptime if SPARSE:
-            r0 = chunk_lo(c, nch, n)
-            r1 = chunk_lo(c + 1, nch, n)
-        else:
-            r0 = area_row(c, nch, n)
-            r1 = area_row(c + 1, nch, n)
-        mem.ctl.add_done(r1 - r0)
-        var b = chunks[c]
-        var thr = filt.threshold
-        for i in range(r0, r1):
-            var base = i * (i - 1) // 2
-            comptime if SPARSE:
-                for q in range(filt.indptr[unsafe_offset=i], filt.indptr[unsafe_offset=i + 1]):
-                    var j = Int(filt.nbr[unsafe_offset=q])
-                    if j >= i:
-                        break
-                    var dij = filt.dist[unsafe_offset=q]
-                    if dij <= thr:
-                        if not b.push(Entry[T](dij, base + j), mem):
-                            chunks[c] = b
-                            return
-            else:
-                var row = filt.dist.unsafe_offset(i * n)
-                for j in range(i):
-                    var dij = row[unsafe_offset=j]
-                    if dij <= thr:
-                        if not b.push(Entry[T](dij, base + j), mem):
-                            chunks[c] = b
-                            return
-        chunks[c] = b
-
-    run_chunks(edge_task, nch, filt.threads, mem.ctl)
-    return chunks.gather(edges, mem)
-
-
-def _union_find[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], edges: Buffer[Entry[T]], merged: OwnedArray[UInt8], mut bars: Buffer[Bar], mut reps: RepOut, mut pairs: PivotMap) -> Bool:
+def _union_find[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], births: Births, edges: Buffer[Entry[T]], merged: OwnedArray[UInt8], mut bars: Buffer[Bar], mut reps: RepOut, mut pairs: PivotMap) -> Bool:
     """H0 bars by union-find from the shortest edge (the end of column order); marks the
-    merging edges in merged. Roots are the smallest vertex of their component (the larger
-    root dies). With representatives, the merges record (reps.mojo; room for n entries);
-    with cycles, the homology pairs vertex -> edge in pairs: in the filtration's vertex
-    order (larger index first) the elder rule kills the component whose largest vertex is
-    smaller, and pairs that vertex with the merging edge."""
+    merging edges in merged. Each root is its component's eldest vertex (births.elder:
+    without births the smallest); a merge kills the younger root, with the bar
+    [its birth, d) when d > its birth, and every root left gives [its birth, inf). With
+    representatives, the merges record (reps.mojo; room for n entries); with cycles, the
+    homology pairs vertex -> edge in pairs: in the filtration's vertex order (larger index
+    first) the elder rule kills the component whose largest vertex is smaller, and pairs
+    that vertex with the merging edge."""
     var n = filt.n
     var mem = filt.mem
     var want = reps.cocycles() or reps.cycles()
@@ -219,19 +211,20 @@ def _union_find[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE
         var a = _find(parent.data, i)
         var b = _find(parent.data, j)
         if a != b and ok:
-            var lo = min(a, b)
-            var hi = max(a, b)
-            parent[hi] = lo
+            var elder = a if births.elder(a, b) else b
+            var younger = b if elder == a else a
+            parent[younger] = elder
             merged[e] = 1
             if reps.cycles():
                 pairs.insert(min(largest[a], largest[b]), ent.key)
-                largest[lo] = max(largest[a], largest[b])
+                largest[elder] = max(largest[a], largest[b])
             var bar = -1
-            if ent.diam > 0:
+            var birth = births.at(younger)
+            if Float64(ent.diam) > birth:
                 bar = bars.size
-                ok = bars.push(Bar(0, 0.0, Float64(ent.diam), hi, lo), mem)
+                ok = bars.push(Bar(0, birth, Float64(ent.diam), younger, elder), mem)
             if want:
-                _put_merge(reps, hi, lo, bar)
+                _put_merge(reps, younger, elder, bar)
                 merges += 1
         elif a == b:
             merged[e] = 0
@@ -241,7 +234,7 @@ def _union_find[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE
             if want:
                 _put_merge(reps, i, -1, bars.size)
                 merges += 1
-            ok = bars.push(Bar(0, 0.0, -1.0, i, -1), mem)
+            ok = bars.push(Bar(0, births.at(i), -1.0, i, -1), mem)
     if want and record >= 0:
         reps.out.data[unsafe_offset=record] = merges
         reps.out.size = record + 1 + 3 * merges
@@ -268,8 +261,9 @@ def _find(parent: IntPtr, x0: Int) -> Int:
     return x
 
 
-def _edge_columns[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], edges: Buffer[Entry[T]], merged: OwnedArray[UInt8], mut cols: Buffer[Entry[T]]) -> Bool:
-    """H1 columns: edges that merged nothing and are not the facet of an apparent pair."""
+def _edge_columns[TEST_APPARENT: Bool, T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], edges: Buffer[Entry[T]], merged: OwnedArray[UInt8], mut cols: Buffer[Entry[T]]) -> Bool:
+    """H1 columns: the edges that merged nothing, in order, and with TEST_APPARENT are not the
+    facet of an apparent pair (their count goes to dim 1's STAT_APPARENT)."""
     var mem = filt.mem
     var m = edges.size
     var nch = n_chunks(m, filt.threads, EDGE_COLUMN_GRAIN)
@@ -285,10 +279,11 @@ def _edge_columns[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPAR
             if merged[e] != 0:
                 continue
             var ent = edges[e]
-            filt.decode(ent.key, 2, scratch.simplex())
-            if filt.apparent_cofacet(scratch.simplex(), 2, ent.diam) >= 0:
-                apparent += 1
-                continue
+            comptime if TEST_APPARENT:
+                filt.decode(ent.key, 2, scratch.simplex())
+                if filt.apparent_cofacet(scratch.simplex(), 2, ent.diam) >= 0:
+                    apparent += 1
+                    continue
             if not b.push(ent, mem):
                 break
         chunks[c] = b
@@ -298,7 +293,6 @@ def _edge_columns[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPAR
     var apparent = 0
     for c in range(nch):
         apparent += apparent_per_chunk[c]
-    var ok = chunks.gather(cols, mem)
-    filt.stat(1, STAT_APPARENT, apparent)
-    filt.stat(1, STAT_SIMPLICES, m)
-    return ok
+    comptime if TEST_APPARENT:
+        filt.stat(1, STAT_APPARENT, apparent)
+    return chunks.gather(cols, mem)
