@@ -78,8 +78,9 @@ def _csr_from_dense(D: np.ndarray, thr: float) -> tuple[np.ndarray, np.ndarray, 
         val.append(D[a:b][r, c])
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
-    cat = (lambda xs, dt: np.concatenate(xs) if xs else np.empty(0, dt))
-    return indptr, cat(idx, np.int32), np.ascontiguousarray(cat(val, D.dtype))
+    indices = np.concatenate(idx) if idx else np.empty(0, np.int32)
+    dists = np.concatenate(val) if val else np.empty(0, D.dtype)
+    return indptr, indices, np.ascontiguousarray(dists)
 
 
 def _dense_from_csr(n: int, indptr: np.ndarray, indices: np.ndarray, dists: np.ndarray) -> np.ndarray:

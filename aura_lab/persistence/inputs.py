@@ -114,16 +114,16 @@ def _edges(n: int, row: np.ndarray, col: np.ndarray, val: np.ndarray) -> SparseE
     dtype = A.result_float_dtype(val) if val.size else np.dtype(np.float64)
     val = val.astype(dtype, copy=False)
     if np.isnan(val).any():
-        raise ValueError(f"X: the sparse distance matrix contains NaN")
+        raise ValueError("X: the sparse distance matrix contains NaN")
     if (val < 0).any():
-        raise ValueError(f"X: the sparse distance matrix has negative entries")
+        raise ValueError("X: the sparse distance matrix has negative entries")
     row, col = row.astype(np.int64), col.astype(np.int64)
     diag = row == col
     births = None
     if diag.any() and (val[diag] != 0).any():
         births = np.zeros(n, np.float64)
         if not np.isfinite(val[diag]).all():
-            raise ValueError(f"X: a vertex birth time (diagonal entry) is infinite")
+            raise ValueError("X: a vertex birth time (diagonal entry) is infinite")
         births[row[diag]] = val[diag]
     off = ~diag & np.isfinite(val)
     hi, lo, v = np.maximum(row[off], col[off]), np.minimum(row[off], col[off]), val[off]
