@@ -1,6 +1,8 @@
 # Python binding of the Mamba-2 selective scan (compute: aura_kernels/ssd.mojo).
 #
-# scan(params_addr), scan_grad(params_addr) (the backward, aura_kernels/ssd_grad.mojo): the address of an ssd parameter block (aura_lab/ssd/problem.py's ABI, generated
+# scan(params_addr), scan_grad(params_addr) (the backward, aura_kernels/ssd_grad.mojo),
+# scan_grad_chunked(params_addr) (the same backward as chunked matrix products,
+# aura_kernels/ssd_chunked.mojo): the address of an ssd parameter block (aura_lab/ssd/problem.py's ABI, generated
 # Mojo side aura_kernels/ssd_abi.mojo); addresses 0 = absent, validated by aura_lab/ssd
 # beforehand. lanes(dtype_bits): the vector width n must be a multiple of (Python pads B, C
 # and the state).
@@ -15,6 +17,7 @@ from aura_kernels.ssd_abi import SsdParams
 from aura_kernels.ssd_grad import run_scan_grad
 from aura_kernels.ssd_grad_abi import SsdGradParams
 from aura_kernels.chunk_gemm import gemm_rate as _gemm_rate
+from aura_kernels.ssd_chunked import run_scan_grad_chunked
 
 
 @export
@@ -28,6 +31,10 @@ def PyInit_ssd() abi("C") -> PythonObject:
         m.def_function[scan_grad](
             "scan_grad",
             docstring="scan_grad(params_addr): the address of an ssd_grad block (aura_lab.ssd.GRAD_ABI)",
+        )
+        m.def_function[scan_grad_chunked](
+            "scan_grad_chunked",
+            docstring="scan_grad_chunked(params_addr): the backward as chunked matrix products (same block as scan_grad)",
         )
         m.def_function[gemm_rate](
             "gemm_rate",
@@ -60,6 +67,16 @@ def scan_grad(params_addr: PythonObject) raises -> PythonObject:
 
     def body() raises {imm}:
         run_scan_grad(p)
+
+    without_gil(body)
+    return PythonObject(None)
+
+
+def scan_grad_chunked(params_addr: PythonObject) raises -> PythonObject:
+    var p = SsdGradParams.load(Int(py=params_addr))
+
+    def body() raises {imm}:
+        run_scan_grad_chunked(p)
 
     without_gil(body)
     return PythonObject(None)
