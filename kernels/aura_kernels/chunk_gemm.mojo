@@ -3,6 +3,7 @@
 # on one thread, on operands that sit in L1/L2. Row-major; no packing, no library call.
 #
 #     gemm(M, N, K, A, lda, Bm, ldb, Cm, ldc, accumulate):  C[M x N] (+)= A[M x K] Bm[K x N]
+#     (a_trans: A stored transposed, read with strides; tri: skip a triangle's zero terms)
 #
 # Register block: MR = 4 rows x NV = 2 vectors of W lanes (8 accumulators); per k, 2 vector
 # loads of Bm's row, 4 broadcasts of A and 8 FMAs. Edges: 1-row blocks for the rows past the
@@ -20,18 +21,28 @@ from std.time import perf_counter_ns
 comptime MR = 4
 comptime NV = 2
 
+# Which part of a product is needed or nonzero (the causal structure of a chunk's Q x Q
+# matrices): FULL; A_UPPER, A_LOWER: A(r, k) is zero for k < r (k > r), so the sum skips
+# those k; C_LOWER: only C(r, c) with c <= r is wanted (others may be left unwritten).
+comptime FULL = 0
+comptime A_UPPER = 1
+comptime A_LOWER = 2
+comptime C_LOWER = 3
+
+
 @always_inline
-def _tile[dtype: DType, mr: Int, nv: Int](K: Int, A: Pointer[Scalar[dtype], MutUntrackedOrigin], lda: Int,
-                                          Bm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldb: Int,
+def _tile[dtype: DType, mr: Int, nv: Int](k0: Int, k1: Int, A: Pointer[Scalar[dtype], MutUntrackedOrigin], sr: Int,
+                                          sk: Int, Bm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldb: Int,
                                           Cm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldc: Int, accumulate: Bool):
-    """C[mr x nv W] (+)= A[mr x K] Bm[K x nv W], the accumulators in registers."""
+    """C[mr x nv W] (+)= sum over k0 <= k < k1 of A(r, k) Bm[k, :], A(r, k) = A[r sr + k sk],
+    the accumulators in registers."""
     comptime W = simd_width_of[dtype]()
     comptime NW = nv * W
     var c = SIMD[dtype, mr * NW](0)
-    for k in range(K):
+    for k in range(k0, k1):
         var b = Bm.unsafe_load[width=NW](k * ldb)
         comptime for r in range(mr):
-            var a = SIMD[dtype, NW](A[unsafe_offset=r * lda + k])
+            var a = SIMD[dtype, NW](A[unsafe_offset=r * sr + k * sk])
             c = c.insert[offset=r * NW](a.fma(b, c.slice[NW, offset=r * NW]()))
     comptime for r in range(mr):
         var v = c.slice[NW, offset=r * NW]()
@@ -41,25 +52,29 @@ def _tile[dtype: DType, mr: Int, nv: Int](K: Int, A: Pointer[Scalar[dtype], MutU
 
 
 @always_inline
-def _cols[dtype: DType, mr: Int](M0: Int, N: Int, K: Int, A: Pointer[Scalar[dtype], MutUntrackedOrigin], lda: Int,
-                                 Bm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldb: Int,
-                                 Cm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldc: Int, accumulate: Bool):
-    """Rows M0 .. M0 + mr, every column: 2-vector blocks, a 1-vector block, scalar columns."""
+def _cols[dtype: DType, mr: Int](M0: Int, N: Int, K: Int, A: Pointer[Scalar[dtype], MutUntrackedOrigin], sr: Int,
+                                 sk: Int, Bm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldb: Int,
+                                 Cm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldc: Int, accumulate: Bool, tri: Int):
+    """Rows M0 .. M0 + mr, every (wanted) column: 2-vector blocks, a 1-vector block, scalar
+    columns."""
     comptime W = simd_width_of[dtype]()
-    var a = A.unsafe_offset(M0 * lda)
+    var a = A.unsafe_offset(M0 * sr)
     var cr = Cm.unsafe_offset(M0 * ldc)
+    var k0 = M0 if tri == A_UPPER else 0
+    var k1 = min(K, M0 + mr) if tri == A_LOWER else K
+    var n1 = min(N, M0 + mr) if tri == C_LOWER else N
     var j = 0
-    while j + NV * W <= N:
-        _tile[dtype, mr, NV](K, a, lda, Bm.unsafe_offset(j), ldb, cr.unsafe_offset(j), ldc, accumulate)
+    while j + NV * W <= n1 or (tri == C_LOWER and j < n1 and j + NV * W <= N):
+        _tile[dtype, mr, NV](k0, k1, a, sr, sk, Bm.unsafe_offset(j), ldb, cr.unsafe_offset(j), ldc, accumulate)
         j += NV * W
-    while j + W <= N:
-        _tile[dtype, mr, 1](K, a, lda, Bm.unsafe_offset(j), ldb, cr.unsafe_offset(j), ldc, accumulate)
+    while j + W <= n1 or (tri == C_LOWER and j < n1 and j + W <= N):
+        _tile[dtype, mr, 1](k0, k1, a, sr, sk, Bm.unsafe_offset(j), ldb, cr.unsafe_offset(j), ldc, accumulate)
         j += W
-    while j < N:
+    while j < n1:
         for r in range(mr):
             var s = Scalar[dtype](0)
-            for k in range(K):
-                s += a[unsafe_offset=r * lda + k] * Bm[unsafe_offset=k * ldb + j]
+            for k in range(k0, k1):
+                s += a[unsafe_offset=r * sr + k * sk] * Bm[unsafe_offset=k * ldb + j]
             if accumulate:
                 s += cr[unsafe_offset=r * ldc + j]
             cr[unsafe_offset=r * ldc + j] = s
@@ -68,15 +83,19 @@ def _cols[dtype: DType, mr: Int](M0: Int, N: Int, K: Int, A: Pointer[Scalar[dtyp
 
 def gemm[dtype: DType](M: Int, N: Int, K: Int, A: Pointer[Scalar[dtype], MutUntrackedOrigin], lda: Int,
                        Bm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldb: Int,
-                       Cm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldc: Int, accumulate: Bool):
-    """C[M x N] = A[M x K] Bm[K x N] (accumulate: C +=), all row-major with leading
-    dimensions lda, ldb, ldc. K = 0 writes zeros (or leaves C as it is)."""
+                       Cm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldc: Int, accumulate: Bool,
+                       a_trans: Bool = False, tri: Int = FULL):
+    """C[M x N] = op(A)[M x K] Bm[K x N] (accumulate: C +=), op(A) = A (M x K, row-major,
+    leading dimension lda) or, a_trans, the transpose of A stored K x M; Bm and C row-major
+    with leading dimensions ldb, ldc. tri: see FULL .. C_LOWER."""
+    var sr = 1 if a_trans else lda
+    var sk = lda if a_trans else 1
     var i = 0
     while i + MR <= M:
-        _cols[dtype, MR](i, N, K, A, lda, Bm, ldb, Cm, ldc, accumulate)
+        _cols[dtype, MR](i, N, K, A, sr, sk, Bm, ldb, Cm, ldc, accumulate, tri)
         i += MR
     while i < M:
-        _cols[dtype, 1](i, N, K, A, lda, Bm, ldb, Cm, ldc, accumulate)
+        _cols[dtype, 1](i, N, K, A, sr, sk, Bm, ldb, Cm, ldc, accumulate, tri)
         i += 1
 
 

@@ -26,13 +26,17 @@
 # group) go to its thread's own (T, g, n) buffers. No forward is recomputed: the backward
 # reads only the checkpoints and the inputs.
 #
-# Memory: threads x (2 T g n + scratch of 8 Q p + 5 Q n + 4 Q^2 + 2 p n + 4 Q) and T h here.
+# Work before the items: G = C B^T per chunk and group (shared by the group's heads), in
+# parallel over (chunk, group), into (chunks, g, Q, Q).
+#
+# Memory: threads x (2 T g n + scratch of 7 Q p + 2 Q n + 2 Q^2 + 2 p n + 6 Q), T h and
+# T g Q (the G's) here.
 
 from std.math import exp
 from std.memory.alloc import unsafe_alloc
 from max.algorithm import parallelize
 from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end
-from aura_kernels.chunk_gemm import gemm, transpose
+from aura_kernels.chunk_gemm import A_LOWER, A_UPPER, C_LOWER, gemm, transpose
 from aura_kernels.ssd import _lanes, _p, chunk_bases, head_rates, tokens
 from aura_kernels.ssd_abi import SsdParams
 from aura_kernels.ssd_grad import _dt_chain, _sum_params, _sum_threads, _zero
@@ -40,16 +44,86 @@ from aura_kernels.ssd_grad_abi import SsdGradParams
 
 
 def scratch_size(Q: Int, p: Int, n: Int) -> Int:
-    """Elements of one thread's scratch (see _Head)."""
-    return 8 * Q * p + 5 * Q * n + 4 * Q * Q + 2 * p * n + 4 * Q
+    """Elements of one thread's scratch (see _Head; the G phase uses its first Q n)."""
+    return 7 * Q * p + 2 * Q * n + 2 * Q * Q + 2 * p * n + 6 * Q
+
+
+@always_inline
+def _dot[dtype: DType](a: Pointer[Scalar[dtype], MutUntrackedOrigin], b: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                       count: Int) -> Scalar[dtype]:
+    comptime W = _lanes[dtype]()
+    var acc = SIMD[dtype, W](0)
+    var j = 0
+    while j + W <= count:
+        acc = a.unsafe_load[width=W](j).fma(b.unsafe_load[width=W](j), acc)
+        j += W
+    var s = acc.reduce_add()
+    while j < count:
+        s += a[unsafe_offset=j] * b[unsafe_offset=j]
+        j += 1
+    return s
+
+
+@always_inline
+def _add_into[dtype: DType](dst: Pointer[Scalar[dtype], MutUntrackedOrigin], src: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                            count: Int):
+    """dst += src."""
+    comptime W = _lanes[dtype]()
+    var j = 0
+    while j + W <= count:
+        dst.unsafe_store(j, dst.unsafe_load[width=W](j) + src.unsafe_load[width=W](j))
+        j += W
+    while j < count:
+        dst[unsafe_offset=j] += src[unsafe_offset=j]
+        j += 1
+
+
+@always_inline
+def _scale[dtype: DType](dst: Pointer[Scalar[dtype], MutUntrackedOrigin], src: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                         f: Scalar[dtype], count: Int):
+    """dst = f src (dst may be src)."""
+    comptime W = _lanes[dtype]()
+    var j = 0
+    while j + W <= count:
+        dst.unsafe_store(j, src.unsafe_load[width=W](j) * SIMD[dtype, W](f))
+        j += W
+    while j < count:
+        dst[unsafe_offset=j] = src[unsafe_offset=j] * f
+        j += 1
+
+
+def _chunk_of(pr: SsdParams, cb: Pointer[Int, MutUntrackedOrigin], cg: Int) -> Tuple[Int, Int]:
+    """(first token, length) of chunk cg of all sequences' chunks."""
+    var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)
+    var s = 0
+    while cb[unsafe_offset=s + 1] <= cg:
+        s += 1
+    var t0 = Int(offs[unsafe_offset=s]) + (cg - cb[unsafe_offset=s]) * pr.chunk
+    return (t0, min(Int(offs[unsafe_offset=s + 1]), t0 + pr.chunk) - t0)
+
+
+def _group_products[dtype: DType](pr: SsdParams, cb: Pointer[Int, MutUntrackedOrigin],
+                                  Gall: Pointer[Scalar[dtype], MutUntrackedOrigin], BT: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                                  cg: Int, gg: Int) where dtype.is_floating_point():
+    """G = C B^T (lower triangle) of chunk cg and group gg into Gall[cg, gg] (Q x Q), shared by
+    the group's heads. BT: Q n scratch."""
+    var Q = pr.chunk
+    var n = pr.n
+    var g = pr.g
+    var r = _chunk_of(pr, cb, cg)
+    var B = _p[dtype](pr.B).unsafe_offset((r[0] * g + gg) * n)
+    var C = _p[dtype](pr.C).unsafe_offset((r[0] * g + gg) * n)
+    transpose[dtype](r[1], n, B, g * n, BT, Q)
+    gemm[dtype](r[1], r[1], n, C, g * n, BT, Q, Gall.unsafe_offset((cg * g + gg) * Q * Q), Q, False, tri=C_LOWER)
 
 
 struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
     """One work item (sequence, head): the blocks, the thread's scratch regions and buffers,
     and the running sum of gA. Scratch regions (row-major, leading dimension their width):
-    X, U, Uw = diag(w) U, dY, dYe = diag(exp(cs)) dY, dU (Q x p); UT, dYeT (p x Q);
-    Bc, Cc, dCh, dBh (Q x n), BT (n x Q); G, MT = (L o G)^T, dG, dGT (Q x Q);
-    lam = dS (p x n), lamT (n x p); cs, ecs, w, dcs (Q)."""
+    X, U, Uw = diag(w) U, dY, dYe = diag(exp(cs)) dY, dU (Q x p); UT (p x Q); dCh, dBh
+    (Q x n); M = L o G, dG (Q x Q); lam = dS (p x n), lamT (n x p); cs, ecs, w, dcs,
+    colacc (column sums), idx (0, 1, ..., Q - 1) (Q). B and C are read in place (rows g n
+    apart), G from the G phase's Gall."""
 
     var pr: SsdParams
     var gr: SsdGradParams
@@ -58,6 +132,7 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
     var gCw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # this thread's (T, g, n) gC
     var gdtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # (T, h) gdt'
     var gdp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # gD of this (sequence, head): p values
+    var Gall: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # (chunks, g, Q, Q) C B^T
     var X: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var U: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var Uw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
@@ -65,22 +140,18 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
     var dYe: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var dU: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var UT: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
-    var dYeT: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
-    var Bc: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
-    var Cc: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var dCh: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var dBh: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
-    var BT: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
-    var lamT: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
-    var G: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
-    var MT: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var M: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var dG: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
-    var dGT: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var lam: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var lamT: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var cs: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var ecs: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var w: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var dcs: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var colacc: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var idx: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var hh: Int
     var gg: Int
     var ga: Scalar[Self.dtype]
@@ -89,7 +160,7 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
                  scratch: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
                  gBw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], gCw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
                  gdtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], gdp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
-                 hh: Int):
+                 Gall: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], hh: Int):
         var Q = pr.chunk
         var p = pr.p
         var n = pr.n
@@ -100,6 +171,7 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         self.gCw = gCw
         self.gdtp = gdtp
         self.gdp = gdp
+        self.Gall = Gall
         self.hh = hh
         self.gg = hh // (pr.h // pr.g)
         self.ga = 0
@@ -111,42 +183,51 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         self.dYe = scratch.unsafe_offset(o); o += Q * p
         self.dU = scratch.unsafe_offset(o); o += Q * p
         self.UT = scratch.unsafe_offset(o); o += Q * p
-        self.dYeT = scratch.unsafe_offset(o); o += Q * p
-        self.Bc = scratch.unsafe_offset(o); o += Q * n
-        self.Cc = scratch.unsafe_offset(o); o += Q * n
         self.dCh = scratch.unsafe_offset(o); o += Q * n
         self.dBh = scratch.unsafe_offset(o); o += Q * n
-        self.BT = scratch.unsafe_offset(o); o += Q * n
-        self.G = scratch.unsafe_offset(o); o += Q * Q
-        self.MT = scratch.unsafe_offset(o); o += Q * Q
+        self.M = scratch.unsafe_offset(o); o += Q * Q
         self.dG = scratch.unsafe_offset(o); o += Q * Q
-        self.dGT = scratch.unsafe_offset(o); o += Q * Q
         self.lam = scratch.unsafe_offset(o); o += p * n
         self.lamT = scratch.unsafe_offset(o); o += p * n
         self.cs = scratch.unsafe_offset(o); o += Q
         self.ecs = scratch.unsafe_offset(o); o += Q
         self.w = scratch.unsafe_offset(o); o += Q
         self.dcs = scratch.unsafe_offset(o); o += Q
+        self.colacc = scratch.unsafe_offset(o); o += Q
+        self.idx = scratch.unsafe_offset(o); o += Q
+        for i in range(Q):
+            self.idx[unsafe_offset=i] = Scalar[Self.dtype](i)
 
-    def pack(mut self, tc0: Int, L: Int):
-        """The chunk's rows into scratch: X, dY (gy silu(z); gz and gD on the way), U, B, C,
-        the cumulative decay exponents cs and exp(cs), w."""
-        comptime Sc = Scalar[Self.dtype]
+    @always_inline
+    def pack_lanes[w: Int](mut self, i: Int, xo: Int, k: Int, dtv: Scalar[Self.dtype]):
+        """Channels k .. k + w of local token i (x offset xo): X, U, dY (gy silu(z)), gz, gD."""
+        comptime V = SIMD[Self.dtype, w]
         var pr = self.pr
         var gr = self.gr
         var p = pr.p
-        var n = pr.n
+        var xv = _p[Self.dtype](pr.x).unsafe_load[width=w](xo)
+        var gyr = V(0) if gr.gy == 0 else _p[Self.dtype](gr.gy).unsafe_load[width=w](xo)
+        if pr.z != 0:
+            var zv = _p[Self.dtype](pr.z).unsafe_load[width=w](xo)
+            var sg = V(1) / (V(1) + exp(-zv))
+            if gr.gz != 0:
+                var yp = _p[Self.dtype](pr.ypre).unsafe_load[width=w](xo)
+                _p[Self.dtype](gr.gz).unsafe_store(xo, gyr * yp * sg * (V(1) + zv * (V(1) - sg)))
+            gyr = gyr * zv * sg
+        self.gdp.unsafe_store(k, gyr.fma(xv, self.gdp.unsafe_load[width=w](k)))
+        self.X.unsafe_store(i * p + k, xv)
+        self.U.unsafe_store(i * p + k, xv * V(dtv))
+        self.dY.unsafe_store(i * p + k, gyr)
+
+    def pack(mut self, tc0: Int, L: Int):
+        """The chunk's rows into scratch: X, dY (gy silu(z); gz and gD on the way), U, the
+        cumulative decay exponents cs and exp(cs), w, dYe, Uw."""
+        comptime Sc = Scalar[Self.dtype]
+        comptime W = _lanes[Self.dtype]()
+        var pr = self.pr
+        var p = pr.p
         var h = pr.h
-        var g = pr.g
-        var hh = self.hh
-        var x = _p[Self.dtype](pr.x)
-        var z = _p[Self.dtype](pr.z)
-        var ypre = _p[Self.dtype](pr.ypre)
-        var gy = _p[Self.dtype](gr.gy)
-        var gz = _p[Self.dtype](gr.gz)
-        var B = _p[Self.dtype](pr.B)
-        var C = _p[Self.dtype](pr.C)
-        var a_h = _p[Self.dtype](pr.A)[unsafe_offset=hh]
+        var a_h = _p[Self.dtype](pr.A)[unsafe_offset=self.hh]
         var acc = Sc(0)
         for i in range(L):
             var t = tc0 + i
@@ -156,25 +237,14 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
                 e = Sc(0)
             acc += e
             self.cs[unsafe_offset=i] = acc
-            for k in range(p):
-                var xo = (t * h + hh) * p + k
-                var xk = x[unsafe_offset=xo]
-                var gyr = Sc(0) if gr.gy == 0 else gy[unsafe_offset=xo]
-                if pr.z != 0:
-                    var zk = z[unsafe_offset=xo]
-                    var sg = Sc(1) / (Sc(1) + exp(-zk))
-                    if gr.gz != 0:
-                        gz[unsafe_offset=xo] = gyr * ypre[unsafe_offset=xo] * sg * (Sc(1) + zk * (Sc(1) - sg))
-                    gyr = gyr * zk * sg
-                self.gdp[unsafe_offset=k] += gyr * xk
-                self.X[unsafe_offset=i * p + k] = xk
-                self.U[unsafe_offset=i * p + k] = dtv * xk
-                self.dY[unsafe_offset=i * p + k] = gyr
-            var Bp = B.unsafe_offset((t * g + self.gg) * n)
-            var Cp = C.unsafe_offset((t * g + self.gg) * n)
-            for j in range(n):
-                self.Bc[unsafe_offset=i * n + j] = Bp[unsafe_offset=j]
-                self.Cc[unsafe_offset=i * n + j] = Cp[unsafe_offset=j]
+            var xo = (t * h + self.hh) * p
+            var k = 0
+            while k + W <= p:
+                self.pack_lanes[W](i, xo + k, k, dtv)
+                k += W
+            while k < p:
+                self.pack_lanes[1](i, xo + k, k, dtv)
+                k += 1
         var last = self.cs[unsafe_offset=L - 1]
         for i in range(L):
             var ci = self.cs[unsafe_offset=i]
@@ -183,94 +253,89 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
             self.ecs[unsafe_offset=i] = ec
             self.w[unsafe_offset=i] = wi
             self.dcs[unsafe_offset=i] = 0
-            for k in range(p):
-                self.dYe[unsafe_offset=i * p + k] = ec * self.dY[unsafe_offset=i * p + k]
-                self.Uw[unsafe_offset=i * p + k] = wi * self.U[unsafe_offset=i * p + k]
+            _scale(self.dYe.unsafe_offset(i * p), self.dY.unsafe_offset(i * p), ec, p)
+            _scale(self.Uw.unsafe_offset(i * p), self.U.unsafe_offset(i * p), wi, p)
 
-    def masks(mut self, L: Int):
-        """G = C B^T, dG = (dY U^T) o L, MT = (L o G)^T, dGT = dG^T, and the intra-chunk part
-        of dcs (row sums minus column sums of dG o G)."""
-        comptime Sc = Scalar[Self.dtype]
+    def masks(mut self, L: Int, G: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]):
+        """dG = (dY U^T) o L and M = L o G (zero above the diagonal, rows padded to Q with
+        zeros), and the intra-chunk part of dcs: row sums minus column sums of dG o G."""
+        comptime W = _lanes[Self.dtype]()
+        comptime V = SIMD[Self.dtype, W]
         var Q = self.pr.chunk
         var p = self.pr.p
-        var n = self.pr.n
-        transpose[Self.dtype](L, n, self.Bc, n, self.BT, Q)
         transpose[Self.dtype](L, p, self.U, p, self.UT, Q)
-        gemm[Self.dtype](L, L, n, self.Cc, n, self.BT, Q, self.G, Q, False)
-        gemm[Self.dtype](L, L, p, self.dY, p, self.UT, Q, self.dG, Q, False)
+        gemm[Self.dtype](L, L, p, self.dY, p, self.UT, Q, self.dG, Q, False, tri=C_LOWER)
+        for j in range(0, Q, W):
+            self.colacc.unsafe_store(j, V(0))
         for i in range(L):
-            var ci = self.cs[unsafe_offset=i]
-            for j in range(L):
-                var m = Sc(0)
-                var d = Sc(0)
-                if j <= i:
-                    var lij = exp(ci - self.cs[unsafe_offset=j])
-                    m = lij * self.G[unsafe_offset=i * Q + j]
-                    d = lij * self.dG[unsafe_offset=i * Q + j]
-                    var v = d * self.G[unsafe_offset=i * Q + j]
-                    self.dcs[unsafe_offset=i] += v
-                    self.dcs[unsafe_offset=j] -= v
-                self.MT[unsafe_offset=j * Q + i] = m
-                self.dG[unsafe_offset=i * Q + j] = d
-                self.dGT[unsafe_offset=j * Q + i] = d
+            var ci = V(self.cs[unsafe_offset=i])
+            var row = V(0)
+            var Gi = G.unsafe_offset(i * Q)
+            var Mi = self.M.unsafe_offset(i * Q)
+            var dGi = self.dG.unsafe_offset(i * Q)
+            var j = 0
+            while j <= i:  # the blocks holding columns 0 .. i
+                var keep = self.idx.unsafe_load[width=W](j).le(V(Scalar[Self.dtype](i)))
+                var lij = exp(ci - self.cs.unsafe_load[width=W](j))
+                var gv = Gi.unsafe_load[width=W](j)
+                var m = keep.select(lij * gv, V(0))
+                var d = keep.select(lij * dGi.unsafe_load[width=W](j), V(0))
+                var v = keep.select(d * gv, V(0))  # lanes past i may hold garbage (C_LOWER)
+                row += v
+                self.colacc.unsafe_store(j, self.colacc.unsafe_load[width=W](j) - v)
+                Mi.unsafe_store(j, m)
+                dGi.unsafe_store(j, d)
+                j += W
+            while j < Q:
+                Mi.unsafe_store(j, V(0))
+                dGi.unsafe_store(j, V(0))
+                j += W
+            self.dcs[unsafe_offset=i] += row.reduce_add()
+        for i in range(L):
+            self.dcs[unsafe_offset=i] += self.colacc[unsafe_offset=i]
 
-    def chunk(mut self, tc0: Int, L: Int, start: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]):
-        """Every gradient of tokens tc0 .. tc0 + L given dS in lam; leaves in lam the gradient
-        of the state entering the chunk (start: the forward's checkpoint, S_c)."""
+    def chunk(mut self, cg: Int, tc0: Int, L: Int, start: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]):
+        """Every gradient of tokens tc0 .. tc0 + L (chunk cg of all) given dS in lam; leaves in
+        lam the gradient of the state entering the chunk (start: the forward's checkpoint, S_c)."""
         comptime Sc = Scalar[Self.dtype]
         var pr = self.pr
         var Q = pr.chunk
         var p = pr.p
         var n = pr.n
-        var h = pr.h
         var g = pr.g
-        var hh = self.hh
+        var gn = g * n
+        var Bc = _p[Self.dtype](pr.B).unsafe_offset((tc0 * g + self.gg) * n)  # rows gn apart
+        var Cc = _p[Self.dtype](pr.C).unsafe_offset((tc0 * g + self.gg) * n)
         self.pack(tc0, L)
-        self.masks(L)
+        self.masks(L, self.Gall.unsafe_offset((cg * g + self.gg) * Q * Q))
         # dC (this head) = dYe S_c + dG B;  dcs_i += C_i . (dYe S_c)_i
         gemm[Self.dtype](L, n, p, self.dYe, p, start, n, self.dCh, n, False)
         for i in range(L):
-            var s = Sc(0)
-            for j in range(n):
-                s += self.Cc[unsafe_offset=i * n + j] * self.dCh[unsafe_offset=i * n + j]
-            self.dcs[unsafe_offset=i] += s
-        gemm[Self.dtype](L, n, L, self.dG, Q, self.Bc, n, self.dCh, n, True)
+            self.dcs[unsafe_offset=i] += _dot(Cc.unsafe_offset(i * gn), self.dCh.unsafe_offset(i * n), n)
+        gemm[Self.dtype](L, n, L, self.dG, Q, Bc, gn, self.dCh, n, True, tri=A_LOWER)
         # dB (this head) = Uw dS + dG^T C;  dcs_i -= B_i . (Uw dS)_i, dcs_last += their sum
         gemm[Self.dtype](L, n, p, self.Uw, p, self.lam, n, self.dBh, n, False)
         var tot = Sc(0)
         for i in range(L):
-            var s = Sc(0)
-            for j in range(n):
-                s += self.Bc[unsafe_offset=i * n + j] * self.dBh[unsafe_offset=i * n + j]
+            var s = _dot(Bc.unsafe_offset(i * gn), self.dBh.unsafe_offset(i * n), n)
             self.dcs[unsafe_offset=i] -= s
             tot += s
-        var ls = Sc(0)
-        for i in range(p * n):
-            ls += self.lam[unsafe_offset=i] * start[unsafe_offset=i]
         var elast = self.ecs[unsafe_offset=L - 1]
-        self.dcs[unsafe_offset=L - 1] += tot + elast * ls
-        gemm[Self.dtype](L, n, L, self.dGT, Q, self.Cc, n, self.dBh, n, True)
+        self.dcs[unsafe_offset=L - 1] += tot + elast * _dot(self.lam, start, p * n)
+        gemm[Self.dtype](L, n, L, self.dG, Q, Cc, gn, self.dBh, n, True, a_trans=True, tri=A_UPPER)
         for i in range(L):
-            var t = tc0 + i
-            var gBt = self.gBw.unsafe_offset((t * g + self.gg) * n)
-            var gCt = self.gCw.unsafe_offset((t * g + self.gg) * n)
-            for j in range(n):
-                gBt[unsafe_offset=j] += self.dBh[unsafe_offset=i * n + j]
-                gCt[unsafe_offset=j] += self.dCh[unsafe_offset=i * n + j]
+            _add_into(self.gBw.unsafe_offset((tc0 + i) * gn + self.gg * n), self.dBh.unsafe_offset(i * n), n)
+            _add_into(self.gCw.unsafe_offset((tc0 + i) * gn + self.gg * n), self.dCh.unsafe_offset(i * n), n)
         # dU = diag(w) B dS^T + (L o G)^T dY
         transpose[Self.dtype](p, n, self.lam, n, self.lamT, p)
-        gemm[Self.dtype](L, p, n, self.Bc, n, self.lamT, p, self.dU, p, False)
+        gemm[Self.dtype](L, p, n, Bc, gn, self.lamT, p, self.dU, p, False)
         for i in range(L):
-            var wi = self.w[unsafe_offset=i]
-            for k in range(p):
-                self.dU[unsafe_offset=i * p + k] *= wi
-        gemm[Self.dtype](L, p, L, self.MT, Q, self.dY, p, self.dU, p, True)
+            _scale(self.dU.unsafe_offset(i * p), self.dU.unsafe_offset(i * p), self.w[unsafe_offset=i], p)
+        gemm[Self.dtype](L, p, L, self.M, Q, self.dY, p, self.dU, p, True, a_trans=True, tri=A_UPPER)
         self.token_grads(tc0, L)
         # dS <- exp(cs_last) dS + dYe^T C
-        for i in range(p * n):
-            self.lam[unsafe_offset=i] *= elast
-        transpose[Self.dtype](L, p, self.dYe, p, self.dYeT, Q)
-        gemm[Self.dtype](p, n, L, self.dYeT, Q, self.Cc, n, self.lam, n, True)
+        _scale(self.lam, self.lam, elast, p * n)
+        gemm[Self.dtype](p, n, L, self.dYe, p, Cc, gn, self.lam, n, True, a_trans=True)
 
     def token_grads(mut self, tc0: Int, L: Int):
         """gx, gdt' and gA's terms of the chunk's tokens from dU and dcs."""
@@ -328,7 +393,7 @@ def _grad_head[dtype: DType](mut it: _Head[dtype], s: Int, cbase: Int) where dty
         if ctl.cancelled():
             return
         var tc0 = t0 + c * Q
-        it.chunk(tc0, min(t1, tc0 + Q) - tc0, ck.unsafe_offset(((cbase + c) * h + it.hh) * p * n))
+        it.chunk(cbase + c, tc0, min(t1, tc0 + Q) - tc0, ck.unsafe_offset(((cbase + c) * h + it.hh) * p * n))
         c -= 1
     if gr.ginit != 0:
         var gi = _p[dtype](gr.ginit).unsafe_offset(base)
@@ -339,8 +404,8 @@ def _grad_head[dtype: DType](mut it: _Head[dtype], s: Int, cbase: Int) where dty
 def _run_chunked[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dtype.is_floating_point():
     """The backward of the forward block pr, chunked (gr.fwd is not read: pr is that block)."""
     comptime W = _lanes[dtype]()
-    if pr.n % W != 0:
-        raise Error("ssd.scan_grad_chunked: n must be a multiple of the vector width")
+    if pr.n % W != 0 or pr.chunk % W != 0:
+        raise Error("ssd.scan_grad_chunked: n and the chunk must be multiples of the vector width")
     if pr.ckpt == 0 or pr.chunk <= 0:
         raise Error("ssd.scan_grad_chunked: the forward block has no checkpoints")
     if pr.z != 0 and pr.ypre == 0:
@@ -366,12 +431,28 @@ def _run_chunked[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dt
     var cb = chunk_bases(pr)
     var gB = _p[dtype](gr.gB)
     var gC = _p[dtype](gr.gC)
+    var nch = cb[unsafe_offset=pr.nseq]
+    var Gall = unsafe_alloc[Scalar[dtype]](max(1, nch * pr.g * Q * Q))
     head_rates[dtype](pr, T, dtp, dec)
     _zero(gdtp, T * h)  # tokens of no sequence stay 0
     _zero(gDp, items * p)
     var pt = pr
     var gt = gr
     var ctl = Control(gr.control)
+    var gitems = nch * pr.g
+    var gw = max(1, min(nw, gitems))
+
+    @always_inline
+    def gworker(w: Int) {imm}:
+        var i = w
+        while i < gitems:
+            _group_products[dtype](pt, cb, Gall, scratch.unsafe_offset(w * per_worker), i // pt.g, i % pt.g)
+            i += gw
+
+    if gw <= 1:
+        gworker(0)
+    else:
+        parallelize(gworker, gw, gw)
 
     @always_inline
     def worker(w: Int) {imm}:
@@ -385,7 +466,7 @@ def _run_chunked[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dt
             var hh = i % h
             var s = i // h
             var it = _Head[dtype](pt, gt, dtp.unsafe_offset(hh * T), scratch.unsafe_offset(w * per_worker), gBw, gCw,
-                                  gdtp, gDp.unsafe_offset(i * p), hh)
+                                  gdtp, gDp.unsafe_offset(i * p), Gall, hh)
             _grad_head[dtype](it, s, cb[unsafe_offset=s])
             gAp[unsafe_offset=i] = it.ga
             i += nw
@@ -407,6 +488,7 @@ def _run_chunked[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dt
     gDp.unsafe_free()
     scratch.unsafe_free()
     extra.unsafe_free()
+    Gall.unsafe_free()
     cb.unsafe_free()
 
 
