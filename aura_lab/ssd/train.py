@@ -57,13 +57,15 @@ def _checkpoint_count(offsets: np.ndarray) -> int:
 def training_bytes(prob: Scan, npad: int, itemsize: int) -> int:
     """What a training forward keeps for the backward beyond y: the checkpoints, ypre (with
     z) and the compute-dtype copies of the inputs, plus the backward's gradients and
-    scratch (see kernels/aura_kernels/ssd_grad.mojo)."""
+    scratch (the larger of kernels/aura_kernels/ssd_grad.mojo's and ssd_chunked.mojo's)."""
     T, h, p, g = prob.b * prob.l, prob.h, prob.p, prob.g
     ckpt = _checkpoint_count(prob.offsets) * h * p * npad
     inputs = 3 * T * h * p + 2 * T * g * npad + 2 * T * h
-    threads = train_op.threads(prob.size)
-    backward = 2 * T * h * p + 2 * threads * T * g * npad + (-(-p // 8)) * T * h + threads * (CHECKPOINT + 2) * 8 * npad
-    return itemsize * (ckpt + inputs + backward)
+    threads, Q = train_op.threads(prob.size), CHECKPOINT
+    shared = 2 * T * h * p + 2 * threads * T * g * npad
+    sequential = (-(-p // 8)) * T * h + threads * (Q + 2) * 8 * npad
+    chunked = T * h + (threads + 1) * T * g * Q + threads * (7 * Q * p + 2 * Q * npad + 2 * Q * Q + 2 * p * npad + 6 * Q)
+    return itemsize * (ckpt + inputs + shared + max(sequential, chunked))
 
 
 def _check_grad(g, name: str, shape: tuple, dtype):

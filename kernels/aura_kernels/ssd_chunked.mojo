@@ -29,8 +29,12 @@
 # Work before the items: G = C B^T per chunk and group (shared by the group's heads), in
 # parallel over (chunk, group), into (chunks, g, Q, Q).
 #
-# Memory: threads x (2 T g n + scratch of 7 Q p + 2 Q n + 2 Q^2 + 2 p n + 6 Q), T h and
-# T g Q (the G's) here.
+# Work after the items: dG summed over the group's heads (each thread keeps its own sums,
+# added in thread order), then gC += dG B and gB += dG^T C once per chunk and group, in
+# parallel over (chunk, group): these products cost per group, not per head.
+#
+# Memory: threads x (2 T g n + T g Q + scratch of 7 Q p + 2 Q n + 2 Q^2 + 2 p n + 6 Q),
+# T h and T g Q (the G's) here.
 
 from std.math import exp
 from std.memory.alloc import unsafe_alloc
@@ -117,6 +121,27 @@ def _group_products[dtype: DType](pr: SsdParams, cb: Pointer[Int, MutUntrackedOr
     gemm[dtype](r[1], r[1], n, C, g * n, BT, Q, Gall.unsafe_offset((cg * g + gg) * Q * Q), Q, False, tri=C_LOWER)
 
 
+def _group_grads[dtype: DType](pr: SsdParams, gr: SsdGradParams, cb: Pointer[Int, MutUntrackedOrigin],
+                               dGw: Pointer[Scalar[dtype], MutUntrackedOrigin], nw: Int, cg: Int,
+                               gg: Int) where dtype.is_floating_point():
+    """Chunk cg, group gg: dG summed over the group's heads (the threads' buffers added in
+    thread order into thread 0's), then gC += dG B and gB += dG^T C on the chunk's rows."""
+    var Q = pr.chunk
+    var n = pr.n
+    var g = pr.g
+    var r = _chunk_of(pr, cb, cg)
+    var size = cb[unsafe_offset=pr.nseq] * g * Q * Q
+    var dG = dGw.unsafe_offset((cg * g + gg) * Q * Q)
+    for w in range(1, nw):
+        _add_into(dG, dG.unsafe_offset(w * size), r[1] * Q)
+    var row = (r[0] * g + gg) * n
+    var B = _p[dtype](pr.B).unsafe_offset(row)
+    var C = _p[dtype](pr.C).unsafe_offset(row)
+    gemm[dtype](r[1], n, r[1], dG, Q, B, g * n, _p[dtype](gr.gC).unsafe_offset(row), g * n, True, tri=A_LOWER)
+    gemm[dtype](r[1], n, r[1], dG, Q, C, g * n, _p[dtype](gr.gB).unsafe_offset(row), g * n, True, a_trans=True,
+                tri=A_UPPER)
+
+
 struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
     """One work item (sequence, head): the blocks, the thread's scratch regions and buffers,
     and the running sum of gA. Scratch regions (row-major, leading dimension their width):
@@ -133,6 +158,7 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
     var gdtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # (T, h) gdt'
     var gdp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # gD of this (sequence, head): p values
     var Gall: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # (chunks, g, Q, Q) C B^T
+    var dGw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # this thread's (chunks, g, Q, Q) sum of dG
     var X: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var U: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var Uw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
@@ -160,7 +186,8 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
                  scratch: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
                  gBw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], gCw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
                  gdtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], gdp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
-                 Gall: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], hh: Int):
+                 Gall: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
+                 dGw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], hh: Int):
         var Q = pr.chunk
         var p = pr.p
         var n = pr.n
@@ -172,6 +199,7 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         self.gdtp = gdtp
         self.gdp = gdp
         self.Gall = Gall
+        self.dGw = dGw
         self.hh = hh
         self.gg = hh // (pr.h // pr.g)
         self.ga = 0
@@ -308,12 +336,13 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         var Cc = _p[Self.dtype](pr.C).unsafe_offset((tc0 * g + self.gg) * n)
         self.pack(tc0, L)
         self.masks(L, self.Gall.unsafe_offset((cg * g + self.gg) * Q * Q))
-        # dC (this head) = dYe S_c + dG B;  dcs_i += C_i . (dYe S_c)_i
+        # dC (this head) = dYe S_c (+ dG B, summed over the group's heads: _group_grads)
+        # dcs_i += C_i . (dYe S_c)_i
         gemm[Self.dtype](L, n, p, self.dYe, p, start, n, self.dCh, n, False)
         for i in range(L):
             self.dcs[unsafe_offset=i] += _dot(Cc.unsafe_offset(i * gn), self.dCh.unsafe_offset(i * n), n)
-        gemm[Self.dtype](L, n, L, self.dG, Q, Bc, gn, self.dCh, n, True, tri=A_LOWER)
-        # dB (this head) = Uw dS + dG^T C;  dcs_i -= B_i . (Uw dS)_i, dcs_last += their sum
+        _add_into(self.dGw.unsafe_offset((cg * g + self.gg) * Q * Q), self.dG, L * Q)  # dG B: _group_grads
+        # dB (this head) = Uw dS (+ dG^T C, as dG B);  dcs_i -= B_i . (Uw dS)_i, dcs_last += their sum
         gemm[Self.dtype](L, n, p, self.Uw, p, self.lam, n, self.dBh, n, False)
         var tot = Sc(0)
         for i in range(L):
@@ -322,7 +351,6 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
             tot += s
         var elast = self.ecs[unsafe_offset=L - 1]
         self.dcs[unsafe_offset=L - 1] += tot + elast * _dot(self.lam, start, p * n)
-        gemm[Self.dtype](L, n, L, self.dG, Q, Cc, gn, self.dBh, n, True, a_trans=True, tri=A_UPPER)
         for i in range(L):
             _add_into(self.gBw.unsafe_offset((tc0 + i) * gn + self.gg * n), self.dBh.unsafe_offset(i * n), n)
             _add_into(self.gCw.unsafe_offset((tc0 + i) * gn + self.gg * n), self.dCh.unsafe_offset(i * n), n)
@@ -433,6 +461,8 @@ def _run_chunked[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dt
     var gC = _p[dtype](gr.gC)
     var nch = cb[unsafe_offset=pr.nseq]
     var Gall = unsafe_alloc[Scalar[dtype]](max(1, nch * pr.g * Q * Q))
+    var gsize = nch * pr.g * Q * Q
+    var dGall = unsafe_alloc[Scalar[dtype]](max(1, nw * gsize))  # the threads' dG sums
     head_rates[dtype](pr, T, dtp, dec)
     _zero(gdtp, T * h)  # tokens of no sequence stay 0
     _zero(gDp, items * p)
@@ -444,10 +474,21 @@ def _run_chunked[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dt
 
     @always_inline
     def gworker(w: Int) {imm}:
+        var mode = ieee_begin()
         var i = w
         while i < gitems:
             _group_products[dtype](pt, cb, Gall, scratch.unsafe_offset(w * per_worker), i // pt.g, i % pt.g)
             i += gw
+        ieee_end(mode)
+
+    @always_inline
+    def gsum(w: Int) {imm}:
+        var mode = ieee_begin()
+        var i = w
+        while i < gitems:
+            _group_grads[dtype](pt, gt, cb, dGall, nw, i // pt.g, i % pt.g)
+            i += gw
+        ieee_end(mode)
 
     if gw <= 1:
         gworker(0)
@@ -461,12 +502,13 @@ def _run_chunked[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dt
         var gCw = gC if w == 0 else extra.unsafe_offset((nw - 1 + w - 1) * tgn)
         _zero(gBw, tgn)
         _zero(gCw, tgn)
+        _zero(dGall.unsafe_offset(w * gsize), gsize)
         var i = w
         while i < items and not ctl.cancelled():
             var hh = i % h
             var s = i // h
             var it = _Head[dtype](pt, gt, dtp.unsafe_offset(hh * T), scratch.unsafe_offset(w * per_worker), gBw, gCw,
-                                  gdtp, gDp.unsafe_offset(i * p), Gall, hh)
+                                  gdtp, gDp.unsafe_offset(i * p), Gall, dGall.unsafe_offset(w * gsize), hh)
             _grad_head[dtype](it, s, cb[unsafe_offset=s])
             gAp[unsafe_offset=i] = it.ga
             i += nw
@@ -479,6 +521,10 @@ def _run_chunked[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dt
     if not ctl.cancelled():
         _sum_threads[dtype](gB, extra, nw, tgn)
         _sum_threads[dtype](gC, extra.unsafe_offset((nw - 1) * tgn), nw, tgn)
+        if gw <= 1:
+            gsum(0)
+        else:
+            parallelize(gsum, gw, gw)
         _dt_chain[dtype](pr, gr, T, 1, gdtp)
         _sum_params[dtype](pr, gr, 1, gAp, gDp)
     dtp.unsafe_free()
@@ -489,6 +535,7 @@ def _run_chunked[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dt
     scratch.unsafe_free()
     extra.unsafe_free()
     Gall.unsafe_free()
+    dGall.unsafe_free()
     cb.unsafe_free()
 
 
