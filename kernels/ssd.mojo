@@ -1,6 +1,8 @@
 # Python binding of the Mamba-2 selective scan (compute: aura_kernels/ssd.mojo).
 #
-# scan(params_addr), scan_grad(params_addr) (the backward, aura_kernels/ssd_grad.mojo): the address of an ssd parameter block (aura_lab/ssd/problem.py's ABI, generated
+# scan(params_addr), scan_grad(params_addr) (the backward, aura_kernels/ssd_grad.mojo),
+# scan_grad_chunked(params_addr) (the same backward as chunked matrix products,
+# aura_kernels/ssd_chunked.mojo): the address of an ssd parameter block (aura_lab/ssd/problem.py's ABI, generated
 # Mojo side aura_kernels/ssd_abi.mojo); addresses 0 = absent, validated by aura_lab/ssd
 # beforehand. lanes(dtype_bits): the vector width n must be a multiple of (Python pads B, C
 # and the state).
@@ -14,6 +16,8 @@ from aura_kernels.ssd import run_scan, _lanes
 from aura_kernels.ssd_abi import SsdParams
 from aura_kernels.ssd_grad import run_scan_grad
 from aura_kernels.ssd_grad_abi import SsdGradParams
+from aura_kernels.chunk_gemm import gemm_rate as _gemm_rate
+from aura_kernels.ssd_chunked import run_scan_grad_chunked
 
 
 @export
@@ -27,6 +31,14 @@ def PyInit_ssd() abi("C") -> PythonObject:
         m.def_function[scan_grad](
             "scan_grad",
             docstring="scan_grad(params_addr): the address of an ssd_grad block (aura_lab.ssd.GRAD_ABI)",
+        )
+        m.def_function[scan_grad_chunked](
+            "scan_grad_chunked",
+            docstring="scan_grad_chunked(params_addr): the backward as chunked matrix products (same block as scan_grad)",
+        )
+        m.def_function[gemm_rate](
+            "gemm_rate",
+            docstring="gemm_rate([M, N, K, reps, dtype_bits]): seconds for reps chunk-sized products on one thread (bench)",
         )
         m.def_function[lanes]("lanes", docstring="lanes(dtype_bits): the vector width n must be a multiple of")
         return m.finalize()
@@ -58,3 +70,25 @@ def scan_grad(params_addr: PythonObject) raises -> PythonObject:
 
     without_gil(body)
     return PythonObject(None)
+
+
+def scan_grad_chunked(params_addr: PythonObject) raises -> PythonObject:
+    var p = SsdGradParams.load(Int(py=params_addr))
+
+    def body() raises {imm}:
+        run_scan_grad_chunked(p)
+
+    without_gil(body)
+    return PythonObject(None)
+
+
+def gemm_rate(args: PythonObject) raises -> PythonObject:
+    var M = Int(py=args[0])
+    var N = Int(py=args[1])
+    var K = Int(py=args[2])
+    var reps = Int(py=args[3])
+    if M <= 0 or N <= 0 or K <= 0 or reps <= 0:
+        raise Error("gemm_rate: M, N, K and reps must be positive")
+    if Int(py=args[4]) == 32:
+        return _gemm_rate[F32](M, N, K, reps)
+    return _gemm_rate[F64](M, N, K, reps)

@@ -545,6 +545,7 @@ def test_bench_smoke_rows_and_ratios():
         assert r["grad_rel_err"] < 2e-3 and r["saved_MiB"] > 0 and r["tok/s"] > 0, r
     if "mojo" in train:  # checkpoints every 64 tokens and the inputs: less than torch's saved tensors
         assert train["mojo"]["saved_MiB"] < train["torch autograd (chunked SSD, Q=64)"]["saved_MiB"]
+        assert "mojo (sequential backward)" in train  # the old backward, for the ratio to it
     pre = {r["impl"]: r for r in res.rows if r["case"] == "prefill l=32"}
     assert {"torch loop", "torch (chunked SSD, Q=64)", "torch (chunked SSD, Q=256)", "numpy"} <= set(pre)
     for r in pre.values():

@@ -269,3 +269,80 @@ def test_memory_saved_for_the_backward_is_checkpoints_not_every_state():
     y = _call(kw, "mojo", softplus=False, limit=(0.0, float("inf")), cu=None, final=False)
     saved = y.grad_fn.saved
     assert saved.ckpt.shape == (-(-1000 // train_mod.CHECKPOINT), 2, 8, 16)
+
+
+def _mojo_grads(kw, call, kernel, seed=1):
+    """(gradients, the backward kernel that ran) of the mojo backend with ``kernel``."""
+    kw = {k: (None if v is None else v.detach().clone()) for k, v in kw.items()}
+    _leaves(kw)
+    kept = {}
+
+    def out(kw):
+        y, fin = _call(kw, "mojo", **call, final=True)
+        kept["saved"] = y.grad_fn.saved
+        return y, fin
+
+    with train_mod.grad_kernel_set(kernel):
+        _, _, g = _grads(kw, out, seed)
+    return g, kept["saved"].grad_kernel
+
+
+def _compare_kernels(pr, dtype, tol):
+    nseq = None if pr["cu"] is None else len(pr["cu"]) - 1
+    kw = _inputs(pr["seed"], pr["b"], pr["l"], pr["h"], pr["p"], pr["g"], pr["n"], D=pr["D"], z=pr["z"],
+                 bias=pr["bias"], init=pr["init"], nseq=nseq, dtype=dtype)
+    call = dict(softplus=pr["softplus"], limit=pr["limit"], cu=pr["cu"])
+    g_seq, ran_seq = _mojo_grads(kw, call, "sequential")
+    g_chk, ran_chk = _mojo_grads(kw, call, "chunked")
+    assert (ran_seq, ran_chk) == ("sequential", "chunked")
+    names = [k for k, v in kw.items() if v is not None]
+    for name, a, b in zip(names, g_chk, g_seq):
+        scale = max(float(b.abs().max()), 1e-30)
+        err = float((a.double() - b.double()).abs().max()) / scale
+        assert err <= tol, f"{dtype} d{name}: chunked vs sequential {err:.2e} of its largest entry (tolerance {tol})"
+
+
+@pytest.mark.requires_mojo
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_the_chunked_backward_equals_the_sequential_one(pr):
+    """The chunked backward (the default) against the sequential adjoint on hypothesis shapes
+    and every option: float64 within 1e-10, float32 within 2e-4 of each gradient's largest
+    entry (the float32 kernels round differently: products per chunk vs per token)."""
+    _compare_kernels(pr, torch.float64, 1e-10)
+    _compare_kernels(pr, torch.float32, 2e-4)
+
+
+@pytest.mark.requires_mojo
+@pytest.mark.parametrize("l", [1, 63, 64, 65, 128, 130, 200])
+def test_the_chunked_backward_at_lengths_around_the_chunk(l):
+    """Lengths one below, at and one above multiples of the chunk (CHECKPOINT = 64), with
+    every option on: against the sequential backward (float64) and the float64 oracle
+    (float32 within REL32)."""
+    assert train_mod.CHECKPOINT == 64
+    pr = dict(seed=l, b=2, l=l, h=4, p=12, g=2, n=24, D="hp", z=True, bias=True, init=True, softplus=True,
+              limit=(0.0, float("inf")), cu=None)
+    _compare_kernels(pr, torch.float64, 1e-10)
+    args = (pr["seed"], pr["b"], l, pr["h"], pr["p"], pr["g"], pr["n"])
+    opts = dict(D="hp", z=True, bias=True, init=True)
+    ref_kw = _inputs(*args, **opts)
+    _leaves(ref_kw)
+    _, _, g_ref = _grads(ref_kw, lambda kw: _seq_ref(**kw, softplus=True))
+    g32, ran = _mojo_grads(_inputs(*args, **opts, dtype=torch.float32), dict(softplus=True, limit=(0.0, float("inf")),
+                                                                             cu=None), "chunked")
+    assert ran == "chunked"
+    for name, got, ref in zip(NAMES, g32, g_ref):
+        err = float((got.double() - ref).abs().max()) / max(float(ref.abs().max()), 1e-30)
+        assert err <= REL32, f"float32 d{name}: {err:.2e} of its largest entry (tolerance {REL32})"
+
+
+@pytest.mark.requires_mojo
+def test_the_default_backward_is_the_chunked_kernel_and_an_unknown_kernel_is_refused():
+    kw = _inputs(14, 1, 70, 2, 4, 1, 8, dtype=torch.float32)
+    _leaves(kw, {"x"})
+    y = _call(kw, "mojo", softplus=False, limit=(0.0, float("inf")), cu=None, final=False)
+    y.sum().backward()
+    assert y.grad_fn.saved.grad_kernel == "chunked"
+    with pytest.raises(ValueError, match=r"grad_kernel_set: expected one of \('chunked', 'sequential'\), got 'fast'"):
+        with train_mod.grad_kernel_set("fast"):
+            pass

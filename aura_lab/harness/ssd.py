@@ -6,8 +6,9 @@ with dt_bias, D of shape (h,), no z (the feature set MAX's op supports), float32
 
 Training rows (``train b=.. l=..``, sizes ``TRAIN_SIZES``): forward + backward of
 ``(y * w).sum()`` for a fixed random ``w``, gradients of x, dt, A, B, C, D and dt_bias, through
-``selective_scan`` on mojo and max (their Mojo backward) and torch autograd through the
-chunked SSD at each of ``TORCH_CHUNKS`` (``vs_torch_ssd``: against the faster). ``peak_MiB`` is
+``selective_scan`` on mojo and max (their Mojo backward; mojo twice: its default, chunked,
+backward and ``mojo (sequential backward)``) and torch autograd through the chunked SSD at
+each of ``TORCH_CHUNKS`` (``vs_torch_ssd``: against the faster). ``peak_MiB`` is
 the resident memory one call added (high-water mark), ``saved_MiB`` what the forward kept
 for the backward (torch: its saved tensors; mojo/max: checkpoints and inputs). The
 ``tiny MambaLM step`` rows time one AdamW step of the language model that
@@ -39,6 +40,7 @@ import numpy as np
 
 from ..registry import explain
 from ..ssd import op, selective_scan, selective_state_update, ssd_sequential_ref, step_op
+from ..ssd import train as train_mod
 from ..ssd.train import train_op
 from .core import (BenchResult, Check, PanelSpec, available_backends, compare, machine_info, memory_bandwidth, peak_rss,
                    progress, threads, time_call)
@@ -268,9 +270,11 @@ def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float
     impls = {}
     for be in available_backends(train_op, backends):
         for q in (TORCH_CHUNKS if be == "torch" else (TORCH_CHUNKS[0],)):
-            impls[f"torch autograd (chunked SSD, Q={q})" if be == "torch" else be] = (be, q)
+            impls[f"torch autograd (chunked SSD, Q={q})" if be == "torch" else be] = (be, q, train_mod.grad_kernel)
+        if be == "mojo":  # the default backward (chunked) and the sequential one, in the same run
+            impls["mojo (sequential backward)"] = (be, TORCH_CHUNKS[0], "sequential")
     rows, grads = [], {}
-    for impl, (be, q) in impls.items():
+    for impl, (be, q, kernel) in impls.items():
         leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
         saved = {}
 
@@ -286,7 +290,8 @@ def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float
                 y = selective_scan(leaves["x"], leaves["dt"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"],
                                    dt_bias=leaves["dt_bias"], dt_softplus=True, chunk_size=q, backend=be)
             kept = y.grad_fn.saved if be in ("mojo", "max") else None
-            (y * w).sum().backward()
+            with train_mod.grad_kernel_set(kernel):
+                (y * w).sum().backward()
             return kept
 
         t = time_call(step, repeats=repeats, slow_s=slow_s)

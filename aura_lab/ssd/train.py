@@ -6,9 +6,12 @@ mode is on). Its backends:
 * ``torch``: autograd through the chunked SSD (``torch_impl``), CPU and CUDA.
 * ``mojo``: a ``torch.autograd.Function`` around the Mojo kernels. The forward is the
   inference kernel, which also saves the state before every ``CHECKPOINT``-th token of each
-  sequence (and, with ``z``, the output before the gate); the backward
-  (``kernels/aura_kernels/ssd_grad.mojo``) recomputes the states inside each chunk from its
-  checkpoint and gives the gradients of ``x, dt, A, B, C, D, z, dt_bias`` and
+  sequence (and, with ``z``, the output before the gate); the backward, by default
+  ``kernels/aura_kernels/ssd_chunked.mojo`` (per chunk of ``CHECKPOINT`` tokens, the
+  gradients as small matrix products from the chunk's checkpoint, the state's gradient
+  carried from chunk to chunk), else (``grad_kernel_set("sequential")``)
+  ``kernels/aura_kernels/ssd_grad.mojo`` (recomputes the states inside each chunk from its
+  checkpoint, then the adjoint token by token), gives the gradients of ``x, dt, A, B, C, D, z, dt_bias`` and
   ``initial_states`` in one pass, through ``dt_softplus`` and ``dt_limit`` (zero where the
   clamp is active, as torch's ``clamp``), grouped ``B``/``C``, the final states' gradient
   and ``cu_seqlens`` (no gradient crosses a sequence boundary).
@@ -21,6 +24,7 @@ O(l * h * p * n) of every state. The backward is first order only (``once_differ
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
@@ -53,13 +57,15 @@ def _checkpoint_count(offsets: np.ndarray) -> int:
 def training_bytes(prob: Scan, npad: int, itemsize: int) -> int:
     """What a training forward keeps for the backward beyond y: the checkpoints, ypre (with
     z) and the compute-dtype copies of the inputs, plus the backward's gradients and
-    scratch (see kernels/aura_kernels/ssd_grad.mojo)."""
+    scratch (the larger of kernels/aura_kernels/ssd_grad.mojo's and ssd_chunked.mojo's)."""
     T, h, p, g = prob.b * prob.l, prob.h, prob.p, prob.g
     ckpt = _checkpoint_count(prob.offsets) * h * p * npad
     inputs = 3 * T * h * p + 2 * T * g * npad + 2 * T * h
-    threads = train_op.threads(prob.size)
-    backward = 2 * T * h * p + 2 * threads * T * g * npad + (-(-p // 8)) * T * h + threads * (CHECKPOINT + 2) * 8 * npad
-    return itemsize * (ckpt + inputs + backward)
+    threads, Q = train_op.threads(prob.size), CHECKPOINT
+    shared = 2 * T * h * p + 2 * threads * T * g * npad
+    sequential = (-(-p // 8)) * T * h + threads * (Q + 2) * 8 * npad
+    chunked = T * h + (threads + 1) * T * g * Q + threads * (7 * Q * p + 2 * Q * npad + 2 * Q * Q + 2 * p * npad + 6 * Q)
+    return itemsize * (ckpt + inputs + shared + max(sequential, chunked))
 
 
 def _check_grad(g, name: str, shape: tuple, dtype):
@@ -111,9 +117,32 @@ def _mojo_forward(prob: Scan):
     return y, np.ascontiguousarray(fin[..., : prob.n]), saved
 
 
+#: the Mojo backward kernels: "chunked" (kernels/aura_kernels/ssd_chunked.mojo, matrix products
+#: per chunk of CHECKPOINT tokens) and "sequential" (ssd_grad.mojo, the adjoint token by token)
+GRAD_KERNELS = ("chunked", "sequential")
+#: the kernel the mojo backend's backward runs (``grad_kernel_set`` switches it for a block)
+grad_kernel = "chunked"
+
+
+@contextlib.contextmanager
+def grad_kernel_set(name: str):
+    """Within the block the mojo backward runs kernel ``name`` (one of ``GRAD_KERNELS``)."""
+    global grad_kernel
+    if name not in GRAD_KERNELS:
+        raise ValueError(f"grad_kernel_set: expected one of {GRAD_KERNELS}, got {name!r}")
+    before, grad_kernel = grad_kernel, name
+    try:
+        yield
+    finally:
+        grad_kernel = before
+
+
 def _mojo_backward(saved: _Saved, gy, gfin, wanted):
-    """The Mojo backward: a dict name -> gradient (numpy, compute dtype) for the inputs in
-    ``wanted`` (plus gx, gB, gC, which the kernel always writes)."""
+    """The Mojo backward (``grad_kernel``): a dict name -> gradient (numpy, compute dtype) for
+    the inputs in ``wanted`` (plus gx, gB, gC, which the kernel always writes). Records the
+    kernel that ran in ``saved.grad_kernel``."""
+    if grad_kernel not in GRAD_KERNELS:
+        raise ValueError(f"aura_lab.ssd.train.grad_kernel: expected one of {GRAD_KERNELS}, got {grad_kernel!r}")
     prob, dtype, npad = saved.prob, saved.dtype, saved.npad
     x, dt, A, B, C, D, z, bias = saved.operands
     T = prob.b * prob.l
@@ -129,7 +158,9 @@ def _mojo_backward(saved: _Saved, gy, gfin, wanted):
     block = GRAD_ABI.pack(fwd=fwd, gy=K._address(gy), gfin=K._address(gfin), gx=a("x"), gdt=a("dt"), gA=a("A"),
                           gB=a("B"), gC=a("C"), gD=a("D"), gz=a("z"), gbias=a("dt_bias"), ginit=a("initial_states"))
     kernel = K._kernel()
-    _control.native(lambda: kernel.scan_grad(block.address))
+    run = kernel.scan_grad_chunked if grad_kernel == "chunked" else kernel.scan_grad
+    saved.grad_kernel = grad_kernel
+    _control.native(lambda: run(block.address))
     for name in ("B", "C", "initial_states"):
         if name in out and npad != prob.n:
             out[name] = np.ascontiguousarray(out[name][..., : prob.n])

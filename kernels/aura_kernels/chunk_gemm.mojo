@@ -1,0 +1,131 @@
+# Small dense matrix products for the chunked SSD (aura_kernels/ssd_chunked.mojo): the
+# chunk-sized products (Q x Q, Q x p, Q x n, p x n with Q = 64) of one (sequence, head) item,
+# on one thread, on operands that sit in L1/L2. Row-major; no packing, no library call.
+#
+#     gemm(M, N, K, A, lda, Bm, ldb, Cm, ldc, accumulate):  C[M x N] (+)= A[M x K] Bm[K x N]
+#     (a_trans: A stored transposed, read with strides; tri: skip a triangle's zero terms)
+#
+# Register block: MR = 4 rows x NV = 2 vectors of W lanes (8 accumulators); per k, 2 vector
+# loads of Bm's row, 4 broadcasts of A and 8 FMAs. Edges: 1-row blocks for the rows past the
+# last 4, a 1-vector block, then scalar columns. On the 2-core AVX2 VM (W = 8 for float32,
+# 16 ymm registers) 8 x 2 spilled: 23 GFLOP/s against 53-78 for 4 x 2 (tools/bench_ssd_gemm.py,
+# one thread). AVX-512's 32 registers would hold 8 x 2; not measured.
+#
+# `gemm_rate` (bench only) times it on L1/L2-resident operands, as the chunked backward uses
+# it: tools/bench_ssd_gemm.py compares its flops/s with the sequential scan's.
+
+from std.sys import simd_width_of
+from std.memory.alloc import unsafe_alloc
+from std.time import perf_counter_ns
+
+comptime MR = 4
+comptime NV = 2
+
+# Which part of a product is needed or nonzero (the causal structure of a chunk's Q x Q
+# matrices): FULL; A_UPPER, A_LOWER: A(r, k) is zero for k < r (k > r), so the sum skips
+# those k; C_LOWER: only C(r, c) with c <= r is wanted (others may be left unwritten).
+comptime FULL = 0
+comptime A_UPPER = 1
+comptime A_LOWER = 2
+comptime C_LOWER = 3
+
+
+@always_inline
+def _tile[dtype: DType, mr: Int, nv: Int](k0: Int, k1: Int, A: Pointer[Scalar[dtype], MutUntrackedOrigin], sr: Int,
+                                          sk: Int, Bm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldb: Int,
+                                          Cm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldc: Int, accumulate: Bool):
+    """C[mr x nv W] (+)= sum over k0 <= k < k1 of A(r, k) Bm[k, :], A(r, k) = A[r sr + k sk],
+    the accumulators in registers."""
+    comptime W = simd_width_of[dtype]()
+    comptime NW = nv * W
+    var c = SIMD[dtype, mr * NW](0)
+    for k in range(k0, k1):
+        var b = Bm.unsafe_load[width=NW](k * ldb)
+        comptime for r in range(mr):
+            var a = SIMD[dtype, NW](A[unsafe_offset=r * sr + k * sk])
+            c = c.insert[offset=r * NW](a.fma(b, c.slice[NW, offset=r * NW]()))
+    comptime for r in range(mr):
+        var v = c.slice[NW, offset=r * NW]()
+        if accumulate:
+            v += Cm.unsafe_load[width=NW](r * ldc)
+        Cm.unsafe_store(r * ldc, v)
+
+
+@always_inline
+def _cols[dtype: DType, mr: Int](M0: Int, N: Int, K: Int, A: Pointer[Scalar[dtype], MutUntrackedOrigin], sr: Int,
+                                 sk: Int, Bm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldb: Int,
+                                 Cm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldc: Int, accumulate: Bool, tri: Int):
+    """Rows M0 .. M0 + mr, every (wanted) column: 2-vector blocks, a 1-vector block, scalar
+    columns."""
+    comptime W = simd_width_of[dtype]()
+    var a = A.unsafe_offset(M0 * sr)
+    var cr = Cm.unsafe_offset(M0 * ldc)
+    var k0 = M0 if tri == A_UPPER else 0
+    var k1 = min(K, M0 + mr) if tri == A_LOWER else K
+    var n1 = min(N, M0 + mr) if tri == C_LOWER else N
+    var j = 0
+    while j + NV * W <= n1 or (tri == C_LOWER and j < n1 and j + NV * W <= N):
+        _tile[dtype, mr, NV](k0, k1, a, sr, sk, Bm.unsafe_offset(j), ldb, cr.unsafe_offset(j), ldc, accumulate)
+        j += NV * W
+    while j + W <= n1 or (tri == C_LOWER and j < n1 and j + W <= N):
+        _tile[dtype, mr, 1](k0, k1, a, sr, sk, Bm.unsafe_offset(j), ldb, cr.unsafe_offset(j), ldc, accumulate)
+        j += W
+    while j < n1:
+        for r in range(mr):
+            var s = Scalar[dtype](0)
+            for k in range(k0, k1):
+                s += a[unsafe_offset=r * sr + k * sk] * Bm[unsafe_offset=k * ldb + j]
+            if accumulate:
+                s += cr[unsafe_offset=r * ldc + j]
+            cr[unsafe_offset=r * ldc + j] = s
+        j += 1
+
+
+def gemm[dtype: DType](M: Int, N: Int, K: Int, A: Pointer[Scalar[dtype], MutUntrackedOrigin], lda: Int,
+                       Bm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldb: Int,
+                       Cm: Pointer[Scalar[dtype], MutUntrackedOrigin], ldc: Int, accumulate: Bool,
+                       a_trans: Bool = False, tri: Int = FULL):
+    """C[M x N] = op(A)[M x K] Bm[K x N] (accumulate: C +=), op(A) = A (M x K, row-major,
+    leading dimension lda) or, a_trans, the transpose of A stored K x M; Bm and C row-major
+    with leading dimensions ldb, ldc. tri: see FULL .. C_LOWER."""
+    var sr = 1 if a_trans else lda
+    var sk = lda if a_trans else 1
+    var i = 0
+    while i + MR <= M:
+        _cols[dtype, MR](i, N, K, A, sr, sk, Bm, ldb, Cm, ldc, accumulate, tri)
+        i += MR
+    while i < M:
+        _cols[dtype, 1](i, N, K, A, sr, sk, Bm, ldb, Cm, ldc, accumulate, tri)
+        i += 1
+
+
+def transpose[dtype: DType](rows: Int, cols: Int, src: Pointer[Scalar[dtype], MutUntrackedOrigin], lds: Int,
+                            dst: Pointer[Scalar[dtype], MutUntrackedOrigin], ldd: Int):
+    """dst[cols x rows] = src[rows x cols] transposed."""
+    for r in range(rows):
+        for c in range(cols):
+            dst[unsafe_offset=c * ldd + r] = src[unsafe_offset=r * lds + c]
+
+
+def gemm_rate[dtype: DType](M: Int, N: Int, K: Int, reps: Int) -> Float64:
+    """Seconds for `reps` products C = A Bm of the given shape on one thread (operands
+    allocated once, filled with small values, resident in cache after the first)."""
+    var A = unsafe_alloc[Scalar[dtype]](M * K)
+    var Bm = unsafe_alloc[Scalar[dtype]](K * N)
+    var Cm = unsafe_alloc[Scalar[dtype]](M * N)
+    for i in range(M * K):
+        A[unsafe_offset=i] = Scalar[dtype](Float64(i % 7) * 0.125)
+    for i in range(K * N):
+        Bm[unsafe_offset=i] = Scalar[dtype](Float64(i % 5) * 0.25)
+    gemm[dtype](M, N, K, A, K, Bm, N, Cm, N, False)
+    var t0 = perf_counter_ns()
+    for _ in range(reps):
+        gemm[dtype](M, N, K, A, K, Bm, N, Cm, N, True)
+    var secs = Float64(Int(perf_counter_ns() - t0)) * 1e-9
+    var keep = Cm[unsafe_offset=0]
+    A.unsafe_free()
+    Bm.unsafe_free()
+    Cm.unsafe_free()
+    if keep != keep:  # keep the products alive (never true for these finite values)
+        return -1.0
+    return secs

@@ -1,0 +1,555 @@
+# The backward of the Mamba-2 selective scan (aura_kernels/ssd.mojo) as chunked matrix
+# products (the SSD block decomposition, Dao & Gu 2024 §6; shared/notes/ssd-backward.md §2).
+# Same block, same gradients, same results up to rounding as the sequential adjoint of
+# aura_kernels/ssd_grad.mojo, which stays the reference kernel (and MAX's backward).
+#
+# Per (sequence, head) and chunk of Q = pr.chunk tokens (the forward's checkpoint interval,
+# so S_c, the state entering chunk c, is the forward's checkpoint c), with local tokens i, j:
+#     e_i = min(dt'_i A, 0), cs = inclusive cumsum of e, L_ij = exp(cs_i - cs_j) (i >= j, else 0)
+#     U = diag(dt') X, G = C B^T, w_j = exp(cs_last - cs_j), dY = gy silu(z) (gy without z)
+# and, given dS = the gradient of the state after the chunk (the final state's gradient for
+# the last chunk), every gradient of the chunk is a small matrix product:
+#     dG   = (dY U^T) o L                      (Q x Q, masked)
+#     dU   = (L o G)^T dY + diag(w) B dS^T      gx = diag(dt') dU + D dY
+#     dC  += dG B + diag(exp(cs)) dY S_c        dB += dG^T C + diag(w) U dS
+#     dcs_i = C_i . dC_i - B_i . dB_i (this head's own terms) + [i = last] <dS, S_end>
+#     de   = reverse cumsum of dcs;  gdt'_j = sum_p dU_jp x_jp + A de_j;  gA += sum_j dt'_j de_j
+#     dS  <- exp(cs_last) dS + (diag(exp(cs)) dY)^T C     (the state gradient entering the chunk)
+# with <dS, S_end> = exp(cs_last) <dS, S_c> + sum_j B_j . (diag(w) U dS)_j (no S_end needed)
+# and C_i . (dG B)_i - B_i . (dG^T C)_i = row sum i - column sum i of dG o G. The chain
+# through softplus / dt_limit, the sums over threads and the parameter sums are the
+# sequential backward's (_dt_chain, _sum_threads, _sum_params).
+#
+# Work items: (sequence, head), dealt round-robin to the threads (a fixed assignment: the
+# sums over threads are taken in a fixed order, so results do not depend on timing). An item
+# walks its chunks last to first with dS in its scratch; gB, gC (shared by the heads of a
+# group) go to its thread's own (T, g, n) buffers. No forward is recomputed: the backward
+# reads only the checkpoints and the inputs.
+#
+# Work before the items: G = C B^T per chunk and group (shared by the group's heads), in
+# parallel over (chunk, group), into (chunks, g, Q, Q).
+#
+# Work after the items: dG summed over the group's heads (each thread keeps its own sums,
+# added in thread order), then gC += dG B and gB += dG^T C once per chunk and group, in
+# parallel over (chunk, group): these products cost per group, not per head.
+#
+# Memory: threads x (2 T g n + T g Q + scratch of 7 Q p + 2 Q n + 2 Q^2 + 2 p n + 6 Q),
+# T h and T g Q (the G's) here.
+#
+# Measured (tools/bench_ssd_train.py, 2-core AVX2 VM under load 5-10, h=24, p=64, n=128,
+# float32, forward + backward): b=1 l=4096 792 ms against 1529 ms with the sequential
+# backward (1.93x) and 6385 ms for torch autograd through the chunked SSD at Q=256 (8.1x);
+# b=4 2078 ms, 1.73x and 8.1x. The matrix products run at ~2.9x the sequential forward's
+# flops/s on one thread (tools/bench_ssd_gemm.py). Not yet done: the forward as chunked
+# products, the per-token work (pack, decay masks) as wider vectors.
+
+from std.math import exp
+from std.memory.alloc import unsafe_alloc
+from max.algorithm import parallelize
+from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end
+from aura_kernels.chunk_gemm import A_LOWER, A_UPPER, C_LOWER, gemm, transpose
+from aura_kernels.ssd import _lanes, _p, chunk_bases, head_rates, tokens
+from aura_kernels.ssd_abi import SsdParams
+from aura_kernels.ssd_grad import _dt_chain, _sum_params, _sum_threads, _zero
+from aura_kernels.ssd_grad_abi import SsdGradParams
+
+
+def scratch_size(Q: Int, p: Int, n: Int) -> Int:
+    """Elements of one thread's scratch (see _Head; the G phase uses its first Q n)."""
+    return 7 * Q * p + 2 * Q * n + 2 * Q * Q + 2 * p * n + 6 * Q
+
+
+@always_inline
+def _dot[dtype: DType](a: Pointer[Scalar[dtype], MutUntrackedOrigin], b: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                       count: Int) -> Scalar[dtype]:
+    comptime W = _lanes[dtype]()
+    var acc = SIMD[dtype, W](0)
+    var j = 0
+    while j + W <= count:
+        acc = a.unsafe_load[width=W](j).fma(b.unsafe_load[width=W](j), acc)
+        j += W
+    var s = acc.reduce_add()
+    while j < count:
+        s += a[unsafe_offset=j] * b[unsafe_offset=j]
+        j += 1
+    return s
+
+
+@always_inline
+def _add_into[dtype: DType](dst: Pointer[Scalar[dtype], MutUntrackedOrigin], src: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                            count: Int):
+    """dst += src."""
+    comptime W = _lanes[dtype]()
+    var j = 0
+    while j + W <= count:
+        dst.unsafe_store(j, dst.unsafe_load[width=W](j) + src.unsafe_load[width=W](j))
+        j += W
+    while j < count:
+        dst[unsafe_offset=j] += src[unsafe_offset=j]
+        j += 1
+
+
+@always_inline
+def _scale[dtype: DType](dst: Pointer[Scalar[dtype], MutUntrackedOrigin], src: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                         f: Scalar[dtype], count: Int):
+    """dst = f src (dst may be src)."""
+    comptime W = _lanes[dtype]()
+    var j = 0
+    while j + W <= count:
+        dst.unsafe_store(j, src.unsafe_load[width=W](j) * SIMD[dtype, W](f))
+        j += W
+    while j < count:
+        dst[unsafe_offset=j] = src[unsafe_offset=j] * f
+        j += 1
+
+
+def _chunk_of(pr: SsdParams, cb: Pointer[Int, MutUntrackedOrigin], cg: Int) -> Tuple[Int, Int]:
+    """(first token, length) of chunk cg of all sequences' chunks."""
+    var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)
+    var s = 0
+    while cb[unsafe_offset=s + 1] <= cg:
+        s += 1
+    var t0 = Int(offs[unsafe_offset=s]) + (cg - cb[unsafe_offset=s]) * pr.chunk
+    return (t0, min(Int(offs[unsafe_offset=s + 1]), t0 + pr.chunk) - t0)
+
+
+def _group_products[dtype: DType](pr: SsdParams, cb: Pointer[Int, MutUntrackedOrigin],
+                                  Gall: Pointer[Scalar[dtype], MutUntrackedOrigin], BT: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                                  cg: Int, gg: Int) where dtype.is_floating_point():
+    """G = C B^T (lower triangle) of chunk cg and group gg into Gall[cg, gg] (Q x Q), shared by
+    the group's heads. BT: Q n scratch."""
+    var Q = pr.chunk
+    var n = pr.n
+    var g = pr.g
+    var r = _chunk_of(pr, cb, cg)
+    var B = _p[dtype](pr.B).unsafe_offset((r[0] * g + gg) * n)
+    var C = _p[dtype](pr.C).unsafe_offset((r[0] * g + gg) * n)
+    transpose[dtype](r[1], n, B, g * n, BT, Q)
+    gemm[dtype](r[1], r[1], n, C, g * n, BT, Q, Gall.unsafe_offset((cg * g + gg) * Q * Q), Q, False, tri=C_LOWER)
+
+
+def _group_grads[dtype: DType](pr: SsdParams, gr: SsdGradParams, cb: Pointer[Int, MutUntrackedOrigin],
+                               dGw: Pointer[Scalar[dtype], MutUntrackedOrigin], nw: Int, cg: Int,
+                               gg: Int) where dtype.is_floating_point():
+    """Chunk cg, group gg: dG summed over the group's heads (the threads' buffers added in
+    thread order into thread 0's), then gC += dG B and gB += dG^T C on the chunk's rows."""
+    var Q = pr.chunk
+    var n = pr.n
+    var g = pr.g
+    var r = _chunk_of(pr, cb, cg)
+    var size = cb[unsafe_offset=pr.nseq] * g * Q * Q
+    var dG = dGw.unsafe_offset((cg * g + gg) * Q * Q)
+    for w in range(1, nw):
+        _add_into(dG, dG.unsafe_offset(w * size), r[1] * Q)
+    var row = (r[0] * g + gg) * n
+    var B = _p[dtype](pr.B).unsafe_offset(row)
+    var C = _p[dtype](pr.C).unsafe_offset(row)
+    gemm[dtype](r[1], n, r[1], dG, Q, B, g * n, _p[dtype](gr.gC).unsafe_offset(row), g * n, True, tri=A_LOWER)
+    gemm[dtype](r[1], n, r[1], dG, Q, C, g * n, _p[dtype](gr.gB).unsafe_offset(row), g * n, True, a_trans=True,
+                tri=A_UPPER)
+
+
+struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
+    """One work item (sequence, head): the blocks, the thread's scratch regions and buffers,
+    and the running sum of gA. Scratch regions (row-major, leading dimension their width):
+    X, U, Uw = diag(w) U, dY, dYe = diag(exp(cs)) dY, dU (Q x p); UT (p x Q); dCh, dBh
+    (Q x n); M = L o G, dG (Q x Q); lam = dS (p x n), lamT (n x p); cs, ecs, w, dcs,
+    colacc (column sums), idx (0, 1, ..., Q - 1) (Q). B and C are read in place (rows g n
+    apart), G from the G phase's Gall."""
+
+    var pr: SsdParams
+    var gr: SsdGradParams
+    var dtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # dt' of head hh, indexed by token
+    var gBw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # this thread's (T, g, n) gB
+    var gCw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # this thread's (T, g, n) gC
+    var gdtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # (T, h) gdt'
+    var gdp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # gD of this (sequence, head): p values
+    var Gall: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # (chunks, g, Q, Q) C B^T
+    var dGw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # this thread's (chunks, g, Q, Q) sum of dG
+    var X: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var U: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var Uw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var dY: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var dYe: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var dU: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var UT: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var dCh: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var dBh: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var M: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var dG: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var lam: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var lamT: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var cs: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var ecs: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var w: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var dcs: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var colacc: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var idx: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var hh: Int
+    var gg: Int
+    var ga: Scalar[Self.dtype]
+
+    def __init__(out self, pr: SsdParams, gr: SsdGradParams, dtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
+                 scratch: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
+                 gBw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], gCw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
+                 gdtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], gdp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
+                 Gall: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
+                 dGw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], hh: Int):
+        var Q = pr.chunk
+        var p = pr.p
+        var n = pr.n
+        self.pr = pr
+        self.gr = gr
+        self.dtp = dtp
+        self.gBw = gBw
+        self.gCw = gCw
+        self.gdtp = gdtp
+        self.gdp = gdp
+        self.Gall = Gall
+        self.dGw = dGw
+        self.hh = hh
+        self.gg = hh // (pr.h // pr.g)
+        self.ga = 0
+        var o = 0
+        self.X = scratch.unsafe_offset(o); o += Q * p
+        self.U = scratch.unsafe_offset(o); o += Q * p
+        self.Uw = scratch.unsafe_offset(o); o += Q * p
+        self.dY = scratch.unsafe_offset(o); o += Q * p
+        self.dYe = scratch.unsafe_offset(o); o += Q * p
+        self.dU = scratch.unsafe_offset(o); o += Q * p
+        self.UT = scratch.unsafe_offset(o); o += Q * p
+        self.dCh = scratch.unsafe_offset(o); o += Q * n
+        self.dBh = scratch.unsafe_offset(o); o += Q * n
+        self.M = scratch.unsafe_offset(o); o += Q * Q
+        self.dG = scratch.unsafe_offset(o); o += Q * Q
+        self.lam = scratch.unsafe_offset(o); o += p * n
+        self.lamT = scratch.unsafe_offset(o); o += p * n
+        self.cs = scratch.unsafe_offset(o); o += Q
+        self.ecs = scratch.unsafe_offset(o); o += Q
+        self.w = scratch.unsafe_offset(o); o += Q
+        self.dcs = scratch.unsafe_offset(o); o += Q
+        self.colacc = scratch.unsafe_offset(o); o += Q
+        self.idx = scratch.unsafe_offset(o); o += Q
+        for i in range(Q):
+            self.idx[unsafe_offset=i] = Scalar[Self.dtype](i)
+
+    @always_inline
+    def pack_lanes[w: Int](mut self, i: Int, xo: Int, k: Int, dtv: Scalar[Self.dtype]):
+        """Channels k .. k + w of local token i (x offset xo): X, U, dY (gy silu(z)), gz, gD."""
+        comptime V = SIMD[Self.dtype, w]
+        var pr = self.pr
+        var gr = self.gr
+        var p = pr.p
+        var xv = _p[Self.dtype](pr.x).unsafe_load[width=w](xo)
+        var gyr = V(0) if gr.gy == 0 else _p[Self.dtype](gr.gy).unsafe_load[width=w](xo)
+        if pr.z != 0:
+            var zv = _p[Self.dtype](pr.z).unsafe_load[width=w](xo)
+            var sg = V(1) / (V(1) + exp(-zv))
+            if gr.gz != 0:
+                var yp = _p[Self.dtype](pr.ypre).unsafe_load[width=w](xo)
+                _p[Self.dtype](gr.gz).unsafe_store(xo, gyr * yp * sg * (V(1) + zv * (V(1) - sg)))
+            gyr = gyr * zv * sg
+        self.gdp.unsafe_store(k, gyr.fma(xv, self.gdp.unsafe_load[width=w](k)))
+        self.X.unsafe_store(i * p + k, xv)
+        self.U.unsafe_store(i * p + k, xv * V(dtv))
+        self.dY.unsafe_store(i * p + k, gyr)
+
+    def pack(mut self, tc0: Int, L: Int):
+        """The chunk's rows into scratch: X, dY (gy silu(z); gz and gD on the way), U, the
+        cumulative decay exponents cs and exp(cs), w, dYe, Uw."""
+        comptime Sc = Scalar[Self.dtype]
+        comptime W = _lanes[Self.dtype]()
+        var pr = self.pr
+        var p = pr.p
+        var h = pr.h
+        var a_h = _p[Self.dtype](pr.A)[unsafe_offset=self.hh]
+        var acc = Sc(0)
+        for i in range(L):
+            var t = tc0 + i
+            var dtv = self.dtp[unsafe_offset=t]
+            var e = dtv * a_h
+            if e > Sc(0):  # as the forward's decay exponent (NaN passes)
+                e = Sc(0)
+            acc += e
+            self.cs[unsafe_offset=i] = acc
+            var xo = (t * h + self.hh) * p
+            var k = 0
+            while k + W <= p:
+                self.pack_lanes[W](i, xo + k, k, dtv)
+                k += W
+            while k < p:
+                self.pack_lanes[1](i, xo + k, k, dtv)
+                k += 1
+        var last = self.cs[unsafe_offset=L - 1]
+        for i in range(L):
+            var ci = self.cs[unsafe_offset=i]
+            var ec = exp(ci)
+            var wi = exp(last - ci)
+            self.ecs[unsafe_offset=i] = ec
+            self.w[unsafe_offset=i] = wi
+            self.dcs[unsafe_offset=i] = 0
+            _scale(self.dYe.unsafe_offset(i * p), self.dY.unsafe_offset(i * p), ec, p)
+            _scale(self.Uw.unsafe_offset(i * p), self.U.unsafe_offset(i * p), wi, p)
+
+    def masks(mut self, L: Int, G: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]):
+        """dG = (dY U^T) o L and M = L o G (zero above the diagonal, rows padded to Q with
+        zeros), and the intra-chunk part of dcs: row sums minus column sums of dG o G."""
+        comptime W = _lanes[Self.dtype]()
+        comptime V = SIMD[Self.dtype, W]
+        var Q = self.pr.chunk
+        var p = self.pr.p
+        transpose[Self.dtype](L, p, self.U, p, self.UT, Q)
+        gemm[Self.dtype](L, L, p, self.dY, p, self.UT, Q, self.dG, Q, False, tri=C_LOWER)
+        for j in range(0, Q, W):
+            self.colacc.unsafe_store(j, V(0))
+        for i in range(L):
+            var ci = V(self.cs[unsafe_offset=i])
+            var row = V(0)
+            var Gi = G.unsafe_offset(i * Q)
+            var Mi = self.M.unsafe_offset(i * Q)
+            var dGi = self.dG.unsafe_offset(i * Q)
+            var j = 0
+            while j <= i:  # the blocks holding columns 0 .. i
+                var keep = self.idx.unsafe_load[width=W](j).le(V(Scalar[Self.dtype](i)))
+                var lij = exp(ci - self.cs.unsafe_load[width=W](j))
+                var gv = Gi.unsafe_load[width=W](j)
+                var m = keep.select(lij * gv, V(0))
+                var d = keep.select(lij * dGi.unsafe_load[width=W](j), V(0))
+                var v = keep.select(d * gv, V(0))  # lanes past i may hold garbage (C_LOWER)
+                row += v
+                self.colacc.unsafe_store(j, self.colacc.unsafe_load[width=W](j) - v)
+                Mi.unsafe_store(j, m)
+                dGi.unsafe_store(j, d)
+                j += W
+            while j < Q:
+                Mi.unsafe_store(j, V(0))
+                dGi.unsafe_store(j, V(0))
+                j += W
+            self.dcs[unsafe_offset=i] += row.reduce_add()
+        for i in range(L):
+            self.dcs[unsafe_offset=i] += self.colacc[unsafe_offset=i]
+
+    def chunk(mut self, cg: Int, tc0: Int, L: Int, start: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]):
+        """Every gradient of tokens tc0 .. tc0 + L (chunk cg of all) given dS in lam; leaves in
+        lam the gradient of the state entering the chunk (start: the forward's checkpoint, S_c)."""
+        comptime Sc = Scalar[Self.dtype]
+        var pr = self.pr
+        var Q = pr.chunk
+        var p = pr.p
+        var n = pr.n
+        var g = pr.g
+        var gn = g * n
+        var Bc = _p[Self.dtype](pr.B).unsafe_offset((tc0 * g + self.gg) * n)  # rows gn apart
+        var Cc = _p[Self.dtype](pr.C).unsafe_offset((tc0 * g + self.gg) * n)
+        self.pack(tc0, L)
+        self.masks(L, self.Gall.unsafe_offset((cg * g + self.gg) * Q * Q))
+        # dC (this head) = dYe S_c (+ dG B, summed over the group's heads: _group_grads)
+        # dcs_i += C_i . (dYe S_c)_i
+        gemm[Self.dtype](L, n, p, self.dYe, p, start, n, self.dCh, n, False)
+        for i in range(L):
+            self.dcs[unsafe_offset=i] += _dot(Cc.unsafe_offset(i * gn), self.dCh.unsafe_offset(i * n), n)
+        _add_into(self.dGw.unsafe_offset((cg * g + self.gg) * Q * Q), self.dG, L * Q)  # dG B: _group_grads
+        # dB (this head) = Uw dS (+ dG^T C, as dG B);  dcs_i -= B_i . (Uw dS)_i, dcs_last += their sum
+        gemm[Self.dtype](L, n, p, self.Uw, p, self.lam, n, self.dBh, n, False)
+        var tot = Sc(0)
+        for i in range(L):
+            var s = _dot(Bc.unsafe_offset(i * gn), self.dBh.unsafe_offset(i * n), n)
+            self.dcs[unsafe_offset=i] -= s
+            tot += s
+        var elast = self.ecs[unsafe_offset=L - 1]
+        self.dcs[unsafe_offset=L - 1] += tot + elast * _dot(self.lam, start, p * n)
+        for i in range(L):
+            _add_into(self.gBw.unsafe_offset((tc0 + i) * gn + self.gg * n), self.dBh.unsafe_offset(i * n), n)
+            _add_into(self.gCw.unsafe_offset((tc0 + i) * gn + self.gg * n), self.dCh.unsafe_offset(i * n), n)
+        # dU = diag(w) B dS^T + (L o G)^T dY
+        transpose[Self.dtype](p, n, self.lam, n, self.lamT, p)
+        gemm[Self.dtype](L, p, n, Bc, gn, self.lamT, p, self.dU, p, False)
+        for i in range(L):
+            _scale(self.dU.unsafe_offset(i * p), self.dU.unsafe_offset(i * p), self.w[unsafe_offset=i], p)
+        gemm[Self.dtype](L, p, L, self.M, Q, self.dY, p, self.dU, p, True, a_trans=True, tri=A_UPPER)
+        self.token_grads(tc0, L)
+        # dS <- exp(cs_last) dS + dYe^T C
+        _scale(self.lam, self.lam, elast, p * n)
+        gemm[Self.dtype](p, n, L, self.dYe, p, Cc, gn, self.lam, n, True, a_trans=True)
+
+    def token_grads(mut self, tc0: Int, L: Int):
+        """gx, gdt' and gA's terms of the chunk's tokens from dU and dcs."""
+        comptime Sc = Scalar[Self.dtype]
+        var pr = self.pr
+        var p = pr.p
+        var h = pr.h
+        var hh = self.hh
+        var gx = _p[Self.dtype](self.gr.gx)
+        var Dp = _p[Self.dtype](pr.D)
+        var a_h = _p[Self.dtype](pr.A)[unsafe_offset=hh]
+        var de = Sc(0)
+        var i = L - 1
+        while i >= 0:
+            var t = tc0 + i
+            var dtv = self.dtp[unsafe_offset=t]
+            de += self.dcs[unsafe_offset=i]
+            var s = Sc(0)
+            for k in range(p):
+                var du = self.dU[unsafe_offset=i * p + k]
+                s += du * self.X[unsafe_offset=i * p + k]
+                var gxk = dtv * du
+                if pr.D != 0:
+                    var dk = Dp[unsafe_offset=hh * p + k] if pr.d_per_p else Dp[unsafe_offset=hh]
+                    gxk += dk * self.dY[unsafe_offset=i * p + k]
+                gx[unsafe_offset=(t * h + hh) * p + k] = gxk
+            self.gdtp[unsafe_offset=t * h + hh] = s + a_h * de
+            self.ga += dtv * de
+            i -= 1
+
+
+def _grad_head[dtype: DType](mut it: _Head[dtype], s: Int, cbase: Int) where dtype.is_floating_point():
+    """Sequence s for the item's head: dS from the final state's gradient back to the initial
+    state's, chunk by chunk (last first). Stops between chunks once cancelled."""
+    var pr = it.pr
+    var gr = it.gr
+    var ctl = Control(gr.control)
+    var n = pr.n
+    var h = pr.h
+    var p = pr.p
+    var Q = pr.chunk
+    var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)
+    var t0 = Int(offs[unsafe_offset=s])
+    var t1 = Int(offs[unsafe_offset=s + 1])
+    var base = (s * h + it.hh) * p * n
+    if gr.gfin != 0:
+        var gf = _p[dtype](gr.gfin).unsafe_offset(base)
+        for i in range(p * n):
+            it.lam[unsafe_offset=i] = gf[unsafe_offset=i]
+    else:
+        _zero(it.lam, p * n)
+    var ck = _p[dtype](pr.ckpt)
+    var c = (t1 - t0 + Q - 1) // Q - 1
+    while c >= 0:
+        if ctl.cancelled():
+            return
+        var tc0 = t0 + c * Q
+        it.chunk(cbase + c, tc0, min(t1, tc0 + Q) - tc0, ck.unsafe_offset(((cbase + c) * h + it.hh) * p * n))
+        c -= 1
+    if gr.ginit != 0:
+        var gi = _p[dtype](gr.ginit).unsafe_offset(base)
+        for i in range(p * n):
+            gi[unsafe_offset=i] = it.lam[unsafe_offset=i]
+
+
+def _run_chunked[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dtype.is_floating_point():
+    """The backward of the forward block pr, chunked (gr.fwd is not read: pr is that block)."""
+    comptime W = _lanes[dtype]()
+    if pr.n % W != 0 or pr.chunk % W != 0:
+        raise Error("ssd.scan_grad_chunked: n and the chunk must be multiples of the vector width")
+    if pr.ckpt == 0 or pr.chunk <= 0:
+        raise Error("ssd.scan_grad_chunked: the forward block has no checkpoints")
+    if pr.z != 0 and pr.ypre == 0:
+        raise Error("ssd.scan_grad_chunked: a gated forward must have saved ypre")
+    if gr.gx == 0 or gr.gB == 0 or gr.gC == 0:
+        raise Error("ssd.scan_grad_chunked: gx, gB and gC are required")
+    var T = tokens(pr)
+    var h = pr.h
+    var p = pr.p
+    var n = pr.n
+    var Q = pr.chunk
+    var items = pr.nseq * h
+    var nw = max(1, min(max(1, pr.threads), items))
+    var tgn = T * pr.g * n
+    var per_worker = scratch_size(Q, p, n)
+    var dtp = unsafe_alloc[Scalar[dtype]](max(1, T * h))
+    var dec = unsafe_alloc[Scalar[dtype]](max(1, T * h))
+    var gdtp = unsafe_alloc[Scalar[dtype]](max(1, T * h))
+    var gAp = unsafe_alloc[Scalar[dtype]](max(1, items))
+    var gDp = unsafe_alloc[Scalar[dtype]](max(1, items * p))
+    var scratch = unsafe_alloc[Scalar[dtype]](nw * per_worker)
+    var extra = unsafe_alloc[Scalar[dtype]](max(1, 2 * (nw - 1) * tgn))  # threads 1.. gB then gC
+    var cb = chunk_bases(pr)
+    var gB = _p[dtype](gr.gB)
+    var gC = _p[dtype](gr.gC)
+    var nch = cb[unsafe_offset=pr.nseq]
+    var Gall = unsafe_alloc[Scalar[dtype]](max(1, nch * pr.g * Q * Q))
+    var gsize = nch * pr.g * Q * Q
+    var dGall = unsafe_alloc[Scalar[dtype]](max(1, nw * gsize))  # the threads' dG sums
+    head_rates[dtype](pr, T, dtp, dec)
+    _zero(gdtp, T * h)  # tokens of no sequence stay 0
+    _zero(gDp, items * p)
+    var pt = pr
+    var gt = gr
+    var ctl = Control(gr.control)
+    var gitems = nch * pr.g
+    var gw = max(1, min(nw, gitems))
+
+    @always_inline
+    def gworker(w: Int) {imm}:
+        var mode = ieee_begin()
+        var i = w
+        while i < gitems:
+            _group_products[dtype](pt, cb, Gall, scratch.unsafe_offset(w * per_worker), i // pt.g, i % pt.g)
+            i += gw
+        ieee_end(mode)
+
+    @always_inline
+    def gsum(w: Int) {imm}:
+        var mode = ieee_begin()
+        var i = w
+        while i < gitems:
+            _group_grads[dtype](pt, gt, cb, dGall, nw, i // pt.g, i % pt.g)
+            i += gw
+        ieee_end(mode)
+
+    if gw <= 1:
+        gworker(0)
+    else:
+        parallelize(gworker, gw, gw)
+
+    @always_inline
+    def worker(w: Int) {imm}:
+        var mode = ieee_begin()
+        var gBw = gB if w == 0 else extra.unsafe_offset((w - 1) * tgn)
+        var gCw = gC if w == 0 else extra.unsafe_offset((nw - 1 + w - 1) * tgn)
+        _zero(gBw, tgn)
+        _zero(gCw, tgn)
+        _zero(dGall.unsafe_offset(w * gsize), gsize)
+        var i = w
+        while i < items and not ctl.cancelled():
+            var hh = i % h
+            var s = i // h
+            var it = _Head[dtype](pt, gt, dtp.unsafe_offset(hh * T), scratch.unsafe_offset(w * per_worker), gBw, gCw,
+                                  gdtp, gDp.unsafe_offset(i * p), Gall, dGall.unsafe_offset(w * gsize), hh)
+            _grad_head[dtype](it, s, cb[unsafe_offset=s])
+            gAp[unsafe_offset=i] = it.ga
+            i += nw
+        ieee_end(mode)
+
+    if nw <= 1:
+        worker(0)
+    else:
+        parallelize(worker, nw, nw)
+    if not ctl.cancelled():
+        _sum_threads[dtype](gB, extra, nw, tgn)
+        _sum_threads[dtype](gC, extra.unsafe_offset((nw - 1) * tgn), nw, tgn)
+        if gw <= 1:
+            gsum(0)
+        else:
+            parallelize(gsum, gw, gw)
+        _dt_chain[dtype](pr, gr, T, 1, gdtp)
+        _sum_params[dtype](pr, gr, 1, gAp, gDp)
+    dtp.unsafe_free()
+    dec.unsafe_free()
+    gdtp.unsafe_free()
+    gAp.unsafe_free()
+    gDp.unsafe_free()
+    scratch.unsafe_free()
+    extra.unsafe_free()
+    Gall.unsafe_free()
+    dGall.unsafe_free()
+    cb.unsafe_free()
+
+
+def run_scan_grad_chunked(gr: SsdGradParams) raises:
+    """Run a backward block, chunked: float32 when the forward's dtype_bits is 32, else float64."""
+    var pr = SsdParams.load(gr.fwd)
+    if pr.dtype_bits == 32:
+        _run_chunked[F32](pr, gr)
+    else:
+        _run_chunked[F64](pr, gr)

@@ -1,0 +1,60 @@
+"""Issue 27, build item 1: the chunk-sized matrix products of the chunked SSD
+(kernels/aura_kernels/chunk_gemm.mojo) against the sequential scan forward, in flops/s on one
+thread, in one process, interleaved (median of --repeats). The ratio rho = GEMM rate / scan
+rate is what shared/notes/ssd-backward.md's cost model takes.
+
+The scan forward is ``selective_scan`` on mojo at the bench shape (b=1, h=24, p=64, n=128,
+l = --length) with AURA_NUM_THREADS=1, counted at 5 h p n flops per token; each product
+runs --reps times on cache-resident operands (2 M N K flops each).
+
+    AURA_NUM_THREADS=1 python tools/bench_ssd_gemm.py [--length 2048] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ["AURA_NUM_THREADS"] = "1"  # before aura_lab reads it: both sides on one thread
+
+from aura_lab import _mojo  # noqa: E402
+from aura_lab.harness.ssd import H, N, P, flops, make_inputs  # noqa: E402
+from aura_lab.ssd import selective_scan  # noqa: E402
+
+SHAPES = ((64, 128, 64), (64, 64, 128), (64, 64, 64), (64, 128, 128), (128, 64, 64))  # (M, N, K)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--length", type=int, default=2048)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--reps", type=int, default=2000, help="products per timing")
+    args = ap.parse_args()
+    kern = _mojo.load("ssd")
+    inp = make_inputs(1, args.length)
+
+    def scan_s():
+        t0 = time.perf_counter()
+        selective_scan(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], D=inp["D"], dt_bias=inp["dt_bias"],
+                       dt_softplus=True, backend="mojo")
+        return time.perf_counter() - t0
+
+    scan_s()  # warm-up
+    times = {"scan": []} | {s: [] for s in SHAPES}
+    for _ in range(args.repeats):
+        times["scan"].append(scan_s())
+        for s in SHAPES:
+            times[s].append(kern.gemm_rate([*s, args.reps, 32]))
+    scan_rate = flops(args.length) / statistics.median(times["scan"]) / 1e9
+    print(f"load average {os.getloadavg()[0]:.2f}; one thread, float32, median of {args.repeats}")
+    print(f"scan forward l={args.length} h={H} p={P} n={N}: {scan_rate:.1f} GFLOP/s")
+    for s in SHAPES:
+        m, n, k = s
+        rate = 2 * m * n * k * args.reps / statistics.median(times[s]) / 1e9
+        print(f"gemm {m}x{k} . {k}x{n}: {rate:.1f} GFLOP/s  rho = {rate / scan_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
