@@ -143,7 +143,7 @@ def _mojo_backward(saved: _Saved, gy, gfin, wanted):
     kernel that ran in ``saved.grad_kernel``."""
     if grad_kernel not in GRAD_KERNELS:
         raise ValueError(f"aura_lab.ssd.train.grad_kernel: expected one of {GRAD_KERNELS}, got {grad_kernel!r}")
-    prob, dtype, npad = saved.prob, saved.dtype, saved.npad
+    prob, npad = saved.prob, saved.npad
     x, dt, A, B, C, D, z, bias = saved.operands
     T = prob.b * prob.l
     out = {"x": np.empty_like(x), "B": np.empty_like(B), "C": np.empty_like(C)}
