@@ -108,3 +108,15 @@ def test_the_checker_sees_function_level_and_relative_imports(tmp_path):
     p = tmp_path / "mod.py"
     p.write_text("from .errors import X\ndef f():\n    from . import _mojo\n    import aura_lab.harness.core\n")
     assert _imports("distance", p, _modules()) == {"errors", "_mojo", "harness.core"}
+
+
+def test_ruff_finds_nothing():
+    """The project's lint rules (pyproject.toml [tool.ruff]) hold on every Python file."""
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
+    assert ruff, "ruff is not installed (it is in the test extra)"
+    proc = subprocess.run([ruff, "check", "--output-format", "concise", "."], cwd=PKG.parent, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
