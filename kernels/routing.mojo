@@ -10,7 +10,7 @@ from std.python.bindings import PythonModuleBuilder
 from std.os import abort
 from _common import without_gil
 from aura_kernels.common import F64
-from aura_kernels.routing import route_block, _pexp, P64, W64
+from aura_kernels.routing import route_block, portable_exp_simd, P64, W64
 from aura_kernels.routing_abi import RoutingParams
 
 
@@ -48,9 +48,9 @@ def portable_exp(args: PythonObject) raises -> PythonObject:
     var n = Int(py=args[2])
     var j = 0
     while j + W64 <= n:
-        o.unsafe_store(j, _pexp(x.unsafe_load[width=W64](j)))
+        o.unsafe_store(j, portable_exp_simd(x.unsafe_load[width=W64](j)))
         j += W64
     while j < n:
-        o[unsafe_offset=j] = _pexp[1](SIMD[F64, 1](x[unsafe_offset=j]))[0]
+        o[unsafe_offset=j] = portable_exp_simd[1](SIMD[F64, 1](x[unsafe_offset=j]))[0]
         j += 1
     return PythonObject(None)

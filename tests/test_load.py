@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from aura_lab.harness import load as L
-from aura_lab.registry import Dispatch
+from aura_lab.registry import Dispatch, backend_status
 
 from .conftest import backend_params
 
@@ -89,3 +89,41 @@ def test_arrays_flattens_every_result_kind():
     n_chains = sum(len(d) for d in res.cycles) + sum(len(d) for d in res.cocycles)
     assert len(out) == len(res.dgms) + 2 * n_chains
     assert not L.identical(out, out[:-1]) and L.identical(out, [a.copy() for a in out])
+
+
+def _failing_grad_inputs(rng, large):
+    """x, dt, A, B, C of a training scan whose n (3) is not a multiple of the kernels' vector
+    width."""
+    b, l, h, p, g, n = 1, 256, 4, 16, 1, 3
+    f = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    return f(b, l, h, p), f(b, l, h) * 0.5, -np.exp(f(h) * 0.5), f(b, l, g, n), f(b, l, g, n)
+
+
+def _failing_max_backward(backend, x, dt, A, B, C):
+    """The MAX backward op (kernels/aura_kernels/ssd_ops.mojo) on operands that it rejects
+    only after allocating its four scratch buffers: B and C handed over without the padding
+    of n to the vector width that aura_lab.ssd adds (the forward it reruns raises)."""
+    import torch
+
+    from aura_lab.ssd import kernels as K
+    from aura_lab.ssd import train
+    from aura_lab.ssd.problem import validate_scan
+
+    prob = validate_scan(*(torch.from_numpy(a) for a in (x, dt, A, B, C)), None, None, None, False,
+                         (0.0, float("inf")), None, None, 256)
+    dtype, _, operands, init, offsets = K.scan_inputs(prob)
+    n = B.shape[-1]
+    unpadded = tuple(a if i not in (3, 4) else np.ascontiguousarray(a[..., :n]) for i, a in enumerate(operands))
+    saved = train._Saved(prob, dtype, n, unpadded, offsets, init, None, None)
+    with pytest.raises(Exception, match="n must be a multiple of the vector width"):
+        train._max_backward(saved, None, None, {"x", "dt", "A", "B", "C"})
+
+
+@pytest.mark.skipif(not backend_status("max").available, reason="max unavailable")
+def test_max_backward_failing_after_allocation_leaves_rss_flat():
+    """Issue 28: the MAX backward op's execute freed its scratch only on success, so every
+    error raised after the allocation leaked it (y, ypre, fin, ckpt: ~130 KiB a call here).
+    Repeated failures must leave RSS flat by the soak's criteria."""
+    case = L.Case("selective_scan (train) failing", "ssd_train", _failing_grad_inputs, _failing_max_backward)
+    r = L.soak(case, "max", calls=1000)
+    assert L.problems(r) == [], r

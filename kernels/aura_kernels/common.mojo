@@ -2,6 +2,7 @@
 # is also precompiled as the MAX custom-op library).
 
 from std.sys import llvm_intrinsic, CompilationTarget
+from std.sys.intrinsics import compressed_store
 from std.memory.alloc import unsafe_alloc
 from std.atomic import Atomic
 from max.algorithm import parallelize
@@ -17,6 +18,62 @@ def present_addr(flag: Int, address: Int) -> Int:
     return address if flag != 0 else 0
 
 
+# ------------------------------------------------------------------------ owned memory
+
+struct OwnedArray[E: ImplicitlyCopyable & Deinitable](Movable):
+    """A fixed-size heap array freed when the owner is destroyed: the kernels' one way to
+    hold memory of their own (no raw alloc/free elsewhere), so every return and every raised
+    error frees what was taken. Mojo destroys a value right after its last use, and
+    evaluating ``f(owner.data)`` is that use: the owner is destroyed before f runs (measured
+    with Mojo 1.2). So pass the owner (or a struct holding it) by reference, or end the raw
+    accesses with ``_ = owner^``: a raw pointer taken from ``data`` dangles once the owner is
+    gone. Elements are not destroyed (only trivially destructible element types are stored)."""
+
+    var data: Pointer[Self.E, MutUntrackedOrigin]
+    var size: Int
+
+    def __init__(out self, size: Int):
+        self.data = unsafe_alloc[Self.E](max(1, size))
+        self.size = size
+
+    def __init__(out self, size: Int, fill: Self.E):
+        self = Self(size)
+        for i in range(size):
+            self.data[unsafe_offset=i] = fill
+
+    def __init__(out self, *, adopt: Pointer[Self.E, MutUntrackedOrigin], size: Int):
+        """Take ownership of `size` elements allocated with unsafe_alloc by another kernel
+        (one that hands its caller a buffer to free)."""
+        self.data = adopt
+        self.size = size
+
+    def __deinit__(deinit self):
+        self.data.unsafe_free()
+
+    @always_inline
+    def __getitem__(self, i: Int) -> Self.E:
+        return self.data[unsafe_offset=i]
+
+    @always_inline
+    def __setitem__(self, i: Int, v: Self.E):
+        self.data[unsafe_offset=i] = v
+
+    @always_inline
+    def at(self, i: Int) -> Pointer[Self.E, MutUntrackedOrigin]:
+        """The address of element i (valid while the owner lives)."""
+        return self.data.unsafe_offset(i)
+
+
+@always_inline
+def append_packed[dt: DType, V: Int](v: SIMD[dt, V], m: SIMD[DType.bool, V], dst: Pointer[Scalar[dt], MutUntrackedOrigin]):
+    """Store the lanes of v selected by m, packed, at dst (may write V values past them).
+    AVX-512: compress in a register + one plain store (vcompressps to memory is slow)."""
+    comptime if CompilationTarget.has_avx512f():
+        dst.unsafe_store(0, llvm_intrinsic["llvm.x86.avx512.mask.compress", SIMD[dt, V]](v, SIMD[dt, V](0), m))
+    else:
+        compressed_store(v, dst, m)
+
+
 # The runtime's worker threads run with FTZ and DAZ set (MXCSR 0x9FE0 measured, vs 0x1FA0
 # on the Python thread): denormal logits would compare as 0 (breaking exact ties against
 # the reference) and denormal weights would flush to 0. Each task clears both bits and
@@ -25,12 +82,11 @@ def present_addr(flag: Int, address: Int) -> Int:
 @always_inline
 def ieee_begin() -> UInt32:
     comptime if CompilationTarget.is_x86():
-        var p = unsafe_alloc[UInt32](1)
-        llvm_intrinsic["llvm.x86.sse.stmxcsr", NoneType](p)
-        var old = p[unsafe_offset=0]
-        p[unsafe_offset=0] = old & ~UInt32(0x8040)  # FTZ (bit 15), DAZ (bit 6)
-        llvm_intrinsic["llvm.x86.sse.ldmxcsr", NoneType](p)
-        p.unsafe_free()
+        var word = UInt32(0)  # the intrinsics read / write MXCSR through memory: a stack word
+        llvm_intrinsic["llvm.x86.sse.stmxcsr", NoneType](Pointer(to=word))
+        var old = word
+        word = old & ~UInt32(0x8040)  # FTZ (bit 15), DAZ (bit 6)
+        llvm_intrinsic["llvm.x86.sse.ldmxcsr", NoneType](Pointer(to=word))
         return old
     else:
         return 0
@@ -39,11 +95,8 @@ def ieee_begin() -> UInt32:
 @always_inline
 def ieee_end(old: UInt32):
     comptime if CompilationTarget.is_x86():
-        var p = unsafe_alloc[UInt32](1)
-        p[unsafe_offset=0] = old
-        llvm_intrinsic["llvm.x86.sse.ldmxcsr", NoneType](p)
-        p.unsafe_free()
-
+        var word = old
+        llvm_intrinsic["llvm.x86.sse.ldmxcsr", NoneType](Pointer(to=word))
 
 
 def checked_block(address: Int, layout: Int, name: StaticString) raises -> Pointer[Int64, MutUntrackedOrigin]:

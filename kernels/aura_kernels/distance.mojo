@@ -26,8 +26,7 @@
 
 from std.sys import simd_width_of
 from std.math import sqrt
-from std.memory.alloc import unsafe_alloc
-from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end, run_chunks
+from aura_kernels.common import F32, F64, Control, OwnedArray, ieee_begin, ieee_end, run_chunks
 from aura_kernels.distance_abi import DistanceParams, EUCLIDEAN, SQEUCLIDEAN, COSINE, CITYBLOCK, CHEBYSHEV
 
 comptime MR = 4
@@ -36,7 +35,7 @@ comptime PANEL = 512
 
 
 @always_inline
-def _acc[metric: Int, dtype: DType, w: Int](acc: SIMD[dtype, w], x: SIMD[dtype, w], y: SIMD[dtype, w]) -> SIMD[dtype, w]:
+def metric_acc[metric: Int, dtype: DType, w: Int](acc: SIMD[dtype, w], x: SIMD[dtype, w], y: SIMD[dtype, w]) -> SIMD[dtype, w]:
     comptime if metric == EUCLIDEAN or metric == SQEUCLIDEAN:
         var t = x - y
         return t.fma(t, acc)
@@ -50,7 +49,7 @@ def _acc[metric: Int, dtype: DType, w: Int](acc: SIMD[dtype, w], x: SIMD[dtype, 
 
 
 @always_inline
-def _fin[metric: Int, dtype: DType, w: Int](acc: SIMD[dtype, w], nx: Scalar[dtype], ny: SIMD[dtype, w]) -> SIMD[dtype, w]:
+def metric_fin[metric: Int, dtype: DType, w: Int](acc: SIMD[dtype, w], nx: Scalar[dtype], ny: SIMD[dtype, w]) -> SIMD[dtype, w]:
     comptime if metric == EUCLIDEAN:
         return sqrt(acc)
     elif metric == COSINE:
@@ -99,23 +98,23 @@ def _tile[metric: Int, dtype: DType](
                 var x1 = V(xr[unsafe_offset=d + k])
                 var x2 = V(xr[unsafe_offset=2 * d + k])
                 var x3 = V(xr[unsafe_offset=3 * d + k])
-                a00 = _acc[metric](a00, x0, y0); a01 = _acc[metric](a01, x0, y1)
-                a10 = _acc[metric](a10, x1, y0); a11 = _acc[metric](a11, x1, y1)
-                a20 = _acc[metric](a20, x2, y0); a21 = _acc[metric](a21, x2, y1)
-                a30 = _acc[metric](a30, x3, y0); a31 = _acc[metric](a31, x3, y1)
+                a00 = metric_acc[metric](a00, x0, y0); a01 = metric_acc[metric](a01, x0, y1)
+                a10 = metric_acc[metric](a10, x1, y0); a11 = metric_acc[metric](a11, x1, y1)
+                a20 = metric_acc[metric](a20, x2, y0); a21 = metric_acc[metric](a21, x2, y1)
+                a30 = metric_acc[metric](a30, x3, y0); a31 = metric_acc[metric](a31, x3, y1)
             var ny0 = ny.unsafe_load[width=W](c)
             var ny1 = ny.unsafe_load[width=W](c + W)
             var left0 = c1 - c
             var left1 = c1 - c - W
-            _store(op, i * ldo + c, _fin[metric](a00, nx[unsafe_offset=i], ny0), left0)
-            _store(op, (i + 1) * ldo + c, _fin[metric](a10, nx[unsafe_offset=i + 1], ny0), left0)
-            _store(op, (i + 2) * ldo + c, _fin[metric](a20, nx[unsafe_offset=i + 2], ny0), left0)
-            _store(op, (i + 3) * ldo + c, _fin[metric](a30, nx[unsafe_offset=i + 3], ny0), left0)
+            _store(op, i * ldo + c, metric_fin[metric](a00, nx[unsafe_offset=i], ny0), left0)
+            _store(op, (i + 1) * ldo + c, metric_fin[metric](a10, nx[unsafe_offset=i + 1], ny0), left0)
+            _store(op, (i + 2) * ldo + c, metric_fin[metric](a20, nx[unsafe_offset=i + 2], ny0), left0)
+            _store(op, (i + 3) * ldo + c, metric_fin[metric](a30, nx[unsafe_offset=i + 3], ny0), left0)
             if left1 > 0:
-                _store(op, i * ldo + c + W, _fin[metric](a01, nx[unsafe_offset=i], ny1), left1)
-                _store(op, (i + 1) * ldo + c + W, _fin[metric](a11, nx[unsafe_offset=i + 1], ny1), left1)
-                _store(op, (i + 2) * ldo + c + W, _fin[metric](a21, nx[unsafe_offset=i + 2], ny1), left1)
-                _store(op, (i + 3) * ldo + c + W, _fin[metric](a31, nx[unsafe_offset=i + 3], ny1), left1)
+                _store(op, i * ldo + c + W, metric_fin[metric](a01, nx[unsafe_offset=i], ny1), left1)
+                _store(op, (i + 1) * ldo + c + W, metric_fin[metric](a11, nx[unsafe_offset=i + 1], ny1), left1)
+                _store(op, (i + 2) * ldo + c + W, metric_fin[metric](a21, nx[unsafe_offset=i + 2], ny1), left1)
+                _store(op, (i + 3) * ldo + c + W, metric_fin[metric](a31, nx[unsafe_offset=i + 3], ny1), left1)
             c += 2 * W
         i += MR
     while i < r1:  # leftover rows, one at a time
@@ -124,13 +123,13 @@ def _tile[metric: Int, dtype: DType](
             var a0 = V(0)
             var xr = xp.unsafe_offset(i * d)
             for k in range(d):
-                a0 = _acc[metric](a0, V(xr[unsafe_offset=k]), yt.unsafe_load[width=W](k * mp + c))
-            _store(op, i * ldo + c, _fin[metric](a0, nx[unsafe_offset=i], ny.unsafe_load[width=W](c)), c1 - c)
+                a0 = metric_acc[metric](a0, V(xr[unsafe_offset=k]), yt.unsafe_load[width=W](k * mp + c))
+            _store(op, i * ldo + c, metric_fin[metric](a0, nx[unsafe_offset=i], ny.unsafe_load[width=W](c)), c1 - c)
             c += W
         i += 1
 
 
-def _row_norms[dtype: DType](
+def row_norms[dtype: DType](
     p: Pointer[Scalar[dtype], MutUntrackedOrigin], rows: Int, d: Int, dst: Pointer[Scalar[dtype], MutUntrackedOrigin],
     ctl: Control,
 ):
@@ -146,7 +145,7 @@ def _row_norms[dtype: DType](
         dst[unsafe_offset=i] = sqrt(s)
 
 
-def _transpose_padded[dtype: DType](
+def transpose_padded[dtype: DType](
     yp: Pointer[Scalar[dtype], MutUntrackedOrigin], m: Int, d: Int, mp: Int,
     yt: Pointer[Scalar[dtype], MutUntrackedOrigin], ctl: Control,
 ):
@@ -161,26 +160,38 @@ def _transpose_padded[dtype: DType](
             yt[unsafe_offset=k * mp + j] = 0
 
 
+struct TilePanels[dtype: DType](Movable):
+    """The column operand Y (m, d) laid out once for the tiles (owned): yt (d, mp) = Y
+    transposed and zero padded to mp columns (a multiple of 2W); the norms of Y's rows ny
+    (mp) and of X's rows nx (n) for COSINE, else ones (unused by the other metrics)."""
+
+    var yt: OwnedArray[Scalar[Self.dtype]]
+    var nx: OwnedArray[Scalar[Self.dtype]]
+    var ny: OwnedArray[Scalar[Self.dtype]]
+    var mp: Int
+
+    def __init__(
+        out self, xp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], n: Int,
+        yp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], m: Int, d: Int, cosine: Bool, ctl: Control,
+    ):
+        comptime W = simd_width_of[Self.dtype]()
+        self.mp = ((m + 2 * W - 1) // (2 * W)) * (2 * W)
+        self.yt = OwnedArray[Scalar[Self.dtype]](d * self.mp)
+        self.nx = OwnedArray[Scalar[Self.dtype]](n, 1)
+        self.ny = OwnedArray[Scalar[Self.dtype]](self.mp, 1)
+        transpose_padded(yp, m, d, self.mp, self.yt.data, ctl)
+        if cosine:  # norms as scipy: 1 - x.y / (sqrt(x.x) * sqrt(y.y))
+            row_norms(yp, m, d, self.ny.data, ctl)
+            row_norms(xp, n, d, self.nx.data, ctl)
+
+
 def _run[metric: Int, dtype: DType](
     xp: Pointer[Scalar[dtype], MutUntrackedOrigin],
     yp: Pointer[Scalar[dtype], MutUntrackedOrigin],
     op: Pointer[Scalar[dtype], MutUntrackedOrigin],
     n: Int, m: Int, d: Int, ldo: Int, nthreads: Int, ctl: Control,
 ):
-    comptime W = simd_width_of[dtype]()
-    var mp = ((m + 2 * W - 1) // (2 * W)) * (2 * W)
-    var yt = unsafe_alloc[Scalar[dtype]](max(1, d * mp))
-    var nx = unsafe_alloc[Scalar[dtype]](max(1, n))
-    var ny = unsafe_alloc[Scalar[dtype]](mp)
-    _transpose_padded(yp, m, d, mp, yt, ctl)
-    for j in range(mp):
-        ny[unsafe_offset=j] = 1
-    for i in range(n):
-        nx[unsafe_offset=i] = 1
-    comptime if metric == COSINE:  # norms as scipy: 1 - x.y / (sqrt(x.x) * sqrt(y.y))
-        _row_norms(yp, m, d, ny, ctl)
-        _row_norms(xp, n, d, nx, ctl)
-
+    var pan = TilePanels[dtype](xp, n, yp, m, d, metric == COSINE, ctl)
     var nb = (n + RB - 1) // RB
     var npanels = (m + PANEL - 1) // PANEL
 
@@ -193,16 +204,14 @@ def _run[metric: Int, dtype: DType](
             if ctl.cancelled():  # a row block is 32 x m x d: poll per panel of it too
                 break
             var c0 = p * PANEL
-            _tile[metric, dtype](xp, yt, nx, ny, op, d, mp, ldo, r0, r1, c0, min(m, c0 + PANEL))
+            _tile[metric, dtype](xp, pan.yt.data, pan.nx.data, pan.ny.data, op, d, pan.mp, ldo, r0, r1, c0,
+                                 min(m, c0 + PANEL))
         ieee_end(mode)
 
     run_chunks(row_block, nb, nthreads, ctl)  # row blocks handed out as workers free up; none after a cancel
-    yt.unsafe_free()
-    nx.unsafe_free()
-    ny.unsafe_free()
 
 
-def _dispatch[dtype: DType](p: DistanceParams) raises:
+def distances_typed[dtype: DType](p: DistanceParams) raises:
     """One block of distances (p.x, p.y, p.result of ``dtype``; see the header)."""
     var xp = Pointer[Scalar[dtype], MutUntrackedOrigin](unsafe_from_address=p.x)
     var yp = Pointer[Scalar[dtype], MutUntrackedOrigin](unsafe_from_address=p.y)
@@ -226,6 +235,6 @@ def distances(p: DistanceParams) raises:
     if p.n == 0 or p.m == 0:
         return
     if p.dtype_bits == 32:
-        _dispatch[F32](p)
+        distances_typed[F32](p)
     else:
-        _dispatch[F64](p)
+        distances_typed[F64](p)

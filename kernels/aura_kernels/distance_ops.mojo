@@ -7,7 +7,7 @@
 import extensibility
 from extensibility import InputTensor, OutputTensor
 from max.gpu.host import DeviceContext
-from aura_kernels.distance import _dispatch
+from aura_kernels.distance import distances_typed
 from aura_kernels.distance_abi import DistanceParams
 
 
@@ -38,6 +38,6 @@ struct AuraPairwiseDistances:
         p.y = Int(Y.unsafe_ptr())
         p.result = Int(outp.unsafe_ptr())
         comptime if outp.dtype == DType.float32:
-            _dispatch[DType.float32](p)
+            distances_typed[DType.float32](p)
         else:
-            _dispatch[DType.float64](p)
+            distances_typed[DType.float64](p)

@@ -6,7 +6,7 @@
 #   float64 otherwise). Everything is validated and laid out by aura_lab/neighbors.py.
 #
 # Distances are computed exactly as the dense kernel (aura_kernels/distance.mojo: the same
-# _acc/_fin per coordinate, in coordinate order, from 0, then the cast to the output dtype),
+# metric_acc/metric_fin per coordinate, in coordinate order, from 0, then the cast to the output dtype),
 # so each stored value is bit for bit the entry of pairwise_distances(X, backend="mojo"), and
 # "edge present" is that value <= r (r rounded down to the output dtype by Python): the
 # persistence engine's test D[i, j] <= threshold, ties included.
@@ -34,13 +34,11 @@
 # Threads: work items handed out by common.run_chunks; the cancel flag is polled per chunk of
 # rows (tiles: per panel) and every POLL_POINTS points (grid).
 
-from std.sys import simd_width_of, llvm_intrinsic, CompilationTarget
-from std.sys.intrinsics import compressed_store
+from std.sys import simd_width_of
 from std.math import iota
 from std.bit import count_trailing_zeros
-from std.memory.alloc import unsafe_alloc
-from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end, run_chunks, chunk_lo
-from aura_kernels.distance import _acc, _fin, _row_norms, _transpose_padded, MR, RB, PANEL
+from aura_kernels.common import F32, F64, Control, OwnedArray, append_packed, ieee_begin, ieee_end, run_chunks, chunk_lo
+from aura_kernels.distance import metric_acc, metric_fin, TilePanels, MR, RB, PANEL
 from aura_kernels.neighbors_abi import (
     NeighborsParams, EUCLIDEAN, SQEUCLIDEAN, COSINE, CITYBLOCK, CHEBYSHEV, GRID, TILES, COUNT, FILL,
 )
@@ -103,21 +101,21 @@ def _tile_hits[metric: Int, wd: DType, od: DType, fill: Bool](
                 var x1 = V(xr[unsafe_offset=d + k])
                 var x2 = V(xr[unsafe_offset=2 * d + k])
                 var x3 = V(xr[unsafe_offset=3 * d + k])
-                a00 = _acc[metric](a00, x0, y0); a01 = _acc[metric](a01, x0, y1)
-                a10 = _acc[metric](a10, x1, y0); a11 = _acc[metric](a11, x1, y1)
-                a20 = _acc[metric](a20, x2, y0); a21 = _acc[metric](a21, x2, y1)
-                a30 = _acc[metric](a30, x3, y0); a31 = _acc[metric](a31, x3, y1)
+                a00 = metric_acc[metric](a00, x0, y0); a01 = metric_acc[metric](a01, x0, y1)
+                a10 = metric_acc[metric](a10, x1, y0); a11 = metric_acc[metric](a11, x1, y1)
+                a20 = metric_acc[metric](a20, x2, y0); a21 = metric_acc[metric](a21, x2, y1)
+                a30 = metric_acc[metric](a30, x3, y0); a31 = metric_acc[metric](a31, x3, y1)
             var ny0 = ny.unsafe_load[width=W](c)
             var ny1 = ny.unsafe_load[width=W](c + W)
             # row by row, both column vectors in order: each row's hits ascend
-            _emit_row[fill](_fin[metric](a00, nx[unsafe_offset=i], ny0).cast[od](), r, i, c, c1, counts, cursor, idx, dst)
-            _emit_row[fill](_fin[metric](a01, nx[unsafe_offset=i], ny1).cast[od](), r, i, c + W, c1, counts, cursor, idx, dst)
-            _emit_row[fill](_fin[metric](a10, nx[unsafe_offset=i + 1], ny0).cast[od](), r, i + 1, c, c1, counts, cursor, idx, dst)
-            _emit_row[fill](_fin[metric](a11, nx[unsafe_offset=i + 1], ny1).cast[od](), r, i + 1, c + W, c1, counts, cursor, idx, dst)
-            _emit_row[fill](_fin[metric](a20, nx[unsafe_offset=i + 2], ny0).cast[od](), r, i + 2, c, c1, counts, cursor, idx, dst)
-            _emit_row[fill](_fin[metric](a21, nx[unsafe_offset=i + 2], ny1).cast[od](), r, i + 2, c + W, c1, counts, cursor, idx, dst)
-            _emit_row[fill](_fin[metric](a30, nx[unsafe_offset=i + 3], ny0).cast[od](), r, i + 3, c, c1, counts, cursor, idx, dst)
-            _emit_row[fill](_fin[metric](a31, nx[unsafe_offset=i + 3], ny1).cast[od](), r, i + 3, c + W, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](a00, nx[unsafe_offset=i], ny0).cast[od](), r, i, c, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](a01, nx[unsafe_offset=i], ny1).cast[od](), r, i, c + W, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](a10, nx[unsafe_offset=i + 1], ny0).cast[od](), r, i + 1, c, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](a11, nx[unsafe_offset=i + 1], ny1).cast[od](), r, i + 1, c + W, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](a20, nx[unsafe_offset=i + 2], ny0).cast[od](), r, i + 2, c, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](a21, nx[unsafe_offset=i + 2], ny1).cast[od](), r, i + 2, c + W, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](a30, nx[unsafe_offset=i + 3], ny0).cast[od](), r, i + 3, c, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](a31, nx[unsafe_offset=i + 3], ny1).cast[od](), r, i + 3, c + W, c1, counts, cursor, idx, dst)
             c += 2 * W
         i += MR
     while i < r1:  # leftover rows, one at a time
@@ -126,15 +124,14 @@ def _tile_hits[metric: Int, wd: DType, od: DType, fill: Bool](
             var a0 = V(0)
             var xr = xp.unsafe_offset(i * d)
             for k in range(d):
-                a0 = _acc[metric](a0, V(xr[unsafe_offset=k]), yt.unsafe_load[width=W](k * mp + c))
-            _emit_row[fill](_fin[metric](a0, nx[unsafe_offset=i], ny.unsafe_load[width=W](c)).cast[od](), r, i, c, c1,
+                a0 = metric_acc[metric](a0, V(xr[unsafe_offset=k]), yt.unsafe_load[width=W](k * mp + c))
+            _emit_row[fill](metric_fin[metric](a0, nx[unsafe_offset=i], ny.unsafe_load[width=W](c)).cast[od](), r, i, c, c1,
                             counts, cursor, idx, dst)
             c += W
         i += 1
 
 
 def _tiles[metric: Int, wd: DType, od: DType, fill: Bool](p: NeighborsParams, ctl: Control):
-    comptime W = simd_width_of[wd]()
     var n = p.n
     var d = p.d
     var xp = Pointer[Scalar[wd], MutUntrackedOrigin](unsafe_from_address=p.x)
@@ -143,18 +140,7 @@ def _tiles[metric: Int, wd: DType, od: DType, fill: Bool](p: NeighborsParams, ct
     var idx = PI32(unsafe_from_address=p.indices)
     var dst = Pointer[Scalar[od], MutUntrackedOrigin](unsafe_from_address=p.dists)
     var r = Scalar[od](p.radius)
-    var mp = ((n + 2 * W - 1) // (2 * W)) * (2 * W)
-    var yt = unsafe_alloc[Scalar[wd]](max(1, d * mp))
-    var nx = unsafe_alloc[Scalar[wd]](max(1, n))
-    var ny = unsafe_alloc[Scalar[wd]](mp)
-    _transpose_padded(xp, n, d, mp, yt, ctl)
-    for j in range(mp):
-        ny[unsafe_offset=j] = 1
-    for i in range(n):
-        nx[unsafe_offset=i] = 1
-    comptime if metric == COSINE:  # the dense kernel's norms, bit for bit
-        _row_norms(xp, n, d, ny, ctl)
-        _row_norms(xp, n, d, nx, ctl)
+    var pan = TilePanels[wd](xp, n, xp, n, d, metric == COSINE, ctl)  # the dense kernel's layout and norms
 
     var nb = (n + RB - 1) // RB
     var npanels = (n + PANEL - 1) // PANEL
@@ -168,39 +154,45 @@ def _tiles[metric: Int, wd: DType, od: DType, fill: Bool](p: NeighborsParams, ct
             if ctl.cancelled():
                 break
             var c0 = q * PANEL
-            _tile_hits[metric, wd, od, fill](xp, yt, nx, ny, d, mp, r0, r1, c0, min(n, c0 + PANEL), r,
+            _tile_hits[metric, wd, od, fill](xp, pan.yt.data, pan.nx.data, pan.ny.data, d, pan.mp, r0, r1, c0,
+                                             min(n, c0 + PANEL), r,
                                              counts, cursor, idx, dst)
         ieee_end(mode)
 
     run_chunks(row_block, nb, p.threads, ctl)
-    yt.unsafe_free()
-    nx.unsafe_free()
-    ny.unsafe_free()
 
 
-@always_inline
-def _append[dt: DType, V: Int](v: SIMD[dt, V], m: SIMD[DType.bool, V], dst: Pointer[Scalar[dt], MutUntrackedOrigin]):
-    """Store the lanes of v selected by m, packed, at dst (may write V values past them; as
-    routing.mojo: compress in a register + one plain store on AVX-512)."""
-    comptime if CompilationTarget.has_avx512f():
-        dst.unsafe_store(0, llvm_intrinsic["llvm.x86.avx512.mask.compress", SIMD[dt, V]](v, SIMD[dt, V](0), m))
-    else:
-        compressed_store(v, dst, m)
-
-
-comptime PU64 = Pointer[UInt64, MutUntrackedOrigin]
 # rows of at most this many entries are sorted by insertion, longer ones by the radix sort
 comptime INSERTION_MAX = 24
 
 
+struct RowHits[od: DType](Movable):
+    """A grid chunk's scratch row (owned): the hits of one point in scan order (sid, sd:
+    `cap` slots) and the radix sort's keys (ka, kb) and digit counts (cnt)."""
+
+    var sid: OwnedArray[Int32]
+    var sd: OwnedArray[Scalar[Self.od]]
+    var ka: OwnedArray[UInt64]
+    var kb: OwnedArray[UInt64]
+    var cnt: OwnedArray[Int32]
+
+    def __init__(out self, cap: Int):
+        self.sid = OwnedArray[Int32](cap)
+        self.sd = OwnedArray[Scalar[Self.od]](cap)
+        self.ka = OwnedArray[UInt64](cap)
+        self.kb = OwnedArray[UInt64](cap)
+        self.cnt = OwnedArray[Int32](256)
+
+
 def _write_sorted[od: DType](
-    sid: PI32, sd: Pointer[Scalar[od], MutUntrackedOrigin], m: Int,
-    idx: PI32, dst: Pointer[Scalar[od], MutUntrackedOrigin], at: Int,
-    ka0: PU64, kb0: PU64, cnt: PI32,
+    h: RowHits[od], m: Int, idx: PI32, dst: Pointer[Scalar[od], MutUntrackedOrigin], at: Int,
 ):
-    """Write the m hits (sid[t], sd[t]) (distinct ids, in scan order) to idx/dst[at:at + m]
+    """Write the m hits (h.sid[t], h.sd[t]) (distinct ids, in scan order) to idx/dst[at:at + m]
     sorted by id: insertion sort for short rows, else an LSD radix sort on 8-bit digits of
     id - min(id) (2 passes for n <= 65536, 3 up to 2^24), keys (id - min) << 32 | t."""
+    var sid = h.sid.data
+    var sd = h.sd.data
+    var cnt = h.cnt.data
     if m <= INSERTION_MAX:
         for k in range(1, m):
             var key = sid[unsafe_offset=k]
@@ -222,8 +214,8 @@ def _write_sorted[od: DType](
         var v = sid[unsafe_offset=t]
         lo = min(lo, v)
         hi = max(hi, v)
-    var ka = ka0
-    var kb = kb0
+    var ka = h.ka.data
+    var kb = h.kb.data
     for t in range(m):
         ka[unsafe_offset=t] = (UInt64(sid[unsafe_offset=t] - lo) << 32) | UInt64(t)
     var span = UInt64(hi - lo)
@@ -286,11 +278,7 @@ def _grid[wd: DType, od: DType, fill: Bool, D: Int](p: NeighborsParams, ctl: Con
         var hi = chunk_lo(ch + 1, nch, n)
         var av = V(amax)
         var mx = p.maxdeg + 2 * W
-        var sid = unsafe_alloc[Int32](mx)
-        var sd = unsafe_alloc[Scalar[od]](mx)
-        var ka = unsafe_alloc[UInt64](mx)
-        var kb = unsafe_alloc[UInt64](mx)
-        var cnt = unsafe_alloc[Int32](256)
+        var hits = RowHits[od](mx)
         for P in range(lo, hi):  # sorted positions: neighbouring points share their candidates
             if (P - lo) % POLL_POINTS == 0 and ctl.cancelled():
                 break
@@ -310,28 +298,23 @@ def _grid[wd: DType, od: DType, fill: Bool, D: Int](p: NeighborsParams, ctl: Con
                 while q < b:
                     var acc = V(0)
                     comptime for k in range(D):
-                        acc = _acc[EUCLIDEAN](acc, V(xv[k]), ys.unsafe_load[width=W](k * ldy + q))
+                        acc = metric_acc[EUCLIDEAN](acc, V(xv[k]), ys.unsafe_load[width=W](k * ldy + q))
                     var ids = order.unsafe_load[width=W](q)
                     var lane = iota[DType.int32, W]() + Int32(q)
                     var hit = acc.le(av) & lane.lt(bv) & ids.ne(iv)
                     comptime if fill:
                         if hit.reduce_or():
-                            var dout = _fin[EUCLIDEAN](acc, Scalar[wd](1), V(1)).cast[od]()
-                            _append(ids, hit, sid.unsafe_offset(deg))
-                            _append(dout, hit, sd.unsafe_offset(deg))
+                            var dout = metric_fin[EUCLIDEAN](acc, Scalar[wd](1), V(1)).cast[od]()
+                            append_packed(ids, hit, hits.sid.at(deg))
+                            append_packed(dout, hit, hits.sd.at(deg))
                             deg += Int(hit.cast[DType.int32]().reduce_add())
                     else:
                         deg += Int(hit.cast[DType.int32]().reduce_add())
                     q += W
             comptime if fill:
-                _write_sorted[od](sid, sd, deg, idx, dst, Int(cursor[unsafe_offset=i]), ka, kb, cnt)
+                _write_sorted[od](hits, deg, idx, dst, Int(cursor[unsafe_offset=i]))
             else:
                 counts[unsafe_offset=i] = Int64(deg)
-        sid.unsafe_free()
-        sd.unsafe_free()
-        ka.unsafe_free()
-        kb.unsafe_free()
-        cnt.unsafe_free()
         ieee_end(mode)
 
     run_chunks(chunk, nch, p.threads, ctl)

@@ -33,14 +33,12 @@
 # network instead of the ranks, four lane-max accumulators, counting before packing,
 # packing only the indices, software prefetch.
 
-from std.sys import simd_width_of, llvm_intrinsic, CompilationTarget
+from std.sys import simd_width_of, llvm_intrinsic
 from std.math import exp, isnan, iota, floor
 from std.memory import bitcast
-from std.sys.intrinsics import compressed_store
 from std.bit import count_trailing_zeros
 from std.utils.numerics import inf, neg_inf
-from std.memory.alloc import unsafe_alloc
-from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end, run_chunks
+from aura_kernels.common import F32, F64, Control, OwnedArray, append_packed, ieee_begin, ieee_end, run_chunks
 from aura_kernels.routing_abi import RoutingParams, SOFTMAX, SIGMOID
 
 comptime MAX_ROWS = 8192  # rows per chunk at most: a cancel stops the call within one chunk (~2-10 ms)
@@ -100,16 +98,6 @@ def _select_range[dt: DType](row: Pointer[Scalar[dt], MutUntrackedOrigin], start
             v = neg_inf[F64]()
         n = _offer(topv, topi, k, n, v, j)
     return n
-
-
-@always_inline
-def _append[dt: DType, V: Int](v: SIMD[dt, V], m: SIMD[DType.bool, V], dst: Pointer[Scalar[dt], MutUntrackedOrigin]):
-    """Store the lanes of v selected by m, packed, at dst (may write V values past them).
-    AVX-512: compress in a register + one plain store (vcompressps to memory is slow)."""
-    comptime if CompilationTarget.has_avx512f():
-        dst.unsafe_store(0, llvm_intrinsic["llvm.x86.avx512.mask.compress", SIMD[dt, V]](v, SIMD[dt, V](0), m))
-    else:
-        compressed_store(v, dst, m)
 
 
 @always_inline
@@ -174,8 +162,8 @@ def _select_vec[dt: DType](
             var at = base + b * V
             var v = row.unsafe_load[width=V](at)
             var m = v.ge(thrv)
-            _append(v, m, cv.unsafe_offset(c))
-            _append(lane + Int32(at), m, ci.unsafe_offset(c))
+            append_packed(v, m, cv.unsafe_offset(c))
+            append_packed(lane + Int32(at), m, ci.unsafe_offset(c))
             c += Int(m.cast[DType.int32]().reduce_add())
         for j in range(base + nvs * V, base + seglen):
             var x = row[unsafe_offset=j]
@@ -314,7 +302,7 @@ def _fence[w: Int](x: SIMD[F64, w]) -> SIMD[F64, w]:
 
 
 @always_inline
-def _pexp[w: Int](x: SIMD[F64, w]) -> SIMD[F64, w]:
+def portable_exp_simd[w: Int](x: SIMD[F64, w]) -> SIMD[F64, w]:
     comptime V = SIMD[F64, w]
     var xc = min(max(x, V(-EXP_LIMIT)), V(EXP_LIMIT))
     var n = floor(_fence(xc * LOG2E) + 0.5)
@@ -353,11 +341,11 @@ def _softmax_keys(row: P32, bias: P32, E: Int, keys: P64) -> Tuple[Float64, Floa
         var j = 0
         while j + W64 <= E:
             var l = row.unsafe_load[width=W64](j).cast[F64]()
-            keys.unsafe_store(j, isnan(l).select(SIMD[F64, W64](0), _pexp(l - mv)))
+            keys.unsafe_store(j, isnan(l).select(SIMD[F64, W64](0), portable_exp_simd(l - mv)))
             j += W64
         while j < E:
             var l = Float64(row[unsafe_offset=j])
-            keys[unsafe_offset=j] = 0.0 if isnan(l) else _pexp[1](l - m)[0]
+            keys[unsafe_offset=j] = 0.0 if isnan(l) else portable_exp_simd[1](l - m)[0]
             j += 1
     for j in range(E):  # in index order, as the reference sums
         z += keys[unsafe_offset=j]
@@ -384,12 +372,12 @@ def _sigmoid_keys(row: P32, bias: P32, E: Int, keys: P64):
     var j = 0
     while j + W64 <= E:
         var l = row.unsafe_load[width=W64](j).cast[F64]()
-        var s = one / (one + _pexp(-l))
+        var s = one / (one + portable_exp_simd(-l))
         keys.unsafe_store(j, isnan(l).select(ninf, s + bias.unsafe_load[width=W64](j).cast[F64]()))
         j += W64
     while j < E:
         var l = Float64(row[unsafe_offset=j])
-        keys[unsafe_offset=j] = neg_inf[F64]() if isnan(l) else 1.0 / (1.0 + _pexp[1](-l)[0]) + Float64(bias[unsafe_offset=j])
+        keys[unsafe_offset=j] = neg_inf[F64]() if isnan(l) else 1.0 / (1.0 + portable_exp_simd[1](-l)[0]) + Float64(bias[unsafe_offset=j])
         j += 1
 
 
@@ -433,205 +421,256 @@ def _group_top2(keys: P64, start: Int, size: Int) -> Float64:
 comptime RB = 16  # rows per weight block
 
 
+struct RouteScratch(Movable):
+    """One chunk's working memory (owned: freed when the chunk is done)."""
+
+    var keys: OwnedArray[Float64]  # the row's selection keys (with a bias)
+    var topv: OwnedArray[Float64]  # the top-k keys, desc (slot k takes _select_vec's losers)
+    var topi: OwnedArray[Int32]  # and their experts
+    var cv32: OwnedArray[Float32]  # _select_vec's candidates / _select_small's row copy
+    var cv64: OwnedArray[Float64]
+    var ci: OwnedArray[Int32]  # the candidates' experts
+    var gv: OwnedArray[Float64]  # grouped: the best groups' scores
+    var gi: OwnedArray[Int32]  # and their ids
+    var keep: OwnedArray[UInt8]  # 1 for a kept group
+    var seg: OwnedArray[Int]  # the candidate segments' first experts, ascending
+    var sx: OwnedArray[Float64]  # the block's selected logits (NaN -> -inf)
+    var sm: OwnedArray[Float64]  # the row's shift for softmax, per selected logit
+    var se: OwnedArray[Float64]  # exp(sx - sm) or sigmoid(sx)
+    var rm: OwnedArray[Float64]  # softmax: the row's shift (+-inf: limit rules)
+    var rz: OwnedArray[Float64]  # softmax without renormalize: the row's sum
+
+    def __init__(out self, E: Int, k: Int, G: Int, has_bias: Bool):
+        var top = max(k, W, 16) + 1
+        var staged = RB * k + W64
+        self.keys = OwnedArray[Float64](E if has_bias else 1)
+        self.topv = OwnedArray[Float64](top)
+        self.topi = OwnedArray[Int32](top)
+        self.cv32 = OwnedArray[Float32](E + 2 * W)
+        self.cv64 = OwnedArray[Float64](E + 2 * W64)
+        self.ci = OwnedArray[Int32](E + 2 * W)
+        self.gv = OwnedArray[Float64](G)
+        self.gi = OwnedArray[Int32](G)
+        self.keep = OwnedArray[UInt8](G)
+        self.seg = OwnedArray[Int](G, 0)  # ungrouped: one segment from expert 0
+        self.sx = OwnedArray[Float64](staged, 0.0)
+        self.sm = OwnedArray[Float64](staged, 0.0)
+        self.se = OwnedArray[Float64](staged)
+        self.rm = OwnedArray[Float64](RB)
+        self.rz = OwnedArray[Float64](RB)
+
+
+@always_inline
+def _row_keys[scoring: Int, has_bias: Bool](c: Ctx, row: P32, s: RouteScratch) -> Tuple[Float64, Float64]:
+    """With a bias: the row's selection keys into s.keys, and for softmax the row's (m, Z)
+    (_softmax_keys); (0, 0) otherwise."""
+    comptime if has_bias:
+        comptime if scoring == SOFTMAX:
+            return _softmax_keys(row, c.bias, c.E, s.keys.data)
+        else:
+            _sigmoid_keys(row, c.bias, c.E, s.keys.data)
+    return (0.0, 0.0)
+
+
+@always_inline
+def _kept_groups[has_bias: Bool](c: Ctx, row: P32, s: RouteScratch) -> Int:
+    """Grouped routing: score each group (its max logit, or with a bias the sum of its top-2
+    keys), keep the topk_groups best (ties: lower group); their first experts go to s.seg in
+    ascending order. Returns their number."""
+    var G = c.n_groups
+    var gsize = c.E // G
+    var ng = 0
+    for g in range(G):
+        var gs: Float64
+        comptime if has_bias:
+            gs = _group_top2(s.keys.data, g * gsize, gsize)
+        else:
+            gs = _group_max(row, g * gsize, gsize)
+        ng = _offer(s.gv.data, s.gi.data, c.topk_groups, ng, gs, g)
+    for g in range(G):
+        s.keep[g] = 0
+    for i in range(c.topk_groups):
+        s.keep[Int(s.gi[i])] = 1
+    var nseg = 0
+    for g in range(G):
+        if s.keep[g] != 0:
+            s.seg[nseg] = g * gsize
+            nseg += 1
+    return nseg
+
+
+@always_inline
+def _top_k[dt: DType, grouped: Bool](
+    keys: Pointer[Scalar[dt], MutUntrackedOrigin], cv: Pointer[Scalar[dt], MutUntrackedOrigin],
+    c: Ctx, s: RouteScratch, nseg: Int, seglen: Int, small: Bool,
+):
+    """The top-k of the row's keys over the candidate segments into s.topv / s.topi (desc
+    key, asc index): _select_small for short ungrouped rows, else _select_vec, with the
+    scalar _select_range where its bound does not apply. cv: s.cv32 or s.cv64 (as dt)."""
+    var n: Int
+    comptime if grouped:
+        n = _select_vec[dt](keys, s.seg.data, nseg, seglen, c.k, s.topv.data, s.topi.data, cv, s.ci.data)
+    else:
+        if small:
+            n = _select_small[dt](keys, c.E, c.k, s.topv.data, s.topi.data, cv)
+        else:
+            n = _select_vec[dt](keys, s.seg.data, nseg, seglen, c.k, s.topv.data, s.topi.data, cv, s.ci.data)
+    if n < 0:
+        n = 0
+        for q in range(nseg):
+            var b = s.seg[q]
+            n = _select_range[dt](keys, b, b + seglen, c.k, n, s.topv.data, s.topi.data)
+
+
+@always_inline
+def _stage_row[scoring: Int, has_bias: Bool](
+    c: Ctx, t: Int, slot: Int, row: P32, m: Float64, z: Float64, s: RouteScratch, hist: PI64
+):
+    """Row t (slot `slot` of its block) after its top-k: write its experts and count them in
+    hist; stage its selected logits in s.sx (without a bias the keys in s.topv are exactly
+    them) and, for softmax, its shift in s.sm and s.rm and its sum in s.rz."""
+    var k = c.k
+    var o = slot * k
+    var eout = c.experts.unsafe_offset(t * k)
+    var ninf = neg_inf[F64]()
+    var mx = ninf
+    comptime if not has_bias:
+        if k == W64:  # one vector each (DeepSeek-sized k = 8 with AVX-512)
+            var xv = s.topv.data.unsafe_load[width=W64](0)
+            s.sx.data.unsafe_store(o, xv)
+            mx = xv.reduce_max()
+            eout.unsafe_store(0, s.topi.data.unsafe_load[width=W64](0))
+    if not has_bias and k == W64:
+        for q in range(k):
+            hist[unsafe_offset=Int(s.topi[q])] += 1
+    else:
+        for q in range(k):
+            var x: Float64
+            comptime if has_bias:
+                x = Float64(row[unsafe_offset=Int(s.topi[q])])
+                x = ninf if isnan(x) else x
+            else:
+                x = s.topv[q]
+            s.sx[o + q] = x
+            mx = max(mx, x)
+            var e = Int(s.topi[q])
+            eout[unsafe_offset=q] = Int32(e)
+            hist[unsafe_offset=e] += 1
+    comptime if scoring == SOFTMAX:
+        var rz = z
+        if not c.renorm:
+            var rm = m
+            comptime if not has_bias:
+                var mz = _softmax_norm32(row, c.E)
+                rm = mz[0]
+                rz = mz[1]
+            mx = rm
+        s.rm[slot] = mx
+        s.rz[slot] = rz
+        var sh = mx if (mx != ninf and mx != inf[F64]()) else 0.0
+        if k == W64:
+            s.sm.data.unsafe_store(o, SIMD[F64, W64](sh))
+        else:
+            for q in range(k):
+                s.sm[o + q] = sh
+
+
+@always_inline
+def _block_exps[scoring: Int](s: RouteScratch, nel: Int):
+    """The block's nel staged logits through exp (softmax: shifted) or the sigmoid, W64 at a
+    time (independent across rows: they vectorize and pipeline)."""
+    var i = 0
+    while i < nel:
+        var x = s.sx.data.unsafe_load[width=W64](i)
+        comptime if scoring == SOFTMAX:
+            s.se.data.unsafe_store(i, exp(x - s.sm.data.unsafe_load[width=W64](i)))
+        else:
+            s.se.data.unsafe_store(i, SIMD[F64, W64](1) / (SIMD[F64, W64](1) + exp(-x)))
+        i += W64
+
+
+@always_inline
+def _weight_factor[scoring: Int](c: Ctx, slot: Int, s: RouteScratch) -> Float64:
+    """The factor that turns the staged exps of block slot `slot` into its weights: scale
+    over the normalizer (softmax: the row's sum, or with renormalize the selected ones';
+    a row max of +inf gives equal mass on its +inf logits, replacing its exps by 0/1;
+    -inf gives 0; sigmoid: with renormalize over the selected sum)."""
+    var k = c.k
+    var o = slot * k
+    var f = c.scale
+    comptime if scoring == SOFTMAX:
+        var mx = s.rm[slot]
+        if mx == inf[F64]():  # the limit: equal mass on the +inf logits
+            var cnt = 0.0
+            if c.renorm:
+                for q in range(k):
+                    cnt += 1.0 if s.sx[o + q] == mx else 0.0
+            else:
+                cnt = s.rz[slot]
+            for q in range(k):
+                s.se[o + q] = 1.0 if s.sx[o + q] == mx else 0.0
+            f = f / cnt
+        elif mx == neg_inf[F64]():
+            f = 0.0
+        else:
+            var zz = s.rz[slot]
+            if c.renorm:
+                if k == W64:
+                    zz = s.se.data.unsafe_load[width=W64](o).reduce_add()
+                else:
+                    zz = 0.0
+                    for q in range(k):
+                        zz += s.se[o + q]
+            f = f / zz
+    else:
+        if c.renorm:
+            var sum = 0.0
+            for q in range(k):
+                sum += s.se[o + q]
+            f = f / sum if sum > 0 else 0.0
+    return f
+
+
+@always_inline
+def _store_weights[scoring: Int](c: Ctx, tb0: Int, tb1: Int, s: RouteScratch):
+    """Normalize, scale and store the weights of rows [tb0, tb1) (one block)."""
+    var k = c.k
+    for t in range(tb0, tb1):
+        var o = (t - tb0) * k
+        var wout = c.weights.unsafe_offset(t * k)
+        var f = _weight_factor[scoring](c, t - tb0, s)
+        if k == W64:
+            wout.unsafe_store(0, (s.se.data.unsafe_load[width=W64](o) * f).cast[F32]())
+        else:
+            for q in range(k):
+                wout[unsafe_offset=q] = Float32(s.se[o + q] * f)
+
+
 def _route_rows[scoring: Int, has_bias: Bool, grouped: Bool](c: Ctx, r0: Int, r1: Int, hist: PI64):
     """Route rows [r0, r1): select per row, then weights for blocks of RB rows at once
     (the exps of a block are independent, so they vectorize and pipeline across rows)."""
-    var E = c.E
-    var k = c.k
-    var G = c.n_groups if grouped else 1
-    var gsize = E // G
-    var keys = unsafe_alloc[Float64](E if has_bias else 1)
-    var topv = unsafe_alloc[Float64](max(k, W, 16) + 1)
-    var topi = unsafe_alloc[Int32](max(k, W, 16) + 1)
-    var cv32 = unsafe_alloc[Float32](E + 2 * W)
-    var cv64 = unsafe_alloc[Float64](E + 2 * W64)
-    var ci = unsafe_alloc[Int32](E + 2 * W)
-    var gv = unsafe_alloc[Float64](G)
-    var gi = unsafe_alloc[Int32](G)
-    var seg = unsafe_alloc[Int](G)
-    var keep = unsafe_alloc[UInt8](G)
-    var sx = unsafe_alloc[Float64](RB * k + W64)  # selected logits (NaN -> -inf)
-    var sm = unsafe_alloc[Float64](RB * k + W64)  # the row's shift for softmax
-    var se = unsafe_alloc[Float64](RB * k + W64)  # exp(sx - sm) or sigmoid(sx)
-    var rm = unsafe_alloc[Float64](RB)  # softmax: the row's shift (+-inf: limit rules)
-    var rz = unsafe_alloc[Float64](RB)  # softmax without renormalize: the row's sum
-    for i in range(RB * k + W64):
-        sx[unsafe_offset=i] = 0.0
-        sm[unsafe_offset=i] = 0.0
-    var ninf = neg_inf[F64]()
-    seg[unsafe_offset=0] = 0
+    var s = RouteScratch(c.E, c.k, c.n_groups if grouped else 1, has_bias)
+    var seglen = c.E // c.n_groups if grouped else c.E
     # short rows (at most 64 keys, few vectors times k): k rounds of a vector argmax
     comptime VK = W64 if has_bias else W
-    var small = E <= 64 and k * ((E + VK - 1) // VK) <= 16
+    var small = c.E <= 64 and c.k * ((c.E + VK - 1) // VK) <= 16
     var tb0 = r0
     while tb0 < r1:
         var tb1 = min(r1, tb0 + RB)
         for t in range(tb0, tb1):
-            var row = c.logits.unsafe_offset(t * E)
-            var m = 0.0
-            var z = 0.0
-            comptime if has_bias:
-                comptime if scoring == SOFTMAX:
-                    var mz = _softmax_keys(row, c.bias, E, keys)
-                    m = mz[0]
-                    z = mz[1]
-                else:
-                    _sigmoid_keys(row, c.bias, E, keys)
-            # candidates: the kept groups' experts, ascending
+            var row = c.logits.unsafe_offset(t * c.E)
+            var mz = _row_keys[scoring, has_bias](c, row, s)
             var nseg = 1
-            var seglen = E
             comptime if grouped:
-                var ng = 0
-                for g in range(G):
-                    var gs: Float64
-                    comptime if has_bias:
-                        gs = _group_top2(keys, g * gsize, gsize)
-                    else:
-                        gs = _group_max(row, g * gsize, gsize)
-                    ng = _offer(gv, gi, c.topk_groups, ng, gs, g)
-                for g in range(G):
-                    keep[unsafe_offset=g] = 0
-                for i in range(c.topk_groups):
-                    keep[unsafe_offset=Int(gi[unsafe_offset=i])] = 1
-                nseg = 0
-                for g in range(G):
-                    if keep[unsafe_offset=g] != 0:
-                        seg[unsafe_offset=nseg] = g * gsize
-                        nseg += 1
-                seglen = gsize
-            # top-k
-            var n: Int
-            comptime if grouped:
-                comptime if has_bias:
-                    n = _select_vec[F64](keys, seg, nseg, seglen, k, topv, topi, cv64, ci)
-                else:
-                    n = _select_vec[F32](row, seg, nseg, seglen, k, topv, topi, cv32, ci)
+                nseg = _kept_groups[has_bias](c, row, s)
+            comptime if has_bias:
+                _top_k[F64, grouped](s.keys.data, s.cv64.data, c, s, nseg, seglen, small)
             else:
-                comptime if has_bias:
-                    if small:
-                        n = _select_small[F64](keys, E, k, topv, topi, cv64)
-                    else:
-                        n = _select_vec[F64](keys, seg, nseg, seglen, k, topv, topi, cv64, ci)
-                else:
-                    if small:
-                        n = _select_small[F32](row, E, k, topv, topi, cv32)
-                    else:
-                        n = _select_vec[F32](row, seg, nseg, seglen, k, topv, topi, cv32, ci)
-            if n < 0:
-                n = 0
-                for s in range(nseg):
-                    var b = seg[unsafe_offset=s]
-                    comptime if has_bias:
-                        n = _select_range[F64](keys, b, b + seglen, k, n, topv, topi)
-                    else:
-                        n = _select_range[F32](row, b, b + seglen, k, n, topv, topi)
-            # stage the selected logits (without a bias the keys in topv are exactly them)
-            var o = (t - tb0) * k
-            var eout = c.experts.unsafe_offset(t * k)
-            var mx = ninf
-            comptime if not has_bias:
-                if k == W64:  # one vector each (DeepSeek-sized k = 8 with AVX-512)
-                    var xv = topv.unsafe_load[width=W64](0)
-                    sx.unsafe_store(o, xv)
-                    mx = xv.reduce_max()
-                    eout.unsafe_store(0, topi.unsafe_load[width=W64](0))
-            if not has_bias and k == W64:
-                for s in range(k):
-                    hist[unsafe_offset=Int(topi[unsafe_offset=s])] += 1
-            else:
-                for s in range(k):
-                    var x: Float64
-                    comptime if has_bias:
-                        x = Float64(row[unsafe_offset=Int(topi[unsafe_offset=s])])
-                        x = ninf if isnan(x) else x
-                    else:
-                        x = topv[unsafe_offset=s]
-                    sx[unsafe_offset=o + s] = x
-                    mx = max(mx, x)
-                    var e = Int(topi[unsafe_offset=s])
-                    eout[unsafe_offset=s] = Int32(e)
-                    hist[unsafe_offset=e] += 1
-            comptime if scoring == SOFTMAX:
-                if not c.renorm:
-                    comptime if not has_bias:
-                        var mz = _softmax_norm32(row, E)
-                        m = mz[0]
-                        z = mz[1]
-                    mx = m
-                rm[unsafe_offset=t - tb0] = mx
-                rz[unsafe_offset=t - tb0] = z
-                var sh = mx if (mx != ninf and mx != inf[F64]()) else 0.0
-                if k == W64:
-                    sm.unsafe_store(o, SIMD[F64, W64](sh))
-                else:
-                    for s in range(k):
-                        sm[unsafe_offset=o + s] = sh
-        # the block's exps, W64 at a time
-        var nel = (tb1 - tb0) * k
-        var i = 0
-        while i < nel:
-            var x = sx.unsafe_load[width=W64](i)
-            comptime if scoring == SOFTMAX:
-                se.unsafe_store(i, exp(x - sm.unsafe_load[width=W64](i)))
-            else:
-                se.unsafe_store(i, SIMD[F64, W64](1) / (SIMD[F64, W64](1) + exp(-x)))
-            i += W64
-        # normalize, scale, store
-        for t in range(tb0, tb1):
-            var o = (t - tb0) * k
-            var wout = c.weights.unsafe_offset(t * k)
-            var f = c.scale
-            comptime if scoring == SOFTMAX:
-                var mx = rm[unsafe_offset=t - tb0]
-                if mx == inf[F64]():  # the limit: equal mass on the +inf logits
-                    var cnt = 0.0
-                    if c.renorm:
-                        for s in range(k):
-                            cnt += 1.0 if sx[unsafe_offset=o + s] == mx else 0.0
-                    else:
-                        cnt = rz[unsafe_offset=t - tb0]
-                    for s in range(k):
-                        se[unsafe_offset=o + s] = 1.0 if sx[unsafe_offset=o + s] == mx else 0.0
-                    f = f / cnt
-                elif mx == ninf:
-                    f = 0.0
-                else:
-                    var zz = rz[unsafe_offset=t - tb0]
-                    if c.renorm:
-                        if k == W64:
-                            zz = se.unsafe_load[width=W64](o).reduce_add()
-                        else:
-                            zz = 0.0
-                            for s in range(k):
-                                zz += se[unsafe_offset=o + s]
-                    f = f / zz
-            else:
-                if c.renorm:
-                    var sum = 0.0
-                    for s in range(k):
-                        sum += se[unsafe_offset=o + s]
-                    f = f / sum if sum > 0 else 0.0
-            if k == W64:
-                wout.unsafe_store(0, (se.unsafe_load[width=W64](o) * f).cast[F32]())
-            else:
-                for s in range(k):
-                    wout[unsafe_offset=s] = Float32(se[unsafe_offset=o + s] * f)
+                _top_k[F32, grouped](row, s.cv32.data, c, s, nseg, seglen, small)
+            _stage_row[scoring, has_bias](c, t, t - tb0, row, mz[0], mz[1], s, hist)
+        _block_exps[scoring](s, (tb1 - tb0) * c.k)
+        _store_weights[scoring](c, tb0, tb1, s)
         tb0 = tb1
-    keys.unsafe_free()
-    topv.unsafe_free()
-    topi.unsafe_free()
-    cv32.unsafe_free()
-    cv64.unsafe_free()
-    ci.unsafe_free()
-    gv.unsafe_free()
-    gi.unsafe_free()
-    seg.unsafe_free()
-    keep.unsafe_free()
-    sx.unsafe_free()
-    sm.unsafe_free()
-    se.unsafe_free()
-    rm.unsafe_free()
-    rz.unsafe_free()
 
 
 # ------------------------------------------------------------------------- driver
@@ -649,20 +688,17 @@ def _run[scoring: Int, has_bias: Bool, grouped: Bool](
     nchunks = max(nchunks, (T + MAX_ROWS - 1) // MAX_ROWS)
     var rows = (T + nchunks - 1) // nchunks
     nchunks = (T + rows - 1) // rows
-    var hist = unsafe_alloc[Int64](nchunks * E)
-    for i in range(nchunks * E):
-        hist[unsafe_offset=i] = 0
+    var hist = OwnedArray[Int64](nchunks * E, 0)  # per chunk and expert: counts, then cursors
 
     @always_inline
     def phase1(ch: Int) {imm}:
         var r0 = ch * rows
         var mode = ieee_begin()
-        _route_rows[scoring, has_bias, grouped](c, r0, min(T, r0 + rows), hist.unsafe_offset(ch * E))
+        _route_rows[scoring, has_bias, grouped](c, r0, min(T, r0 + rows), hist.at(ch * E))
         ieee_end(mode)
 
     run_chunks(phase1, nchunks, nthreads, ctl)
     if ctl.cancelled():
-        hist.unsafe_free()
         return
 
     # exclusive prefix sums: hist becomes each chunk's first slot per expert
@@ -670,8 +706,8 @@ def _run[scoring: Int, has_bias: Bool, grouped: Bool](
     for e in range(E):
         offsets[unsafe_offset=e] = run
         for ch in range(nchunks):
-            var h = hist[unsafe_offset=ch * E + e]
-            hist[unsafe_offset=ch * E + e] = run
+            var h = hist[ch * E + e]
+            hist[ch * E + e] = run
             run += h
         counts[unsafe_offset=e] = run - offsets[unsafe_offset=e]
     offsets[unsafe_offset=E] = run
@@ -680,7 +716,7 @@ def _run[scoring: Int, has_bias: Bool, grouped: Bool](
 
     @always_inline
     def phase3(ch: Int) {imm}:
-        var cur = hist.unsafe_offset(ch * E)
+        var cur = hist.at(ch * E)
         var a0 = ch * rows * k
         var a1 = min(T, (ch + 1) * rows) * k
         for a in range(a0, a1):
@@ -692,7 +728,6 @@ def _run[scoring: Int, has_bias: Bool, grouped: Bool](
                 kept[unsafe_offset=a] = 1 if Int(pos - offsets[unsafe_offset=e]) < capacity else 0
 
     run_chunks(phase3, nchunks, nthreads, ctl)
-    hist.unsafe_free()
 
 
 def _dispatch[scoring: Int](c: Ctx, has_bias: Bool, grouped: Bool, counts: PI64, perm: PI64, offsets: PI64, kept: PU8, capacity: Int, nt: Int, ctl: Control):

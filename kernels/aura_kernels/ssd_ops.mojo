@@ -21,8 +21,7 @@
 import extensibility
 from extensibility import InputTensor, OutputTensor
 from max.gpu.host import DeviceContext
-from std.memory.alloc import unsafe_alloc
-from aura_kernels.common import present_addr
+from aura_kernels.common import OwnedArray, present_addr
 from aura_kernels.ssd import _run, chunk_bases
 from aura_kernels.ssd_abi import SsdParams
 from aura_kernels.ssd_grad import _run_grad
@@ -127,17 +126,16 @@ struct AuraSSDScanGrad:
         p.n = B.dim_size(2)
         p.g = B.dim_size(1)
         var T = x.dim_size(0)
-        var cb = chunk_bases(p)
-        var nck = max(1, cb[unsafe_offset=p.nseq])
-        cb.unsafe_free()
-        var y = unsafe_alloc[Scalar[dtype]](max(1, T * p.h * p.p))
-        var ypre = unsafe_alloc[Scalar[dtype]](max(1, T * p.h * p.p))
-        var fin = unsafe_alloc[Scalar[dtype]](max(1, p.nseq * p.h * p.p * p.n))
-        var ckpt = unsafe_alloc[Scalar[dtype]](nck * p.h * p.p * p.n)
-        p.y = Int(y)
-        p.fin = Int(fin)
-        p.ckpt = Int(ckpt)
-        p.ypre = Int(ypre)
+        var nck = max(1, OwnedArray[Int](adopt=chunk_bases(p), size=p.nseq + 1)[p.nseq])
+        # owned: freed on every return, raised errors included
+        var y = OwnedArray[Scalar[dtype]](T * p.h * p.p)
+        var ypre = OwnedArray[Scalar[dtype]](T * p.h * p.p)
+        var fin = OwnedArray[Scalar[dtype]](p.nseq * p.h * p.p * p.n)
+        var ckpt = OwnedArray[Scalar[dtype]](nck * p.h * p.p * p.n)
+        p.y = Int(y.data)
+        p.fin = Int(fin.data)
+        p.ckpt = Int(ckpt.data)
+        p.ypre = Int(ypre.data)
         _run[dtype](p)  # the forward again, keeping checkpoints
         g.gy = Int(gy.unsafe_ptr())
         g.gfin = present_addr(g.gfin, Int(gfin.unsafe_ptr()))
@@ -151,7 +149,7 @@ struct AuraSSDScanGrad:
         g.gbias = present_addr(g.gbias, Int(gbias.unsafe_ptr()))
         g.ginit = present_addr(g.ginit, Int(ginit.unsafe_ptr()))
         _run_grad[dtype](p, g)
-        y.unsafe_free()
-        ypre.unsafe_free()
-        fin.unsafe_free()
-        ckpt.unsafe_free()
+        _ = y^  # the raw addresses above are used up to here: the owners live until now
+        _ = ypre^
+        _ = fin^
+        _ = ckpt^

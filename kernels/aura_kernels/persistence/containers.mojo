@@ -4,7 +4,7 @@
 from std.sys import size_of
 from std.memory.alloc import unsafe_alloc
 from std.atomic import Atomic
-from aura_kernels.common import Control
+from aura_kernels.common import Control, OwnedArray  # OwnedArray re-exported for the persistence modules
 
 comptime IntPtr = Pointer[Int, MutUntrackedOrigin]
 
@@ -85,36 +85,6 @@ struct MemoryBudget(ImplicitlyCopyable):
 
 
 # ------------------------------------------------------------------------ arrays
-
-struct OwnedArray[E: ImplicitlyCopyable & Deinitable](Movable):
-    """A fixed-size heap array freed when the owner is destroyed. Mojo destroys a value right
-    after its last use, so access the elements through the owner (or keep it used): a raw
-    pointer taken from ``data`` dangles once the owner is gone. Elements are not destroyed
-    (only trivially destructible element types are stored)."""
-
-    var data: Pointer[Self.E, MutUntrackedOrigin]
-    var size: Int
-
-    def __init__(out self, size: Int):
-        self.data = unsafe_alloc[Self.E](max(1, size))
-        self.size = size
-
-    def __init__(out self, size: Int, fill: Self.E):
-        self = Self(size)
-        for i in range(size):
-            self.data[unsafe_offset=i] = fill
-
-    def __deinit__(deinit self):
-        self.data.unsafe_free()
-
-    @always_inline
-    def __getitem__(self, i: Int) -> Self.E:
-        return self.data[unsafe_offset=i]
-
-    @always_inline
-    def __setitem__(self, i: Int, v: Self.E):
-        self.data[unsafe_offset=i] = v
-
 
 struct Scratch(Movable):
     """Per-task vertex lists: slot 0 a column's simplex, slot 1 a cofacet (or another column's

@@ -1,0 +1,92 @@
+"""A/B of the Mojo kernels of two source trees (e.g. main and a branch) through the public
+calls: each round runs one fresh process per tree, alternating which goes first, and each
+process times every case (a warm-up call, then the median of --calls); the report is the
+median over --rounds of each tree's per-process times and the ratio B / A, for the wall
+time and for the process's CPU time (all threads: on an oversubscribed machine the wall
+time mostly measures waiting for a core, the CPU time the work). Fresh processes and
+alternation cancel the drift of a shared machine; quote the ratios, not the times.
+
+    python tools/ab_kernels.py OLD_TREE NEW_TREE [--rounds 7] [--calls 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def cases():
+    """(name, call) at the sizes of issue 28's check, float32, mojo backend."""
+    import numpy as np
+
+    import aura_lab
+    from aura_lab.neighbors import radius_graph
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((65536, 256)).astype(np.float32)
+    X64 = rng.standard_normal((4096, 64)).astype(np.float32)
+    X3 = rng.standard_normal((8192, 3)).astype(np.float32)
+    P = rng.random((200_000, 3)).astype(np.float32)  # r3_200k's cloud size, its threshold
+    return [
+        ("route T=65536 E=256 k=8", lambda: aura_lab.route(logits, 8, backend="mojo")),
+        ("pairwise_distances n=4096 d=64", lambda: aura_lab.pairwise_distances(X64, backend="mojo")),
+        ("pairwise_distances n=8192 d=3", lambda: aura_lab.pairwise_distances(X3, backend="mojo")),
+        ("radius_graph n=200000 d=3 r=0.05", lambda: radius_graph(P, 0.05)),
+    ]
+
+
+def child(calls: int) -> None:
+    out = {}
+    for name, call in cases():
+        call()
+        wall, cpu = [], []
+        for _ in range(calls):
+            t0, c0 = time.perf_counter(), time.process_time()
+            call()
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        out[name] = [statistics.median(wall), statistics.median(cpu)]
+    print(json.dumps(out))
+
+
+def run(tree: str, calls: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": tree}
+    res = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(calls)], env=env, cwd=tree,
+                         capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("a", nargs="?")
+    ap.add_argument("b", nargs="?")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--calls", type=int, default=3)
+    ap.add_argument("--child", type=int)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    got = {args.a: [], args.b: []}
+    for r in range(args.rounds):
+        order = (args.a, args.b) if r % 2 == 0 else (args.b, args.a)
+        for tree in order:
+            got[tree].append(run(tree, args.calls))
+        print(f"round {r + 1}/{args.rounds}, load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
+    print(f"{'case':36} {'wall A ms':>10} {'B ms':>9} {'B/A':>6}   {'cpu A ms':>9} {'B ms':>9} {'B/A':>6}")
+    for name in got[args.a][0]:
+        row = []
+        for i in (0, 1):
+            ta = statistics.median(g[name][i] for g in got[args.a])
+            tb = statistics.median(g[name][i] for g in got[args.b])
+            row.append(f"{1e3 * ta:9.2f} {1e3 * tb:9.2f} {tb / ta:6.3f}")
+        print(f"{name:36} {row[0]}    {row[1]}")
+
+
+if __name__ == "__main__":
+    main()
