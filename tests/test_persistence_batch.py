@@ -6,6 +6,8 @@ the progress count."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -125,3 +127,17 @@ def test_cancel_stops_a_batched_call():
         assert time.perf_counter() - t0 < 3.0
     small = B.rips_batch(X[:2], 1, np.inf, 2, is_matrix=False)  # and the next call is right
     _assert_same(small[1], aura_lab.rips_persistence(X[1], maxdim=1, backend="mojo"))
+
+
+def test_ctrl_c_stops_a_long_batched_call_outside_any_cancellable_block():
+    rng = np.random.default_rng(1)
+    X = [rng.standard_normal((160, 4)) for _ in range(400)]
+    B.rips_batch(X[:1], 1, np.inf, 2, is_matrix=False)  # loaded
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        B.rips_batch(X, 2, np.inf, 2, is_matrix=False)
+    timer.join()
+    assert time.perf_counter() - t0 < 3.0
+    assert not [t for t in threading.enumerate() if t.name == "aura-kernel"]  # the kernel returned

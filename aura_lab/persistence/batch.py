@@ -119,10 +119,14 @@ def _run_group(xs, dtype, maxdim, threshold, coeff, is_matrix, threads, index) -
     result = np.zeros(4, np.int64)
     order = np.argsort(-sizes, kind="stable")  # largest first: the threads end together
     nt = max(1, min(num_threads() if threads is None else threads, len(xs)))
-    block = ABI.pack(dtype_bits=8 * dtype.itemsize, is_matrix=is_matrix, data=np.concatenate(data), starts=starts,
-                     sizes=sizes, dims=dims, maxdims=maxdims, thresholds=thresholds, order=order, count=len(xs),
-                     modulus=coeff, threads=nt, budget=max(1, _engine_budget() // nt), info=info, result=result)
-    bars = _call(block, result, index, long=estimated_ns(sizes, maxdim) >= _control.INTERRUPTIBLE_NS)
+    data, budget = np.concatenate(data), max(1, _engine_budget() // nt)
+
+    def block():  # packed inside the op call: its control is the one Ctrl-C and cancel() set
+        return ABI.pack(dtype_bits=8 * dtype.itemsize, is_matrix=is_matrix, data=data, starts=starts, sizes=sizes,
+                        dims=dims, maxdims=maxdims, thresholds=thresholds, order=order, count=len(xs), modulus=coeff,
+                        threads=nt, budget=budget, info=info, result=result)
+
+    bars = _call(block, result, index, budget, long=estimated_ns(sizes, maxdim) >= _control.INTERRUPTIBLE_NS)
     for k, dgms in zip(full, _split(bars, info[:, 2], len(xs), maxdim)):
         out[k] = dgms
     return out
@@ -145,18 +149,24 @@ def _operands(xs, dtype, threshold, is_matrix, index):
     return data, np.full(len(xs), A.round_down(threshold, dtype), np.float64), dims
 
 
-def _call(block, result: np.ndarray, index, long: bool) -> np.ndarray:
-    """The native call (interruptible when ``long``); the (total, 3) bars, the buffer freed."""
+def _call(block, result: np.ndarray, index, budget: int, long: bool) -> np.ndarray:
+    """The native call on the parameter block ``block()`` (interruptible when ``long``); the
+    (total, 3) bars, the buffer freed."""
     kernel = _mojo.load("persistence")
+
+    def run():
+        b = block()
+        _control.native(lambda: kernel.rips_batch(b.address))
+
     try:
-        _control.run_op(lambda: _control.native(lambda: kernel.rips_batch(block.address)), long=long)
+        _control.run_op(run, long=long)
         status, addr, total, failed = (int(v) for v in result)
         if status == _STATUS_CANCELLED or status == -1:
             raise Cancelled("rips_persistence: cancelled")
         where = f"X[{index[failed]}]" if failed >= 0 else "X"
         if status == _STATUS_OOM:
             raise MemoryError(f"{where}: the Rips complex needs more than the engine's memory budget (its share of "
-                              f"the batch: {A.fmt_bytes(block.params.budget)}); lower maxdim or the threshold")
+                              f"the batch: {A.fmt_bytes(budget)}); lower maxdim or the threshold")
         if status != _STATUS_OK:
             raise RuntimeError(f"{where}: the mojo engine failed with status {status}")
         if not total:
