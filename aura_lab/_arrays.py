@@ -7,6 +7,8 @@ before a raw pointer is formed.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import sys
 
@@ -186,8 +188,34 @@ def _span(x) -> tuple[int, int]:
     return lo, hi
 
 
+#: the reading ``one_memory_reading`` holds for the calls inside its block (None: read each time)
+_memory_reading: contextvars.ContextVar = contextvars.ContextVar("aura_memory_reading", default=None)
+
+
+@contextlib.contextmanager
+def one_memory_reading():
+    """Within the block (this thread / context) ``available_memory`` reads /proc/meminfo once
+    and returns that reading after (~20 us saved per further check): for calls whose own
+    allocations are small next to the memory available (a small persistence problem checks
+    it three times). Nested blocks keep the outer reading."""
+    if _memory_reading.get() is not None:
+        yield
+        return
+    token = _memory_reading.set(_read_available_memory())
+    try:
+        yield
+    finally:
+        _memory_reading.reset(token)
+
+
 def available_memory() -> int:
-    """Bytes of memory available to allocate (MemAvailable), or a large number if unknown."""
+    """Bytes of memory available to allocate (MemAvailable), or a large number if unknown;
+    inside ``one_memory_reading`` its one reading."""
+    held = _memory_reading.get()
+    return held if held is not None else _read_available_memory()
+
+
+def _read_available_memory() -> int:
     try:
         with open("/proc/meminfo") as f:
             for line in f:

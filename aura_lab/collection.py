@@ -7,12 +7,22 @@ transformer ``aura_lab.RipsPersistence`` (``aura_lab.estimators``).
   ``(m, 2)`` array (the H_k diagram) per input; for a list of dimensions, one list of arrays
   per input, in the order of the list. Diagrams are exactly those of
   ``aura_lab.rips_persistence`` (bars with death > birth, sorted; infinite deaths ``inf``).
+* **One native call per chunk.** A chunk of inputs runs as one call into the batched engine
+  (``aura_lab.persistence.batch``: the engine's own threads over the inputs, no Python per
+  input around the engine), bit for bit the diagrams of one ``rips_persistence`` call each.
+  Inputs the batch does not take (the gudhi backend, metrics other than euclidean, edge
+  collapse, clouds of ``batch.BATCH_MAX_N`` points or more, matrices with vertex births) run
+  one ``rips_persistence`` call each; ``last_run()`` and ``last_dispatch()`` count them with
+  the reason.
 * **Parallelism** through joblib: ``n_jobs`` workers of the active joblib backend, processes
   (loky) unless the caller selected another one with ``joblib.parallel_config`` -- threads,
   or ``backend="dask"`` on a ``dask.distributed`` client, which is how the collection runs on
   a cluster. The collection is cut into chunks (``CHUNKS_PER_JOB`` per worker, slices of a fixed
   shuffle of the inputs: ``plan_chunks``), each one task; results come back in input order,
-  identical to a serial run.
+  identical to a serial run. Local worker processes only where they pay: starting them
+  costs ~0.5 s and on one machine they add no core that the batch's threads lack, so a
+  collection estimated below ``PROCESS_MIN_S`` of engine work runs in this process as one
+  batched call on ``n_jobs`` threads instead (``last_run().how`` says which and why).
 * **Threads.** A worker's kernels use ``num_threads() // share`` threads (at least 1), where
   ``share`` is the number of tasks that run at once on that worker's machine: ``n_jobs`` for
   the local backends, the sum of the dask workers' threads on that host for dask; so workers
@@ -30,6 +40,7 @@ bound method).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
@@ -43,6 +54,7 @@ import numpy as np
 from . import _arrays as A
 from . import _mojo
 from .errors import UnsupportedProblem
+from .persistence import batch as B
 from .persistence import op, rips_persistence
 from .persistence.collapse import check_choice
 from .persistence.problem import _check_coeff, _check_threshold
@@ -55,6 +67,11 @@ INPUT_TYPES = ("point cloud", "distance matrix", "full distance matrix")
 #: even out unequal clouds (a noisy circle of 200 points costs 5x a sphere's), few enough that a
 #: task's overhead (a few ms under dask) stays small next to its work
 CHUNKS_PER_JOB = 8
+#: local joblib process backends (loky, multiprocessing) run only for a collection estimated
+#: (``batch.estimated_ns``, one thread) at this many seconds of engine work or more; below it
+#: the collection runs in this process as one batched call on n_jobs threads (cold loky
+#: workers cost ~0.5 s to start, and the batch already uses every core it is given)
+PROCESS_MIN_S = 10.0
 #: the chunks are slices of one fixed pseudo-random permutation of the inputs, so that neither
 #: a sorted collection nor a periodic one (labels 0, 1, 2, 3, 0, 1, ...) puts the expensive
 #: inputs together; the results go back to input order
@@ -94,11 +111,18 @@ class CollectionRun:
     backends: list[str] = field(default_factory=list)
     workers: int = 0
     seconds: float = 0.0
+    #: where the chunks ran and why (e.g. processes not worth starting for a short collection)
+    how: str = ""
+    #: inputs computed by the batched engine, and reason -> count of those run one call each
+    batched: int = 0
+    single: dict = field(default_factory=dict)
 
     def __str__(self) -> str:
+        single = "; ".join(f"{k}: {v}" for k, v in self.single.items()) or "none"
         return (f"{self.inputs} inputs in {self.chunks} chunks on {self.joblib_backend} (n_jobs={self.n_jobs}, "
                 f"{self.workers} worker processes, kernel threads per task {self.threads_per_task}, "
-                f"backends {self.backends}) in {self.seconds * 1e3:.1f} ms")
+                f"backends {self.backends}; {self.how}; {self.batched} batched, one call each: {single}) "
+                f"in {self.seconds * 1e3:.1f} ms")
 
 
 _local = threading.local()
@@ -184,11 +208,24 @@ def check_collection(X, is_matrix: bool) -> list[np.ndarray]:
 
 # ------------------------------------------------------------------------------ the workers
 
-def _one(x: np.ndarray, p: CollectionParams):
-    dgms = rips_persistence(x, maxdim=p.maxdim, threshold=p.threshold, metric=p.metric, distance_matrix=p.is_matrix,
-                            coeff=p.coeff, backend=p.backend, progress=False, collapse_edges=p.collapse_edges)
+def _pick(dgms: list[np.ndarray], p: CollectionParams):
     picked = [dgms[d] if d < len(dgms) else np.empty((0, 2)) for d in p.dims]
     return picked[0] if p.unwrap else picked
+
+
+def _one(x: np.ndarray, p: CollectionParams):
+    return _pick(rips_persistence(x, maxdim=p.maxdim, threshold=p.threshold, metric=p.metric,
+                                  distance_matrix=p.is_matrix, coeff=p.coeff, backend=p.backend, progress=False,
+                                  collapse_edges=p.collapse_edges), p)
+
+
+def _named(i: int, e: Exception) -> Exception:
+    """``e`` with its message prefixed by the input's index (once)."""
+    msg = str(e)
+    if msg.startswith(f"X[{i}]:"):
+        return e
+    msg = msg[3:] if msg.startswith("X: ") else msg
+    return type(e)(f"X[{i}]: {msg}")
 
 
 def _share_here(share: int, host_shares: dict | None) -> int:
@@ -208,21 +245,51 @@ def _share_here(share: int, host_shares: dict | None) -> int:
 
 def _run_chunk(xs: list[np.ndarray], index: list[int], p: CollectionParams, share: int, host_shares: dict | None):
     """One task: the diagrams of ``xs`` (inputs ``index`` of the collection) with a per-task
-    thread budget. Returns (results, threads, backends that ran, (host, pid))."""
+    thread budget, the batched engine's in one native call. Returns (results, threads,
+    backends that ran, (host, pid), inputs batched, reason -> inputs run one call each)."""
     threads = max(1, num_threads() // max(1, _share_here(share, host_shares)))
-    results, backends = [], set()
     with thread_budget(threads):
-        for i, x in zip(index, xs):
-            try:
-                results.append(_one(x, p))
-            except (ValueError, TypeError, MemoryError, UnsupportedProblem) as e:
-                msg = str(e)
-                msg = msg[3:] if msg.startswith("X: ") else msg
-                raise type(e)(f"X[{i}]: {msg}") from e
-            d = last_dispatch()
-            if d is not None and d.op == "persistence":
-                backends.add(d.backend)
-    return results, threads, sorted(backends), (os.uname().nodename, os.getpid())
+        results, backends, batched, single = _compute(xs, index, p, threads)
+    return results, threads, sorted(backends), (os.uname().nodename, os.getpid()), batched, single
+
+
+def _compute(xs, index, p: CollectionParams, threads: int):
+    """(results, backends, inputs batched, reason -> count of inputs run one call each)."""
+    whole = B.batch_limits(p.backend, p.metric, p.is_matrix, p.maxdim, p.collapse_edges)
+    results, backends, single, todo = [None] * len(xs), set(), Counter(), []
+    for k, x in enumerate(xs):
+        why = whole or B.input_limit(x, p.is_matrix)
+        if why is None:
+            todo.append(k)
+            continue
+        single[why] += 1
+        results[k] = _single(x, index[k], p, backends)
+    if todo:
+        try:
+            dgms = B.rips_batch([xs[k] for k in todo], p.maxdim, p.threshold, p.coeff, p.is_matrix, threads=threads,
+                                index=[index[k] for k in todo])
+        except UnsupportedProblem as e:  # past the engine's index range: each on its own (gudhi under auto)
+            single[str(e)] += len(todo)
+            for k in todo:
+                results[k] = _single(xs[k], index[k], p, backends)
+            todo = []
+        else:
+            backends.add("mojo")
+            for k, d in zip(todo, dgms):
+                results[k] = _pick(d, p)
+    return results, backends, len(todo), dict(single)
+
+
+def _single(x: np.ndarray, i: int, p: CollectionParams, backends: set):
+    """One ``rips_persistence`` call (errors name input ``i``); its backend into ``backends``."""
+    try:
+        out = _one(x, p)
+    except (ValueError, TypeError, MemoryError, UnsupportedProblem) as e:
+        raise _named(i, e) from e
+    d = last_dispatch()
+    if d is not None and d.op == "persistence":
+        backends.add(d.backend)
+    return out
 
 
 # ------------------------------------------------------------------------------ the driver
@@ -315,10 +382,13 @@ def collection_persistence(X, *, homology_dimensions=(0, 1), threshold: float = 
         raise ValueError(f"n_jobs: at most {MAX_JOBS} workers (or -{MAX_JOBS}), got {n_jobs!r}")
     jb, jb_name, jobs = _active_joblib(n_jobs)
     if not xs:
-        _local.run = CollectionRun(0, jb_name if jobs > 1 else "serial", jobs, 0, seconds=time.perf_counter() - t0)
+        _local.run = CollectionRun(0, jb_name if jobs > 1 else "serial", jobs, 0, seconds=time.perf_counter() - t0,
+                                   how="nothing to compute")
         return []
-    if jobs == 1:  # in this process, no pickling: every kernel thread is ours
-        parts = [_run_chunk(xs, list(range(len(xs))), p, 1, None)]
+    here, how = _where(xs, p, jb_name, jobs)
+    if here:  # in this process, no pickling: one batched call on every kernel thread we may use
+        with thread_budget(min(jobs, num_threads())) if jobs > 1 else contextlib.nullcontext():
+            parts = [_run_chunk(xs, list(range(len(xs))), p, 1, None)]
         chunks, jb_name = [list(range(len(xs)))], "serial"
     else:
         from joblib import Parallel, delayed
@@ -334,13 +404,43 @@ def collection_persistence(X, *, homology_dimensions=(0, 1), threshold: float = 
         parts = Parallel(n_jobs=n_jobs, prefer="processes", batch_size=1)(
             delayed(_run_chunk)([xs[i] for i in c], c, p, share, host_shares) for c in chunks)
     out = [None] * len(xs)
-    threads, backends, workers = set(), set(), set()
-    for c, (res, th, bk, who) in zip(chunks, parts):
+    threads, backends, workers, batched, single = set(), set(), set(), 0, Counter()
+    for c, (res, th, bk, who, nb, one) in zip(chunks, parts):
         for i, r in zip(c, res):
             out[i] = r
         threads.add(th)
         backends.update(bk)
         workers.add(who)
-    _local.run = CollectionRun(len(xs), jb_name, jobs, len(chunks), sorted(threads), sorted(backends), len(workers),
-                               time.perf_counter() - t0)
+        batched += nb
+        single.update(one)
+    run = CollectionRun(len(xs), jb_name, jobs, len(chunks), sorted(threads), sorted(backends), len(workers),
+                        time.perf_counter() - t0, how, batched, dict(single))
+    _local.run = run
+    _record(run, p)
     return out
+
+
+def _where(xs: list[np.ndarray], p: CollectionParams, jb_name: str, jobs: int) -> tuple[bool, str]:
+    """(run in this process, why): serially for n_jobs 1; on local worker processes only for
+    a collection of ``PROCESS_MIN_S`` estimated seconds or more; threads and dask as asked."""
+    if jobs == 1:
+        return True, "in this process (n_jobs=1)"
+    if jb_name not in _PROCESS_BACKENDS:
+        return False, f"{jobs} joblib {jb_name} workers"
+    est = B.estimated_ns([x.shape[0] for x in xs], p.maxdim) * 1e-9
+    if est < PROCESS_MIN_S:
+        return True, (f"in this process on {min(jobs, num_threads())} kernel threads: {est:.3g} s of estimated engine "
+                      f"work < PROCESS_MIN_S = {PROCESS_MIN_S:g} s, not worth starting {jb_name} worker processes")
+    return False, f"{jobs} joblib {jb_name} worker processes: {est:.3g} s of estimated engine work >= PROCESS_MIN_S"
+
+
+#: joblib backends that start worker processes on this machine
+_PROCESS_BACKENDS = ("loky", "multiprocessing")
+
+
+def _record(run: CollectionRun, p: CollectionParams) -> None:
+    """The collection as ``last_dispatch()``: what ran, where, and why inputs ran one call each."""
+    single = "; ".join(f"{v} one call each ({k})" for k, v in run.single.items())
+    batched = f"{run.batched} inputs batched (one native call per chunk)" if run.batched else ""
+    reason = "; ".join(r for r in (f"collection of {run.inputs} inputs", batched, single, run.how) if r)
+    op.record("+".join(run.backends) or "none", p.backend, reason, run.seconds)

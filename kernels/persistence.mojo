@@ -3,6 +3,10 @@
 #   rips(params_addr): the address of a persistence parameter block (aura_lab.persistence.ABI,
 #     generated Mojo side aura_kernels/persistence_abi.mojo), validated by aura_lab/persistence/
 #   free_bars(addr): free a buffer rips() returned in info[INFO_BARS] or info[INFO_REPS]
+#     (or rips_batch() in result[1])
+#   rips_batch(params_addr): many small problems in one call (aura_lab.persistence.batch.ABI,
+#     generated Mojo side aura_kernels/persistence_batch_abi.mojo; compute:
+#     aura_kernels/persistence/batch.mojo), validated by aura_lab/persistence/batch.py
 #   collapse(params_addr): the strong edge collapse of a flag filtration's edge list
 #     (aura_lab.persistence.collapse.ABI, generated Mojo side aura_kernels/collapse_abi.mojo;
 #     compute: aura_kernels/persistence/collapse.mojo), validated by aura_lab/persistence/collapse.py
@@ -18,6 +22,8 @@ from std.os import abort
 from _common import without_gil
 from aura_kernels.persistence.engine import run_rips, free_bar_buffer
 from aura_kernels.persistence_abi import PersistenceParams
+from aura_kernels.persistence.batch import run_batch
+from aura_kernels.persistence_batch_abi import PersistenceBatchParams
 from aura_kernels.persistence.collapse import collapse_edges
 from aura_kernels.collapse_abi import CollapseParams
 from aura_kernels.neighbors import radius_graph_stage
@@ -29,6 +35,7 @@ def PyInit_persistence() abi("C") -> PythonObject:
     try:
         var m = PythonModuleBuilder("persistence")
         m.def_function[rips]("rips", docstring="rips(params_addr): the address of a persistence parameter block")
+        m.def_function[rips_batch]("rips_batch", docstring="rips_batch(params_addr): the address of a persistence_batch parameter block")
         m.def_function[free_bars]("free_bars", docstring="free_bars(addr): free a buffer rips() returned (bars or representative records)")
         m.def_function[collapse]("collapse", docstring="collapse(params_addr): strong edge collapse (aura_lab.persistence.collapse.ABI)")
         m.def_function[radius_graph]("radius_graph", docstring="radius_graph(params_addr): one stage of the radius graph (aura_lab.neighbors.ABI)")
@@ -42,6 +49,16 @@ def rips(params_addr: PythonObject) raises -> PythonObject:
 
     def body() raises {imm}:
         run_rips(p)
+
+    without_gil(body)
+    return PythonObject(None)
+
+
+def rips_batch(params_addr: PythonObject) raises -> PythonObject:
+    var p = PersistenceBatchParams.load(Int(py=params_addr))
+
+    def body() raises {imm}:
+        run_batch(p)
 
     without_gil(body)
     return PythonObject(None)

@@ -138,11 +138,19 @@ def test_empty_collection_and_torch_and_list_inputs():
 
 # ------------------------------------------------------------------------------ parallel
 
-def test_processes_and_threads_give_identical_results_in_input_order():
+def test_processes_and_threads_give_identical_results_in_input_order(monkeypatch):
     X = _clouds(seed=5, count=30)
     serial = collection_persistence(X, n_jobs=1)
     run = last_run()
     assert (run.joblib_backend, run.chunks, run.threads_per_task, run.backends) == ("serial", 1, [num_threads()], ["mojo"])
+    assert run.batched == len(X) and run.single == {}
+    # a short collection: no worker processes, one batched call on n_jobs threads, and why
+    short = collection_persistence(X, n_jobs=2)
+    run = last_run()
+    assert run.joblib_backend == "serial" and run.threads_per_task == [min(2, num_threads())]
+    assert "not worth starting loky worker processes" in run.how and run.how in aura_lab.last_dispatch().reason
+    _same(short, serial)
+    monkeypatch.setattr(collection, "PROCESS_MIN_S", 0.0)  # processes from any size on
     procs = collection_persistence(X, n_jobs=2)
     run = last_run()
     assert run.joblib_backend == "loky" and run.n_jobs == 2
@@ -192,8 +200,10 @@ def _workload(seconds: float, seed: int) -> list[np.ndarray]:
     return probe + [rng.standard_normal((500, 3)) for _ in range(count - 2)]
 
 
-def test_a_killed_process_worker_raises_a_clear_error():
+def test_a_killed_process_worker_raises_a_clear_error(monkeypatch):
     from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+    monkeypatch.setattr(collection, "PROCESS_MIN_S", 0.0)  # worker processes whatever the estimate
 
     X = _workload(6.0, seed=6)  # seconds of work per worker: the kill lands mid-run
     # the pids of the (reused) loky workers that the next call runs on
@@ -460,17 +470,24 @@ def test_bench_and_validate_collection():
     from aura_lab import harness
     from aura_lab.harness import collection as hc
 
-    res = harness.bench("collection", sizes=[8], kinds=["gaussian"], repeats=1, show_progress=False)
-    rows = {r["impl"]: r for r in res.rows}
-    ours = [r for r in res.rows if r["kind"] == "aura"]
-    assert [r["impl"] for r in ours] == ["aura serial", "aura processes (loky, 2)", "aura threads (2)",
+    res = harness.bench("collection", cases=[(8, 30)], kinds=["gaussian"], repeats=1, show_progress=False)
+    rows = {r["impl"]: r for r in res.rows if r["case"] == "gaussian N=8 n=30"}
+    ours = [r for r in rows.values() if r["kind"] == "aura"]
+    assert [r["impl"] for r in ours] == ["aura RipsPersistence()", "aura RipsPersistence(n_jobs=2)",
+                                        "aura processes (loky, 2, forced)", "aura threads (2)",
                                         "aura LocalCluster (2 x 1)"]
-    assert all(r["same"] is True and r["ms"] > 0 and r["case"] == "gaussian N=8" for r in ours)
-    assert rows["aura processes (loky, 2)"]["vs_processes"] == 1.0
-    assert rows["aura processes (loky, 2)"]["threads_per_task"] == [max(1, num_threads() // 2)]
+    assert all(r["same"] is True and r["ms"] > 0 and r["clouds/s"] == 8 / (r["ms"] * 1e-3) for r in ours)
+    forced = rows["aura processes (loky, 2, forced)"]
+    assert forced["vs_processes"] == 1.0 and forced["threads_per_task"] == [max(1, num_threads() // 2)]
+    assert "not worth starting" in rows["aura RipsPersistence(n_jobs=2)"]["note"]  # 8 tiny clouds: no processes
     g = rows["gudhi RipsPersistence (threads, 2)"]
-    assert g["vs_gudhi"] == 1.0 and rows["aura serial"]["vs_gudhi"] == g["ms"] / rows["aura serial"]["ms"]
+    first = rows["aura RipsPersistence()"]
+    assert g["vs_gudhi"] == 1.0 and first["vs_gudhi"] == g["ms"] / first["ms"]
     assert "__transform" in rows["gudhi RipsPersistence (processes, 2)"]["note"]  # gudhi cannot run in processes
+    assert rows["ripser.py loop"]["ms"] > 0 and rows["giotto-ph loop (n_threads=2)"]["ms"] > 0
+    single = [r for r in res.rows if r["case"] == "single n=70"]
+    assert single[0]["impl"] == "aura rips_persistence" and all(r["ms"] > 0 for r in single)
+    assert single[0]["vs_gudhi"] == next(r["ms"] for r in single if r["impl"].startswith("gudhi")) / single[0]["ms"]
     checks = harness.validate("collection")
     assert [c.backend for c in checks] == ["processes (2)", "threads (2)", "LocalCluster (2 x 1)", "serial"]
     assert all(c.passed for c in checks), harness.summarize(checks)

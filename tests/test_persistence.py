@@ -493,3 +493,22 @@ def test_plots():
     ax = aura_lab.plot_betti_curves(dgms, ts=np.linspace(0, 2, 9))
     np.testing.assert_array_equal(ax.lines[1].get_ydata(), betti_curves(dgms, np.linspace(0, 2, 9))[1])
     plt.close("all")
+
+
+def test_a_small_call_reads_the_available_memory_once(monkeypatch):
+    from aura_lab import _arrays
+
+    X = np.random.default_rng(0).standard_normal((70, 3))
+    ref = aura_lab.rips_persistence(X)
+    reads = []
+    real = _arrays._read_available_memory
+    monkeypatch.setattr(_arrays, "_read_available_memory", lambda: reads.append(1) or real())
+    out = aura_lab.rips_persistence(X)
+    assert len(reads) == 1  # the distance matrix's check and the engine's budget share one reading
+    assert all(np.array_equal(a, b) for a, b in zip(out, ref))
+    with _arrays.one_memory_reading():
+        _arrays.available_memory()
+        _arrays.available_memory()
+    assert len(reads) == 2
+    _arrays.available_memory()
+    assert len(reads) == 3  # outside a block: read each time

@@ -1,22 +1,32 @@
 """``aura-lab bench collection`` and ``aura-lab validate collection``: persistence diagrams of
 a whole collection of clouds (``aura_lab.RipsPersistence``), not an op family of its own.
 
-The bench: N clouds (N in ``SIZES``) of ``N_POINTS`` points in R^3 (``KINDS``: noisy circles,
-tori, spheres and figure-eights in turn, as notebook 04 classifies; and standard normal clouds),
-maxdim 1, float64, coefficients Z/2, computed
+The bench: ``CASES`` of N clouds of n points in R^3 (``KINDS``: noisy circles, tori, spheres
+and figure-eights in turn, as notebook 04 classifies; and standard normal clouds), maxdim 1,
+float64, coefficients Z/2 -- many small clouds (10 000 of 50 points, 240 of 70) and 1000 of
+200 -- computed
 
-* by aura_lab serially, with joblib processes (loky, 2 workers, each on cores // 2 kernel
-  threads), with joblib threads (2), and on a ``dask.distributed.LocalCluster`` of 2 worker
-  processes x 1 thread through ``joblib.parallel_config(backend="dask")``;
+* by aura_lab: ``RipsPersistence()`` (n_jobs=None: one batched native call, every kernel
+  thread), ``RipsPersistence(n_jobs=2)`` (its default choice: in this process unless the
+  collection is long enough to pay for worker processes, ``collection.PROCESS_MIN_S``), with
+  loky processes forced (2 workers, each chunk one batched call on cores // 2 threads), with
+  joblib threads (2), and on a ``dask.distributed.LocalCluster`` of 2 worker processes x 1
+  thread through ``joblib.parallel_config(backend="dask")``;
 * by gudhi's ``gudhi.sklearn.RipsPersistence(n_jobs=2)`` (its own choice, joblib threads; and
   under loky processes, where it fails: the bound name-mangled ``__transform`` it hands joblib
   does not unpickle in a worker -- the same failure as under dask);
 * by giotto-ph's ``ripser_parallel`` (``n_threads=1``) in a joblib loop of 2 worker processes
-  -- what giotto-tda's ``VietorisRipsPersistence(n_jobs=2)`` does; giotto-tda
-  itself pins ``scikit-learn==1.3.2`` and does not install next to scikit-learn 1.9.
+  -- what giotto-tda's ``VietorisRipsPersistence(n_jobs=2)`` does (giotto-tda itself pins
+  ``scikit-learn==1.3.2`` and does not install next to scikit-learn 1.9) -- and in a plain loop
+  (``n_threads=2`` per call);
+* by ripser.py's ``ripser`` in a plain loop.
+
+A last case, ``single n=70``, times one call on one 70-point cloud: ``rips_persistence``
+against gudhi's per-cloud work as its ``RipsPersistence`` does it (``RipsComplex``,
+``collapse_edges``, ``expansion``, ``compute_persistence``) and ripser.py's ``ripser``.
 
 Ratios, same run: ``vs_gudhi`` / ``vs_giotto`` = the faster of that peer's rows / this row;
-``vs_processes`` = this row / aura_lab's processes row (the LocalCluster's overhead).
+``vs_processes`` = this row / aura_lab's processes row; ``clouds/s`` = N / the median time.
 """
 
 from __future__ import annotations
@@ -26,12 +36,15 @@ import numpy as np
 from ..collection import collection_persistence, last_run
 from .core import BenchResult, Check, machine_info, progress, time_call
 
-COLUMNS = ["case", "impl", "kind", "workers", "ms", "runs", "ms/cloud", "vs_gudhi", "vs_giotto", "vs_processes", "same",
+COLUMNS = ["case", "impl", "kind", "workers", "ms", "runs", "clouds/s", "vs_gudhi", "vs_giotto", "vs_processes", "same",
            "note"]
-SIZES = (100, 1000)
+#: (N clouds, n points each)
+CASES = ((10_000, 50), (240, 70), (1000, 200))
+#: the single-call case: one cloud of this many points
+SINGLE_N = 70
 #: the clouds: the four shapes of notebook 04 (noisy circles cost ~4x the others: long H1
 #: reductions), and standard normal clouds
-KINDS = ("shapes", "gaussian")
+KINDS = ("shapes",)
 N_POINTS = 200
 MAXDIM = 1
 SHAPES = ("circle", "torus", "sphere", "figure-eight")
@@ -108,6 +121,50 @@ def _peers() -> dict:
         # processes only: with threads the loop was 2x slower (gph holds the GIL for part of a
         # call: 14.9 against 6.9 ms per gaussian cloud, in one run of 300 here)
         out["giotto-ph loop (processes, 2)"] = giotto_rows("processes")
+        out["giotto-ph loop (n_threads=2)"] = lambda X: [_giotto_threads(x) for x in X]
+    except ImportError:
+        pass
+    try:
+        from ripser import ripser
+
+        out["ripser.py loop"] = lambda X: [ripser(x, maxdim=MAXDIM)["dgms"] for x in X]
+    except ImportError:
+        pass
+    return out
+
+
+def _giotto_threads(x):
+    from gph import ripser_parallel
+
+    return ripser_parallel(x, maxdim=MAXDIM, n_threads=2)["dgms"]
+
+
+def _gudhi_single(x):
+    """One cloud as gudhi's RipsPersistence computes it (gudhi/sklearn/rips_persistence.py)."""
+    import gudhi
+
+    st = gudhi.RipsComplex(points=x).create_simplex_tree(max_dimension=1)
+    st.collapse_edges()
+    st.expansion(MAXDIM + 1)
+    st.compute_persistence(homology_coeff_field=2, persistence_dim_max=True)
+    return [st.persistence_intervals_in_dimension(d) for d in range(MAXDIM + 1)]
+
+
+def _single_rows() -> dict:
+    """The single-call case: name -> fn(x)."""
+    from ..persistence import rips_persistence
+
+    out = {"aura rips_persistence": lambda x: rips_persistence(x, maxdim=MAXDIM)}
+    try:
+        import gudhi  # noqa: F401
+
+        out["gudhi (RipsComplex, collapse, expansion, persistence)"] = _gudhi_single
+    except ImportError:
+        pass
+    try:
+        from ripser import ripser
+
+        out["ripser.py ripser"] = lambda x: ripser(x, maxdim=MAXDIM)["dgms"]
     except ImportError:
         pass
     return out
@@ -128,13 +185,13 @@ def _start_cluster(workers: int = 2):
 
 # ------------------------------------------------------------------------------- bench
 
-def bench(sizes=None, kinds=None, repeats: int = 5, show_progress: bool = True, seed: int = 0) -> BenchResult:
+def bench(cases=None, kinds=None, repeats: int = 3, show_progress: bool = True, seed: int = 0) -> BenchResult:
     """Wall time of the whole collection (median of ``repeats`` after a warm-up that also
-    starts the worker pools) per implementation and N; ``same``: aura_lab's diagrams are
-    identical (bit for bit) to its serial run."""
+    starts the worker pools) per implementation and case ``(N, n)``; ``same``: aura_lab's
+    diagrams are identical (bit for bit) to its first row's (``RipsPersistence()``)."""
     import joblib
 
-    sizes = list(sizes or SIZES)
+    cases = [tuple(c) for c in (cases or CASES)]
     kinds = list(kinds or KINDS)
     peers = _peers()
     try:
@@ -143,55 +200,88 @@ def bench(sizes=None, kinds=None, repeats: int = 5, show_progress: bool = True, 
     except ImportError as e:
         cluster = client = None
         cluster_note = f"skipped: dask.distributed is not installed ({e})"
+    dims = list(range(MAXDIM + 1))
 
     def dask_run(X):
         with joblib.parallel_config(backend="dask"):
-            return collection_persistence(X, homology_dimensions=list(range(MAXDIM + 1)))
+            return collection_persistence(X, homology_dimensions=dims)
 
     ours = {
-        "aura serial": lambda X: collection_persistence(X, homology_dimensions=list(range(MAXDIM + 1)), n_jobs=1),
-        "aura processes (loky, 2)": lambda X: collection_persistence(X, homology_dimensions=list(range(MAXDIM + 1)), n_jobs=2),
+        "aura RipsPersistence()": lambda X: collection_persistence(X, homology_dimensions=dims),
+        "aura RipsPersistence(n_jobs=2)": lambda X: collection_persistence(X, homology_dimensions=dims, n_jobs=2),
+        "aura processes (loky, 2, forced)": lambda X: _forced_processes(X),
         "aura threads (2)": lambda X: _threads(X),
         "aura LocalCluster (2 x 1)": dask_run,
     }
     rows = []
     try:
-        jobs = [(clouds, N, name) for clouds in kinds for N in sizes for name in [*ours, *peers]]
+        jobs = [(clouds, N, n, name) for clouds in kinds for N, n in cases for name in [*ours, *peers]]
         data = {}
-        for clouds, N, name in progress(jobs, desc="bench collection", enabled=show_progress):
-            if (clouds, N) not in data:
-                data = {(clouds, N): make_collection(N, seed=seed, kind=clouds)[0]}
-            X = data[clouds, N]
+        for clouds, N, n, name in progress(jobs, desc="bench collection", enabled=show_progress):
+            if (clouds, N, n) not in data:
+                data = {(clouds, N, n): make_collection(N, n=n, seed=seed, kind=clouds)[0]}
+            X = data[clouds, N, n]
             kind = "peer" if name in peers else "aura"
-            row = {"case": f"{clouds} N={N}", "impl": name, "kind": kind, "N": N}
+            row = {"case": f"{clouds} N={N} n={n}", "impl": name, "kind": kind, "N": N}
             if name == "aura LocalCluster (2 x 1)" and client is None:
                 rows.append({**row, "note": cluster_note})
                 continue
-            fn = peers.get(name) or ours[name]
-            out = {}
-            try:
-                t = time_call(lambda: out.__setitem__("res", fn(X)), repeats=repeats, warmup=1, slow_s=600.0)
-            except Exception as e:  # noqa: BLE001 - a peer that cannot run this way: say why
-                rows.append({**row, "note": f"failed: {type(e).__name__}: {_cause(e)}"})
-                continue
-            row.update({"ms": t["ms"], "min_ms": t["min_ms"], "runs": t["runs"], "ms/cloud": t["ms"] / N})
-            if kind == "aura":
+            row.update(_timed(peers.get(name) or ours[name], X, N, repeats))
+            if kind == "aura" and "ms" in row:
                 run = last_run()
                 row["workers"] = run.workers if run.joblib_backend != "serial" else 1
                 row["threads_per_task"] = run.threads_per_task
                 row["chunks"] = run.chunks
-                row["res"] = out["res"]
-            else:
-                row["workers"] = 2
+                row["note"] = run.how
+            elif "ms" in row:
+                row["workers"] = 1 if "loop" in name and "processes" not in name else 2
             rows.append(row)
     finally:
         if client is not None:
             client.close()
             cluster.close()
+    rows += _single_case(seed, repeats)
+    _ratios(rows)
+    ctx = {"machine": machine_info(), "repeats": repeats, "command": "aura-lab bench collection",
+           "cases": [list(c) for c in cases], "kinds": kinds, "maxdim": MAXDIM, "dtype": "float64", "coeff": 2,
+           "shapes": list(SHAPES), "seed": seed,
+           "note": "vs_gudhi / vs_giotto = the faster row of that peer / this row (> 1: this row is faster); "
+                   "vs_processes = this row / aura processes; clouds/s = N / median time; "
+                   "same = identical diagrams to aura RipsPersistence(); giotto-tda not installable here "
+                   "(pins scikit-learn==1.3.2)"}
+    return BenchResult("collection", rows, ctx)
+
+
+def _timed(fn, X, N: int, repeats: int) -> dict:
+    """ms, runs, clouds/s and the result (``res``) of fn(X), or a note saying why it failed."""
+    out = {}
+    try:
+        t = time_call(lambda: out.__setitem__("res", fn(X)), repeats=repeats, warmup=1, slow_s=600.0)
+    except Exception as e:  # noqa: BLE001 - a peer that cannot run this way: say why
+        return {"note": f"failed: {type(e).__name__}: {_cause(e)}"}
+    return {"ms": t["ms"], "min_ms": t["min_ms"], "runs": t["runs"], "clouds/s": N / (t["ms"] * 1e-3),
+            "res": out["res"]}
+
+
+def _single_case(seed: int, repeats: int) -> list[dict]:
+    """One call on one ``SINGLE_N``-point shape, per implementation (many repeats: ~1 ms each)."""
+    x = make_collection(1, n=SINGLE_N, seed=seed)[0][0]
+    rows = []
+    for name, fn in _single_rows().items():
+        row = {"case": f"single n={SINGLE_N}", "impl": name, "kind": "aura" if name.startswith("aura") else "peer",
+               "N": 1, "workers": 1}
+        row.update(_timed(fn, x, 1, max(50, 20 * repeats)))
+        row.pop("res", None)
+        rows.append(row)
+    return rows
+
+
+def _ratios(rows: list[dict]) -> None:
+    """vs_gudhi, vs_giotto, vs_processes and same, per case (see the module docstring)."""
     for case in dict.fromkeys(r["case"] for r in rows):
         rs = [r for r in rows if r["case"] == case and r.get("ms")]
-        serial = next((r for r in rs if r["impl"] == "aura serial"), None)
-        procs = next((r for r in rs if r["impl"] == "aura processes (loky, 2)"), None)
+        first = next((r for r in rs if r["kind"] == "aura" and "res" in r), None)
+        procs = next((r for r in rs if r["impl"].startswith("aura processes")), None)
         best = {p: min((r["ms"] for r in rs if r["impl"].startswith(p)), default=None) for p in ("gudhi", "giotto")}
         for r in rs:
             for p, ms in best.items():
@@ -200,16 +290,20 @@ def bench(sizes=None, kinds=None, repeats: int = 5, show_progress: bool = True, 
             if r["kind"] == "aura":
                 if procs:
                     r["vs_processes"] = r["ms"] / procs["ms"]
-                if serial:
-                    r["same"] = _same(r["res"], serial["res"])
+                if first and "res" in r:
+                    r["same"] = _same(r["res"], first["res"])
     for r in rows:
         r.pop("res", None)
-    ctx = {"machine": machine_info(), "repeats": repeats, "command": "aura-lab bench collection",
-           "points": N_POINTS, "kinds": kinds, "maxdim": MAXDIM, "dtype": "float64", "coeff": 2, "shapes": list(SHAPES), "seed": seed,
-           "note": "vs_gudhi / vs_giotto = the faster row of that peer / this row (> 1: this row is faster); "
-                   "vs_processes = this row / aura processes (LocalCluster overhead: < 1.15 is the target); "
-                   "same = identical diagrams to aura serial; giotto-tda not installable here (pins scikit-learn==1.3.2)"}
-    return BenchResult("collection", rows, ctx)
+
+
+def _forced_processes(X):
+    from .. import collection
+
+    saved, collection.PROCESS_MIN_S = collection.PROCESS_MIN_S, 0.0
+    try:
+        return collection_persistence(X, homology_dimensions=list(range(MAXDIM + 1)), n_jobs=2)
+    finally:
+        collection.PROCESS_MIN_S = saved
 
 
 def _cause(e: BaseException) -> str:

@@ -46,7 +46,7 @@ own module: set or patch them there (``persistence.kernels._ENGINE``,
 
 from __future__ import annotations
 
-from . import reference, kernels, collapse  # noqa: F401,I001  (register the backends, gudhi first as before; collapse: its ABI)
+from . import reference, kernels, collapse, batch  # noqa: F401,I001  (register the backends, gudhi first as before; collapse, batch: their ABIs)
 from .api import rips_persistence
 from .estimate import (BUDGET_FRACTION, COLUMN_FRACTION, ENGINE_MIN_BUDGET, ENTRY_BYTES, ESTIMATE_MAX_CALLS,
                        ESTIMATE_MAX_LOCAL, ESTIMATE_MAX_SAMPLE, ESTIMATE_WORK, GROWTH_SLACK, estimate_engine_bytes,

@@ -7,6 +7,7 @@ import numpy as np
 
 import dataclasses
 
+from .. import _arrays as A
 from .. import _control
 from . import collapse as C
 from ..registry import last_dispatch
@@ -15,6 +16,11 @@ from .problem import REPS_COCYCLES, REPS_CYCLES, _check_flag, _landmarks, _valid
 from .progress import PROGRESS_AFTER_S, ProgressBar, _check_progress
 from .reference import GUDHI_NO_REPS
 from .result import Bars, PersistenceResult, _finish, _result
+
+
+#: below this many points a call's own allocations (the (n, n) matrix, the engine's buffers) are
+#: small next to the memory available: one reading of it serves the whole call
+SMALL_N = 1024
 
 
 def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: str = "euclidean",
@@ -148,6 +154,9 @@ def rips_persistence(X, *, maxdim: int = 1, threshold: float = np.inf, metric: s
                 dgms = op.run(backend, prob)
         finally:
             bar.close()
+    elif prob.n < SMALL_N:  # a few MB at most: one reading of the memory available serves the whole call
+        with A.one_memory_reading():
+            dgms = op.run(backend, prob)
     else:
         dgms = op.run(backend, prob)
     rec, stats = last_dispatch(), last_stats()

@@ -17,6 +17,8 @@ PROGRESS_AFTER_S = 2.0
 
 #: the edge collapse's progress stage (kernels/aura_kernels/persistence/collapse.mojo PROGRESS_STAGE)
 COLLAPSE_STAGE = 100
+#: the batched engine's progress stage: inputs done (kernels/aura_kernels/persistence/batch.mojo BATCH_STAGE)
+BATCH_STAGE = 200
 
 
 class ProgressBar:
@@ -34,6 +36,8 @@ class ProgressBar:
     def describe(stage: int) -> str:
         if stage == COLLAPSE_STAGE:
             return "edge collapse: edges processed"
+        if stage == BATCH_STAGE:
+            return "collection: inputs done"
         k, reducing = divmod(stage, 2)
         if k == 0 and not reducing:
             return "edges: rows scanned"

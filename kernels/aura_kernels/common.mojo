@@ -120,13 +120,24 @@ comptime CONTROL_TOTAL = 3
 struct Control(ImplicitlyCopyable):
     """The caller's control words (address 0: none): Python sets the cancel word to stop a
     kernel, which polls it between chunks of work and returns early; long kernels report
-    their progress in the stage/done/total words, which Python reads while it waits."""
+    their progress in the stage/done/total words, which Python reads while it waits.
+    An address with bit 0 set (``without_progress``; the words are 8-byte aligned) polls
+    the same cancel word but reports no progress: the batched persistence engine's
+    per-cloud runs, whose progress is the batch's count of clouds done."""
 
     var address: Int
 
     @always_inline
     def _word(self, i: Int) -> Pointer[Atomic[Int], MutUntrackedOrigin]:
-        return Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=self.address + 8 * i)
+        return Pointer[Atomic[Int], MutUntrackedOrigin](unsafe_from_address=(self.address & ~1) + 8 * i)
+
+    def without_progress(self) -> Control:
+        """The same cancel word, no progress reports."""
+        return Control(self.address | 1) if self.address != 0 else self
+
+    @always_inline
+    def _reports(self) -> Bool:
+        return self.address != 0 and (self.address & 1) == 0
 
     @always_inline
     def cancelled(self) -> Bool:
@@ -137,7 +148,7 @@ struct Control(ImplicitlyCopyable):
 
     def start_stage(self, stage: Int, total: Int):
         """Progress: a new stage (e.g. a dimension) of `total` units, none done yet."""
-        if self.address == 0:
+        if not self._reports():
             return
         self._word(CONTROL_DONE)[].store(0)
         self._word(CONTROL_TOTAL)[].store(total)
@@ -146,7 +157,7 @@ struct Control(ImplicitlyCopyable):
     @always_inline
     def add_done(self, count: Int):
         """Progress: `count` more units of the current stage are done."""
-        if self.address != 0:
+        if self._reports():
             _ = self._word(CONTROL_DONE)[].fetch_add(count)
 
 

@@ -211,6 +211,16 @@ def _run[metric: Int, dtype: DType](
     run_chunks(row_block, nb, nthreads, ctl)  # row blocks handed out as workers free up; none after a cancel
 
 
+def euclidean_self[dtype: DType](
+    xp: Pointer[Scalar[dtype], MutUntrackedOrigin], op: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    n: Int, d: Int, ctl: Control,
+):
+    """The (n, n) euclidean distances of X (n, d) against itself on this thread: the values
+    distances() gives for Y = None (any thread count computes every tile the same way)."""
+    if n > 0:
+        _run[EUCLIDEAN, dtype](xp, xp, op, n, n, d, n, 1, ctl)
+
+
 def distances_typed[dtype: DType](p: DistanceParams) raises:
     """One block of distances (p.x, p.y, p.result of ``dtype``; see the header)."""
     var xp = Pointer[Scalar[dtype], MutUntrackedOrigin](unsafe_from_address=p.x)

@@ -1,0 +1,194 @@
+"""Many small problems in one native call: ``rips_batch(xs, maxdim, threshold, coeff,
+is_matrix)``, the diagrams of every point cloud (or distance matrix) of a collection from one
+call into the batched engine (``kernels/aura_kernels/persistence/batch.mojo``), which runs the
+problems in parallel over its own threads, each through the single-call engine on one thread:
+every problem's diagrams are bit for bit those of ``rips_persistence`` on it (the same
+distances, threshold, engine and sorting).
+
+What the batch takes (``batch_limits`` says why not, per collection or per input): the mojo
+backend; euclidean point clouds, or distance matrices with a zero diagonal; fewer than
+``BATCH_MAX_N`` points (a larger cloud with a finite threshold runs on the sparse engine, and
+every thread allocates its problem's (n, n) matrix inside the call); no edge collapse (the
+single call collapses at maxdim >= 3 under "auto"). The rest runs one ``rips_persistence``
+call per input (``aura_lab.collection``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+
+import numpy as np
+
+from .. import _arrays as A
+from .. import _control, _mojo
+from .._abi import ADDR, BOOL, INT, KernelABI
+from ..errors import Cancelled, UnsupportedProblem
+from ..registry import backend_status, num_threads
+from .estimate import _engine_budget
+from .kernels import SPARSE_MIN_N, _check_index_range
+from .problem import _distance_matrix, effective_threshold
+from .progress import BATCH_STAGE  # noqa: F401  (the progress stage the batch reports)
+
+#: the batched engine's parameter block (generated Mojo side: persistence_batch_abi.mojo):
+#: ``data`` every problem's float32 / float64 values back to back, problem c from element
+#: ``starts[c]``, an ``(sizes[c], dims[c])`` cloud or (``is_matrix``) the full matrix;
+#: ``maxdims`` / ``thresholds`` / ``order`` int64 / float64 / int64 per problem; ``info``
+#: ``(count, 8)`` int64 (the engine's info per problem), ``result`` (4,) int64
+ABI = KernelABI("persistence_batch", [("dtype_bits", INT), ("is_matrix", BOOL), ("data", ADDR), ("starts", ADDR),
+                                      ("sizes", ADDR), ("dims", ADDR), ("maxdims", ADDR), ("thresholds", ADDR),
+                                      ("order", ADDR), ("count", INT), ("modulus", INT), ("threads", INT),
+                                      ("budget", INT), ("info", ADDR), ("result", ADDR)])
+
+#: inputs of this many points or more run one call each (see the module docstring)
+BATCH_MAX_N = SPARSE_MIN_N
+#: for the choice of threads / processes and of an interruptible call: measured engine cost
+#: per simplex of the complex up to dimension maxdim + 1 on small clouds (70 and 200 points,
+#: maxdim 1: ~5-20 ns), and per input
+NS_PER_SIMPLEX = 10.0
+NS_PER_INPUT = 20_000.0
+_STATUS_OK, _STATUS_OOM, _STATUS_CANCELLED = 0, 1, 2
+
+
+def batch_limits(backend: str, metric: str, is_matrix: bool, maxdim: int, collapse_edges) -> str | None:
+    """Why the whole collection cannot run batched (``None``: it can)."""
+    if backend not in ("auto", "mojo"):
+        return f"backend={backend!r}"
+    if not is_matrix and metric != "euclidean":
+        return f"metric={metric!r} (the batch computes euclidean distances)"
+    if collapse_edges is True or (collapse_edges == "auto" and maxdim >= 3):
+        return "edge collapse (collapse_edges=True, or 'auto' at maxdim >= 3)"
+    st = backend_status("mojo")
+    return None if st.available else f"mojo unavailable ({st.reason})"
+
+
+def input_limit(x: np.ndarray, is_matrix: bool) -> str | None:
+    """Why the input ``x`` (a validated 2-D array) runs a call of its own (``None``: batched)."""
+    if x.shape[0] >= BATCH_MAX_N:
+        return f"n >= {BATCH_MAX_N}"
+    if is_matrix and x.size and np.any(np.diagonal(x) != 0):
+        return "a matrix with vertex births (nonzero diagonal)"
+    return None
+
+
+def estimated_ns(sizes: np.ndarray, maxdim: int) -> float:
+    """The batch's estimated single-thread engine time (``NS_PER_SIMPLEX``, ``NS_PER_INPUT``)."""
+    n = np.asarray(sizes, np.float64)
+    k = maxdim + 2
+    simplices = np.prod([np.maximum(n - i, 0) for i in range(k)], axis=0) / math.factorial(k) if k else n
+    return float(np.sum(simplices) * NS_PER_SIMPLEX + n.size * NS_PER_INPUT)
+
+
+def rips_batch(xs: list[np.ndarray], maxdim: int, threshold: float, coeff: int, is_matrix: bool,
+               threads: int | None = None, index: list[int] | None = None) -> list[list[np.ndarray]]:
+    """The ``maxdim + 1`` diagrams of every input, as ``rips_persistence(x, maxdim=maxdim,
+    threshold=threshold, coeff=coeff, distance_matrix=is_matrix)`` returns them, from one
+    native call per dtype (float32 inputs keep a float32 filtration). ``xs``: 2-D arrays
+    that pass ``input_limit`` (point clouds with finite coordinates; matrices are checked
+    here, ``ValueError`` "X[i]: ..."); ``threads``: default ``num_threads()``; ``index``: the
+    inputs' positions that errors name (default 0, 1, ...)."""
+    index = list(range(len(xs))) if index is None else index
+    out: list = [None] * len(xs)
+    groups: dict = {}
+    for i, x in enumerate(xs):
+        groups.setdefault(A.result_float_dtype(x), []).append(i)
+    for dtype, members in groups.items():
+        for i, dgms in zip(members, _run_group([xs[i] for i in members], dtype, maxdim, threshold, coeff, is_matrix,
+                                               threads, [index[i] for i in members])):
+            out[i] = dgms
+    return out
+
+
+def _run_group(xs, dtype, maxdim, threshold, coeff, is_matrix, threads, index) -> list[list[np.ndarray]]:
+    """One native call over inputs of one dtype (``index``: their positions, for errors); an
+    empty input has empty diagrams (as the single call, without the engine)."""
+    empty = [np.empty((0, 2)) for _ in range(maxdim + 1)]
+    full = [k for k, x in enumerate(xs) if x.shape[0] > 0]
+    out = [list(empty) for _ in xs]
+    if not full:
+        return out
+    xs, index = [xs[k] for k in full], [index[k] for k in full]
+    sizes = np.array([x.shape[0] for x in xs], np.int64)
+    maxdims = np.minimum(maxdim, np.maximum(0, sizes - 2))  # problem._engine_dims
+    _check_index_range(int(sizes.max()), int(maxdims.max()), maxdim, coeff)
+    data, thresholds, dims = _operands(xs, dtype, threshold, is_matrix, index)
+    starts = np.zeros(len(xs), np.int64)
+    np.cumsum([v.size for v in data[:-1]], out=starts[1:])
+    info = np.zeros((len(xs), 8), np.int64)
+    info[:, 0] = -1  # not run (the batch was cancelled first)
+    result = np.zeros(4, np.int64)
+    order = np.argsort(-sizes, kind="stable")  # largest first: the threads end together
+    nt = max(1, min(num_threads() if threads is None else threads, len(xs)))
+    data, budget = np.concatenate(data), max(1, _engine_budget() // nt)
+
+    def block():  # packed inside the op call: its control is the one Ctrl-C and cancel() set
+        return ABI.pack(dtype_bits=8 * dtype.itemsize, is_matrix=is_matrix, data=data, starts=starts, sizes=sizes,
+                        dims=dims, maxdims=maxdims, thresholds=thresholds, order=order, count=len(xs), modulus=coeff,
+                        threads=nt, budget=budget, info=info, result=result)
+
+    bars = _call(block, result, index, budget, long=estimated_ns(sizes, maxdim) >= _control.INTERRUPTIBLE_NS)
+    for k, dgms in zip(full, _split(bars, info[:, 2], len(xs), maxdim)):
+        out[k] = dgms
+    return out
+
+
+def _operands(xs, dtype, threshold, is_matrix, index):
+    """Per input its values (flattened, ``dtype``), threshold and coordinate dimension."""
+    if is_matrix:
+        data, thresholds = [], []
+        for i, x in zip(index, xs):
+            try:
+                D = _distance_matrix(x, "euclidean", True)
+            except ValueError as e:
+                raise ValueError(f"X[{i}]: {str(e).removeprefix('X: ')}") from None
+            data.append(D.ravel())
+            thresholds.append(effective_threshold(D, threshold))
+        return data, np.array(thresholds, np.float64), np.zeros(len(xs), np.int64)
+    data = [np.ascontiguousarray(x, dtype).ravel() for x in xs]
+    dims = np.array([x.shape[1] for x in xs], np.int64)
+    return data, np.full(len(xs), A.round_down(threshold, dtype), np.float64), dims
+
+
+def _call(block, result: np.ndarray, index, budget: int, long: bool) -> np.ndarray:
+    """The native call on the parameter block ``block()`` (interruptible when ``long``); the
+    (total, 3) bars, the buffer freed."""
+    kernel = _mojo.load("persistence")
+
+    def run():
+        b = block()
+        _control.native(lambda: kernel.rips_batch(b.address))
+
+    try:
+        _control.run_op(run, long=long)
+        status, addr, total, failed = (int(v) for v in result)
+        if status == _STATUS_CANCELLED or status == -1:
+            raise Cancelled("rips_persistence: cancelled")
+        where = f"X[{index[failed]}]" if failed >= 0 else "X"
+        if status == _STATUS_OOM:
+            raise MemoryError(f"{where}: the Rips complex needs more than the engine's memory budget (its share of "
+                              f"the batch: {A.fmt_bytes(budget)}); lower maxdim or the threshold")
+        if status != _STATUS_OK:
+            raise RuntimeError(f"{where}: the mojo engine failed with status {status}")
+        if not total:
+            return np.empty((0, 3))
+        return np.frombuffer((ctypes.c_double * (3 * total)).from_address(addr), np.float64).reshape(total, 3).copy()
+    finally:
+        if result[1]:
+            kernel.free_bars(int(result[1]))
+            result[1] = 0
+
+
+def _split(bars: np.ndarray, counts: np.ndarray, count: int, maxdim: int) -> list[list[np.ndarray]]:
+    """Per input its ``maxdim + 1`` diagrams as ``result._finish`` gives them: bars with death >
+    birth (-1 = infinite), sorted by birth then death (one sort for the whole batch)."""
+    owner = np.repeat(np.arange(count), counts)
+    dim, birth = bars[:, 0].astype(np.int64), bars[:, 1]
+    death = np.where(bars[:, 2] < 0, np.inf, bars[:, 2])
+    keep = death > birth
+    owner, dim, birth, death = owner[keep], dim[keep], birth[keep], death[keep]
+    order = np.lexsort((death, birth, dim, owner))
+    pairs = np.stack([birth[order], death[order]], axis=1)
+    group = owner[order] * (maxdim + 1) + dim[order]
+    bounds = np.searchsorted(group, np.arange(count * (maxdim + 1) + 1)).tolist()
+    return [[pairs[bounds[g]:bounds[g + 1]] for g in range(c * (maxdim + 1), (c + 1) * (maxdim + 1))]
+            for c in range(count)]

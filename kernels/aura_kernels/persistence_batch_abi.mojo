@@ -1,0 +1,39 @@
+# Generated from the KernelABI 'persistence_batch' (aura_lab/_abi.py): do not edit.
+# Regenerate with `python tools/gen_abi.py`; tests/test_abi.py fails while this file is stale.
+
+from aura_kernels.common import checked_block
+
+comptime PERSISTENCE_BATCH_LAYOUT = 0x1ce0ecc53
+
+
+@fieldwise_init
+struct PersistenceBatchParams(ImplicitlyCopyable):
+    """The persistence_batch parameter block (addresses: 0 = absent)."""
+
+    var dtype_bits: Int
+    var is_matrix: Bool
+    var data: Int
+    var starts: Int
+    var sizes: Int
+    var dims: Int
+    var maxdims: Int
+    var thresholds: Int
+    var order: Int
+    var count: Int
+    var modulus: Int
+    var threads: Int
+    var budget: Int
+    var info: Int
+    var result: Int
+    var control: Int
+
+    @staticmethod
+    def load(address: Int) raises -> Self:
+        """Read a block written by Python; raises if its layout word is not this one."""
+        var w = checked_block(address, PERSISTENCE_BATCH_LAYOUT, "persistence_batch")
+        return Self(Int(w[unsafe_offset=1]), w[unsafe_offset=2] != 0, Int(w[unsafe_offset=3]),
+            Int(w[unsafe_offset=4]), Int(w[unsafe_offset=5]), Int(w[unsafe_offset=6]),
+            Int(w[unsafe_offset=7]), Int(w[unsafe_offset=8]), Int(w[unsafe_offset=9]),
+            Int(w[unsafe_offset=10]), Int(w[unsafe_offset=11]), Int(w[unsafe_offset=12]),
+            Int(w[unsafe_offset=13]), Int(w[unsafe_offset=14]), Int(w[unsafe_offset=15]),
+            Int(w[unsafe_offset=16]))
