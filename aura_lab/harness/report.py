@@ -118,10 +118,14 @@ TARGETS = (
            "ripser.py cocycles", "ms", 1, over="mojo cycles+cocycles"),
     Target("max: a second process's first call ≥ 5× faster than the cold one", "max", ("distance", "ssd", "routing"),
            "", "cold/second", 5),
-    Target("collection, 1000 clouds of 200 points: ≥ 2× gudhi RipsPersistence(n_jobs=2)", "collection",
-           ("shapes N=1000", "gaussian N=1000"), "aura*", "vs_gudhi", 2),
-    Target("collection, 1000 clouds of 200 points: ≥ 2× the giotto-ph loop", "collection",
-           ("shapes N=1000", "gaussian N=1000"), "aura*", "vs_giotto", 2),
+    Target("collection, 10 000 clouds of 50 points: RipsPersistence(n_jobs=2) ≥ 3× gudhi's", "collection",
+           ("shapes N=10000 n=50",), "aura RipsPersistence(n_jobs=2)", "vs_gudhi", 3),
+    Target("collection, 240 clouds of 70 points: RipsPersistence(n_jobs=2) ≥ 3× gudhi's", "collection",
+           ("shapes N=240 n=70",), "aura RipsPersistence(n_jobs=2)", "vs_gudhi", 3),
+    Target("collection, 1000 clouds of 200 points: ≥ 2× the best of gudhi and giotto-ph", "collection",
+           ("shapes N=1000 n=200",), "aura*", ("vs_gudhi", "vs_giotto"), 2),
+    Target("a single rips_persistence call on 70 points ≥ 2× gudhi's single call", "collection", ("single n=70",),
+           "aura rips_persistence", "vs_gudhi", 2),
 )
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from .. import _arrays as A
 from .. import _control, _mojo
 from .._abi import ADDR, BOOL, INT, KernelABI
-from ..errors import Cancelled, UnsupportedProblem
+from ..errors import Cancelled
 from ..registry import backend_status, num_threads
 from .estimate import _engine_budget
 from .kernels import SPARSE_MIN_N, _check_index_range
