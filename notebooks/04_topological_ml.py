@@ -177,10 +177,13 @@ plt.show()
 # ## Time: serial and with worker processes
 #
 # The diagrams are the expensive step of the pipeline, so this section times them alone, for
-# all the clouds. `n_jobs=2` runs them in two joblib (loky) worker processes. Each worker's
-# kernels get `cores // 2` threads, so the two workers never oversubscribe the machine.
-# `aura_lab.collection.last_run()` says how the last transform ran. The pool of workers starts
-# once (a second or two) and is reused, so it is started before the clock runs.
+# all the clouds. `n_jobs=2` asks for two workers. Each chunk of clouds is one native call into
+# the batched engine; a collection estimated below `aura_lab.collection.PROCESS_MIN_S` seconds
+# of engine work (this one, at the small default size) runs in this process on two kernel
+# threads, a larger one in two joblib (loky) worker processes whose kernels get `cores // 2`
+# threads each, so the machine is never oversubscribed. `aura_lab.collection.last_run()` says
+# how the last transform ran and why. A pool of workers starts once (a second or two) and is
+# reused, so it is started before the clock runs.
 
 
 # %%
