@@ -136,6 +136,35 @@ def test_collapsed_filtration_invariants(dtype):
     same_bars(full, small)
 
 
+
+@needs_mojo
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_in_place_path_gives_the_same_edges(dtype):
+    """collapse_in_place (rips_persistence's path: the kernel's output over its input arrays,
+    no validation copies) keeps exactly the edges collapse_edges keeps, in the same order, and
+    leaves collapse_edges' own int32 input untouched."""
+    rng = np.random.default_rng(2)
+    X = rng.random((300, 3)).astype(dtype)
+    i, j, d = C.upper_pairs(*radius_graph(X, 0.3))
+    keep = (i.copy(), j.copy(), d.copy())
+    ci, cj, cd, stats = C.collapse_edges(300, i, j, d)
+    assert all(np.array_equal(a, b) for a, b in zip((i, j, d), keep))
+    k, stats2 = C.collapse_in_place(300, i, j, d)
+    assert k == ci.size < d.size and stats2["edges_after"] == stats["edges_after"]
+    assert np.array_equal(i[:k], ci) and np.array_equal(j[:k], cj) and np.array_equal(d[:k], cd)
+
+
+def test_in_place_path_bad_input():
+    i, j, d = np.array([0, 1], np.int32), np.array([1, 2], np.int32), np.array([1.0, 2.0])
+    with pytest.raises(TypeError, match="i: expected a writeable contiguous"):
+        C.collapse_in_place(3, i.astype(np.int64), j, d)
+    with pytest.raises(TypeError, match="d: expected"):
+        C.collapse_in_place(3, i, j, d[:1])
+    with pytest.raises(ValueError, match=r"on \[0, 2\)"):
+        C.collapse_in_place(2, i, j, d)
+    with pytest.raises(ValueError, match="self loops"):
+        C.collapse_in_place(3, i, i.copy(), d)
+
 @needs_mojo
 def test_passes_stop_below_min_removed():
     X, kw, _ = load_standard_set("o3_1024")

@@ -28,7 +28,6 @@ from .. import _arrays as A
 from .. import _control, _mojo
 from .._abi import ADDR, FLOAT, INT, KernelABI
 from ..errors import Cancelled
-from ..neighbors import csr_rows
 
 #: the kernel's parameter block (kernels/aura_kernels/collapse_abi.mojo is generated from it);
 #: ``info`` (3 + max_passes,) int64: status, edges out, passes, then the edges left after each pass
@@ -134,20 +133,46 @@ def collapse_edges(n, i, j, d, *, max_passes: int = MAX_PASSES, min_removed: flo
         raise ValueError(f"max_passes: an integer in [1, 64], got {max_passes!r}")
     if not 0.0 <= float(min_removed) <= 1.0:
         raise ValueError(f"min_removed: a fraction in [0, 1], got {min_removed!r}")
+    out = (np.empty(d.size, np.int32), np.empty(d.size, np.int32), np.empty(d.size, d.dtype))
+    k, stats = _run_kernel(n, i32, j32, d, out, max_passes, min_removed)
+    return tuple(a[:k].copy() for a in out) + (stats,)
+
+
+def collapse_in_place(n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray) -> tuple[int, dict]:
+    """``collapse_edges`` for the upper pairs of a CSR graph the project built itself
+    (``upper_pairs`` of ``radius_graph`` / ``csr_from_pairs``: each pair once): the kept edges
+    are written over ``i[:k], j[:k], d[:k]`` (the kernel copies its input first), so no copies
+    of the m edges are made. Returns ``(k, stats)``. The checks that guard the kernel's
+    pointers stay (dtypes, lengths, vertex range, no self loops, finite values); the duplicate
+    pair sort of ``collapse_edges`` is skipped."""
+    for name, a, dt in (("i", i, (np.int32,)), ("j", j, (np.int32,)), ("d", d, (np.float32, np.float64))):
+        if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype not in dt or not a.flags.c_contiguous \
+                or not a.flags.writeable or a.size != i.size:
+            raise TypeError(f"{name}: expected a writeable contiguous 1-D {'/'.join(map(str, dt))} array of "
+                            f"{i.size} entries")
+    if d.size and (min(i.min(), j.min()) < 0 or max(i.max(), j.max()) >= n or np.any(i == j)
+                   or not np.all(np.isfinite(d))):
+        raise ValueError(f"i, j, d: expected edges on [0, {n}) without self loops and with finite values")
+    return _run_kernel(int(n), i, j, d, (i, j, d), MAX_PASSES, MIN_REMOVED)
+
+
+def _run_kernel(n, i32, j32, d, out, max_passes, min_removed) -> tuple[int, dict]:
+    """The kernel on checked arrays; the kept edges go to ``out`` (u, v, f; may be the input
+    arrays themselves). Returns (their count, stats)."""
     m = int(d.size)
     stats = {"passes": 0, "edges_before": m, "edges_after": [], "seconds": 0.0}
     if m == 0:
-        return i32, j32, d, stats
+        return 0, stats
     ok, _, reason = _mojo.status()
     if not ok:
         raise _mojo.MojoUnavailable(f"collapse_edges: the mojo kernels are unavailable: {reason}")
     isz = d.itemsize
     edge_bytes = 8 + (4 if isz == 4 else 8) + (4 if isz == 4 else 0)  # Edge[T]: f, u, v (padded)
-    A.check_memory(m * (edge_bytes + 2 * 2 * (4 + isz) + 3 * 4 + isz) + 6 * 8 * (n + 1),
+    A.check_memory(m * (edge_bytes + 2 * 2 * (4 + isz)) + 6 * 8 * (n + 1),
                    f"collapse_edges: the neighbourhoods of {m} edges on {n} vertices")
     kernel = _mojo.load("persistence")
     info = np.zeros(3 + max_passes, np.int64)
-    u_out, v_out, f_out = np.empty(m, np.int32), np.empty(m, np.int32), np.empty(m, d.dtype)
+    u_out, v_out, f_out = out
     block = ABI.pack(dtype_bits=8 * isz, n=n, m=m, u=i32, v=j32, f=d, max_passes=int(max_passes),
                      min_removed=float(min_removed), info=info, u_out=u_out, v_out=v_out, f_out=f_out)
     t0 = time.perf_counter()
@@ -157,17 +182,17 @@ def collapse_edges(n, i, j, d, *, max_passes: int = MAX_PASSES, min_removed: flo
         raise Cancelled("collapse_edges: cancelled")
     if int(info[_INFO_STATUS]) != 0:
         raise RuntimeError(f"collapse_edges: the kernel failed with status {int(info[_INFO_STATUS])}")
-    passes, k = int(info[_INFO_PASSES]), int(info[_INFO_EDGES])
+    passes = int(info[_INFO_PASSES])
     stats["passes"] = passes
     stats["edges_after"] = [int(x) for x in info[_INFO_PASS0:_INFO_PASS0 + passes]]
-    return u_out[:k].copy(), v_out[:k].copy(), f_out[:k].copy(), stats
+    return int(info[_INFO_EDGES]), stats
 
 
 def upper_pairs(indptr: np.ndarray, indices: np.ndarray, dists: np.ndarray):
-    """The edges (i < j) of a symmetric CSR graph (both directions stored)."""
-    rows = csr_rows(indptr)
+    """The edges (i < j; int32 i, j) of a symmetric CSR graph (both directions stored)."""
+    rows = np.repeat(np.arange(indptr.size - 1, dtype=np.int32), np.diff(indptr))
     keep = rows < indices
-    return rows[keep], indices[keep].astype(np.int64), dists[keep]
+    return rows[keep], indices[keep], dists[keep]
 
 
 def describe(stats: dict) -> str:

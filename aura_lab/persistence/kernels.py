@@ -143,10 +143,10 @@ def _run_collapsed(prob: PersistenceProblem, requested: str, engine: str, why: s
     global _last_stats
     indptr, indices, dists, thr = _sparse_graph(prob)
     i, j, d = C.upper_pairs(indptr, indices, dists)
-    del indptr, indices, dists
-    i, j, d, cstats = C.collapse_edges(prob.n, i, j, d)
+    del indptr, indices, dists  # freed before the kernel runs; it writes its output over i, j, d
+    k, cstats = C.collapse_in_place(prob.n, i, j, d)
     cstats["why"] = prob.collapse_why
-    indptr, indices, dists = csr_from_pairs(prob.n, i, j, d)
+    indptr, indices, dists = csr_from_pairs(prob.n, i[:k], j[:k], d[:k])
     del i, j, d
     done = C.describe(cstats)
     why = f"{why}; {done}"

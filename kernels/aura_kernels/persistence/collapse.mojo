@@ -15,8 +15,11 @@
 # edits as it goes (shorter edges see the longer ones' new values; the order is load-bearing):
 #   t = f(uv); A = common neighbours w of u, v with max(N[u][w], N[v][w]) <= t (sorted),
 #   L = a min-heap of the later ones (value > t).
-#   loop: c = the first c in A whose closed neighbourhood holds all of A at t (c dominates
-#         uv at t); none: uv is critical at t, stop.
+#   loop: c = a c in A whose closed neighbourhood holds all of A at t (c dominates uv at t);
+#         none: uv is critical at t, stop. Tried first: the c of A with the least
+#         max(N[u][c], N[v][c]) (on clifford 1.4 instead of 2.4 candidates per search, 43 %
+#         fewer row entries read), then A in order; any dominator gives the same result (t
+#         ends at the first event value at which none exists).
 #         shift: while c still dominates, t = L's least value, move every w of that value
 #         from L to A (c loses uv if N[c][w] > that value); L empty: uv is dominated for
 #         ever, trim it.
@@ -246,6 +249,8 @@ def _one_pass[T: DType](n: Int, edges: Pointer[Edge[T], MutUntrackedOrigin], m: 
         # common neighbours (rows are closed: skip u and v; erased entries are +inf)
         var na = 0
         var nh = 0
+        var first = -1  # the present common neighbour nearest to u and v: tried first
+        var gfirst = inf[T]()
         var ui = nb.start[u]
         var ue = nb.start[u + 1]
         var vi = nb.start[v]
@@ -261,6 +266,9 @@ def _one_pass[T: DType](n: Int, edges: Pointer[Edge[T], MutUntrackedOrigin], m: 
                 if Int(wu) != u and Int(wu) != v:
                     var g = max(nb.val[ui], nb.val[vi])
                     if g <= t:
+                        if g < gfirst:
+                            gfirst = g
+                            first = Int(wu)
                         a[na] = wu
                         na += 1
                     elif g < inf[T]():
@@ -273,11 +281,15 @@ def _one_pass[T: DType](n: Int, edges: Pointer[Edge[T], MutUntrackedOrigin], m: 
         var dead = False
         while True:
             var dom = -1
-            for q in range(na):
-                var c = Int(a[q])
-                if nb.dominates(c, a.data, na, t):
-                    dom = c
-                    break
+            if first >= 0 and nb.dominates(first, a.data, na, t):
+                dom = first
+            else:
+                for q in range(na):
+                    var c = Int(a[q])
+                    if c != first and nb.dominates(c, a.data, na, t):
+                        dom = c
+                        break
+            first = -1  # after a shift, A is tried in order
             if dom < 0:
                 break
             var still = True
