@@ -109,6 +109,7 @@ _JOBLIB_SCRIPT = textwrap.dedent("""
     rng = np.random.default_rng(2)
     clouds = [rng.standard_normal((n, 3)) for n in (150, 90, 130, 110)]
     serial = aura_lab.collection_persistence(clouds, n_jobs=1, backend="mojo")  # kernels loaded, 4 threads
+    aura_lab.collection.PROCESS_MIN_S = 0.0  # worker processes even for this small collection: the fork is the point
     with warnings.catch_warnings(record=True) as caught, joblib.parallel_config(backend="multiprocessing"):
         warnings.simplefilter("always")
         forked = aura_lab.collection_persistence(clouds, n_jobs=2, backend="mojo")
