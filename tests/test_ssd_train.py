@@ -295,8 +295,12 @@ def _compare_kernels(pr, dtype, tol):
     g_chk, ran_chk = _mojo_grads(kw, call, "chunked")
     assert (ran_seq, ran_chk) == ("sequential", "chunked")
     names = [k for k, v in kw.items() if v is not None]
+    # each gradient relative to its largest entry, but never below 1e-3 of the largest entry of
+    # any gradient of the case: a gradient that cancels to (nearly) 0 is only as exact as its
+    # terms (dA = 0 exactly on one kernel, -3e-19 on the other, with dt's gradient at 2.3)
+    floor = 1e-3 * max(float(b.abs().max()) for b in g_seq if b is not None and b.numel())
     for name, a, b in zip(names, g_chk, g_seq):
-        scale = max(float(b.abs().max()), 1e-30)
+        scale = max(float(b.abs().max()), floor, 1e-30)
         err = float((a.double() - b.double()).abs().max()) / scale
         assert err <= tol, f"{dtype} d{name}: chunked vs sequential {err:.2e} of its largest entry (tolerance {tol})"
 
