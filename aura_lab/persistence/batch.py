@@ -27,7 +27,7 @@ from ..errors import Cancelled
 from ..registry import backend_status, num_threads
 from .estimate import _engine_budget
 from .kernels import SPARSE_MIN_N, _check_index_range
-from .problem import _distance_matrix, effective_threshold
+from .problem import _distance_matrix, _engine_dims, effective_threshold
 from .progress import BATCH_STAGE  # noqa: F401  (the progress stage the batch reports)
 
 #: the batched engine's parameter block (generated Mojo side: persistence_batch_abi.mojo):
@@ -75,7 +75,7 @@ def estimated_ns(sizes: np.ndarray, maxdim: int) -> float:
     """The batch's estimated single-thread engine time (``NS_PER_SIMPLEX``, ``NS_PER_INPUT``)."""
     n = np.asarray(sizes, np.float64)
     k = maxdim + 2
-    simplices = np.prod([np.maximum(n - i, 0) for i in range(k)], axis=0) / math.factorial(k) if k else n
+    simplices = np.prod([np.maximum(n - i, 0) for i in range(k)], axis=0) / math.factorial(k)
     return float(np.sum(simplices) * NS_PER_SIMPLEX + n.size * NS_PER_INPUT)
 
 
@@ -109,7 +109,7 @@ def _run_group(xs, dtype, maxdim, threshold, coeff, is_matrix, threads, index) -
         return out
     xs, index = [xs[k] for k in full], [index[k] for k in full]
     sizes = np.array([x.shape[0] for x in xs], np.int64)
-    maxdims = np.minimum(maxdim, np.maximum(0, sizes - 2))  # problem._engine_dims
+    maxdims = np.array([_engine_dims(int(n), maxdim) for n in sizes], np.int64)
     _check_index_range(int(sizes.max()), int(maxdims.max()), maxdim, coeff)
     data, thresholds, dims = _operands(xs, dtype, threshold, is_matrix, index)
     starts = np.zeros(len(xs), np.int64)
