@@ -34,6 +34,7 @@ import glob
 import hashlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import re
 import shutil
@@ -90,7 +91,24 @@ def _package_root() -> Path:
         from mojo._package_root import get_package_root
     except ImportError as e:  # pragma: no cover - depends on the install
         raise MojoUnavailable(f"cannot import the mojo package: {e}") from None
-    return Path(get_package_root())
+    with root_logging_untouched():
+        return Path(get_package_root())
+
+
+@contextlib.contextmanager
+def root_logging_untouched():
+    """Undo what a library's module-level ``logging.debug(...)`` does to an unconfigured root
+    logger: its implicit ``basicConfig()`` adds a stderr handler, after which every library's
+    INFO records (a Dask scheduler's dozen lines per start and stop) print in the caller's
+    notebook. mojo's ``get_package_root`` is one such call."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        yield
+    finally:
+        if not before:
+            for h in [h for h in root.handlers if h not in before]:
+                root.removeHandler(h)
 
 
 @lru_cache(maxsize=1)

@@ -205,7 +205,7 @@ class ComparisonPanel:
     def frame(self):
         import pandas as pd
 
-        cols = ["size", "backend", "dtype", "ms", "GB/s", "GFLOP/s", "tokens/s", f"speedup_vs_{self.spec.reference}",
+        cols = ["size", "backend", "dtype", "ms", "GB/s", "GFLOP/s", "tokens/s", "clouds/s", f"speedup_vs_{self.spec.reference}",
                 "max_err", "passed", "error"]
         df = pd.DataFrame(self.results)
         return df[[c for c in cols if c in df.columns]]

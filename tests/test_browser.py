@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -284,8 +285,13 @@ def run_all_and_wait(page, timeout_s: float = RUN_ALL_TIMEOUT_S):
     page.wait_for_function(JS_IDLE, timeout=60_000, polling=500)
 
 
+#: a record printed by the logging module's default format ("INFO:distributed.scheduler:...")
+LOG_LINE = re.compile(r"^(DEBUG|INFO|WARNING):[\w.]+:", re.MULTILINE)
+
+
 def problems(page) -> list[str]:
-    """Cells without an execution count, error outputs, tracebacks on stderr, broken widgets."""
+    """Cells without an execution count, error outputs, tracebacks or library log lines on
+    stderr (e.g. a Dask scheduler's), broken widgets."""
     st = page.evaluate(JS_STATE)
     found = []
     for c in st["cells"]:
@@ -296,6 +302,8 @@ def problems(page) -> list[str]:
                 found.append(f"cell {c['index']}: {o.get('ename')}: {o.get('evalue')}")
             elif o.get("output_type") == "stream" and "Traceback" in "".join(o.get("text", "")):
                 found.append(f"cell {c['index']}: traceback on {o.get('name')}: {''.join(o['text'])[-500:]}")
+            elif o.get("output_type") == "stream" and LOG_LINE.search("".join(o.get("text", ""))):
+                found.append(f"cell {c['index']}: log lines on {o.get('name')}: {''.join(o['text'])[:300]}")
     n = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]',
                      has_text="Traceback").count()
     if n:

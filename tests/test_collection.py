@@ -507,3 +507,25 @@ def test_chunks_cover_every_input_once_and_mix_periodic_labels():
     chunks = collection.plan_chunks(1000, 2)
     assert all(len({i % 4 for i in c}) == 4 for c in chunks)
     assert chunks == collection.plan_chunks(1000, 2)  # the same every time
+
+
+def test_a_dask_cluster_started_after_aura_lab_prints_no_log_lines():
+    """mojo's package lookup logs through ``logging.debug()``, whose implicit ``basicConfig()``
+    gave the unconfigured root logger a stderr handler: every INFO record of a LocalCluster
+    started afterwards (a dozen lines per start and stop) then printed in notebook 04."""
+    pytest.importorskip("distributed")
+    code = ("import logging, joblib, numpy as np, aura_lab\n"
+            "from aura_lab.harness.collection import _start_cluster\n"
+            "if __name__ == '__main__':\n"
+            "    X = [np.random.default_rng(i).standard_normal((20, 3)) for i in range(4)]\n"
+            "    aura_lab.RipsPersistence(n_jobs=2).fit_transform(X)\n"
+            "    assert logging.getLogger().handlers == [], logging.getLogger().handlers\n"
+            "    cluster, client = _start_cluster()\n"
+            "    with joblib.parallel_config(backend='dask'):\n"
+            "        aura_lab.RipsPersistence().fit_transform(X)\n"
+            "    client.close(); cluster.close()\n"
+            "    print('ran on the cluster')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "ran on the cluster" in res.stdout
+    assert "distributed." not in res.stderr, res.stderr[:2000]

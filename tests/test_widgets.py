@@ -290,3 +290,30 @@ def test_stop_cancels_a_running_mojo_kernel_within_a_second():
     assert p.wait(timeout=10)
     assert ended and ended[0] - t0 < 1.0, "the engine ran on for over a second after Stop"
     assert "stopped after 1/2 cases" in p.status.value and not p.errors
+
+
+def test_collection_panel_times_the_peers_against_gudhi_and_checks_every_diagram():
+    p = ComparisonPanel("collection", repeats=1)
+    assert p.spec.reference == "gudhi RipsPersistence(n_jobs=2)" and p.sizes.value == ("60 clouds x 70 points",)
+    p.toggles["giotto-ph loop (processes, 2)"].value = False  # its worker pool: the bench test covers it
+    p.run.click()
+    assert p.wait(timeout=600)
+    assert [r["backend"] for r in p.results] == p.selected_backends()
+    for r in p.results:
+        assert not r.get("error") and r["passed"], r
+        assert r["clouds/s"] == pytest.approx(60 / (r["ms"] * 1e-3))
+    assert "clouds/s" in p.frame().columns
+    # the check sees one changed death and one missing bar in one cloud of the 60
+    spec = p.spec
+    X = spec.make(spec.sizes["60 clouds x 70 points"], "float64", 0)
+    ref = spec.call(spec.reference, X)
+    ours = spec.call("aura RipsPersistence()", X)
+    moved = [list(d) for d in ours]
+    h1 = np.array(moved[5][1], dtype=np.float64)
+    longest = int(np.argmax(h1[:, 1] - h1[:, 0]))  # a long bar: the cheapest matching moves it back
+    h1[longest, 1] += 1e-3
+    moved[5][1] = h1
+    err, ok, _ = spec.check(moved, ref, "float64")
+    assert not ok and err == pytest.approx(1e-3, rel=1e-6)
+    moved[5][1] = np.delete(h1, longest, axis=0)
+    assert not spec.check(moved, ref, "float64")[1]

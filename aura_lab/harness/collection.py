@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..collection import collection_persistence, last_run
-from .core import BenchResult, Check, machine_info, progress, time_call
+from .core import BenchResult, Check, PanelSpec, machine_info, progress, time_call
 
 COLUMNS = ["case", "impl", "kind", "workers", "ms", "runs", "clouds/s", "vs_gudhi", "vs_giotto", "vs_processes", "same",
            "note"]
@@ -97,15 +97,14 @@ def _peers() -> dict:
 
     out = {}
     try:
-        from gudhi.sklearn.rips_persistence import RipsPersistence as GudhiRips
+        import gudhi  # noqa: F401
 
         def gudhi_rows(backend):
             def run(X):
-                est = GudhiRips(homology_dimensions=list(range(MAXDIM + 1)), homology_coeff_field=2, n_jobs=2)
                 if backend is None:
-                    return est.fit_transform(X)
+                    return _gudhi_collection(X)
                 with joblib.parallel_config(backend=backend):
-                    return est.fit_transform(X)
+                    return _gudhi_collection(X)
             return run
 
         out["gudhi RipsPersistence (threads, 2)"] = gudhi_rows(None)
@@ -131,6 +130,12 @@ def _peers() -> dict:
     except ImportError:
         pass
     return out
+
+
+def _gudhi_collection(X):
+    from gudhi.sklearn.rips_persistence import RipsPersistence as GudhiRips
+
+    return GudhiRips(homology_dimensions=list(range(MAXDIM + 1)), homology_coeff_field=2, n_jobs=2).fit_transform(X)
 
 
 def _giotto_threads(x):
@@ -329,8 +334,6 @@ def validate(seed: int = 0, show_progress: bool = False, count: int = 24) -> lis
     RipsPersistence (bottleneck distance per diagram, <= 1e-9; equal bar counts)."""
     import joblib
 
-    from ..diagrams import bottleneck_distance
-
     X, _ = make_collection(count, n=60, seed=seed)
     dims = list(range(MAXDIM + 1))
     serial = collection_persistence(X, homology_dimensions=dims)
@@ -360,13 +363,91 @@ def validate(seed: int = 0, show_progress: bool = False, count: int = 24) -> lis
     except ImportError:
         return checks
     ref = GudhiRips(homology_dimensions=dims, homology_coeff_field=2).fit_transform(X)
-    worst, counts_ok = 0.0, True
-    for a, b in zip(serial, ref):
-        for da, db in zip(a, b):
-            db = np.asarray(db).reshape(-1, 2)
-            db = db[db[:, 1] > db[:, 0]]
-            counts_ok &= len(da) == len(db)
-            worst = max(worst, bottleneck_distance(da, db))
+    worst, counts_ok = _worst_bottleneck(serial, ref)
     checks.append(Check("collection", "serial", f"{count} clouds vs gudhi RipsPersistence", worst, 0.0, "bottleneck <= 1e-9",
                         counts_ok and worst <= 1e-9, "" if counts_ok else "bar counts differ"))
     return checks
+
+
+# ------------------------------------------------------------------------------- panel
+
+#: the panel's collections: label -> (N clouds, n points each), small to large
+PANEL_SIZES = {f"{N} clouds x {n} points": {"N": N, "n": n} for N, n in ((60, 70), (240, 70), (1000, 50), (100, 200))}
+PANEL_REFERENCE = "gudhi RipsPersistence(n_jobs=2)"
+#: bottleneck distance per diagram allowed against the reference (both are exact: float64
+#: distances rounded differently by the two engines at most)
+PANEL_TOL = 1e-6
+
+
+def _panel_calls() -> dict:
+    """The panel's rows: name -> (fn(X) -> diagrams per cloud, module it needs or None)."""
+    import joblib
+
+    dims = list(range(MAXDIM + 1))
+
+    def giotto_loop(X):
+        return joblib.Parallel(n_jobs=2, prefer="processes")(joblib.delayed(_giotto_one)(x) for x in X)
+
+    def ripser_loop(X):
+        from ripser import ripser
+
+        return [ripser(x, maxdim=MAXDIM)["dgms"] for x in X]
+
+    return {
+        "aura RipsPersistence()": (lambda X: collection_persistence(X, homology_dimensions=dims), None),
+        "aura RipsPersistence(n_jobs=2)": (lambda X: collection_persistence(X, homology_dimensions=dims, n_jobs=2),
+                                           None),
+        PANEL_REFERENCE: (_gudhi_collection, "gudhi"),
+        "giotto-ph loop (processes, 2)": (giotto_loop, "gph"),
+        "ripser.py loop": (ripser_loop, "ripser"),
+    }
+
+
+def _finite_bars(d) -> np.ndarray:
+    d = np.asarray(d, dtype=np.float64).reshape(-1, 2)
+    return d[d[:, 1] > d[:, 0]]
+
+
+def _worst_bottleneck(out, ref) -> tuple[float, bool]:
+    """(largest bottleneck distance over clouds and dimensions, every bar count equal)."""
+    from ..diagrams import bottleneck_distance
+
+    worst, counts_ok = 0.0, len(out) == len(ref)
+    for a, b in zip(out, ref):
+        for da, db in zip(a, b):
+            da, db = _finite_bars(da), _finite_bars(db)
+            counts_ok &= len(da) == len(db)
+            same = len(da) == len(db) and np.array_equal(np.sort(da, 0), np.sort(db, 0))
+            worst = max(worst, 0.0 if same else bottleneck_distance(da, db))
+    return worst, counts_ok
+
+
+def panel_spec() -> PanelSpec:
+    """The ComparisonPanel's view of a collection: aura_lab's RipsPersistence (batched, and
+    with its ``n_jobs=2`` policy) against gudhi's ``RipsPersistence(n_jobs=2)`` (the reference),
+    giotto-ph and ripser.py in loops, on collections of noisy shapes (maxdim 1, float64, Z/2);
+    clouds/s per row. A peer that is not installed is shown disabled with the reason."""
+    import importlib.util
+
+    calls = _panel_calls()
+
+    def status(name):
+        module = calls[name][1]
+        if module is None or importlib.util.find_spec(module) is not None:
+            return True, ""
+        return False, f"the {module} package is not installed"
+
+    def make(size, dtype, seed):
+        X, _ = make_collection(size["N"], n=size["n"], seed=seed)
+        return [x.astype(dtype) for x in X]
+
+    def check(out, ref, dtype):
+        worst, counts_ok = _worst_bottleneck(out, ref)
+        return worst, counts_ok and worst <= PANEL_TOL, f"same bars, bottleneck <= {PANEL_TOL:g}"
+
+    return PanelSpec(
+        name="collection", backends=list(calls), reference=PANEL_REFERENCE, sizes=PANEL_SIZES, dtypes=["float64"],
+        make=make, call=lambda name, X: calls[name][0](X), check=check, status=status,
+        throughput=lambda size, ms: (size["N"] / (ms * 1e-3), "clouds/s"),
+        work=lambda size: size["N"] * size["n"] ** 2,
+    )
