@@ -116,3 +116,16 @@ def test_markers_expand_and_unknown_ones_are_refused():
     assert "second process" in text and "aura:" not in text
     with pytest.raises(ValueError, match="unknown docs marker aura:nope"):
         report.expand("<!-- aura:nope -->")
+
+
+def test_collapse_marker_reads_the_stored_mojo_row(tmp_path, monkeypatch):
+    rows = [{"case": "s", "impl": "mojo", "collapse": "edge collapse: 33189 -> 7212 edges in 5 passes (0.08 s)"},
+            {"case": "s", "impl": "mojo collapse on", "collapse": "edge collapse: 1 -> 1 edges in 1 pass (0 s)"},
+            {"case": "t", "impl": "mojo", "collapse": "edge collapse: 942 -> 331 edges in 1 pass (0.002 s)"},
+            {"case": "u", "impl": "mojo"}]
+    (tmp_path / "bench-persistence.json").write_text(json.dumps({"context": {}, "rows": rows}))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    assert report.expand("<!-- aura:collapse s -->; <!-- aura:collapse t -->") == \
+        "33 189 → 7 212 edges in 5 passes; 942 → 331 edges in 1 pass"
+    with pytest.raises(ValueError, match="no collapse on the mojo row of 'u'"):
+        report.expand("<!-- aura:collapse u -->")

@@ -199,14 +199,26 @@ def load_table() -> str:
     return f"{ctx.get('calls', '?')} calls, {machine_line(ctx)}\n\n{format_table(table, ['op', *backends])}\n"
 
 
-#: the markers that docs pages hold (``<!-- aura:NAME [FAMILY] -->``), each a generator
-MARKERS = {"results": results_table, "targets": targets_table, "load": load_table}
+def collapse_counts(case: str) -> str:
+    """What the edge collapse did to one set in the stored persistence run (the mojo row,
+    ``collapse_edges="auto"``): "33 189 → 7 212 edges in 5 passes"."""
+    row = next((r for r in stored_run("bench-persistence")["rows"] if r["case"] == case and r["impl"] == "mojo"), None)
+    m = re.search(r"(\d+) -> (\d+) edges in (\d+) pass", (row or {}).get("collapse", ""))
+    if m is None:
+        raise ValueError(f"the stored persistence run has no collapse on the mojo row of {case!r}")
+    before, after, passes = (int(g) for g in m.groups())
+    group = lambda k: f"{k:,}".replace(",", " ")  # noqa: E731 - the docs' digit grouping
+    return f"{group(before)} → {group(after)} edges in {passes} pass{'es' if passes > 1 else ''}"
+
+
+#: the markers that docs pages hold (``<!-- aura:NAME [ARG] -->``), each a generator
+MARKERS = {"results": results_table, "targets": targets_table, "load": load_table, "collapse": collapse_counts}
 
 
 def expand(text: str) -> str:
     """``text`` with every ``<!-- aura:NAME [ARG] -->`` marker replaced by its generated
     markdown: ``results FAMILY`` that family's stored run, ``targets [FAMILY]`` the targets
-    table, ``load`` the soak run."""
+    table, ``load`` the soak run, ``collapse SET`` the edges the collapse kept on that set."""
 
     def one(m):
         name, arg = m.group(1), m.group(2)
