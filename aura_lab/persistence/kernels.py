@@ -271,7 +271,8 @@ def _run_engine(prob: PersistenceProblem, dist: np.ndarray, thr: float, indptr, 
     births = prob.births if births is None else births
     if births is not None:
         births = np.ascontiguousarray(births, np.float64)
-        assert births.shape == (n,), (births.shape, n)
+        if births.shape != (n,):  # checked here too: the kernel reads n values at this address
+            raise ValueError(f"births: expected shape ({n},), got {births.shape}")
     dims, maxdim, coeff = _engine_dims(n, prob.maxdim), prob.reported_maxdim, prob.coeff  # dims: capped at n - 2
     _check_index_range(n, dims, maxdim, coeff)
     kernel = _mojo.load("persistence")
