@@ -147,11 +147,21 @@ def _cmd_calibrate(args) -> int:
 
 def _cmd_fuzz(args) -> int:
     from .harness import fuzz
+    from .harness.core import machine_info
 
     print(f"aura-lab fuzz: {args.minutes:g} min, seed {args.seed}, ops: {', '.join(args.ops or sorted(fuzz.OPS))}", flush=True)
     report = fuzz.fuzz(minutes=args.minutes, seed=args.seed, ops=args.ops, timeout=args.timeout,
                        on_failure=lambda spec, why: print(f"FAILURE (shrunk): {why}\n  {json.dumps(spec)}", flush=True))
     print(report.summary())
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ctx = {"machine": machine_info(), "minutes": args.minutes, "seed": args.seed, "ops": args.ops or sorted(fuzz.OPS),
+               "command": f"aura-lab fuzz --minutes {args.minutes:g} --seed {args.seed}"}
+        path.write_text(json.dumps({"context": ctx, "cases": report.cases, "per_op": report.per_op,
+                                    "returned": report.returned, "failures": [why for _, why in report.failures]},
+                                   indent=2))
+        print(f"wrote {path}")
     if report.failures and args.save:
         print(f"stored {fuzz.save_regressions(args.save, report.failures)} new failing spec(s) in {args.save}")
     return 1 if report.failures else 0
@@ -245,6 +255,7 @@ def main(argv=None) -> int:
     fz.add_argument("--ops", nargs="+", choices=sorted(_fuzz_ops()), help="ops to fuzz (default: all)")
     fz.add_argument("--timeout", type=float, default=60.0, help="seconds per case before it counts as a hang")
     fz.add_argument("--save", default=_default_regressions(), help="JSON file the failing specs are added to")
+    fz.add_argument("--json", help="write the run's counts here (the docs read data/results/reliability-fuzz.json)")
     fz.set_defaults(fn=_cmd_fuzz)
     la = sub.add_parser("lab", help="start JupyterLab on notebooks/")
     la.add_argument("--headless", action="store_true", help="no browser; listen on --ip/--port (for a remote box)")

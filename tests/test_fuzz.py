@@ -75,10 +75,15 @@ def test_verdict(outcome, passes):
 
 
 def test_fuzz_command(capsys, tmp_path):
-    rc = cli.main(["fuzz", "--minutes", "0.01", "--ops", "betti_curves", "--save", str(tmp_path / "f.json")])
+    rc = cli.main(["fuzz", "--minutes", "0.01", "--ops", "betti_curves", "--save", str(tmp_path / "f.json"),
+                   "--json", str(tmp_path / "run.json")])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "cases tried: " in out and "failures found: 0" in out
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert f"cases tried: {run['cases']}" in out and run["cases"] == run["per_op"]["betti_curves"] > 0
+    assert run["failures"] == [] and run["context"]["ops"] == ["betti_curves"]
+    assert 0 <= run["returned"].get("betti_curves", 0) <= run["cases"]
 
 
 def test_an_input_written_in_place_is_reported(monkeypatch):

@@ -6,20 +6,25 @@ in one process (the order alternating, since the first call of a pair runs slowe
 VM), median of --repeats after a warm-up; prints the ratio per case and, as the noise
 floor, the ratio of the polling call to a second copy of itself.
 
-    python tools/poll_overhead.py [--repeats 9]
+    python tools/poll_overhead.py [--repeats 9] [--json data/results/reliability-poll.json]
+
+The docs' usage page shows the run stored with --json (``<!-- aura:poll -->``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
 import aura_lab
 from aura_lab import _control, registry
+from aura_lab.harness.core import machine_info
 from aura_lab.harness.ssd import make_case
 
 
@@ -63,8 +68,10 @@ def timed(fn) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--json", help="also write the rows here (the docs read data/results/reliability-poll.json)")
     args = ap.parse_args()
     print("| case | with polling (ms) | switched off (ms) | ratio | noise: polling vs itself |\n|---|---|---|---|---|")
+    rows = []
     for name, fn, other in cases():
         if other is None:
             def other(fn=fn):
@@ -77,7 +84,14 @@ def main() -> None:
             for which in ((a, fn), (b, other), (a2, fn)) if i % 2 == 0 else ((b, other), (a2, fn), (a, fn)):
                 which[0].append(timed(which[1]))
         ma, mb, ma2 = (statistics.median(v) * 1e3 for v in (a, b, a2))
+        rows.append({"case": name, "with polling (ms)": ma, "switched off (ms)": mb, "ratio": ma / mb,
+                     "noise: polling vs itself": ma / ma2})
         print(f"| {name} | {ma:.3f} | {mb:.3f} | {ma / mb:.3f} | {ma / ma2:.3f} |", flush=True)
+    if args.json:
+        ctx = {"machine": machine_info(), "repeats": args.repeats,
+               "command": f"python tools/poll_overhead.py --repeats {args.repeats}"}
+        Path(args.json).write_text(json.dumps({"context": ctx, "rows": rows}, indent=2))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

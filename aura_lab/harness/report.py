@@ -199,6 +199,11 @@ def load_table() -> str:
     return f"{ctx.get('calls', '?')} calls, {machine_line(ctx)}\n\n{format_table(table, ['op', *backends])}\n"
 
 
+def _grouped(k: int) -> str:
+    """An integer in the docs' digit grouping: 33 189."""
+    return f"{k:,}".replace(",", " ")
+
+
 def collapse_counts(case: str) -> str:
     """What the edge collapse did to one set in the stored persistence run (the mojo row,
     ``collapse_edges="auto"``): "33 189 → 7 212 edges in 5 passes"."""
@@ -207,18 +212,34 @@ def collapse_counts(case: str) -> str:
     if m is None:
         raise ValueError(f"the stored persistence run has no collapse on the mojo row of {case!r}")
     before, after, passes = (int(g) for g in m.groups())
-    group = lambda k: f"{k:,}".replace(",", " ")  # noqa: E731 - the docs' digit grouping
-    return f"{group(before)} → {group(after)} edges in {passes} pass{'es' if passes > 1 else ''}"
+    return f"{_grouped(before)} → {_grouped(after)} edges in {passes} pass{'es' if passes > 1 else ''}"
+
+
+def fuzz_counts() -> str:
+    """The stored ``aura-lab fuzz`` run: cases tried, how many returned a result, failures."""
+    res = stored_run("reliability-fuzz")
+    return (f"{_grouped(res['cases'])} cases (incl. shrinking; {_grouped(sum(res['returned'].values()))} returned a result), "
+            f"{len(res['failures'])} failures")
+
+
+def poll_table() -> str:
+    """The stored run of ``tools/poll_overhead.py``: each op's mojo call with cancellation
+    polling and the worker thread against the same call with them switched off."""
+    res = stored_run("reliability-poll")
+    ctx = res["context"]
+    return f"`{ctx['command']}`, {machine_line(ctx)}\n\n{format_table(res['rows'])}\n"
 
 
 #: the markers that docs pages hold (``<!-- aura:NAME [ARG] -->``), each a generator
-MARKERS = {"results": results_table, "targets": targets_table, "load": load_table, "collapse": collapse_counts}
+MARKERS = {"results": results_table, "targets": targets_table, "load": load_table, "collapse": collapse_counts,
+           "fuzz": fuzz_counts, "poll": poll_table}
 
 
 def expand(text: str) -> str:
     """``text`` with every ``<!-- aura:NAME [ARG] -->`` marker replaced by its generated
     markdown: ``results FAMILY`` that family's stored run, ``targets [FAMILY]`` the targets
-    table, ``load`` the soak run, ``collapse SET`` the edges the collapse kept on that set."""
+    table, ``load`` the soak run, ``collapse SET`` the edges the collapse kept on that set,
+    ``fuzz`` the stored fuzz run's counts, ``poll`` the stored polling-overhead run."""
 
     def one(m):
         name, arg = m.group(1), m.group(2)
