@@ -14,7 +14,7 @@ the one built from the dense matrix (``rips_persistence`` / ``persistence.inputs
 ``D[i, j] <= threshold``, threshold rounded down to the matrix dtype):
 
 * each stored distance is bit for bit ``pairwise_distances(X, metric, backend="mojo")[i, j]``
-  (same formula, same order of operations, same work dtype, see ``distance._work_dtype``);
+  (same formula, same order of operations, same work dtype, see ``distance.problem.work_dtype``);
 * an edge is present iff that value ``<= r`` (inclusive: points exactly at distance ``r`` are
   neighbours; ``r = 0`` links exact duplicates only; ``r = inf`` gives all pairs).
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import results_tables  # noqa: E402  (tools/ is not a package)
 
 #: the modules whose public docstrings carry runnable examples
-DOCTEST_MODULES = ("aura_lab.distance", "aura_lab.persistence.api", "aura_lab.routing.api", "aura_lab.collection",
+DOCTEST_MODULES = ("aura_lab.distance.api", "aura_lab.persistence.api", "aura_lab.routing.api", "aura_lab.collection",
                    "aura_lab.diagrams")
 
 

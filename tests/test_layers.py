@@ -100,6 +100,23 @@ def test_no_import_cycle():
             visit(m, [])
 
 
+#: every op is a package of the same stages: ``problem`` (validation into one problem, the
+#: kernel ABI), ``reference`` (the independent oracle), ``kernels`` (mojo and max), ``api``
+#: (the public functions), and ``torch_impl`` where torch is one of its backends
+OP_STAGES = {"api", "problem", "reference", "kernels"}
+
+
+def test_every_op_is_a_package_of_the_same_stages():
+    import importlib
+    import pkgutil
+
+    for name in ("distance", "ssd", "routing", "persistence"):
+        pkg = importlib.import_module(f"aura_lab.{name}")
+        stages = {m.name for m in pkgutil.iter_modules(pkg.__path__)}
+        assert OP_STAGES <= stages, f"aura_lab.{name} lacks {sorted(OP_STAGES - stages)}"
+        assert ("torch_impl" in stages) == ("torch" in pkg.op.backends), name
+
+
 def test_registry_imports_no_backend_or_harness():
     assert _graph()["registry"] <= {"errors", "_control"}
 
