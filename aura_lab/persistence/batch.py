@@ -180,15 +180,14 @@ def _call(block, result: np.ndarray, index, budget: int, long: bool) -> np.ndarr
 
 def _split(bars: np.ndarray, counts: np.ndarray, count: int, maxdim: int) -> list[list[np.ndarray]]:
     """Per input its ``maxdim + 1`` diagrams as ``result._finish`` gives them: bars with death >
-    birth (-1 = infinite), sorted by birth then death (one sort for the whole batch)."""
-    owner = np.repeat(np.arange(count), counts)
-    dim, birth = bars[:, 0].astype(np.int64), bars[:, 1]
+    birth (-1 = infinite), sorted by birth then death -- the engine's order (it sorts each
+    input's bars by dimension, birth, death), so the diagrams are views of one array."""
+    group = np.repeat(np.arange(count) * (maxdim + 1), counts) + bars[:, 0].astype(np.int64)
+    birth = bars[:, 1]
     death = np.where(bars[:, 2] < 0, np.inf, bars[:, 2])
     keep = death > birth
-    owner, dim, birth, death = owner[keep], dim[keep], birth[keep], death[keep]
-    order = np.lexsort((death, birth, dim, owner))
-    pairs = np.stack([birth[order], death[order]], axis=1)
-    group = owner[order] * (maxdim + 1) + dim[order]
+    pairs = np.stack([birth[keep], death[keep]], axis=1)
+    group = group[keep]
     bounds = np.searchsorted(group, np.arange(count * (maxdim + 1) + 1)).tolist()
     return [[pairs[bounds[g]:bounds[g + 1]] for g in range(c * (maxdim + 1), (c + 1) * (maxdim + 1))]
             for c in range(count)]

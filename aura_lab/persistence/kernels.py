@@ -313,8 +313,8 @@ def _run_engine(prob: PersistenceProblem, dist: np.ndarray, thr: float, indptr, 
             kernel.free_bars(addr)
         if reps_addr:
             kernel.free_bars(reps_addr)
-    st = stats.reshape(dims + 1, _NSTATS)
-    _last_stats = {f: [int(v) if not f.endswith("_s") else float(v) * 1e-9 for v in st[:, i]] for i, f in enumerate(STAT_FIELDS)}
+    per_field = stats.reshape(dims + 1, _NSTATS).T.tolist()  # (Python ints: one conversion, not one per value)
+    _last_stats = {f: [v * 1e-9 for v in col] if f.endswith("_s") else col for f, col in zip(STAT_FIELDS, per_field)}
     _last_stats["seconds"] = [a + b + c for a, b, c in zip(_last_stats["assemble_s"], _last_stats["search_s"], _last_stats["reduce_s"])]
     _last_stats["peak_bytes"] = int(info[5])
     _last_stats["engine"], _last_stats["engine_reason"] = engine

@@ -15,7 +15,8 @@
 # batch was cancelled first); after all ran, result[0] the status (0 ok, else that of the
 # first problem that failed, result[3] its index), result[1] the address of one malloc'd
 # float64 buffer of every problem's (dim, birth, death) triples, problem 0's first (count
-# info[8 c + 2] each), result[2] their total (free with free_bars). The per-problem buffers
+# info[8 c + 2] each), each problem's sorted by dimension, birth, then death (-1, infinite,
+# last: _sort_bars), result[2] their total (free with free_bars). The per-problem buffers
 # are freed here; on failure or cancellation no buffer is left.
 #
 # Progress: stage BATCH_STAGE, problems done out of count; each problem's engine polls the
@@ -79,6 +80,9 @@ def _one[T: DType](b: PersistenceBatchParams, c: Int, ctl: Control):
     var p = PersistenceParams(b.dtype_bits, dist, n, maxdim, threshold, b.modulus, 0, 1, b.budget, info,
                               Int(stats.data), False, 0, 0, 0, ctl.address)
     run_rips(p)
+    var out = IntPtr(unsafe_from_address=info)
+    if out[unsafe_offset=INFO_STATUS] == STATUS_OK:
+        _sort_bars(F64Ptr(unsafe_from_address=out[unsafe_offset=INFO_BARS]), out[unsafe_offset=INFO_NBARS])
     _ = matrix.size  # alive until the engine is done
     _ = stats.size
 
@@ -139,3 +143,36 @@ def _gather(b: PersistenceBatchParams, ctl: Control):
     result[unsafe_offset=1] = Int(out) if status == STATUS_OK else 0
     result[unsafe_offset=2] = total if status == STATUS_OK else 0
     result[unsafe_offset=3] = failed
+
+
+def _sort_bars(bars: F64Ptr, m: Int):
+    """The m (dim, birth, death) triples at bars in result order: by dimension, then birth,
+    then death (-1, infinite, last), as result._sorted orders a diagram. Insertion sort: the
+    engine writes H0 sorted already (union-find order) and the bars of a higher dimension in
+    column order, by birth descending; a problem here has at most BATCH_MAX_N points."""
+    for i in range(1, m):
+        var d = bars[unsafe_offset=3 * i]
+        var b = bars[unsafe_offset=3 * i + 1]
+        var e = bars[unsafe_offset=3 * i + 2]
+        var j = i - 1
+        while j >= 0 and _bar_after(bars, j, d, b, e):
+            bars[unsafe_offset=3 * j + 3] = bars[unsafe_offset=3 * j]
+            bars[unsafe_offset=3 * j + 4] = bars[unsafe_offset=3 * j + 1]
+            bars[unsafe_offset=3 * j + 5] = bars[unsafe_offset=3 * j + 2]
+            j -= 1
+        bars[unsafe_offset=3 * j + 3] = d
+        bars[unsafe_offset=3 * j + 4] = b
+        bars[unsafe_offset=3 * j + 5] = e
+
+
+@always_inline
+def _bar_after(bars: F64Ptr, j: Int, d: Float64, b: Float64, e: Float64) -> Bool:
+    """Whether bar j comes after the bar (d, b, e) in result order (death -1: infinite)."""
+    var dj = bars[unsafe_offset=3 * j]
+    var bj = bars[unsafe_offset=3 * j + 1]
+    if dj != d:
+        return dj > d
+    if bj != b:
+        return bj > b
+    var ej = bars[unsafe_offset=3 * j + 2]
+    return (ej < 0 and e >= 0) or (ej >= 0 and e >= 0 and ej > e)

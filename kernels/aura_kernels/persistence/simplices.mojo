@@ -502,18 +502,21 @@ struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
 
     # ---------------------------------------------------------------- coboundaries
 
-    def push_coboundary(self, mut h: Buffer[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int, floor_diam: Scalar[Self.T] = -1, floor_idx: Int = -1) -> Int:
+    def push_coboundary(self, mut h: Buffer[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int, floor_diam: Scalar[Self.T] = -1, floor_idx: Int = -1, ceil_diam: Scalar[Self.T] = Scalar[Self.T].MAX) -> Int:
         """Push coef * (coboundary of s) restricted to the threshold into the heap h; returns
         the number of cofacets pushed, -1 when the memory budget ran out. As the new vertex v
         sweeps down, cofacet index = above + C(v, nv + 1 - j) + below (j: vertices above v).
         Cofacets at or before (floor_diam, floor_idx) in pivot order are not pushed (the
         reduction adds whole reduced columns, whose entries there cancel: see _eliminate;
-        the default floor is below every diameter)."""
+        the default floor is below every diameter), nor those of diameter above ceil_diam
+        (the reduction's diameter bands: see _eliminate)."""
         comptime if Self.SPARSE:
-            return self.push_coboundary_sparse(h, vs, nv, ds, idx, coef, floor_diam, floor_idx)
+            return self.push_coboundary_sparse(h, vs, nv, ds, idx, coef, floor_diam, floor_idx, ceil_diam)
+        if ds > ceil_diam:
+            return 0
         var pushed = h.size
         comptime W = simd_width_of[Self.T]()
-        var thr = self.threshold
+        var thr = min(self.threshold, ceil_diam)
         var rows = self.vertex_rows(vs, nv)
         var above = 0
         var below = idx
@@ -555,10 +558,12 @@ struct Filtration[T: DType, Z2: Bool, SPARSE: Bool](ImplicitlyCopyable):
                 hi = w
         return h.size - pushed
 
-    def push_coboundary_sparse(self, mut h: Buffer[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int, floor_diam: Scalar[Self.T], floor_idx: Int) -> Int:
+    def push_coboundary_sparse(self, mut h: Buffer[Entry[Self.T]], vs: IntPtr, nv: Int, ds: Scalar[Self.T], idx: Int, coef: Int, floor_diam: Scalar[Self.T], floor_idx: Int, ceil_diam: Scalar[Self.T]) -> Int:
         """push_coboundary over the common neighbours of s's vertices (SPARSE)."""
+        if ds > ceil_diam:
+            return 0
         var pushed = h.size
-        var thr = self.threshold
+        var thr = min(self.threshold, ceil_diam)
         var pos = stack_allocation[SCRATCH, Int]()
         self.sweep_start(vs, nv, pos)
         var above = 0
