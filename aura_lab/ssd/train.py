@@ -109,10 +109,10 @@ def _mojo_forward(prob: Scan):
     """The inference kernel with checkpoints: (y, fin (n unpadded), what the backward needs)."""
     dtype, npad, operands, init, offsets = _training_inputs(prob)
     T = prob.b * prob.l
-    y = np.empty((prob.b, prob.l, prob.h, prob.p), dtype)
+    y = K.line_aligned((prob.b, prob.l, prob.h, prob.p), dtype)
     fin = np.empty((prob.nseq, prob.h, prob.p, npad), dtype)
     ckpt = np.empty((max(1, _checkpoint_count(offsets)), prob.h, prob.p, npad), dtype)
-    ypre = None if prob.z is None else np.empty_like(y)
+    ypre = None if prob.z is None else K.line_aligned(y.shape, dtype)
     block = K._block(prob, operands, npad, offsets, T, K._address, init=init, fin=fin, y=y, ckpt=ckpt,
                      chunk=CHECKPOINT, ypre=ypre)
     kernel = K._kernel()
