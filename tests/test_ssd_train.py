@@ -340,12 +340,19 @@ def test_the_chunked_backward_at_lengths_around_the_chunk(l):
 
 
 @pytest.mark.requires_mojo
-def test_the_default_backward_is_the_chunked_kernel_and_an_unknown_kernel_is_refused():
+def test_the_default_backward_is_the_chunked_kernel_last_dispatch_names_it_and_an_unknown_kernel_is_refused():
     kw = _inputs(14, 1, 70, 2, 4, 1, 8, dtype=torch.float32)
     _leaves(kw, {"x"})
     y = _call(kw, "mojo", softplus=False, limit=(0.0, float("inf")), cu=None, final=False)
     y.sum().backward()
     assert y.grad_fn.saved.grad_kernel == "chunked"
+    rec = aura_lab.last_dispatch()
+    assert (rec.op, rec.backend) == ("ssd_train", "mojo")
+    assert rec.reason == "backward: chunked (kernels/aura_kernels/ssd_chunked.mojo)"
+    with train_mod.grad_kernel_set("sequential"):
+        y = _call(kw, "mojo", softplus=False, limit=(0.0, float("inf")), cu=None, final=False)
+        y.sum().backward()
+    assert aura_lab.last_dispatch().reason == "backward: sequential (kernels/aura_kernels/ssd_grad.mojo)"
     with pytest.raises(ValueError, match=r"grad_kernel_set: expected one of \('chunked', 'sequential'\), got 'fast'"):
         with train_mod.grad_kernel_set("fast"):
             pass

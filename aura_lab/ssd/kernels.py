@@ -44,6 +44,21 @@ def scan_inputs(prob: Scan):
     return dtype, npad, operands, init, np.ascontiguousarray(prob.offsets, np.int64)
 
 
+#: bytes in a cache line
+CACHE_LINE = 64
+
+
+def line_aligned(shape, dtype) -> np.ndarray:
+    """``np.empty(shape, dtype)`` starting on a cache line, for y (and ypre): the scan kernel's
+    threads write its (token, head) rows, which then share no line when p fills whole lines
+    (numpy's large arrays start 16 bytes past a page, so every head boundary fell in a line)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    buf = np.empty(nbytes + CACHE_LINE, np.uint8)
+    start = -buf.ctypes.data % CACHE_LINE
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def _address(a):
     """The address field for array ``a`` (or None): the array itself, whose address ``pack``
     takes while the block keeps it alive."""
@@ -79,7 +94,7 @@ def _mojo_scan(prob, operands, npad: int, offsets, tokens: int, init, fin, y) ->
 def _mojo_impl(prob: Scan) -> ScanOutput:
     """kernels/ssd.mojo: the sequential recurrence, SIMD over n, both cores."""
     dtype, npad, operands, init, offsets = scan_inputs(prob)
-    y = np.empty((prob.b, prob.l, prob.h, prob.p), dtype)
+    y = line_aligned((prob.b, prob.l, prob.h, prob.p), dtype)
     fin = np.empty((prob.nseq, prob.h, prob.p, npad), dtype)
     _mojo_scan(prob, operands, npad, offsets, prob.b * prob.l, init, fin, y)
     return ScanOutput(y, fin if npad == prob.n else np.ascontiguousarray(fin[..., : prob.n]))

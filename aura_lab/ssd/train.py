@@ -17,6 +17,9 @@ mode is on). Its backends:
   and ``cu_seqlens`` (no gradient crosses a sequence boundary).
 * ``max``: the same, with the forward and the backward as MAX graph custom ops.
 
+The backward is an op call of its own: it leaves a ``last_dispatch()`` record of ``ssd_train``
+whose reason names the kernel that ran (``backward: chunked (kernels/aura_kernels/ssd_chunked.mojo)``).
+
 Memory saved for the backward: the inputs (in the compute dtype) and
 ``ceil(l / CHECKPOINT)`` states per sequence, i.e. O(l / Q * h * p * n + inputs), not the
 O(l * h * p * n) of every state. The backward is first order only (``once_differentiable``).
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 
 import numpy as np
 
@@ -105,10 +109,10 @@ def _mojo_forward(prob: Scan):
     """The inference kernel with checkpoints: (y, fin (n unpadded), what the backward needs)."""
     dtype, npad, operands, init, offsets = _training_inputs(prob)
     T = prob.b * prob.l
-    y = np.empty((prob.b, prob.l, prob.h, prob.p), dtype)
+    y = K.line_aligned((prob.b, prob.l, prob.h, prob.p), dtype)
     fin = np.empty((prob.nseq, prob.h, prob.p, npad), dtype)
     ckpt = np.empty((max(1, _checkpoint_count(offsets)), prob.h, prob.p, npad), dtype)
-    ypre = None if prob.z is None else np.empty_like(y)
+    ypre = None if prob.z is None else K.line_aligned(y.shape, dtype)
     block = K._block(prob, operands, npad, offsets, T, K._address, init=init, fin=fin, y=y, ckpt=ckpt,
                      chunk=CHECKPOINT, ypre=ypre)
     kernel = K._kernel()
@@ -120,6 +124,10 @@ def _mojo_forward(prob: Scan):
 #: the Mojo backward kernels: "chunked" (kernels/aura_kernels/ssd_chunked.mojo, matrix products
 #: per chunk of CHECKPOINT tokens) and "sequential" (ssd_grad.mojo, the adjoint token by token)
 GRAD_KERNELS = ("chunked", "sequential")
+#: what each backward (``saved.grad_kernel``) runs, for the backward's ``last_dispatch()`` record
+BACKWARD_SOURCES = {"chunked": "kernels/aura_kernels/ssd_chunked.mojo",
+                    "sequential": "kernels/aura_kernels/ssd_grad.mojo",
+                    "max op": "aura_ssd_scan_grad: the forward rerun with checkpoints, then ssd_grad.mojo's kernel"}
 #: the kernel the mojo backend's backward runs (``grad_kernel_set`` switches it for a block)
 grad_kernel = "chunked"
 
@@ -177,7 +185,7 @@ def _scan_function():
     class ScanFunction(torch.autograd.Function):
         @staticmethod
         def forward(ctx, kernels, prob, *tensors):
-            forward, ctx.backward_kernel = kernels
+            ctx.backend, forward, ctx.backward_kernel = kernels
             y, fin, saved = forward(prob)
             ctx.saved = saved
             return torch.from_numpy(y), torch.from_numpy(fin)
@@ -194,8 +202,11 @@ def _scan_function():
             # torch calls this after the forward's op call has ended: the backward is an op call
             # of its own, entered before its kernel blocks are packed so that they carry its
             # control (packed outside one, a block's control is 0 and Ctrl-C waits for the end)
+            t0 = time.perf_counter()
             grads = _control.run_op(lambda: ctx.backward_kernel(saved, gy, gfin, wanted),
                                     long=train_op.is_long(prob.size))
+            ran = saved.grad_kernel
+            train_op.record(ctx.backend, ctx.backend, f"backward: {ran} ({BACKWARD_SOURCES[ran]})", time.perf_counter() - t0)
             sources = (prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D, prob.z, prob.dt_bias, prob.initial_states)
             result = [None, None]
             for name, src, need in zip(_GRAD_NAMES, sources, needs):
@@ -206,8 +217,8 @@ def _scan_function():
     return ScanFunction
 
 
-def _apply(forward, backward, prob: Scan) -> ScanOutput:
-    y, fin = _scan_function().apply((forward, backward), prob, prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D, prob.z,
+def _apply(backend: str, forward, backward, prob: Scan) -> ScanOutput:
+    y, fin = _scan_function().apply((backend, forward, backward), prob, prob.x, prob.dt, prob.A, prob.B, prob.C, prob.D, prob.z,
                                     prob.dt_bias, prob.initial_states)
     return ScanOutput(y, fin)
 
@@ -215,7 +226,7 @@ def _apply(forward, backward, prob: Scan) -> ScanOutput:
 @train_op.impl("mojo")
 def _mojo_train(prob: Scan) -> ScanOutput:
     """The mojo forward with checkpoints; the Mojo backward (kernels/aura_kernels/ssd_grad.mojo)."""
-    return _apply(_mojo_forward, _mojo_backward, prob)
+    return _apply("mojo", _mojo_forward, _mojo_backward, prob)
 
 
 # --------------------------------------------------------------------------------- max
@@ -232,6 +243,7 @@ def _max_backward(saved: _Saved, gy, gfin, wanted):
     """The MAX op aura_ssd_scan_grad (kernels/aura_kernels/ssd_ops.mojo): the same backward
     kernel as mojo's, after rerunning the forward with checkpoints inside the op."""
     max_backend.check_op("ssd")
+    saved.grad_kernel = "max op"
     prob, dtype, npad = saved.prob, saved.dtype, saved.npad
     x, dt, A, B, C, D, z, bias = saved.operands
     T, h, p, nseq = prob.b * prob.l, prob.h, prob.p, prob.nseq
@@ -275,7 +287,7 @@ def _max_backward(saved: _Saved, gy, gfin, wanted):
 @train_op.impl("max")
 def _max_train(prob: Scan) -> ScanOutput:
     """The MAX scan op forward; the MAX backward op (kernels/aura_kernels/ssd_ops.mojo)."""
-    return _apply(_max_forward, _max_backward, prob)
+    return _apply("max", _max_forward, _max_backward, prob)
 
 
 def _warm_max():

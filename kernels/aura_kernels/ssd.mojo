@@ -15,7 +15,8 @@
 # Phase 1 computes dt' and the decay exp(min(dt' A, 0)) once per (token, head) into
 # head-major scratch (vectorized over tokens). Phase 2 splits the work into items
 # (sequence, head, block of R = 8 channels p) dealt round-robin to the threads
-# (max.algorithm.parallelize). An item keeps its 8 x n state rows (4 KiB for n = 128) in
+# (max.algorithm.parallelize), all blocks of one (sequence, head) to one thread where there
+# are at least two heads per thread (the blocks share y's cache lines). An item keeps its 8 x n state rows (4 KiB for n = 128) in
 # L1 for the whole sequence; per token it streams the state once: for each W-lane slice j
 # of n, B_j and C_j are loaded once and reused by the 8 rows, each row doing
 #     s = fma(B_j, u_row, s * decay);  acc_row = fma(C_j, s, acc_row)
@@ -314,7 +315,12 @@ def _run[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
     var nb = (pr.p + R - 1) // R
     var items = pr.nseq * h * nb
     var p = pr.p
-    var nw = min(max(1, pr.threads), items)
+    # A thread takes every channel block of its (sequence, head) when there are heads enough to
+    # go round: blocks of one head write the same cache lines of y (R floats are half a line),
+    # so dealt to different threads they would contend for those lines token after token.
+    var per = nb if pr.nseq * h >= 2 * max(1, pr.threads) else 1
+    var units = items // per
+    var nw = min(max(1, pr.threads), units)
 
     @always_inline
     def item(i: Int) {imm}:
@@ -326,10 +332,11 @@ def _run[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
     @always_inline
     def work(w: Int) {imm}:
         var mode = ieee_begin()
-        var i = w
-        while i < items and not ctl.cancelled():
-            item(i)
-            i += nw
+        var u = w
+        while u < units and not ctl.cancelled():
+            for k in range(per):
+                item(u * per + k)
+            u += nw
         ieee_end(mode)
 
     if nw <= 1 or T * h * p * pr.n < (1 << 16):

@@ -375,6 +375,8 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
     def token_grads(mut self, tc0: Int, L: Int):
         """gx, gdt' and gA's terms of the chunk's tokens from dU and dcs."""
         comptime Sc = Scalar[Self.dtype]
+        comptime W = _lanes[Self.dtype]()
+        comptime V = SIMD[Self.dtype, W]
         var pr = self.pr
         var p = pr.p
         var h = pr.h
@@ -388,15 +390,28 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
             var t = tc0 + i
             var dtv = self.dtp[unsafe_offset=t]
             de += self.dcs[unsafe_offset=i]
-            var s = Sc(0)
-            for k in range(p):
+            var sv = V(0)
+            var gxr = gx.unsafe_offset((t * h + hh) * p)
+            var k = 0
+            while k + W <= p:  # W channels at a time, then one at a time
+                var du = self.dU.unsafe_load[width=W](i * p + k)
+                sv = du.fma(self.X.unsafe_load[width=W](i * p + k), sv)
+                var gxv = du * V(dtv)
+                if pr.D != 0:
+                    var dv = Dp.unsafe_load[width=W](hh * p + k) if pr.d_per_p else V(Dp[unsafe_offset=hh])
+                    gxv = dv.fma(self.dY.unsafe_load[width=W](i * p + k), gxv)
+                gxr.unsafe_store(k, gxv)
+                k += W
+            var s = sv.reduce_add()
+            while k < p:
                 var du = self.dU[unsafe_offset=i * p + k]
                 s += du * self.X[unsafe_offset=i * p + k]
                 var gxk = dtv * du
                 if pr.D != 0:
                     var dk = Dp[unsafe_offset=hh * p + k] if pr.d_per_p else Dp[unsafe_offset=hh]
                     gxk += dk * self.dY[unsafe_offset=i * p + k]
-                gx[unsafe_offset=(t * h + hh) * p + k] = gxk
+                gxr[unsafe_offset=k] = gxk
+                k += 1
             self.gdtp[unsafe_offset=t * h + hh] = s + a_h * de
             self.ga += dtv * de
             i -= 1
