@@ -1,19 +1,105 @@
 """Shared test setup.
 
-* ``AURA_TEST_BACKENDS=numpy,torch`` restricts the backends tests run on (default: all).
+* Layers by folder: ``tests/unit`` (per-op unit and property tests), ``tests/integration``
+  (the CLI, MAX, the build pipeline, collections, docs), ``tests/reliability`` (cancel, fork,
+  cache faults, load, fuzz) and ``tests/browser`` (real JupyterLab); each test gets the mark of
+  its folder (``-m unit``, ``-m "not browser"``). ``make check`` runs ``-m "unit and not slow"``.
+* One way to skip: ``@pytest.mark.requires("mojo", "ripser", ...)`` skips with the reason when
+  a need is missing: a backend (``backend_status``), ``root``, ``chromium`` or else a Python
+  module. ``requires_mojo`` is ``requires("mojo")``. Needs in ``STRICT`` fail instead of
+  skipping when their variable is 1 (CI sets ``AURA_REQUIRE_BROWSER=1``).
+* ``AURA_TEST_BACKENDS=numpy,torch`` restricts the backends tests run on (default: all): the
+  others count as missing.
 * The Mojo kernels are compiled once, in the controller process, before any test (and
   before xdist workers start), so no test pays for or races on a cold build.
 * ``backend_params(op)`` parametrizes a test over an op's backends; unavailable ones are
   skipped *with the reason* (only when the compiler is really missing, for mojo).
+* Under xdist (``make test``: ``-n 2 --dist loadgroup``) the tests in ``SERIAL_GROUPS`` run on
+  one worker, one after another (see there why); a notebook's cells too (notebooks/conftest.py).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
-from aura_lab.registry import backend_status
+from aura_lab.registry import BACKENDS, backend_status
+
+TESTS = Path(__file__).resolve().parent
+LAYERS = ("unit", "integration", "reliability", "browser")
+
+#: needs that fail the test instead of skipping it when their variable is "1"
+STRICT = {"chromium": "AURA_REQUIRE_BROWSER", "playwright.sync_api": "AURA_REQUIRE_BROWSER"}
+
+#: tests that must not run at the same time as each other under xdist (``--dist loadgroup``
+#: puts a group on one worker): a group name per test file or per notebook
+SERIAL_GROUPS = {
+    # one JupyterLab server per module (a module fixture: one per worker otherwise), four
+    # notebooks' Run All and chromium: CPU-heavy, with timeouts
+    "browser/test_browser.py": "browser",
+    # 20 interpreters each compiling a failing MAX graph (MAX's compile cache), and the
+    # max device/diagnostics checks
+    "integration/test_max.py": "max",
+    # SIGINT/SIGUSR1 at kernels that must answer within 1 s, child processes hit by signals
+    "reliability/test_cancel.py": "signals",
+    # RSS soaks and 8-thread hammering: memory criteria and timing, kept off the cancel tests
+    "reliability/test_load.py": "load",
+}
+
+
+def chromium_path() -> str | None:
+    for p in (os.environ.get("CHROMIUM_BIN"), shutil.which("chromium"), "/usr/bin/chromium"):
+        if p and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def _module_missing(name: str) -> str | None:
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        found = False
+    return None if found else f"the Python module {name} is not installed (pip install -e '.[test]')"
+
+
+#: the needs that are not Python modules: name -> why it is missing (None: present)
+NEEDS = {
+    "root": lambda: None if os.getuid() == 0 else "needs root (chown to another user)",
+    "chromium": lambda: None if chromium_path() else "chromium is not installed (apt-get install -y chromium)",
+}
+
+
+@functools.cache
+def missing(need: str) -> str | None:
+    """Why ``need`` (a backend, a name in NEEDS or a Python module) is missing; None if present."""
+    wanted = _wanted()
+    if need in BACKENDS and wanted is not None and need not in wanted:
+        return f"{need} not in AURA_TEST_BACKENDS"
+    if need in BACKENDS:
+        st = backend_status(need)
+        return None if st.available else f"{need} unavailable: {st.reason}"
+    if need in NEEDS:
+        return NEEDS[need]()
+    return _module_missing(need)
+
+
+def _needs(item) -> list[str]:
+    needs = [n for mark in item.iter_markers("requires") for n in mark.args]
+    return needs + ["mojo"] * any(item.iter_markers("requires_mojo"))
+
+
+def pytest_runtest_setup(item):
+    for need in _needs(item):
+        reason = missing(need)
+        if reason and os.environ.get(STRICT.get(need, "")) == "1":
+            pytest.fail(f"{STRICT[need]}=1 but {reason}", pytrace=False)
+        if reason:
+            pytest.skip(reason)
 
 
 def _wanted():
@@ -22,18 +108,29 @@ def _wanted():
 
 
 def backend_params(op):
-    wanted = _wanted()
-    params = []
-    for b in op.backends:
-        marks = []
-        if wanted is not None and b not in wanted:
-            marks.append(pytest.mark.skip(reason=f"{b} not in AURA_TEST_BACKENDS"))
-        else:
-            st = backend_status(b)
-            if not st.available:
-                marks.append(pytest.mark.skip(reason=f"{b} unavailable: {st.reason}"))
-        params.append(pytest.param(b, marks=marks, id=b))
-    return params
+    """One parameter per backend of ``op``, each requiring its backend."""
+    return [pytest.param(b, marks=pytest.mark.requires(b), id=b) for b in op.backends]
+
+
+def _layer(path: Path) -> str | None:
+    try:
+        rel = path.relative_to(TESTS)
+    except ValueError:
+        return None
+    return rel.parts[0] if len(rel.parts) > 1 and rel.parts[0] in LAYERS else None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath))
+        layer = _layer(path)
+        if layer is None:
+            continue
+        item.add_marker(layer)
+        group = SERIAL_GROUPS.get(path.relative_to(TESTS).as_posix())
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_sessionstart(session):
