@@ -1,4 +1,4 @@
-# aura_lab: `make lab` and `make test` each set up .venv on first use.
+# aura_lab: `make lab`, `make check` and `make test` each set up .venv on first use.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,8 +7,10 @@ STAMP  := $(VENV)/.aura-installed
 TORCH  ?= torch==2.13.0
 LAB_ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make check` and `make test` (each kernel uses every core already)
+JOBS ?= 2
 
-.PHONY: lab test venv build notebooks docs lint clean
+.PHONY: lab check test venv build notebooks docs lint clean
 
 venv: $(STAMP)
 
@@ -28,9 +30,18 @@ lab: $(STAMP)
 
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
+XDIST := -n $(JOBS) --dist loadgroup
+
+# the fast loop: ruff, then the unit layer (tests/unit) without the `slow` cases
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest tests/unit -m "not slow" $(XDIST) --durations=15 $(PYTEST_ARGS)
+
+# everything: every layer (tests/unit, integration, reliability, browser) and the notebooks; a
+# notebook's cells, and each file in SERIAL_GROUPS (tests/conftest.py), run on one worker
 test: $(STAMP)
 	$(BIN)/aura-lab build
-	$(BIN)/python -m pytest tests notebooks/*.ipynb $(NBVAL) --durations=40 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests notebooks/*.ipynb $(NBVAL) $(XDIST) --durations=40 $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
 	$(BIN)/python tools/sync_notebooks.py

@@ -1,9 +1,9 @@
 """Shared test setup.
 
 * Layers by folder: ``tests/unit`` (per-op unit and property tests), ``tests/integration``
-  (the CLI, MAX, the build pipeline, collections, docs), ``tests/reliability`` (cancel, fork,
+  (the CLI, the panel, MAX, the build pipeline, collections, docs), ``tests/reliability`` (cancel, fork,
   cache faults, load, fuzz) and ``tests/browser`` (real JupyterLab); each test gets the mark of
-  its folder (``-m unit``, ``-m "not browser"``). ``make check`` runs ``-m "unit and not slow"``.
+  its folder (``-m unit``, ``-m "not browser"``). ``make check`` runs ``tests/unit -m "not slow"``.
 * One way to skip: ``@pytest.mark.requires("mojo", "ripser", ...)`` skips with the reason when
   a need is missing: a backend (``backend_status``), ``root``, ``chromium`` or else a Python
   module. ``requires_mojo`` is ``requires("mojo")``. Needs in ``STRICT`` fail instead of
@@ -37,7 +37,7 @@ LAYERS = ("unit", "integration", "reliability", "browser")
 STRICT = {"chromium": "AURA_REQUIRE_BROWSER", "playwright.sync_api": "AURA_REQUIRE_BROWSER"}
 
 #: tests that must not run at the same time as each other under xdist (``--dist loadgroup``
-#: puts a group on one worker): a group name per test file or per notebook
+#: puts a group on one worker), by file; a notebook's cells likewise (notebooks/conftest.py)
 SERIAL_GROUPS = {
     # one JupyterLab server per module (a module fixture: one per worker otherwise), four
     # notebooks' Run All and chromium: CPU-heavy, with timeouts
@@ -74,6 +74,11 @@ NEEDS = {
 }
 
 
+def _wanted():
+    env = os.environ.get("AURA_TEST_BACKENDS")
+    return set(env.split(",")) if env else None
+
+
 @functools.cache
 def missing(need: str) -> str | None:
     """Why ``need`` (a backend, a name in NEEDS or a Python module) is missing; None if present."""
@@ -100,11 +105,6 @@ def pytest_runtest_setup(item):
             pytest.fail(f"{STRICT[need]}=1 but {reason}", pytrace=False)
         if reason:
             pytest.skip(reason)
-
-
-def _wanted():
-    env = os.environ.get("AURA_TEST_BACKENDS")
-    return set(env.split(",")) if env else None
 
 
 def backend_params(op):
