@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.aura-installed
 TORCH  ?= torch==2.13.0
 LAB_ARGS ?=
 PYTEST_ARGS ?=
-# pytest-xdist workers for `make check` and `make test` (each kernel uses every core already)
+# pytest-xdist workers for `make check` and `make test` (each kernel uses every core already; 0: one process)
 JOBS ?= 2
 
 .PHONY: lab check test venv build notebooks docs lint clean
@@ -30,18 +30,18 @@ lab: $(STAMP)
 
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-XDIST := -n $(JOBS) --dist loadgroup
-
-# the fast loop: ruff, then the unit layer (tests/unit) without the `slow` cases
+# the fast loop: ruff, then the unit layer (tests/unit) without the `slow` cases, test by test
 check: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest tests/unit -m "not slow" $(XDIST) --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit -m "not slow" -n $(JOBS) --durations=15 $(PYTEST_ARGS)
 
-# everything: every layer (tests/unit, integration, reliability, browser) and the notebooks; a
-# notebook's cells, and each file in SERIAL_GROUPS (tests/conftest.py), run on one worker
+# everything: the notebooks and every layer (tests/browser, integration, reliability, unit). One
+# file (a notebook's cells, one Lab server, the signal and soak tests) runs on one worker, in
+# order; files go out in this order (no reorder by size), the long ones first
 test: $(STAMP)
 	$(BIN)/aura-lab build
-	$(BIN)/python -m pytest tests notebooks/*.ipynb $(NBVAL) $(XDIST) --durations=40 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest notebooks/*.ipynb tests $(NBVAL) -n $(JOBS) --dist loadfile --no-loadscope-reorder \
+		--durations=40 $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
 	$(BIN)/python tools/sync_notebooks.py

@@ -6,9 +6,6 @@ from the repository root) is made absolute here: the kernels import this checkou
 not whichever one the environment has installed."""
 
 import os
-from pathlib import Path
-
-import pytest
 
 if os.environ.get("PYTHONPATH"):
     os.environ["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) if p else p
@@ -19,13 +16,3 @@ def pytest_collectstart(collector):
     if collector.fspath and collector.fspath.ext == ".ipynb":
         collector.skip_compare += ("stderr", "text/html", "application/javascript",
                                    "application/vnd.jupyter.widget-view+json")
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the xdist_group marks
-def pytest_collection_modifyitems(items):
-    """A notebook's cells share one kernel and run in order: under xdist (``make test``,
-    ``--dist loadgroup``) all of them go to one worker."""
-    for item in items:
-        path = Path(str(item.fspath))
-        if path.suffix == ".ipynb":
-            item.add_marker(pytest.mark.xdist_group(f"notebook-{path.stem}"))

@@ -14,8 +14,11 @@
   before xdist workers start), so no test pays for or races on a cold build.
 * ``backend_params(op)`` parametrizes a test over an op's backends; unavailable ones are
   skipped *with the reason* (only when the compiler is really missing, for mojo).
-* Under xdist (``make test``: ``-n 2 --dist loadgroup``) the tests in ``SERIAL_GROUPS`` run on
-  one worker, one after another (see there why); a notebook's cells too (notebooks/conftest.py).
+* ``make test`` runs on xdist workers with ``--dist loadfile``: the tests of one file (a
+  notebook's cells, the browser tests' one Lab server, the signal and soak tests) run on one
+  worker, in order. Tests of different files share nothing: each has its own temporary cache,
+  kernel tree and environment (monkeypatch). (``--dist loadgroup`` would not do: with pytest 9
+  xdist 3.8's ``xdist_group`` is ignored.)
 """
 
 from __future__ import annotations
@@ -35,22 +38,6 @@ LAYERS = ("unit", "integration", "reliability", "browser")
 
 #: needs that fail the test instead of skipping it when their variable is "1"
 STRICT = {"chromium": "AURA_REQUIRE_BROWSER", "playwright.sync_api": "AURA_REQUIRE_BROWSER"}
-
-#: tests that must not run at the same time as each other under xdist (``--dist loadgroup``
-#: puts a group on one worker), by file; a notebook's cells likewise (notebooks/conftest.py)
-SERIAL_GROUPS = {
-    # one JupyterLab server per module (a module fixture: one per worker otherwise), four
-    # notebooks' Run All and chromium: CPU-heavy, with timeouts
-    "browser/test_browser.py": "browser",
-    # 20 interpreters each compiling a failing MAX graph (MAX's compile cache), and the
-    # max device/diagnostics checks
-    "integration/test_max.py": "max",
-    # SIGINT/SIGUSR1 at kernels that must answer within 1 s, child processes hit by signals
-    "reliability/test_cancel.py": "signals",
-    # RSS soaks and 8-thread hammering: memory criteria and timing, kept off the cancel tests
-    "reliability/test_load.py": "load",
-}
-
 
 def chromium_path() -> str | None:
     for p in (os.environ.get("CHROMIUM_BIN"), shutil.which("chromium"), "/usr/bin/chromium"):
@@ -120,17 +107,12 @@ def _layer(path: Path) -> str | None:
     return rel.parts[0] if len(rel.parts) > 1 and rel.parts[0] in LAYERS else None
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the xdist_group marks
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        path = Path(str(item.fspath))
-        layer = _layer(path)
-        if layer is None:
-            continue
-        item.add_marker(layer)
-        group = SERIAL_GROUPS.get(path.relative_to(TESTS).as_posix())
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+        layer = _layer(Path(str(item.fspath)))
+        if layer:
+            item.add_marker(layer)
 
 
 def pytest_sessionstart(session):
