@@ -1,4 +1,4 @@
-# aura_lab: `make lab` and `make test` each set up .venv on first use.
+# aura_lab: `make lab`, `make check` and `make test` each set up .venv on first use.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,8 +7,10 @@ STAMP  := $(VENV)/.aura-installed
 TORCH  ?= torch==2.13.0
 LAB_ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make check` and `make test` (each kernel uses every core already; 0: one process)
+JOBS ?= 2
 
-.PHONY: lab test venv build notebooks docs lint clean
+.PHONY: lab check test venv build notebooks docs lint clean
 
 venv: $(STAMP)
 
@@ -28,9 +30,18 @@ lab: $(STAMP)
 
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
+# the fast loop: ruff, then the unit layer (tests/unit) without the `slow` cases, test by test
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest tests/unit -m "not slow" -n $(JOBS) --durations=15 $(PYTEST_ARGS)
+
+# everything: the notebooks and every layer (tests/browser, integration, reliability, unit). One
+# file (a notebook's cells, one Lab server, the signal and soak tests) runs on one worker, in
+# order; files go out in this order (no reorder by size), the long ones first
 test: $(STAMP)
 	$(BIN)/aura-lab build
-	$(BIN)/python -m pytest tests notebooks/*.ipynb $(NBVAL) --durations=40 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest notebooks/*.ipynb tests $(NBVAL) -n $(JOBS) --dist loadfile --no-loadscope-reorder \
+		--durations=40 $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
 	$(BIN)/python tools/sync_notebooks.py

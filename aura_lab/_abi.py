@@ -18,7 +18,7 @@ An op module declares its kernel's block as a ``KernelABI``::
   struct ``<Name>Params`` whose ``load(address)`` checks the block's layout word (a hash of
   the name, the version and every field and member, in order) before reading a field, so a
   kernel built from another declaration raises instead of reading garbage.
-  ``tests/test_abi.py`` fails while a generated file is stale; ``python tools/gen_abi.py``
+  ``tests/unit/test_abi.py`` fails while a generated file is stale; ``python tools/gen_abi.py``
   rewrites them.
 
 Every block ends with a ``control`` field that ``pack`` fills itself: the address of the
@@ -106,7 +106,7 @@ class KernelABI:
     def mojo_source(self) -> str:
         """The generated ``<name>_abi.mojo``."""
         out = [f"# Generated from the KernelABI {self.name!r} (aura_lab/_abi.py): do not edit.",
-               "# Regenerate with `python tools/gen_abi.py`; tests/test_abi.py fails while this file is stale.",
+               "# Regenerate with `python tools/gen_abi.py`; tests/unit/test_abi.py fails while this file is stale.",
                "", "from aura_kernels.common import checked_block", "",
                f"comptime {self.name.upper()}_LAYOUT = {self.layout:#x}", ""]
         for e in self.enums:

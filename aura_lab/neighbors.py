@@ -60,7 +60,7 @@ GRID_METRICS = ("euclidean",)
 #: highest dimension the grid path takes (3^(d-1) strips per point: 81 at d = 5)
 GRID_MAX_D = 5
 #: cells are this much wider than r: a pair whose computed distance is <= r has a true one at
-#: most (d/2 + 3) * 2^-24 * r larger (float32, see tests/test_neighbors.py), far below this
+#: most (d/2 + 3) * 2^-24 * r larger (float32, see tests/unit/test_neighbors.py), far below this
 GRID_MARGIN = 1e-5
 #: the grid has at most this many cells per point (then its cells grow beyond r)
 GRID_CELLS_PER_POINT = 8

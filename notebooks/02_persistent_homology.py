@@ -287,7 +287,7 @@ for name, (X, kw, published) in STD.items():
 # and independent of the other live bars' cycles until the bar dies. `res.cocycles[k][i]` is the
 # dual object ripser.py returns (`res.ripser_cocycles()` gives its array shape). Both come from the
 # mojo engine: cocycles from its cohomology reduction, cycles by *involuted* persistent homology
-# (the cohomology pairs tell which boundary columns to reduce). `tests/test_persistence_reps.py`
+# (the cohomology pairs tell which boundary columns to reduce). `tests/unit/test_persistence_reps.py`
 # checks every representative against a linear-algebra oracle built from these definitions.
 #
 # Over Z/3 the coefficients are ±1 (2 ≡ −1), so an H1 cycle is an oriented loop and its

@@ -1,19 +1,64 @@
 """Shared test setup.
 
-* ``AURA_TEST_BACKENDS=numpy,torch`` restricts the backends tests run on (default: all).
+* Layers by folder: ``tests/unit`` (per-op unit and property tests), ``tests/integration``
+  (the CLI, the panel, MAX, the build pipeline, collections, docs), ``tests/reliability`` (cancel, fork,
+  cache faults, load, fuzz) and ``tests/browser`` (real JupyterLab); each test gets the mark of
+  its folder (``-m unit``, ``-m "not browser"``). ``make check`` runs ``tests/unit -m "not slow"``.
+* One way to skip: ``@pytest.mark.requires("mojo", "ripser", ...)`` skips with the reason when
+  a need is missing: a backend (``backend_status``), ``root``, ``chromium`` or else a Python
+  module. ``requires_mojo`` is ``requires("mojo")``. Needs in ``STRICT`` fail instead of
+  skipping when their variable is 1 (CI sets ``AURA_REQUIRE_BROWSER=1``).
+* ``AURA_TEST_BACKENDS=numpy,torch`` restricts the backends tests run on (default: all): the
+  others count as missing.
 * The Mojo kernels are compiled once, in the controller process, before any test (and
   before xdist workers start), so no test pays for or races on a cold build.
 * ``backend_params(op)`` parametrizes a test over an op's backends; unavailable ones are
   skipped *with the reason* (only when the compiler is really missing, for mojo).
+* ``make test`` runs on xdist workers with ``--dist loadfile``: the tests of one file (a
+  notebook's cells, the browser tests' one Lab server, the signal and soak tests) run on one
+  worker, in order. Tests of different files share nothing: each has its own temporary cache,
+  kernel tree and environment (monkeypatch). (``--dist loadgroup`` would not do: with pytest 9
+  xdist 3.8's ``xdist_group`` is ignored.)
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
-from aura_lab.registry import backend_status
+from aura_lab.registry import BACKENDS, backend_status
+
+TESTS = Path(__file__).resolve().parent
+LAYERS = ("unit", "integration", "reliability", "browser")
+
+#: needs that fail the test instead of skipping it when their variable is "1"
+STRICT = {"chromium": "AURA_REQUIRE_BROWSER", "playwright.sync_api": "AURA_REQUIRE_BROWSER"}
+
+def chromium_path() -> str | None:
+    for p in (os.environ.get("CHROMIUM_BIN"), shutil.which("chromium"), "/usr/bin/chromium"):
+        if p and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def _module_missing(name: str) -> str | None:
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        found = False
+    return None if found else f"the Python module {name} is not installed (pip install -e '.[test]')"
+
+
+#: the needs that are not Python modules: name -> why it is missing (None: present)
+NEEDS = {
+    "root": lambda: None if os.getuid() == 0 else "needs root (chown to another user)",
+    "chromium": lambda: None if chromium_path() else "chromium is not installed (apt-get install -y chromium)",
+}
 
 
 def _wanted():
@@ -21,19 +66,53 @@ def _wanted():
     return set(env.split(",")) if env else None
 
 
-def backend_params(op):
+@functools.cache
+def missing(need: str) -> str | None:
+    """Why ``need`` (a backend, a name in NEEDS or a Python module) is missing; None if present."""
     wanted = _wanted()
-    params = []
-    for b in op.backends:
-        marks = []
-        if wanted is not None and b not in wanted:
-            marks.append(pytest.mark.skip(reason=f"{b} not in AURA_TEST_BACKENDS"))
-        else:
-            st = backend_status(b)
-            if not st.available:
-                marks.append(pytest.mark.skip(reason=f"{b} unavailable: {st.reason}"))
-        params.append(pytest.param(b, marks=marks, id=b))
-    return params
+    if need in BACKENDS and wanted is not None and need not in wanted:
+        return f"{need} not in AURA_TEST_BACKENDS"
+    if need in BACKENDS:
+        st = backend_status(need)
+        return None if st.available else f"{need} unavailable: {st.reason}"
+    if need in NEEDS:
+        return NEEDS[need]()
+    return _module_missing(need)
+
+
+def _needs(item) -> list[str]:
+    needs = [n for mark in item.iter_markers("requires") for n in mark.args]
+    return needs + ["mojo"] * any(item.iter_markers("requires_mojo"))
+
+
+def pytest_runtest_setup(item):
+    for need in _needs(item):
+        reason = missing(need)
+        if reason and os.environ.get(STRICT.get(need, "")) == "1":
+            pytest.fail(f"{STRICT[need]}=1 but {reason}", pytrace=False)
+        if reason:
+            pytest.skip(reason)
+
+
+def backend_params(op):
+    """One parameter per backend of ``op``, each requiring its backend."""
+    return [pytest.param(b, marks=pytest.mark.requires(b), id=b) for b in op.backends]
+
+
+def _layer(path: Path) -> str | None:
+    try:
+        rel = path.relative_to(TESTS)
+    except ValueError:
+        return None
+    return rel.parts[0] if len(rel.parts) > 1 and rel.parts[0] in LAYERS else None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        layer = _layer(Path(str(item.fspath)))
+        if layer:
+            item.add_marker(layer)
 
 
 def pytest_sessionstart(session):

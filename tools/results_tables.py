@@ -6,7 +6,7 @@
 
 The docs site generates its tables at build time (docs/hooks.py); the README holds its one
 table between ``<!-- aura:targets -->`` and ``<!-- /aura:targets -->``, and
-tests/test_docs.py fails while that block differs from what this script writes.
+tests/integration/test_docs.py fails while that block differs from what this script writes.
 """
 
 import sys

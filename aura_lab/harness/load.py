@@ -12,7 +12,7 @@
   model cache and compile log (a per-call record anywhere would show there).
 
 ``CASES`` is the one table of public op x input maker x call, which ``aura-lab soak``, the
-tests (``tests/test_load.py``, ``tests/test_determinism.py``) and these functions share. A
+tests (``tests/reliability/test_load.py``, ``tests/integration/test_determinism.py``) and these functions share. A
 case's ``make(rng, large)`` builds its inputs: small for soaks, large enough that the Mojo
 kernels use several threads (``Op.threads``) for the thread and determinism checks.
 """

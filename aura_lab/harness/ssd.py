@@ -12,7 +12,7 @@ each of ``TORCH_CHUNKS`` (``vs_torch_ssd``: against the faster). ``peak_MiB`` is
 the resident memory one call added (high-water mark), ``saved_MiB`` what the forward kept
 for the backward (torch: its saved tensors; mojo/max: checkpoints and inputs). The
 ``tiny MambaLM step`` rows time one AdamW step of the language model that
-``tests/test_models.py`` and notebook 01 train (``LM``), with the scan on each training backend.
+``tests/unit/test_models.py`` and notebook 01 train (``LM``), with the scan on each training backend.
 
 Peers, measured in the same run:
 
@@ -310,7 +310,7 @@ def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float
     return rows
 
 
-#: the tiny language model of tests/test_models.py and notebook 01 (one step: batch 64, l = 12)
+#: the tiny language model of tests/unit/test_models.py and notebook 01 (one step: batch 64, l = 12)
 LM = dict(vocab=32, d_model=64, n_layers=1, d_state=32, headdim=16, chunk_size=32)
 LM_TASK = dict(n_pairs=4, n_keys=16, n_values=16, n_queries=4)
 

@@ -109,7 +109,7 @@ ENGINES = ("auto", "dense", "sparse")
 #   n >= 1024: sparse as fast or faster up to 0.25, about even at 0.4-0.6 -> 0.4. maxdim 2:
 #   sparse wins below 0.1 from n 2048 on (1.1-2.8x), dense from 0.25 on (0.3-0.8x), n 4096
 #   at 0.1 0.93x; the crossover interpolates to ~0.14 at n 2048 -> 0.16, just above the 0.152
-#   of the sparse input that tests/test_persistence_sparse.py requires on the sparse engine.
+#   of the sparse input that tests/unit/test_persistence_sparse.py requires on the sparse engine.
 SPARSE_MIN_N = 1024
 #: the largest fraction of all pairs that runs sparse for maxdim >= 2 (see the table above)
 SPARSE_MAX_DENSITY = 0.16

@@ -47,7 +47,7 @@ def selective_scan(x, dt, A, B, C, *, D=None, z=None, dt_bias=None, dt_softplus:
     bit-identical across runs and kernel thread counts (``AURA_NUM_THREADS``,
     ``thread_budget``); the mojo/max gradients of ``B`` and ``C`` sum one partial per kernel
     thread, so across thread counts they agree to within 1e-6 of their largest entry (float32;
-    measured 2.3e-7, tests/test_determinism.py).
+    measured 2.3e-7, tests/integration/test_determinism.py).
     """
     prob = validate_scan(x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_states, cu_seqlens, chunk_size)
     run = op

@@ -1,5 +1,5 @@
 # Generated from the KernelABI 'routing' (aura_lab/_abi.py): do not edit.
-# Regenerate with `python tools/gen_abi.py`; tests/test_abi.py fails while this file is stale.
+# Regenerate with `python tools/gen_abi.py`; tests/unit/test_abi.py fails while this file is stale.
 
 from aura_kernels.common import checked_block
 

@@ -1,4 +1,4 @@
-# A MAX custom op for tests/test_max.py that fails at graph compile for int32 (a kernel constraint,
+# A MAX custom op for tests/integration/test_max.py that fails at graph compile for int32 (a kernel constraint,
 # the kind of failure after which MAX's compiler threads outlive the error): the op copies x.
 import extensibility
 from extensibility import InputTensor, OutputTensor

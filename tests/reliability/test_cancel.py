@@ -20,12 +20,8 @@ import aura_lab
 from aura_lab import _control
 from aura_lab.errors import Cancelled
 
-from aura_lab.registry import backend_status
 
-needs_mojo = pytest.mark.skipif(not backend_status("mojo").available, reason=f"mojo unavailable: {backend_status('mojo').reason}")
-needs_max = pytest.mark.skipif(not backend_status("max").available, reason=f"max unavailable: {backend_status('max').reason}")
-
-BACKENDS = [pytest.param("mojo", marks=needs_mojo), pytest.param("max", marks=needs_max)]
+BACKENDS = [pytest.param(b, marks=pytest.mark.requires(b)) for b in ("mojo", "max")]
 
 
 def _long_distance():
@@ -168,12 +164,12 @@ def _scan_training(l: int, backend: str):
     return x, aura_lab.selective_scan(x, torch.full((1, l, h), 0.1), -torch.ones(h), B, B, backend=backend)
 
 
+@pytest.mark.requires("torch")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sigint_stops_the_scan_backward_torch_calls_later(backend):
     """torch runs the backward after the forward's op call has ended, outside any control:
     the backward must still be an interruptible op call (its kernel block once carried no
     control, so Ctrl-C waited for the whole backward)."""
-    pytest.importorskip("torch")
     _scan_training(70, backend)[1].sum().backward()  # compiled and loaded
     x, y = _scan_training(32768, backend)
     sent = _interrupt_after(0.3)  # the chunked backward at this size can end within a second
@@ -301,16 +297,12 @@ ROUND_CASES = [(op, "mojo") for op in ("distance", "ssd", "ssd_train", "routing"
               [(op, "max") for op in ("distance", "ssd", "ssd_train", "routing")]
 
 
-def _round_marks(op: str, backend: str) -> list:
-    return [needs_mojo if backend == "mojo" else needs_max]
-
-
-@pytest.mark.parametrize("op,backend", [pytest.param(o, b, marks=_round_marks(o, b)) for o, b in ROUND_CASES])
+@pytest.mark.parametrize("op,backend", [pytest.param(o, b, marks=pytest.mark.requires(b)) for o, b in ROUND_CASES])
 def test_repeated_signals_never_abandon_a_running_kernel(op, backend):
     """20 rounds of two or three signals (SIGINT, a SIGUSR1 whose handler raises) at random
     moments and gaps during the long call, in a child process (a use-after-free would kill
     it): each round raises, and then nothing runs on: no entry of ``out=`` written after the
-    call returned, no CPU burnt by an abandoned kernel (see tests/interrupt_rounds.py)."""
+    call returned, no CPU burnt by an abandoned kernel (see tests/reliability/interrupt_rounds.py)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -323,7 +315,7 @@ def test_repeated_signals_never_abandon_a_running_kernel(op, backend):
         f"exit {child.returncode}\n{child.stdout[-3000:]}\n{child.stderr[-3000:]}"
 
 
-@needs_mojo
+@pytest.mark.requires("mojo")
 def test_decode_step_under_a_cancelled_control_does_not_run():
     h, p, n = 2, 3, 4
     state = np.zeros((1, h, p, n), np.float32)
@@ -379,7 +371,7 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-@needs_mojo
+@pytest.mark.requires("mojo")
 def test_cancelled_persistence_frees_its_memory():
     X = np.random.default_rng(0).standard_normal((3000, 8))
     _small_persistence("mojo")
@@ -416,7 +408,7 @@ def test_progress_argument_is_checked():
             aura_lab.rips_persistence(X, progress=bad)
 
 
-@needs_mojo
+@pytest.mark.requires("mojo")
 def test_engine_counts_its_progress_into_the_control():
     X = np.random.default_rng(5).standard_normal((400, 4))
     seen = []
@@ -427,7 +419,7 @@ def test_engine_counts_its_progress_into_the_control():
     assert all(0 <= d <= t for _, d, t in seen)
 
 
-@needs_mojo
+@pytest.mark.requires("mojo")
 def test_progress_true_shows_a_bar(capsys):
     X = np.random.default_rng(5).standard_normal((400, 4))
     aura_lab.rips_persistence(X, maxdim=2, backend="mojo", progress=True)
@@ -438,7 +430,7 @@ def test_progress_true_shows_a_bar(capsys):
 
 # ------------------------------------------------------------------ a cancelled compile
 
-@needs_mojo
+@pytest.mark.requires("mojo")
 def test_ctrl_c_during_a_first_use_compile_leaves_no_partial_file(tmp_path):
     """A child process compiles the distance kernel into an empty cache and gets SIGINT
     while the compiler runs: it raises KeyboardInterrupt, and the cache holds no library
@@ -478,7 +470,7 @@ def test_cli_reports_an_interrupt_without_a_traceback(tmp_path):
     assert "aura-lab bench: interrupted" in err and "Traceback" not in err
 
 
-@needs_mojo
+@pytest.mark.requires("mojo")
 def test_engine_survives_cancels_at_random_moments():
     """Cancels landing anywhere in the engine (edges, sorts, emergent pairs, both phases of
     the reduction, assembly; Z/2 and Z/3) never crash it, and the next run is identical."""

@@ -33,9 +33,11 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.browser
+from ..conftest import chromium_path
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.requires("playwright.sync_api", "chromium")  # a failure with AURA_REQUIRE_BROWSER=1
+
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ["00_tour", "01_mamba2_ssd", "02_persistent_homology", "03_moe_routing"]
 RUN_ALL_TIMEOUT_S = 600  # one notebook; they take up to a few minutes on a slow shared VM
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -43,32 +45,14 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
 SHOTS = Path(tempfile.mkdtemp(prefix="aura-browser-shots-"))
 
 
-def _missing(reason: str):
-    if os.environ.get("AURA_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"AURA_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def chromium_path() -> str | None:
-    for p in (os.environ.get("CHROMIUM_BIN"), shutil.which("chromium"), "/usr/bin/chromium"):
-        if p and os.access(p, os.X_OK):
-            return p
-    return None
-
-
 # ----------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("the playwright Python package is not installed (pip install -e '.[test]')")
-    exe = chromium_path()
-    if exe is None:
-        _missing("chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
+        b = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
 

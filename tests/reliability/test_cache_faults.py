@@ -17,9 +17,9 @@ import pytest
 import aura_lab
 from aura_lab import _cache, _mojo
 
-from .test_mojo_pipeline import HELLO, sandbox  # noqa: F401  (the fixture)
+from ..integration.test_mojo_pipeline import HELLO, sandbox  # noqa: F401  (the fixture)
 
-pytestmark = pytest.mark.skipif(not _mojo.status()[0], reason=f"Mojo compiler missing: {_mojo.status()[2]}")
+pytestmark = pytest.mark.requires("mojo")
 
 _ADD = "from aura_lab import _mojo; print(_mojo.load('hello').add(40, 2))"
 
@@ -163,10 +163,9 @@ def _make_symlink(path):
 NOT_PRIVATE = {"foreign-owned": (_make_foreign, r"is owned by uid 65534, not by this user"),
                "world-writable": (_make_world_writable, r"can be written by its group or others \(mode 0777\)"),
                "a symlink": (_make_symlink, r"is a symbolic link")}
-needs_root = pytest.mark.skipif(os.getuid() != 0, reason="chown to another user needs root")
 
 
-@pytest.mark.parametrize("how", [pytest.param("foreign-owned", marks=needs_root), "world-writable", "a symlink"])
+@pytest.mark.parametrize("how", [pytest.param("foreign-owned", marks=pytest.mark.requires("root")), "world-writable", "a symlink"])
 def test_a_cache_root_that_is_not_private_is_refused(sandbox, how):  # noqa: F811
     configured = _cache.configured_root()
     make, why = NOT_PRIVATE[how]
@@ -177,7 +176,7 @@ def test_a_cache_root_that_is_not_private_is_refused(sandbox, how):  # noqa: F81
     assert _mojo.build_dir().parent == root and _cache.cache_root() == root  # one fallback per process and directory
 
 
-@pytest.mark.parametrize("how", [pytest.param("foreign-owned", marks=needs_root), "world-writable"])
+@pytest.mark.parametrize("how", [pytest.param("foreign-owned", marks=pytest.mark.requires("root")), "world-writable"])
 def test_a_build_dir_that_is_not_private_is_refused(sandbox, how):  # noqa: F811
     (sandbox / "hello.mojo").write_text(HELLO)
     configured = _cache.configured_root()

@@ -13,7 +13,7 @@ import aura_lab
 from aura_lab import _mojo
 from aura_lab.registry import backend_status
 
-pytestmark = pytest.mark.skipif(not _mojo.status()[0], reason=f"Mojo compiler missing: {_mojo.status()[2]}")
+pytestmark = pytest.mark.requires("mojo")
 
 HELLO = textwrap.dedent(
     """

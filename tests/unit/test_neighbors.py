@@ -33,10 +33,8 @@ import aura_lab
 from aura_lab import _arrays as A
 from aura_lab import neighbors as N
 from aura_lab.errors import Cancelled
-from aura_lab.registry import backend_status
 
-pytestmark = pytest.mark.skipif(not backend_status("mojo").available,
-                                reason=f"mojo unavailable: {backend_status('mojo').reason}")
+pytestmark = pytest.mark.requires("mojo")
 
 U = {np.dtype(np.float32): 2.0**-24, np.dtype(np.float64): 2.0**-53}
 
@@ -286,8 +284,10 @@ def test_threads_do_not_change_the_result():
             np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.requires("torch")
 def test_torch_and_list_inputs():
-    torch = pytest.importorskip("torch")
+    import torch
+
     X = np.random.default_rng(2).random((100, 2))
     want = N.radius_graph(X, 0.2)
     for arg in (torch.from_numpy(X), X.tolist()):

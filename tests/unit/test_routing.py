@@ -569,6 +569,7 @@ def _expert_outputs(layer, x, r):
 
 # ---------------------------------------------------------------------------- harness
 
+@pytest.mark.slow  # a bench sweep and the validation report
 def test_bench_and_validate_smoke():
     from aura_lab.harness import routing as H
 

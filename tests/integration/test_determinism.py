@@ -19,7 +19,7 @@ from aura_lab.harness import load as L
 from aura_lab.harness.core import threads
 from aura_lab.registry import num_threads, thread_budget
 
-from .conftest import backend_params
+from ..conftest import backend_params
 
 #: backends whose kernels take their thread count from aura_lab (the rest: numpy, torch, gudhi)
 THREADED = ("mojo", "max")

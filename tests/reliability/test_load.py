@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from aura_lab.harness import load as L
-from aura_lab.registry import Dispatch, backend_status
+from aura_lab.registry import Dispatch
 
-from .conftest import backend_params
+from ..conftest import backend_params
 
 
 def _pairs():
@@ -80,10 +80,9 @@ def test_threads_check_catches_a_wrong_result():
     assert not r["identical"] and r["mismatches"] == 8
 
 
+@pytest.mark.requires("mojo")
 def test_arrays_flattens_every_result_kind():
     case = L.CASE["rips_persistence (reps)"]
-    if "mojo" not in case.backends():
-        pytest.skip("mojo unavailable")
     res = case.call("mojo", *case.inputs(0))
     out = L.arrays(res)
     n_chains = sum(len(d) for d in res.cycles) + sum(len(d) for d in res.cocycles)
@@ -119,7 +118,7 @@ def _failing_max_backward(backend, x, dt, A, B, C):
         train._max_backward(saved, None, None, {"x", "dt", "A", "B", "C"})
 
 
-@pytest.mark.skipif(not backend_status("max").available, reason="max unavailable")
+@pytest.mark.requires("max")
 def test_max_backward_failing_after_allocation_leaves_rss_flat():
     """Issue 28: the MAX backward op's execute freed its scratch only on success, so every
     error raised after the allocation leaked it (y, ypre, fin, ckpt: ~130 KiB a call here).

@@ -23,7 +23,7 @@ import aura_lab
 from aura_lab import _max, _mojo, distance, persistence
 from aura_lab.registry import num_threads
 
-pytestmark = pytest.mark.skipif(not _mojo.status()[0], reason=f"Mojo compiler missing: {_mojo.status()[2]}")
+pytestmark = pytest.mark.requires("mojo")
 
 #: how long a forked child may take before the test calls it hung (each call here takes < 1 s)
 TIMEOUT_S = 120
@@ -89,7 +89,7 @@ def _max_calls():
     return error, aura_lab.last_dispatch().backend
 
 
-@pytest.mark.skipif(not _max.status()[0], reason="the max backend is unavailable here")
+@pytest.mark.requires("max")
 def test_the_max_backend_is_unavailable_in_a_forked_child_not_hung(two_threads):
     _max._session()  # MAX's runtime started in the parent too
     error, auto_ran = _in_fork(_max_calls)

@@ -17,7 +17,7 @@ from aura_lab.harness.rounding import U32, gamma
 from aura_lab import _max
 from aura_lab.registry import backend_status
 
-pytestmark = pytest.mark.skipif(not backend_status("max").available, reason=f"max unavailable: {backend_status('max').reason}")
+pytestmark = pytest.mark.requires("max")
 
 
 def test_status_lists_the_graph_ops():
@@ -97,7 +97,7 @@ def test_interpreter_exits_cleanly_after_a_failed_graph_compile(tmp_path):
     # measured): _max waits for them before raising. Each run is a fresh interpreter exiting at once.
     from aura_lab import _mojo
 
-    src = Path(__file__).parent / "data" / "max_refusing_op"
+    src = Path(__file__).resolve().parents[1] / "data" / "max_refusing_op"
     pkg = tmp_path / "max_refusing_op.mojoc"
     r = subprocess.run([str(_mojo.mojo_binary()), "precompile", str(src), "-o", str(pkg)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -110,6 +110,7 @@ def _fastest_within(size, X, out, pick, tolerance):
     return False, ms
 
 
+@pytest.mark.slow  # a real calibration run
 def test_calibration_run_and_auto_at_sizes_off_the_grid(private_cache, monkeypatch):
     from aura_lab.harness import calibrate as hc
     from aura_lab.harness import distance as hd

@@ -12,7 +12,7 @@ import pytest
 from aura_lab import cli
 from aura_lab.harness import fuzz as F
 
-REGRESSIONS = F.load_regressions(Path(__file__).parent / "data" / "fuzz_regressions.json")
+REGRESSIONS = F.load_regressions(Path(__file__).resolve().parents[1] / "data" / "fuzz_regressions.json")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Child process of ``test_cancel.test_repeated_signals_never_abandon_a_running_kernel``:
-``python tests/interrupt_rounds.py OP BACKEND ROUNDS SEED``.
+``python tests/reliability/interrupt_rounds.py OP BACKEND ROUNDS SEED``.
 
 Runs the long call of OP on BACKEND ROUNDS times, each time hit by two or three signals at
 random moments and random gaps (SIGINT, or SIGUSR1 whose handler raises ``Stop``, as a

@@ -130,6 +130,7 @@ def test_associative_recall_data():
         assert [table[k] for k in x[i, 10:].tolist()] == y[i, 10:].tolist()
 
 
+@pytest.mark.slow  # trains the tiny LM
 def test_tiny_lm_learns_associative_recall_and_switching_the_backend_keeps_predictions():
     """A one-layer MambaLM (d_model 64, d_state 32, 8 heads) trained for 400 AdamW steps on
     4-pair associative recall over 16 values (chance 1/16 = 6.25 %) must reach >= 85 %

@@ -60,9 +60,6 @@ def test_bad_declarations_are_refused():
 
 # ---------------------------------------------------------------- the kernels check the layout word
 
-_needs_mojo = pytest.mark.skipif(not _mojo.status()[0], reason="mojo unavailable")
-
-
 def _stale(abi, **fields):
     """A block of ``abi`` whose layout word is not the kernel's (as from another declaration)."""
     blk = abi.pack(**fields)
@@ -70,7 +67,7 @@ def _stale(abi, **fields):
     return blk
 
 
-@_needs_mojo
+@pytest.mark.requires("mojo")
 def test_distance_kernel_refuses_a_block_of_another_layout():
     import numpy as np
     from aura_lab.distance import ABI, METRIC
@@ -84,7 +81,7 @@ def test_distance_kernel_refuses_a_block_of_another_layout():
     assert np.all(res == -1.0)  # nothing was computed
 
 
-@_needs_mojo
+@pytest.mark.requires("mojo")
 def test_ssd_kernel_refuses_a_block_of_another_layout():
     import numpy as np
     from aura_lab.ssd import ABI
@@ -104,7 +101,7 @@ def test_ssd_kernel_refuses_a_block_of_another_layout():
     assert np.all(y == -1.0)
 
 
-@_needs_mojo
+@pytest.mark.requires("mojo")
 def test_ssd_backward_refuses_a_block_of_another_layout():
     import numpy as np
     from aura_lab.ssd.problem import GRAD_ABI
@@ -117,7 +114,7 @@ def test_ssd_backward_refuses_a_block_of_another_layout():
     assert np.all(gx == -1.0)
 
 
-@_needs_mojo
+@pytest.mark.requires("mojo")
 def test_routing_kernel_refuses_a_block_of_another_layout():
     import numpy as np
     from aura_lab.routing import ABI, SCORING
@@ -135,7 +132,7 @@ def test_routing_kernel_refuses_a_block_of_another_layout():
     assert np.all(experts == -1)
 
 
-@_needs_mojo
+@pytest.mark.requires("mojo")
 def test_persistence_kernel_refuses_a_block_of_another_layout():
     import numpy as np
     from aura_lab.persistence import ABI

@@ -12,7 +12,6 @@ from aura_lab import _control, harness
 from aura_lab.distance import op as distance_op
 from aura_lab.harness import FAMILIES
 from aura_lab.harness.core import PanelSpec
-from aura_lab.registry import backend_status
 from aura_lab.widgets import ComparisonPanel
 
 
@@ -260,7 +259,7 @@ def test_wait_without_run_and_with_timeout():
 
 
 
-@pytest.mark.skipif(not backend_status("mojo").available, reason="needs the mojo backend")
+@pytest.mark.requires("mojo")
 def test_stop_cancels_a_running_mojo_kernel_within_a_second():
     """Stop reaches a real kernel through the control: the engine (~100 s uninterrupted on
     3000 points in R^8 at maxdim 2) returns within a second of the click (the panel then

@@ -15,7 +15,7 @@ import pytest
 
 from aura_lab.harness import report
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 import results_tables  # noqa: E402  (tools/ is not a package)
 
