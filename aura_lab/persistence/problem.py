@@ -250,24 +250,43 @@ def _distance_matrix(Xn: np.ndarray, metric: str, is_matrix: bool) -> np.ndarray
         raise ValueError(f"X: a distance matrix must be square (n, n), got shape {Xn.shape}")
     n = Xn.shape[0]
     dtype = A.result_float_dtype(Xn)
+    exact = _check_matrix(Xn, dtype)
+    if exact and Xn.dtype == dtype and Xn.flags.c_contiguous:  # already the filtration: no copy
+        return Xn
     A.check_memory(n * n * dtype.itemsize, f"the ({n}, {n}) {dtype.name} copy of the distance matrix")
     D = np.array(Xn, dtype=dtype, order="C", copy=True)
-    rows = max(1, (16 << 20) // max(1, n * 8))  # temporaries of ~16 MiB per block of rows
-    for a in range(0, n, rows):
-        b = min(n, a + rows)
-        blk, tr = D[a:b], D[:, a:b].T  # tr[r, j] = D[j, a + r]
+    if not exact:
+        for a, b in _row_blocks(n):  # the lower triangle counts: copy it over the upper one
+            upper = np.arange(n)[None, :] > np.arange(a, b)[:, None]
+            D[a:b][upper] = D[:, a:b].T[upper]
+    return D
+
+
+def _row_blocks(n: int):
+    """(a, b) row ranges of about 256 KiB of float64 each: the temporaries of ``_check_matrix``
+    stay small next to the matrix (the peak memory of a call counts them; fract-r's 512 x 512
+    matrix checked at once took 3x its size on top)."""
+    rows = max(1, (256 << 10) // max(1, n * 8))
+    return [(a, min(n, a + rows)) for a in range(0, n, rows)]
+
+
+def _check_matrix(Xn: np.ndarray, dtype) -> bool:
+    """ValueError naming X for NaN, negative or asymmetric entries (beyond ``SYM_RTOL``) of the
+    square matrix ``Xn`` read as ``dtype``; returns whether it is exactly symmetric."""
+    exact = True
+    for a, b in _row_blocks(Xn.shape[0]):
+        blk, tr = Xn[a:b].astype(dtype, copy=False), Xn[:, a:b].T.astype(dtype, copy=False)  # tr[r, j] = X[j, a + r]
         if np.isnan(blk).any():
             raise ValueError("X: the distance matrix contains NaN")
         if (blk < 0).any():
             raise ValueError("X: the distance matrix has negative entries")
+        if exact and np.array_equal(blk, tr):
+            continue
+        exact = False
         with np.errstate(invalid="ignore"):
             bad = ~((np.abs(blk - tr) <= SYM_RTOL * np.maximum(blk, tr)) | (np.isinf(blk) & np.isinf(tr)))
         if bad.any():
             r, j = np.argwhere(bad)[0]
             i = a + r
-            raise ValueError(f"X: the distance matrix is not symmetric: D[{i}, {j}] = {D[i, j]} but D[{j}, {i}] = {D[j, i]}")
-    for a in range(0, n, rows):  # the lower triangle counts: copy it over the upper one
-        b = min(n, a + rows)
-        upper = np.arange(n)[None, :] > np.arange(a, b)[:, None]
-        D[a:b][upper] = D[:, a:b].T[upper]
-    return D
+            raise ValueError(f"X: the distance matrix is not symmetric: D[{i}, {j}] = {blk[r, j]} but D[{j}, {i}] = {tr[r, j]}")
+    return exact

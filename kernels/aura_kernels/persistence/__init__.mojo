@@ -27,9 +27,9 @@
 #   union-find from the shortest; a merging edge kills the younger root and gives [0, d); with
 #   vertex birth times (PersistenceParams.births; ripser.py's rule) the younger root is the one
 #   born later (ties: the larger vertex), its bar [birth, d) only when d > birth, and every
-#   root left [birth, inf). Sparse with maxdim 1: the edges
+#   root left [birth, inf). With maxdim 1 (either layout): the edges
 #   in a zero-persistence apparent pair (which never merge) are dropped during the edge scan,
-#   and only the rest is sorted and goes through union-find (h0._dim0_sparse_h1).
+#   and only the rest is sorted and goes through union-find (h0._dim0_h1).
 # * Reduction: adding a reduced column pushes only its cofacets after the pivot it cancels
 #   (the entries before it cancel within the column: reduce._eliminate).
 # * Hk, k >= 1: columns are the k-simplices that are not pivots of dimension k-1 (clearing) and

@@ -86,8 +86,8 @@ def run[T: DType, Z2: Bool, SPARSE: Bool](p: PersistenceParams):
     if ok:
         _write_bars(bars, info)
         if p.reps != 0:  # handed over to Python (free_bars), not freed here
-            info[unsafe_offset=INFO_REPS] = Int(reps.out.data)
             info[unsafe_offset=INFO_NREPS] = reps.out.size
+            info[unsafe_offset=INFO_REPS] = Int(reps.out.detach(mem))
     elif reps.inconsistent:
         info[unsafe_offset=INFO_STATUS] = STATUS_INCONSISTENT
         info[unsafe_offset=INFO_BARS] = 0

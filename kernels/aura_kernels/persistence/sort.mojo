@@ -2,7 +2,6 @@
 # with one merge, and the stable radix sort by diameter.
 
 from std.sys import size_of
-from std.memory.alloc import unsafe_alloc
 from std.memory import bitcast
 from max.algorithm import parallelize
 from aura_kernels.common import Control
@@ -100,7 +99,10 @@ def sort_columns[T: DType](mut b: Buffer[Entry[T]], nt: Int, mem: MemoryBudget) 
     parallelize(task, 2, 2)
     if not mem.take(n * size_of[Entry[T]]()):
         return False
-    var dst = unsafe_alloc[Entry[T]](n)  # becomes b's storage
+    var dst = Buffer[Entry[T]].alloc_storage(n)  # becomes b's storage
+    if Int(dst) == 0:
+        mem.refuse(n * size_of[Entry[T]]())
+        return False
     var i = 0
     var j = half
     var k = 0
@@ -120,7 +122,7 @@ def sort_columns[T: DType](mut b: Buffer[Entry[T]], nt: Int, mem: MemoryBudget) 
         dst[unsafe_offset=k] = p[unsafe_offset=j]
         j += 1
         k += 1
-    p.unsafe_free()
+    Buffer[Entry[T]].free_storage(p, b.cap)
     b.data = dst
     mem.give(b.cap * size_of[Entry[T]]())
     b.cap = n
@@ -139,7 +141,10 @@ def radix_sort_columns[T: DType](mut b: Buffer[Entry[T]], mem: MemoryBudget) -> 
     if not mem.take(n * size_of[Entry[T]]()):
         return False
     var src = b.data
-    var dst = unsafe_alloc[Entry[T]](n)  # the two buffers swap roles each pass; one is kept
+    var dst = Buffer[Entry[T]].alloc_storage(n)  # the two buffers swap roles each pass; one is kept
+    if Int(dst) == 0:
+        mem.refuse(n * size_of[Entry[T]]())
+        return False
     var count = OwnedArray[Int](RADIX_SIZE)
     var shift = 0
     while shift < BITS and mem.ok():  # a pass takes a few milliseconds per million entries
@@ -164,10 +169,10 @@ def radix_sort_columns[T: DType](mut b: Buffer[Entry[T]], mem: MemoryBudget) -> 
         dst = t
         shift += RADIX_BITS
     if src == b.data:  # an even number of passes: the result is back in the original buffer
-        dst.unsafe_free()
+        Buffer[Entry[T]].free_storage(dst, n)
         mem.give(n * size_of[Entry[T]]())
     else:
-        dst.unsafe_free()
+        Buffer[Entry[T]].free_storage(dst, b.cap)
         mem.give(b.cap * size_of[Entry[T]]())
         b.data = src
         b.cap = n
