@@ -5,6 +5,9 @@ interleaved per round, medians after a warm-up round.
     .venv/bin/python tools/bench_neighbors.py            # the three standard sets
     .venv/bin/python tools/bench_neighbors.py --rounds 7 --sets clifford
     .venv/bin/python tools/bench_neighbors.py --calibrate   # the cost-model shapes, 1 thread
+    .venv/bin/python tools/bench_neighbors.py --json data/results/radius-graph.json
+
+The docs' persistence page quotes the run stored with --json (``<!-- aura:neighbors -->``).
 
 Sets: clifford (data/ph-benchmark/clifford_torus_50000, r = 0.15), cube (200 000 uniform
 points in [0, 1]^3, seed 0, r = 0.05), o3 (data/ph-benchmark/o3_4096, r = 1.4).
@@ -13,6 +16,8 @@ points in [0, 1]^3, seed 0, r = 0.05), o3 (data/ph-benchmark/o3_4096, r = 1.4).
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -21,6 +26,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from aura_lab import neighbors as N
+from aura_lab.harness.core import machine_info
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ph-benchmark"
 
@@ -54,8 +60,10 @@ def _time(fn, rounds):
     return out
 
 
-def bench(names, rounds: int, dtypes=("float64", "float32")):
-    sets = _sets()
+def bench(names, rounds: int, dtypes=("float64", "float32")) -> list[dict]:
+    """Print each set's table; return a row per set, dtype and method (median ms, cKDTree's
+    pairs+dist median over this one)."""
+    sets, rows = _sets(), []
     for name in names:
         make, r = sets[name]
         X64 = make()
@@ -84,6 +92,9 @@ def bench(names, rounds: int, dtypes=("float64", "float32")):
                 med = statistics.median(ts)
                 print(f"  {k:20s} median {med * 1e3:8.1f} ms  (min {min(ts) * 1e3:8.1f})  "
                       f"cKDTree/this {base / med:5.2f}x")
+                rows.append({"set": name, "n": X.shape[0], "d": X.shape[1], "dtype": dt, "r": r, "pairs": nnz // 2,
+                             "method": k, "median_ms": med * 1e3, "ckdtree_over_this": base / med})
+    return rows
 
 
 def calibrate(rounds: int):
@@ -109,8 +120,14 @@ if __name__ == "__main__":
     ap.add_argument("--sets", default="clifford,cube,o3")
     ap.add_argument("--dtypes", default="float64,float32")
     ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--json", help="also write the rows here (the docs read data/results/radius-graph.json)")
     a = ap.parse_args()
     if a.calibrate:
         calibrate(a.rounds)
     else:
-        bench(a.sets.split(","), a.rounds, a.dtypes.split(","))
+        rows = bench(a.sets.split(","), a.rounds, a.dtypes.split(","))
+        if a.json:
+            ctx = {"machine": machine_info(), "rounds": a.rounds, "load_after": os.getloadavg()[0],
+                   "command": f"python tools/bench_neighbors.py --rounds {a.rounds} --sets {a.sets} --dtypes {a.dtypes}"}
+            Path(a.json).write_text(json.dumps({"context": ctx, "rows": rows}, indent=2))
+            print(f"wrote {a.json}")

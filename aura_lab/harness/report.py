@@ -230,16 +230,30 @@ def poll_table() -> str:
     return f"`{ctx['command']}`, {machine_line(ctx)}\n\n{format_table(res['rows'])}\n"
 
 
+def radius_graph_speedup() -> str:
+    """The stored run of ``tools/bench_neighbors.py``: the range of cKDTree's time (``query_pairs``
+    plus distances) over ``radius_graph``'s ``auto`` on the sets it timed, and its command."""
+    res = stored_run("radius-graph")
+    rows = [r for r in res["rows"] if r["method"] == "ours auto"]
+    lo, hi = min(r["ckdtree_over_this"] for r in rows), max(r["ckdtree_over_this"] for r in rows)
+    sets = ", ".join(dict.fromkeys(f"{r['set']} (n = {_grouped(r['n'])})" for r in rows))
+    ctx = res["context"]
+    load = f" (load average {ctx['load_after']:.1f} after it)" if "load_after" in ctx else ""
+    return f"{lo:.1f}–{hi:.1f}× faster than cKDTree's `query_pairs` plus distances on {sets} in one run of `{ctx['command']}`{load}"
+
+
 #: the markers that docs pages hold (``<!-- aura:NAME [ARG] -->``), each a generator
 MARKERS = {"results": results_table, "targets": targets_table, "load": load_table, "collapse": collapse_counts,
-           "fuzz": fuzz_counts, "poll": poll_table}
+           "fuzz": fuzz_counts, "poll": poll_table,
+           "neighbors": radius_graph_speedup}
 
 
 def expand(text: str) -> str:
     """``text`` with every ``<!-- aura:NAME [ARG] -->`` marker replaced by its generated
     markdown: ``results FAMILY`` that family's stored run, ``targets [FAMILY]`` the targets
     table, ``load`` the soak run, ``collapse SET`` the edges the collapse kept on that set,
-    ``fuzz`` the stored fuzz run's counts, ``poll`` the stored polling-overhead run."""
+    ``fuzz`` the stored fuzz run's counts, ``poll`` the stored polling-overhead run, ``neighbors``
+    the stored radius-graph speed-up over cKDTree."""
 
     def one(m):
         name, arg = m.group(1), m.group(2)

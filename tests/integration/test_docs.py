@@ -129,3 +129,15 @@ def test_collapse_marker_reads_the_stored_mojo_row(tmp_path, monkeypatch):
         "33 189 → 7 212 edges in 5 passes; 942 → 331 edges in 1 pass"
     with pytest.raises(ValueError, match="no collapse on the mojo row of 'u'"):
         report.expand("<!-- aura:collapse u -->")
+
+
+def test_neighbors_marker_gives_the_range_of_the_auto_rows(tmp_path, monkeypatch):
+    rows = [{"set": "s", "n": 50000, "method": "ours auto", "ckdtree_over_this": 1.74},
+            {"set": "s", "n": 50000, "method": "ours grid", "ckdtree_over_this": 9.0},
+            {"set": "t", "n": 4096, "method": "ours auto", "ckdtree_over_this": 2.81},
+            {"set": "t", "n": 4096, "method": "cKDTree pairs+dist", "ckdtree_over_this": 1.0}]
+    (tmp_path / "radius-graph.json").write_text(json.dumps({"context": {"command": "python x"}, "rows": rows}))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    assert report.expand("<!-- aura:neighbors -->") == (
+        "1.7–2.8× faster than cKDTree's `query_pairs` plus distances on s (n = 50 000), t (n = 4 096) "
+        "in one run of `python x`")
