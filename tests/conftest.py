@@ -6,7 +6,9 @@
   its folder (``-m unit``, ``-m "not browser"``). ``make check`` runs ``tests/unit -m "not slow"``.
 * One way to skip: ``@pytest.mark.requires("mojo", "ripser", ...)`` skips with the reason when
   a need is missing: a backend (``backend_status``), ``root``, ``chromium`` or else a Python
-  module. ``requires_mojo`` is ``requires("mojo")``. Needs in ``STRICT`` fail instead of
+  module. ``requires_mojo`` is ``requires("mojo")``. A module that a whole file uses is
+  ``ripser = optional_module("ripser")`` (None when missing) beside ``pytestmark =
+  pytest.mark.requires("ripser")``. Needs in ``STRICT`` fail instead of
   skipping when their variable is 1 (CI sets ``AURA_REQUIRE_BROWSER=1``).
 * ``AURA_TEST_BACKENDS=numpy,torch`` restricts the backends tests run on (default: all): the
   others count as missing.
@@ -92,6 +94,11 @@ def pytest_runtest_setup(item):
             pytest.fail(f"{STRICT[need]}=1 but {reason}", pytrace=False)
         if reason:
             pytest.skip(reason)
+
+
+def optional_module(name: str):
+    """The module ``name``, or None when it is missing (its tests carry ``requires(name)``)."""
+    return None if _module_missing(name) else importlib.import_module(name)
 
 
 def backend_params(op):

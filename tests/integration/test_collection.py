@@ -20,9 +20,9 @@ import pytest
 import aura_lab
 from aura_lab import collection
 from aura_lab.collection import collection_persistence, last_run
-from aura_lab.registry import backend_status, num_threads
+from aura_lab.registry import num_threads
 
-pytestmark = pytest.mark.skipif(not backend_status("mojo").available, reason="needs the mojo engine (the default backend)")
+pytestmark = pytest.mark.requires("mojo")
 
 
 def _clouds(seed=0, count=24):
@@ -229,8 +229,9 @@ def test_a_killed_process_worker_raises_a_clear_error(monkeypatch):
 
 # ------------------------------------------------------------------------------ dask
 
-def _local_cluster():
-    distributed = pytest.importorskip("distributed")
+def _local_cluster():  # its tests carry requires("distributed")
+    import distributed
+
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                        host="127.0.0.1")
     return cluster, distributed.Client(cluster, timeout=60)
@@ -248,6 +249,7 @@ def dask_client():
         cluster.close()
 
 
+@pytest.mark.requires("distributed")
 def test_dask_local_cluster_gives_identical_results(dask_client):
     X = _clouds(seed=7, count=30)
     serial = collection_persistence(X, homology_dimensions=[0, 1])
@@ -264,6 +266,7 @@ def test_dask_local_cluster_gives_identical_results(dask_client):
     _same(one, [s[1] for s in serial])
 
 
+@pytest.mark.requires("distributed")
 def test_dask_worker_killed_mid_run_is_retried_or_raises_never_hangs(dask_client):
     client = dask_client
     X = _workload(4.0, seed=8)
@@ -509,11 +512,11 @@ def test_chunks_cover_every_input_once_and_mix_periodic_labels():
     assert chunks == collection.plan_chunks(1000, 2)  # the same every time
 
 
+@pytest.mark.requires("distributed")
 def test_a_dask_cluster_started_after_aura_lab_prints_no_log_lines():
     """mojo's package lookup logs through ``logging.debug()``, whose implicit ``basicConfig()``
     gave the unconfigured root logger a stderr handler: every INFO record of a LocalCluster
     started afterwards (a dozen lines per start and stop) then printed in notebook 04."""
-    pytest.importorskip("distributed")
     code = ("import logging, joblib, numpy as np, aura_lab\n"
             "from aura_lab.harness.collection import _start_cluster\n"
             "if __name__ == '__main__':\n"

@@ -92,6 +92,9 @@ CASES = {
     "routing": (_long_routing, _small_routing, ("mojo", "max")),
     "persistence": (_long_persistence, _small_persistence, ("mojo",)),
 }
+#: every (op, backend) of CASES, each requiring its backend
+CASE_PARAMS = [pytest.param(op, b, marks=pytest.mark.requires(b), id=f"{op}-{b}")
+               for op, (*_, backends) in CASES.items() for b in backends]
 
 
 def _kernel_threads():
@@ -114,15 +117,12 @@ def _interrupt_after(seconds: float) -> dict:
 def _prepared(op: str, backend: str):
     """(the long call, the small checked call) of ``op``, warmed on ``backend`` (compiled and
     loaded, so that the cancel lands in the kernel)."""
-    long_case, small_case, backends = CASES[op]
-    if backend not in backends:
-        pytest.skip(f"{op} has no {backend} backend")
+    long_case, small_case, _ = CASES[op]
     small_case(backend)
     return long_case(), small_case
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("op", list(CASES))
+@pytest.mark.parametrize("op,backend", CASE_PARAMS)
 def test_sigint_stops_a_long_call_and_the_next_call_is_right(op, backend):
     call, small_case = _prepared(op, backend)
     sent = _interrupt_after(1.0)
@@ -138,8 +138,7 @@ def test_sigint_stops_a_long_call_and_the_next_call_is_right(op, backend):
     small_case(backend)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("op", list(CASES))
+@pytest.mark.parametrize("op,backend", CASE_PARAMS)
 def test_cancel_from_another_thread_raises_cancelled(op, backend):
     call, small_case = _prepared(op, backend)
     with aura_lab.cancellable() as ctl:

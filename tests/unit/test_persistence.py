@@ -19,14 +19,11 @@ from aura_lab.errors import BackendUnavailable, UnsupportedProblem
 from aura_lab.diagrams import betti_curves, bottleneck_distance, bottleneck_distances
 from aura_lab.harness.persistence import STANDARD_SETS, TOL_GUDHI, TOL_RIPSER, load_standard_set, ripser_dgms
 
-PH = [pytest.param(b, id=b) for b in P.op.backends]
-_avail = {b: P.op.status(b)[0] for b in P.op.backends}
-needs_mojo = pytest.mark.skipif(not _avail["mojo"], reason="mojo backend unavailable")
+from .conftest import backend_params
 
-
-def _skip_unavailable(backend):
-    if not _avail[backend]:
-        pytest.skip(f"{backend} unavailable")
+PH = backend_params(P.op)
+MOJO_AVAILABLE = P.op.status("mojo")[0]
+needs_mojo = pytest.mark.requires("mojo")
 
 
 def counts(dgms):
@@ -43,7 +40,6 @@ def assert_same(got, ref, tol=TOL_GUDHI):
 
 @pytest.mark.parametrize("backend", PH)
 def test_empty_single_and_pair(backend):
-    _skip_unavailable(backend)
     d = aura_lab.rips_persistence(np.zeros((0, 3)), maxdim=2, backend=backend)
     assert len(d) == 3 and all(x.shape == (0, 2) and x.dtype == np.float64 for x in d)
     d = aura_lab.rips_persistence(np.array([[1.0, 2.0]]), maxdim=1, backend=backend)
@@ -56,7 +52,6 @@ def test_empty_single_and_pair(backend):
 
 @pytest.mark.parametrize("backend", PH)
 def test_all_points_equal(backend):
-    _skip_unavailable(backend)
     d = aura_lab.rips_persistence(np.full((9, 4), 2.5), maxdim=2, backend=backend)
     np.testing.assert_array_equal(d[0], [[0.0, np.inf]])
     assert d[1].shape == (0, 2) and d[2].shape == (0, 2)
@@ -64,7 +59,6 @@ def test_all_points_equal(backend):
 
 @pytest.mark.parametrize("backend", PH)
 def test_collinear_points(backend):
-    _skip_unavailable(backend)
     t = np.array([0.0, 1.0, 1.5, 4.0, 4.0, 7.0, 7.25])  # a duplicate and unequal gaps
     X = t[:, None] * np.array([[3.0, 4.0]]) / 5.0  # on a line through the origin, |direction| = 1
     d = aura_lab.rips_persistence(X, maxdim=2, backend=backend)
@@ -76,7 +70,6 @@ def test_collinear_points(backend):
 
 @pytest.mark.parametrize("backend", PH)
 def test_square_and_circle(backend):
-    _skip_unavailable(backend)
     sq = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
     d = aura_lab.rips_persistence(sq, maxdim=1, backend=backend)
     np.testing.assert_allclose(d[1], [[1.0, math.sqrt(2.0)]], rtol=1e-12)
@@ -111,7 +104,6 @@ def _rp2_subdivision() -> np.ndarray:
 @pytest.mark.parametrize("backend", PH)
 def test_coefficient_field_matters(backend):
     """RP^2 has H1 = H2 = Z/2 over Z/2 and no homology over Z/3: the field is really used."""
-    _skip_unavailable(backend)
     D = _rp2_subdivision()
     z2 = aura_lab.rips_persistence(D, distance_matrix=True, maxdim=2, coeff=2, backend=backend)
     z3 = aura_lab.rips_persistence(D, distance_matrix=True, maxdim=2, coeff=3, backend=backend)
@@ -124,7 +116,6 @@ def test_coefficient_field_matters(backend):
 
 @pytest.mark.parametrize("backend", PH)
 def test_threshold(backend):
-    _skip_unavailable(backend)
     X = np.array([[0.0], [1.0], [5.0], [5.5]])
     d = aura_lab.rips_persistence(X, maxdim=1, threshold=2.0, backend=backend)
     np.testing.assert_array_equal(d[0], [[0, 0.5], [0, 1.0], [0, np.inf], [0, np.inf]])
@@ -139,7 +130,6 @@ def test_threshold(backend):
 
 @pytest.mark.parametrize("backend", PH)
 def test_bars_sorted_and_float64(backend):
-    _skip_unavailable(backend)
     X = np.random.default_rng(3).standard_normal((30, 3)).astype(np.float32)
     for d in aura_lab.rips_persistence(X, maxdim=2, backend=backend):
         assert d.dtype == np.float64 and d.flags.c_contiguous
@@ -212,7 +202,6 @@ def test_distance_matrix_input_matches_point_cloud():
 
 @pytest.mark.parametrize("backend", PH)
 def test_lower_triangle_and_infinite_entries(backend):
-    _skip_unavailable(backend)
     X = np.random.default_rng(2).standard_normal((25, 2))
     D = aura_lab.pairwise_distances(X)
     Dp = D * (1 + 5e-4 * np.triu(np.ones_like(D), 1))  # upper triangle off by 0.05 %: tolerated, ignored
@@ -225,9 +214,9 @@ def test_lower_triangle_and_infinite_entries(backend):
     np.testing.assert_array_equal(d[0], [[0, 1], [0, np.inf], [0, np.inf]])
 
 
-@needs_mojo
+@pytest.mark.requires("mojo", "torch")
 def test_torch_input():
-    torch = pytest.importorskip("torch")
+    import torch
     X = np.random.default_rng(4).standard_normal((30, 3)).astype(np.float32)
     a = aura_lab.rips_persistence(torch.from_numpy(X), maxdim=1, backend="mojo")
     b = aura_lab.rips_persistence(X, maxdim=1, backend="mojo")
@@ -236,11 +225,6 @@ def test_torch_input():
 
 
 # ------------------------------------------------------------------------------ standard sets
-
-def _ripser(X, kw):
-    pytest.importorskip("ripser")
-    return ripser_dgms(X, kw)
-
 
 @needs_mojo
 @pytest.mark.parametrize("name", ["sphere3", "random16", "o3_1024", "dragon", "fract-r"])
@@ -252,14 +236,14 @@ def test_standard_set_bar_counts(name):
     assert st["columns"][0] == 0 and sum(st["apparent"]) > 0  # apparent pairs were found and skipped
 
 
-@needs_mojo
+@pytest.mark.requires("mojo", "ripser")
 @pytest.mark.parametrize("name", ["sphere3", "random16",
                                   pytest.param("o3_1024", marks=pytest.mark.slow), pytest.param("dragon", marks=pytest.mark.slow),
                                   pytest.param("fract-r", marks=pytest.mark.slow)])
 def test_standard_set_matches_ripser(name):
     X, kw, _ = load_standard_set(name)
     got = aura_lab.rips_persistence(X, backend="mojo", **kw)
-    ref = [d[d[:, 1] > d[:, 0]] for d in _ripser(X, kw)]
+    ref = [d[d[:, 1] > d[:, 0]] for d in ripser_dgms(X, kw)]
     assert counts(got) == counts(ref)
     assert max(bottleneck_distances(got, ref)) <= TOL_RIPSER
 
@@ -423,7 +407,7 @@ def test_huge_maxdim_runs_on_a_backend_that_can(progress):
 
     X = np.random.default_rng(12).uniform(0, 1000, (1100, 2))
     D = cdist(X, X)
-    if _avail["mojo"]:
+    if MOJO_AVAILABLE:
         with pytest.raises(UnsupportedProblem, match="^maxdim: the mojo engine computes up to dimension 60, got maxdim=600"):
             aura_lab.rips_persistence(D, maxdim=600, threshold=1e-6, distance_matrix=True, backend="mojo",
                                       progress=progress)
@@ -432,7 +416,7 @@ def test_huge_maxdim_runs_on_a_backend_that_can(progress):
         d = aura_lab.rips_persistence(D, maxdim=600, threshold=1e-6, distance_matrix=True, progress=progress)
     assert aura_lab.last_dispatch().backend == "gudhi"
     assert len(d) == 601 and d[0].shape == (1100, 2) and all(len(x) == 0 for x in d[1:])
-    if _avail["mojo"]:
+    if MOJO_AVAILABLE:
         cloud = aura_lab.rips_persistence(X, maxdim=600, threshold=1e-6, progress=progress)
         assert aura_lab.last_dispatch().backend == "mojo" and all(np.array_equal(a, b) for a, b in zip(cloud, d))
 
@@ -450,8 +434,8 @@ def test_memory_budget_error(monkeypatch):
     assert len(d[0]) == 20
 
 
+@pytest.mark.requires("gudhi")
 def test_gudhi_memory_guard(monkeypatch):
-    _skip_unavailable("gudhi")
     D = aura_lab.pairwise_distances(np.random.default_rng(9).standard_normal((60, 8)))
     monkeypatch.setattr(reference, "GUDHI_BYTES_PER_SIMPLEX", 1 << 40)  # as if each simplex took a TiB
     with pytest.raises(MemoryError, match=r"rips_persistence \(gudhi\): expanding to dimension 2"):

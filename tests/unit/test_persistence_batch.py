@@ -18,9 +18,8 @@ import aura_lab
 from aura_lab import _control
 from aura_lab.errors import Cancelled
 from aura_lab.persistence import batch as B
-from aura_lab.registry import backend_status
 
-pytestmark = pytest.mark.skipif(not backend_status("mojo").available, reason="needs the mojo engine")
+pytestmark = pytest.mark.requires("mojo")
 
 
 def _collection(seed: int, count: int = 40, float32: bool = False) -> list[np.ndarray]:
@@ -82,8 +81,8 @@ def test_distance_matrices_and_thread_counts(threads):
             _assert_same(got[i], ref, f"D[{i}] t={threshold}")
 
 
+@pytest.mark.requires("gudhi")
 def test_batch_agrees_with_gudhi():
-    pytest.importorskip("gudhi")
     from aura_lab.diagrams import bottleneck_distance as bottleneck
 
     X = _collection(seed=3, count=16)

@@ -17,10 +17,11 @@ from aura_lab import persistence as P
 from aura_lab.persistence import inputs as G
 from aura_lab.persistence import kernels, problem
 
+from .conftest import optional_module
 from .test_persistence_inputs import assert_same_diagrams
 
-ripser = pytest.importorskip("ripser")
-pytestmark = pytest.mark.skipif(not P.op.status("mojo")[0], reason="mojo backend unavailable")
+ripser = optional_module("ripser")
+pytestmark = pytest.mark.requires("mojo", "ripser")
 
 
 def cloud_with_births(seed: int, n: int, ties: bool, dups: int, dtype=np.float64) -> np.ndarray:

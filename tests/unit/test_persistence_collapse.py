@@ -26,7 +26,7 @@ from aura_lab.registry import last_dispatch
 
 from .test_persistence_reps import RipsOracle, check_cycles, critical_values, threshold_of
 
-needs_mojo = pytest.mark.skipif(not P.op.status("mojo")[0], reason="mojo backend unavailable")
+needs_mojo = pytest.mark.requires("mojo")
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -57,11 +57,11 @@ def test_standard_sets(name):
     assert c["edges_after"][-1] < c["edges_before"] and 1 <= c["passes"] <= C.MAX_PASSES
 
 
-@needs_mojo
+@pytest.mark.requires("mojo", "gudhi")
 def test_o3_1024_first_pass_as_gudhi():
     """ph-scale.md §2: 33,189 -> 12,457 edges after one pass (gudhi reduce_graph); later passes
     depend on the order of equal values, so only close."""
-    gudhi_ec = pytest.importorskip("gudhi.flag_filtration.edge_collapse")
+    import gudhi.flag_filtration.edge_collapse as gudhi_ec
     import scipy.sparse as sp
 
     X, kw, _ = load_standard_set("o3_1024")
@@ -100,11 +100,10 @@ def test_distance_matrices_with_ties(n, coeff, maxdim, thr, dtype, seed):
     same_bars(on, off)
 
 
-@needs_mojo
+@pytest.mark.requires("mojo", "gudhi")
 @pytest.mark.parametrize("seed", range(3))
 def test_against_gudhi(seed):
     """gudhi's Rips persistence over Z/2 (its own collapse and engine) as the independent reference."""
-    pytest.importorskip("gudhi")
     X = np.random.default_rng(seed).standard_normal((60, 3))
     ours = P.rips_persistence(X, maxdim=3, threshold=1.5, backend="mojo", collapse_edges=True)
     ref = P.rips_persistence(X, maxdim=3, threshold=1.5, backend="gudhi")

@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 import aura_lab as al
 from aura_lab.persistence import inputs as G
 
-ripser = pytest.importorskip("ripser")
+from .conftest import optional_module
+
+ripser = optional_module("ripser")
+pytestmark = pytest.mark.requires("ripser")
 
 
 def _sorted(d):

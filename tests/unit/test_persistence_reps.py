@@ -29,7 +29,7 @@ from aura_lab import persistence as P
 from aura_lab.distance import pairwise_distances
 from aura_lab.errors import BackendUnavailable, Cancelled
 
-needs_mojo = pytest.mark.skipif(not P.op.status("mojo")[0], reason="mojo backend unavailable")
+needs_mojo = pytest.mark.requires("mojo")
 
 
 # ------------------------------------------------------------------------------ the oracle

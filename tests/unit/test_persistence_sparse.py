@@ -24,7 +24,7 @@ from aura_lab.errors import Cancelled
 
 from .test_persistence_reps import check_all, noisy_circle, threshold_of
 
-needs_mojo = pytest.mark.skipif(not P.op.status("mojo")[0], reason="mojo backend unavailable")
+needs_mojo = pytest.mark.requires("mojo")
 pytestmark = needs_mojo
 
 
@@ -153,10 +153,11 @@ def test_sparse_engine_representatives_pass_the_oracle(coeff, case):
 
 # ------------------------------------------------------------------------------ sparse input vs ripser.py
 
+@pytest.mark.requires("ripser")
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("fmt", ["coo", "csr"])
 def test_sparse_input_on_the_sparse_engine_matches_ripser(seed, fmt):
-    ripser = pytest.importorskip("ripser")
+    import ripser
     from scipy import sparse
 
     from .test_persistence_inputs import assert_same_diagrams
