@@ -1,5 +1,5 @@
 """RipsPersistence(n_jobs=2) against its peers on one collection of noisy shapes (the
-collection bench's clouds, maxdim 1), alternating in one process, medians after a warm-up.
+collection bench's clouds, maxdim 1), alternating in one process, medians after a warm-up (on 16 of the clouds).
 A quick check between runs of `aura-lab bench collection`, which stays the stored record.
 
     python tools/ab_collection.py N_CLOUDS N_POINTS ROUNDS [ROW,ROW,...]   # e.g. 240 70 7
@@ -55,7 +55,7 @@ def main(count: int, n: int, rounds: int, rows: list[str]) -> None:
     warnings.filterwarnings("ignore")
     X, _ = make_collection(count, n, seed=0)
     for name in rows:
-        ROWS[name](X)  # warm-up: kernels loaded, pools started
+        ROWS[name](X[:16])  # warm-up: kernels loaded, pools started
     times = {name: [] for name in rows}
     loads = [os.getloadavg()[0]]
     for _ in range(rounds):
