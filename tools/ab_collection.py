@@ -9,7 +9,9 @@ Rows (default aura,gudhi): ``aura`` aura_lab RipsPersistence(n_jobs=2) as its po
 ``aura-in-process`` forced to one batched call in this process on 2 threads, ``gudhi``
 gudhi's RipsPersistence(n_jobs=2), ``giotto`` giotto-ph in a loop on 2 loky processes (the
 bench's faster giotto row). Prints each row's median and every other row's time over the
-first row's (> 1: the first row is faster), with the load average.
+first row's (> 1: the first row is faster), with the load average, and the CPU time of this
+process (the work of rows that run here -- aura's batch, gudhi's threads -- not of worker
+processes).
 """
 
 import os
@@ -57,16 +59,20 @@ def main(count: int, n: int, rounds: int, rows: list[str]) -> None:
     for name in rows:
         ROWS[name](X[:16])  # warm-up: kernels loaded, pools started
     times = {name: [] for name in rows}
+    cpu = {name: [] for name in rows}
     loads = [os.getloadavg()[0]]
     for _ in range(rounds):
         for name in rows:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             ROWS[name](X)
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
         loads.append(os.getloadavg()[0])
     med = {name: statistics.median(ts) for name, ts in times.items()}
+    mcpu = {name: statistics.median(ts) for name, ts in cpu.items()}
     for name, s in med.items():
-        print(f"{name:16s} {s * 1e3:9.1f} ms   {name} / {rows[0]} = {s / med[rows[0]]:.2f}")
+        print(f"{name:16s} {s * 1e3:9.1f} ms   {name} / {rows[0]} = {s / med[rows[0]]:.2f}   "
+              f"CPU of this process {mcpu[name]:.2f} s   each round {', '.join(f'{t:.1f}' for t in times[name])} s")
     print(f"load average (1 min) over the run: {min(loads):.1f}-{max(loads):.1f}")
     if _how:
         print(f"aura's policy: {_how[0]}")
