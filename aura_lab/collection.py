@@ -21,8 +21,9 @@ transformer ``aura_lab.RipsPersistence`` (``aura_lab.estimators``).
   shuffle of the inputs: ``plan_chunks``), each one task; results come back in input order,
   identical to a serial run. Local worker processes only where they pay: starting them
   costs ~0.5 s and on one machine they add no core that the batch's threads lack, so a
-  collection estimated below ``PROCESS_MIN_S`` of engine work runs in this process as one
-  batched call on ``n_jobs`` threads instead (``last_run().how`` says which and why).
+  collection runs in this process as one batched call on ``n_jobs`` threads unless the inputs
+  that run one call each hold ``PROCESS_MIN_S`` estimated seconds of engine work or more
+  (``last_run().how`` says which and why).
 * **Threads.** A worker's kernels use ``num_threads() // share`` threads (at least 1), where
   ``share`` is the number of tasks that run at once on that worker's machine: ``n_jobs`` for
   the local backends, the sum of the dask workers' threads on that host for dask; so workers
@@ -67,10 +68,13 @@ INPUT_TYPES = ("point cloud", "distance matrix", "full distance matrix")
 #: even out unequal clouds (a noisy circle of 200 points costs 5x a sphere's), few enough that a
 #: task's overhead (a few ms under dask) stays small next to its work
 CHUNKS_PER_JOB = 8
-#: local joblib process backends (loky, multiprocessing) run only for a collection estimated
-#: (``batch.estimated_ns``, one thread) at this many seconds of engine work or more; below it
-#: the collection runs in this process as one batched call on n_jobs threads (cold loky
-#: workers cost ~0.5 s to start, and the batch already uses every core it is given)
+#: local joblib process backends (loky, multiprocessing) run only where the inputs that the
+#: batch does not take (one ``rips_persistence`` call each, with Python around every call) hold
+#: at least this many seconds of engine work (``batch.estimated_ns``, one thread); otherwise the
+#: collection runs in this process, one batched call on n_jobs threads. Batched work never goes
+#: to local processes: they add no core that the batch's threads lack, and cost a start (~0.5 s
+#: cold) and the pickling (in the collection bench's quiet run, 1000 clouds of 200 points:
+#: forced processes 7.09 s, the batch on 2 threads 6.40 s; 10 000 of 50: 2.23 s, 1.32 s)
 PROCESS_MIN_S = 10.0
 #: the chunks are slices of one fixed pseudo-random permutation of the inputs, so that neither
 #: a sorted collection nor a periodic one (labels 0, 1, 2, 3, 0, 1, ...) puts the expensive
@@ -421,17 +425,23 @@ def collection_persistence(X, *, homology_dimensions=(0, 1), threshold: float = 
 
 
 def _where(xs: list[np.ndarray], p: CollectionParams, jb_name: str, jobs: int) -> tuple[bool, str]:
-    """(run in this process, why): serially for n_jobs 1; on local worker processes only for
-    a collection of ``PROCESS_MIN_S`` estimated seconds or more; threads and dask as asked."""
+    """(run in this process, why): serially for n_jobs 1; on local worker processes only where
+    the inputs that run one call each (Python around every call) hold ``PROCESS_MIN_S``
+    estimated seconds or more of engine work; threads and dask as asked."""
     if jobs == 1:
         return True, "in this process (n_jobs=1)"
     if jb_name not in _PROCESS_BACKENDS:
         return False, f"{jobs} joblib {jb_name} workers"
-    est = B.estimated_ns([x.shape[0] for x in xs], p.maxdim) * 1e-9
+    whole = B.batch_limits(p.backend, p.metric, p.is_matrix, p.maxdim, p.collapse_edges)
+    single = [x.shape[0] for x in xs if whole or B.input_limit(x, p.is_matrix)]
+    est = B.estimated_ns(single, p.maxdim) * 1e-9
     if est < PROCESS_MIN_S:
-        return True, (f"in this process on {min(jobs, num_threads())} kernel threads: {est:.3g} s of estimated engine "
-                      f"work < PROCESS_MIN_S = {PROCESS_MIN_S:g} s, not worth starting {jb_name} worker processes")
-    return False, f"{jobs} joblib {jb_name} worker processes: {est:.3g} s of estimated engine work >= PROCESS_MIN_S"
+        return True, (f"in this process on {min(jobs, num_threads())} kernel threads: {len(xs) - len(single)} inputs "
+                      f"batched (the batch's threads use every core {jb_name} workers would), {est:.3g} s of estimated "
+                      f"engine work in calls of their own < PROCESS_MIN_S = {PROCESS_MIN_S:g} s, not worth starting "
+                      f"{jb_name} worker processes")
+    return False, (f"{jobs} joblib {jb_name} worker processes: {est:.3g} s of estimated engine work in calls of their "
+                   f"own >= PROCESS_MIN_S")
 
 
 #: joblib backends that start worker processes on this machine

@@ -39,10 +39,10 @@ class RipsPersistence(TransformerMixin, BaseEstimator):
             outside any; under ``joblib.parallel_config(backend="dask")`` every thread of the
             dask cluster); ``-1``: every core. Each chunk of the collection is one native
             call into the batched engine (its threads over the inputs). Processes (loky) by
-            default, each running its kernels on ``cores // n_jobs`` threads, but only for a
-            collection estimated long enough to pay for starting them
-            (``aura_lab.collection.PROCESS_MIN_S``); a shorter one runs in this process as one
-            batched call on ``n_jobs`` threads. Any joblib backend the caller selects with
+            default, each running its kernels on ``cores // n_jobs`` threads, but only where
+            the inputs that run one call each are estimated long enough to pay for starting
+            them (``aura_lab.collection.PROCESS_MIN_S``); otherwise the collection runs in this
+            process as one batched call on ``n_jobs`` threads. Any joblib backend the caller selects with
             ``joblib.parallel_config`` (threads, dask) is used as asked.
         backend: the aura_lab backend every worker runs (``"auto"``, ``"mojo"``,
             ``"gudhi"``).

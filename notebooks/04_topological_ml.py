@@ -180,10 +180,11 @@ plt.show()
 #
 # The diagrams are the expensive step of the pipeline, so this section times them alone, for
 # all the clouds. `n_jobs=2` asks for two workers. Each chunk of clouds is one native call into
-# the batched engine; a collection estimated below `aura_lab.collection.PROCESS_MIN_S` seconds
-# of engine work (this one, at the small default size) runs in this process on two kernel
-# threads, a larger one in two joblib (loky) worker processes whose kernels get `cores // 2`
-# threads each, so the machine is never oversubscribed. `aura_lab.collection.last_run()` says
+# the batched engine, which runs in this process on two kernel threads: worker
+# processes add no core that the batch's threads lack. Only clouds that the batch does not take
+# (another metric, the gudhi backend) and that hold `aura_lab.collection.PROCESS_MIN_S` seconds
+# of estimated engine work go to two joblib (loky) worker processes, whose kernels get
+# `cores // 2` threads each, so the machine is never oversubscribed. `aura_lab.collection.last_run()` says
 # how the last transform ran and why. A pool of workers starts once (a second or two) and is
 # reused, so it is started before the clock runs.
 

@@ -6,7 +6,7 @@ time and for the process's CPU time (all threads: on an oversubscribed machine t
 time mostly measures waiting for a core, the CPU time the work). Fresh processes and
 alternation cancel the drift of a shared machine; quote the ratios, not the times.
 
-    python tools/ab_kernels.py OLD_TREE NEW_TREE [--rounds 7] [--calls 3]
+    python tools/ab_kernels.py OLD_TREE NEW_TREE [--rounds 7] [--calls 3] [--suite issue28|collection]
 """
 
 from __future__ import annotations
@@ -40,9 +40,28 @@ def cases():
     ]
 
 
-def child(calls: int) -> None:
+def collection_cases():
+    """(name, call): the persistence engine on the collection bench's clouds (noisy shapes,
+    maxdim 1), batched on one thread: the per-cloud engine cost, without Python per cloud."""
+    import numpy as np
+
+    from aura_lab.harness.collection import make_collection
+    from aura_lab.persistence.batch import rips_batch
+
+    X200, _ = make_collection(40, 200, seed=0)
+    X70, _ = make_collection(240, 70, seed=0)
+    return [
+        ("rips_batch 40 x 200 maxdim 1, 1 thread", lambda: rips_batch(X200, 1, np.inf, 2, False, threads=1)),
+        ("rips_batch 240 x 70 maxdim 1, 1 thread", lambda: rips_batch(X70, 1, np.inf, 2, False, threads=1)),
+    ]
+
+
+SUITES = {"issue28": cases, "collection": collection_cases}
+
+
+def child(calls: int, suite: str) -> None:
     out = {}
-    for name, call in cases():
+    for name, call in SUITES[suite]():
         call()
         wall, cpu = [], []
         for _ in range(calls):
@@ -54,9 +73,10 @@ def child(calls: int) -> None:
     print(json.dumps(out))
 
 
-def run(tree: str, calls: int) -> dict:
+def run(tree: str, calls: int, suite: str) -> dict:
     env = {**os.environ, "PYTHONPATH": tree}
-    res = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(calls)], env=env, cwd=tree,
+    res = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(calls), "--suite", suite],
+                         env=env, cwd=tree,
                          capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -67,16 +87,17 @@ def main() -> None:
     ap.add_argument("b", nargs="?")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=3)
+    ap.add_argument("--suite", choices=SUITES, default="issue28")
     ap.add_argument("--child", type=int)
     args = ap.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.suite)
         return
     got = {args.a: [], args.b: []}
     for r in range(args.rounds):
         order = (args.a, args.b) if r % 2 == 0 else (args.b, args.a)
         for tree in order:
-            got[tree].append(run(tree, args.calls))
+            got[tree].append(run(tree, args.calls, args.suite))
         print(f"round {r + 1}/{args.rounds}, load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
     print(f"{'case':36} {'wall A ms':>10} {'B ms':>9} {'B/A':>6}   {'cpu A ms':>9} {'B ms':>9} {'B/A':>6}")
     for name in got[args.a][0]:

@@ -42,11 +42,27 @@ ABI = KernelABI("persistence_batch", [("dtype_bits", INT), ("is_matrix", BOOL), 
 
 #: inputs of this many points or more run one call each (see the module docstring)
 BATCH_MAX_N = SPARSE_MIN_N
-#: for the choice of threads / processes and of an interruptible call: measured engine cost
-#: per simplex of the complex up to dimension maxdim + 1 on small clouds (70 and 200 points,
-#: maxdim 1: ~5-20 ns), and per input
-NS_PER_SIMPLEX = 10.0
-NS_PER_INPUT = 20_000.0
+#: for the choice of worker processes and of an interruptible call: the engine's CPU time per
+#: input on one thread, NS_PER_SIMPLEX[maxdim] per simplex of the full complex up to dimension
+#: maxdim + 1 (C(n, maxdim + 2)) plus NS_PER_INPUT; maxdims above 2 take maxdim 2's rate
+NS_PER_SIMPLEX = {0: 44.4, 1: 8.78, 2: 2.35}
+NS_PER_INPUT = 60_000.0
+# Fitted (least squares on relative error) by `python tools/fit_batch_cost.py`: the
+# collection bench's noisy shapes in R^3, 8 to 64 per single-thread batched call, median CPU
+# time of 3 calls per cloud; the 2-core VM at load ~10 (other jobs), so a cell swings by ~20%.
+# Measured / fitted per cloud (the old single rate, 10 ns per simplex and 20 us per input, was
+# 1.18x the measurement at 200 points, maxdim 1, 0.1-0.4x of it at maxdim 0, 1-5.5x at maxdim 2):
+#   n                    maxdim 0              maxdim 1              maxdim 2
+#   30              75 us / 79 us        107 us / 96 us       304 us / 124 us
+#   50            120 us / 114 us       250 us / 232 us       933 us / 600 us
+#   70            124 us / 167 us       602 us / 541 us       2.7 ms / 2.2 ms
+#   100           227 us / 280 us       1.3 ms / 1.5 ms       9.7 ms / 9.3 ms
+#   140           536 us / 492 us       3.6 ms / 4.0 ms     27.7 ms / 36.0 ms
+#   200           1.1 ms / 944 us     11.2 ms / 11.6 ms   154.2 ms / 151.9 ms
+#   280           2.1 ms / 1.8 ms     30.6 ms / 31.8 ms       0.58 s / 0.59 s
+#   400           6.6 ms / 3.6 ms    109.6 ms / 93.0 ms       2.20 s / 2.47 s
+# Within 0.85-1.1x at maxdim 1 (the collections' case), 0.55-1.34x at maxdim 0 (the edge sort
+# grows as n^2 log n), 0.41-1.3x at maxdim 2: an estimate for choosing, not a prediction.
 _STATUS_OK, _STATUS_OOM, _STATUS_CANCELLED = 0, 1, 2
 
 
@@ -72,11 +88,11 @@ def input_limit(x: np.ndarray, is_matrix: bool) -> str | None:
 
 
 def estimated_ns(sizes: np.ndarray, maxdim: int) -> float:
-    """The batch's estimated single-thread engine time (``NS_PER_SIMPLEX``, ``NS_PER_INPUT``)."""
+    """The inputs' estimated single-thread engine time (``NS_PER_SIMPLEX``, ``NS_PER_INPUT``)."""
     n = np.asarray(sizes, np.float64)
     k = maxdim + 2
     simplices = np.prod([np.maximum(n - i, 0) for i in range(k)], axis=0) / math.factorial(k)
-    return float(np.sum(simplices) * NS_PER_SIMPLEX + n.size * NS_PER_INPUT)
+    return float(np.sum(simplices) * NS_PER_SIMPLEX[min(maxdim, 2)] + n.size * NS_PER_INPUT)
 
 
 def rips_batch(xs: list[np.ndarray], maxdim: int, threshold: float, coeff: int, is_matrix: bool,

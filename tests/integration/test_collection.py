@@ -168,6 +168,33 @@ def test_processes_and_threads_give_identical_results_in_input_order(monkeypatch
     _same(ctx, serial)
 
 
+def test_worker_processes_only_for_inputs_that_run_one_call_each(monkeypatch):
+    """The policy: batched inputs stay in this process on n_jobs threads however long the
+    estimate (processes add no core the batch's threads lack); inputs the batch does not take
+    (a metric other than euclidean) go to worker processes once their estimated engine work
+    reaches PROCESS_MIN_S. What ran and why is in last_run() and last_dispatch()."""
+    from aura_lab.persistence import batch
+
+    X = _clouds(seed=7, count=12)
+    est = batch.estimated_ns([x.shape[0] for x in X], 1) * 1e-9
+    monkeypatch.setattr(collection, "PROCESS_MIN_S", est / 2)  # a "long" collection
+    batched = collection_persistence(X, n_jobs=2)
+    run = last_run()
+    assert run.joblib_backend == "serial" and run.batched == len(X) and run.workers == 1
+    assert f"{len(X)} inputs batched" in run.how and "0 s of estimated engine work in calls of their own" in run.how
+    assert run.how in aura_lab.last_dispatch().reason
+    _same(batched, collection_persistence(X, n_jobs=1))
+    one_each = collection_persistence(X, metric="chebyshev", n_jobs=2)
+    run = last_run()
+    assert run.joblib_backend == "loky" and run.batched == 0
+    assert run.single == {"metric='chebyshev' (the batch computes euclidean distances)": len(X)}
+    assert f"worker processes: {est:.3g} s of estimated engine work in calls of their own >= PROCESS_MIN_S" in run.how
+    assert run.how in aura_lab.last_dispatch().reason
+    monkeypatch.setattr(collection, "PROCESS_MIN_S", est * 2)  # the same inputs, a short collection
+    _same(collection_persistence(X, metric="chebyshev", n_jobs=2), one_each)
+    assert last_run().joblib_backend == "serial" and "not worth starting loky worker processes" in last_run().how
+
+
 def test_thread_budget_caps_the_kernels_threads_in_this_context_only():
     from aura_lab.persistence import op
     from aura_lab.registry import thread_budget
