@@ -19,6 +19,9 @@
   worker, in order. Tests of different files share nothing: each has its own temporary cache,
   kernel tree and environment (monkeypatch). (``--dist loadgroup`` would not do: with pytest 9
   xdist 3.8's ``xdist_group`` is ignored.)
+* Repetition tests (interpreters exiting after a failed MAX compile, rounds of signals during a
+  kernel) run a few rounds by default and their full count with ``--full-rounds`` (the figures
+  of docs/reliability.md): the ``rounds(full, quick)`` fixture picks one.
 """
 
 from __future__ import annotations
@@ -92,6 +95,19 @@ def pytest_runtest_setup(item):
             pytest.fail(f"{STRICT[need]}=1 but {reason}", pytrace=False)
         if reason:
             pytest.skip(reason)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--full-rounds", action="store_true",
+                     help="repetition tests (interpreter exits, signal rounds) run their full count, as for "
+                          "docs/reliability.md; by default a few rounds")
+
+
+@pytest.fixture
+def rounds(request):
+    """``rounds(full, quick)``: a repetition test's count, ``full`` under ``--full-rounds``."""
+    full_rounds = request.config.getoption("full_rounds")
+    return lambda full, quick: full if full_rounds else quick
 
 
 def backend_params(op):
