@@ -18,7 +18,10 @@
   notebook's cells, the browser tests' one Lab server, the signal and soak tests) run on one
   worker, in order. Tests of different files share nothing: each has its own temporary cache,
   kernel tree and environment (monkeypatch). (``--dist loadgroup`` would not do: with pytest 9
-  xdist 3.8's ``xdist_group`` is ignored.)
+  xdist 3.8's ``xdist_group`` is ignored.) Two refinements (``pytest_xdist_make_scheduler``,
+  ``pytest_collection_modifyitems``): the unit tests (``ONE_BY_ONE``) go out one by one, as in
+  ``make check``, and the long files and tests (``LONG_FIRST``) go out first, so that no long
+  one starts last while the other worker idles.
 * Repetition tests (interpreters exiting after a failed MAX compile, rounds of signals during a
   kernel) run a few rounds by default and their full count with ``--full-rounds`` (the figures
   of docs/reliability.md): the ``rounds(full, quick)`` fixture picks one.
@@ -38,6 +41,15 @@ from aura_lab.registry import BACKENDS, backend_status
 
 TESTS = Path(__file__).resolve().parent
 LAYERS = ("unit", "integration", "reliability", "browser")
+
+#: under ``--dist loadfile``: node ids whose tests go out one by one rather than by file
+ONE_BY_ONE = ("tests/unit/",)
+#: under xdist: node ids that go out first, in this order (the long ones of `make test`'s
+#: --durations list, most files whole); the others follow in collection order
+LONG_FIRST = ("tests/browser/", "tests/integration/test_max.py", "notebooks/", "tests/reliability/test_cancel.py",
+              "tests/unit/test_routing.py::test_bench_and_validate_smoke",
+              "tests/unit/test_persistence.py::test_standard_set_matches_ripser[fract-r]",
+              "tests/integration/test_mojo_pipeline.py", "tests/reliability/test_cache_faults.py", "tests/unit/test_models.py")
 
 #: needs that fail the test instead of skipping it when their variable is "1"
 STRICT = {"chromium": "AURA_REQUIRE_BROWSER", "playwright.sync_api": "AURA_REQUIRE_BROWSER"}
@@ -123,12 +135,32 @@ def _layer(path: Path) -> str | None:
     return rel.parts[0] if len(rel.parts) > 1 and rel.parts[0] in LAYERS else None
 
 
+def _start_rank(nodeid: str) -> int:
+    return next((i for i, prefix in enumerate(LONG_FIRST) if nodeid.startswith(prefix)), len(LONG_FIRST))
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
 def pytest_collection_modifyitems(config, items):
     for item in items:
         layer = _layer(Path(str(item.fspath)))
         if layer:
             item.add_marker(layer)
+    if hasattr(config, "workerinput"):  # an xdist worker: the scheduler hands out work in this order
+        items.sort(key=lambda item: _start_rank(item.nodeid))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile``, but the ``ONE_BY_ONE`` tests are work units of their own."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LoadFileButUnitTests(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            return nodeid if nodeid.startswith(ONE_BY_ONE) else super()._split_scope(nodeid)
+
+    return LoadFileButUnitTests(config, log)
 
 
 def pytest_sessionstart(session):
