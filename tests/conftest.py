@@ -45,8 +45,9 @@ LAYERS = ("unit", "integration", "reliability", "browser")
 #: under ``--dist loadfile``: node ids whose tests go out one by one rather than by file
 ONE_BY_ONE = ("tests/unit/",)
 #: under xdist: node ids that go out first, in this order (the long ones of `make test`'s
-#: --durations list, most files whole); the others follow in collection order
-LONG_FIRST = ("tests/browser/", "tests/integration/test_max.py", "notebooks/", "tests/reliability/test_cancel.py",
+#: --durations list, most files whole; the browser tests' timed clicks beside a notebook rather
+#: than beside test_max.py's pairs of MAX compiles); the others follow in collection order
+LONG_FIRST = ("tests/browser/", "notebooks/", "tests/integration/test_max.py", "tests/reliability/test_cancel.py",
               "tests/unit/test_routing.py::test_bench_and_validate_smoke",
               "tests/unit/test_persistence.py::test_standard_set_matches_ripser[fract-r]",
               "tests/integration/test_mojo_pipeline.py", "tests/reliability/test_cache_faults.py", "tests/unit/test_models.py")
