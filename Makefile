@@ -37,7 +37,8 @@ check: $(STAMP)
 
 # everything: the notebooks and every layer (tests/browser, integration, reliability, unit). One
 # file (a notebook's cells, one Lab server, the signal and soak tests) runs on one worker, in
-# order; files go out in this order (no reorder by size), the long ones first
+# order; the unit tests go out one by one; the long files and tests first (tests/conftest.py:
+# LONG_FIRST, ONE_BY_ONE). Repetition tests run a few rounds: PYTEST_ARGS=--full-rounds for all
 test: $(STAMP)
 	$(BIN)/aura-lab build
 	$(BIN)/python -m pytest notebooks/*.ipynb tests $(NBVAL) -n $(JOBS) --dist loadfile --no-loadscope-reorder \

@@ -10,6 +10,7 @@
   ``ripser = optional_module("ripser")`` (None when missing) beside ``pytestmark =
   pytest.mark.requires("ripser")``. Needs in ``STRICT`` fail instead of
   skipping when their variable is 1 (CI sets ``AURA_REQUIRE_BROWSER=1``).
+* Hypothesis is derandomized (profile ``aura``): fixed examples on every run.
 * ``AURA_TEST_BACKENDS=numpy,torch`` restricts the backends tests run on (default: all): the
   others count as missing.
 * The Mojo kernels are compiled once, in the controller process, before any test (and
@@ -20,7 +21,13 @@
   notebook's cells, the browser tests' one Lab server, the signal and soak tests) run on one
   worker, in order. Tests of different files share nothing: each has its own temporary cache,
   kernel tree and environment (monkeypatch). (``--dist loadgroup`` would not do: with pytest 9
-  xdist 3.8's ``xdist_group`` is ignored.)
+  xdist 3.8's ``xdist_group`` is ignored.) Two refinements (``pytest_xdist_make_scheduler``,
+  ``pytest_collection_modifyitems``): the unit tests (``ONE_BY_ONE``) go out one by one, as in
+  ``make check``, and the long files and tests (``LONG_FIRST``) go out first, so that no long
+  one starts last while the other worker idles.
+* Repetition tests (interpreters exiting after a failed MAX compile, rounds of signals during a
+  kernel) run a few rounds by default and their full count with ``--full-rounds`` (the figures
+  of docs/reliability.md): the ``rounds(full, quick)`` fixture picks one.
 """
 
 from __future__ import annotations
@@ -32,11 +39,27 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from aura_lab.registry import BACKENDS, backend_status
 
+# seeds are fixed: every hypothesis test draws the same examples on every run and machine (no
+# example database either), so a failure reproduces and none appears by chance in one run
+settings.register_profile("aura", derandomize=True, database=None)
+settings.load_profile("aura")
+
 TESTS = Path(__file__).resolve().parent
 LAYERS = ("unit", "integration", "reliability", "browser")
+
+#: under ``--dist loadfile``: node ids whose tests go out one by one rather than by file
+ONE_BY_ONE = ("tests/unit/",)
+#: under xdist: node ids that go out first, in this order (the long ones of `make test`'s
+#: --durations list, most files whole; the browser tests' timed clicks beside a notebook rather
+#: than beside test_max.py's pairs of MAX compiles); the others follow in collection order
+LONG_FIRST = ("tests/browser/", "notebooks/", "tests/integration/test_max.py", "tests/reliability/test_cancel.py",
+              "tests/unit/test_routing.py::test_bench_and_validate_smoke",
+              "tests/unit/test_persistence.py::test_standard_set_matches_ripser[fract-r]",
+              "tests/integration/test_mojo_pipeline.py", "tests/reliability/test_cache_faults.py", "tests/unit/test_models.py")
 
 #: needs that fail the test instead of skipping it when their variable is "1"
 STRICT = {"chromium": "AURA_REQUIRE_BROWSER", "playwright.sync_api": "AURA_REQUIRE_BROWSER"}
@@ -101,6 +124,19 @@ def optional_module(name: str):
     return None if _module_missing(name) else importlib.import_module(name)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--full-rounds", action="store_true",
+                     help="repetition tests (interpreter exits, signal rounds) run their full count, as for "
+                          "docs/reliability.md; by default a few rounds")
+
+
+@pytest.fixture
+def rounds(request):
+    """``rounds(full, quick)``: a repetition test's count, ``full`` under ``--full-rounds``."""
+    full_rounds = request.config.getoption("full_rounds")
+    return lambda full, quick: full if full_rounds else quick
+
+
 def backend_params(op):
     """One parameter per backend of ``op``, each requiring its backend."""
     return [pytest.param(b, marks=pytest.mark.requires(b), id=b) for b in op.backends]
@@ -114,12 +150,32 @@ def _layer(path: Path) -> str | None:
     return rel.parts[0] if len(rel.parts) > 1 and rel.parts[0] in LAYERS else None
 
 
+def _start_rank(nodeid: str) -> int:
+    return next((i for i, prefix in enumerate(LONG_FIRST) if nodeid.startswith(prefix)), len(LONG_FIRST))
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
 def pytest_collection_modifyitems(config, items):
     for item in items:
         layer = _layer(Path(str(item.fspath)))
         if layer:
             item.add_marker(layer)
+    if hasattr(config, "workerinput"):  # an xdist worker: the scheduler hands out work in this order
+        items.sort(key=lambda item: _start_rank(item.nodeid))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile``, but the ``ONE_BY_ONE`` tests are work units of their own."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LoadFileButUnitTests(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            return nodeid if nodeid.startswith(ONE_BY_ONE) else super()._split_scope(nodeid)
+
+    return LoadFileButUnitTests(config, log)
 
 
 def pytest_sessionstart(session):

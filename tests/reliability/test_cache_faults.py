@@ -5,6 +5,7 @@ never blocks the next; a live build is waited for with a limit; a full disk says
 source trees sharing a cache keep each other's builds."""
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -31,17 +32,44 @@ def _load_in_child(sandbox, extra_env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", _ADD], env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture
-def built(sandbox):  # noqa: F811
+def _build_hello(sandbox):
     (sandbox / "hello.mojo").write_text(HELLO)
     lib = _mojo.build("hello", quiet=True)
     assert _mojo.is_intact(lib) and _mojo.seal_path(lib).is_file()
     return sandbox, lib
 
 
+@pytest.fixture
+def built(sandbox):  # noqa: F811
+    """The sandbox with hello compiled into its cache (a build of its own: it takes the lock)."""
+    return _build_hello(sandbox)
+
+
+@pytest.fixture(scope="module")
+def hello_library(tmp_path_factory):
+    """hello compiled once for this file, in a kernels dir and cache of its own."""
+    root = tmp_path_factory.mktemp("hello")
+    (root / "kernels").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AURA_LAB_KERNELS", str(root / "kernels"))
+        mp.setenv("AURA_LAB_CACHE", str(root / "cache"))
+        return _build_hello(root / "kernels")[1]
+
+
+@pytest.fixture
+def copied(sandbox, hello_library):  # noqa: F811
+    """As ``built``, from a copy of ``hello_library`` (the same sources give the same file name,
+    so ``build`` finds it): a compile less per test."""
+    (sandbox / "hello.mojo").write_text(HELLO)
+    lib = _mojo.library_path("hello")
+    for src, dst in ((hello_library, lib), (_mojo.seal_path(hello_library), _mojo.seal_path(lib))):
+        shutil.copy(src, dst)
+    return _build_hello(sandbox)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "corrupted", "unsealed"])
-def test_a_damaged_library_is_rebuilt_not_loaded(built, damage):
-    sandbox, lib = built
+def test_a_damaged_library_is_rebuilt_not_loaded(copied, damage):
+    sandbox, lib = copied
     data = bytearray(lib.read_bytes())
     if damage == "truncated":
         lib.write_bytes(data[: len(data) // 3])
@@ -289,7 +317,7 @@ def test_builds_unused_for_30_days_are_evicted(sandbox, tmp_path, monkeypatch): 
     assert not stale.exists() and not _mojo.seal_path(stale).exists()
 
 
-def test_a_load_that_races_with_an_eviction_is_retried(built, monkeypatch):
+def test_a_load_that_races_with_an_eviction_is_retried(copied, monkeypatch):
     real_build, paths = _mojo.build, []
 
     def build_then_evicted(stem, **kw):

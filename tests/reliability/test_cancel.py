@@ -296,11 +296,15 @@ ROUND_CASES = [(op, "mojo") for op in ("distance", "ssd", "ssd_train", "routing"
               [(op, "max") for op in ("distance", "ssd", "ssd_train", "routing")]
 
 
+#: rounds of signals per case (full, with --full-rounds as in docs/usage.md; quick, by default)
+SIGNAL_ROUNDS = (20, 5)
+
+
 @pytest.mark.parametrize("op,backend", [pytest.param(o, b, marks=pytest.mark.requires(b)) for o, b in ROUND_CASES])
-def test_repeated_signals_never_abandon_a_running_kernel(op, backend):
-    """20 rounds of two or three signals (SIGINT, a SIGUSR1 whose handler raises) at random
-    moments and gaps during the long call, in a child process (a use-after-free would kill
-    it): each round raises, and then nothing runs on: no entry of ``out=`` written after the
+def test_repeated_signals_never_abandon_a_running_kernel(op, backend, rounds):
+    """Rounds (SIGNAL_ROUNDS) of two or three signals (SIGINT, a SIGUSR1 whose handler raises)
+    at random moments and gaps during the long call, in a child process (a use-after-free would
+    kill it): each round raises, and then nothing runs on: no entry of ``out=`` written after the
     call returned, no CPU burnt by an abandoned kernel (see tests/reliability/interrupt_rounds.py)."""
     import subprocess
     import sys
@@ -308,8 +312,8 @@ def test_repeated_signals_never_abandon_a_running_kernel(op, backend):
 
     script = Path(__file__).with_name("interrupt_rounds.py")
     seed = sorted(ROUND_CASES).index((op, backend))
-    child = subprocess.run([sys.executable, str(script), op, backend, "20", str(seed)], capture_output=True,
-                           text=True, timeout=400)
+    argv = [sys.executable, str(script), op, backend, str(rounds(*SIGNAL_ROUNDS)), str(seed)]
+    child = subprocess.run(argv, capture_output=True, text=True, timeout=400)
     assert child.returncode == 0 and child.stdout.rstrip().endswith("ok"), \
         f"exit {child.returncode}\n{child.stdout[-3000:]}\n{child.stderr[-3000:]}"
 
