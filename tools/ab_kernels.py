@@ -6,7 +6,10 @@ time and for the process's CPU time (all threads: on an oversubscribed machine t
 time mostly measures waiting for a core, the CPU time the work). Fresh processes and
 alternation cancel the drift of a shared machine; quote the ratios, not the times.
 
-    python tools/ab_kernels.py OLD_TREE NEW_TREE [--rounds 7] [--calls 3]
+    python tools/ab_kernels.py OLD_TREE NEW_TREE [--rounds 7] [--calls 3] [--ops issue28|ssd]
+
+--ops ssd times the scan instead (the bench shape h=24, p=64, n=128, b=1, l=4096): the
+forward, and forward + backward with the chunked and the sequential mojo backward and on max.
 """
 
 from __future__ import annotations
@@ -40,9 +43,44 @@ def cases():
     ]
 
 
-def child(calls: int) -> None:
+def ssd_cases():
+    """(name, call) of the scan at the bench shape, float32: mojo forward, and training steps."""
+    import torch
+
+    from aura_lab.harness.ssd import make_inputs
+    from aura_lab.ssd import selective_scan, train
+
+    inp = {k: torch.from_numpy(v) for k, v in make_inputs(1, 4096, 0).items()}
+    leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
+
+    def forward(backend):
+        return selective_scan(leaves["x"], leaves["dt"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"],
+                              dt_bias=leaves["dt_bias"], dt_softplus=True, backend=backend)
+
+    def step(backend, kernel):
+        for v in leaves.values():
+            v.grad = None
+        with train.grad_kernel_set(kernel):
+            forward(backend).sum().backward()
+
+    def infer():
+        with torch.no_grad():
+            forward("mojo")
+
+    return [
+        ("scan fwd b=1 l=4096 mojo", infer),
+        ("train b=1 l=4096 mojo chunked", lambda: step("mojo", "chunked")),
+        ("train b=1 l=4096 mojo sequential", lambda: step("mojo", "sequential")),
+        ("train b=1 l=4096 max", lambda: step("max", "chunked")),
+    ]
+
+
+CASES = {"issue28": cases, "ssd": ssd_cases}
+
+
+def child(calls: int, ops: str) -> None:
     out = {}
-    for name, call in cases():
+    for name, call in CASES[ops]():
         call()
         wall, cpu = [], []
         for _ in range(calls):
@@ -54,9 +92,10 @@ def child(calls: int) -> None:
     print(json.dumps(out))
 
 
-def run(tree: str, calls: int) -> dict:
+def run(tree: str, calls: int, ops: str) -> dict:
     env = {**os.environ, "PYTHONPATH": tree}
-    res = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(calls)], env=env, cwd=tree,
+    res = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(calls), "--ops", ops], env=env,
+                         cwd=tree,
                          capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -67,16 +106,17 @@ def main() -> None:
     ap.add_argument("b", nargs="?")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=3)
+    ap.add_argument("--ops", choices=sorted(CASES), default="issue28")
     ap.add_argument("--child", type=int)
     args = ap.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.ops)
         return
     got = {args.a: [], args.b: []}
     for r in range(args.rounds):
         order = (args.a, args.b) if r % 2 == 0 else (args.b, args.a)
         for tree in order:
-            got[tree].append(run(tree, args.calls))
+            got[tree].append(run(tree, args.calls, args.ops))
         print(f"round {r + 1}/{args.rounds}, load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
     print(f"{'case':36} {'wall A ms':>10} {'B ms':>9} {'B/A':>6}   {'cpu A ms':>9} {'B ms':>9} {'B/A':>6}")
     for name in got[args.a][0]:

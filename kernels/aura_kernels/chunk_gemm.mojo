@@ -15,8 +15,8 @@
 # it: tools/bench_ssd_gemm.py compares its flops/s with the sequential scan's.
 
 from std.sys import simd_width_of
-from std.memory.alloc import unsafe_alloc
 from std.time import perf_counter_ns
+from aura_kernels.common import OwnedArray
 
 comptime MR = 4
 comptime NV = 2
@@ -110,22 +110,20 @@ def transpose[dtype: DType](rows: Int, cols: Int, src: Pointer[Scalar[dtype], Mu
 def gemm_rate[dtype: DType](M: Int, N: Int, K: Int, reps: Int) -> Float64:
     """Seconds for `reps` products C = A Bm of the given shape on one thread (operands
     allocated once, filled with small values, resident in cache after the first)."""
-    var A = unsafe_alloc[Scalar[dtype]](M * K)
-    var Bm = unsafe_alloc[Scalar[dtype]](K * N)
-    var Cm = unsafe_alloc[Scalar[dtype]](M * N)
+    var A = OwnedArray[Scalar[dtype]](M * K)
+    var Bm = OwnedArray[Scalar[dtype]](K * N)
+    var Cm = OwnedArray[Scalar[dtype]](M * N)
     for i in range(M * K):
-        A[unsafe_offset=i] = Scalar[dtype](Float64(i % 7) * 0.125)
+        A[i] = Scalar[dtype](Float64(i % 7) * 0.125)
     for i in range(K * N):
-        Bm[unsafe_offset=i] = Scalar[dtype](Float64(i % 5) * 0.25)
-    gemm[dtype](M, N, K, A, K, Bm, N, Cm, N, False)
+        Bm[i] = Scalar[dtype](Float64(i % 5) * 0.25)
+    gemm[dtype](M, N, K, A.data, K, Bm.data, N, Cm.data, N, False)
     var t0 = perf_counter_ns()
     for _ in range(reps):
-        gemm[dtype](M, N, K, A, K, Bm, N, Cm, N, True)
+        gemm[dtype](M, N, K, A.data, K, Bm.data, N, Cm.data, N, True)
     var secs = Float64(Int(perf_counter_ns() - t0)) * 1e-9
-    var keep = Cm[unsafe_offset=0]
-    A.unsafe_free()
-    Bm.unsafe_free()
-    Cm.unsafe_free()
-    if keep != keep:  # keep the products alive (never true for these finite values)
+    _ = A^  # read through raw pointers above: alive until here
+    _ = Bm^
+    if Cm[0] != Cm[0]:  # keep the products alive (never true for these finite values)
         return -1.0
     return secs
