@@ -12,7 +12,7 @@ from std.python.bindings import PythonModuleBuilder
 from std.os import abort
 from _common import without_gil
 from aura_kernels.common import F32, F64
-from aura_kernels.ssd import run_scan, _lanes
+from aura_kernels.ssd import lanes as state_lanes, run_scan
 from aura_kernels.ssd_abi import SsdParams
 from aura_kernels.ssd_grad import run_scan_grad
 from aura_kernels.ssd_grad_abi import SsdGradParams
@@ -48,8 +48,8 @@ def PyInit_ssd() abi("C") -> PythonObject:
 
 def lanes(bits: PythonObject) raises -> PythonObject:
     if Int(py=bits) == 32:
-        return _lanes[F32]()
-    return _lanes[F64]()
+        return state_lanes[F32]()
+    return state_lanes[F64]()
 
 
 def scan(params_addr: PythonObject) raises -> PythonObject:

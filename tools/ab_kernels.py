@@ -6,7 +6,12 @@ time and for the process's CPU time (all threads: on an oversubscribed machine t
 time mostly measures waiting for a core, the CPU time the work). Fresh processes and
 alternation cancel the drift of a shared machine; quote the ratios, not the times.
 
-    python tools/ab_kernels.py OLD_TREE NEW_TREE [--rounds 7] [--calls 3] [--suite issue28|collection]
+    python tools/ab_kernels.py OLD_TREE NEW_TREE [--rounds 7] [--calls 3] [--suite issue28|collection|ssd]
+
+--suite ssd times the scan instead (the bench shape h=24, p=64, n=128, b=1, l=4096): the
+forward, and forward + backward with the chunked and the sequential mojo backward (the
+kernels of the max backend's ops; max itself is left out: every fresh process would
+compile its graph for minutes).
 """
 
 from __future__ import annotations
@@ -56,7 +61,38 @@ def collection_cases():
     ]
 
 
-SUITES = {"issue28": cases, "collection": collection_cases}
+def ssd_cases():
+    """(name, call) of the scan at the bench shape, float32: mojo forward, and training steps."""
+    import torch
+
+    from aura_lab.harness.ssd import make_inputs
+    from aura_lab.ssd import selective_scan, train
+
+    inp = {k: torch.from_numpy(v) for k, v in make_inputs(1, 4096, 0).items()}
+    leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
+
+    def forward(backend):
+        return selective_scan(leaves["x"], leaves["dt"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"],
+                              dt_bias=leaves["dt_bias"], dt_softplus=True, backend=backend)
+
+    def step(backend, kernel):
+        for v in leaves.values():
+            v.grad = None
+        with train.grad_kernel_set(kernel):
+            forward(backend).sum().backward()
+
+    def infer():
+        with torch.no_grad():
+            forward("mojo")
+
+    return [
+        ("scan fwd b=1 l=4096 mojo", infer),
+        ("train b=1 l=4096 mojo chunked", lambda: step("mojo", "chunked")),
+        ("train b=1 l=4096 mojo sequential", lambda: step("mojo", "sequential")),
+    ]
+
+
+SUITES = {"issue28": cases, "collection": collection_cases, "ssd": ssd_cases}
 
 
 def child(calls: int, suite: str) -> None:

@@ -18,6 +18,12 @@ def present_addr(flag: Int, address: Int) -> Int:
     return address if flag != 0 else 0
 
 
+@always_inline
+def scalar_ptr[dtype: DType](address: Int) -> Pointer[Scalar[dtype], MutUntrackedOrigin]:
+    """The scalars at a caller's address (a parameter block's array field)."""
+    return Pointer[Scalar[dtype], MutUntrackedOrigin](unsafe_from_address=address)
+
+
 # ------------------------------------------------------------------------ owned memory
 
 struct OwnedArray[E: ImplicitlyCopyable & Deinitable](Movable):
@@ -40,12 +46,6 @@ struct OwnedArray[E: ImplicitlyCopyable & Deinitable](Movable):
         self = Self(size)
         for i in range(size):
             self.data[unsafe_offset=i] = fill
-
-    def __init__(out self, *, adopt: Pointer[Self.E, MutUntrackedOrigin], size: Int):
-        """Take ownership of `size` elements allocated with unsafe_alloc by another kernel
-        (one that hands its caller a buffer to free)."""
-        self.data = adopt
-        self.size = size
 
     def __deinit__(deinit self):
         self.data.unsafe_free()

@@ -39,9 +39,8 @@
 
 from std.sys import simd_width_of
 from std.math import exp, log1p
-from std.memory.alloc import unsafe_alloc
 from max.algorithm import parallelize
-from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end
+from aura_kernels.common import F32, F64, Control, OwnedArray, ieee_begin, ieee_end, scalar_ptr
 from aura_kernels.ssd_abi import SsdParams
 
 comptime R = 8  # channels (rows of the state) per work item
@@ -49,7 +48,8 @@ comptime POLL = 256  # tokens between two polls of the cancel flag (well under a
 
 
 @always_inline
-def _lanes[dtype: DType]() -> Int:
+def lanes[dtype: DType]() -> Int:
+    """The state's vector width: the target's SIMD width, at least R (n is a multiple of it)."""
     comptime w = simd_width_of[dtype]()
     comptime if w >= R:
         return w
@@ -75,19 +75,20 @@ def _dt_vec[dtype: DType, w: Int](
 
 
 @always_inline
-def _fold[dtype: DType, w: Int](a: SIMD[dtype, w], b: SIMD[dtype, w]) -> SIMD[dtype, w]:
+def fold[dtype: DType, w: Int](a: SIMD[dtype, w], b: SIMD[dtype, w]) -> SIMD[dtype, w]:
     """[a_0 | a_1 | ...] blocks of 2k lanes, b likewise -> lanes [a pairs summed | b pairs summed]."""
     var eo = a.join(b).deinterleave()
     return rebind[SIMD[dtype, w]](eo[0] + eo[1])
 
 
 @always_inline
-def _shrink[dtype: DType, w: Int](r: SIMD[dtype, w]) -> SIMD[dtype, R]:
+def shrink[dtype: DType, w: Int](r: SIMD[dtype, w]) -> SIMD[dtype, R]:
+    """Sum adjacent lane pairs until R lanes are left (the last step of the transpose-reduce)."""
     comptime if w == R:
         return rebind[SIMD[dtype, R]](r)
     else:
         var eo = r.deinterleave()
-        return _shrink[dtype, w // 2](rebind[SIMD[dtype, w // 2]](eo[0] + eo[1]))
+        return shrink[dtype, w // 2](rebind[SIMD[dtype, w // 2]](eo[0] + eo[1]))
 
 
 @always_inline
@@ -101,18 +102,13 @@ def _upd[dtype: DType, w: Int](
     return cj.fma(s, acc)
 
 
-@always_inline
-def _p[dtype: DType](addr: Int) -> Pointer[Scalar[dtype], MutUntrackedOrigin]:
-    return Pointer[Scalar[dtype], MutUntrackedOrigin](unsafe_from_address=addr)
-
-
 def _phase1[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], MutUntrackedOrigin],
                           dec: Pointer[Scalar[dtype], MutUntrackedOrigin], hh: Int) where dtype.is_floating_point():
     """dt' and decay of head hh for all T tokens, into dtp/dec[hh * T + t]."""
-    comptime W = _lanes[dtype]()
-    var dt = _p[dtype](pr.dt)
-    var bias = Scalar[dtype](0) if pr.dt_bias == 0 else _p[dtype](pr.dt_bias)[unsafe_offset=hh]
-    var a = _p[dtype](pr.A)[unsafe_offset=hh]
+    comptime W = lanes[dtype]()
+    var dt = scalar_ptr[dtype](pr.dt)
+    var bias = Scalar[dtype](0) if pr.dt_bias == 0 else scalar_ptr[dtype](pr.dt_bias)[unsafe_offset=hh]
+    var a = scalar_ptr[dtype](pr.A)[unsafe_offset=hh]
     var h = pr.h
     var lo = Scalar[dtype](pr.lo)
     var hi = Scalar[dtype](pr.hi)
@@ -143,87 +139,125 @@ def _save_rows[dtype: DType](src: Pointer[Scalar[dtype], MutUntrackedOrigin], ds
         dst[unsafe_offset=i] = src[unsafe_offset=i]
 
 
-def chunk_bases(pr: SsdParams) -> Pointer[Int, MutUntrackedOrigin]:
+def chunk_bases(pr: SsdParams) -> OwnedArray[Int]:
     """Index of each sequence's first checkpoint: sequence s has ceil(len_s / chunk)
     checkpoints (the state before tokens 0, chunk, 2 chunk, ... of it). nseq + 1 entries,
-    the last is the total; the caller frees it. All zero when no checkpoints are kept."""
+    the last is the total. All zero when no checkpoints are kept."""
     var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)
-    var out = unsafe_alloc[Int](pr.nseq + 1)
-    out[unsafe_offset=0] = 0
+    var out = OwnedArray[Int](pr.nseq + 1)
+    out[0] = 0
     for s in range(pr.nseq):
         var ln = Int(offs[unsafe_offset=s + 1]) - Int(offs[unsafe_offset=s])
         var nc = 0 if pr.chunk <= 0 else (ln + pr.chunk - 1) // pr.chunk
-        out[unsafe_offset=s + 1] = out[unsafe_offset=s] + nc
-    return out
+        out[s + 1] = out[s] + nc
+    return out^
 
 
-def _item[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], MutUntrackedOrigin],
-                        dec: Pointer[Scalar[dtype], MutUntrackedOrigin], s: Int, hh: Int, p0: Int, rows: Int,
-                        cbase: Int) where dtype.is_floating_point():
-    """Sequence s, head hh, channels [p0, p0 + rows): the whole recurrence (it stops at a
-    multiple of POLL tokens once the caller's control is cancelled). A training forward
-    (pr.ckpt) also saves the rows' state before every pr.chunk-th token of the sequence
-    into checkpoint cbase + k, and (pr.ypre, with z) the output before the gate."""
-    var ctl = Control(pr.control)
-    comptime W = _lanes[dtype]()
-    comptime V = SIMD[dtype, W]
-    comptime VR = SIMD[dtype, R]
-    var h = pr.h
-    var p = pr.p
-    var n = pr.n
-    var g = pr.g
-    var gg = hh // (h // g)
-    var x = _p[dtype](pr.x)
-    var B = _p[dtype](pr.B)
-    var C = _p[dtype](pr.C)
-    var y = _p[dtype](pr.y)
-    var z = _p[dtype](pr.z)
-    var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)
-    var t0 = Int(offs[unsafe_offset=s])
-    var t1 = Int(offs[unsafe_offset=s + 1])
-    # the working state: rows p0.. of fin[s, hh], initialized from init or zero
-    var base = ((s * h + hh) * p + p0) * n
-    var sp = _p[dtype](pr.fin).unsafe_offset(base)
-    if pr.init != 0:
-        if pr.init != pr.fin:
-            var ip = _p[dtype](pr.init).unsafe_offset(base)
+struct _Rows[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
+    """One work item of the forward, set up: sequence s (tokens t0 .. t1), head hh, channels
+    [p0, p0 + rows) and where they read and write. The working state is rows p0.. of
+    fin[s, hh], initialized from init or zero."""
+
+    comptime P = Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var pr: SsdParams
+    var x: Self.P
+    var B: Self.P
+    var C: Self.P
+    var y: Self.P
+    var z: Self.P
+    var ypre: Self.P
+    var sp: Self.P  # the working state (rows x n)
+    var ck: Self.P  # this sequence's checkpoint 0, rows p0..
+    var hd: Self.P  # dt' of head hh, indexed by token
+    var hc: Self.P  # decay of head hh, indexed by token
+    var dvec: SIMD[Self.dtype, R]
+    var t0: Int
+    var t1: Int
+    var hh: Int
+    var gg: Int
+    var p0: Int
+    var rows: Int
+
+    def __init__(out self, pr: SsdParams, T: Int, dtp: Self.P, dec: Self.P, s: Int, hh: Int, p0: Int, rows: Int,
+                 cbase: Int):
+        var h = pr.h
+        var p = pr.p
+        var n = pr.n
+        var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)
+        self.pr = pr
+        self.x = scalar_ptr[Self.dtype](pr.x)
+        self.B = scalar_ptr[Self.dtype](pr.B)
+        self.C = scalar_ptr[Self.dtype](pr.C)
+        self.y = scalar_ptr[Self.dtype](pr.y)
+        self.z = scalar_ptr[Self.dtype](pr.z)
+        self.ypre = scalar_ptr[Self.dtype](pr.ypre)
+        self.t0 = Int(offs[unsafe_offset=s])
+        self.t1 = Int(offs[unsafe_offset=s + 1])
+        self.hh = hh
+        self.gg = hh // (h // pr.g)
+        self.p0 = p0
+        self.rows = rows
+        self.hd = dtp.unsafe_offset(hh * T)
+        self.hc = dec.unsafe_offset(hh * T)
+        self.ck = scalar_ptr[Self.dtype](pr.ckpt).unsafe_offset(((cbase * h + hh) * p + p0) * n)
+        var base = ((s * h + hh) * p + p0) * n
+        self.sp = scalar_ptr[Self.dtype](pr.fin).unsafe_offset(base)
+        if pr.init == 0:
             for i in range(rows * n):
-                sp[unsafe_offset=i] = ip[unsafe_offset=i]
-    else:
-        for i in range(rows * n):
-            sp[unsafe_offset=i] = 0
-    var has_d = pr.D != 0
-    var has_z = pr.z != 0
-    var dvec = VR(0)
-    if has_d:
-        var Dp = _p[dtype](pr.D)
-        if pr.d_per_p:
-            for k in range(rows):
-                dvec[k] = Dp[unsafe_offset=hh * p + p0 + k]
-        else:
-            dvec = VR(Dp[unsafe_offset=hh])
-    var hd = dtp.unsafe_offset(hh * T)
-    var hc = dec.unsafe_offset(hh * T)
-    var ypre = _p[dtype](pr.ypre)
-    var save = pr.ckpt != 0 and pr.chunk > 0
-    var ck = _p[dtype](pr.ckpt).unsafe_offset(((cbase * h + hh) * p + p0) * n)  # chunk 0 of this sequence
-    if rows == R:
-        for t in range(t0, t1):
-            if (t - t0) % POLL == 0 and ctl.cancelled():
+                self.sp[unsafe_offset=i] = 0
+        elif pr.init != pr.fin:
+            var ip = scalar_ptr[Self.dtype](pr.init).unsafe_offset(base)
+            for i in range(rows * n):
+                self.sp[unsafe_offset=i] = ip[unsafe_offset=i]
+        self.dvec = SIMD[Self.dtype, R](0)
+        if pr.D != 0:
+            var Dp = scalar_ptr[Self.dtype](pr.D)
+            if pr.d_per_p:
+                for k in range(rows):
+                    self.dvec[k] = Dp[unsafe_offset=hh * p + p0 + k]
+            else:
+                self.dvec = SIMD[Self.dtype, R](Dp[unsafe_offset=hh])
+
+    @always_inline
+    def stop_or_save(self, t: Int) -> Bool:
+        """Before token t: True once cancelled (polled every POLL tokens); else saves the
+        rows' state into their checkpoint where t starts a chunk of a training forward."""
+        var pr = self.pr
+        if (t - self.t0) % POLL == 0 and Control(pr.control).cancelled():
+            return True
+        if pr.ckpt != 0 and pr.chunk > 0 and (t - self.t0) % pr.chunk == 0:
+            var k = (t - self.t0) // pr.chunk
+            _save_rows(self.sp, self.ck.unsafe_offset(k * pr.h * pr.p * pr.n), self.rows * pr.n)
+        return False
+
+    def block(self):
+        """The recurrence of a full block of R rows (see the header)."""
+        comptime W = lanes[Self.dtype]()
+        comptime V = SIMD[Self.dtype, W]
+        comptime VR = SIMD[Self.dtype, R]
+        var h = self.pr.h
+        var n = self.pr.n
+        var g = self.pr.g
+        var has_d = self.pr.D != 0
+        var has_z = self.pr.z != 0
+        var keep_ypre = self.pr.ypre != 0
+        var x = self.x
+        var y = self.y
+        var sp = self.sp
+        var dvec = self.dvec
+        for t in range(self.t0, self.t1):
+            if self.stop_or_save(t):
                 return
-            if save and (t - t0) % pr.chunk == 0:
-                _save_rows(sp, ck.unsafe_offset((t - t0) // pr.chunk * h * p * n), rows * n)
-            var dtv = hd[unsafe_offset=t]
-            var dk = V(hc[unsafe_offset=t])
-            var xo = (t * h + hh) * p + p0
+            var dk = V(self.hc[unsafe_offset=t])
+            var xo = (t * h + self.hh) * self.pr.p + self.p0
             var xv = x.unsafe_load[width=R](xo)
-            var uv = xv * VR(dtv)
+            var uv = xv * VR(self.hd[unsafe_offset=t])
             var u0 = V(uv[0]); var u1 = V(uv[1]); var u2 = V(uv[2]); var u3 = V(uv[3])
             var u4 = V(uv[4]); var u5 = V(uv[5]); var u6 = V(uv[6]); var u7 = V(uv[7])
             var a0 = V(0); var a1 = V(0); var a2 = V(0); var a3 = V(0)
             var a4 = V(0); var a5 = V(0); var a6 = V(0); var a7 = V(0)
-            var Bp = B.unsafe_offset((t * g + gg) * n)
-            var Cp = C.unsafe_offset((t * g + gg) * n)
+            var Bp = self.B.unsafe_offset((t * g + self.gg) * n)
+            var Cp = self.C.unsafe_offset((t * g + self.gg) * n)
             for j in range(0, n, W):
                 var bj = Bp.unsafe_load[width=W](j)
                 var cj = Cp.unsafe_load[width=W](j)
@@ -235,39 +269,58 @@ def _item[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], MutUn
                 a5 = _upd(sp, 5 * n + j, dk, u5, bj, cj, a5)
                 a6 = _upd(sp, 6 * n + j, dk, u6, bj, cj, a6)
                 a7 = _upd(sp, 7 * n + j, dk, u7, bj, cj, a7)
-            var yv = _shrink[dtype, W](_fold(_fold(_fold(a0, a1), _fold(a2, a3)), _fold(_fold(a4, a5), _fold(a6, a7))))
+            var yv = shrink[Self.dtype, W](fold(fold(fold(a0, a1), fold(a2, a3)), fold(fold(a4, a5), fold(a6, a7))))
             if has_d:
                 yv = dvec.fma(xv, yv)
             if has_z:
-                if pr.ypre != 0:
-                    ypre.unsafe_store(xo, yv)
-                yv = yv * _silu[dtype, R](z.unsafe_load[width=R](xo))
+                if keep_ypre:
+                    self.ypre.unsafe_store(xo, yv)
+                yv = yv * _silu[Self.dtype, R](self.z.unsafe_load[width=R](xo))
             y.unsafe_store(xo, yv)
-    else:  # fewer than R channels left: one row at a time
-        for t in range(t0, t1):
-            if (t - t0) % POLL == 0 and ctl.cancelled():
+
+    def single_rows(self):
+        """The recurrence of fewer than R rows, one row at a time (a horizontal sum each)."""
+        comptime W = lanes[Self.dtype]()
+        comptime V = SIMD[Self.dtype, W]
+        var h = self.pr.h
+        var n = self.pr.n
+        var g = self.pr.g
+        for t in range(self.t0, self.t1):
+            if self.stop_or_save(t):
                 return
-            if save and (t - t0) % pr.chunk == 0:
-                _save_rows(sp, ck.unsafe_offset((t - t0) // pr.chunk * h * p * n), rows * n)
-            var dtv = hd[unsafe_offset=t]
-            var dk = V(hc[unsafe_offset=t])
-            var Bp = B.unsafe_offset((t * g + gg) * n)
-            var Cp = C.unsafe_offset((t * g + gg) * n)
-            for k in range(rows):
-                var xo = (t * h + hh) * p + p0 + k
-                var xk = x[unsafe_offset=xo]
+            var dtv = self.hd[unsafe_offset=t]
+            var dk = V(self.hc[unsafe_offset=t])
+            var Bp = self.B.unsafe_offset((t * g + self.gg) * n)
+            var Cp = self.C.unsafe_offset((t * g + self.gg) * n)
+            for k in range(self.rows):
+                var xo = (t * h + self.hh) * self.pr.p + self.p0 + k
+                var xk = self.x[unsafe_offset=xo]
                 var u = V(dtv * xk)
                 var acc = V(0)
                 for j in range(0, n, W):
-                    acc = _upd(sp, k * n + j, dk, u, Bp.unsafe_load[width=W](j), Cp.unsafe_load[width=W](j), acc)
+                    acc = _upd(self.sp, k * n + j, dk, u, Bp.unsafe_load[width=W](j), Cp.unsafe_load[width=W](j), acc)
                 var yk = acc.reduce_add()
-                if has_d:
-                    yk += dvec[k] * xk
-                if has_z:
-                    if pr.ypre != 0:
-                        ypre[unsafe_offset=xo] = yk
-                    yk = yk * _silu[dtype, 1](SIMD[dtype, 1](z[unsafe_offset=xo]))[0]
-                y[unsafe_offset=xo] = yk
+                if self.pr.D != 0:
+                    yk += self.dvec[k] * xk
+                if self.pr.z != 0:
+                    if self.pr.ypre != 0:
+                        self.ypre[unsafe_offset=xo] = yk
+                    yk = yk * _silu[Self.dtype, 1](SIMD[Self.dtype, 1](self.z[unsafe_offset=xo]))[0]
+                self.y[unsafe_offset=xo] = yk
+
+
+def _item[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                        dec: Pointer[Scalar[dtype], MutUntrackedOrigin], s: Int, hh: Int, p0: Int, rows: Int,
+                        cbase: Int) where dtype.is_floating_point():
+    """Sequence s, head hh, channels [p0, p0 + rows): the whole recurrence (it stops at a
+    multiple of POLL tokens once the caller's control is cancelled). A training forward
+    (pr.ckpt) also saves the rows' state before every pr.chunk-th token of the sequence
+    into checkpoint cbase + k, and (pr.ypre, with z) the output before the gate."""
+    var item = _Rows[dtype](pr, T, dtp, dec, s, hh, p0, rows, cbase)
+    if rows == R:
+        item.block()
+    else:
+        item.single_rows()
 
 
 def tokens(pr: SsdParams) -> Int:
@@ -275,43 +328,49 @@ def tokens(pr: SsdParams) -> Int:
     return Int(Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)[unsafe_offset=pr.nseq])
 
 
-def head_rates[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], MutUntrackedOrigin],
-                             dec: Pointer[Scalar[dtype], MutUntrackedOrigin]) where dtype.is_floating_point():
-    """Phase 1: dt' and the decay of every (head, token), head-major into dtp / dec (T * h
-    each), heads spread over the threads."""
-    var h = pr.h
-    var hn = min(max(1, pr.threads), h)
-    var pt = pr  # a copy for the closure
+struct HeadRates[dtype: DType](Movable) where dtype.is_floating_point():
+    """Phase 1, owned: dt' and the decay of every (head, token), head-major (T * h each),
+    computed with the heads spread over the threads."""
 
-    @always_inline
-    def heads(w: Int) {imm}:
-        var mode = ieee_begin()  # worker threads start with FTZ/DAZ set: keep denormals
-        var hh = w
-        while hh < h:
-            _phase1[dtype](pt, T, dtp, dec, hh)
-            hh += hn
-        ieee_end(mode)
+    var dt: OwnedArray[Scalar[Self.dtype]]
+    var decay: OwnedArray[Scalar[Self.dtype]]
 
-    if hn <= 1 or T * h < 4096:
-        for hh in range(h):
-            _phase1[dtype](pr, T, dtp, dec, hh)
-    else:
-        parallelize(heads, hn, hn)
+    def __init__(out self, pr: SsdParams, T: Int):
+        var h = pr.h
+        self.dt = OwnedArray[Scalar[Self.dtype]](T * h)
+        self.decay = OwnedArray[Scalar[Self.dtype]](T * h)
+        var dtp = self.dt.data
+        var dec = self.decay.data
+        var hn = min(max(1, pr.threads), h)
+        var pt = pr  # a copy for the closure
+
+        @always_inline
+        def heads(w: Int) {imm}:
+            var mode = ieee_begin()  # worker threads start with FTZ/DAZ set: keep denormals
+            var hh = w
+            while hh < h:
+                _phase1[Self.dtype](pt, T, dtp, dec, hh)
+                hh += hn
+            ieee_end(mode)
+
+        if hn <= 1 or T * h < 4096:
+            for hh in range(h):
+                _phase1[Self.dtype](pr, T, dtp, dec, hh)
+        else:
+            parallelize(heads, hn, hn)
 
 
-def _run[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
-    comptime W = _lanes[dtype]()
+def scan_typed[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
+    """Run the forward block pr in `dtype` (see the header)."""
+    comptime W = lanes[dtype]()
     if pr.n % W != 0:
         raise Error("ssd.scan: n must be a multiple of the vector width")
     var T = tokens(pr)
     var h = pr.h
-    var dtp = unsafe_alloc[Scalar[dtype]](max(1, T * h))
-    var dec = unsafe_alloc[Scalar[dtype]](max(1, T * h))
+    var rates = HeadRates[dtype](pr, T)
     var cb = chunk_bases(pr)
-    var pt = pr  # copies for the closures
+    var pt = pr  # a copy for the closures
     var ctl = Control(pr.control)
-    head_rates[dtype](pr, T, dtp, dec)
-
     var nb = (pr.p + R - 1) // R
     var items = pr.nseq * h * nb
     var p = pr.p
@@ -327,7 +386,7 @@ def _run[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
         var pb = i % nb
         var rest = i // nb
         var s = rest // h
-        _item[dtype](pt, T, dtp, dec, s, rest % h, pb * R, min(R, p - pb * R), cb[unsafe_offset=s])
+        _item[dtype](pt, T, rates.dt.data, rates.decay.data, s, rest % h, pb * R, min(R, p - pb * R), cb[s])
 
     @always_inline
     def work(w: Int) {imm}:
@@ -346,14 +405,13 @@ def _run[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
             item(i)
     elif items > 0:
         parallelize(work, nw, nw)
-    dtp.unsafe_free()
-    dec.unsafe_free()
-    cb.unsafe_free()
+    _ = rates^  # the workers read it through raw pointers: alive until they are done
+    _ = cb^
 
 
 def run_scan(pr: SsdParams) raises:
     """Run a block: float32 for dtype_bits 32, else float64."""
     if pr.dtype_bits == 32:
-        _run[F32](pr)
+        scan_typed[F32](pr)
     else:
-        _run[F64](pr)
+        scan_typed[F64](pr)

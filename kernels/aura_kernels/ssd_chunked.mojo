@@ -18,7 +18,7 @@
 # with <dS, S_end> = exp(cs_last) <dS, S_c> + sum_j B_j . (diag(w) U dS)_j (no S_end needed)
 # and C_i . (dG B)_i - B_i . (dG^T C)_i = row sum i - column sum i of dG o G. The chain
 # through softplus / dt_limit, the sums over threads and the parameter sums are the
-# sequential backward's (_dt_chain, _sum_threads, _sum_params).
+# sequential backward's (dt_chain, sum_threads, sum_params).
 #
 # Work items: (sequence, head), dealt round-robin to the threads (a fixed assignment: the
 # sums over threads are taken in a fixed order, so results do not depend on timing). An item
@@ -44,13 +44,12 @@
 # products, the per-token work (pack, decay masks) as wider vectors.
 
 from std.math import exp
-from std.memory.alloc import unsafe_alloc
 from max.algorithm import parallelize
-from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end
+from aura_kernels.common import F32, F64, Control, OwnedArray, ieee_begin, ieee_end, scalar_ptr
 from aura_kernels.chunk_gemm import A_LOWER, A_UPPER, C_LOWER, gemm, transpose
-from aura_kernels.ssd import _lanes, _p, chunk_bases, head_rates, tokens
+from aura_kernels.ssd import HeadRates, chunk_bases, lanes, tokens
 from aura_kernels.ssd_abi import SsdParams
-from aura_kernels.ssd_grad import _dt_chain, _sum_params, _sum_threads, _zero
+from aura_kernels.ssd_grad import ThreadSums, check_blocks, dt_chain, sum_params, zero_fill
 from aura_kernels.ssd_grad_abi import SsdGradParams
 
 
@@ -62,7 +61,7 @@ def scratch_size(Q: Int, p: Int, n: Int) -> Int:
 @always_inline
 def _dot[dtype: DType](a: Pointer[Scalar[dtype], MutUntrackedOrigin], b: Pointer[Scalar[dtype], MutUntrackedOrigin],
                        count: Int) -> Scalar[dtype]:
-    comptime W = _lanes[dtype]()
+    comptime W = lanes[dtype]()
     var acc = SIMD[dtype, W](0)
     var j = 0
     while j + W <= count:
@@ -79,7 +78,7 @@ def _dot[dtype: DType](a: Pointer[Scalar[dtype], MutUntrackedOrigin], b: Pointer
 def _add_into[dtype: DType](dst: Pointer[Scalar[dtype], MutUntrackedOrigin], src: Pointer[Scalar[dtype], MutUntrackedOrigin],
                             count: Int):
     """dst += src."""
-    comptime W = _lanes[dtype]()
+    comptime W = lanes[dtype]()
     var j = 0
     while j + W <= count:
         dst.unsafe_store(j, dst.unsafe_load[width=W](j) + src.unsafe_load[width=W](j))
@@ -93,7 +92,7 @@ def _add_into[dtype: DType](dst: Pointer[Scalar[dtype], MutUntrackedOrigin], src
 def _scale[dtype: DType](dst: Pointer[Scalar[dtype], MutUntrackedOrigin], src: Pointer[Scalar[dtype], MutUntrackedOrigin],
                          f: Scalar[dtype], count: Int):
     """dst = f src (dst may be src)."""
-    comptime W = _lanes[dtype]()
+    comptime W = lanes[dtype]()
     var j = 0
     while j + W <= count:
         dst.unsafe_store(j, src.unsafe_load[width=W](j) * SIMD[dtype, W](f))
@@ -122,8 +121,8 @@ def _group_products[dtype: DType](pr: SsdParams, cb: Pointer[Int, MutUntrackedOr
     var n = pr.n
     var g = pr.g
     var r = _chunk_of(pr, cb, cg)
-    var B = _p[dtype](pr.B).unsafe_offset((r[0] * g + gg) * n)
-    var C = _p[dtype](pr.C).unsafe_offset((r[0] * g + gg) * n)
+    var B = scalar_ptr[dtype](pr.B).unsafe_offset((r[0] * g + gg) * n)
+    var C = scalar_ptr[dtype](pr.C).unsafe_offset((r[0] * g + gg) * n)
     transpose[dtype](r[1], n, B, g * n, BT, Q)
     gemm[dtype](r[1], r[1], n, C, g * n, BT, Q, Gall.unsafe_offset((cg * g + gg) * Q * Q), Q, False, tri=C_LOWER)
 
@@ -142,10 +141,10 @@ def _group_grads[dtype: DType](pr: SsdParams, gr: SsdGradParams, cb: Pointer[Int
     for w in range(1, nw):
         _add_into(dG, dG.unsafe_offset(w * size), r[1] * Q)
     var row = (r[0] * g + gg) * n
-    var B = _p[dtype](pr.B).unsafe_offset(row)
-    var C = _p[dtype](pr.C).unsafe_offset(row)
-    gemm[dtype](r[1], n, r[1], dG, Q, B, g * n, _p[dtype](gr.gC).unsafe_offset(row), g * n, True, tri=A_LOWER)
-    gemm[dtype](r[1], n, r[1], dG, Q, C, g * n, _p[dtype](gr.gB).unsafe_offset(row), g * n, True, a_trans=True,
+    var B = scalar_ptr[dtype](pr.B).unsafe_offset(row)
+    var C = scalar_ptr[dtype](pr.C).unsafe_offset(row)
+    gemm[dtype](r[1], n, r[1], dG, Q, B, g * n, scalar_ptr[dtype](gr.gC).unsafe_offset(row), g * n, True, tri=A_LOWER)
+    gemm[dtype](r[1], n, r[1], dG, Q, C, g * n, scalar_ptr[dtype](gr.gB).unsafe_offset(row), g * n, True, a_trans=True,
                 tri=A_UPPER)
 
 
@@ -240,14 +239,14 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         var pr = self.pr
         var gr = self.gr
         var p = pr.p
-        var xv = _p[Self.dtype](pr.x).unsafe_load[width=w](xo)
-        var gyr = V(0) if gr.gy == 0 else _p[Self.dtype](gr.gy).unsafe_load[width=w](xo)
+        var xv = scalar_ptr[Self.dtype](pr.x).unsafe_load[width=w](xo)
+        var gyr = V(0) if gr.gy == 0 else scalar_ptr[Self.dtype](gr.gy).unsafe_load[width=w](xo)
         if pr.z != 0:
-            var zv = _p[Self.dtype](pr.z).unsafe_load[width=w](xo)
+            var zv = scalar_ptr[Self.dtype](pr.z).unsafe_load[width=w](xo)
             var sg = V(1) / (V(1) + exp(-zv))
             if gr.gz != 0:
-                var yp = _p[Self.dtype](pr.ypre).unsafe_load[width=w](xo)
-                _p[Self.dtype](gr.gz).unsafe_store(xo, gyr * yp * sg * (V(1) + zv * (V(1) - sg)))
+                var yp = scalar_ptr[Self.dtype](pr.ypre).unsafe_load[width=w](xo)
+                scalar_ptr[Self.dtype](gr.gz).unsafe_store(xo, gyr * yp * sg * (V(1) + zv * (V(1) - sg)))
             gyr = gyr * zv * sg
         self.gdp.unsafe_store(k, gyr.fma(xv, self.gdp.unsafe_load[width=w](k)))
         self.X.unsafe_store(i * p + k, xv)
@@ -258,11 +257,11 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         """The chunk's rows into scratch: X, dY (gy silu(z); gz and gD on the way), U, the
         cumulative decay exponents cs and exp(cs), w, dYe, Uw."""
         comptime Sc = Scalar[Self.dtype]
-        comptime W = _lanes[Self.dtype]()
+        comptime W = lanes[Self.dtype]()
         var pr = self.pr
         var p = pr.p
         var h = pr.h
-        var a_h = _p[Self.dtype](pr.A)[unsafe_offset=self.hh]
+        var a_h = scalar_ptr[Self.dtype](pr.A)[unsafe_offset=self.hh]
         var acc = Sc(0)
         for i in range(L):
             var t = tc0 + i
@@ -294,7 +293,7 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
     def masks(mut self, L: Int, G: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]):
         """dG = (dY U^T) o L and M = L o G (zero above the diagonal, rows padded to Q with
         zeros), and the intra-chunk part of dcs: row sums minus column sums of dG o G."""
-        comptime W = _lanes[Self.dtype]()
+        comptime W = lanes[Self.dtype]()
         comptime V = SIMD[Self.dtype, W]
         var Q = self.pr.chunk
         var p = self.pr.p
@@ -339,8 +338,8 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         var n = pr.n
         var g = pr.g
         var gn = g * n
-        var Bc = _p[Self.dtype](pr.B).unsafe_offset((tc0 * g + self.gg) * n)  # rows gn apart
-        var Cc = _p[Self.dtype](pr.C).unsafe_offset((tc0 * g + self.gg) * n)
+        var Bc = scalar_ptr[Self.dtype](pr.B).unsafe_offset((tc0 * g + self.gg) * n)  # rows gn apart
+        var Cc = scalar_ptr[Self.dtype](pr.C).unsafe_offset((tc0 * g + self.gg) * n)
         self.pack(tc0, L)
         self.masks(L, self.Gall.unsafe_offset((cg * g + self.gg) * Q * Q))
         # dC (this head) = dYe S_c (+ dG B, summed over the group's heads: _group_grads)
@@ -375,15 +374,15 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
     def token_grads(mut self, tc0: Int, L: Int):
         """gx, gdt' and gA's terms of the chunk's tokens from dU and dcs."""
         comptime Sc = Scalar[Self.dtype]
-        comptime W = _lanes[Self.dtype]()
+        comptime W = lanes[Self.dtype]()
         comptime V = SIMD[Self.dtype, W]
         var pr = self.pr
         var p = pr.p
         var h = pr.h
         var hh = self.hh
-        var gx = _p[Self.dtype](self.gr.gx)
-        var Dp = _p[Self.dtype](pr.D)
-        var a_h = _p[Self.dtype](pr.A)[unsafe_offset=hh]
+        var gx = scalar_ptr[Self.dtype](self.gr.gx)
+        var Dp = scalar_ptr[Self.dtype](pr.D)
+        var a_h = scalar_ptr[Self.dtype](pr.A)[unsafe_offset=hh]
         var de = Sc(0)
         var i = L - 1
         while i >= 0:
@@ -432,12 +431,12 @@ def _grad_head[dtype: DType](mut it: _Head[dtype], s: Int, cbase: Int) where dty
     var t1 = Int(offs[unsafe_offset=s + 1])
     var base = (s * h + it.hh) * p * n
     if gr.gfin != 0:
-        var gf = _p[dtype](gr.gfin).unsafe_offset(base)
+        var gf = scalar_ptr[dtype](gr.gfin).unsafe_offset(base)
         for i in range(p * n):
             it.lam[unsafe_offset=i] = gf[unsafe_offset=i]
     else:
-        _zero(it.lam, p * n)
-    var ck = _p[dtype](pr.ckpt)
+        zero_fill(it.lam, p * n)
+    var ck = scalar_ptr[dtype](pr.ckpt)
     var c = (t1 - t0 + Q - 1) // Q - 1
     while c >= 0:
         if ctl.cancelled():
@@ -446,125 +445,137 @@ def _grad_head[dtype: DType](mut it: _Head[dtype], s: Int, cbase: Int) where dty
         it.chunk(cbase + c, tc0, min(t1, tc0 + Q) - tc0, ck.unsafe_offset(((cbase + c) * h + it.hh) * p * n))
         c -= 1
     if gr.ginit != 0:
-        var gi = _p[dtype](gr.ginit).unsafe_offset(base)
+        var gi = scalar_ptr[dtype](gr.ginit).unsafe_offset(base)
         for i in range(p * n):
             gi[unsafe_offset=i] = it.lam[unsafe_offset=i]
 
 
-def _run_chunked[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dtype.is_floating_point():
-    """The backward of the forward block pr, chunked (gr.fwd is not read: pr is that block)."""
-    comptime W = _lanes[dtype]()
-    if pr.n % W != 0 or pr.chunk % W != 0:
-        raise Error("ssd.scan_grad_chunked: n and the chunk must be multiples of the vector width")
-    if pr.ckpt == 0 or pr.chunk <= 0:
-        raise Error("ssd.scan_grad_chunked: the forward block has no checkpoints")
-    if pr.z != 0 and pr.ypre == 0:
-        raise Error("ssd.scan_grad_chunked: a gated forward must have saved ypre")
-    if gr.gx == 0 or gr.gB == 0 or gr.gC == 0:
-        raise Error("ssd.scan_grad_chunked: gx, gB and gC are required")
+struct _GroupWork[dtype: DType](Movable) where dtype.is_floating_point():
+    """The per-(chunk, group) products, owned: G = C B^T of every chunk and group (shared by
+    the group's heads), and each thread's sums of dG over its heads; run before and after
+    the heads, in parallel over (chunk, group)."""
+
+    var G: OwnedArray[Scalar[Self.dtype]]  # (chunks, g, Q, Q)
+    var dG: OwnedArray[Scalar[Self.dtype]]  # threads x (chunks, g, Q, Q)
+    var size: Int  # chunks g Q Q
+    var items: Int  # chunks g
+    var nw: Int  # threads
+
+    def __init__(out self, pr: SsdParams, nch: Int, nw: Int):
+        self.items = nch * pr.g
+        self.size = self.items * pr.chunk * pr.chunk
+        self.G = OwnedArray[Scalar[Self.dtype]](self.size)
+        self.dG = OwnedArray[Scalar[Self.dtype]](nw * self.size)
+        self.nw = max(1, min(nw, self.items))
+
+    def products(self, pr: SsdParams, cb: OwnedArray[Int], scratch: OwnedArray[Scalar[Self.dtype]], per_worker: Int):
+        """G of every (chunk, group); a thread's first Q n of scratch holds B^T."""
+        var G = self.G.data
+        var S = scratch.data
+        var cbp = cb.data
+        var gw = self.nw
+        var items = self.items
+
+        @always_inline
+        def work(w: Int) {imm}:
+            var mode = ieee_begin()
+            var i = w
+            while i < items:
+                _group_products[Self.dtype](pr, cbp, G, S.unsafe_offset(w * per_worker), i // pr.g, i % pr.g)
+                i += gw
+            ieee_end(mode)
+
+        _spread(work, gw)
+
+    def grads(self, pr: SsdParams, gr: SsdGradParams, cb: OwnedArray[Int], nw: Int):
+        """gC += dG B and gB += dG^T C of every (chunk, group), dG summed over the nw threads."""
+        var dG = self.dG.data
+        var cbp = cb.data
+        var gw = self.nw
+        var items = self.items
+
+        @always_inline
+        def work(w: Int) {imm}:
+            var mode = ieee_begin()
+            var i = w
+            while i < items:
+                _group_grads[Self.dtype](pr, gr, cbp, dG, nw, i // pr.g, i % pr.g)
+                i += gw
+            ieee_end(mode)
+
+        _spread(work, gw)
+
+
+def _spread[F: def(Int) -> None](work: F, nw: Int):
+    """work(0) .. work(nw - 1), on nw threads when there are several."""
+    if nw <= 1:
+        work(0)
+    else:
+        parallelize(work, nw, nw)
+
+
+def scan_grad_chunked_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dtype.is_floating_point():
+    """The backward of the forward block pr, chunked, in `dtype` (gr.fwd is not read: pr is
+    that block)."""
+    comptime W = lanes[dtype]()
+    if pr.chunk % W != 0:
+        raise Error("ssd.scan_grad_chunked: the chunk must be a multiple of the vector width")
+    check_blocks(pr, gr, "ssd.scan_grad_chunked", W)
     var T = tokens(pr)
     var h = pr.h
     var p = pr.p
-    var n = pr.n
-    var Q = pr.chunk
     var items = pr.nseq * h
     var nw = max(1, min(max(1, pr.threads), items))
-    var tgn = T * pr.g * n
-    var per_worker = scratch_size(Q, p, n)
-    var dtp = unsafe_alloc[Scalar[dtype]](max(1, T * h))
-    var dec = unsafe_alloc[Scalar[dtype]](max(1, T * h))
-    var gdtp = unsafe_alloc[Scalar[dtype]](max(1, T * h))
-    var gAp = unsafe_alloc[Scalar[dtype]](max(1, items))
-    var gDp = unsafe_alloc[Scalar[dtype]](max(1, items * p))
-    var scratch = unsafe_alloc[Scalar[dtype]](nw * per_worker)
-    var extra = unsafe_alloc[Scalar[dtype]](max(1, 2 * (nw - 1) * tgn))  # threads 1.. gB then gC
+    var per_worker = scratch_size(pr.chunk, p, pr.n)
+    var rates = HeadRates[dtype](pr, T)
+    var gdtp = OwnedArray[Scalar[dtype]](T * h, 0)  # tokens of no sequence stay 0
+    var gAp = OwnedArray[Scalar[dtype]](items)
+    var gDp = OwnedArray[Scalar[dtype]](items * p, 0)
+    var scratch = OwnedArray[Scalar[dtype]](nw * per_worker)
+    var sums = ThreadSums[dtype](gr, nw, T * pr.g * pr.n)
     var cb = chunk_bases(pr)
-    var gB = _p[dtype](gr.gB)
-    var gC = _p[dtype](gr.gC)
-    var nch = cb[unsafe_offset=pr.nseq]
-    var Gall = unsafe_alloc[Scalar[dtype]](max(1, nch * pr.g * Q * Q))
-    var gsize = nch * pr.g * Q * Q
-    var dGall = unsafe_alloc[Scalar[dtype]](max(1, nw * gsize))  # the threads' dG sums
-    head_rates[dtype](pr, T, dtp, dec)
-    _zero(gdtp, T * h)  # tokens of no sequence stay 0
-    _zero(gDp, items * p)
-    var pt = pr
+    var groups = _GroupWork[dtype](pr, cb[pr.nseq], nw)
+    groups.products(pr, cb, scratch, per_worker)
     var gt = gr
     var ctl = Control(gr.control)
-    var gitems = nch * pr.g
-    var gw = max(1, min(nw, gitems))
-
-    @always_inline
-    def gworker(w: Int) {imm}:
-        var mode = ieee_begin()
-        var i = w
-        while i < gitems:
-            _group_products[dtype](pt, cb, Gall, scratch.unsafe_offset(w * per_worker), i // pt.g, i % pt.g)
-            i += gw
-        ieee_end(mode)
-
-    @always_inline
-    def gsum(w: Int) {imm}:
-        var mode = ieee_begin()
-        var i = w
-        while i < gitems:
-            _group_grads[dtype](pt, gt, cb, dGall, nw, i // pt.g, i % pt.g)
-            i += gw
-        ieee_end(mode)
-
-    if gw <= 1:
-        gworker(0)
-    else:
-        parallelize(gworker, gw, gw)
 
     @always_inline
     def worker(w: Int) {imm}:
         var mode = ieee_begin()
-        var gBw = gB if w == 0 else extra.unsafe_offset((w - 1) * tgn)
-        var gCw = gC if w == 0 else extra.unsafe_offset((nw - 1 + w - 1) * tgn)
-        _zero(gBw, tgn)
-        _zero(gCw, tgn)
-        _zero(dGall.unsafe_offset(w * gsize), gsize)
+        zero_fill(sums.gB_of(w), sums.tgn)
+        zero_fill(sums.gC_of(w), sums.tgn)
+        var dGw = groups.dG.at(w * groups.size)
+        zero_fill(dGw, groups.size)
         var i = w
         while i < items and not ctl.cancelled():
             var hh = i % h
-            var s = i // h
-            var it = _Head[dtype](pt, gt, dtp.unsafe_offset(hh * T), scratch.unsafe_offset(w * per_worker), gBw, gCw,
-                                  gdtp, gDp.unsafe_offset(i * p), Gall, dGall.unsafe_offset(w * gsize), hh)
-            _grad_head[dtype](it, s, cb[unsafe_offset=s])
-            gAp[unsafe_offset=i] = it.ga
+            var it = _Head[dtype](pr, gt, rates.dt.at(hh * T), scratch.at(w * per_worker), sums.gB_of(w),
+                                  sums.gC_of(w), gdtp.data, gDp.at(i * p), groups.G.data, dGw, hh)
+            _grad_head[dtype](it, i // h, cb[i // h])
+            gAp[i] = it.ga
             i += nw
         ieee_end(mode)
 
-    if nw <= 1:
-        worker(0)
-    else:
-        parallelize(worker, nw, nw)
+    _spread(worker, nw)
     if not ctl.cancelled():
-        _sum_threads[dtype](gB, extra, nw, tgn)
-        _sum_threads[dtype](gC, extra.unsafe_offset((nw - 1) * tgn), nw, tgn)
-        if gw <= 1:
-            gsum(0)
-        else:
-            parallelize(gsum, gw, gw)
-        _dt_chain[dtype](pr, gr, T, 1, gdtp)
-        _sum_params[dtype](pr, gr, 1, gAp, gDp)
-    dtp.unsafe_free()
-    dec.unsafe_free()
-    gdtp.unsafe_free()
-    gAp.unsafe_free()
-    gDp.unsafe_free()
-    scratch.unsafe_free()
-    extra.unsafe_free()
-    Gall.unsafe_free()
-    dGall.unsafe_free()
-    cb.unsafe_free()
+        sums.add_up()
+        groups.grads(pr, gr, cb, nw)
+        dt_chain[dtype](pr, gr, T, 1, gdtp.data)
+        sum_params[dtype](pr, gr, 1, gAp.data, gDp.data)
+    _ = rates^  # read through raw pointers above: the owners live until here
+    _ = gdtp^
+    _ = gAp^
+    _ = gDp^
+    _ = scratch^
+    _ = sums^
+    _ = groups^
+    _ = cb^
 
 
 def run_scan_grad_chunked(gr: SsdGradParams) raises:
     """Run a backward block, chunked: float32 when the forward's dtype_bits is 32, else float64."""
     var pr = SsdParams.load(gr.fwd)
     if pr.dtype_bits == 32:
-        _run_chunked[F32](pr, gr)
+        scan_grad_chunked_typed[F32](pr, gr)
     else:
-        _run_chunked[F64](pr, gr)
+        scan_grad_chunked_typed[F64](pr, gr)

@@ -29,10 +29,9 @@
 # threads x (2 T g n + (Q + 1) R n) and (p / R) T h here: linear in the inputs, not O(T h p n).
 
 from std.math import exp, log1p
-from std.memory.alloc import unsafe_alloc
 from max.algorithm import parallelize
-from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end
-from aura_kernels.ssd import R, _fold, _lanes, _p, _shrink, chunk_bases, head_rates, tokens
+from aura_kernels.common import F32, F64, Control, OwnedArray, ieee_begin, ieee_end, scalar_ptr
+from aura_kernels.ssd import R, HeadRates, chunk_bases, fold, lanes, shrink, tokens
 from aura_kernels.ssd_abi import SsdParams
 from aura_kernels.ssd_grad_abi import SsdGradParams
 
@@ -42,7 +41,8 @@ def _sigmoid[dtype: DType](v: Scalar[dtype]) -> Scalar[dtype] where dtype.is_flo
 
 
 @always_inline
-def _zero[dtype: DType](a: Pointer[Scalar[dtype], MutUntrackedOrigin], count: Int):
+def zero_fill[dtype: DType](a: Pointer[Scalar[dtype], MutUntrackedOrigin], count: Int):
+    """a[0 .. count) = 0."""
     for i in range(count):
         a[unsafe_offset=i] = 0
 
@@ -54,14 +54,14 @@ def _recompute_chunk[dtype: DType](pr: SsdParams, dtp: Pointer[Scalar[dtype], Mu
                                    p0: Int, rows: Int) where dtype.is_floating_point():
     """S[0] = the chunk's start state (rows x n), S[i + 1] = the state after token tc0 + i,
     exactly as the forward computed it (same operations, same order)."""
-    comptime W = _lanes[dtype]()
+    comptime W = lanes[dtype]()
     comptime V = SIMD[dtype, W]
     var n = pr.n
     var h = pr.h
     var p = pr.p
     var gg = hh // (h // pr.g)
-    var x = _p[dtype](pr.x)
-    var B = _p[dtype](pr.B)
+    var x = scalar_ptr[dtype](pr.x)
+    var B = scalar_ptr[dtype](pr.B)
     var m = rows * n
     for i in range(m):
         S[unsafe_offset=i] = start[unsafe_offset=i]
@@ -122,7 +122,7 @@ struct _Item[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         """The R-row path, first pass over a chunk: per token the rows' gy silu(z) (into G),
         gz and gD; the states as _recompute_chunk, slice by slice with the R rows unrolled,
         adding gC_t = sum_p gyr_t[p] s_t[p] on the way (it needs no adjoint)."""
-        comptime W = _lanes[Self.dtype]()
+        comptime W = lanes[Self.dtype]()
         comptime V = SIMD[Self.dtype, W]
         comptime VR = SIMD[Self.dtype, R]
         var pr = self.pr
@@ -134,12 +134,12 @@ struct _Item[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         var hh = self.hh
         var gg = hh // (h // g)
         var m = R * n
-        var x = _p[Self.dtype](pr.x)
-        var B = _p[Self.dtype](pr.B)
-        var z = _p[Self.dtype](pr.z)
-        var ypre = _p[Self.dtype](pr.ypre)
-        var gy = _p[Self.dtype](gr.gy)
-        var gz = _p[Self.dtype](gr.gz)
+        var x = scalar_ptr[Self.dtype](pr.x)
+        var B = scalar_ptr[Self.dtype](pr.B)
+        var z = scalar_ptr[Self.dtype](pr.z)
+        var ypre = scalar_ptr[Self.dtype](pr.ypre)
+        var gy = scalar_ptr[Self.dtype](gr.gy)
+        var gz = scalar_ptr[Self.dtype](gr.gz)
         var S = self.S
         var G = self.G
         var gCw = self.gCw
@@ -180,7 +180,7 @@ struct _Item[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         R rows unrolled. B, C and gB_t are loaded once per slice; the rows' lam . B go to 8
         accumulators reduced together by the forward's transpose-reduce; lam . s_{t-1} is
         only needed summed over the rows (gdt', gA), so one accumulator serves them all."""
-        comptime W = _lanes[Self.dtype]()
+        comptime W = lanes[Self.dtype]()
         comptime V = SIMD[Self.dtype, W]
         comptime VR = SIMD[Self.dtype, R]
         comptime Sc = Scalar[Self.dtype]
@@ -193,19 +193,19 @@ struct _Item[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         var hh = self.hh
         var gg = hh // (h // g)
         var m = R * n
-        var x = _p[Self.dtype](pr.x)
-        var B = _p[Self.dtype](pr.B)
-        var C = _p[Self.dtype](pr.C)
-        var gx = _p[Self.dtype](gr.gx)
+        var x = scalar_ptr[Self.dtype](pr.x)
+        var B = scalar_ptr[Self.dtype](pr.B)
+        var C = scalar_ptr[Self.dtype](pr.C)
+        var gx = scalar_ptr[Self.dtype](gr.gx)
         var lam = self.lam
         var S = self.S
         var G = self.G
         var gBw = self.gBw
         var gdtp = self.gdtp
-        var a_h = _p[Self.dtype](pr.A)[unsafe_offset=hh]
+        var a_h = scalar_ptr[Self.dtype](pr.A)[unsafe_offset=hh]
         var dvec = VR(0)
         if pr.D != 0:
-            var Dp = _p[Self.dtype](pr.D)
+            var Dp = scalar_ptr[Self.dtype](pr.D)
             dvec = Dp.unsafe_load[width=R](hh * p + self.p0) if pr.d_per_p else VR(Dp[unsafe_offset=hh])
         var ga = Sc(0)
         var t = tc1 - 1
@@ -246,76 +246,74 @@ struct _Item[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         """Tokens tc1 - 1 down to tc0, with S holding the chunk's states (see the header).
         Rows one after the other, for the channels past the last full block of R (full
         blocks take recompute_rows + sweep_rows)."""
-        comptime W = _lanes[Self.dtype]()
+        comptime Sc = Scalar[Self.dtype]
+        var t = tc1 - 1
+        while t >= tc0:
+            var gdt_sum = Sc(0)
+            var ga_sum = Sc(0)
+            for k in range(self.rows):
+                var r = self.sweep_row(t, tc0, k)
+                gdt_sum += r[0]
+                ga_sum += r[1]
+            self.gdtp[unsafe_offset=t * self.pr.h + self.hh] = gdt_sum
+            self.ga += ga_sum
+            t -= 1
+
+    def sweep_row(mut self, t: Int, tc0: Int, k: Int) -> Tuple[Scalar[Self.dtype], Scalar[Self.dtype]]:
+        """Row k at token t (sweep_chunk): gx, gz, gD, gB_t, gC_t and the adjoint; returns the
+        row's terms of gdt'_t and of gA."""
+        comptime W = lanes[Self.dtype]()
         comptime V = SIMD[Self.dtype, W]
         comptime Sc = Scalar[Self.dtype]
         var pr = self.pr
         var gr = self.gr
         var n = pr.n
-        var h = pr.h
-        var p = pr.p
-        var g = pr.g
         var hh = self.hh
-        var gg = hh // (h // g)
-        var m = self.rows * n
-        var x = _p[Self.dtype](pr.x)
-        var B = _p[Self.dtype](pr.B)
-        var C = _p[Self.dtype](pr.C)
-        var z = _p[Self.dtype](pr.z)
-        var ypre = _p[Self.dtype](pr.ypre)
-        var Dp = _p[Self.dtype](pr.D)
-        var gy = _p[Self.dtype](gr.gy)
-        var gx = _p[Self.dtype](gr.gx)
-        var gz = _p[Self.dtype](gr.gz)
-        var a_h = _p[Self.dtype](pr.A)[unsafe_offset=hh]
-        var t = tc1 - 1
-        while t >= tc0:
-            var dtv = self.dtp[unsafe_offset=t]
-            var av = self.dec[unsafe_offset=t]
-            var Bp = B.unsafe_offset((t * g + gg) * n)
-            var Cp = C.unsafe_offset((t * g + gg) * n)
-            var gBt = self.gBw.unsafe_offset((t * g + gg) * n)
-            var gCt = self.gCw.unsafe_offset((t * g + gg) * n)
-            var s_t = self.S.unsafe_offset((t - tc0 + 1) * m)
-            var s_p = self.S.unsafe_offset((t - tc0) * m)
-            var gdt_sum = Sc(0)
-            var ga_sum = Sc(0)
-            for k in range(self.rows):
-                var xo = (t * h + hh) * p + self.p0 + k
-                var xk = x[unsafe_offset=xo]
-                var gyr = Sc(0) if gr.gy == 0 else gy[unsafe_offset=xo]
-                if pr.z != 0:
-                    var zk = z[unsafe_offset=xo]
-                    var sg = _sigmoid[Self.dtype](zk)
-                    if gr.gz != 0:
-                        gz[unsafe_offset=xo] = gyr * ypre[unsafe_offset=xo] * sg * (Sc(1) + zk * (Sc(1) - sg))
-                    gyr = gyr * zk * sg
-                var gxk = Sc(0)
-                if pr.D != 0:
-                    var dk = Dp[unsafe_offset=hh * p + self.p0 + k] if pr.d_per_p else Dp[unsafe_offset=hh]
-                    self.gd[k] += gyr * xk
-                    gxk = gyr * dk
-                var gv = V(gyr)
-                var u = V(dtv * xk)
-                var a = V(av)
-                var lk = self.lam.unsafe_offset(k * n)
-                var lb = V(0)
-                var ls = V(0)
-                for j in range(0, n, W):
-                    var l = Cp.unsafe_load[width=W](j).fma(gv, lk.unsafe_load[width=W](j))
-                    gCt.unsafe_store(j, s_t.unsafe_load[width=W](k * n + j).fma(gv, gCt.unsafe_load[width=W](j)))
-                    gBt.unsafe_store(j, l.fma(u, gBt.unsafe_load[width=W](j)))
-                    lb = l.fma(Bp.unsafe_load[width=W](j), lb)
-                    ls = l.fma(s_p.unsafe_load[width=W](k * n + j), ls)
-                    lk.unsafe_store(j, l * a)
-                var lbs = lb.reduce_add()
-                var lss = ls.reduce_add()
-                gx[unsafe_offset=xo] = dtv * lbs + gxk
-                gdt_sum += xk * lbs + a_h * av * lss
-                ga_sum += dtv * av * lss
-            self.gdtp[unsafe_offset=t * h + hh] = gdt_sum
-            self.ga += ga_sum
-            t -= 1
+        var row = (t * pr.g + hh // (pr.h // pr.g)) * n
+        var dtv = self.dtp[unsafe_offset=t]
+        var av = self.dec[unsafe_offset=t]
+        var xo = (t * pr.h + hh) * pr.p + self.p0 + k
+        var xk = scalar_ptr[Self.dtype](pr.x)[unsafe_offset=xo]
+        var gyr = Sc(0) if gr.gy == 0 else scalar_ptr[Self.dtype](gr.gy)[unsafe_offset=xo]
+        if pr.z != 0:
+            var zk = scalar_ptr[Self.dtype](pr.z)[unsafe_offset=xo]
+            var sg = _sigmoid[Self.dtype](zk)
+            if gr.gz != 0:
+                var yp = scalar_ptr[Self.dtype](pr.ypre)[unsafe_offset=xo]
+                scalar_ptr[Self.dtype](gr.gz)[unsafe_offset=xo] = gyr * yp * sg * (Sc(1) + zk * (Sc(1) - sg))
+            gyr = gyr * zk * sg
+        var gxk = Sc(0)
+        if pr.D != 0:
+            var Dp = scalar_ptr[Self.dtype](pr.D)
+            self.gd[k] += gyr * xk
+            gxk = gyr * (Dp[unsafe_offset=hh * pr.p + self.p0 + k] if pr.d_per_p else Dp[unsafe_offset=hh])
+        var Bp = scalar_ptr[Self.dtype](pr.B).unsafe_offset(row)
+        var Cp = scalar_ptr[Self.dtype](pr.C).unsafe_offset(row)
+        var gBt = self.gBw.unsafe_offset(row)
+        var gCt = self.gCw.unsafe_offset(row)
+        var s_t = self.S.unsafe_offset(((t - tc0 + 1) * self.rows + k) * n)
+        var s_p = self.S.unsafe_offset(((t - tc0) * self.rows + k) * n)
+        var gv = V(gyr)
+        var u = V(dtv * xk)
+        var lk = self.lam.unsafe_offset(k * n)
+        var lb = V(0)
+        var ls = V(0)
+        for j in range(0, n, W):
+            var l = Cp.unsafe_load[width=W](j).fma(gv, lk.unsafe_load[width=W](j))
+            gCt.unsafe_store(j, s_t.unsafe_load[width=W](j).fma(gv, gCt.unsafe_load[width=W](j)))
+            gBt.unsafe_store(j, l.fma(u, gBt.unsafe_load[width=W](j)))
+            lb = l.fma(Bp.unsafe_load[width=W](j), lb)
+            ls = l.fma(s_p.unsafe_load[width=W](j), ls)
+            lk.unsafe_store(j, l * V(av))
+        var lbs = lb.reduce_add()
+        var lss = ls.reduce_add()
+        scalar_ptr[Self.dtype](gr.gx)[unsafe_offset=xo] = dtv * lbs + gxk
+        return (xk * lbs + self.a_h() * av * lss, dtv * av * lss)
+
+    @always_inline
+    def a_h(self) -> Scalar[Self.dtype]:
+        """A of the item's head."""
+        return scalar_ptr[Self.dtype](self.pr.A)[unsafe_offset=self.hh]
 
 
 @always_inline
@@ -330,7 +328,7 @@ def _row_sums[dtype: DType, w: Int](acc: SIMD[dtype, R * w]) -> SIMD[dtype, R]:
     var a5 = acc.slice[w, offset=5 * w]()
     var a6 = acc.slice[w, offset=6 * w]()
     var a7 = acc.slice[w, offset=7 * w]()
-    return _shrink[dtype, w](_fold(_fold(_fold(a0, a1), _fold(a2, a3)), _fold(_fold(a4, a5), _fold(a6, a7))))
+    return shrink[dtype, w](fold(fold(fold(a0, a1), fold(a2, a3)), fold(fold(a4, a5), fold(a6, a7))))
 
 
 def _grad_item[dtype: DType](mut it: _Item[dtype], s: Int, cbase: Int) where dtype.is_floating_point():
@@ -350,12 +348,12 @@ def _grad_item[dtype: DType](mut it: _Item[dtype], s: Int, cbase: Int) where dty
     var m = it.rows * n
     var base = ((s * h + it.hh) * p + it.p0) * n  # rows p0.. of state [s, hh]
     if gr.gfin != 0:
-        var gf = _p[dtype](gr.gfin).unsafe_offset(base)
+        var gf = scalar_ptr[dtype](gr.gfin).unsafe_offset(base)
         for i in range(m):
             it.lam[unsafe_offset=i] = gf[unsafe_offset=i]
     else:
-        _zero(it.lam, m)
-    var ck = _p[dtype](pr.ckpt)
+        zero_fill(it.lam, m)
+    var ck = scalar_ptr[dtype](pr.ckpt)
     var c = (t1 - t0 + Q - 1) // Q - 1
     while c >= 0:
         if ctl.cancelled():
@@ -370,20 +368,20 @@ def _grad_item[dtype: DType](mut it: _Item[dtype], s: Int, cbase: Int) where dty
             it.sweep_chunk(tc0, min(t1, tc0 + Q))
         c -= 1
     if gr.ginit != 0:
-        var gi = _p[dtype](gr.ginit).unsafe_offset(base)
+        var gi = scalar_ptr[dtype](gr.ginit).unsafe_offset(base)
         for i in range(m):
             gi[unsafe_offset=i] = it.lam[unsafe_offset=i]
 
 
-def _dt_chain[dtype: DType](pr: SsdParams, gr: SsdGradParams, T: Int, nb: Int,
+def dt_chain[dtype: DType](pr: SsdParams, gr: SsdGradParams, T: Int, nb: Int,
                             gdtp: Pointer[Scalar[dtype], MutUntrackedOrigin]) where dtype.is_floating_point():
     """gdt = (sum over channel blocks of gdt') * [lo <= v <= hi] * softplus'(dt + bias), and
     gbias = sum over tokens of gdt."""
     comptime Sc = Scalar[dtype]
     var h = pr.h
-    var dt = _p[dtype](pr.dt)
-    var bias = _p[dtype](pr.dt_bias)
-    var gdt = _p[dtype](gr.gdt)
+    var dt = scalar_ptr[dtype](pr.dt)
+    var bias = scalar_ptr[dtype](pr.dt_bias)
+    var gdt = scalar_ptr[dtype](gr.gdt)
     var lo = Sc(pr.lo)
     var hi = Sc(pr.hi)
     for hh in range(h):
@@ -403,10 +401,10 @@ def _dt_chain[dtype: DType](pr: SsdParams, gr: SsdGradParams, T: Int, nb: Int,
                 gdt[unsafe_offset=t * h + hh] = gv
             gb += gv
         if gr.gbias != 0:
-            _p[dtype](gr.gbias)[unsafe_offset=hh] = gb
+            scalar_ptr[dtype](gr.gbias)[unsafe_offset=hh] = gb
 
 
-def _sum_params[dtype: DType](pr: SsdParams, gr: SsdGradParams, nb: Int,
+def sum_params[dtype: DType](pr: SsdParams, gr: SsdGradParams, nb: Int,
                               gAp: Pointer[Scalar[dtype], MutUntrackedOrigin],
                               gDp: Pointer[Scalar[dtype], MutUntrackedOrigin]) where dtype.is_floating_point():
     """gA[h] = sum over sequences and channel blocks; gD[h(, p)] = sum over sequences (and
@@ -414,7 +412,7 @@ def _sum_params[dtype: DType](pr: SsdParams, gr: SsdGradParams, nb: Int,
     var h = pr.h
     var p = pr.p
     if gr.gA != 0:
-        var gA = _p[dtype](gr.gA)
+        var gA = scalar_ptr[dtype](gr.gA)
         for hh in range(h):
             var acc = Scalar[dtype](0)
             for s in range(pr.nseq):
@@ -422,7 +420,7 @@ def _sum_params[dtype: DType](pr: SsdParams, gr: SsdGradParams, nb: Int,
                     acc += gAp[unsafe_offset=(s * h + hh) * nb + pb]
             gA[unsafe_offset=hh] = acc
     if gr.gD != 0 and pr.D != 0:
-        var gD = _p[dtype](gr.gD)
+        var gD = scalar_ptr[dtype](gr.gD)
         for hh in range(h):
             var per_head = Scalar[dtype](0)
             for pp in range(p):
@@ -436,7 +434,7 @@ def _sum_params[dtype: DType](pr: SsdParams, gr: SsdGradParams, nb: Int,
                 gD[unsafe_offset=hh] = per_head
 
 
-def _sum_threads[dtype: DType](out_: Pointer[Scalar[dtype], MutUntrackedOrigin],
+def sum_threads[dtype: DType](out_: Pointer[Scalar[dtype], MutUntrackedOrigin],
                                bufs: Pointer[Scalar[dtype], MutUntrackedOrigin], nw: Int, count: Int):
     """out_ += the nw - 1 buffers of count values after it (thread 0 wrote into out_)."""
     for w in range(1, nw):
@@ -445,17 +443,53 @@ def _sum_threads[dtype: DType](out_: Pointer[Scalar[dtype], MutUntrackedOrigin],
             out_[unsafe_offset=i] += b[unsafe_offset=i]
 
 
-def _run_grad[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dtype.is_floating_point():
-    """The backward of the forward block pr (gr.fwd is not read: pr is that block)."""
-    comptime W = _lanes[dtype]()
+def check_blocks(pr: SsdParams, gr: SsdGradParams, kernel: StaticString, W: Int) raises:
+    """What a backward needs of its blocks (raised before anything is allocated)."""
     if pr.n % W != 0:
-        raise Error("ssd.scan_grad: n must be a multiple of the vector width")
+        raise Error(String(kernel, ": n must be a multiple of the vector width"))
     if pr.ckpt == 0 or pr.chunk <= 0:
-        raise Error("ssd.scan_grad: the forward block has no checkpoints")
+        raise Error(String(kernel, ": the forward block has no checkpoints"))
     if pr.z != 0 and pr.ypre == 0:
-        raise Error("ssd.scan_grad: a gated forward must have saved ypre")
+        raise Error(String(kernel, ": a gated forward must have saved ypre"))
     if gr.gx == 0 or gr.gB == 0 or gr.gC == 0:
-        raise Error("ssd.scan_grad: gx, gB and gC are required")
+        raise Error(String(kernel, ": gx, gB and gC are required"))
+
+
+struct ThreadSums[dtype: DType](Movable) where dtype.is_floating_point():
+    """gB and gC summed per thread: thread 0 writes the outputs themselves, threads 1 .. nw - 1
+    their own (T, g, n) buffers (owned here), added in thread order at the end, so no two
+    threads write one address and the result does not depend on timing."""
+
+    var extra: OwnedArray[Scalar[Self.dtype]]  # threads 1.. gB, then their gC
+    var gB: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var gC: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var nw: Int
+    var tgn: Int
+
+    def __init__(out self, gr: SsdGradParams, nw: Int, tgn: Int):
+        self.extra = OwnedArray[Scalar[Self.dtype]](2 * (nw - 1) * tgn)
+        self.gB = scalar_ptr[Self.dtype](gr.gB)
+        self.gC = scalar_ptr[Self.dtype](gr.gC)
+        self.nw = nw
+        self.tgn = tgn
+
+    def gB_of(self, w: Int) -> Pointer[Scalar[Self.dtype], MutUntrackedOrigin]:
+        """Thread w's gB buffer (valid while self lives)."""
+        return self.gB if w == 0 else self.extra.at((w - 1) * self.tgn)
+
+    def gC_of(self, w: Int) -> Pointer[Scalar[Self.dtype], MutUntrackedOrigin]:
+        """Thread w's gC buffer (valid while self lives)."""
+        return self.gC if w == 0 else self.extra.at((self.nw - 1 + w - 1) * self.tgn)
+
+    def add_up(self):
+        """The threads' buffers into gB and gC, in thread order."""
+        sum_threads[Self.dtype](self.gB, self.extra.data, self.nw, self.tgn)
+        sum_threads[Self.dtype](self.gC, self.extra.at((self.nw - 1) * self.tgn), self.nw, self.tgn)
+
+
+def scan_grad_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dtype.is_floating_point():
+    """The backward of the forward block pr in `dtype` (gr.fwd is not read: pr is that block)."""
+    check_blocks(pr, gr, "ssd.scan_grad", lanes[dtype]())
     var T = tokens(pr)
     var h = pr.h
     var p = pr.p
@@ -464,20 +498,14 @@ def _run_grad[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dtype
     var nb = (p + R - 1) // R
     var items = pr.nseq * h * nb
     var nw = max(1, min(max(1, pr.threads), items))
-    var tgn = T * pr.g * n
-    var dtp = unsafe_alloc[Scalar[dtype]](max(1, T * h))
-    var dec = unsafe_alloc[Scalar[dtype]](max(1, T * h))
-    var gdtp = unsafe_alloc[Scalar[dtype]](max(1, nb * T * h))
-    var gAp = unsafe_alloc[Scalar[dtype]](max(1, items))
-    var gDp = unsafe_alloc[Scalar[dtype]](max(1, pr.nseq * h * p))
+    var rates = HeadRates[dtype](pr, T)
+    var gdtp = OwnedArray[Scalar[dtype]](nb * T * h, 0)  # tokens of no sequence stay 0
+    var gAp = OwnedArray[Scalar[dtype]](items)
+    var gDp = OwnedArray[Scalar[dtype]](pr.nseq * h * p)
     var per_worker = (Q + 1) * R * n + R * n + Q * R
-    var scratch = unsafe_alloc[Scalar[dtype]](nw * per_worker)
-    var extra = unsafe_alloc[Scalar[dtype]](max(1, 2 * (nw - 1) * tgn))  # threads 1.. gB then gC
+    var scratch = OwnedArray[Scalar[dtype]](nw * per_worker)
+    var sums = ThreadSums[dtype](gr, nw, T * pr.g * n)
     var cb = chunk_bases(pr)
-    var gB = _p[dtype](gr.gB)
-    var gC = _p[dtype](gr.gC)
-    head_rates[dtype](pr, T, dtp, dec)
-    _zero(gdtp, nb * T * h)  # tokens of no sequence stay 0
     var pt = pr
     var gt = gr
     var ctl = Control(gr.control)
@@ -485,11 +513,11 @@ def _run_grad[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dtype
     @always_inline
     def worker(w: Int) {imm}:
         var mode = ieee_begin()
-        var gBw = gB if w == 0 else extra.unsafe_offset((w - 1) * tgn)
-        var gCw = gC if w == 0 else extra.unsafe_offset((nw - 1 + w - 1) * tgn)
-        _zero(gBw, tgn)
-        _zero(gCw, tgn)
-        var S = scratch.unsafe_offset(w * per_worker)
+        var gBw = sums.gB_of(w)
+        var gCw = sums.gC_of(w)
+        zero_fill(gBw, sums.tgn)
+        zero_fill(gCw, sums.tgn)
+        var S = scratch.at(w * per_worker)
         var lam = S.unsafe_offset((Q + 1) * R * n)
         var i = w
         while i < items and not ctl.cancelled():
@@ -498,12 +526,12 @@ def _run_grad[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dtype
             var hh = rest % h
             var s = rest // h
             var p0 = pb * R
-            var it = _Item[dtype](pt, gt, dtp.unsafe_offset(hh * T), dec.unsafe_offset(hh * T), S, lam, gBw, gCw,
-                                  gdtp.unsafe_offset(pb * T * h), hh, p0, min(R, p - p0))
-            _grad_item[dtype](it, s, cb[unsafe_offset=s])
-            gAp[unsafe_offset=i] = it.ga
+            var it = _Item[dtype](pt, gt, rates.dt.at(hh * T), rates.decay.at(hh * T), S, lam, gBw, gCw,
+                                  gdtp.at(pb * T * h), hh, p0, min(R, p - p0))
+            _grad_item[dtype](it, s, cb[s])
+            gAp[i] = it.ga
             for k in range(it.rows):
-                gDp[unsafe_offset=(s * h + hh) * p + p0 + k] = it.gd[k]
+                gDp[(s * h + hh) * p + p0 + k] = it.gd[k]
             i += nw
         ieee_end(mode)
 
@@ -512,24 +540,22 @@ def _run_grad[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dtype
     else:
         parallelize(worker, nw, nw)
     if not ctl.cancelled():
-        _sum_threads[dtype](gB, extra, nw, tgn)
-        _sum_threads[dtype](gC, extra.unsafe_offset((nw - 1) * tgn), nw, tgn)
-        _dt_chain[dtype](pr, gr, T, nb, gdtp)
-        _sum_params[dtype](pr, gr, nb, gAp, gDp)
-    dtp.unsafe_free()
-    dec.unsafe_free()
-    gdtp.unsafe_free()
-    gAp.unsafe_free()
-    gDp.unsafe_free()
-    scratch.unsafe_free()
-    extra.unsafe_free()
-    cb.unsafe_free()
+        sums.add_up()
+        dt_chain[dtype](pr, gr, T, nb, gdtp.data)
+        sum_params[dtype](pr, gr, nb, gAp.data, gDp.data)
+    _ = rates^  # read through raw pointers above: the owners live until here
+    _ = gdtp^
+    _ = gAp^
+    _ = gDp^
+    _ = scratch^
+    _ = sums^
+    _ = cb^
 
 
 def run_scan_grad(gr: SsdGradParams) raises:
     """Run a backward block: float32 when the forward's dtype_bits is 32, else float64."""
     var pr = SsdParams.load(gr.fwd)
     if pr.dtype_bits == 32:
-        _run_grad[F32](pr, gr)
+        scan_grad_typed[F32](pr, gr)
     else:
-        _run_grad[F64](pr, gr)
+        scan_grad_typed[F64](pr, gr)

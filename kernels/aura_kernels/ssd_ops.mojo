@@ -22,10 +22,34 @@ import extensibility
 from extensibility import InputTensor, OutputTensor
 from max.gpu.host import DeviceContext
 from aura_kernels.common import OwnedArray, present_addr
-from aura_kernels.ssd import _run, chunk_bases
+from aura_kernels.ssd import chunk_bases, scan_typed
 from aura_kernels.ssd_abi import SsdParams
-from aura_kernels.ssd_grad import _run_grad
+from aura_kernels.ssd_grad import scan_grad_typed
 from aura_kernels.ssd_grad_abi import SsdGradParams
+
+
+def _bind_inputs(mut p: SsdParams, x: Int, dt: Int, A: Int, B: Int, C: Int, D: Int, z: Int, dt_bias: Int,
+                 offsets: Int, state: Int):
+    """The scan's input addresses into its block (D, z, dt_bias and state where flagged present)."""
+    p.x = x
+    p.dt = dt
+    p.A = A
+    p.B = B
+    p.C = C
+    p.D = present_addr(p.D, D)
+    p.z = present_addr(p.z, z)
+    p.dt_bias = present_addr(p.dt_bias, dt_bias)
+    p.offsets = offsets
+    p.init = present_addr(p.init, state)
+
+
+def _bind_dims(mut p: SsdParams, nseq: Int, h: Int, pdim: Int, n: Int, g: Int):
+    """The scan's sizes (from the tensors' dimensions) into its block."""
+    p.nseq = nseq
+    p.h = h
+    p.p = pdim
+    p.n = n
+    p.g = g
 
 
 @extensibility.register("aura_ssd_scan")
@@ -53,24 +77,13 @@ struct AuraSSDScan:
         var p = SsdParams.load(Int(params.unsafe_ptr()))
         if p.x == 0 or p.dt == 0 or p.A == 0 or p.B == 0 or p.C == 0 or p.offsets == 0 or p.fin == 0 or p.y == 0:
             raise Error("aura_ssd_scan: x, dt, A, B, C, offsets, fin and y must be flagged present")
-        p.x = Int(x.unsafe_ptr())
-        p.dt = Int(dt.unsafe_ptr())
-        p.A = Int(A.unsafe_ptr())
-        p.B = Int(B.unsafe_ptr())
-        p.C = Int(C.unsafe_ptr())
-        p.D = present_addr(p.D, Int(D.unsafe_ptr()))
-        p.z = present_addr(p.z, Int(z.unsafe_ptr()))
-        p.dt_bias = present_addr(p.dt_bias, Int(dt_bias.unsafe_ptr()))
-        p.offsets = Int(offsets.unsafe_ptr())
-        p.init = present_addr(p.init, Int(state.unsafe_ptr()))
+        _bind_inputs(p, Int(x.unsafe_ptr()), Int(dt.unsafe_ptr()), Int(A.unsafe_ptr()), Int(B.unsafe_ptr()),
+                     Int(C.unsafe_ptr()), Int(D.unsafe_ptr()), Int(z.unsafe_ptr()), Int(dt_bias.unsafe_ptr()),
+                     Int(offsets.unsafe_ptr()), Int(state.unsafe_ptr()))
+        _bind_dims(p, offsets.dim_size(0) - 1, x.dim_size(1), x.dim_size(2), B.dim_size(2), B.dim_size(1))
         p.fin = Int(fin.unsafe_ptr())
         p.y = Int(y.unsafe_ptr())
-        p.nseq = offsets.dim_size(0) - 1
-        p.h = x.dim_size(1)
-        p.p = x.dim_size(2)
-        p.n = B.dim_size(2)
-        p.g = B.dim_size(1)
-        _run[y.dtype](p)
+        scan_typed[y.dtype](p)
 
 
 @extensibility.register("aura_ssd_scan_grad")
@@ -110,23 +123,12 @@ struct AuraSSDScanGrad:
         var g = SsdGradParams.load(Int(gparams.unsafe_ptr()))
         if p.chunk <= 0:
             raise Error("aura_ssd_scan_grad: the scan block must give the checkpoint interval (chunk)")
-        p.x = Int(x.unsafe_ptr())
-        p.dt = Int(dt.unsafe_ptr())
-        p.A = Int(A.unsafe_ptr())
-        p.B = Int(B.unsafe_ptr())
-        p.C = Int(C.unsafe_ptr())
-        p.D = present_addr(p.D, Int(D.unsafe_ptr()))
-        p.z = present_addr(p.z, Int(z.unsafe_ptr()))
-        p.dt_bias = present_addr(p.dt_bias, Int(dt_bias.unsafe_ptr()))
-        p.offsets = Int(offsets.unsafe_ptr())
-        p.init = present_addr(p.init, Int(state.unsafe_ptr()))
-        p.nseq = offsets.dim_size(0) - 1
-        p.h = x.dim_size(1)
-        p.p = x.dim_size(2)
-        p.n = B.dim_size(2)
-        p.g = B.dim_size(1)
+        _bind_inputs(p, Int(x.unsafe_ptr()), Int(dt.unsafe_ptr()), Int(A.unsafe_ptr()), Int(B.unsafe_ptr()),
+                     Int(C.unsafe_ptr()), Int(D.unsafe_ptr()), Int(z.unsafe_ptr()), Int(dt_bias.unsafe_ptr()),
+                     Int(offsets.unsafe_ptr()), Int(state.unsafe_ptr()))
+        _bind_dims(p, offsets.dim_size(0) - 1, x.dim_size(1), x.dim_size(2), B.dim_size(2), B.dim_size(1))
         var T = x.dim_size(0)
-        var nck = max(1, OwnedArray[Int](adopt=chunk_bases(p), size=p.nseq + 1)[p.nseq])
+        var nck = max(1, chunk_bases(p)[p.nseq])
         # owned: freed on every return, raised errors included
         var y = OwnedArray[Scalar[dtype]](T * p.h * p.p)
         var ypre = OwnedArray[Scalar[dtype]](T * p.h * p.p)
@@ -136,7 +138,7 @@ struct AuraSSDScanGrad:
         p.fin = Int(fin.data)
         p.ckpt = Int(ckpt.data)
         p.ypre = Int(ypre.data)
-        _run[dtype](p)  # the forward again, keeping checkpoints
+        scan_typed[dtype](p)  # the forward again, keeping checkpoints
         g.gy = Int(gy.unsafe_ptr())
         g.gfin = present_addr(g.gfin, Int(gfin.unsafe_ptr()))
         g.gx = Int(gx.unsafe_ptr())
@@ -148,7 +150,7 @@ struct AuraSSDScanGrad:
         g.gz = present_addr(g.gz, Int(gz.unsafe_ptr()))
         g.gbias = present_addr(g.gbias, Int(gbias.unsafe_ptr()))
         g.ginit = present_addr(g.ginit, Int(ginit.unsafe_ptr()))
-        _run_grad[dtype](p, g)
+        scan_grad_typed[dtype](p, g)
         _ = y^  # the raw addresses above are used up to here: the owners live until now
         _ = ypre^
         _ = fin^

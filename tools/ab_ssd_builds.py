@@ -1,0 +1,88 @@
+"""In-process A/B of builds of the ssd kernels (e.g. main's and a branch's): each build's
+compiled ``ssd-*.so`` (the path ``aura-lab build ssd`` prints, copied aside) is loaded under
+the stem ``ssd`` and swapped into ``aura_lab._mojo``'s module cache between timed calls, so
+every build runs in the same process, interleaved (the order alternates each round), on the
+same inputs: the bench shape h=24, p=64, n=128, b=1, l=4096, float32. The builds must share
+this tree's Python side (the parameter block layouts). Prints each build's gradients against
+the first's (0 for a change that does not touch the arithmetic), then per case the median
+wall and CPU time (all threads) and the median over rounds of the per-round ratio to the
+first build: on a shared machine quote the ratios, with the load average.
+
+    python tools/ab_ssd_builds.py [--rounds 14] [--cases fwd,chunked,sequential] A=a.so B=b.so ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("builds", nargs="+", help="NAME=PATH of a compiled ssd extension")
+    ap.add_argument("--rounds", type=int, default=14)
+    ap.add_argument("--cases", default="fwd,chunked,sequential")
+    args = ap.parse_args()
+    import torch
+
+    from aura_lab import _mojo
+    from aura_lab.harness.ssd import make_inputs
+    from aura_lab.ssd import selective_scan, train
+
+    _mojo.load("ssd")  # the runtime's set-up, once
+    mods = {}
+    for arg in args.builds:
+        name, path = arg.split("=", 1)
+        spec = importlib.util.spec_from_file_location("ssd", path)
+        mods[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mods[name])
+    inp = {k: torch.from_numpy(v).requires_grad_() for k, v in make_inputs(1, 4096, 0).items()}
+
+    def forward():
+        return selective_scan(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], D=inp["D"], dt_bias=inp["dt_bias"],
+                              dt_softplus=True, backend="mojo")
+
+    def step(kernel):
+        for v in inp.values():
+            v.grad = None
+        with train.grad_kernel_set(kernel):
+            forward().sum().backward()
+
+    def infer():
+        with torch.no_grad():
+            forward()
+
+    every = {"fwd": infer, "chunked": lambda: step("chunked"), "sequential": lambda: step("sequential")}
+    cases = {c: every[c] for c in args.cases.split(",")}
+    grads = {}
+    for name, mod in mods.items():  # warm-up, and the gradients of each build
+        _mojo._loaded["ssd"] = mod
+        step("chunked")
+        grads[name] = {k: v.grad.clone() for k, v in inp.items()}
+    names = list(mods)
+    for name in names:
+        err = max(float((grads[name][k] - grads[names[0]][k]).abs().max()) for k in grads[name])
+        print(f"{name}: max |chunked gradient - {names[0]}'s| = {err:.3g}")
+    wall = {(c, n): [] for c in cases for n in names}
+    cpu = {(c, n): [] for c in cases for n in names}
+    for r in range(args.rounds):
+        for c, call in cases.items():
+            for name in (names if r % 2 == 0 else names[::-1]):
+                _mojo._loaded["ssd"] = mods[name]
+                t0, c0 = time.perf_counter(), time.process_time()
+                call()
+                wall[(c, name)].append(time.perf_counter() - t0)
+                cpu[(c, name)].append(time.process_time() - c0)
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    for c in cases:
+        for name in names:
+            ratio = [statistics.median(b / a for a, b in zip(d[(c, names[0])], d[(c, name)])) for d in (wall, cpu)]
+            print(f"{c:<11} {name:<10} wall {1e3 * statistics.median(wall[(c, name)]):8.1f} ms {ratio[0]:6.3f}x   "
+                  f"cpu {1e3 * statistics.median(cpu[(c, name)]):8.1f} ms {ratio[1]:6.3f}x")
+
+
+if __name__ == "__main__":
+    main()
