@@ -6,7 +6,10 @@ time and for the process's CPU time (all threads: on an oversubscribed machine t
 time mostly measures waiting for a core, the CPU time the work). Fresh processes and
 alternation cancel the drift of a shared machine; quote the ratios, not the times.
 
-    python tools/ab_kernels.py OLD_TREE NEW_TREE [--rounds 7] [--calls 3]
+    python tools/ab_kernels.py OLD_TREE NEW_TREE [--rounds 7] [--calls 3] [--op persistence]
+
+--op picks the cases (``CASES``): the kernels of issue 28's check (default), or the
+persistence engine on the standard sets of ``aura-lab bench persistence`` (collapse auto).
 """
 
 from __future__ import annotations
@@ -40,9 +43,24 @@ def cases():
     ]
 
 
-def child(calls: int) -> None:
+def persistence_cases():
+    """rips_persistence on the bench's standard sets, float32, collapse auto (the default)."""
+    from aura_lab.harness.persistence import STANDARD_SETS, load_standard_set
+    from aura_lab.persistence import rips_persistence
+
+    def call(X, kw):
+        return lambda: rips_persistence(X, backend="mojo", progress=False, **kw)
+
+    return [(name, call(*load_standard_set(name)[:2])) for name in STANDARD_SETS]
+
+
+#: --op -> the cases it times
+CASES = {"kernels": cases, "persistence": persistence_cases}
+
+
+def child(calls: int, op: str) -> None:
     out = {}
-    for name, call in cases():
+    for name, call in CASES[op]():
         call()
         wall, cpu = [], []
         for _ in range(calls):
@@ -54,9 +72,9 @@ def child(calls: int) -> None:
     print(json.dumps(out))
 
 
-def run(tree: str, calls: int) -> dict:
+def run(tree: str, calls: int, op: str) -> dict:
     env = {**os.environ, "PYTHONPATH": tree}
-    res = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(calls)], env=env, cwd=tree,
+    res = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(calls), "--op", op], env=env, cwd=tree,
                          capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -67,16 +85,17 @@ def main() -> None:
     ap.add_argument("b", nargs="?")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=3)
+    ap.add_argument("--op", choices=sorted(CASES), default="kernels")
     ap.add_argument("--child", type=int)
     args = ap.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.op)
         return
     got = {args.a: [], args.b: []}
     for r in range(args.rounds):
         order = (args.a, args.b) if r % 2 == 0 else (args.b, args.a)
         for tree in order:
-            got[tree].append(run(tree, args.calls))
+            got[tree].append(run(tree, args.calls, args.op))
         print(f"round {r + 1}/{args.rounds}, load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
     print(f"{'case':36} {'wall A ms':>10} {'B ms':>9} {'B/A':>6}   {'cpu A ms':>9} {'B ms':>9} {'B/A':>6}")
     for name in got[args.a][0]:
