@@ -6,12 +6,15 @@ time and for the process's CPU time (all threads: on an oversubscribed machine t
 time mostly measures waiting for a core, the CPU time the work). Fresh processes and
 alternation cancel the drift of a shared machine; quote the ratios, not the times.
 
-    python tools/ab_kernels.py OLD_TREE NEW_TREE [--rounds 7] [--calls 3] [--suite issue28|collection|ssd]
+    python tools/ab_kernels.py OLD_TREE NEW_TREE [--rounds 7] [--calls 3] [--suite issue28|collection|ssd|persistence]
 
 --suite ssd times the scan instead (the bench shape h=24, p=64, n=128, b=1, l=4096): the
 forward, and forward + backward with the chunked and the sequential mojo backward (the
 kernels of the max backend's ops; max itself is left out: every fresh process would
 compile its graph for minutes).
+
+--suite persistence times the engine on the standard sets of ``aura-lab bench persistence``
+(collapse auto).
 """
 
 from __future__ import annotations
@@ -92,7 +95,19 @@ def ssd_cases():
     ]
 
 
-SUITES = {"issue28": cases, "collection": collection_cases, "ssd": ssd_cases}
+def persistence_cases():
+    """rips_persistence on the bench's standard sets, float32, collapse auto (the default)."""
+    from aura_lab.harness.persistence import STANDARD_SETS, load_standard_set
+    from aura_lab.persistence import rips_persistence
+
+    def call(X, kw):
+        return lambda: rips_persistence(X, backend="mojo", progress=False, **kw)
+
+    return [(name, call(*load_standard_set(name)[:2])) for name in STANDARD_SETS]
+
+
+SUITES = {"issue28": cases, "collection": collection_cases, "ssd": ssd_cases,
+          "persistence": persistence_cases}
 
 
 def child(calls: int, suite: str) -> None:

@@ -45,7 +45,9 @@ def last_stats() -> dict | None:
     columns reduced, apparent pairs skipped, columns cleared, emergent pairs, columns reduced
     with a heap, column additions, cofacets pushed into the heap; seconds spent assembling
     columns (edges, sort and union-find for dimension 0), searching emergent pairs, reducing,
-    and their sum (per dimension); ``peak_bytes``: the most the engine held at once;
+    and their sum (per dimension); ``peak_bytes``: the most the engine reserved at once (the
+    capacity it counts against its memory budget: resident memory can be lower, a buffer of
+    1 MiB or more being a mapping whose pages are resident only once written);
     ``estimate_bytes`` and ``estimate_lower_bytes``: the estimate of that peak and its sure
     lower bound made before the run, ``estimate_simplices`` the simplex counts estimated per
     dimension (``estimate_engine_bytes``)."""

@@ -4,6 +4,8 @@
 from std.sys import llvm_intrinsic, CompilationTarget
 from std.sys.intrinsics import compressed_store
 from std.memory.alloc import unsafe_alloc
+from std.sys import size_of
+from std.ffi import external_call
 from std.atomic import Atomic
 from max.algorithm import parallelize
 
@@ -26,10 +28,19 @@ def scalar_ptr[dtype: DType](address: Int) -> Pointer[Scalar[dtype], MutUntracke
 
 # ------------------------------------------------------------------------ owned memory
 
-struct OwnedArray[E: ImplicitlyCopyable & Deinitable](Movable):
+# Linux values of the anonymous mappings' flags (mmap, mremap)
+comptime _PROT_READ_WRITE = 3
+comptime _MAP_PRIVATE_ANONYMOUS = 0x22
+comptime _MREMAP_MAYMOVE = 1
+
+
+struct OwnedArray[E: ImplicitlyCopyable & Deinitable, MAPPED: Bool = False](Movable):
     """A fixed-size heap array freed when the owner is destroyed: the kernels' one way to
     hold memory of their own (no raw alloc/free elsewhere), so every return and every raised
-    error frees what was taken. Mojo destroys a value right after its last use, and
+    error frees what was taken. With MAPPED the storage is an anonymous mapping of its own
+    (mmap; ``resize`` remaps it without a copy; munmap when destroyed: its pages go back to
+    the system at once, where the heap allocator keeps freed spans resident); a mapping the
+    system refuses leaves ``data`` null (check ``ok``). Mojo destroys a value right after its last use, and
     evaluating ``f(owner.data)`` is that use: the owner is destroyed before f runs (measured
     with Mojo 1.2). So pass the owner (or a struct holding it) by reference, or end the raw
     accesses with ``_ = owner^``: a raw pointer taken from ``data`` dangles once the owner is
@@ -39,7 +50,7 @@ struct OwnedArray[E: ImplicitlyCopyable & Deinitable](Movable):
     var size: Int
 
     def __init__(out self, size: Int):
-        self.data = unsafe_alloc[Self.E](max(1, size))
+        self.data = Self._take(max(1, size))
         self.size = size
 
     def __init__(out self, size: Int, fill: Self.E):
@@ -47,8 +58,65 @@ struct OwnedArray[E: ImplicitlyCopyable & Deinitable](Movable):
         for i in range(size):
             self.data[unsafe_offset=i] = fill
 
+    def __init__(out self, *, adopt: Pointer[Self.E, MutUntrackedOrigin], size: Int):
+        """Take back the `size` elements that an owner of this type gave up (``disown``),
+        e.g. a buffer handed to Python that Python now frees."""
+        self.data = adopt
+        self.size = size
+
     def __deinit__(deinit self):
-        self.data.unsafe_free()
+        Self._give(self.data, max(1, self.size))
+
+    def disown(deinit self) -> Pointer[Self.E, MutUntrackedOrigin]:
+        """Give up ownership: the storage outlives the owner, and whoever holds the pointer
+        ends it through ``OwnedArray(adopt=...)`` with the same size and parameters."""
+        return self.data
+
+    def ok(self) -> Bool:
+        """Is there storage (false only where the system refused a mapping)?"""
+        return Int(self.data) != 0
+
+    def resize(mut self, size: Int, keep: Int) -> Bool:
+        """Storage for `size` elements, the first `keep` kept (a mapping is remapped, moved
+        or grown in place, never copied); false when refused, the old storage still held."""
+        var nd: Pointer[Self.E, MutUntrackedOrigin]
+        comptime if Self.MAPPED:
+            var addr = external_call["mremap", Int](Int(self.data), Self._bytes(max(1, self.size)),
+                                                    Self._bytes(max(1, size)), Int32(_MREMAP_MAYMOVE))
+            nd = Pointer[Self.E, MutUntrackedOrigin](unsafe_from_address=0 if addr == -1 else addr)
+        else:
+            nd = Self._take(max(1, size))
+            if Int(nd) != 0:
+                for i in range(min(keep, size)):
+                    nd[unsafe_offset=i] = self.data[unsafe_offset=i]
+                self.data.unsafe_free()
+        if Int(nd) == 0:
+            return False
+        self.data = nd
+        self.size = size
+        return True
+
+    @staticmethod
+    @always_inline
+    def _bytes(size: Int) -> Int:
+        return size * size_of[Self.E]()
+
+    @staticmethod
+    def _take(size: Int) -> Pointer[Self.E, MutUntrackedOrigin]:
+        comptime if Self.MAPPED:
+            var addr = external_call["mmap", Int](0, Self._bytes(size), Int32(_PROT_READ_WRITE),
+                                                  Int32(_MAP_PRIVATE_ANONYMOUS), Int32(-1), 0)
+            return Pointer[Self.E, MutUntrackedOrigin](unsafe_from_address=0 if addr == -1 else addr)
+        else:
+            return unsafe_alloc[Self.E](size)
+
+    @staticmethod
+    def _give(p: Pointer[Self.E, MutUntrackedOrigin], size: Int):
+        comptime if Self.MAPPED:
+            if Int(p) != 0:
+                _ = external_call["munmap", Int32](Int(p), Self._bytes(size))
+        else:
+            p.unsafe_free()
 
     @always_inline
     def __getitem__(self, i: Int) -> Self.E:

@@ -10,10 +10,10 @@
 # by aura_lab/persistence/ (which also caps maxdim at n - 2, checks that every binomial
 # coefficient C(n, k <= maxdim + 2) fits in 62 - coefficient-bits bits, and rounds the threshold
 # to the matrix dtype). Output (engine.mojo): info[0] status (0 ok, 1 memory budget exceeded),
-# info[1] the address of a malloc'd float64 buffer of (dim, birth, death) triples (death -1 =
+# info[1] the address of a float64 buffer of (dim, birth, death) triples (death -1 =
 # infinite), info[2] their count, info[3] the dimension being built when the budget ran out,
 # info[4] the bytes asked for then, info[5] the peak bytes the engine held; with the reps flags
-# (cocycles 1, cycles 2), info[6] the address of the malloc'd int64 representative records
+# (cocycles 1, cycles 2), info[6] the address of the int64 representative records
 # (reps.mojo) and info[7] their length; status 3: a homology low without a partner (a bug);
 # stats[dim * NSTATS + f] per-dimension counters (STAT_* in simplices.mojo).
 #

@@ -13,7 +13,7 @@
 #
 # Output: info[8 c : 8 c + 8] the engine's info[] of problem c (status -1 = not run: the
 # batch was cancelled first); after all ran, result[0] the status (0 ok, else that of the
-# first problem that failed, result[3] its index), result[1] the address of one malloc'd
+# first problem that failed, result[3] its index), result[1] the address of one
 # float64 buffer of every problem's (dim, birth, death) triples, problem 0's first (count
 # info[8 c + 2] each), each problem's sorted by dimension, birth, then death (-1, infinite,
 # last: _sort_bars), result[2] their total (free with free_bars). The per-problem buffers
@@ -22,12 +22,11 @@
 # Progress: stage BATCH_STAGE, problems done out of count; each problem's engine polls the
 # same cancel word without reporting its own progress (Control.without_progress).
 
-from std.memory.alloc import unsafe_alloc
 from std.utils.numerics import inf
 from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end, run_chunks
 from aura_kernels.distance import euclidean_self
 from aura_kernels.persistence.containers import IntPtr, OwnedArray
-from aura_kernels.persistence.engine import run_rips, INFO_STATUS, INFO_BARS, INFO_NBARS, STATUS_OK
+from aura_kernels.persistence.engine import run_rips, free_bar_buffer, INFO_STATUS, INFO_BARS, INFO_NBARS, STATUS_OK
 from aura_kernels.persistence.simplices import NSTATS
 from aura_kernels.persistence_abi import PersistenceParams
 from aura_kernels.persistence_batch_abi import PersistenceBatchParams
@@ -123,7 +122,7 @@ def _gather(b: PersistenceBatchParams, ctl: Control):
         total += info[unsafe_offset=INFO_WORDS * c + INFO_NBARS] if s == STATUS_OK else 0
     if ctl.cancelled() and status == STATUS_OK:
         status = 2  # engine.STATUS_CANCELLED: a cancel after the last problem ran
-    var out = unsafe_alloc[Float64](max(1, 3 * total) if status == STATUS_OK else 1)
+    var out = OwnedArray[Float64](3 * total if status == STATUS_OK else 1)
     var at = 0
     for c in range(b.count):
         var addr = info[unsafe_offset=INFO_WORDS * c + INFO_BARS]
@@ -133,14 +132,14 @@ def _gather(b: PersistenceBatchParams, ctl: Control):
         var src = F64Ptr(unsafe_from_address=addr)
         if status == STATUS_OK:
             for i in range(m):
-                out[unsafe_offset=at + i] = src[unsafe_offset=i]
+                out[at + i] = src[unsafe_offset=i]
             at += m
-        src.unsafe_free()
+        free_bar_buffer(addr)
         info[unsafe_offset=INFO_WORDS * c + INFO_BARS] = 0
-    if status != STATUS_OK:
-        out.unsafe_free()
     result[unsafe_offset=0] = status
-    result[unsafe_offset=1] = Int(out) if status == STATUS_OK else 0
+    result[unsafe_offset=1] = 0
+    if status == STATUS_OK:  # handed over to Python (free_bars); else freed here
+        result[unsafe_offset=1] = Int(out^.disown())
     result[unsafe_offset=2] = total if status == STATUS_OK else 0
     result[unsafe_offset=3] = failed
 

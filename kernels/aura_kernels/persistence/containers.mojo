@@ -2,9 +2,7 @@
 # growable buffer, owned arrays and scratch space, the pivot hash map and the 4-ary heap.
 
 from std.sys import size_of
-from std.memory.alloc import unsafe_alloc
 from std.atomic import Atomic
-from std.ffi import external_call
 from aura_kernels.common import Control, OwnedArray  # OwnedArray re-exported for the persistence modules
 
 comptime IntPtr = Pointer[Int, MutUntrackedOrigin]
@@ -118,23 +116,21 @@ struct Scratch(Movable):
 # Initial capacity of a Buffer (it doubles as it grows). Not tuned; small because there is
 # one buffer per chunk and per window column.
 comptime BUFFER_INITIAL_CAP = 16
-# Buffer storage of at least this many bytes is an anonymous mapping of its own: growth
-# remaps it (mremap: no copy, and no old + new copy alive at once) and free unmaps it (the
-# pages go back to the system at once; the runtime's allocator keeps freed spans, and those
-# held in peak RSS as much again as the live data: sphere3's 2.2 M-entry reduction heap).
-# Not tuned; large enough that a syscall per growth is nothing next to filling the buffer.
+# Buffer storage of at least this many bytes is an anonymous mapping of its own
+# (OwnedArray[E, MAPPED=True]): growth remaps it (mremap: no copy, and no old + new copy alive
+# at once) and free unmaps it (the pages go back to the system at once; the runtime's
+# allocator keeps freed spans, and those held in peak RSS as much again as the live data:
+# sphere3's 2.2 M-entry reduction heap). Not tuned; large enough that a syscall per growth is
+# nothing next to filling the buffer.
 comptime MAP_MIN_BYTES = 1 << 20
-comptime _PROT_READ_WRITE = 3
-comptime _MAP_PRIVATE_ANONYMOUS = 0x22
-comptime _MREMAP_MAYMOVE = 1
 
 
 @fieldwise_init
 struct Buffer[E: ImplicitlyCopyable & Deinitable](ImplicitlyCopyable):
     """A growable array with budget-checked growth. Copyable (chunk buffers live in arrays and
-    are captured by the parallel tasks), so its lifetime is manual: ``free``. Its storage
-    comes from ``alloc_storage`` and goes back through ``free_storage`` (the capacity says
-    which allocator holds it: a code that swaps ``data`` must keep ``cap`` its capacity)."""
+    are captured by the parallel tasks), so its lifetime is manual: ``free``. Its storage is
+    an OwnedArray's, given up (``alloc_storage``) and taken back to be ended (``free_storage``);
+    the capacity says which kind (a code that swaps ``data`` must keep ``cap`` its capacity)."""
 
     var data: Pointer[Self.E, MutUntrackedOrigin]
     var size: Int
@@ -153,18 +149,16 @@ struct Buffer[E: ImplicitlyCopyable & Deinitable](ImplicitlyCopyable):
     @staticmethod
     def alloc_storage(cap: Int) -> Pointer[Self.E, MutUntrackedOrigin]:
         """Storage for cap elements: a mapping from MAP_MIN_BYTES on; null when refused."""
-        if not Self.mapped(cap):
-            return unsafe_alloc[Self.E](cap)
-        var addr = external_call["mmap", Int](0, cap * size_of[Self.E](), Int32(_PROT_READ_WRITE),
-                                              Int32(_MAP_PRIVATE_ANONYMOUS), Int32(-1), 0)
-        return Pointer[Self.E, MutUntrackedOrigin](unsafe_from_address=0 if addr == -1 else addr)
+        if Self.mapped(cap):
+            return OwnedArray[Self.E, True](cap).disown()
+        return OwnedArray[Self.E](cap).disown()
 
     @staticmethod
     def free_storage(p: Pointer[Self.E, MutUntrackedOrigin], cap: Int):
         if Self.mapped(cap):
-            _ = external_call["munmap", Int32](Int(p), cap * size_of[Self.E]())
+            _ = OwnedArray[Self.E, True](adopt=p, size=cap)
         else:
-            p.unsafe_free()
+            _ = OwnedArray[Self.E](adopt=p, size=cap)
 
     def grow(mut self, want: Int, mem: MemoryBudget) -> Bool:
         if want <= self.cap:
@@ -173,20 +167,27 @@ struct Buffer[E: ImplicitlyCopyable & Deinitable](ImplicitlyCopyable):
         var nbytes = (nc - self.cap) * size_of[Self.E]()
         if not mem.take(nbytes):
             return False
-        var nd: Pointer[Self.E, MutUntrackedOrigin]
-        if Self.mapped(self.cap):  # mapped -> mapped: remapped in place or moved, never copied
-            var addr = external_call["mremap", Int](Int(self.data), self.cap * size_of[Self.E](),
-                                                    nc * size_of[Self.E](), Int32(_MREMAP_MAYMOVE))
-            nd = Pointer[Self.E, MutUntrackedOrigin](unsafe_from_address=0 if addr == -1 else addr)
-        else:
-            nd = Self.alloc_storage(nc)
-            if Int(nd) != 0:
-                for i in range(self.size):
-                    nd[unsafe_offset=i] = self.data[unsafe_offset=i]
-                self.data.unsafe_free()
-        if Int(nd) == 0:  # refused: the old storage is still valid and held
+        if not self._move_storage(nc):  # refused: the old storage is still valid and held
             mem.refuse(nbytes)
             return False
+        return True
+
+    def _move_storage(mut self, nc: Int) -> Bool:
+        """Storage for nc elements, the elements kept: a mapping is remapped (never copied),
+        heap storage copied into new storage of nc's kind."""
+        if Self.mapped(self.cap):
+            var store = OwnedArray[Self.E, True](adopt=self.data, size=self.cap)
+            var ok = store.resize(nc, self.size)
+            self.data = store^.disown()
+            if ok:
+                self.cap = nc
+            return ok
+        var nd = Self.alloc_storage(nc)
+        if Int(nd) == 0:
+            return False
+        for i in range(self.size):
+            nd[unsafe_offset=i] = self.data[unsafe_offset=i]
+        Self.free_storage(self.data, self.cap)
         self.data = nd
         self.cap = nc
         return True
@@ -211,11 +212,12 @@ struct Buffer[E: ImplicitlyCopyable & Deinitable](ImplicitlyCopyable):
         self.cap = 0
 
     def detach(mut self, mem: MemoryBudget) -> Pointer[Self.E, MutUntrackedOrigin]:
-        """The elements as one unsafe_alloc block, for a caller that frees it with unsafe_free
-        (mapped storage is copied over and unmapped); the buffer is left empty."""
+        """The elements as heap storage given up by an OwnedArray[E], for a caller that ends
+        it with OwnedArray(adopt=...) (mapped storage is copied over and unmapped); the
+        buffer is left empty."""
         var out = self.data
         if Self.mapped(self.cap):
-            out = unsafe_alloc[Self.E](max(1, self.size))
+            out = OwnedArray[Self.E](max(1, self.size)).disown()
             for i in range(self.size):
                 out[unsafe_offset=i] = self.data[unsafe_offset=i]
             Self.free_storage(self.data, self.cap)
@@ -273,7 +275,8 @@ comptime PIVOT_COEF_MASK = (1 << PIVOT_COEF_BITS) - 1
 @fieldwise_init
 struct PivotMap(ImplicitlyCopyable):
     """Open addressing, linear probing: pivot simplex index -> column << 16 | coefficient.
-    Copyable (captured by the parallel tasks), so its lifetime is manual: ``free``."""
+    Copyable (captured by the parallel tasks), so its lifetime is manual: ``free`` (the
+    tables are OwnedArrays' storage, given up and taken back)."""
 
     var keys: IntPtr
     var vals: IntPtr
@@ -289,10 +292,7 @@ struct PivotMap(ImplicitlyCopyable):
             cap *= 2
             bits += 1
         mem.force(2 * cap * 8)
-        var keys = unsafe_alloc[Int](cap)
-        for i in range(cap):
-            keys[unsafe_offset=i] = -1
-        return Self(keys, unsafe_alloc[Int](cap), cap - 1, 64 - bits, 0)
+        return Self(OwnedArray[Int](cap, -1).disown(), OwnedArray[Int](cap).disown(), cap - 1, 64 - bits, 0)
 
     @always_inline
     def slot(self, key: Int) -> Int:
@@ -326,8 +326,8 @@ struct PivotMap(ImplicitlyCopyable):
 
     def free(mut self, mem: MemoryBudget):
         mem.give(2 * (self.mask + 1) * 8)
-        self.keys.unsafe_free()
-        self.vals.unsafe_free()
+        _ = OwnedArray[Int](adopt=self.keys, size=self.mask + 1)
+        _ = OwnedArray[Int](adopt=self.vals, size=self.mask + 1)
 
 
 # ------------------------------------------------------------------------ heap (4-ary)

@@ -1,9 +1,8 @@
 # The driver: the filtration and its tables, dimension 0, then per dimension the reduction
 # and the assembly of the next dimension's columns; the bar buffer and info[] for Python.
 
-from std.memory.alloc import unsafe_alloc
 from std.atomic import Atomic
-from aura_kernels.common import F32, F64, Control
+from aura_kernels.common import F32, F64, Control, OwnedArray
 from aura_kernels.persistence.containers import IntPtr, Entry, Bar, Buffer, MemoryBudget, PivotMap
 from aura_kernels.persistence.simplices import Filtration, SimplexTables
 from aura_kernels.persistence.h0 import Births, dim0
@@ -14,12 +13,12 @@ from aura_kernels.persistence_abi import PersistenceParams
 
 # info[] slots (read by aura_lab/persistence/kernels.py)
 comptime INFO_STATUS = 0  # STATUS_OK, STATUS_OUT_OF_MEMORY or STATUS_CANCELLED
-comptime INFO_BARS = 1  # address of the malloc'd float64 (dim, birth, death) triples
+comptime INFO_BARS = 1  # address of the float64 (dim, birth, death) triples
 comptime INFO_NBARS = 2  # their count
 comptime INFO_FAIL_DIM = 3  # the dimension being built when the budget ran out
 comptime INFO_FAIL_BYTES = 4  # the bytes asked for then
 comptime INFO_PEAK_BYTES = 5  # the peak bytes the engine held
-comptime INFO_REPS = 6  # address of the malloc'd int64 representative records (reps.mojo), or 0
+comptime INFO_REPS = 6  # address of the int64 representative records (reps.mojo), or 0
 comptime INFO_NREPS = 7  # their length in int64 words
 comptime STATUS_OK = 0
 comptime STATUS_OUT_OF_MEMORY = 1
@@ -158,8 +157,9 @@ def _all_dimensions[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SP
 
 
 def _write_bars(bars: Buffer[Bar], info: IntPtr):
-    """The bars as malloc'd float64 (dim, birth, death) triples (freed by free_bars)."""
-    var out = unsafe_alloc[Float64](max(1, 3 * bars.size))
+    """The bars as float64 (dim, birth, death) triples, an OwnedArray's storage handed to
+    Python (freed by free_bars)."""
+    var out = OwnedArray[Float64](3 * bars.size).disown()
     for i in range(bars.size):
         var b = bars[i]
         out[unsafe_offset=3 * i] = Float64(b.dim)
@@ -171,6 +171,7 @@ def _write_bars(bars: Buffer[Bar], info: IntPtr):
 
 
 def free_bar_buffer(addr: Int):
-    """Free a buffer run() wrote to info[INFO_BARS] or info[INFO_REPS]."""
+    """Free a buffer run() wrote to info[INFO_BARS] or info[INFO_REPS] (heap storage given up
+    by an OwnedArray: its size does not matter to the heap)."""
     if addr != 0:
-        Pointer[Float64, MutUntrackedOrigin](unsafe_from_address=addr).unsafe_free()
+        _ = OwnedArray[Float64](adopt=Pointer[Float64, MutUntrackedOrigin](unsafe_from_address=addr), size=1)
