@@ -257,12 +257,16 @@ def _run_chunk(xs: list[np.ndarray], index: list[int], p: CollectionParams, shar
     return results, threads, sorted(backends), (os.uname().nodename, os.getpid()), batched, single
 
 
+def _why_single(xs: list[np.ndarray], p: CollectionParams) -> list[str | None]:
+    """Per input, why it runs one call of its own rather than in the batch (None: batched)."""
+    whole = B.batch_limits(p.backend, p.metric, p.is_matrix, p.maxdim, p.collapse_edges)
+    return [whole or B.input_limit(x, p.is_matrix) for x in xs]
+
+
 def _compute(xs, index, p: CollectionParams, threads: int):
     """(results, backends, inputs batched, reason -> count of inputs run one call each)."""
-    whole = B.batch_limits(p.backend, p.metric, p.is_matrix, p.maxdim, p.collapse_edges)
     results, backends, single, todo = [None] * len(xs), set(), Counter(), []
-    for k, x in enumerate(xs):
-        why = whole or B.input_limit(x, p.is_matrix)
+    for k, (x, why) in enumerate(zip(xs, _why_single(xs, p))):
         if why is None:
             todo.append(k)
             continue
@@ -432,8 +436,7 @@ def _where(xs: list[np.ndarray], p: CollectionParams, jb_name: str, jobs: int) -
         return True, "in this process (n_jobs=1)"
     if jb_name not in _PROCESS_BACKENDS:
         return False, f"{jobs} joblib {jb_name} workers"
-    whole = B.batch_limits(p.backend, p.metric, p.is_matrix, p.maxdim, p.collapse_edges)
-    single = [x.shape[0] for x in xs if whole or B.input_limit(x, p.is_matrix)]
+    single = [x.shape[0] for x, why in zip(xs, _why_single(xs, p)) if why is not None]
     est = B.estimated_ns(single, p.maxdim) * 1e-9
     if est < PROCESS_MIN_S:
         return True, (f"in this process on {min(jobs, num_threads())} kernel threads: {len(xs) - len(single)} inputs "
