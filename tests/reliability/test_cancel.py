@@ -92,9 +92,15 @@ CASES = {
     "routing": (_long_routing, _small_routing, ("mojo", "max")),
     "persistence": (_long_persistence, _small_persistence, ("mojo",)),
 }
-#: every (op, backend) of CASES, each requiring its backend
-CASE_PARAMS = [pytest.param(op, b, marks=pytest.mark.requires(b), id=f"{op}-{b}")
-               for op, (*_, backends) in CASES.items() for b in backends]
+
+
+def op_backend_params(pairs) -> list:
+    """One ``op,backend`` parameter per (op, backend) pair, each requiring its backend."""
+    return [pytest.param(op, b, marks=pytest.mark.requires(b), id=f"{op}-{b}") for op, b in pairs]
+
+
+#: every (op, backend) of CASES
+CASE_PARAMS = op_backend_params((op, b) for op, (*_, backends) in CASES.items() for b in backends)
 
 
 def _kernel_threads():
@@ -300,7 +306,7 @@ ROUND_CASES = [(op, "mojo") for op in ("distance", "ssd", "ssd_train", "routing"
 SIGNAL_ROUNDS = (20, 5)
 
 
-@pytest.mark.parametrize("op,backend", [pytest.param(o, b, marks=pytest.mark.requires(b)) for o, b in ROUND_CASES])
+@pytest.mark.parametrize("op,backend", op_backend_params(ROUND_CASES))
 def test_repeated_signals_never_abandon_a_running_kernel(op, backend, rounds):
     """Rounds (SIGNAL_ROUNDS) of two or three signals (SIGINT, a SIGUSR1 whose handler raises)
     at random moments and gaps during the long call, in a child process (a use-after-free would
