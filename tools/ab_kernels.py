@@ -64,34 +64,46 @@ def collection_cases():
     ]
 
 
-def ssd_cases():
-    """(name, call) of the scan at the bench shape, float32: mojo forward, and training steps."""
+def ssd_calls(inp: dict) -> dict:
+    """The scan's calls at the bench shape on the leaves ``inp`` (float32, mojo): ``fwd`` the
+    forward without autograd, ``chunked`` / ``sequential`` a training step with that backward."""
     import torch
 
-    from aura_lab.harness.ssd import make_inputs
     from aura_lab.ssd import selective_scan, train
 
-    inp = {k: torch.from_numpy(v) for k, v in make_inputs(1, 4096, 0).items()}
-    leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
+    def forward():
+        return selective_scan(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], D=inp["D"], dt_bias=inp["dt_bias"],
+                              dt_softplus=True, backend="mojo")
 
-    def forward(backend):
-        return selective_scan(leaves["x"], leaves["dt"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"],
-                              dt_bias=leaves["dt_bias"], dt_softplus=True, backend=backend)
-
-    def step(backend, kernel):
-        for v in leaves.values():
+    def step(kernel):
+        for v in inp.values():
             v.grad = None
         with train.grad_kernel_set(kernel):
-            forward(backend).sum().backward()
+            forward().sum().backward()
 
     def infer():
         with torch.no_grad():
-            forward("mojo")
+            forward()
 
+    return {"fwd": infer, "chunked": lambda: step("chunked"), "sequential": lambda: step("sequential")}
+
+
+def ssd_inputs() -> dict:
+    """The bench shape's inputs (b=1, l=4096), each a leaf that requires a gradient."""
+    import torch
+
+    from aura_lab.harness.ssd import make_inputs
+
+    return {k: torch.from_numpy(v).requires_grad_() for k, v in make_inputs(1, 4096, 0).items()}
+
+
+def ssd_cases():
+    """(name, call) of the scan at the bench shape, float32: mojo forward, and training steps."""
+    calls = ssd_calls(ssd_inputs())
     return [
-        ("scan fwd b=1 l=4096 mojo", infer),
-        ("train b=1 l=4096 mojo chunked", lambda: step("mojo", "chunked")),
-        ("train b=1 l=4096 mojo sequential", lambda: step("mojo", "sequential")),
+        ("scan fwd b=1 l=4096 mojo", calls["fwd"]),
+        ("train b=1 l=4096 mojo chunked", calls["chunked"]),
+        ("train b=1 l=4096 mojo sequential", calls["sequential"]),
     ]
 
 

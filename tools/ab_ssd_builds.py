@@ -26,11 +26,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=14)
     ap.add_argument("--cases", default="fwd,chunked,sequential")
     args = ap.parse_args()
-    import torch
+    from ab_kernels import ssd_calls, ssd_inputs
 
     from aura_lab import _mojo
-    from aura_lab.harness.ssd import make_inputs
-    from aura_lab.ssd import selective_scan, train
 
     _mojo.load("ssd")  # the runtime's set-up, once
     mods = {}
@@ -39,28 +37,13 @@ def main() -> None:
         spec = importlib.util.spec_from_file_location("ssd", path)
         mods[name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mods[name])
-    inp = {k: torch.from_numpy(v).requires_grad_() for k, v in make_inputs(1, 4096, 0).items()}
-
-    def forward():
-        return selective_scan(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], D=inp["D"], dt_bias=inp["dt_bias"],
-                              dt_softplus=True, backend="mojo")
-
-    def step(kernel):
-        for v in inp.values():
-            v.grad = None
-        with train.grad_kernel_set(kernel):
-            forward().sum().backward()
-
-    def infer():
-        with torch.no_grad():
-            forward()
-
-    every = {"fwd": infer, "chunked": lambda: step("chunked"), "sequential": lambda: step("sequential")}
+    inp = ssd_inputs()
+    every = ssd_calls(inp)
     cases = {c: every[c] for c in args.cases.split(",")}
     grads = {}
     for name, mod in mods.items():  # warm-up, and the gradients of each build
         _mojo._loaded["ssd"] = mod
-        step("chunked")
+        every["chunked"]()
         grads[name] = {k: v.grad.clone() for k, v in inp.items()}
     names = list(mods)
     for name in names:
