@@ -1,5 +1,6 @@
-"""The typed boundary to the Mojo kernels: one packed parameter block per kernel and the
-enumerations both sides use, each defined once, here in Python.
+"""The typed boundary to the Mojo kernels: one packed parameter block per kernel, the
+enumerations both sides use and the layout of what the kernels write back, each defined once,
+here in Python.
 
 An op module declares its kernel's block as a ``KernelABI``::
 
@@ -25,6 +26,14 @@ Every block ends with a ``control`` field that ``pack`` fills itself: the addres
 calling thread's ``aura_lab._control`` words (cancel flag, progress counters), which the
 kernels poll between chunks of work; MAX ops get it as is (a real address, not a flag).
 
+A kernel's outputs are declared with the block too (``outputs=``): a ``Slots`` names the words
+of an int64 array the kernel fills (``INFO = Slots("info", ("status", "bars", ...),
+prefix="INFO_")``: Mojo ``INFO_STATUS = 0``, ..., ``INFO_WORDS``), an ``Enumeration`` with a
+prefix the codes or record kinds it writes (``STATUS_OK = 0``, ...). Python reads them through
+``.enum``, an ``IntEnum`` of the upper-case members (``info[Info.STATUS] == Status.CANCELLED``
+with ``Info, Status = INFO.enum, STATUS.enum``). Outputs count in the layout word as the
+fields do.
+
 Every field is 8 bytes: ``INT`` (Mojo ``Int``), ``BOOL`` (0/1, Mojo ``Bool``), ``FLOAT``
 (Mojo ``Float64``) and ``ADDR`` (an address as Mojo ``Int``, 0 = absent).
 """
@@ -35,6 +44,8 @@ import ctypes
 import textwrap
 import zlib
 from dataclasses import dataclass
+from enum import IntEnum
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +59,37 @@ _MOJO = {INT: "Int", BOOL: "Bool", FLOAT: "Float64", ADDR: "Int"}
 
 @dataclass(frozen=True)
 class Enumeration:
-    """Named ids shared with the kernels: member ``i`` has id ``i``."""
+    """Named ids shared with the kernels: member ``i`` has id ``i``; in Mojo the constant
+    ``prefix + MEMBER`` (upper case)."""
 
     name: str
     members: tuple[str, ...]
+    prefix: str = ""
 
     def id(self, member: str) -> int:
         return self.members.index(member)
+
+    def constants(self) -> list[tuple[str, int]]:
+        """The generated Mojo constants, (name, value)."""
+        return [(f"{self.prefix}{m}".upper(), i) for i, m in enumerate(self.members)]
+
+    @cached_property
+    def enum(self) -> type[IntEnum]:
+        """The members as a Python ``IntEnum`` (``Enumeration("status", ("ok", ...)).enum.OK``)."""
+        return IntEnum("".join(w.capitalize() for w in self.name.split("_")), [(m.upper(), i) for i, m in enumerate(self.members)])
+
+
+@dataclass(frozen=True)
+class Slots(Enumeration):
+    """The words of an int64 array a kernel fills: member ``i`` is word ``i``; Mojo also gets
+    ``prefix + "WORDS"``, their count."""
+
+    @property
+    def words(self) -> int:
+        return len(self.members)
+
+    def constants(self) -> list[tuple[str, int]]:
+        return [*super().constants(), (f"{self.prefix}WORDS", self.words)]
 
 
 class KernelABI:
@@ -62,7 +97,8 @@ class KernelABI:
 
     registry: dict[str, "KernelABI"] = {}
 
-    def __init__(self, name: str, fields: list[tuple[str, str]], *, enums: tuple[Enumeration, ...] = (), version: int = 1):
+    def __init__(self, name: str, fields: list[tuple[str, str]], *, enums: tuple[Enumeration, ...] = (),
+                 outputs: tuple[Enumeration, ...] = (), version: int = 1):
         fields = [*fields, ("control", ADDR)]
         names = [f for f, _ in fields]
         if len(set(names)) != len(names) or "layout" in names:
@@ -73,8 +109,12 @@ class KernelABI:
         self.name = name
         self.fields = list(fields)
         self.enums = tuple(enums)
+        self.outputs = tuple(outputs)
         self.version = version
-        spec = repr((name, version, self.fields, [(e.name, e.members) for e in self.enums]))
+        spec = (name, version, self.fields, [(e.name, e.members) for e in self.enums])
+        if self.outputs:
+            spec += ([(type(e).__name__, e.name, e.prefix, e.members) for e in self.outputs],)
+        spec = repr(spec)
         self.layout = (version << 32) | zlib.crc32(spec.encode())
         self.struct = type(f"{self.struct_name}", (ctypes.Structure,),
                            {"_fields_": [("layout", ctypes.c_int64), *((f, _CTYPES[k]) for f, k in fields)]})
@@ -109,9 +149,9 @@ class KernelABI:
                "# Regenerate with `python tools/gen_abi.py`; tests/unit/test_abi.py fails while this file is stale.",
                "", "from aura_kernels.common import checked_block", "",
                f"comptime {self.name.upper()}_LAYOUT = {self.layout:#x}", ""]
-        for e in self.enums:
-            out.append(f"# {e.name} ids")
-            out += [f"comptime {m.upper()} = {i}" for i, m in enumerate(e.members)]
+        for e in (*self.enums, *self.outputs):
+            out.append(f"# {e.name} {'ids' if e in self.enums else '(written by the kernel)'}")
+            out += [f"comptime {c} = {v}" for c, v in e.constants()]
             out.append("")
         out += ["", "@fieldwise_init", f"struct {self.struct_name}(ImplicitlyCopyable):",
                 f'    """The {self.name} parameter block (addresses: 0 = absent)."""', ""]

@@ -22,23 +22,30 @@ import numpy as np
 
 from .. import _arrays as A
 from .. import _control, _mojo
-from .._abi import ADDR, BOOL, INT, KernelABI
+from .._abi import ADDR, BOOL, INT, KernelABI, Slots
 from ..errors import Cancelled
 from ..registry import backend_status, num_threads
 from .estimate import _engine_budget
 from .kernels import SPARSE_MIN_N, _check_index_range
-from .problem import _distance_matrix, _engine_dims, effective_threshold
+from .problem import INFO, STATUS, Info, Status, _distance_matrix, _engine_dims, effective_threshold
 from .progress import BATCH_STAGE  # noqa: F401  (the progress stage the batch reports)
 
+#: the batch's result[]: its status (that of the first problem that failed), the address and count
+#: of every problem's bars in one float64 buffer, the index of the problem that failed (-1: none)
+RESULT = Slots("result", ("status", "bars", "nbars", "failed"), prefix="RESULT_")
+Result = RESULT.enum
+#: the status Python leaves in a problem's info until the engine ran it (the batch was cancelled first)
+NOT_RUN = -1
 #: the batched engine's parameter block (generated Mojo side: persistence_batch_abi.mojo):
 #: ``data`` every problem's float32 / float64 values back to back, problem c from element
 #: ``starts[c]``, an ``(sizes[c], dims[c])`` cloud or (``is_matrix``) the full matrix;
 #: ``maxdims`` / ``thresholds`` / ``order`` int64 / float64 / int64 per problem; ``info``
-#: ``(count, 8)`` int64 (the engine's info per problem), ``result`` (4,) int64
+#: ``(count, INFO.words)`` int64 (the engine's info per problem), ``result`` (RESULT.words,) int64
 ABI = KernelABI("persistence_batch", [("dtype_bits", INT), ("is_matrix", BOOL), ("data", ADDR), ("starts", ADDR),
                                       ("sizes", ADDR), ("dims", ADDR), ("maxdims", ADDR), ("thresholds", ADDR),
                                       ("order", ADDR), ("count", INT), ("modulus", INT), ("threads", INT),
-                                      ("budget", INT), ("info", ADDR), ("result", ADDR)])
+                                      ("budget", INT), ("info", ADDR), ("result", ADDR)],
+                outputs=(STATUS, INFO, RESULT))
 
 #: inputs of this many points or more run one call each (see the module docstring)
 BATCH_MAX_N = SPARSE_MIN_N
@@ -63,7 +70,6 @@ NS_PER_INPUT = 60_000.0
 #   400           6.6 ms / 3.6 ms    109.6 ms / 93.0 ms       2.20 s / 2.47 s
 # Within 0.85-1.1x at maxdim 1 (the collections' case), 0.55-1.34x at maxdim 0 (the edge sort
 # grows as n^2 log n), 0.41-1.3x at maxdim 2: an estimate for choosing, not a prediction.
-_STATUS_OK, _STATUS_OOM, _STATUS_CANCELLED = 0, 1, 2
 
 
 def batch_limits(backend: str, metric: str, is_matrix: bool, maxdim: int, collapse_edges) -> str | None:
@@ -130,9 +136,9 @@ def _run_group(xs, dtype, maxdim, threshold, coeff, is_matrix, threads, index) -
     data, thresholds, dims = _operands(xs, dtype, threshold, is_matrix, index)
     starts = np.zeros(len(xs), np.int64)
     np.cumsum([v.size for v in data[:-1]], out=starts[1:])
-    info = np.zeros((len(xs), 8), np.int64)
-    info[:, 0] = -1  # not run (the batch was cancelled first)
-    result = np.zeros(4, np.int64)
+    info = np.zeros((len(xs), INFO.words), np.int64)
+    info[:, Info.STATUS] = NOT_RUN
+    result = np.zeros(RESULT.words, np.int64)
     order = np.argsort(-sizes, kind="stable")  # largest first: the threads end together
     nt = max(1, min(num_threads() if threads is None else threads, len(xs)))
     data, budget = np.concatenate(data), max(1, _engine_budget() // nt)
@@ -143,7 +149,7 @@ def _run_group(xs, dtype, maxdim, threshold, coeff, is_matrix, threads, index) -
                         threads=nt, budget=budget, info=info, result=result)
 
     bars = _call(block, result, index, budget, long=estimated_ns(sizes, maxdim) >= _control.INTERRUPTIBLE_NS)
-    for k, dgms in zip(full, _split(bars, info[:, 2], len(xs), maxdim)):
+    for k, dgms in zip(full, _split(bars, info[:, Info.NBARS], len(xs), maxdim)):
         out[k] = dgms
     return out
 
@@ -176,22 +182,22 @@ def _call(block, result: np.ndarray, index, budget: int, long: bool) -> np.ndarr
 
     try:
         _control.run_op(run, long=long)
-        status, addr, total, failed = (int(v) for v in result)
-        if status == _STATUS_CANCELLED or status == -1:
+        status, addr, total, failed = (int(result[s]) for s in Result)
+        if status in (Status.CANCELLED, NOT_RUN):
             raise Cancelled("rips_persistence: cancelled")
         where = f"X[{index[failed]}]" if failed >= 0 else "X"
-        if status == _STATUS_OOM:
+        if status == Status.OUT_OF_MEMORY:
             raise MemoryError(f"{where}: the Rips complex needs more than the engine's memory budget (its share of "
                               f"the batch: {A.fmt_bytes(budget)}); lower maxdim or the threshold")
-        if status != _STATUS_OK:
+        if status != Status.OK:
             raise RuntimeError(f"{where}: the mojo engine failed with status {status}")
         if not total:
             return np.empty((0, 3))
         return np.frombuffer((ctypes.c_double * (3 * total)).from_address(addr), np.float64).reshape(total, 3).copy()
     finally:
-        if result[1]:
-            kernel.free_bars(int(result[1]))
-            result[1] = 0
+        if result[Result.BARS]:
+            kernel.free_bars(int(result[Result.BARS]))
+            result[Result.BARS] = 0
 
 
 def _split(bars: np.ndarray, counts: np.ndarray, count: int, maxdim: int) -> list[list[np.ndarray]]:

@@ -26,14 +26,18 @@ import numpy as np
 
 from .. import _arrays as A
 from .. import _control, _mojo
-from .._abi import ADDR, FLOAT, INT, KernelABI
+from .._abi import ADDR, FLOAT, INT, KernelABI, Slots
 from ..errors import Cancelled
+from .problem import STATUS, Status
 
-#: the kernel's parameter block (kernels/aura_kernels/collapse_abi.mojo is generated from it);
-#: ``info`` (3 + max_passes,) int64: status, edges out, passes, then the edges left after each pass
+#: the kernel's info[] (Info.PASS0 + max_passes,) int64: status (STATUS: ok or cancelled), edges
+#: out, passes run, then from PASS0 the edges left after each pass
+INFO = Slots("info", ("status", "edges", "passes", "pass0"), prefix="INFO_")
+Info = INFO.enum
+#: the kernel's parameter block (kernels/aura_kernels/collapse_abi.mojo is generated from it)
 ABI = KernelABI("collapse", [("dtype_bits", INT), ("n", INT), ("m", INT), ("u", ADDR), ("v", ADDR), ("f", ADDR),
                              ("max_passes", INT), ("min_removed", FLOAT), ("info", ADDR),
-                             ("u_out", ADDR), ("v_out", ADDR), ("f_out", ADDR)])
+                             ("u_out", ADDR), ("v_out", ADDR), ("f_out", ADDR)], outputs=(STATUS, INFO))
 
 #: at most this many passes (the project's gudhi reference iterates up to 10)
 MAX_PASSES = 10
@@ -49,7 +53,6 @@ CHOICES = ("auto", True, False)
 #: 17,857 -> 17,701 edges) 4.5 / 3.9 and fract-r maxdim 2 (a complete graph of 130,816 edges,
 #: 14 s of collapse: dominance tests cost ~deg^2 per edge on dense graphs) 12.7 / 3.0.
 AUTO_MIN_MAXDIM = 3
-_INFO_STATUS, _INFO_EDGES, _INFO_PASSES, _INFO_PASS0 = 0, 1, 2, 3
 _MAX_N = 2**31 - 1
 
 
@@ -171,21 +174,22 @@ def _run_kernel(n, i32, j32, d, out, max_passes, min_removed) -> tuple[int, dict
     A.check_memory(m * (edge_bytes + 2 * 2 * (4 + isz)) + 6 * 8 * (n + 1),
                    f"collapse_edges: the neighbourhoods of {m} edges on {n} vertices")
     kernel = _mojo.load("persistence")
-    info = np.zeros(3 + max_passes, np.int64)
+    info = np.zeros(Info.PASS0 + max_passes, np.int64)
     u_out, v_out, f_out = out
     block = ABI.pack(dtype_bits=8 * isz, n=n, m=m, u=i32, v=j32, f=d, max_passes=int(max_passes),
                      min_removed=float(min_removed), info=info, u_out=u_out, v_out=v_out, f_out=f_out)
     t0 = time.perf_counter()
     _control.native(lambda: kernel.collapse(block.address))
     stats["seconds"] = time.perf_counter() - t0
-    if int(info[_INFO_STATUS]) == 2:
+    status = int(info[Info.STATUS])
+    if status == Status.CANCELLED:
         raise Cancelled("collapse_edges: cancelled")
-    if int(info[_INFO_STATUS]) != 0:
-        raise RuntimeError(f"collapse_edges: the kernel failed with status {int(info[_INFO_STATUS])}")
-    passes = int(info[_INFO_PASSES])
+    if status != Status.OK:
+        raise RuntimeError(f"collapse_edges: the kernel failed with status {status}")
+    passes = int(info[Info.PASSES])
     stats["passes"] = passes
-    stats["edges_after"] = [int(x) for x in info[_INFO_PASS0:_INFO_PASS0 + passes]]
-    return int(info[_INFO_EDGES]), stats
+    stats["edges_after"] = [int(x) for x in info[Info.PASS0:Info.PASS0 + passes]]
+    return int(info[Info.EDGES]), stats
 
 
 def upper_pairs(indptr: np.ndarray, indices: np.ndarray, dists: np.ndarray):

@@ -18,23 +18,21 @@ from . import inputs as G
 from .estimate import BUDGET_FRACTION, _check_engine_memory, _engine_budget
 from . import collapse as C
 from .graph import _check_csr, _dense_from_csr, _density, _sparse_graph, _without_isolated
-from .problem import PersistenceProblem, _engine_dims, op
+from .problem import INFO, KIND, STAT, STATUS, Info, PersistenceProblem, Status, _engine_dims, op
 from .result import Bars, _parse_reps
 
 
 #: per-dimension statistics the mojo engine reports (``last_stats()``)
-STAT_FIELDS = ("simplices", "columns", "apparent", "cleared", "emergent", "reduced", "additions", "pushes",
-               "assemble_s", "search_s", "reduce_s")
-_NSTATS = len(STAT_FIELDS)
+STAT_FIELDS = tuple(f.removesuffix("_ns") + "_s" if f.endswith("_ns") else f for f in STAT.members)
 #: the engine's parameter block (kernels/aura_kernels/persistence_abi.mojo is generated from it);
-#: outputs: info (8,) int64 and stats ((maxdim + 1) * len(STAT_FIELDS),) int64
+#: outputs: info (INFO.words,) int64 and stats ((maxdim + 1) * STAT.words,) int64
 #: dense: ``dist`` the (n, n) matrix, ``indptr``/``indices`` 0; ``sparse``: ``dist`` the CSR
 #: distances of the radius graph, ``indptr`` (n + 1,) int64, ``indices`` int32 (``_check_csr``);
 #: ``births`` (n,) float64 vertex birth times (H0 by ripser.py's rule) or 0 (all 0)
 ABI = KernelABI("persistence", [("dtype_bits", INT), ("dist", ADDR), ("n", INT), ("maxdim", INT), ("threshold", FLOAT),
                                 ("modulus", INT), ("reps", INT), ("threads", INT), ("budget", INT), ("info", ADDR), ("stats", ADDR),
                                 ("sparse", BOOL), ("indptr", ADDR), ("indices", ADDR),
-                                ("births", ADDR)])
+                                ("births", ADDR)], outputs=(STATUS, INFO, STAT, KIND))
 
 
 _last_stats: dict | None = None
@@ -279,30 +277,30 @@ def _run_engine(prob: PersistenceProblem, dist: np.ndarray, thr: float, indptr, 
     _check_index_range(n, dims, maxdim, coeff)
     kernel = _mojo.load("persistence")
     bits = 32 if dist.dtype == np.float32 else 64
-    info = np.zeros(8, np.int64)
-    stats = np.zeros((dims + 1) * _NSTATS, np.int64)
+    info = np.zeros(INFO.words, np.int64)
+    stats = np.zeros((dims + 1) * STAT.words, np.int64)
     budget = _engine_budget()
     threads = op.threads({"n": n, "maxdim": dims})
     block = ABI.pack(dtype_bits=bits, dist=dist, n=n, maxdim=dims, threshold=float(thr), modulus=coeff,
                      reps=prob.reps, threads=threads, budget=budget, info=info, stats=stats,
                      sparse=indptr is not None, indptr=indptr, indices=indices, births=births)
     _control.native(lambda: kernel.rips(block.address))
-    status, addr, nbars = int(info[0]), int(info[1]), int(info[2])
-    reps_addr, nwords = int(info[6]), int(info[7])
+    status, addr, nbars = int(info[Info.STATUS]), int(info[Info.BARS]), int(info[Info.NBARS])
+    reps_addr, nwords = int(info[Info.REPS]), int(info[Info.NREPS])
     words = np.empty(0, np.int64)
     try:
-        if status == 1:
+        if status == Status.OUT_OF_MEMORY:
             raise MemoryError(
                 f"rips_persistence: the Rips complex of n={n} points up to dimension {maxdim} at threshold {thr:g} "
                 f"needs more than the {A.fmt_bytes(budget)} memory budget ({BUDGET_FRACTION:.0%} of available memory): "
                 f"building "
-                f"dimension {int(info[3])} asked for {A.fmt_bytes(int(info[4]))}; lower maxdim or the threshold")
-        if status == 2:
+                f"dimension {int(info[Info.FAIL_DIM])} asked for {A.fmt_bytes(int(info[Info.FAIL_BYTES]))}; lower maxdim or the threshold")
+        if status == Status.CANCELLED:
             raise Cancelled("rips_persistence: cancelled")
-        if status == 3:
+        if status == Status.INCONSISTENT:
             raise RuntimeError("rips_persistence: the mojo engine's homology reduction met a low without a "
                                "cohomology partner (an engine bug); please report it with the input")
-        if status != 0:
+        if status != Status.OK:
             raise RuntimeError(f"rips_persistence: mojo engine failed with status {status}")
         bars = np.empty((0, 3))
         if nbars:
@@ -315,10 +313,10 @@ def _run_engine(prob: PersistenceProblem, dist: np.ndarray, thr: float, indptr, 
             kernel.free_bars(addr)
         if reps_addr:
             kernel.free_bars(reps_addr)
-    per_field = stats.reshape(dims + 1, _NSTATS).T.tolist()  # (Python ints: one conversion, not one per value)
+    per_field = stats.reshape(dims + 1, STAT.words).T.tolist()  # (Python ints: one conversion, not one per value)
     _last_stats = {f: [v * 1e-9 for v in col] if f.endswith("_s") else col for f, col in zip(STAT_FIELDS, per_field)}
     _last_stats["seconds"] = [a + b + c for a, b, c in zip(_last_stats["assemble_s"], _last_stats["search_s"], _last_stats["reduce_s"])]
-    _last_stats["peak_bytes"] = int(info[5])
+    _last_stats["peak_bytes"] = int(info[Info.PEAK_BYTES])
     _last_stats["engine"], _last_stats["engine_reason"] = engine
     if estimate is not None:  # the memory estimate made before the run, next to the engine's peak_bytes
         _last_stats["estimate_bytes"] = estimate["estimate_bytes"]

@@ -10,6 +10,7 @@ from functools import cached_property
 import numpy as np
 
 from .. import _arrays as A
+from .._abi import Enumeration, Slots
 from ..distance import METRICS, pairwise_distances
 from ..registry import MAX_WORK, Op
 from . import inputs as G
@@ -42,6 +43,28 @@ MAX_COEFF = 46337
 SYM_RTOL = G.SYM_RTOL
 #: the reps field of the engine's parameter block (kernels/aura_kernels/persistence/reps.mojo)
 REPS_COCYCLES, REPS_CYCLES = 1, 2
+
+# What the persistence kernels write back, declared once for both sides (the ABIs in kernels.py,
+# batch.py and collapse.py generate them into their *_abi.mojo files; see aura_lab/_abi.py).
+#: the status word of every persistence kernel
+STATUS = Enumeration("status", ("ok", "out_of_memory", "cancelled", "inconsistent"), prefix="STATUS_")
+#: the engine's info[]: status, the (dim, birth, death) float64 triples' address and count, the
+#: dimension being built and the bytes it asked for when the memory budget ran out, the peak
+#: bytes the engine held, the representative records' address (0: none) and length in words
+INFO = Slots("info", ("status", "bars", "nbars", "fail_dim", "fail_bytes", "peak_bytes", "reps", "nreps"),
+             prefix="INFO_")
+#: the engine's per-dimension counters, stats[dim * STAT_WORDS + slot] (``last_stats()``): simplices
+#: of the dimension enumerated (edges for dims 0 and 1), columns handed to the reduction,
+#: candidates skipped in a zero-persistence apparent pair, and as pivots of the previous
+#: dimension (clearing), columns paired by the emergent shortcut, columns reduced with a heap,
+#: column / apparent-facet additions, cofacets pushed into the heap; nanoseconds spent on edges +
+#: sort + union-find (dim 0) or column assembly, the parallel emergent-pair search, the
+#: sequential reduction
+STAT = Slots("stat", ("simplices", "columns", "apparent", "cleared", "emergent", "reduced", "additions", "pushes",
+                      "assemble_ns", "search_ns", "reduce_ns"), prefix="STAT_")
+#: the kind of a representative record (result._parse_reps reads them)
+KIND = Enumeration("kind", ("cocycle", "cycle", "merges"), prefix="KIND_")
+Status, Info, Kind = STATUS.enum, INFO.enum, KIND.enum
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _arrays as A
-from .problem import REPS_COCYCLES, REPS_CYCLES, PersistenceProblem
+from .problem import REPS_COCYCLES, REPS_CYCLES, Kind, PersistenceProblem
 
 
 def _finish(dgms, maxdim: int) -> list[np.ndarray]:
@@ -95,16 +95,14 @@ def _parse_reps(words: np.ndarray, dims: np.ndarray, want: int) -> tuple[list, l
         bar, kind, nv, m = (int(v) for v in words[i:i + 4])
         block = words[i + 4:i + 4 + m * (nv + 1)].reshape(m, nv + 1)
         i += 4 + m * (nv + 1)
-        if kind == _KIND_MERGES:
+        if kind == Kind.MERGES:
             _h0_reps(block, first.get(0, 0), cycles[0], cocycles[0] if want & REPS_COCYCLES else None)
             continue
         k = int(dims[bar])
-        (cycles if kind == _KIND_CYCLE else cocycles)[k][bar - first[k]] = (np.ascontiguousarray(block[:, :nv]),
+        (cycles if kind == Kind.CYCLE else cocycles)[k][bar - first[k]] = (np.ascontiguousarray(block[:, :nv]),
                                                                           np.ascontiguousarray(block[:, nv]))
     return (cycles if want & REPS_CYCLES else None), (cocycles if want & REPS_COCYCLES else None)
 
-
-_KIND_COCYCLE, _KIND_CYCLE, _KIND_MERGES = 0, 1, 2
 
 
 def _h0_reps(merges: np.ndarray, first: int, cycles: list, cocycles: list | None) -> None:

@@ -3,7 +3,20 @@
 
 from aura_kernels.common import checked_block
 
-comptime COLLAPSE_LAYOUT = 0x1ca9e50bc
+comptime COLLAPSE_LAYOUT = 0x1ef4a2c2b
+
+# status (written by the kernel)
+comptime STATUS_OK = 0
+comptime STATUS_OUT_OF_MEMORY = 1
+comptime STATUS_CANCELLED = 2
+comptime STATUS_INCONSISTENT = 3
+
+# info (written by the kernel)
+comptime INFO_STATUS = 0
+comptime INFO_EDGES = 1
+comptime INFO_PASSES = 2
+comptime INFO_PASS0 = 3
+comptime INFO_WORDS = 4
 
 
 @fieldwise_init

@@ -3,7 +3,43 @@
 
 from aura_kernels.common import checked_block
 
-comptime PERSISTENCE_LAYOUT = 0x1c80ac283
+comptime PERSISTENCE_LAYOUT = 0x171b50a6d
+
+# status (written by the kernel)
+comptime STATUS_OK = 0
+comptime STATUS_OUT_OF_MEMORY = 1
+comptime STATUS_CANCELLED = 2
+comptime STATUS_INCONSISTENT = 3
+
+# info (written by the kernel)
+comptime INFO_STATUS = 0
+comptime INFO_BARS = 1
+comptime INFO_NBARS = 2
+comptime INFO_FAIL_DIM = 3
+comptime INFO_FAIL_BYTES = 4
+comptime INFO_PEAK_BYTES = 5
+comptime INFO_REPS = 6
+comptime INFO_NREPS = 7
+comptime INFO_WORDS = 8
+
+# stat (written by the kernel)
+comptime STAT_SIMPLICES = 0
+comptime STAT_COLUMNS = 1
+comptime STAT_APPARENT = 2
+comptime STAT_CLEARED = 3
+comptime STAT_EMERGENT = 4
+comptime STAT_REDUCED = 5
+comptime STAT_ADDITIONS = 6
+comptime STAT_PUSHES = 7
+comptime STAT_ASSEMBLE_NS = 8
+comptime STAT_SEARCH_NS = 9
+comptime STAT_REDUCE_NS = 10
+comptime STAT_WORDS = 11
+
+# kind (written by the kernel)
+comptime KIND_COCYCLE = 0
+comptime KIND_CYCLE = 1
+comptime KIND_MERGES = 2
 
 
 @fieldwise_init

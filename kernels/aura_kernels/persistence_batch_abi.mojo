@@ -3,7 +3,31 @@
 
 from aura_kernels.common import checked_block
 
-comptime PERSISTENCE_BATCH_LAYOUT = 0x1ce0ecc53
+comptime PERSISTENCE_BATCH_LAYOUT = 0x153c639dc
+
+# status (written by the kernel)
+comptime STATUS_OK = 0
+comptime STATUS_OUT_OF_MEMORY = 1
+comptime STATUS_CANCELLED = 2
+comptime STATUS_INCONSISTENT = 3
+
+# info (written by the kernel)
+comptime INFO_STATUS = 0
+comptime INFO_BARS = 1
+comptime INFO_NBARS = 2
+comptime INFO_FAIL_DIM = 3
+comptime INFO_FAIL_BYTES = 4
+comptime INFO_PEAK_BYTES = 5
+comptime INFO_REPS = 6
+comptime INFO_NREPS = 7
+comptime INFO_WORDS = 8
+
+# result (written by the kernel)
+comptime RESULT_STATUS = 0
+comptime RESULT_BARS = 1
+comptime RESULT_NBARS = 2
+comptime RESULT_FAILED = 3
+comptime RESULT_WORDS = 4
 
 
 @fieldwise_init

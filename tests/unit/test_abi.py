@@ -7,7 +7,7 @@ import pytest
 
 import aura_lab  # noqa: F401  (declares every op's ABI)
 from aura_lab import _mojo
-from aura_lab._abi import ADDR, BOOL, FLOAT, INT, Enumeration, KernelABI
+from aura_lab._abi import ADDR, BOOL, FLOAT, INT, Enumeration, KernelABI, Slots
 
 
 def test_every_generated_file_is_current():
@@ -26,6 +26,52 @@ def test_enumeration_ids_reach_the_generated_file():
         for e in abi.enums:
             for i, m in enumerate(e.members):
                 assert f"comptime {m.upper()} = {i}\n" in text
+
+
+def test_output_slots_and_codes_reach_the_generated_file():
+    kernels = _mojo.kernels_dir()
+    with_outputs = {name for name, abi in KernelABI.registry.items() if abi.outputs}
+    assert {"persistence", "persistence_batch", "collapse"} <= with_outputs
+    for name in with_outputs:
+        abi = KernelABI.registry[name]
+        text = abi.mojo_path(kernels).read_text()
+        for e in abi.outputs:
+            for i, m in enumerate(e.members):
+                assert f"comptime {e.prefix}{m.upper()} = {i}\n" in text
+            if isinstance(e, Slots):
+                assert f"comptime {e.prefix}WORDS = {len(e.members)}\n" in text
+
+
+def test_persistence_outputs_keep_their_words_and_codes():
+    """The values the kernels and Python agreed on as literals before they were declared."""
+    from aura_lab.persistence import batch, collapse, problem
+
+    assert [(m.name, int(m)) for m in problem.Status] == [("OK", 0), ("OUT_OF_MEMORY", 1), ("CANCELLED", 2),
+                                                          ("INCONSISTENT", 3)]
+    assert problem.INFO.words == 8 and (problem.Info.FAIL_DIM, problem.Info.PEAK_BYTES, problem.Info.NREPS) == (3, 5, 7)
+    assert (problem.Kind.COCYCLE, problem.Kind.CYCLE, problem.Kind.MERGES) == (0, 1, 2)
+    assert problem.STAT.words == 11 and problem.STAT.enum.REDUCE_NS == 10
+    assert (collapse.Info.EDGES, collapse.Info.PASSES, collapse.Info.PASS0) == (1, 2, 3)
+    assert batch.RESULT.constants()[-2:] == [("RESULT_FAILED", 3), ("RESULT_WORDS", 4)]
+    text = KernelABI.registry["persistence_batch"].mojo_source()
+    assert "comptime STATUS_CANCELLED = 2\n" in text and "comptime INFO_WORDS = 8\n" in text
+
+
+def test_outputs_enter_the_layout_word_and_leave_others_alone():
+    plain = KernelABI("t_abi_out", [("n", INT)])
+    status = Enumeration("status", ("ok", "cancelled"), prefix="STATUS_")
+    a = KernelABI("t_abi_out", [("n", INT)], outputs=(status,))
+    b = KernelABI("t_abi_out", [("n", INT)], outputs=(Enumeration("status", ("ok", "cancelled"), prefix="S_"),))
+    c = KernelABI("t_abi_out", [("n", INT)], outputs=(Slots("status", ("ok", "cancelled"), prefix="STATUS_"),))
+    d = KernelABI("t_abi_out", [("n", INT)], enums=(status,))
+    try:
+        assert len({plain.layout, a.layout, b.layout, c.layout, d.layout}) == 5
+        assert plain.layout == KernelABI("t_abi_out", [("n", INT)], outputs=()).layout
+        assert "# status (written by the kernel)\ncomptime STATUS_OK = 0\ncomptime STATUS_CANCELLED = 1\n" in a.mojo_source()
+        assert "comptime STATUS_WORDS = 2\n" in c.mojo_source() and "STATUS_WORDS" not in a.mojo_source()
+        assert status.enum.__name__ == "Status" and status.enum(1).name == "CANCELLED"
+    finally:
+        KernelABI.registry.pop("t_abi_out")
 
 
 def test_layout_word_changes_with_any_field_or_member():

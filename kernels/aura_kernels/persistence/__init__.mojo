@@ -9,13 +9,16 @@
 # directions, no self loops, dist = the distances, each <= threshold). Both validated
 # by aura_lab/persistence/ (which also caps maxdim at n - 2, checks that every binomial
 # coefficient C(n, k <= maxdim + 2) fits in 62 - coefficient-bits bits, and rounds the threshold
-# to the matrix dtype). Output (engine.mojo): info[0] status (0 ok, 1 memory budget exceeded),
-# info[1] the address of a float64 buffer of (dim, birth, death) triples (death -1 =
-# infinite), info[2] their count, info[3] the dimension being built when the budget ran out,
-# info[4] the bytes asked for then, info[5] the peak bytes the engine held; with the reps flags
-# (cocycles 1, cycles 2), info[6] the address of the int64 representative records
-# (reps.mojo) and info[7] their length; status 3: a homology low without a partner (a bug);
-# stats[dim * NSTATS + f] per-dimension counters (STAT_* in simplices.mojo).
+# to the matrix dtype). Output (engine.mojo; the slots, status codes and record kinds are
+# declared in aura_lab/persistence/problem.py and generated into persistence_abi.mojo):
+# info[INFO_STATUS] STATUS_OK, STATUS_OUT_OF_MEMORY (memory budget exceeded), STATUS_CANCELLED
+# or STATUS_INCONSISTENT (a homology low without a partner: a bug); info[INFO_BARS] the address
+# of a float64 buffer of (dim, birth, death) triples (death -1 = infinite), info[INFO_NBARS]
+# their count, info[INFO_FAIL_DIM] the dimension being built when the budget ran out,
+# info[INFO_FAIL_BYTES] the bytes asked for then, info[INFO_PEAK_BYTES] the peak bytes the
+# engine held; with the reps flags (cocycles 1, cycles 2), info[INFO_REPS] the address of the
+# int64 representative records (reps.mojo, KIND_*) and info[INFO_NREPS] their length;
+# stats[dim * STAT_WORDS + STAT_*] per-dimension counters.
 #
 # Filtration: vertices at 0, a simplex at its largest edge; ties are broken by the simplex
 # index in the combinatorial number system, {v_k > ... > v_0} -> sum_i C(v_i, i + 1), larger

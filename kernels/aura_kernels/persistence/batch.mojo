@@ -11,12 +11,13 @@
 # capped here at the enclosing radius as problem.effective_threshold does. order[] is the
 # order in which the problems are handed to the threads (largest first balances them).
 #
-# Output: info[8 c : 8 c + 8] the engine's info[] of problem c (status -1 = not run: the
-# batch was cancelled first); after all ran, result[0] the status (0 ok, else that of the
-# first problem that failed, result[3] its index), result[1] the address of one
-# float64 buffer of every problem's (dim, birth, death) triples, problem 0's first (count
-# info[8 c + 2] each), each problem's sorted by dimension, birth, then death (-1, infinite,
-# last: _sort_bars), result[2] their total (free with free_bars). The per-problem buffers
+# Output (slots and codes declared in aura_lab/persistence/batch.py, generated into
+# persistence_batch_abi.mojo): info[INFO_WORDS c ...] the engine's info[] of problem c
+# (status -1 = not run: the batch was cancelled first); after all ran, result[RESULT_STATUS]
+# the status (STATUS_OK, else that of the first problem that failed, result[RESULT_FAILED] its
+# index), result[RESULT_BARS] the address of one float64 buffer of every problem's (dim, birth,
+# death) triples, problem 0's first (count info[INFO_WORDS c + INFO_NBARS] each), each problem's sorted by dimension, birth, then death (-1, infinite,
+# last: _sort_bars), result[RESULT_NBARS] their total (free with free_bars). The per-problem buffers
 # are freed here; on failure or cancellation no buffer is left.
 #
 # Progress: stage BATCH_STAGE, problems done out of count; each problem's engine polls the
@@ -26,12 +27,14 @@ from std.utils.numerics import inf
 from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end, run_chunks
 from aura_kernels.distance import euclidean_self
 from aura_kernels.persistence.containers import IntPtr, OwnedArray
-from aura_kernels.persistence.engine import run_rips, free_bar_buffer, INFO_STATUS, INFO_BARS, INFO_NBARS, STATUS_OK
+from aura_kernels.persistence.engine import run_rips, free_bar_buffer
 from aura_kernels.persistence.simplices import NSTATS
 from aura_kernels.persistence_abi import PersistenceParams
-from aura_kernels.persistence_batch_abi import PersistenceBatchParams
+from aura_kernels.persistence_batch_abi import (
+    PersistenceBatchParams, INFO_STATUS, INFO_BARS, INFO_NBARS, INFO_WORDS, STATUS_OK, STATUS_CANCELLED,
+    RESULT_STATUS, RESULT_BARS, RESULT_NBARS, RESULT_FAILED,
+)
 
-comptime INFO_WORDS = 8  # info[] words per problem (engine.mojo's INFO_* slots)
 comptime BATCH_STAGE = 200  # progress stage: problems done (aura_lab/persistence/progress.py)
 comptime F64Ptr = Pointer[Float64, MutUntrackedOrigin]
 
@@ -121,7 +124,7 @@ def _gather(b: PersistenceBatchParams, ctl: Control):
             status, failed = s, c
         total += info[unsafe_offset=INFO_WORDS * c + INFO_NBARS] if s == STATUS_OK else 0
     if ctl.cancelled() and status == STATUS_OK:
-        status = 2  # engine.STATUS_CANCELLED: a cancel after the last problem ran
+        status = STATUS_CANCELLED  # a cancel after the last problem ran
     var out = OwnedArray[Float64](3 * total if status == STATUS_OK else 1)
     var at = 0
     for c in range(b.count):
@@ -136,12 +139,12 @@ def _gather(b: PersistenceBatchParams, ctl: Control):
             at += m
         free_bar_buffer(addr)
         info[unsafe_offset=INFO_WORDS * c + INFO_BARS] = 0
-    result[unsafe_offset=0] = status
-    result[unsafe_offset=1] = 0
+    result[unsafe_offset=RESULT_STATUS] = status
+    result[unsafe_offset=RESULT_BARS] = 0
     if status == STATUS_OK:  # handed over to Python (free_bars); else freed here
-        result[unsafe_offset=1] = Int(out^.disown())
-    result[unsafe_offset=2] = total if status == STATUS_OK else 0
-    result[unsafe_offset=3] = failed
+        result[unsafe_offset=RESULT_BARS] = Int(out^.disown())
+    result[unsafe_offset=RESULT_NBARS] = total if status == STATUS_OK else 0
+    result[unsafe_offset=RESULT_FAILED] = failed
 
 
 def _sort_bars(bars: F64Ptr, m: Int):

@@ -36,15 +36,9 @@
 
 from std.utils.numerics import inf, neg_inf
 from aura_kernels.common import F32, F64, Control
-from aura_kernels.collapse_abi import CollapseParams
+from aura_kernels.collapse_abi import CollapseParams, INFO_STATUS, INFO_EDGES, INFO_PASSES, INFO_PASS0, STATUS_OK, STATUS_CANCELLED
 from aura_kernels.persistence.containers import OwnedArray
 
-comptime INFO_STATUS = 0  # STATUS_OK or STATUS_CANCELLED
-comptime INFO_EDGES = 1  # edges in the output
-comptime INFO_PASSES = 2  # passes run
-comptime INFO_PASS0 = 3  # info[INFO_PASS0 + i]: edges left after pass i (i < max_passes)
-comptime STATUS_OK = 0
-comptime STATUS_CANCELLED = 2
 comptime POLL_EDGES = 1024
 comptime PROGRESS_STAGE = 100  # distinct from the engine's stages 0 .. 2 maxdim + 1
 

@@ -9,21 +9,12 @@ from aura_kernels.persistence.h0 import Births, dim0
 from aura_kernels.persistence.assemble import assemble
 from aura_kernels.persistence.reduce import reduce
 from aura_kernels.persistence.reps import RepOut, pair_index, write_cycles
-from aura_kernels.persistence_abi import PersistenceParams
+from aura_kernels.persistence_abi import (
+    PersistenceParams, INFO_STATUS, INFO_BARS, INFO_NBARS, INFO_FAIL_DIM, INFO_FAIL_BYTES, INFO_PEAK_BYTES, INFO_REPS,
+    INFO_NREPS, STATUS_OK, STATUS_OUT_OF_MEMORY, STATUS_CANCELLED, STATUS_INCONSISTENT,
+)
 
-# info[] slots (read by aura_lab/persistence/kernels.py)
-comptime INFO_STATUS = 0  # STATUS_OK, STATUS_OUT_OF_MEMORY or STATUS_CANCELLED
-comptime INFO_BARS = 1  # address of the float64 (dim, birth, death) triples
-comptime INFO_NBARS = 2  # their count
-comptime INFO_FAIL_DIM = 3  # the dimension being built when the budget ran out
-comptime INFO_FAIL_BYTES = 4  # the bytes asked for then
-comptime INFO_PEAK_BYTES = 5  # the peak bytes the engine held
-comptime INFO_REPS = 6  # address of the int64 representative records (reps.mojo), or 0
-comptime INFO_NREPS = 7  # their length in int64 words
-comptime STATUS_OK = 0
-comptime STATUS_OUT_OF_MEMORY = 1
-comptime STATUS_CANCELLED = 2  # the caller's control was cancelled: no bars
-comptime STATUS_INCONSISTENT = 3  # a homology low had no partner in the cohomology pairs (a bug)
+
 
 
 def run_rips(p: PersistenceParams):

@@ -18,19 +18,14 @@ from std.memory import stack_allocation
 from aura_kernels.persistence.containers import (
     IntPtr, Entry, Buffer, MemoryBudget, OwnedArray, heap_push, heap_pop, SCRATCH,
 )
+from aura_kernels.persistence_abi import (
+    STAT_WORDS, STAT_SIMPLICES, STAT_COLUMNS, STAT_APPARENT, STAT_CLEARED, STAT_EMERGENT, STAT_REDUCED, STAT_ADDITIONS,
+    STAT_PUSHES, STAT_ASSEMBLE_NS, STAT_SEARCH_NS, STAT_REDUCE_NS,
+)
 
-comptime NSTATS = 11  # per-dimension counters, read by aura_lab/persistence/kernels.py (STAT_FIELDS)
-comptime STAT_SIMPLICES = 0  # simplices of this dimension enumerated (edges for dim 0 and 1)
-comptime STAT_COLUMNS = 1  # columns handed to the reduction
-comptime STAT_APPARENT = 2  # candidates skipped: in a zero-persistence apparent pair
-comptime STAT_CLEARED = 3  # candidates skipped: pivot of the previous dimension (clearing)
-comptime STAT_EMERGENT = 4  # columns paired by the emergent shortcut
-comptime STAT_REDUCED = 5  # columns reduced with a heap
-comptime STAT_ADDITIONS = 6  # column / apparent-facet additions
-comptime STAT_PUSHES = 7  # cofacets pushed into the heap
-comptime STAT_ASSEMBLE_NS = 8  # edges + sort + union-find (dim 0); column assembly (dim >= 1)
-comptime STAT_SEARCH_NS = 9  # parallel emergent-pair search
-comptime STAT_REDUCE_NS = 10  # sequential reduction
+# The per-dimension counters stats[dim * NSTATS + STAT_*] (declared in aura_lab/persistence/problem.py,
+# STAT; assemble, h0 and reduce import the STAT_* slots from here).
+comptime NSTATS = STAT_WORDS
 
 # Kinds of Rows: which distance rows give the diameters of the cofacets s + v
 comptime VERTEX_ROWS = 0  # the rows of D of s's vertices, max over them
