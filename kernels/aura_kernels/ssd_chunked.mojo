@@ -1,7 +1,8 @@
 # The backward of the Mamba-2 selective scan (aura_kernels/ssd.mojo) as chunked matrix
 # products (the SSD block decomposition, Dao & Gu 2024 §6; shared/notes/ssd-backward.md §2).
 # Same block, same gradients, same results up to rounding as the sequential adjoint of
-# aura_kernels/ssd_grad.mojo, which stays the reference kernel (and MAX's backward).
+# aura_kernels/ssd_grad.mojo, which stays the reference kernel (and MAX's backward). The
+# training forward as chunked products is at the end of this file ("forward").
 #
 # Per (sequence, head) and chunk of Q = pr.chunk tokens (the forward's checkpoint interval,
 # so S_c, the state entering chunk c, is the forward's checkpoint c), with local tokens i, j:
@@ -40,8 +41,12 @@
 # float32, forward + backward): b=1 l=4096 792 ms against 1529 ms with the sequential
 # backward (1.93x) and 6385 ms for torch autograd through the chunked SSD at Q=256 (8.1x);
 # b=4 2078 ms, 1.73x and 8.1x. The matrix products run at ~2.9x the sequential forward's
-# flops/s on one thread (tools/bench_ssd_gemm.py). Not yet done: the forward as chunked
-# products, the per-token work (pack, decay masks) as wider vectors.
+# flops/s on one thread (tools/bench_ssd_gemm.py). The chunked forward: the training step
+# 0.87x the time with the sequential forward (tools/ab_ssd_forward.py, b=1 l=4096, load ~9).
+# Tried and dropped (within noise, A/B of builds in one process, load 7-10): a 6 x 2 register
+# block in chunk_gemm (bit-identical, step 0.995x CPU), software prefetch of the next chunk's
+# x / gy / gx rows (0.995x CPU). Not yet done: the per-token work (pack, decay masks) as
+# wider vectors.
 
 from std.math import exp
 from max.algorithm import parallelize
