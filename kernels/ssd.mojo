@@ -1,6 +1,7 @@
 # Python binding of the Mamba-2 selective scan (compute: aura_kernels/ssd.mojo).
 #
-# scan(params_addr), scan_grad(params_addr) (the backward, aura_kernels/ssd_grad.mojo),
+# scan(params_addr), scan_chunked(params_addr) (a training forward as chunked matrix products,
+# aura_kernels/ssd_chunked.mojo), scan_grad(params_addr) (the backward, aura_kernels/ssd_grad.mojo),
 # scan_grad_chunked(params_addr) (the same backward as chunked matrix products,
 # aura_kernels/ssd_chunked.mojo): the address of an ssd parameter block (aura_lab/ssd/problem.py's ABI, generated
 # Mojo side aura_kernels/ssd_abi.mojo); addresses 0 = absent, validated by aura_lab/ssd
@@ -17,7 +18,7 @@ from aura_kernels.ssd_abi import SsdParams
 from aura_kernels.ssd_grad import run_scan_grad
 from aura_kernels.ssd_grad_abi import SsdGradParams
 from aura_kernels.chunk_gemm import gemm_rate as _gemm_rate
-from aura_kernels.ssd_chunked import run_scan_grad_chunked
+from aura_kernels.ssd_chunked import run_scan_chunked, run_scan_grad_chunked
 
 
 @export
@@ -27,6 +28,10 @@ def PyInit_ssd() abi("C") -> PythonObject:
         m.def_function[scan](
             "scan",
             docstring="scan(params_addr): the address of an ssd parameter block (aura_lab.ssd.ABI); addresses 0 = absent",
+        )
+        m.def_function[scan_chunked](
+            "scan_chunked",
+            docstring="scan_chunked(params_addr): a training forward block (y, fin, ckpt required) as chunked matrix products",
         )
         m.def_function[scan_grad](
             "scan_grad",
@@ -57,6 +62,16 @@ def scan(params_addr: PythonObject) raises -> PythonObject:
 
     def body() raises {imm}:
         run_scan(p)
+
+    without_gil(body)
+    return PythonObject(None)
+
+
+def scan_chunked(params_addr: PythonObject) raises -> PythonObject:
+    var p = SsdParams.load(Int(py=params_addr))
+
+    def body() raises {imm}:
+        run_scan_chunked(p)
 
     without_gil(body)
     return PythonObject(None)

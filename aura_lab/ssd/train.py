@@ -4,9 +4,11 @@
 mode is on). Its backends:
 
 * ``torch``: autograd through the chunked SSD (``torch_impl``), CPU and CUDA.
-* ``mojo``: a ``torch.autograd.Function`` around the Mojo kernels. The forward is the
-  inference kernel, which also saves the state before every ``CHECKPOINT``-th token of each
-  sequence (and, with ``z``, the output before the gate); the backward, by default
+* ``mojo``: a ``torch.autograd.Function`` around the Mojo kernels. The forward, by default
+  ``kernels/aura_kernels/ssd_chunked.mojo``'s chunked forward (per chunk of ``CHECKPOINT``
+  tokens, the outputs and the next state as small matrix products), else
+  (``forward_kernel = "sequential"``) the inference kernel, saves the state before every
+  ``CHECKPOINT``-th token of each sequence (and, with ``z``, the output before the gate); the backward, by default
   ``kernels/aura_kernels/ssd_chunked.mojo`` (per chunk of ``CHECKPOINT`` tokens, the
   gradients as small matrix products from the chunk's checkpoint, the state's gradient
   carried from chunk to chunk), else (``grad_kernel_set("sequential")``)
@@ -105,8 +107,18 @@ def _training_inputs(prob: Scan):
     return dtype, npad, operands, init, offsets
 
 
+#: the mojo training forward's kernel (``forward_kernel``) -> its call in kernels/ssd.mojo: "chunked"
+#: (kernels/aura_kernels/ssd_chunked.mojo, matrix products per chunk of CHECKPOINT tokens) and
+#: "sequential" (the inference kernel, kernels/aura_kernels/ssd.mojo, with checkpoints)
+FORWARD_CALLS = {"chunked": "scan_chunked", "sequential": "scan"}
+#: the kernel the mojo backend's training forward runs (the same y, final states and
+#: checkpoints up to rounding)
+forward_kernel = "chunked"
+
+
 def _mojo_forward(prob: Scan):
-    """The inference kernel with checkpoints: (y, fin (n unpadded), what the backward needs)."""
+    """The training forward (``forward_kernel``), saving checkpoints: (y, fin (n unpadded), what
+    the backward needs)."""
     dtype, npad, operands, init, offsets = _training_inputs(prob)
     T = prob.b * prob.l
     y = K.line_aligned((prob.b, prob.l, prob.h, prob.p), dtype)
@@ -115,8 +127,8 @@ def _mojo_forward(prob: Scan):
     ypre = None if prob.z is None else K.line_aligned(y.shape, dtype)
     block = K._block(prob, operands, npad, offsets, T, K._address, init=init, fin=fin, y=y, ckpt=ckpt,
                      chunk=CHECKPOINT, ypre=ypre)
-    kernel = K._kernel()
-    _control.native(lambda: kernel.scan(block.address))
+    run = getattr(K._kernel(), FORWARD_CALLS[forward_kernel])
+    _control.native(lambda: run(block.address))
     saved = _Saved(prob, dtype, npad, operands, offsets, init, ckpt, ypre)
     return y, np.ascontiguousarray(fin[..., : prob.n]), saved
 

@@ -129,7 +129,7 @@ def _phase1[dtype: DType](pr: SsdParams, T: Int, dtp: Pointer[Scalar[dtype], Mut
 
 
 @always_inline
-def _silu[dtype: DType, w: Int](v: SIMD[dtype, w]) -> SIMD[dtype, w] where dtype.is_floating_point():
+def silu[dtype: DType, w: Int](v: SIMD[dtype, w]) -> SIMD[dtype, w] where dtype.is_floating_point():
     return v / (SIMD[dtype, w](1) + exp(-v))
 
 
@@ -275,7 +275,7 @@ struct _Rows[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
             if has_z:
                 if keep_ypre:
                     self.ypre.unsafe_store(xo, yv)
-                yv = yv * _silu[Self.dtype, R](self.z.unsafe_load[width=R](xo))
+                yv = yv * silu[Self.dtype, R](self.z.unsafe_load[width=R](xo))
             y.unsafe_store(xo, yv)
 
     def single_rows(self):
@@ -305,7 +305,7 @@ struct _Rows[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
                 if self.pr.z != 0:
                     if self.pr.ypre != 0:
                         self.ypre[unsafe_offset=xo] = yk
-                    yk = yk * _silu[Self.dtype, 1](SIMD[Self.dtype, 1](self.z[unsafe_offset=xo]))[0]
+                    yk = yk * silu[Self.dtype, 1](SIMD[Self.dtype, 1](self.z[unsafe_offset=xo]))[0]
                 self.y[unsafe_offset=xo] = yk
 
 

@@ -1,7 +1,8 @@
 # The backward of the Mamba-2 selective scan (aura_kernels/ssd.mojo) as chunked matrix
 # products (the SSD block decomposition, Dao & Gu 2024 §6; shared/notes/ssd-backward.md §2).
 # Same block, same gradients, same results up to rounding as the sequential adjoint of
-# aura_kernels/ssd_grad.mojo, which stays the reference kernel (and MAX's backward).
+# aura_kernels/ssd_grad.mojo, which stays the reference kernel (and MAX's backward). The
+# training forward as chunked products is at the end of this file ("forward").
 #
 # Per (sequence, head) and chunk of Q = pr.chunk tokens (the forward's checkpoint interval,
 # so S_c, the state entering chunk c, is the forward's checkpoint c), with local tokens i, j:
@@ -40,14 +41,18 @@
 # float32, forward + backward): b=1 l=4096 792 ms against 1529 ms with the sequential
 # backward (1.93x) and 6385 ms for torch autograd through the chunked SSD at Q=256 (8.1x);
 # b=4 2078 ms, 1.73x and 8.1x. The matrix products run at ~2.9x the sequential forward's
-# flops/s on one thread (tools/bench_ssd_gemm.py). Not yet done: the forward as chunked
-# products, the per-token work (pack, decay masks) as wider vectors.
+# flops/s on one thread (tools/bench_ssd_gemm.py). The chunked forward: the training step
+# 0.87x the time with the sequential forward (tools/ab_ssd_forward.py, b=1 l=4096, load ~9).
+# Tried and dropped (within noise, A/B of builds in one process, load 7-10): a 6 x 2 register
+# block in chunk_gemm (bit-identical, step 0.995x CPU), software prefetch of the next chunk's
+# x / gy / gx rows (0.995x CPU). Not yet done: the per-token work (pack, decay masks) as
+# wider vectors.
 
 from std.math import exp
 from max.algorithm import parallelize
 from aura_kernels.common import F32, F64, Control, OwnedArray, ieee_begin, ieee_end, scalar_ptr
 from aura_kernels.chunk_gemm import A_LOWER, A_UPPER, C_LOWER, gemm, transpose
-from aura_kernels.ssd import HeadRates, chunk_bases, lanes, tokens
+from aura_kernels.ssd import HeadRates, chunk_bases, lanes, silu, tokens
 from aura_kernels.ssd_abi import SsdParams
 from aura_kernels.ssd_grad import ThreadSums, check_blocks, dt_chain, sum_params, zero_fill
 from aura_kernels.ssd_grad_abi import SsdGradParams
@@ -461,11 +466,12 @@ struct _GroupWork[dtype: DType](Movable) where dtype.is_floating_point():
     var items: Int  # chunks g
     var nw: Int  # threads
 
-    def __init__(out self, pr: SsdParams, nch: Int, nw: Int):
+    def __init__(out self, pr: SsdParams, nch: Int, nw: Int, grads: Bool):
+        """grads: keep the threads' dG sums (the backward; the forward needs G only)."""
         self.items = nch * pr.g
         self.size = self.items * pr.chunk * pr.chunk
         self.G = OwnedArray[Scalar[Self.dtype]](self.size)
-        self.dG = OwnedArray[Scalar[Self.dtype]](nw * self.size)
+        self.dG = OwnedArray[Scalar[Self.dtype]](nw * self.size if grads else 0)
         self.nw = max(1, min(nw, self.items))
 
     def products(self, pr: SsdParams, cb: OwnedArray[Int], scratch: OwnedArray[Scalar[Self.dtype]], per_worker: Int):
@@ -534,7 +540,7 @@ def scan_grad_chunked_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) rais
     var scratch = OwnedArray[Scalar[dtype]](nw * per_worker)
     var sums = ThreadSums[dtype](gr, nw, T * pr.g * pr.n)
     var cb = chunk_bases(pr)
-    var groups = _GroupWork[dtype](pr, cb[pr.nseq], nw)
+    var groups = _GroupWork[dtype](pr, cb[pr.nseq], nw, True)
     groups.products(pr, cb, scratch, per_worker)
     var gt = gr
     var ctl = Control(gr.control)
@@ -579,3 +585,218 @@ def run_scan_grad_chunked(gr: SsdGradParams) raises:
         scan_grad_chunked_typed[F32](pr, gr)
     else:
         scan_grad_chunked_typed[F64](pr, gr)
+
+
+# ------------------------------------------------------------------------------ forward
+#
+# The training forward as chunked products (Dao & Gu 2024 §6, the forward of the header's
+# notation), per (sequence, head) and chunk, with S_c^T (n x p) carried from chunk to chunk:
+#     ckpt[c] = S_c;  Y = diag(exp(cs)) C S_c^T + (L o G) U  (+ D X, ypre, * silu(z))
+#     S_{c+1}^T = exp(cs_last) S_c^T + B^T diag(w) U
+# y, fin and the checkpoints as the sequential kernel (aura_kernels/ssd.mojo) writes them, up
+# to rounding; G = C B^T per chunk and group first, as in the backward. The sequential kernel
+# stays the inference and decode forward.
+
+
+struct _FwdHead[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
+    """One work item (sequence, head) of the chunked forward. Scratch regions (row-major):
+    U = diag(dt') X, Uw = diag(w) U (Q x p); M = L o G (Q x Q); ST = the state, transposed
+    (n x p); cs, ecs = exp(cs), w, idx (Q)."""
+
+    comptime P = Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var pr: SsdParams
+    var dtp: Self.P  # dt' of head hh, indexed by token
+    var Gall: Self.P  # (chunks, g, Q, Q) C B^T
+    var U: Self.P
+    var Uw: Self.P
+    var M: Self.P
+    var ST: Self.P
+    var cs: Self.P
+    var ecs: Self.P
+    var w: Self.P
+    var idx: Self.P
+    var hh: Int
+    var gg: Int
+
+    def __init__(out self, pr: SsdParams, dtp: Self.P, scratch: Self.P, Gall: Self.P, hh: Int):
+        var Q = pr.chunk
+        self.pr = pr
+        self.dtp = dtp
+        self.Gall = Gall
+        self.hh = hh
+        self.gg = hh // (pr.h // pr.g)
+        var o = 0
+        self.U = scratch.unsafe_offset(o); o += Q * pr.p
+        self.Uw = scratch.unsafe_offset(o); o += Q * pr.p
+        self.M = scratch.unsafe_offset(o); o += Q * Q
+        self.ST = scratch.unsafe_offset(o); o += pr.n * pr.p
+        self.cs = scratch.unsafe_offset(o); o += Q
+        self.ecs = scratch.unsafe_offset(o); o += Q
+        self.w = scratch.unsafe_offset(o); o += Q
+        self.idx = scratch.unsafe_offset(o); o += Q
+        for i in range(Q):
+            self.idx[unsafe_offset=i] = Scalar[Self.dtype](i)
+
+    def pack(mut self, tc0: Int, L: Int):
+        """cs (as the backward's pack), exp(cs), w, U and Uw of the chunk's tokens."""
+        comptime Sc = Scalar[Self.dtype]
+        var p = self.pr.p
+        var x = scalar_ptr[Self.dtype](self.pr.x)
+        var a_h = scalar_ptr[Self.dtype](self.pr.A)[unsafe_offset=self.hh]
+        var acc = Sc(0)
+        for i in range(L):
+            var e = self.dtp[unsafe_offset=tc0 + i] * a_h
+            if e > Sc(0):  # as the forward's decay exponent (NaN passes)
+                e = Sc(0)
+            acc += e
+            self.cs[unsafe_offset=i] = acc
+        var last = self.cs[unsafe_offset=L - 1]
+        for i in range(L):
+            var ci = self.cs[unsafe_offset=i]
+            var wi = exp(last - ci)
+            self.ecs[unsafe_offset=i] = exp(ci)
+            self.w[unsafe_offset=i] = wi
+            var xr = x.unsafe_offset(((tc0 + i) * self.pr.h + self.hh) * p)
+            _scale(self.U.unsafe_offset(i * p), xr, self.dtp[unsafe_offset=tc0 + i], p)
+            _scale(self.Uw.unsafe_offset(i * p), self.U.unsafe_offset(i * p), wi, p)
+
+    def mask(mut self, L: Int, G: Self.P):
+        """M = L o G: exp(cs_i - cs_j) G_ij for j <= i, zero above the diagonal (rows padded
+        to Q with zeros)."""
+        comptime W = lanes[Self.dtype]()
+        comptime V = SIMD[Self.dtype, W]
+        var Q = self.pr.chunk
+        for i in range(L):
+            var ci = V(self.cs[unsafe_offset=i])
+            var Gi = G.unsafe_offset(i * Q)
+            var Mi = self.M.unsafe_offset(i * Q)
+            var j = 0
+            while j <= i:  # the blocks holding columns 0 .. i (lanes past i may hold garbage)
+                var keep = self.idx.unsafe_load[width=W](j).le(V(Scalar[Self.dtype](i)))
+                var lij = exp(ci - self.cs.unsafe_load[width=W](j))
+                Mi.unsafe_store(j, keep.select(lij * Gi.unsafe_load[width=W](j), V(0)))
+                j += W
+            while j < Q:
+                Mi.unsafe_store(j, V(0))
+                j += W
+
+    @always_inline
+    def finish_lanes[w: Int](self, xo: Int, k: Int):
+        """Channels k .. k + w at offset xo of y: y += D x; with z, ypre = y and y *= silu(z)
+        (the sequential kernel's epilogue)."""
+        comptime V = SIMD[Self.dtype, w]
+        var pr = self.pr
+        var y = scalar_ptr[Self.dtype](pr.y)
+        var yv = y.unsafe_load[width=w](xo)
+        if pr.D != 0:
+            var Dp = scalar_ptr[Self.dtype](pr.D)
+            var dv = Dp.unsafe_load[width=w](self.hh * pr.p + k) if pr.d_per_p else V(Dp[unsafe_offset=self.hh])
+            yv = dv.fma(scalar_ptr[Self.dtype](pr.x).unsafe_load[width=w](xo), yv)
+        if pr.z != 0:
+            if pr.ypre != 0:
+                scalar_ptr[Self.dtype](pr.ypre).unsafe_store(xo, yv)
+            yv = yv * silu[Self.dtype, w](scalar_ptr[Self.dtype](pr.z).unsafe_load[width=w](xo))
+        y.unsafe_store(xo, yv)
+
+    def chunk(mut self, cg: Int, tc0: Int, L: Int, ck: Self.P):
+        """Tokens tc0 .. tc0 + L (chunk cg of all): the checkpoint ck = S_c, y, then ST = S_{c+1}^T."""
+        comptime W = lanes[Self.dtype]()
+        var pr = self.pr
+        var Q = pr.chunk
+        var p = pr.p
+        var n = pr.n
+        var gn = pr.g * n
+        var hp = pr.h * p
+        var Bc = scalar_ptr[Self.dtype](pr.B).unsafe_offset((tc0 * pr.g + self.gg) * n)  # rows gn apart
+        var Cc = scalar_ptr[Self.dtype](pr.C).unsafe_offset((tc0 * pr.g + self.gg) * n)
+        var yo = (tc0 * pr.h + self.hh) * p  # rows hp apart
+        var yc = scalar_ptr[Self.dtype](pr.y).unsafe_offset(yo)
+        transpose[Self.dtype](n, p, self.ST, p, ck, n)
+        self.pack(tc0, L)
+        self.mask(L, self.Gall.unsafe_offset((cg * pr.g + self.gg) * Q * Q))
+        gemm[Self.dtype](L, p, n, Cc, gn, self.ST, p, yc, hp, False)
+        for i in range(L):
+            _scale(yc.unsafe_offset(i * hp), yc.unsafe_offset(i * hp), self.ecs[unsafe_offset=i], p)
+        gemm[Self.dtype](L, p, L, self.M, Q, self.U, p, yc, hp, True, tri=A_LOWER)
+        if pr.D != 0 or pr.z != 0:
+            for i in range(L):
+                var k = 0
+                while k + W <= p:
+                    self.finish_lanes[W](yo + i * hp + k, k)
+                    k += W
+                while k < p:
+                    self.finish_lanes[1](yo + i * hp + k, k)
+                    k += 1
+        _scale(self.ST, self.ST, self.ecs[unsafe_offset=L - 1], n * p)
+        gemm[Self.dtype](n, p, L, Bc, gn, self.Uw, p, self.ST, p, True, a_trans=True)
+
+
+def _forward_head[dtype: DType](mut it: _FwdHead[dtype], s: Int, cbase: Int) where dtype.is_floating_point():
+    """Sequence s for the item's head: the state from init (or zero) through the chunks into
+    fin. Stops between chunks once cancelled."""
+    var pr = it.pr
+    var ctl = Control(pr.control)
+    var n = pr.n
+    var h = pr.h
+    var p = pr.p
+    var Q = pr.chunk
+    var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)
+    var t0 = Int(offs[unsafe_offset=s])
+    var t1 = Int(offs[unsafe_offset=s + 1])
+    var base = (s * h + it.hh) * p * n
+    if pr.init != 0:
+        transpose[dtype](p, n, scalar_ptr[dtype](pr.init).unsafe_offset(base), n, it.ST, p)
+    else:
+        zero_fill(it.ST, n * p)
+    var ck = scalar_ptr[dtype](pr.ckpt)
+    for c in range((t1 - t0 + Q - 1) // Q):
+        if ctl.cancelled():
+            return
+        var tc0 = t0 + c * Q
+        it.chunk(cbase + c, tc0, min(t1, tc0 + Q) - tc0, ck.unsafe_offset(((cbase + c) * h + it.hh) * p * n))
+    transpose[dtype](n, p, it.ST, p, scalar_ptr[dtype](pr.fin).unsafe_offset(base), n)
+
+
+def scan_chunked_typed[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
+    """The training forward block pr (y, fin and the checkpoints required) as chunked products."""
+    comptime W = lanes[dtype]()
+    if pr.chunk <= 0 or pr.chunk % W != 0 or pr.n % W != 0:
+        raise Error("ssd.scan_chunked: the chunk and n must be positive multiples of the vector width")
+    if pr.y == 0 or pr.fin == 0 or pr.ckpt == 0:
+        raise Error("ssd.scan_chunked: y, fin and ckpt are required")
+    var T = tokens(pr)
+    var h = pr.h
+    var items = pr.nseq * h
+    var nw = max(1, min(max(1, pr.threads), items))
+    var per_worker = scratch_size(pr.chunk, pr.p, pr.n)
+    var rates = HeadRates[dtype](pr, T)
+    var scratch = OwnedArray[Scalar[dtype]](nw * per_worker)
+    var cb = chunk_bases(pr)
+    var groups = _GroupWork[dtype](pr, cb[pr.nseq], nw, False)
+    groups.products(pr, cb, scratch, per_worker)
+    var ctl = Control(pr.control)
+
+    @always_inline
+    def worker(w: Int) {imm}:
+        var mode = ieee_begin()
+        var i = w
+        while i < items and not ctl.cancelled():
+            var hh = i % h
+            var it = _FwdHead[dtype](pr, rates.dt.at(hh * T), scratch.at(w * per_worker), groups.G.data, hh)
+            _forward_head[dtype](it, i // h, cb[i // h])
+            i += nw
+        ieee_end(mode)
+
+    _spread(worker, nw)
+    _ = rates^  # read through raw pointers above: the owners live until here
+    _ = scratch^
+    _ = groups^
+    _ = cb^
+
+
+def run_scan_chunked(pr: SsdParams) raises:
+    """Run a training forward block, chunked: float32 when dtype_bits is 32, else float64."""
+    if pr.dtype_bits == 32:
+        scan_chunked_typed[F32](pr)
+    else:
+        scan_chunked_typed[F64](pr)

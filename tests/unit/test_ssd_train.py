@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 import aura_lab
 from aura_lab.ssd import selective_scan, selective_state_update
 from aura_lab.ssd import train as train_mod
+from aura_lab.ssd.problem import validate_scan
 from aura_lab.ssd.train import train_op
 
 from .conftest import backend_params
@@ -317,6 +319,44 @@ def test_the_chunked_backward_equals_the_sequential_one(pr):
     entry (the float32 kernels round differently: products per chunk vs per token)."""
     _compare_kernels(pr, torch.float64, 1e-10)
     _compare_kernels(pr, torch.float32, 2e-4)
+
+
+def _training_forwards(pr, dtype):
+    """{kernel: {y, fin, ckpt, ypre}} of the mojo training forward with each forward kernel."""
+    cu = pr["cu"]
+    kw = _inputs(pr["seed"], pr["b"], pr["l"], pr["h"], pr["p"], pr["g"], pr["n"], D=pr["D"], z=pr["z"],
+                 bias=pr["bias"], init=pr["init"], nseq=None if cu is None else len(cu) - 1, dtype=dtype)
+    prob = validate_scan(kw["x"], kw["dt"], kw["A"], kw["B"], kw["C"], kw["D"], kw["z"], kw["dt_bias"], pr["softplus"],
+                         pr["limit"], kw["initial_states"], cu, 256)
+    outs, default = {}, train_mod.forward_kernel
+    try:
+        for kernel in train_mod.FORWARD_CALLS:
+            train_mod.forward_kernel = kernel
+            y, fin, saved = train_mod._mojo_forward(prob)
+            outs[kernel] = dict(y=y, fin=fin, ckpt=saved.ckpt, ypre=saved.ypre)
+    finally:
+        train_mod.forward_kernel = default
+    return outs
+
+
+@pytest.mark.requires_mojo
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pr=problems())
+def test_the_chunked_training_forward_equals_the_sequential_one(pr):
+    """y, the final states, the checkpoints and ypre (with z) of the chunked training forward
+    (the default) against the sequential kernel's on hypothesis shapes and every option:
+    float64 within 1e-10, float32 within 1e-4 of each output's largest entry (products per
+    chunk round differently from the recurrence per token)."""
+    assert train_mod.forward_kernel == "chunked"
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        outs = _training_forwards(pr, dtype)
+        for name, ref in outs["sequential"].items():
+            got = outs["chunked"][name]
+            assert (got is None) == (ref is None) == (name == "ypre" and not pr["z"])
+            if ref is not None:
+                assert got.shape == ref.shape and got.dtype == ref.dtype
+                err = float(np.abs(got - ref).max(initial=0.0)) / max(float(np.abs(ref).max(initial=0.0)), 1e-30)
+                assert err <= tol, f"{dtype} {name}: chunked vs sequential {err:.2e} of its largest entry (tolerance {tol})"
 
 
 @pytest.mark.requires_mojo

@@ -1,0 +1,73 @@
+"""In-process A/B of the mojo training forward's kernels (``aura_lab.ssd.train.forward_kernel``:
+the sequential kernel with checkpoints against the chunked one, kernels/aura_kernels/ssd_chunked.mojo):
+the training forward alone and the training step (forward + the chunked backward), on one
+build, interleaved (the order alternates each round), at the bench shape h=24, p=64, n=128,
+l=4096, float32. Prints y's largest difference between the kernels, then per case the median
+wall and CPU time (all threads) and the median over rounds of the per-round ratio to the
+sequential forward: on a shared machine quote the ratios, with the load average.
+
+    python tools/ab_ssd_forward.py [--rounds 9] [--batch 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--batch", type=int, default=1)
+    args = ap.parse_args()
+    import numpy as np
+    import torch
+    from ab_kernels import ssd_calls
+
+    from aura_lab.harness.ssd import make_inputs
+    from aura_lab.ssd import train
+    from aura_lab.ssd.problem import validate_scan
+
+    inp = {k: torch.from_numpy(v).requires_grad_() for k, v in make_inputs(args.batch, 4096, 0).items()}
+    step = ssd_calls(inp)["chunked"]
+    prob = validate_scan(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], inp["D"], None, inp["dt_bias"], True,
+                         (0.0, float("inf")), None, None, 256)
+
+    def on(kernel, call):
+        def run():
+            before, train.forward_kernel = train.forward_kernel, kernel
+            try:
+                return call()
+            finally:
+                train.forward_kernel = before
+        return run
+
+    kernels = list(train.FORWARD_CALLS)[::-1]  # the sequential forward first: the ratios' base
+    cases = {(what, k): on(k, call) for what, call in (("forward", lambda: train._mojo_forward(prob)), ("step", step))
+             for k in kernels}
+    ys = {k: cases[("forward", k)]()[0] for k in kernels}
+    print(f"max |y {kernels[1]} - y {kernels[0]}| / max |y| = "
+          f"{float(np.abs(ys[kernels[1]] - ys[kernels[0]]).max() / np.abs(ys[kernels[0]]).max()):.3g}")
+    for call in cases.values():  # warm-up
+        call()
+    wall = {c: [] for c in cases}
+    cpu = {c: [] for c in cases}
+    order = list(cases)
+    for r in range(args.rounds):
+        for c in (order if r % 2 == 0 else order[::-1]):
+            t0, c0 = time.perf_counter(), time.process_time()
+            cases[c]()
+            wall[c].append(time.perf_counter() - t0)
+            cpu[c].append(time.process_time() - c0)
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    for what, k in cases:
+        base = (what, kernels[0])
+        ratio = [statistics.median(b / a for a, b in zip(d[base], d[(what, k)])) for d in (wall, cpu)]
+        print(f"{what:<8} forward={k:<11} wall {1e3 * statistics.median(wall[(what, k)]):8.1f} ms {ratio[0]:6.3f}x   "
+              f"cpu {1e3 * statistics.median(cpu[(what, k)]):8.1f} ms {ratio[1]:6.3f}x")
+
+
+if __name__ == "__main__":
+    main()
