@@ -68,8 +68,9 @@ def _cmd_build(args) -> int:
 
     names = args.kernels or _mojo.kernel_names()
     t0 = time.perf_counter()
-    for name in names:
-        path = _mojo.build(name, force=args.force)
+    for name, path in _mojo.build_many(names, force=args.force).items():  # in parallel, one per core
+        if isinstance(path, _mojo.MojoBuildError):
+            raise path
         print(f"{name}: {path}")
     print(f"built {len(names)} kernel(s) in {time.perf_counter() - t0:.1f} s")
     if args.kernels or args.no_max:
