@@ -349,22 +349,6 @@ def build(stem: str, *, force: bool = False, quiet: bool = False) -> Path:
     return compile_into(library_path(stem), stem, args, what=f"kernels/{stem}.mojo", force=force, quiet=quiet)
 
 
-def build_many(stems: list[str], *, force: bool = False, jobs: int | None = None) -> dict[str, Path | MojoBuildError]:
-    """``build`` each of ``stems`` (``force``: even if cached), ``jobs`` compilers at a time (default: one per core; one
-    ``mojo build`` keeps one core busy, so serial builds leave the others idle). Returns
-    stem -> the library, or the ``MojoBuildError`` of a build that failed, in ``stems``' order."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def attempt(stem: str) -> Path | MojoBuildError:
-        try:
-            return build(stem, force=force)
-        except MojoBuildError as e:
-            return e
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs or os.cpu_count() or 1)) as pool:
-        return dict(zip(stems, pool.map(attempt, stems)))
-
-
 def load(stem: str):
     """Import the extension module for ``kernels/<stem>.mojo``, compiling it if needed."""
     return memoized(_loaded, stem, _lock, lambda: _import(stem))

@@ -16,7 +16,6 @@ import argparse
 import importlib.metadata
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,9 +68,8 @@ def _cmd_build(args) -> int:
 
     names = args.kernels or _mojo.kernel_names()
     t0 = time.perf_counter()
-    for name, path in _mojo.build_many(names, force=args.force).items():  # in parallel, one per core
-        if isinstance(path, _mojo.MojoBuildError):
-            raise path
+    for name in names:
+        path = _mojo.build(name, force=args.force)
         print(f"{name}: {path}")
     print(f"built {len(names)} kernel(s) in {time.perf_counter() - t0:.1f} s")
     if args.kernels or args.no_max:
@@ -81,30 +79,13 @@ def _cmd_build(args) -> int:
         print(f"max backend skipped: {st.reason}")
         return 0
     t0 = time.perf_counter()
-    print(f"max: custom-op library {_max.package()}", flush=True)
-    _warm_max_graphs(list(_max.WARMUPS))
+    print(f"max: custom-op library {_max.package()}")
+    for fam, warm in _max.WARMUPS.items():
+        t1 = time.perf_counter()
+        warm()
+        print(f"max: {fam} graphs compiled in {time.perf_counter() - t1:.1f} s (cached on disk by MAX)")
     print(f"max backend ready in {time.perf_counter() - t0:.1f} s")
     return 0
-
-
-#: a child interpreter compiling the MAX graphs of the families in its arguments, one after another
-_WARM_CHILD = """import sys, time
-from aura_lab import _max
-for fam in sys.argv[1:]:
-    t0 = time.perf_counter()
-    _max.WARMUPS[fam]()
-    print(f"max: {fam} graphs compiled in {time.perf_counter() - t0:.1f} s (cached on disk by MAX)", flush=True)
-"""
-
-
-def _warm_max_graphs(families: list[str]) -> None:
-    """Compile the ``families``' MAX graphs in one child interpreter per core, each taking every
-    n-th family: a cold compile keeps one core busy, and MAX's disk cache serves the graphs to
-    every later process (so a warm run costs only the children's MAX imports)."""
-    n = max(1, min(len(families), os.cpu_count() or 1))
-    children = [subprocess.Popen([sys.executable, "-c", _WARM_CHILD, *families[i::n]]) for i in range(n)]
-    if any([child.wait() for child in children]):
-        raise SystemExit("aura-lab build: compiling the MAX graphs failed (the errors are above)")
 
 
 def _cmd_bench(args) -> int:

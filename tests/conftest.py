@@ -13,7 +13,7 @@
 * Hypothesis is derandomized (profile ``aura``): fixed examples on every run.
 * ``AURA_TEST_BACKENDS=numpy,torch`` restricts the backends tests run on (default: all): the
   others count as missing.
-* The Mojo kernels are compiled once (one compiler per core), in the controller process, before any test (and
+* The Mojo kernels are compiled once, in the controller process, before any test (and
   before xdist workers start), so no test pays for or races on a cold build.
 * ``backend_params(op)`` parametrizes a test over an op's backends; unavailable ones are
   skipped *with the reason* (only when the compiler is really missing, for mojo).
@@ -190,6 +190,8 @@ def pytest_sessionstart(session):
     if not ok:
         print(f"\naura_lab tests: mojo backend skipped: {reason}")
         return
-    for built in _mojo.build_many(_mojo.kernel_names()).values():  # one compiler per core
-        if isinstance(built, _mojo.MojoBuildError):  # the tests of that kernel will fail with the diagnostics
-            print(f"\naura_lab tests: {built}")
+    for name in _mojo.kernel_names():
+        try:
+            _mojo.build(name)
+        except _mojo.MojoBuildError as e:  # the tests of that kernel will fail with the diagnostics
+            print(f"\naura_lab tests: {e}")

@@ -94,15 +94,6 @@ def test_compile_error_carries_diagnostics(sandbox):
     assert "mojo build of kernels/hello.mojo failed" in str(ei.value) and "undefined_name" in str(ei.value)
 
 
-def test_build_many_returns_each_library_or_its_error(sandbox):
-    (sandbox / "hello.mojo").write_text(HELLO)
-    (sandbox / "broken.mojo").write_text(HELLO.replace("return Int(py=a) + Int(py=b)", "return undefined_name(a)"))
-    built = _mojo.build_many(["hello", "broken"], jobs=2)
-    assert list(built) == ["hello", "broken"]
-    assert built["hello"] == _mojo.library_path("hello") and _mojo.is_intact(built["hello"])
-    assert isinstance(built["broken"], _mojo.MojoBuildError) and "undefined_name" in built["broken"].diagnostics
-
-
 def test_unknown_kernel(sandbox):
     with pytest.raises(ValueError, match="unknown kernel 'nope'"):
         _mojo.build("nope")
