@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# `aura-lab build` (the kernels, one compiler per core, the MAX op library and graphs) once per
+# `aura-lab build` (the kernels, the MAX op library and its warmed graphs) once per
 # install and kernel source change, not on every `make test`: the tests build any kernel missing
 # from the cache themselves (tests/conftest.py), so a stale stamp costs time, never correctness
 KERNEL_SOURCES := $(shell find kernels -name '*.mojo')
