@@ -62,10 +62,18 @@ def _binom_rows(d: np.ndarray, kmax: int) -> np.ndarray:
 
 def _clique_counts(U: np.ndarray, kmax: int, calls: list) -> np.ndarray | None:
     """c[j] = the j-cliques (j = 0..kmax) of the graph whose strictly upper-triangular boolean
-    adjacency is U; None once ``calls[0]`` (the recursion budget) runs out."""
-    packed = np.packbits(U, axis=1, bitorder="little")
-    rows = [int.from_bytes(r.tobytes(), "little") for r in packed]  # row i: i's upper neighbours as bits
-    return _clique_counts_in(U, rows, (1 << U.shape[0]) - 1, kmax, calls)
+    adjacency is U; None once ``calls[0]`` (the recursion budget) runs out. Up to triangles
+    (kmax <= 3) a graph of more than ``BITSET_MAX_EDGES`` edges is counted on numpy arrays,
+    else on bits (``_clique_counts_in``)."""
+    edges = int(np.count_nonzero(U)) if kmax >= 2 else 0
+    if kmax >= 4 or (kmax == 3 and 0 < edges <= BITSET_MAX_EDGES):
+        packed = np.packbits(U, axis=1, bitorder="little")
+        rows = [int.from_bytes(r.tobytes(), "little") for r in packed]  # row i: i's upper neighbours as bits
+        return _clique_counts_in(U, rows, (1 << U.shape[0]) - 1, kmax, calls)
+    c = np.array([1.0, U.shape[0], edges, 0.0][:kmax + 1])
+    if kmax == 3 and edges:
+        c[3] = _packed_triangles(U)
+    return c
 
 
 def _bits(x: int) -> list[int]:
@@ -110,13 +118,17 @@ def _clique_counts_in(U: np.ndarray, rows: list[int], S: int, kmax: int, calls: 
 
 def _triangles(U: np.ndarray, rows: list[int], S: int, verts: list[int], edges: int) -> float:
     """The triangles of the subgraph of U induced by S: per edge u < w, the common upper
-    neighbours of u and w; on Python ints up to ``BITSET_MAX_EDGES`` edges, else on numpy's
-    packed rows (integer work only: no BLAS call, whose first use maps its code and buffers)."""
+    neighbours of u and w; on Python ints up to ``BITSET_MAX_EDGES`` edges, else on numpy."""
     if edges <= BITSET_MAX_EDGES:
         return float(sum((rows[u] & rows[w] & S).bit_count() for u in verts for w in _bits(rows[u] & S)))
-    sub = U if len(verts) == U.shape[0] else U[np.ix_(verts, verts)]
-    packed = np.packbits(sub, axis=1)
-    u, w = np.nonzero(sub)
+    return _packed_triangles(U if len(verts) == U.shape[0] else U[np.ix_(verts, verts)])
+
+
+def _packed_triangles(U: np.ndarray) -> float:
+    """The triangles of the graph of strictly upper-triangular adjacency U, on its packed rows
+    (integer work only: no BLAS call, whose first use maps its code and buffers)."""
+    packed = np.packbits(U, axis=1)
+    u, w = np.nonzero(U)
     return float(_POPCOUNT[packed[u] & packed[w]].sum(dtype=np.int64))
 
 
