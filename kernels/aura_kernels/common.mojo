@@ -34,17 +34,13 @@ comptime _MAP_PRIVATE_ANONYMOUS = 0x22
 comptime _MREMAP_MAYMOVE = 1
 
 
-struct OwnedArray[E: ImplicitlyCopyable & Deinitable, MAPPED: Bool = False, LIBC: Bool = False](Movable):
+struct OwnedArray[E: ImplicitlyCopyable & Deinitable, MAPPED: Bool = False](Movable):
     """A fixed-size heap array freed when the owner is destroyed: the kernels' one way to
     hold memory of their own (no raw alloc/free elsewhere), so every return and every raised
     error frees what was taken. With MAPPED the storage is an anonymous mapping of its own
     (mmap; ``resize`` remaps it without a copy; munmap when destroyed: its pages go back to
     the system at once, where the heap allocator keeps freed spans resident); a mapping the
-    system refuses leaves ``data`` null (check ``ok``). Else it comes from the Mojo runtime's
-    allocator, or with LIBC from the C library's (malloc / free; null when refused): the
-    runtime's takes several hundred KiB of fresh pages the first time a thread allocates
-    (per-thread caches), the C library's only what it hands out (the persistence engine's
-    choice, see persistence/containers.mojo). Mojo destroys a value right after its last use, and
+    system refuses leaves ``data`` null (check ``ok``). Mojo destroys a value right after its last use, and
     evaluating ``f(owner.data)`` is that use: the owner is destroyed before f runs (measured
     with Mojo 1.2). So pass the owner (or a struct holding it) by reference, or end the raw
     accesses with ``_ = owner^``: a raw pointer taken from ``data`` dangles once the owner is
@@ -93,7 +89,7 @@ struct OwnedArray[E: ImplicitlyCopyable & Deinitable, MAPPED: Bool = False, LIBC
             if Int(nd) != 0:
                 for i in range(min(keep, size)):
                     nd[unsafe_offset=i] = self.data[unsafe_offset=i]
-                Self._give(self.data, max(1, self.size))
+                self.data.unsafe_free()
         if Int(nd) == 0:
             return False
         self.data = nd
@@ -111,8 +107,6 @@ struct OwnedArray[E: ImplicitlyCopyable & Deinitable, MAPPED: Bool = False, LIBC
             var addr = external_call["mmap", Int](0, Self._bytes(size), Int32(_PROT_READ_WRITE),
                                                   Int32(_MAP_PRIVATE_ANONYMOUS), Int32(-1), 0)
             return Pointer[Self.E, MutUntrackedOrigin](unsafe_from_address=0 if addr == -1 else addr)
-        elif Self.LIBC:
-            return Pointer[Self.E, MutUntrackedOrigin](unsafe_from_address=external_call["malloc", Int](Self._bytes(size)))
         else:
             return unsafe_alloc[Self.E](size)
 
@@ -121,8 +115,6 @@ struct OwnedArray[E: ImplicitlyCopyable & Deinitable, MAPPED: Bool = False, LIBC
         comptime if Self.MAPPED:
             if Int(p) != 0:
                 _ = external_call["munmap", Int32](Int(p), Self._bytes(size))
-        elif Self.LIBC:
-            external_call["free", NoneType](Int(p))
         else:
             p.unsafe_free()
 

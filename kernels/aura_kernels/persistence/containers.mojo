@@ -3,17 +3,7 @@
 
 from std.sys import size_of
 from std.atomic import Atomic
-from aura_kernels.common import Control
-from aura_kernels.common import OwnedArray as AnyOwnedArray
-
-# The persistence modules' OwnedArray: heap storage from the C library's allocator (LIBC). The
-# runtime's allocator touched 0.3-0.4 MiB of fresh pages in a 4 MiB segment per thread on a
-# process's first call (smaps before/after), most of random16's first-call peak. Measured
-# (harness.persistence.measure's method: fresh process, warm-up on 80 points at maxdim 1,
-# peak_rss of the first random16 call; 6 processes each, alternating): 1.06-1.42 MiB on the
-# runtime's allocator, 0.77-0.82 MiB on the C library's; tools/ab_kernels.py --suite
-# persistence: CPU time 0.96-1.06x on the five standard sets (load 4-6: within noise).
-comptime OwnedArray[E: ImplicitlyCopyable & Deinitable, MAPPED: Bool = False] = AnyOwnedArray[E, MAPPED, True]
+from aura_kernels.common import Control, OwnedArray  # OwnedArray re-exported for the persistence modules
 
 comptime IntPtr = Pointer[Int, MutUntrackedOrigin]
 
