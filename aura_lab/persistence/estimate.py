@@ -197,6 +197,20 @@ def _sample(cand: np.ndarray, dplus: np.ndarray, seed: int) -> np.ndarray:
     return order[:max(min(cand.size, 32), min(cut, ESTIMATE_MAX_SAMPLE))]
 
 
+def _upper_counts(n: int, maxdim: int, dplus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(upper, W): sure upper bounds of the k-simplex counts, k = 0..maxdim (the vertices, the
+    edges, then sum over v of C(|N+(v)|, k): every k-subset of a forward neighbourhood a
+    simplex), and W = ``_binom_rows(dplus, maxdim)``."""
+    W = _binom_rows(dplus, maxdim)
+    upper = np.zeros(maxdim + 1)
+    upper[0] = n
+    if maxdim >= 1:
+        upper[1] = float(dplus.sum())
+    if maxdim >= 2:
+        upper[2:] = W[2:].sum(axis=1)
+    return upper, W
+
+
 def simplex_counts(n: int, maxdim: int, dplus: np.ndarray, forward, adjacent, seed: int = 0) -> dict:
     """Per dimension k = 0..maxdim the k-simplices of the clique complex: ``estimate`` (float),
     ``lower`` (a sure lower bound), ``upper`` (a sure upper bound) and ``exact`` (whether the
@@ -215,15 +229,9 @@ def simplex_counts(n: int, maxdim: int, dplus: np.ndarray, forward, adjacent, se
     common neighbours of a (k-2)-simplex held constant (it falls with k in a geometric graph,
     so this tends to overestimate); their lower bound is 0."""
     maxdim = max(0, int(maxdim))
-    E = int(dplus.sum())
-    upper = np.zeros(maxdim + 1)
-    upper[0] = n
-    if maxdim >= 1:
-        upper[1] = E
+    upper, W = _upper_counts(n, maxdim, dplus)
     lower, est, exact = upper.copy(), upper.copy(), [True] * (maxdim + 1)
     if maxdim >= 2:
-        W = _binom_rows(dplus, maxdim)
-        upper[2:] = W[2:].sum(axis=1)
         cand = np.flatnonzero(dplus >= 2)
         take = _sample(cand, dplus, seed)
         subsampled = False
@@ -294,7 +302,8 @@ def _engine_bytes(n: int, maxdim: int, counts: list, columns: list | None, slack
 
 
 def estimate_engine_bytes(n: int, maxdim: int, indptr: np.ndarray | None = None, indices: np.ndarray | None = None,
-                          itemsize: int = 4, D: np.ndarray | None = None, thr: float = np.inf) -> dict:
+                          itemsize: int = 4, D: np.ndarray | None = None, thr: float = np.inf, *,
+                          budget: int | None = None) -> dict:
     """The mojo engine's memory before it runs, for the sparse engine on the CSR radius graph
     (``indptr``, ``indices``) or the dense engine on the matrix ``D`` (edges: entries <= thr).
 
@@ -307,7 +316,13 @@ def estimate_engine_bytes(n: int, maxdim: int, indptr: np.ndarray | None = None,
     gathered (2 x 16 bytes per edge, exact), and when maxdim >= 3 the k-simplices (k < maxdim)
     held and gathered, counted from the cliques actually found (never from an extrapolation or
     an upper bound); columns count 0 there (how many survive clearing and the apparent pairs is
-    known only after the fact)."""
+    known only after the fact).
+
+    ``budget``: when given and the sure lower bound could not exceed it even at the sure upper
+    bounds of the counts, no clique is counted (on o3_1024 at maxdim 3 the counting is about
+    half of the call): ``simplices`` then holds those upper bounds as estimates, the found
+    cliques (none) as lower bounds and ``exact`` False from dimension 2 on, and ``counted`` is
+    False (else True)."""
     maxdim = max(0, int(maxdim))
     if D is not None:
         dplus, forward, adjacent = _dense_forward(D, thr)
@@ -315,12 +330,20 @@ def estimate_engine_bytes(n: int, maxdim: int, indptr: np.ndarray | None = None,
     else:
         dplus, forward, adjacent = _csr_forward(n, indptr, indices)
         input_bytes = indptr.nbytes + indices.nbytes + int(indptr[-1]) * itemsize
-    counts = simplex_counts(n, max(maxdim, 1), dplus, forward, adjacent)
+    kmax = max(maxdim, 1)
+    upper, _ = _upper_counts(n, kmax, dplus)
+    counted = budget is None or _engine_bytes(n, maxdim, upper.tolist(), None, 1.0) > budget
+    if counted:
+        counts = simplex_counts(n, kmax, dplus, forward, adjacent)
+    else:
+        low = [float(c) if k < 2 else 0.0 for k, c in enumerate(upper)]
+        counts = {"estimate": upper.tolist(), "lower": low, "upper": upper.tolist(),
+                  "exact": [k < 2 for k in range(kmax + 1)]}
     est, low = counts["estimate"], counts["lower"]
     columns = [0.0, float(est[1])] + [COLUMN_FRACTION * c for c in est[2:]]
     if maxdim >= 1:
         columns[1] = max(0.0, est[1] - (n - 1)) * COLUMN_FRACTION  # edges that merge nothing, few of them columns
-    return {"simplices": counts, "input_bytes": int(input_bytes),
+    return {"simplices": counts, "counted": counted, "input_bytes": int(input_bytes),
             "estimate_bytes": int(_engine_bytes(n, maxdim, est, columns, GROWTH_SLACK)),
             "lower_bytes": int(_engine_bytes(n, maxdim, low, None, 1.0))}
 
@@ -335,11 +358,13 @@ def _check_engine_memory(prob: PersistenceProblem, engine: str, thr: float, n: i
     these bytes through the same budget, so a refused problem would have stopped with status 1
     anyway, only later. The estimate (columns, extrapolated and sampled counts) may be above
     or below the peak, so it never refuses on its own; a problem between the lower bound and
-    the budget runs, and the engine's own budget still stops it without an OOM kill."""
+    the budget runs, and the engine's own budget still stops it without an OOM kill. Where
+    even the counts' upper bounds keep the lower bound within the budget, no clique is counted
+    (``estimate_engine_bytes``'s ``budget``)."""
     n = prob.n if n is None else n  # the vertices the engine gets (sparse: those with an edge)
     dims = _engine_dims(n, prob.maxdim)
-    est = estimate_engine_bytes(n, dims, thr=thr, **graph)
     budget = _engine_budget()
+    est = estimate_engine_bytes(n, dims, thr=thr, budget=budget, **graph)
     est["budget_bytes"] = budget
     if est["lower_bytes"] > budget:
         low = est["simplices"]["lower"]

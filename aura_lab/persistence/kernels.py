@@ -48,7 +48,9 @@ def last_stats() -> dict | None:
     1 MiB or more being a mapping whose pages are resident only once written);
     ``estimate_bytes`` and ``estimate_lower_bytes``: the estimate of that peak and its sure
     lower bound made before the run, ``estimate_simplices`` the simplex counts estimated per
-    dimension (``estimate_engine_bytes``)."""
+    dimension, ``estimate_counted`` whether cliques were counted for them (False: the sure
+    lower bound could not reach the budget even at the counts' upper bounds, so the estimate
+    is taken at those upper bounds; ``estimate_engine_bytes``)."""
     return _last_stats
 
 
@@ -322,6 +324,7 @@ def _run_engine(prob: PersistenceProblem, dist: np.ndarray, thr: float, indptr, 
         _last_stats["estimate_bytes"] = estimate["estimate_bytes"]
         _last_stats["estimate_lower_bytes"] = estimate["lower_bytes"]
         _last_stats["estimate_simplices"] = estimate["simplices"]["estimate"][:dims + 1]
+        _last_stats["estimate_counted"] = estimate["counted"]
     deaths = np.where(bars[:, 2] < 0, np.inf, bars[:, 2])
     dim = bars[:, 0].astype(np.int64)
     dgms = [np.stack([bars[dim == k, 1], deaths[dim == k]], axis=1) for k in range(dims + 1)]

@@ -301,6 +301,26 @@ def test_estimate_bounds_when_sampled(monkeypatch):
         assert abs(c["estimate"][k] - want[k]) <= 0.5 * want[k]
 
 
+
+def test_no_clique_is_counted_when_the_upper_bounds_fit_the_budget():
+    """With a budget the lower bound cannot reach even at the counts' upper bounds, the
+    estimate takes those upper bounds (counted False); with one it could reach, the cliques are
+    counted exactly as without a budget."""
+    D = pairwise_distances(np.random.default_rng(5).random((50, 3)))
+    thr = 0.4
+    want = _clique_counts_bruteforce((D <= thr) & ~np.eye(50, dtype=bool), 4)
+    full = P.estimate_engine_bytes(50, 4, D=D, thr=thr)
+    assert full["counted"] and full["simplices"]["estimate"] == want
+    roomy = P.estimate_engine_bytes(50, 4, D=D, thr=thr, budget=1 << 40)
+    c = roomy["simplices"]
+    assert not roomy["counted"] and c["exact"] == [True, True, False, False, False]
+    assert c["estimate"] == c["upper"] == full["simplices"]["upper"] and c["lower"] == want[:2] + [0.0] * 3
+    assert all(u >= w for u, w in zip(c["upper"], want))
+    assert 0 < full["lower_bytes"] and roomy["lower_bytes"] <= full["lower_bytes"] <= roomy["estimate_bytes"]
+    tight = P.estimate_engine_bytes(50, 4, D=D, thr=thr, budget=full["lower_bytes"])
+    assert tight["counted"] and tight["simplices"] == full["simplices"]
+
+
 @pytest.mark.parametrize("engine", ["dense", "sparse"])
 def test_memory_refused_before_the_engine(engine, monkeypatch):
     X = np.random.default_rng(3).random((80, 3))
@@ -326,6 +346,7 @@ def test_memory_estimate_recorded_when_it_fits():
         st = P.last_stats()
         assert st["estimate_bytes"] > 0 and 0 < st["estimate_lower_bytes"] <= st["peak_bytes"]
         assert st["estimate_simplices"][:2] == [120, st["simplices"][0]]
+        assert st["estimate_counted"] is False  # a few MB at most: far inside any budget
         assert len(dgms) == 3
 
 
