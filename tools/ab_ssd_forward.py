@@ -37,11 +37,8 @@ def main() -> None:
 
     def on(kernel, call):
         def run():
-            before, train.forward_kernel = train.forward_kernel, kernel
-            try:
+            with train.forward_kernel_set(kernel):
                 return call()
-            finally:
-                train.forward_kernel = before
         return run
 
     kernels = list(train.FORWARD_CALLS)[::-1]  # the sequential forward first: the ratios' base

@@ -7,7 +7,7 @@ mode is on). Its backends:
 * ``mojo``: a ``torch.autograd.Function`` around the Mojo kernels. The forward, by default
   ``kernels/aura_kernels/ssd_chunked.mojo``'s chunked forward (per chunk of ``CHECKPOINT``
   tokens, the outputs and the next state as small matrix products), else
-  (``forward_kernel = "sequential"``) the inference kernel, saves the state before every
+  (``forward_kernel_set("sequential")``) the inference kernel, saves the state before every
   ``CHECKPOINT``-th token of each sequence (and, with ``z``, the output before the gate); the backward, by default
   ``kernels/aura_kernels/ssd_chunked.mojo`` (per chunk of ``CHECKPOINT`` tokens, the
   gradients as small matrix products from the chunk's checkpoint, the state's gradient
@@ -112,7 +112,7 @@ def _training_inputs(prob: Scan):
 #: "sequential" (the inference kernel, kernels/aura_kernels/ssd.mojo, with checkpoints)
 FORWARD_CALLS = {"chunked": "scan_chunked", "sequential": "scan"}
 #: the kernel the mojo backend's training forward runs (the same y, final states and
-#: checkpoints up to rounding)
+#: checkpoints up to rounding; ``forward_kernel_set`` switches it for a block)
 forward_kernel = "chunked"
 
 
@@ -145,16 +145,25 @@ grad_kernel = "chunked"
 
 
 @contextlib.contextmanager
-def grad_kernel_set(name: str):
-    """Within the block the mojo backward runs kernel ``name`` (one of ``GRAD_KERNELS``)."""
-    global grad_kernel
-    if name not in GRAD_KERNELS:
-        raise ValueError(f"grad_kernel_set: expected one of {GRAD_KERNELS}, got {name!r}")
-    before, grad_kernel = grad_kernel, name
+def _kernel_set(var: str, choices: tuple, name: str, who: str):
+    """Within the block the module variable ``var`` (a kernel choice) is ``name``, one of ``choices``."""
+    if name not in choices:
+        raise ValueError(f"{who}: expected one of {choices}, got {name!r}")
+    before, globals()[var] = globals()[var], name
     try:
         yield
     finally:
-        grad_kernel = before
+        globals()[var] = before
+
+
+def grad_kernel_set(name: str):
+    """Within the block the mojo backward runs kernel ``name`` (one of ``GRAD_KERNELS``)."""
+    return _kernel_set("grad_kernel", GRAD_KERNELS, name, "grad_kernel_set")
+
+
+def forward_kernel_set(name: str):
+    """Within the block the mojo training forward runs kernel ``name`` (one of ``FORWARD_CALLS``)."""
+    return _kernel_set("forward_kernel", tuple(FORWARD_CALLS), name, "forward_kernel_set")
 
 
 def _mojo_backward(saved: _Saved, gy, gfin, wanted):

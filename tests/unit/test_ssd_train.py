@@ -328,14 +328,12 @@ def _training_forwards(pr, dtype):
                  bias=pr["bias"], init=pr["init"], nseq=None if cu is None else len(cu) - 1, dtype=dtype)
     prob = validate_scan(kw["x"], kw["dt"], kw["A"], kw["B"], kw["C"], kw["D"], kw["z"], kw["dt_bias"], pr["softplus"],
                          pr["limit"], kw["initial_states"], cu, 256)
-    outs, default = {}, train_mod.forward_kernel
-    try:
-        for kernel in train_mod.FORWARD_CALLS:
-            train_mod.forward_kernel = kernel
+    outs = {}
+    for kernel in train_mod.FORWARD_CALLS:
+        with train_mod.forward_kernel_set(kernel):
             y, fin, saved = train_mod._mojo_forward(prob)
-            outs[kernel] = dict(y=y, fin=fin, ckpt=saved.ckpt, ypre=saved.ypre)
-    finally:
-        train_mod.forward_kernel = default
+        outs[kernel] = dict(y=y, fin=fin, ckpt=saved.ckpt, ypre=saved.ypre)
+    assert train_mod.forward_kernel == "chunked"  # the default, back after each block
     return outs
 
 
