@@ -88,13 +88,34 @@ def ssd_calls(inp: dict) -> dict:
     return {"fwd": infer, "chunked": lambda: step("chunked"), "sequential": lambda: step("sequential")}
 
 
-def ssd_inputs() -> dict:
-    """The bench shape's inputs (b=1, l=4096), each a leaf that requires a gradient."""
+def ssd_inputs(batch: int = 1) -> dict:
+    """The bench shape's inputs (b=``batch``, l=4096), each a leaf that requires a gradient."""
     import torch
 
     from aura_lab.harness.ssd import make_inputs
 
-    return {k: torch.from_numpy(v).requires_grad_() for k, v in make_inputs(1, 4096, 0).items()}
+    return {k: torch.from_numpy(v).requires_grad_() for k, v in make_inputs(batch, 4096, 0).items()}
+
+
+def time_rounds(calls: dict, orders) -> tuple[dict, dict]:
+    """(wall, cpu): the seconds (CPU: all threads) of each of ``calls`` (key -> zero-argument
+    call) in one process, over the rounds ``orders`` (each the keys in the order they run)."""
+    wall = {k: [] for k in calls}
+    cpu = {k: [] for k in calls}
+    for order in orders:
+        for k in order:
+            t0, c0 = time.perf_counter(), time.process_time()
+            calls[k]()
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+    return wall, cpu
+
+
+def ratio_line(label: str, wall: dict, cpu: dict, key, base) -> str:
+    """``key``'s median wall and CPU time and the median over rounds of its per-round ratio to ``base``."""
+    ratio = [statistics.median(b / a for a, b in zip(d[base], d[key])) for d in (wall, cpu)]
+    return (f"{label} wall {1e3 * statistics.median(wall[key]):8.1f} ms {ratio[0]:6.3f}x   "
+            f"cpu {1e3 * statistics.median(cpu[key]):8.1f} ms {ratio[1]:6.3f}x")
 
 
 def ssd_cases():

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import statistics
-import time
 
 
 def main() -> None:
@@ -26,7 +24,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=14)
     ap.add_argument("--cases", default="fwd,chunked,sequential")
     args = ap.parse_args()
-    from ab_kernels import ssd_calls, ssd_inputs
+    from ab_kernels import ratio_line, ssd_calls, ssd_inputs, time_rounds
 
     from aura_lab import _mojo
 
@@ -49,22 +47,19 @@ def main() -> None:
     for name in names:
         err = max(float((grads[name][k] - grads[names[0]][k]).abs().max()) for k in grads[name])
         print(f"{name}: max |chunked gradient - {names[0]}'s| = {err:.3g}")
-    wall = {(c, n): [] for c in cases for n in names}
-    cpu = {(c, n): [] for c in cases for n in names}
-    for r in range(args.rounds):
-        for c, call in cases.items():
-            for name in (names if r % 2 == 0 else names[::-1]):
-                _mojo._loaded["ssd"] = mods[name]
-                t0, c0 = time.perf_counter(), time.process_time()
-                call()
-                wall[(c, name)].append(time.perf_counter() - t0)
-                cpu[(c, name)].append(time.process_time() - c0)
+    def on(name, call):
+        def run():
+            _mojo._loaded["ssd"] = mods[name]
+            call()
+        return run
+
+    calls = {(c, n): on(n, call) for c, call in cases.items() for n in names}
+    orders = [[(c, n) for c in cases for n in (names if r % 2 == 0 else names[::-1])] for r in range(args.rounds)]
+    wall, cpu = time_rounds(calls, orders)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     for c in cases:
         for name in names:
-            ratio = [statistics.median(b / a for a, b in zip(d[(c, names[0])], d[(c, name)])) for d in (wall, cpu)]
-            print(f"{c:<11} {name:<10} wall {1e3 * statistics.median(wall[(c, name)]):8.1f} ms {ratio[0]:6.3f}x   "
-                  f"cpu {1e3 * statistics.median(cpu[(c, name)]):8.1f} ms {ratio[1]:6.3f}x")
+            print(ratio_line(f"{c:<11} {name:<10}", wall, cpu, (c, name), (c, names[0])))
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 
 def main() -> None:
@@ -23,14 +21,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     args = ap.parse_args()
     import numpy as np
-    import torch
-    from ab_kernels import ssd_calls
+    from ab_kernels import ratio_line, ssd_calls, ssd_inputs, time_rounds
 
-    from aura_lab.harness.ssd import make_inputs
     from aura_lab.ssd import train
     from aura_lab.ssd.problem import validate_scan
 
-    inp = {k: torch.from_numpy(v).requires_grad_() for k, v in make_inputs(args.batch, 4096, 0).items()}
+    inp = ssd_inputs(args.batch)
     step = ssd_calls(inp)["chunked"]
     prob = validate_scan(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], inp["D"], None, inp["dt_bias"], True,
                          (0.0, float("inf")), None, None, 256)
@@ -49,21 +45,11 @@ def main() -> None:
           f"{float(np.abs(ys[kernels[1]] - ys[kernels[0]]).max() / np.abs(ys[kernels[0]]).max()):.3g}")
     for call in cases.values():  # warm-up
         call()
-    wall = {c: [] for c in cases}
-    cpu = {c: [] for c in cases}
     order = list(cases)
-    for r in range(args.rounds):
-        for c in (order if r % 2 == 0 else order[::-1]):
-            t0, c0 = time.perf_counter(), time.process_time()
-            cases[c]()
-            wall[c].append(time.perf_counter() - t0)
-            cpu[c].append(time.process_time() - c0)
+    wall, cpu = time_rounds(cases, [order if r % 2 == 0 else order[::-1] for r in range(args.rounds)])
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     for what, k in cases:
-        base = (what, kernels[0])
-        ratio = [statistics.median(b / a for a, b in zip(d[base], d[(what, k)])) for d in (wall, cpu)]
-        print(f"{what:<8} forward={k:<11} wall {1e3 * statistics.median(wall[(what, k)]):8.1f} ms {ratio[0]:6.3f}x   "
-              f"cpu {1e3 * statistics.median(cpu[(what, k)]):8.1f} ms {ratio[1]:6.3f}x")
+        print(ratio_line(f"{what:<8} forward={k:<11}", wall, cpu, (what, k), (what, kernels[0])))
 
 
 if __name__ == "__main__":
