@@ -36,6 +36,8 @@ import functools
 import importlib.util
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -128,6 +130,19 @@ def pytest_addoption(parser):
     parser.addoption("--full-rounds", action="store_true",
                      help="repetition tests (interpreter exits, signal rounds) run their full count, as for "
                           "docs/reliability.md; by default a few rounds")
+
+
+def kernel_threads_left(grace_s: float = 1.0) -> list:
+    """The ``aura-kernel`` worker threads still alive after up to ``grace_s`` seconds. A
+    worker's last Python action is to tell the waiting thread that the kernel returned (see
+    ``aura_lab._control._Finished``); the interpreter ends the thread a moment later, so a
+    check made at once can still see it (one CI run in ~1 600 did)."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        alive = [t for t in threading.enumerate() if t.name == "aura-kernel"]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.01)
 
 
 @pytest.fixture

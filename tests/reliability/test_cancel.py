@@ -19,6 +19,7 @@ import pytest
 import aura_lab
 from aura_lab import _control
 from aura_lab.errors import Cancelled
+from tests.conftest import kernel_threads_left
 
 
 BACKENDS = [pytest.param(b, marks=pytest.mark.requires(b)) for b in ("mojo", "max")]
@@ -103,10 +104,6 @@ def op_backend_params(pairs) -> list:
 CASE_PARAMS = op_backend_params((op, b) for op, (*_, backends) in CASES.items() for b in backends)
 
 
-def _kernel_threads():
-    return [t for t in threading.enumerate() if t.name == "aura-kernel"]
-
-
 def _interrupt_after(seconds: float) -> dict:
     sent: dict = {}
 
@@ -139,7 +136,7 @@ def test_sigint_stops_a_long_call_and_the_next_call_is_right(op, backend):
             sent["timer"].join()
             latency = time.perf_counter() - sent["at"] if "at" in sent else None
     assert latency is not None and latency < 1.0, f"KeyboardInterrupt {latency:.2f} s after SIGINT"
-    assert not _kernel_threads()
+    assert not kernel_threads_left()
     del call
     small_case(backend)
 
@@ -185,7 +182,7 @@ def test_sigint_stops_the_scan_backward_torch_calls_later(backend):
             sent["timer"].join()
             latency = time.perf_counter() - sent["at"] if "at" in sent else None
     assert latency is not None and latency < 1.0, f"KeyboardInterrupt {latency:.2f} s after SIGINT"
-    assert x.grad is None and not _kernel_threads()
+    assert x.grad is None and not kernel_threads_left()
     got, ref = _scan_training(37, backend), _scan_training(37, "torch")  # and the next backward is right
     for x, y in (got, ref):
         y.sum().backward()

@@ -18,6 +18,7 @@ import aura_lab
 from aura_lab import _control
 from aura_lab.errors import Cancelled
 from aura_lab.persistence import batch as B
+from tests.conftest import kernel_threads_left
 
 pytestmark = pytest.mark.requires("mojo")
 
@@ -139,4 +140,4 @@ def test_ctrl_c_stops_a_long_batched_call_outside_any_cancellable_block():
         B.rips_batch(X, 2, np.inf, 2, is_matrix=False)
     timer.join()
     assert time.perf_counter() - t0 < 3.0
-    assert not [t for t in threading.enumerate() if t.name == "aura-kernel"]  # the kernel returned
+    assert not kernel_threads_left()  # the kernel returned
