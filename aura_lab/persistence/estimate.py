@@ -211,7 +211,8 @@ def _upper_counts(n: int, maxdim: int, dplus: np.ndarray) -> tuple[np.ndarray, n
     return upper, W
 
 
-def simplex_counts(n: int, maxdim: int, dplus: np.ndarray, forward, adjacent, seed: int = 0) -> dict:
+def simplex_counts(n: int, maxdim: int, dplus: np.ndarray, forward, adjacent, seed: int = 0, *,
+                   bounds: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Per dimension k = 0..maxdim the k-simplices of the clique complex: ``estimate`` (float),
     ``lower`` (a sure lower bound), ``upper`` (a sure upper bound) and ``exact`` (whether the
     estimate is the exact count).
@@ -227,9 +228,10 @@ def simplex_counts(n: int, maxdim: int, dplus: np.ndarray, forward, adjacent, se
     Dimensions past what the recursion budget counts (>= 4, ``ESTIMATE_MAX_CALLS``) are
     extrapolated: N_k ~ N_{k-1} m / (k + 1) with m = k N_{k-1} / N_{k-2}, the mean number of
     common neighbours of a (k-2)-simplex held constant (it falls with k in a geometric graph,
-    so this tends to overestimate); their lower bound is 0."""
+    so this tends to overestimate); their lower bound is 0. ``bounds``: ``_upper_counts(n,
+    maxdim, dplus)`` when the caller has it already."""
     maxdim = max(0, int(maxdim))
-    upper, W = _upper_counts(n, maxdim, dplus)
+    upper, W = _upper_counts(n, maxdim, dplus) if bounds is None else bounds
     lower, est, exact = upper.copy(), upper.copy(), [True] * (maxdim + 1)
     if maxdim >= 2:
         cand = np.flatnonzero(dplus >= 2)
@@ -331,10 +333,11 @@ def estimate_engine_bytes(n: int, maxdim: int, indptr: np.ndarray | None = None,
         dplus, forward, adjacent = _csr_forward(n, indptr, indices)
         input_bytes = indptr.nbytes + indices.nbytes + int(indptr[-1]) * itemsize
     kmax = max(maxdim, 1)
-    upper, _ = _upper_counts(n, kmax, dplus)
+    bounds = _upper_counts(n, kmax, dplus)
+    upper = bounds[0]
     counted = budget is None or _engine_bytes(n, maxdim, upper.tolist(), None, 1.0) > budget
     if counted:
-        counts = simplex_counts(n, kmax, dplus, forward, adjacent)
+        counts = simplex_counts(n, kmax, dplus, forward, adjacent, bounds=bounds)
     else:
         low = [float(c) if k < 2 else 0.0 for k, c in enumerate(upper)]
         counts = {"estimate": upper.tolist(), "lower": low, "upper": upper.tolist(),
