@@ -547,14 +547,33 @@ def panel_spec() -> PanelSpec:
                      work=lambda size: flops(size["b"] * size["l"], size["h"], size["p"], size["n"]))
 
 
+def _train_call(kw: dict, seed: int, backend: str):
+    """One training step through the scan on ``backend``, for calibration: a call that returns
+    the gradients of every input of ``kw`` from ``(y * w).sum()``."""
+    import torch
+
+    leaves = {k: torch.from_numpy(v).requires_grad_() for k, v in kw.items()}
+    w = torch.from_numpy(np.random.default_rng(seed + 2).standard_normal(kw["x"].shape, dtype=np.float32))
+
+    def call():
+        for v in leaves.values():
+            v.grad = None
+        (selective_scan(**leaves, backend=backend) * w).sum().backward()
+        return {k: v.grad for k, v in leaves.items()}
+
+    return call
+
+
 def calibration(scan_sizes=((1, 64, 4, 16, 16), (1, 512, 8, 64, 64), (1, 1024, 24, 64, 128), (1, 2048, 24, 64, 128)),
                 step_sizes=((1, 4, 16, 16), (4, 24, 64, 128), (16, 24, 64, 128)), seed: int = 0):
-    """For ``aura-lab calibrate``: the scan and the decode step over small-to-bench sizes."""
-    scan_cases = []
+    """For ``aura-lab calibrate``: the scan, its training step (forward + backward) and the
+    decode step over small-to-bench sizes."""
+    scan_cases, train_cases = [], []
     for b, l, h, p, n in scan_sizes:
         kw = make_inputs(b, l, seed, h=h, p=p, n=n, g=1)
-        calls = {be: (lambda be=be, kw=kw: selective_scan(**kw, backend=be)) for be in op.backends}
-        scan_cases.append(({"b": b, "l": l, "h": h, "p": p, "n": n}, calls))
+        size = {"b": b, "l": l, "h": h, "p": p, "n": n}
+        scan_cases.append((size, {be: (lambda be=be, kw=kw: selective_scan(**kw, backend=be)) for be in op.backends}))
+        train_cases.append((size, {be: _train_call(kw, seed, be) for be in train_op.backends}))
     step_cases = []
     rng = np.random.default_rng(seed)
     for b, h, p, n in step_sizes:
@@ -564,4 +583,4 @@ def calibration(scan_sizes=((1, 64, 4, 16, 16), (1, 512, 8, 64, 64), (1, 1024, 2
         calls = {be: (lambda be=be, one=one, state=state: selective_state_update(state.copy(), **one, backend=be))
                  for be in step_op.backends}
         step_cases.append(({"b": b, "h": h, "p": p, "n": n}, calls))
-    return [("ssd", op, scan_cases), ("ssd_step", step_op, step_cases)]
+    return [("ssd", op, scan_cases), ("ssd_train", train_op, train_cases), ("ssd_step", step_op, step_cases)]

@@ -46,10 +46,9 @@ from .problem import GRAD_ABI, NS_PER_WORK, Scan, ScanOutput, validate_scan
 #: tokens between two saved states. The backward recomputes a chunk's states into a
 #: (CHECKPOINT + 1) x 8 x n scratch per thread (256 KiB for n = 128, float32: it stays in L2)
 CHECKPOINT = 64
-#: forward + backward cost about six forwards (the backward recomputes the forward inside each
-#: chunk, then does about four times its work per state element; bench ssd, b=1, l=4096:
-#: 517 ms training against 109 ms for the forward in the same run)
-train_op = Op("ssd_train", auto_order=("mojo", "torch"), ns_per_work=6 * NS_PER_WORK)
+#: forward + backward, both chunked, cost about four forwards (the stored bench ssd, b=1,
+#: l=4096: 246 ms training against 67 ms for the prefill in the same run)
+train_op = Op("ssd_train", auto_order=("mojo", "torch"), ns_per_work=4 * NS_PER_WORK)
 
 train_op.impl("torch", devices=("cpu", "cuda"))(torch_impl.scan_torch)
 

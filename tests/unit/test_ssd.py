@@ -628,3 +628,20 @@ def test_mamba2_block_rows_time_a_training_step_per_scan_backend(monkeypatch):
     torch_ms = impls["Mamba-2 block step, scan on torch (chunked SSD, Q=16)"]["ms"]
     for r in rows:
         assert r["tok/s"] == pytest.approx(40 / (r["ms"] * 1e-3)) and r["vs_torch_ssd"] == pytest.approx(torch_ms / r["ms"])
+
+
+def test_calibration_times_the_training_step_on_every_training_backend():
+    from aura_lab.harness import ssd as hs
+    from aura_lab.ssd.train import train_op
+
+    ops = {name: (the_op, cases) for name, the_op, cases in hs.calibration(scan_sizes=((1, 70, 2, 4, 8),),
+                                                                           step_sizes=((1, 2, 4, 8),))}
+    assert list(ops) == ["ssd", "ssd_train", "ssd_step"] and ops["ssd_train"][0] is train_op
+    [(size, calls)] = ops["ssd_train"][1]
+    assert size == {"b": 1, "l": 70, "h": 2, "p": 4, "n": 8} and set(calls) == set(train_op.backends)
+    runnable = [b for b in calls if b in hs.available_backends(train_op, None)]
+    ref = calls["torch"]()
+    for b in runnable:  # a real training step: the same gradients as torch autograd's
+        got = calls[b]()
+        for k, g in ref.items():
+            assert float((got[k] - g).abs().max()) <= 2e-3 * max(float(g.abs().max()), 1e-6), (b, k)
