@@ -8,11 +8,16 @@ Training rows (``train b=.. l=..``, sizes ``TRAIN_SIZES``): forward + backward o
 ``(y * w).sum()`` for a fixed random ``w``, gradients of x, dt, A, B, C, D and dt_bias, through
 ``selective_scan`` on mojo and max (their Mojo backward; mojo twice: its default, chunked,
 backward and ``mojo (sequential backward)``) and torch autograd through the chunked SSD at
-each of ``TORCH_CHUNKS`` (``vs_torch_ssd``: against the faster). ``peak_MiB`` is
-the resident memory one call added (high-water mark), ``saved_MiB`` what the forward kept
-for the backward (torch: its saved tensors; mojo/max: checkpoints and inputs). The
-``tiny MambaLM step`` rows time one AdamW step of the language model that
-``tests/unit/test_models.py`` and notebook 01 train (``LM``), with the scan on each training backend.
+each of ``TORCH_CHUNKS`` (``vs_torch_ssd``: against the faster; from l = ``ONE_TORCH_CHUNK_FROM``
+on only at the chunk size that was the faster one at the longest shorter l of the same b,
+since torch autograd at b=4 l=16384 takes about a minute a call). ``tok/s`` is tokens trained
+per second, ``peak_MiB`` the resident memory one call added (high-water mark; for a step over
+``slow_s``, measured in its timed call), ``saved_MiB`` what the forward kept for the backward
+(torch: its saved tensors; mojo/max: checkpoints and inputs). The model rows (``MODEL_STEPS``)
+time one AdamW step, with the scan on each training backend, of the tiny MambaLM that
+``tests/unit/test_models.py`` and notebook 01 train (``LM``, case ``tiny MambaLM step``) and
+of one Mamba-2 block (in_proj, causal conv, scan, gated RMSNorm, out_proj; ``BLOCK``: d_model
+768, l = 2048, b = 1, case ``Mamba-2 block step ...``).
 
 Peers, measured in the same run:
 
@@ -47,7 +52,10 @@ from .core import (BenchResult, Check, PanelSpec, available_backends, compare, m
 
 H, P, N, G = 24, 64, 128, 1
 LENGTHS = (1024, 4096, 16384)
-TRAIN_SIZES = ((1, 1024), (1, 4096), (4, 1024), (4, 4096))  # (b, l) of the training rows
+TRAIN_SIZES = ((1, 1024), (1, 4096), (4, 1024), (4, 4096), (1, 16384), (4, 16384))  # (b, l) of the training rows
+#: from this length on, torch autograd runs only at the chunk size that was faster at the
+#: longest shorter length of the same b in the run (both at b=4 l=16384 would take ~6 min)
+ONE_TORCH_CHUNK_FROM = 16384
 DECODE_B = 16
 TORCH_CHUNKS = (64, 256)  # the fastest on the 2-core VM, and mamba_ssm's default
 COLUMNS = ["case", "impl", "ms", "runs", "tok/s", "GFLOP/s", "GB/s", "peak_MiB", "saved_MiB", "vs_torch_loop",
@@ -160,7 +168,8 @@ def bench(lengths=None, backends=None, repeats: int = 5, seed: int = 0, show_pro
           with_lm: bool = True) -> BenchResult:
     """Prefill scans at ``lengths``, one decode step at ``decode_b`` and training steps at
     ``train_sizes`` ((b, l) pairs; default ``TRAIN_SIZES``), every backend and peer, and
-    (``with_lm``) one training step of the tiny MambaLM per training backend.
+    (``with_lm``) one training step of each ``MODEL_STEPS`` model (the tiny MambaLM, a Mamba-2
+    block) per training backend.
 
     Rows: ms (median after one warm-up; ``runs=1`` when one call took over ``slow_s``),
     tokens/s, GFLOP/s (5*h*p*n per token), GB/s (decode: state read + written), and the
@@ -186,10 +195,10 @@ def bench(lengths=None, backends=None, repeats: int = 5, seed: int = 0, show_pro
     checks = {}
     for kind, size in progress(jobs, desc="bench ssd", enabled=show_progress):
         if kind == "train":
-            rows += _train_rows(*size, backends, repeats, seed, slow_s)
+            rows += _train_rows(*size, backends, repeats, seed, slow_s, _torch_chunks(rows, *size))
             continue
         if kind == "lm":
-            rows += _lm_rows(backends, repeats, seed)
+            rows += _model_rows(backends, repeats, seed)
             continue
         if kind == "prefill":
             b, l = 1, size
@@ -260,8 +269,20 @@ def bench(lengths=None, backends=None, repeats: int = 5, seed: int = 0, show_pro
     return BenchResult("ssd", rows, ctx)
 
 
-def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float) -> list[dict]:
-    """Forward + backward at (b, l) on every differentiable backend (see the module docstring)."""
+def _torch_chunks(rows: list[dict], b: int, l: int) -> tuple:
+    """The chunk sizes torch autograd trains at (b, l): ``TORCH_CHUNKS``, from
+    ``ONE_TORCH_CHUNK_FROM`` on only the faster one at the longest shorter l of this b in ``rows``."""
+    torch_rows = [r for r in rows if r["case"].startswith(f"train b={b} ") and "chunk" in r and r["l"] < l]
+    if l < ONE_TORCH_CHUNK_FROM or not torch_rows:
+        return TORCH_CHUNKS
+    longest = max(r["l"] for r in torch_rows)
+    return (min((r for r in torch_rows if r["l"] == longest), key=lambda r: r["ms"])["chunk"],)
+
+
+def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float,
+                torch_chunks: tuple = TORCH_CHUNKS) -> list[dict]:
+    """Forward + backward at (b, l) on every differentiable backend (see the module docstring),
+    torch autograd at each of ``torch_chunks``."""
     import torch
 
     inp = {k: torch.from_numpy(v) for k, v in make_inputs(b, l, seed).items()}
@@ -269,7 +290,7 @@ def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float
     case = f"train b={b} l={l}"
     impls = {}
     for be in available_backends(train_op, backends):
-        for q in (TORCH_CHUNKS if be == "torch" else (TORCH_CHUNKS[0],)):
+        for q in (torch_chunks if be == "torch" else (TORCH_CHUNKS[0],)):
             impls[f"torch autograd (chunked SSD, Q={q})" if be == "torch" else be] = (be, q, train_mod.grad_kernel)
         if be == "mojo":  # the default backward (chunked) and the sequential one, in the same run
             impls["mojo (sequential backward)"] = (be, TORCH_CHUNKS[0], "sequential")
@@ -294,13 +315,13 @@ def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float
                 (y * w).sum().backward()
             return kept
 
-        t = time_call(step, repeats=repeats, slow_s=slow_s)
-        kept, peak = peak_rss(step)
+        t = time_call(step, repeats=repeats, slow_s=slow_s, slow_wrap=peak_rss)
+        kept, peak = t.pop("slow_out") if "slow_out" in t else peak_rss(step)  # a slow step's timed call gave it
         saved_bytes = sum(saved.values()) if kept is None else _saved_bytes(kept)
         grads[impl] = {k: v.grad.numpy().copy() for k, v in leaves.items()}
-        rows.append({"case": case, "impl": impl, "kind": "backend" if be != "torch" or q == TORCH_CHUNKS[0] else "peer",
+        rows.append({"case": case, "impl": impl, "kind": "backend" if be != "torch" or q == torch_chunks[0] else "peer",
                      "b": b, "l": l, **t, "tok/s": b * l / (t["ms"] * 1e-3), "peak_MiB": peak,
-                     "saved_MiB": saved_bytes / 2**20})
+                     "saved_MiB": saved_bytes / 2**20, **({"chunk": q} if be == "torch" else {})})
     ref = next((g for k, g in grads.items() if k.startswith("torch")), None)
     for r in rows:  # every implementation's gradients against torch autograd's (largest-entry relative)
         if ref is not None:
@@ -313,39 +334,71 @@ def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float
 #: the tiny language model of tests/unit/test_models.py and notebook 01 (one step: batch 64, l = 12)
 LM = dict(vocab=32, d_model=64, n_layers=1, d_state=32, headdim=16, chunk_size=32)
 LM_TASK = dict(n_pairs=4, n_keys=16, n_values=16, n_queries=4)
+#: the Mamba-2 block row: one mixer (in_proj, conv, scan, gate + norm, out_proj) at mamba_ssm's
+#: 130M sizes (d_state 128, headdim 64, expand 2: h = 24), b = 1, l = 2048
+BLOCK = dict(d_model=768, l=2048, chunk_size=256)
 
 
-def _lm_rows(backends, repeats: int, seed: int) -> list[dict]:
-    """One AdamW training step of the tiny MambaLM (forward, backward, step) per training
-    backend of the scan, torch on one thread (as the tests and notebook 01 train it: its
-    tensors are tiny); ``vs_torch_ssd`` compares with the scan on torch."""
-    import torch
+def _tiny_lm(be: str, seed: int):
+    """(case, impl stem, model, batch, loss, torch threads) of the tiny MambaLM step: torch on one
+    thread, as the tests and notebook 01 train it (its tensors are tiny)."""
     import torch.nn.functional as F
 
     from ..models import MambaLM, associative_recall
 
     x, y = associative_recall(64, seed=seed + 1, **LM_TASK)
+    model = MambaLM(LM["vocab"], backend=be, **{k: v for k, v in LM.items() if k != "vocab"})
+    loss = lambda m: F.cross_entropy(m(x).flatten(0, 1), y.flatten(), ignore_index=-100)  # noqa: E731
+    return "tiny MambaLM step", "MambaLM step", model, x, loss, 1, LM["chunk_size"]
+
+
+def _mamba2_block(be: str, seed: int):
+    """The same for one Mamba-2 block (``BLOCK``) on a fixed random input, loss (out * w).sum(),
+    torch on every thread."""
+    import torch
+
+    from ..models import Mamba2
+
+    d, l = BLOCK["d_model"], BLOCK["l"]
+    gen = torch.Generator().manual_seed(seed + 3)
+    u, w = torch.randn(1, l, d, generator=gen), torch.randn(1, l, d, generator=gen)
+    model = Mamba2(d, chunk_size=BLOCK["chunk_size"], backend=be)
+    return f"Mamba-2 block step d_model={d} l={l}", "Mamba-2 block step", model, u, lambda m: (m(u) * w).sum(), None, \
+        BLOCK["chunk_size"]
+
+
+#: the model training-step rows: each entry builds (case, impl stem, model, batch, loss, threads, chunk)
+MODEL_STEPS = (_tiny_lm, _mamba2_block)
+
+
+def _model_rows(backends, repeats: int, seed: int) -> list[dict]:
+    """One AdamW training step (forward, backward, step) of each ``MODEL_STEPS`` model per
+    training backend of the scan; ``vs_torch_ssd`` compares with the scan on torch."""
+    import torch
+
     rows = []
     saved_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    for make in MODEL_STEPS:
         for be in available_backends(train_op, backends):
             torch.manual_seed(seed)
-            model = MambaLM(LM["vocab"], backend=be, **{k: v for k, v in LM.items() if k != "vocab"})
+            case, stem, model, batch, loss_of, nthreads, q = make(be, seed)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
 
             def step():
-                loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+                loss = loss_of(model)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
 
-            t = time_call(step, repeats=max(repeats, 20), warmup=5)
-            impl = f"MambaLM step, scan on {be}" if be != "torch" else "MambaLM step, scan on torch (chunked SSD, Q=32)"
-            rows.append({"case": "tiny MambaLM step", "impl": impl, "kind": "backend", "b": 64, "l": x.shape[1], **t,
-                         "tok/s": x.numel() / (t["ms"] * 1e-3)})
-    finally:
-        torch.set_num_threads(saved_threads)
+            torch.set_num_threads(nthreads or saved_threads)
+            try:
+                t = time_call(step, repeats=max(repeats, 20) if nthreads == 1 else repeats, warmup=5 if nthreads == 1 else 1)
+            finally:
+                torch.set_num_threads(saved_threads)
+            impl = f"{stem}, scan on {be}" if be != "torch" else f"{stem}, scan on torch (chunked SSD, Q={q})"
+            tokens = batch.shape[0] * batch.shape[1]
+            rows.append({"case": case, "impl": impl, "kind": "backend", "b": batch.shape[0], "l": batch.shape[1], **t,
+                         "tok/s": tokens / (t["ms"] * 1e-3)})
     return rows
 
 
@@ -358,7 +411,8 @@ def _saved_bytes(saved) -> int:
 def _ratios(rows: list[dict]) -> None:
     """vs_<peer> = peer ms / this ms (how many times faster this row is than the peer)."""
     peers = {"vs_torch_loop": "torch loop",
-             "vs_torch_ssd": ("torch (chunked SSD", "torch autograd (chunked SSD", "MambaLM step, scan on torch"),
+             "vs_torch_ssd": ("torch (chunked SSD", "torch autograd (chunked SSD", "MambaLM step, scan on torch",
+                             "Mamba-2 block step, scan on torch"),
              "vs_max_op": "max op"}
     for case in dict.fromkeys(r["case"] for r in rows):
         rs = [r for r in rows if r["case"] == case]
@@ -493,14 +547,33 @@ def panel_spec() -> PanelSpec:
                      work=lambda size: flops(size["b"] * size["l"], size["h"], size["p"], size["n"]))
 
 
+def _train_call(kw: dict, seed: int, backend: str):
+    """One training step through the scan on ``backend``, for calibration: a call that returns
+    the gradients of every input of ``kw`` from ``(y * w).sum()``."""
+    import torch
+
+    leaves = {k: torch.from_numpy(v).requires_grad_() for k, v in kw.items()}
+    w = torch.from_numpy(np.random.default_rng(seed + 2).standard_normal(kw["x"].shape, dtype=np.float32))
+
+    def call():
+        for v in leaves.values():
+            v.grad = None
+        (selective_scan(**leaves, backend=backend) * w).sum().backward()
+        return {k: v.grad for k, v in leaves.items()}
+
+    return call
+
+
 def calibration(scan_sizes=((1, 64, 4, 16, 16), (1, 512, 8, 64, 64), (1, 1024, 24, 64, 128), (1, 2048, 24, 64, 128)),
                 step_sizes=((1, 4, 16, 16), (4, 24, 64, 128), (16, 24, 64, 128)), seed: int = 0):
-    """For ``aura-lab calibrate``: the scan and the decode step over small-to-bench sizes."""
-    scan_cases = []
+    """For ``aura-lab calibrate``: the scan, its training step (forward + backward) and the
+    decode step over small-to-bench sizes."""
+    scan_cases, train_cases = [], []
     for b, l, h, p, n in scan_sizes:
         kw = make_inputs(b, l, seed, h=h, p=p, n=n, g=1)
-        calls = {be: (lambda be=be, kw=kw: selective_scan(**kw, backend=be)) for be in op.backends}
-        scan_cases.append(({"b": b, "l": l, "h": h, "p": p, "n": n}, calls))
+        size = {"b": b, "l": l, "h": h, "p": p, "n": n}
+        scan_cases.append((size, {be: (lambda be=be, kw=kw: selective_scan(**kw, backend=be)) for be in op.backends}))
+        train_cases.append((size, {be: _train_call(kw, seed, be) for be in train_op.backends}))
     step_cases = []
     rng = np.random.default_rng(seed)
     for b, h, p, n in step_sizes:
@@ -510,4 +583,4 @@ def calibration(scan_sizes=((1, 64, 4, 16, 16), (1, 512, 8, 64, 64), (1, 1024, 2
         calls = {be: (lambda be=be, one=one, state=state: selective_state_update(state.copy(), **one, backend=be))
                  for be in step_op.backends}
         step_cases.append(({"b": b, "h": h, "p": p, "n": n}, calls))
-    return [("ssd", op, scan_cases), ("ssd_step", step_op, step_cases)]
+    return [("ssd", op, scan_cases), ("ssd_train", train_op, train_cases), ("ssd_step", step_op, step_cases)]

@@ -46,10 +46,9 @@ from .problem import GRAD_ABI, NS_PER_WORK, Scan, ScanOutput, validate_scan
 #: tokens between two saved states. The backward recomputes a chunk's states into a
 #: (CHECKPOINT + 1) x 8 x n scratch per thread (256 KiB for n = 128, float32: it stays in L2)
 CHECKPOINT = 64
-#: forward + backward cost about six forwards (the backward recomputes the forward inside each
-#: chunk, then does about four times its work per state element; bench ssd, b=1, l=4096:
-#: 517 ms training against 109 ms for the forward in the same run)
-train_op = Op("ssd_train", auto_order=("mojo", "torch"), ns_per_work=6 * NS_PER_WORK)
+#: forward + backward, both chunked, cost about four forwards (the stored bench ssd, b=1,
+#: l=4096: 246 ms training against 67 ms for the prefill in the same run)
+train_op = Op("ssd_train", auto_order=("mojo", "torch"), ns_per_work=4 * NS_PER_WORK)
 
 train_op.impl("torch", devices=("cpu", "cuda"))(torch_impl.scan_torch)
 
@@ -139,7 +138,7 @@ GRAD_KERNELS = ("chunked", "sequential")
 #: what each backward (``saved.grad_kernel``) runs, for the backward's ``last_dispatch()`` record
 BACKWARD_SOURCES = {"chunked": "kernels/aura_kernels/ssd_chunked.mojo",
                     "sequential": "kernels/aura_kernels/ssd_grad.mojo",
-                    "max op": "aura_ssd_scan_grad: the forward rerun with checkpoints, then ssd_grad.mojo's kernel"}
+                    "max op": "aura_ssd_scan_grad: ssd_chunked.mojo's backward from the MAX forward's checkpoints"}
 #: the kernel the mojo backend's backward runs (``grad_kernel_set`` switches it for a block)
 grad_kernel = "chunked"
 
@@ -253,16 +252,50 @@ def _mojo_train(prob: Scan) -> ScanOutput:
 # --------------------------------------------------------------------------------- max
 
 def _max_forward(prob: Scan):
-    """The MAX scan op (no checkpoints: the MAX backward op reruns the forward with them)."""
+    """The MAX op aura_ssd_scan_train (kernels/aura_kernels/ssd_ops.mojo): the chunked training
+    forward, saving the checkpoints (and ypre with z) as the mojo one does."""
+    from max.dtype import DType
+    from max.graph import TensorType
+
+    max_backend.check_op("ssd")
     dtype, npad, operands, init, offsets = _training_inputs(prob)
-    y, fin = K._max_scan(prob, operands, npad, offsets, prob.b * prob.l, init)
-    saved = _Saved(prob, dtype, npad, operands, offsets, init, None, None)
+    T = prob.b * prob.l
+    block = K._block(prob, operands, npad, offsets, T, K._present, init=init, fin=True, y=True, ckpt=True,
+                     chunk=CHECKPOINT, ypre=prob.z)
+    ckpt_rows = np.zeros(max(1, _checkpoint_count(offsets)), np.int64)  # its length gives ckpt's
+    inputs = [*K.max_operands(prob, operands, npad, offsets, T, init), ckpt_rows, block.words()]
+    types = lambda dev: [TensorType(DType.int64, ["K"], dev), TensorType(DType.int64, [len(block.abi.fields) + 1], dev)]  # noqa: E731
+    y, fin, ckpt, ypre = max_backend.run(("ssd_train", dtype.name), _max_graph("aura_ssd_scan_train", dtype, types, 4),
+                                         *inputs)
+    saved = _Saved(prob, dtype, npad, operands, offsets, init, ckpt, None if prob.z is None else ypre)
     return y.reshape(prob.b, prob.l, prob.h, prob.p), np.ascontiguousarray(fin[..., : prob.n]), saved
 
 
+def _max_graph(op_name: str, dtype, extra_types, n_out: int):
+    """``build(dev, pkg)`` for ``max_backend.run``: the custom op ``op_name`` on the scan's
+    inputs (``K.max_input_types``) and ``extra_types(dev)``; its outputs typed as, in order, y (like
+    x), the state, ckpt (K, h, p, n), ypre (like z) (the forward: ``n_out`` 4), or each gradient as
+    its input (the backward: ``n_out`` 9)."""
+    def build(dev, pkg):
+        from max.graph import Graph, TensorType, ops
+
+        shared = K.max_input_types(dtype, dev)
+        with Graph(f"{op_name}_{dtype.name}", input_types=[*shared, *extra_types(dev)], custom_extensions=[pkg]) as gr:
+            v = list(gr.inputs)
+            ckpt = TensorType(v[0].type.dtype, ["K", "h", "p", "n"], dev)
+            outs = [v[0].type, v[9].type, ckpt, v[6].type] if n_out == 4 else [v[i].type for i in (*range(8), 9)]
+            gr.output(*ops.custom(op_name, dev, v, out_types=outs))
+        return gr
+
+    return build
+
+
 def _max_backward(saved: _Saved, gy, gfin, wanted):
-    """The MAX op aura_ssd_scan_grad (kernels/aura_kernels/ssd_ops.mojo): the same backward
-    kernel as mojo's, after rerunning the forward with checkpoints inside the op."""
+    """The MAX op aura_ssd_scan_grad (kernels/aura_kernels/ssd_ops.mojo): the chunked backward,
+    mojo's, from the checkpoints the MAX training forward saved."""
+    from max.dtype import DType
+    from max.graph import TensorType
+
     max_backend.check_op("ssd")
     saved.grad_kernel = "max op"
     prob, dtype, npad = saved.prob, saved.dtype, saved.npad
@@ -270,31 +303,22 @@ def _max_backward(saved: _Saved, gy, gfin, wanted):
     T, h, p, nseq = prob.b * prob.l, prob.h, prob.p, prob.nseq
     gy = np.zeros((T, h, p), dtype) if gy is None else gy.reshape(T, h, p)
     gfin_in = np.zeros((nseq, h, p, npad), dtype) if gfin is None else K._padded(gfin, npad)
-    fwd = K._block(prob, saved.operands, npad, saved.offsets, T, K._present, init=saved.init, fin=True, y=True,
-                   ckpt=True, chunk=CHECKPOINT, ypre=True)
+    fwd = K._block(prob, saved.operands, npad, saved.offsets, T, K._present, init=saved.init, fin=None, y=None,
+                   ckpt=True, chunk=CHECKPOINT, ypre=saved.ypre)
     flag = lambda name, a: int(a is not None and name in wanted)  # noqa: E731
     grad = GRAD_ABI.pack(fwd=0, gy=1, gfin=int(gfin is not None), gx=1, gdt=flag("dt", dt), gA=flag("A", A), gB=1, gC=1,
                          gD=flag("D", D), gz=flag("z", z), gbias=flag("dt_bias", bias),
                          ginit=flag("initial_states", saved.init))
-    inputs = [*K.max_operands(prob, saved.operands, npad, saved.offsets, T, saved.init), gy, gfin_in, fwd.words(),
-              grad.words()]
+    shared = K.max_operands(prob, saved.operands, npad, saved.offsets, T, saved.init)
+    ypre = shared[6] if saved.ypre is None else saved.ypre.reshape(T, h, p)  # without z: z's placeholder
+    inputs = [*shared, saved.ckpt, ypre, gy, gfin_in, fwd.words(), grad.words()]
 
-    def build(dev, pkg):
-        from max.dtype import DType
-        from max.graph import Graph, TensorType, ops
-
+    def types(dev):  # ckpt, ypre (like z), gy (like x), gfin (like the state), the two blocks
         shared = K.max_input_types(dtype, dev)
-        types = [*shared, shared[0], shared[9], TensorType(DType.int64, [len(fwd.abi.fields) + 1], dev),
-                 TensorType(DType.int64, [len(GRAD_ABI.fields) + 1], dev)]  # gy like x, gfin like the state
-        with Graph(f"aura_ssd_grad_{dtype.name}", input_types=types, custom_extensions=[pkg]) as gr:
-            v = list(gr.inputs)
-            outs = ops.custom("aura_ssd_scan_grad", dev, v,
-                              out_types=[v[0].type, v[1].type, v[2].type, v[3].type, v[4].type, v[5].type, v[6].type,
-                                         v[7].type, v[9].type])
-            gr.output(*outs)
-        return gr
+        return [TensorType(shared[0].dtype, ["K", "h", "p", "n"], dev), shared[6], shared[0], shared[9],
+                TensorType(DType.int64, [len(fwd.abi.fields) + 1], dev), TensorType(DType.int64, [len(GRAD_ABI.fields) + 1], dev)]
 
-    outs = max_backend.run(("ssd_grad", dtype.name), build, *inputs)
+    outs = max_backend.run(("ssd_grad", dtype.name), _max_graph("aura_ssd_scan_grad", dtype, types, 9), *inputs)
     res = {}
     for name, arr, src in zip(_GRAD_NAMES, outs, saved.operands + (saved.init,)):
         if name in ("x", "B", "C") or (src is not None and name in wanted):
@@ -307,7 +331,7 @@ def _max_backward(saved: _Saved, gy, gfin, wanted):
 
 @train_op.impl("max")
 def _max_train(prob: Scan) -> ScanOutput:
-    """The MAX scan op forward; the MAX backward op (kernels/aura_kernels/ssd_ops.mojo)."""
+    """The MAX training forward op; the MAX backward op (kernels/aura_kernels/ssd_ops.mojo)."""
     return _apply("max", _max_forward, _max_backward, prob)
 
 

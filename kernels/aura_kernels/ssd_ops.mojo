@@ -11,20 +11,26 @@
 # combination; all dimensions are symbolic, and the sizes come from them.
 # Outputs: y (T, h, p) and the final states (nseq, h, p, n).
 #
-# aura_ssd_scan_grad: the backward (aura_kernels/ssd_grad.mojo). Inputs: those of the scan,
-# then gy (T, h, p), gfin (nseq, h, p, n), the scan's block (its ckpt / ypre flags set, its
-# chunk the checkpoint interval) and the ssd_grad block (flags: which gradients are wanted,
-# whether gfin is given). It reruns the forward with checkpoints into its own scratch, then
-# the backward. Outputs, each shaped as its input (placeholders where absent): gx, gdt, gA,
-# gB, gC, gD, gz, gbias, ginit.
+# aura_ssd_scan_train: the training forward (aura_kernels/ssd_chunked.mojo, chunked matrix
+# products). Inputs: those of the scan, then ckpt_rows (K,) int64 (only its length is read:
+# the number of checkpoints, whose dimension the ckpt output takes) and the block (ckpt flag
+# set, chunk the checkpoint interval, ypre flagged with z). Outputs: y, the final states, ckpt
+# (K, h, p, n) the state before every chunk-th token of each sequence, ypre shaped as z (the
+# output before the gate; a placeholder without z).
+#
+# aura_ssd_scan_grad: the backward (aura_kernels/ssd_chunked.mojo, chunked) from the training
+# forward's checkpoints (no forward rerun). Inputs: those of the scan, then ckpt (K, h, p, n),
+# ypre (shaped as z), gy (T, h, p), gfin (nseq, h, p, n), the training forward's block and the
+# ssd_grad block (flags: which gradients are wanted, whether gfin is given). Outputs, each
+# shaped as its input (placeholders where absent): gx, gdt, gA, gB, gC, gD, gz, gbias, ginit.
 
 import extensibility
 from extensibility import InputTensor, OutputTensor
 from max.gpu.host import DeviceContext
-from aura_kernels.common import OwnedArray, present_addr
+from aura_kernels.common import present_addr
 from aura_kernels.ssd import chunk_bases, scan_typed
 from aura_kernels.ssd_abi import SsdParams
-from aura_kernels.ssd_grad import scan_grad_typed
+from aura_kernels.ssd_chunked import scan_chunked_typed, scan_grad_chunked_typed
 from aura_kernels.ssd_grad_abi import SsdGradParams
 
 
@@ -86,6 +92,53 @@ struct AuraSSDScan:
         scan_typed[y.dtype](p)
 
 
+def _bind_training(mut p: SsdParams, ckpt: Int, ckpt_rows: Int, ypre: Int) raises:
+    """The training forward's saved tensors into its block (ypre where flagged present), after
+    checking that ckpt has a row for every checkpoint of the sequences (bound before)."""
+    if p.chunk <= 0 or p.ckpt == 0:
+        raise Error("the block must flag ckpt present and give the checkpoint interval (chunk)")
+    if ckpt_rows < chunk_bases(p)[p.nseq]:
+        raise Error("ckpt has fewer rows than the sequences have checkpoints")
+    p.ckpt = ckpt
+    p.ypre = present_addr(p.ypre, ypre)
+
+
+@extensibility.register("aura_ssd_scan_train")
+struct AuraSSDScanTrain:
+    @staticmethod
+    def execute[target: StaticString](
+        y: OutputTensor[rank=3, ...],
+        fin: OutputTensor[dtype=y.dtype, rank=4, ...],
+        ckpt: OutputTensor[dtype=y.dtype, rank=4, ...],
+        ypre: OutputTensor[dtype=y.dtype, rank=3, ...],
+        x: InputTensor[dtype=y.dtype, rank=3, ...],
+        dt: InputTensor[dtype=y.dtype, rank=2, ...],
+        A: InputTensor[dtype=y.dtype, rank=1, ...],
+        B: InputTensor[dtype=y.dtype, rank=3, ...],
+        C: InputTensor[dtype=y.dtype, rank=3, ...],
+        D: InputTensor[dtype=y.dtype, rank=2, ...],
+        z: InputTensor[dtype=y.dtype, rank=3, ...],
+        dt_bias: InputTensor[dtype=y.dtype, rank=1, ...],
+        offsets: InputTensor[dtype=DType.int64, rank=1, ...],
+        state: InputTensor[dtype=y.dtype, rank=4, ...],
+        ckpt_rows: InputTensor[dtype=DType.int64, rank=1, ...],
+        params: InputTensor[dtype=DType.int64, rank=1, ...],
+        ctx: DeviceContext,
+    ) raises:
+        comptime if target != "cpu":
+            raise Error("aura_ssd_scan_train: the max backend has no GPU implementation of this op yet")
+        comptime assert y.dtype.is_floating_point(), "aura_ssd_scan_train: floating-point tensors only"
+        var p = SsdParams.load(Int(params.unsafe_ptr()))
+        _bind_inputs(p, Int(x.unsafe_ptr()), Int(dt.unsafe_ptr()), Int(A.unsafe_ptr()), Int(B.unsafe_ptr()),
+                     Int(C.unsafe_ptr()), Int(D.unsafe_ptr()), Int(z.unsafe_ptr()), Int(dt_bias.unsafe_ptr()),
+                     Int(offsets.unsafe_ptr()), Int(state.unsafe_ptr()))
+        _bind_dims(p, offsets.dim_size(0) - 1, x.dim_size(1), x.dim_size(2), B.dim_size(2), B.dim_size(1))
+        _bind_training(p, Int(ckpt.unsafe_ptr()), ckpt.dim_size(0), Int(ypre.unsafe_ptr()))
+        p.fin = Int(fin.unsafe_ptr())
+        p.y = Int(y.unsafe_ptr())
+        scan_chunked_typed[y.dtype](p)
+
+
 @extensibility.register("aura_ssd_scan_grad")
 struct AuraSSDScanGrad:
     @staticmethod
@@ -109,6 +162,8 @@ struct AuraSSDScanGrad:
         dt_bias: InputTensor[dtype=gx.dtype, rank=1, ...],
         offsets: InputTensor[dtype=DType.int64, rank=1, ...],
         state: InputTensor[dtype=gx.dtype, rank=4, ...],
+        ckpt: InputTensor[dtype=gx.dtype, rank=4, ...],
+        ypre: InputTensor[dtype=gx.dtype, rank=3, ...],
         gy: InputTensor[dtype=gx.dtype, rank=3, ...],
         gfin: InputTensor[dtype=gx.dtype, rank=4, ...],
         params: InputTensor[dtype=DType.int64, rank=1, ...],
@@ -121,24 +176,11 @@ struct AuraSSDScanGrad:
         comptime dtype = gx.dtype
         var p = SsdParams.load(Int(params.unsafe_ptr()))
         var g = SsdGradParams.load(Int(gparams.unsafe_ptr()))
-        if p.chunk <= 0:
-            raise Error("aura_ssd_scan_grad: the scan block must give the checkpoint interval (chunk)")
         _bind_inputs(p, Int(x.unsafe_ptr()), Int(dt.unsafe_ptr()), Int(A.unsafe_ptr()), Int(B.unsafe_ptr()),
                      Int(C.unsafe_ptr()), Int(D.unsafe_ptr()), Int(z.unsafe_ptr()), Int(dt_bias.unsafe_ptr()),
                      Int(offsets.unsafe_ptr()), Int(state.unsafe_ptr()))
         _bind_dims(p, offsets.dim_size(0) - 1, x.dim_size(1), x.dim_size(2), B.dim_size(2), B.dim_size(1))
-        var T = x.dim_size(0)
-        var nck = max(1, chunk_bases(p)[p.nseq])
-        # owned: freed on every return, raised errors included
-        var y = OwnedArray[Scalar[dtype]](T * p.h * p.p)
-        var ypre = OwnedArray[Scalar[dtype]](T * p.h * p.p)
-        var fin = OwnedArray[Scalar[dtype]](p.nseq * p.h * p.p * p.n)
-        var ckpt = OwnedArray[Scalar[dtype]](nck * p.h * p.p * p.n)
-        p.y = Int(y.data)
-        p.fin = Int(fin.data)
-        p.ckpt = Int(ckpt.data)
-        p.ypre = Int(ypre.data)
-        scan_typed[dtype](p)  # the forward again, keeping checkpoints
+        _bind_training(p, Int(ckpt.unsafe_ptr()), ckpt.dim_size(0), Int(ypre.unsafe_ptr()))
         g.gy = Int(gy.unsafe_ptr())
         g.gfin = present_addr(g.gfin, Int(gfin.unsafe_ptr()))
         g.gx = Int(gx.unsafe_ptr())
@@ -150,8 +192,4 @@ struct AuraSSDScanGrad:
         g.gz = present_addr(g.gz, Int(gz.unsafe_ptr()))
         g.gbias = present_addr(g.gbias, Int(gbias.unsafe_ptr()))
         g.ginit = present_addr(g.ginit, Int(ginit.unsafe_ptr()))
-        scan_grad_typed[dtype](p, g)
-        _ = y^  # the raw addresses above are used up to here: the owners live until now
-        _ = ypre^
-        _ = fin^
-        _ = ckpt^
+        scan_grad_chunked_typed[dtype](p, g)

@@ -70,7 +70,7 @@ def test_no_table_uses_the_shipped_default(private_cache):
     assert source == "shipped default table; no calibration on this machine (run `aura-lab calibrate`)"
     assert _auto.SHIPPED.is_file()
     shipped = json.loads(_auto.SHIPPED.read_text())
-    assert {"distance", "ssd", "ssd_step", "routing"} <= set(shipped["ops"])
+    assert {"distance", "ssd", "ssd_train", "ssd_step", "routing"} <= set(shipped["ops"])
 
 
 def test_unknown_op_in_explain():

@@ -588,3 +588,60 @@ def test_chunk_size_past_the_sequence_is_one_chunk(backend):
     whole = aura_lab.selective_scan(**kw, chunk_size=37, backend=backend)
     huge = aura_lab.selective_scan(**kw, chunk_size=2**70, backend=backend)
     np.testing.assert_array_equal(np.asarray(huge), np.asarray(whole))
+
+
+def test_time_call_times_a_slow_call_once_through_slow_wrap():
+    from aura_lab.harness.core import time_call
+
+    calls = []
+    slow = time_call(lambda: calls.append(1), repeats=5, slow_s=0.0, slow_wrap=lambda fn: (fn(), "wrapped")[1])
+    assert slow["runs"] == 1 and slow["slow_out"] == "wrapped" and len(calls) == 2  # the warm-up, the timed call
+    calls.clear()
+    fast = time_call(lambda: calls.append(1), repeats=3, slow_s=60.0, slow_wrap=lambda fn: 1 / 0)
+    assert fast["runs"] == 3 and "slow_out" not in fast and len(calls) == 4
+
+
+def test_long_training_rows_run_torch_at_the_chunk_that_was_faster_shorter():
+    from aura_lab.harness import ssd as hs
+
+    rows = [{"case": f"train b={b} l={l}", "impl": f"torch autograd (chunked SSD, Q={q})", "b": b, "l": l, "chunk": q,
+             "ms": ms} for b, l, q, ms in ((1, 1024, 64, 10.0), (1, 1024, 256, 20.0), (1, 4096, 64, 90.0),
+                                           (1, 4096, 256, 50.0), (4, 4096, 64, 1.0), (4, 4096, 256, 2.0))]
+    assert hs._torch_chunks(rows, 1, hs.ONE_TORCH_CHUNK_FROM) == (256,)  # the faster at l=4096, not at 1024
+    assert hs._torch_chunks(rows, 4, hs.ONE_TORCH_CHUNK_FROM) == (64,)
+    assert hs._torch_chunks(rows, 1, 4096) == hs.TORCH_CHUNKS  # shorter lengths: every chunk size
+    assert hs._torch_chunks([], 1, hs.ONE_TORCH_CHUNK_FROM) == hs.TORCH_CHUNKS  # nothing shorter measured
+
+
+def test_mamba2_block_rows_time_a_training_step_per_scan_backend(monkeypatch):
+    from aura_lab.harness import ssd as hs
+
+    monkeypatch.setattr(hs, "BLOCK", dict(d_model=32, l=40, chunk_size=16))
+    monkeypatch.setattr(hs, "MODEL_STEPS", (hs._mamba2_block,))
+    backends = [b for b in ("torch", "mojo") if b in hs.available_backends(hs.train_op, None)]
+    rows = hs._model_rows(backends, repeats=1, seed=0)
+    hs._ratios(rows)
+    assert {r["case"] for r in rows} == {"Mamba-2 block step d_model=32 l=40"}
+    impls = {r["impl"]: r for r in rows}
+    assert set(impls) == {"Mamba-2 block step, scan on torch (chunked SSD, Q=16)"} | {
+        f"Mamba-2 block step, scan on {b}" for b in backends if b != "torch"}
+    torch_ms = impls["Mamba-2 block step, scan on torch (chunked SSD, Q=16)"]["ms"]
+    for r in rows:
+        assert r["tok/s"] == pytest.approx(40 / (r["ms"] * 1e-3)) and r["vs_torch_ssd"] == pytest.approx(torch_ms / r["ms"])
+
+
+def test_calibration_times_the_training_step_on_every_training_backend():
+    from aura_lab.harness import ssd as hs
+    from aura_lab.ssd.train import train_op
+
+    ops = {name: (the_op, cases) for name, the_op, cases in hs.calibration(scan_sizes=((1, 70, 2, 4, 8),),
+                                                                           step_sizes=((1, 2, 4, 8),))}
+    assert list(ops) == ["ssd", "ssd_train", "ssd_step"] and ops["ssd_train"][0] is train_op
+    [(size, calls)] = ops["ssd_train"][1]
+    assert size == {"b": 1, "l": 70, "h": 2, "p": 4, "n": 8} and set(calls) == set(train_op.backends)
+    runnable = [b for b in calls if b in hs.available_backends(train_op, None)]
+    ref = calls["torch"]()
+    for b in runnable:  # a real training step: the same gradients as torch autograd's
+        got = calls[b]()
+        for k, g in ref.items():
+            assert float((got[k] - g).abs().max()) <= 2e-3 * max(float(g.abs().max()), 1e-6), (b, k)

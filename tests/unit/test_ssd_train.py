@@ -395,3 +395,20 @@ def test_the_default_backward_is_the_chunked_kernel_last_dispatch_names_it_and_a
     with pytest.raises(ValueError, match=r"grad_kernel_set: expected one of \('chunked', 'sequential'\), got 'fast'"):
         with train_mod.grad_kernel_set("fast"):
             pass
+
+
+@pytest.mark.requires("max")
+def test_the_max_training_forward_saves_the_checkpoints_mojos_does():
+    """max's forward op keeps what the chunked backward reads (no forward rerun in its backward)."""
+    from aura_lab.harness.ssd import make_case
+
+    kw = make_case(np.random.default_rng(5), b=1, l=200, h=4, p=8, g=2, n=16, D="h", z=True, softplus=True, bias=True,
+                   init=True, cu=[0, 70, 70, 200])
+    prob = validate_scan(kw["x"], kw["dt"], kw["A"], kw["B"], kw["C"], kw["D"], kw["z"], kw["dt_bias"], True,
+                         (0.0, float("inf")), kw["initial_states"], kw["cu_seqlens"], 64)
+    with train_mod.forward_kernel_set("chunked"):
+        y_m, fin_m, saved_m = train_mod._mojo_forward(prob)
+    y_x, fin_x, saved_x = train_mod._max_forward(prob)
+    assert saved_x.ckpt.shape == saved_m.ckpt.shape == (5, 4, 8, 16)  # ceil(70 / 64) + 0 + ceil(130 / 64) chunks
+    for got, want in ((y_x, y_m), (fin_x, fin_m), (saved_x.ckpt, saved_m.ckpt), (saved_x.ypre, saved_m.ypre)):
+        np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
