@@ -1,13 +1,16 @@
 """Peak memory of the mojo training step (forward + chunked backward) per training-forward
 kernel (``aura_lab.ssd.train.forward_kernel``), as ``aura-lab bench ssd`` measures a row's
 ``peak_MiB`` (``harness.core.peak_rss`` around the bench's step: ``(y * w).sum().backward()``),
-repeated over rounds that alternate the kernels, in one process: a single reading depends on
-which freed pages the allocator hands back, so this prints every reading, sorted, and the
-size of the arrays live together in the backward (y, the checkpoints, y's and x's
-gradients): a reading below it reuses memory freed within the step (the previous step's
-gradients, ``y * w``), which the allocator does on some calls and not on others.
+repeated over rounds that alternate the kernels, in one process; it prints every reading,
+sorted, and the size of the arrays live together in the backward (y, the checkpoints, y's and
+x's gradients).
 
-    python tools/peak_ssd_train.py [--batch 4] [--length 1024] [--rounds 8]
+``--reuse``: read the peak as the bench did before it freed the last step's gradients ahead of
+the baseline: the step then frees them itself, and a reading depends on whether the
+allocator hands their pages back to the step (at b=4 l=1024 ~100 MiB on some calls, 118-127
+on others, with either forward kernel).
+
+    python tools/peak_ssd_train.py [--batch 4] [--length 1024] [--rounds 8] [--reuse]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--length", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--reuse", action="store_true", help="keep the last step's gradients until the step frees them")
     args = ap.parse_args()
     import numpy as np
     import torch
@@ -32,9 +36,12 @@ def main() -> None:
     leaves = {k: torch.from_numpy(v).requires_grad_() for k, v in make_inputs(b, l, 0).items()}
     w = torch.from_numpy(np.random.default_rng(2).standard_normal((b, l, H, P), dtype=np.float32))
 
-    def step():
+    def free_gradients():
         for v in leaves.values():
             v.grad = None
+
+    def step():
+        free_gradients()
         y = selective_scan(leaves["x"], leaves["dt"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"],
                            dt_bias=leaves["dt_bias"], dt_softplus=True, chunk_size=64, backend="mojo")
         (y * w).sum().backward()
@@ -45,6 +52,8 @@ def main() -> None:
         for k in kernels if r % 2 == 0 else kernels[::-1]:
             with train.forward_kernel_set(k):
                 step()  # warm: the kernel's first call, and this kernel's allocation pattern
+                if not args.reuse:
+                    free_gradients()  # as the bench's training rows do before their baseline
                 peaks[k].append(peak_rss(step)[1])
     x_mib = b * l * H * P * 4 / 2**20
     ckpt_mib = b * -(-l // train.CHECKPOINT) * H * P * N * 4 / 2**20

@@ -6,8 +6,9 @@ with dt_bias, D of shape (h,), no z (the feature set MAX's op supports), float32
 
 Training rows (``train b=.. l=..``, sizes ``TRAIN_SIZES``): forward + backward of
 ``(y * w).sum()`` for a fixed random ``w``, gradients of x, dt, A, B, C, D and dt_bias, through
-``selective_scan`` on mojo and max (their Mojo backward; mojo twice: its default, chunked,
-backward and ``mojo (sequential backward)``) and torch autograd through the chunked SSD at
+``selective_scan`` on mojo and max (their Mojo kernels; mojo twice: its default, chunked,
+forward and backward, and ``SEQUENTIAL_ROW``, the sequential kernels it trained with before)
+and torch autograd through the chunked SSD at
 each of ``TORCH_CHUNKS`` (``vs_torch_ssd``: against the faster; from l = ``ONE_TORCH_CHUNK_FROM``
 on only at the chunk size that was the faster one at the longest shorter l of the same b,
 since torch autograd at b=4 l=16384 takes about a minute a call). ``tok/s`` is tokens trained
@@ -279,6 +280,11 @@ def _torch_chunks(rows: list[dict], b: int, l: int) -> tuple:
     return (min((r for r in torch_rows if r["l"] == longest), key=lambda r: r["ms"])["chunk"],)
 
 
+#: the mojo training row on the sequential forward and backward kernels (the training step before
+#: the chunked kernels), for the ratios and the peak memory against them in the same run
+SEQUENTIAL_ROW = "mojo (sequential forward and backward)"
+
+
 def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float,
                 torch_chunks: tuple = TORCH_CHUNKS) -> list[dict]:
     """Forward + backward at (b, l) on every differentiable backend (see the module docstring),
@@ -291,11 +297,12 @@ def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float
     impls = {}
     for be in available_backends(train_op, backends):
         for q in (torch_chunks if be == "torch" else (TORCH_CHUNKS[0],)):
-            impls[f"torch autograd (chunked SSD, Q={q})" if be == "torch" else be] = (be, q, train_mod.grad_kernel)
-        if be == "mojo":  # the default backward (chunked) and the sequential one, in the same run
-            impls["mojo (sequential backward)"] = (be, TORCH_CHUNKS[0], "sequential")
+            impls[f"torch autograd (chunked SSD, Q={q})" if be == "torch" else be] = (
+                be, q, train_mod.forward_kernel, train_mod.grad_kernel)
+        if be == "mojo":  # the default kernels (chunked) and the sequential ones, in the same run
+            impls[SEQUENTIAL_ROW] = (be, TORCH_CHUNKS[0], "sequential", "sequential")
     rows, grads = [], {}
-    for impl, (be, q, kernel) in impls.items():
+    for impl, (be, q, fwd, kernel) in impls.items():
         leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
         saved = {}
 
@@ -307,7 +314,7 @@ def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float
             saved.clear()
             for v in leaves.values():
                 v.grad = None
-            with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t), train_mod.forward_kernel_set(fwd):
                 y = selective_scan(leaves["x"], leaves["dt"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"],
                                    dt_bias=leaves["dt_bias"], dt_softplus=True, chunk_size=q, backend=be)
             kept = y.grad_fn.saved if be in ("mojo", "max") else None
@@ -315,8 +322,16 @@ def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float
                 (y * w).sum().backward()
             return kept
 
-        t = time_call(step, repeats=repeats, slow_s=slow_s, slow_wrap=peak_rss)
-        kept, peak = t.pop("slow_out") if "slow_out" in t else peak_rss(step)  # a slow step's timed call gave it
+        def step_peak(fn):
+            """peak_rss of a step with the last step's gradients freed before its baseline: else
+            whether the step reuses their pages varies, and one reading of the same step at b=4
+            l=1024 was ~100 or ~120-127 MiB (tools/peak_ssd_train.py)"""
+            for v in leaves.values():
+                v.grad = None
+            return peak_rss(fn)
+
+        t = time_call(step, repeats=repeats, slow_s=slow_s, slow_wrap=step_peak)
+        kept, peak = t.pop("slow_out") if "slow_out" in t else step_peak(step)  # a slow step's timed call gave it
         saved_bytes = sum(saved.values()) if kept is None else _saved_bytes(kept)
         grads[impl] = {k: v.grad.numpy().copy() for k, v in leaves.items()}
         rows.append({"case": case, "impl": impl, "kind": "backend" if be != "torch" or q == torch_chunks[0] else "peer",

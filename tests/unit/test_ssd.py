@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import aura_lab
 from aura_lab import ssd
-from aura_lab.harness.ssd import make_case
+from aura_lab.harness.ssd import SEQUENTIAL_ROW, make_case
 from aura_lab.ssd import selective_scan, selective_state_update, ssd_minimal_discrete, ssd_sequential_ref
 
 from aura_lab.registry import backend_status
@@ -545,7 +545,7 @@ def test_bench_smoke_rows_and_ratios():
         assert r["grad_rel_err"] < 2e-3 and r["saved_MiB"] > 0 and r["tok/s"] > 0, r
     if "mojo" in train:  # checkpoints every 64 tokens and the inputs: less than torch's saved tensors
         assert train["mojo"]["saved_MiB"] < train["torch autograd (chunked SSD, Q=64)"]["saved_MiB"]
-        assert "mojo (sequential backward)" in train  # the old backward, for the ratio to it
+        assert SEQUENTIAL_ROW in train  # the kernels before the chunked ones, for the ratio to them
     pre = {r["impl"]: r for r in res.rows if r["case"] == "prefill l=32"}
     assert {"torch loop", "torch (chunked SSD, Q=64)", "torch (chunked SSD, Q=256)", "numpy"} <= set(pre)
     for r in pre.values():
