@@ -100,8 +100,9 @@ def _failing_grad_inputs(rng, large):
 
 def _failing_max_backward(backend, x, dt, A, B, C):
     """The MAX backward op (kernels/aura_kernels/ssd_ops.mojo) on operands that it rejects
-    only after allocating its four scratch buffers: B and C handed over without the padding
-    of n to the vector width that aura_lab.ssd adds (the forward it reruns raises)."""
+    after MAX has allocated its nine outputs: B and C handed over without the padding of n to
+    the vector width that aura_lab.ssd adds, with checkpoints of the matching shape (the
+    kernel's check_blocks raises)."""
     import torch
 
     from aura_lab.ssd import kernels as K
@@ -113,7 +114,8 @@ def _failing_max_backward(backend, x, dt, A, B, C):
     dtype, _, operands, init, offsets = K.scan_inputs(prob)
     n = B.shape[-1]
     unpadded = tuple(a if i not in (3, 4) else np.ascontiguousarray(a[..., :n]) for i, a in enumerate(operands))
-    saved = train._Saved(prob, dtype, n, unpadded, offsets, init, None, None)
+    ckpt = np.zeros((max(1, train._checkpoint_count(offsets)), prob.h, prob.p, n), dtype)
+    saved = train._Saved(prob, dtype, n, unpadded, offsets, init, ckpt, None)
     with pytest.raises(Exception, match="n must be a multiple of the vector width"):
         train._max_backward(saved, None, None, {"x", "dt", "A", "B", "C"})
 
@@ -121,8 +123,9 @@ def _failing_max_backward(backend, x, dt, A, B, C):
 @pytest.mark.requires("max")
 def test_max_backward_failing_after_allocation_leaves_rss_flat():
     """Issue 28: the MAX backward op's execute freed its scratch only on success, so every
-    error raised after the allocation leaked it (y, ypre, fin, ckpt: ~130 KiB a call here).
-    Repeated failures must leave RSS flat by the soak's criteria."""
+    error raised after the allocation leaked it (y, ypre, fin, ckpt: ~130 KiB a call then; the
+    op has had no scratch of its own since it stopped rerunning the forward). Repeated
+    failures must leave RSS flat by the soak's criteria."""
     case = L.Case("selective_scan (train) failing", "ssd_train", _failing_grad_inputs, _failing_max_backward)
     r = L.soak(case, "max", calls=1000)
     assert L.problems(r) == [], r
