@@ -243,7 +243,9 @@ def test_sparse_memory_budget_error(monkeypatch):
 
 def test_sparse_cancel_from_another_thread():
     X = np.random.default_rng(5).standard_normal((3000, 3))
-    kw = dict(maxdim=3, threshold=0.6)
+    # no collapse: with it (auto at maxdim 3) the call now ends in ~0.25 s, before the cancel;
+    # without, the engine runs 3-4 s (the collapse's own cancel: test_persistence_collapse)
+    kw = dict(maxdim=3, threshold=0.6, collapse_edges=False)
     with aura_lab.cancellable() as ctl:
         threading.Timer(0.3, ctl.cancel).start()
         t0 = time.perf_counter()
