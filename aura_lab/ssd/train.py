@@ -264,30 +264,40 @@ def _max_forward(prob: Scan):
                      chunk=CHECKPOINT, ypre=prob.z)
     ckpt_rows = np.zeros(max(1, _checkpoint_count(offsets)), np.int64)  # its length gives ckpt's
     inputs = [*K.max_operands(prob, operands, npad, offsets, T, init), ckpt_rows, block.words()]
-    types = lambda dev: [TensorType(DType.int64, ["K"], dev), TensorType(DType.int64, [len(block.abi.fields) + 1], dev)]  # noqa: E731
-    y, fin, ckpt, ypre = max_backend.run(("ssd_train", dtype.name), _max_graph("aura_ssd_scan_train", dtype, types, 4),
+
+    def extra(shared, dev):  # ckpt_rows, the block
+        return [TensorType(DType.int64, ["K"], dev), TensorType(DType.int64, [len(block.abi.fields) + 1], dev)]
+
+    def outs(shared, dev):  # y (like x), the state, ckpt, ypre (like z)
+        return [shared[0], shared[9], _ckpt_type(shared, dev), shared[6]]
+
+    y, fin, ckpt, ypre = max_backend.run(("ssd_train", dtype.name), _max_graph("aura_ssd_scan_train", dtype, extra, outs),
                                          *inputs)
     saved = _Saved(prob, dtype, npad, operands, offsets, init, ckpt, None if prob.z is None else ypre)
     return y.reshape(prob.b, prob.l, prob.h, prob.p), np.ascontiguousarray(fin[..., : prob.n]), saved
 
 
-def _max_graph(op_name: str, dtype, extra_types, n_out: int):
+def _max_graph(op_name: str, dtype, extra_types, out_types):
     """``build(dev, pkg)`` for ``max_backend.run``: the custom op ``op_name`` on the scan's
-    inputs (``K.max_input_types``) and ``extra_types(dev)``; its outputs typed as, in order, y (like
-    x), the state, ckpt (K, h, p, n), ypre (like z) (the forward: ``n_out`` 4), or each gradient as
-    its input (the backward: ``n_out`` 9)."""
+    inputs (``shared = K.max_input_types(dtype, dev)``) and ``extra_types(shared, dev)``, its
+    outputs typed ``out_types(shared, dev)``."""
     def build(dev, pkg):
-        from max.graph import Graph, TensorType, ops
+        from max.graph import Graph, ops
 
         shared = K.max_input_types(dtype, dev)
-        with Graph(f"{op_name}_{dtype.name}", input_types=[*shared, *extra_types(dev)], custom_extensions=[pkg]) as gr:
-            v = list(gr.inputs)
-            ckpt = TensorType(v[0].type.dtype, ["K", "h", "p", "n"], dev)
-            outs = [v[0].type, v[9].type, ckpt, v[6].type] if n_out == 4 else [v[i].type for i in (*range(8), 9)]
-            gr.output(*ops.custom(op_name, dev, v, out_types=outs))
+        with Graph(f"{op_name}_{dtype.name}", input_types=[*shared, *extra_types(shared, dev)],
+                   custom_extensions=[pkg]) as gr:
+            gr.output(*ops.custom(op_name, dev, list(gr.inputs), out_types=out_types(shared, dev)))
         return gr
 
     return build
+
+
+def _ckpt_type(shared: list, dev):
+    """The checkpoints' graph type, (K, h, p, n) in the scan's dtype (``shared``: ``K.max_input_types``)."""
+    from max.graph import TensorType
+
+    return TensorType(shared[0].dtype, ["K", "h", "p", "n"], dev)
 
 
 def _max_backward(saved: _Saved, gy, gfin, wanted):
@@ -313,12 +323,14 @@ def _max_backward(saved: _Saved, gy, gfin, wanted):
     ypre = shared[6] if saved.ypre is None else saved.ypre.reshape(T, h, p)  # without z: z's placeholder
     inputs = [*shared, saved.ckpt, ypre, gy, gfin_in, fwd.words(), grad.words()]
 
-    def types(dev):  # ckpt, ypre (like z), gy (like x), gfin (like the state), the two blocks
-        shared = K.max_input_types(dtype, dev)
-        return [TensorType(shared[0].dtype, ["K", "h", "p", "n"], dev), shared[6], shared[0], shared[9],
+    def extra(shared, dev):  # ckpt, ypre (like z), gy (like x), gfin (like the state), the two blocks
+        return [_ckpt_type(shared, dev), shared[6], shared[0], shared[9],
                 TensorType(DType.int64, [len(fwd.abi.fields) + 1], dev), TensorType(DType.int64, [len(GRAD_ABI.fields) + 1], dev)]
 
-    outs = max_backend.run(("ssd_grad", dtype.name), _max_graph("aura_ssd_scan_grad", dtype, types, 9), *inputs)
+    def grads(shared, dev):  # each gradient typed as its input: x .. dt_bias, then the state
+        return [*shared[:8], shared[9]]
+
+    outs = max_backend.run(("ssd_grad", dtype.name), _max_graph("aura_ssd_scan_grad", dtype, extra, grads), *inputs)
     res = {}
     for name, arr, src in zip(_GRAD_NAMES, outs, saved.operands + (saved.init,)):
         if name in ("x", "B", "C") or (src is not None and name in wanted):
