@@ -303,7 +303,6 @@ def test_estimate_bounds_when_sampled(monkeypatch):
         assert abs(c["estimate"][k] - want[k]) <= 0.5 * want[k]
 
 
-
 def test_no_clique_is_counted_when_the_upper_bounds_fit_the_budget():
     """With a budget the lower bound cannot reach even at the counts' upper bounds, the
     estimate takes those upper bounds (counted False); with one it could reach, the cliques are
