@@ -23,6 +23,12 @@ eviction is retried once.
 Fork: the Mojo runtime's worker threads do not survive ``os.fork``; a multi-threaded kernel
 call in a child forked after a kernel was loaded would wait for them forever. Such a child
 runs its kernels on one thread (``registry.single_thread_after_fork``, with a warning).
+
+Ctrl-C: on its first start in a process the Mojo runtime looks for libpython by running
+``python3`` through ``system()`` unless ``MOJO_PYTHON_LIBRARY`` is set, and ``system()``
+ignores SIGINT in the calling process while the child runs: a Ctrl-C (or Jupyter's
+interrupt) in that 0.5-2 s was lost and the call ran to its end. Importing this module points
+the runtime at this interpreter's libpython (``point_the_runtime_at_this_python``).
 """
 
 from __future__ import annotations
@@ -372,6 +378,29 @@ def _load_file(stem: str, path: Path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+# ------------------------------------------------------------------------------ libpython
+
+def this_libpython() -> Path | None:
+    """The shared libpython of the running interpreter, or None (a static build has none)."""
+    import sysconfig
+
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        return None
+    lib = Path(sysconfig.get_config_var("LIBDIR") or "") / (sysconfig.get_config_var("LDLIBRARY") or "")
+    return lib if lib.is_file() else None
+
+
+def point_the_runtime_at_this_python() -> None:
+    """Set ``MOJO_PYTHON_LIBRARY`` (unless set) so that the runtime's first start does not run
+    its libpython search, a ``python3`` child under ``system()``, which makes this process
+    ignore SIGINT until the child ends (see the module docstring)."""
+    if "MOJO_PYTHON_LIBRARY" not in os.environ and (lib := this_libpython()) is not None:
+        os.environ["MOJO_PYTHON_LIBRARY"] = str(lib)
+
+
+point_the_runtime_at_this_python()
 
 
 # ------------------------------------------------------------------------------ fork

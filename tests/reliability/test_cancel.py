@@ -22,6 +22,12 @@ from aura_lab.errors import Cancelled
 from tests.conftest import kernel_threads_left
 
 
+def _mojo_libpython():
+    from aura_lab import _mojo
+
+    return _mojo.this_libpython()
+
+
 BACKENDS = [pytest.param(b, marks=pytest.mark.requires(b)) for b in ("mojo", "max")]
 
 
@@ -458,6 +464,33 @@ def test_ctrl_c_during_a_first_use_compile_leaves_no_partial_file(tmp_path):
     left = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
     assert left == ["distance.lock"], left
     assert not [p for p in tmp_path.rglob(".distance-*")]
+
+
+@pytest.mark.requires("mojo")
+@pytest.mark.skipif(_mojo_libpython() is None, reason="a static Python build: no libpython to point the runtime at")
+def test_the_runtime_starts_without_a_python3_child(tmp_path):
+    """The Mojo runtime's first start looks for libpython by running ``python3`` under
+    ``system()`` unless MOJO_PYTHON_LIBRARY is set; Jupyter's interrupt reaches that child too
+    (CI saw it die mid-startup and the interrupt missed its 2 s). Importing aura_lab sets the
+    variable: a first kernel call in a fresh process starts no ``python3`` (a recording one is
+    first on PATH); with the variable removed after the import, the same call does."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "ran"
+    fake = tmp_path / "python3"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {sys.executable} "$@"\n')
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "MOJO_PYTHON_LIBRARY"}
+    env["PATH"] = f"{tmp_path}{os.pathsep}{env.get('PATH', '')}"
+    call = "aura_lab.pairwise_distances(np.ones((64, 3), np.float32), backend='mojo')"
+    unset = "del os.environ['MOJO_PYTHON_LIBRARY']"
+    for remove, started in ((False, False), (True, True)):
+        code = f"import os, numpy as np, aura_lab\nprint(os.environ['MOJO_PYTHON_LIBRARY'])\n{unset if remove else ''}\n{call}"
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.strip() == str(_mojo_libpython())
+        assert log.exists() == started, (remove, log.read_text() if log.exists() else "")
 
 
 def test_cli_reports_an_interrupt_without_a_traceback(tmp_path):
