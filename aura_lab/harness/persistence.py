@@ -10,7 +10,9 @@ threshold 0.05). All are run in float32, as ripser and giotto-ph compute.
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,14 +62,16 @@ TOL_RIPSER = 1e-5
 TOL_GUDHI = 1e-6
 
 COLUMNS = ["case", "impl", "ms", "runs", "peak_MiB", "bars", "vs_ripser.py", "vs_giotto-ph", "vs_giotto-ph+collapse",
-           "vs_gudhi RipsPersistence", "peak_vs_min_peer", "vs_diagrams", "vs_ripser.py_cocycles", "collapse", "note"]
+           "vs_gudhi RipsPersistence", "peak_vs_min_peer", "auto_vs_off", "vs_diagrams", "vs_ripser.py_cocycles",
+           "collapse", "note"]
 
 #: the representative rows: the mojo engine with cycles and cocycles, ripser.py with cocycles
 REPS = "mojo cycles+cocycles"
 RIPSER_COCYCLES = "ripser.py cocycles"
 #: our rows: name -> rips_persistence arguments on the mojo backend: edge collapse as auto
 #: decides (the default), off and on, and the representatives (standard sets only)
-OURS = {"mojo": {}, "mojo collapse off": {"collapse_edges": False}, "mojo collapse on": {"collapse_edges": True},
+AUTO, OFF = "mojo", "mojo collapse off"
+OURS = {AUTO: {}, OFF: {"collapse_edges": False}, "mojo collapse on": {"collapse_edges": True},
         REPS: {"return_cycles": True, "return_cocycles": True}}
 
 
@@ -218,7 +222,26 @@ def measure(name: str, impl: str, repeats: int = 3, slow_s: float = 5.0) -> dict
                    emergent=sum(st["emergent"]))
         if st.get("collapse"):
             row["collapse"] = describe_collapse(st["collapse"])
+    if impl == AUTO:
+        row["auto_vs_off"] = auto_vs_off(fn, _impl_fn(OFF, X, kw), pairs=t["runs"])
     return row
+
+
+def auto_vs_off(auto: Callable[[], object], off: Callable[[], object], pairs: int) -> float:
+    """Median time of ``auto`` / median time of ``off``, the two calls alternating in this
+    process (``pairs`` of each, in the order auto-off, off-auto, ...): the two rows of the bench
+    run in separate processes, and on a call that costs the same either way (auto resolving to
+    off) the spread between two processes exceeds the 5 % this ratio is held to. ``off`` gets
+    one warm-up call first unless a single pair is asked for (a slow call; ``auto`` ran already)."""
+    if pairs > 1:
+        off()
+    times: dict[str, list[float]] = {"auto": [], "off": []}
+    for i in range(pairs):
+        for key in ("auto", "off") if i % 2 == 0 else ("off", "auto"):
+            t0 = time.perf_counter()
+            (auto if key == "auto" else off)()
+            times[key].append(time.perf_counter() - t0)
+    return statistics.median(times["auto"]) / statistics.median(times["off"])
 
 
 #: the peers every row is compared with (time: ``vs_<peer>``, peer time / this row's)
@@ -249,7 +272,7 @@ def _add_ratios(rows: list[dict], sets: list[str]) -> None:
             if ours in rs and peaks and rs[ours].get("peak_MiB") is not None:
                 rs[ours]["peak_vs_min_peer"] = rs[ours]["peak_MiB"] / min(peaks)
         if REPS in rs:
-            plain = "mojo collapse off"  # representatives never collapse under auto: the same complex
+            plain = OFF  # representatives never collapse under auto: the same complex
             if plain in rs:
                 rs[REPS]["vs_diagrams"] = rs[REPS]["ms"] / rs[plain]["ms"]
             if RIPSER_COCYCLES in rs:
@@ -268,7 +291,9 @@ def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True
     reported as such in its row's note. Ratios are peer time / this row's time, same run. The
     representative rows (standard sets): mojo with cycles and cocycles (``vs_diagrams``: its
     time / mojo's diagrams alone without collapse) and ripser.py with ``do_cocycles=True``
-    (``vs_ripser.py_cocycles`` on the mojo row: ripser.py's time / ours)."""
+    (``vs_ripser.py_cocycles`` on the mojo row: ripser.py's time / ours). The mojo row's
+    ``auto_vs_off`` is collapse auto's time / collapse off's, the two alternating in that row's
+    process (``auto_vs_off``)."""
     known = [*STANDARD_SETS, *LARGE_SETS]
     sets = list(sets or known)
     if unknown := [s for s in sets if s not in known]:
@@ -298,7 +323,8 @@ def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True
            "timeout_s": timeout_s,
            "note": "vs_X = X's time / this row's time (> 1: this row is faster); peak_MiB = resident memory the "
                    "first call added over the process after imports and a warm-up (fresh process per row); "
-                   "peak_vs_min_peer = the mojo row's peak_MiB / the smallest peer's"}
+                   "peak_vs_min_peer = the mojo row's peak_MiB / the smallest peer's; auto_vs_off = collapse auto's "
+                   "time / collapse off's, alternating in the mojo row's process"}
     return BenchResult("persistence", rows, ctx)
 
 

@@ -112,6 +112,8 @@ TARGETS = (
            _RIPSER_SETS + _RESEARCH_SETS, "mojo", _GIOTTO_BEST, 1),
     Target("persistence, collapse auto: peak memory ≤ 1.1× the smallest peer's", "persistence",
            _RIPSER_SETS + _RESEARCH_SETS, "mojo", "peak_vs_min_peer", 1.1, at_most=True),
+    Target("persistence, collapse auto: at most 5 % slower than collapse off (same process)", "persistence",
+           _RIPSER_SETS + _RESEARCH_SETS, "mojo", "auto_vs_off", 1.05, at_most=True),
     Target("persistence: diagrams + cycles + cocycles ≤ 2× diagrams alone", "persistence", _RIPSER_SETS,
            "mojo cycles+cocycles", "ms", 2, at_most=True, over="mojo collapse off"),
     Target("persistence: representatives faster than ripser.py's cocycles", "persistence", _RIPSER_SETS,

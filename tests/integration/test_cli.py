@@ -143,6 +143,27 @@ def test_bench_persistence_ratios_and_memory_against_the_smallest_peer():
     assert rows[2]["vs_giotto-ph+collapse"] == 5.0 / 30.0
 
 
+def test_bench_persistence_auto_vs_off_alternates_in_one_process(monkeypatch):
+    """auto_vs_off: median auto / median off, the calls alternating auto-off, off-auto, ...,
+    off warmed up first (on a fake clock that each call advances by its cost)."""
+    from aura_lab.harness import persistence as H
+
+    clock, calls = [0.0], []
+
+    def call(name, cost):
+        def fn():
+            calls.append(name)
+            clock[0] += cost.pop(0) if isinstance(cost, list) else cost
+        return fn
+
+    monkeypatch.setattr(H.time, "perf_counter", lambda: clock[0])
+    ratio = H.auto_vs_off(call("auto", [1.0, 3.0, 2.0]), call("off", 2.0), pairs=3)
+    assert calls == ["off", "auto", "off", "off", "auto", "auto", "off"]
+    assert ratio == 1.0  # median(1, 3, 2) / median(2, 2, 2)
+    calls.clear()
+    assert H.auto_vs_off(call("auto", 5.0), call("off", 4.0), pairs=1) == 1.25 and calls == ["auto", "off"]
+
+
 def test_bench_sets_option_only_for_families_with_sets():
     r = subprocess.run([sys.executable, "-m", "aura_lab.cli", "bench", "distance", "--sets", "x"], capture_output=True,
                        text=True)
