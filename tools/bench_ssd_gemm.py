@@ -1,7 +1,8 @@
 """Issue 27, build item 1: the chunk-sized matrix products of the chunked SSD
 (kernels/aura_kernels/chunk_gemm.mojo) against the sequential scan forward, in flops/s on one
 thread, in one process, interleaved (median of --repeats). The ratio rho = GEMM rate / scan
-rate is what shared/notes/ssd-backward.md's cost model takes.
+rate is what shared/notes/ssd-backward.md's cost model takes; ``aura-lab bench ssd`` has the
+same products as its chunk GEMM rows (``vs_scan_1t``), here at any --length and --reps.
 
 The scan forward is ``selective_scan`` on mojo at the bench shape (b=1, h=24, p=64, n=128,
 l = --length) with AURA_NUM_THREADS=1, counted at 5 h p n flops per token; each product
@@ -19,11 +20,10 @@ import time
 
 os.environ["AURA_NUM_THREADS"] = "1"  # before aura_lab reads it: both sides on one thread
 
-from aura_lab import _mojo  # noqa: E402
+from aura_lab.harness.ssd import GEMM_SHAPES as SHAPES  # noqa: E402
 from aura_lab.harness.ssd import H, N, P, flops, make_inputs  # noqa: E402
 from aura_lab.ssd import selective_scan  # noqa: E402
-
-SHAPES = ((64, 128, 64), (64, 64, 128), (64, 64, 64), (64, 128, 128), (128, 64, 64))  # (M, N, K)
+from aura_lab.ssd.kernels import chunk_gemm_seconds  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +32,6 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--reps", type=int, default=2000, help="products per timing")
     args = ap.parse_args()
-    kern = _mojo.load("ssd")
     inp = make_inputs(1, args.length)
 
     def scan_s():
@@ -46,7 +45,7 @@ def main() -> None:
     for _ in range(args.repeats):
         times["scan"].append(scan_s())
         for s in SHAPES:
-            times[s].append(kern.gemm_rate([*s, args.reps, 32]))
+            times[s].append(chunk_gemm_seconds(*s, args.reps))
     scan_rate = flops(args.length) / statistics.median(times["scan"]) / 1e9
     print(f"load average {os.getloadavg()[0]:.2f}; one thread, float32, median of {args.repeats}")
     print(f"scan forward l={args.length} h={H} p={P} n={N}: {scan_rate:.1f} GFLOP/s")

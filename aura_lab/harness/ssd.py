@@ -33,6 +33,10 @@ Peers, measured in the same run:
   symbolic length (compiled once per process, outside the timings); decode is a batch of
   length-1 sequences continuing their pooled state, as MAX runs it.
 
+The chunk GEMM rows (``GEMM_SHAPES``) time the chunked kernels' matrix-product micro-kernel on
+one thread on cache-resident operands; ``vs_scan_1t`` is its GFLOP/s over the one-thread scan
+forward's at l = 4096 (the ratio rho of the cost model in shared/notes/ssd-backward.md).
+
 GFLOP/s counts the sequential scan's 5*h*p*n flops per token for every implementation (per
 (h, p, n): a multiply and an FMA for the state, an FMA for y), so for the chunked forms it is
 an effective rate.
@@ -40,6 +44,7 @@ an effective rate.
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import numpy as np
@@ -47,6 +52,7 @@ import numpy as np
 from ..registry import explain
 from ..ssd import op, selective_scan, selective_state_update, ssd_sequential_ref, step_op
 from ..ssd import train as train_mod
+from ..ssd.kernels import chunk_gemm_seconds
 from ..ssd.train import train_op
 from .core import (BenchResult, Check, PanelSpec, available_backends, compare, machine_info, memory_bandwidth, peak_rss,
                    progress, threads, time_call)
@@ -59,8 +65,13 @@ TRAIN_SIZES = ((1, 1024), (1, 4096), (4, 1024), (4, 4096), (1, 16384), (4, 16384
 ONE_TORCH_CHUNK_FROM = 16384
 DECODE_B = 16
 TORCH_CHUNKS = (64, 256)  # the fastest on the 2-core VM, and mamba_ssm's default
+#: (M, N, K) of the chunk products the chunked forward and backward run at Q = 64, n = 128, p = 64
+GEMM_SHAPES = ((64, 128, 64), (64, 64, 128), (64, 64, 64), (64, 128, 128), (128, 64, 64))
+GEMM_REPS = 2000  # products per timing: ~0.1-0.3 s
+#: the row whose rate the GEMM rows are compared with (``vs_scan_1t``): the scan forward, one thread
+GEMM_SCAN_CASE, GEMM_SCAN_IMPL = "prefill l=4096", "mojo (1 thread)"
 COLUMNS = ["case", "impl", "ms", "runs", "tok/s", "GFLOP/s", "GB/s", "peak_MiB", "saved_MiB", "vs_torch_loop",
-           "vs_torch_ssd", "vs_max_op", "note"]
+           "vs_torch_ssd", "vs_max_op", "vs_scan_1t", "note"]
 
 
 def flops(tokens: int, h: int = H, p: int = P, n: int = N) -> float:
@@ -193,8 +204,12 @@ def bench(lengths=None, backends=None, repeats: int = 5, seed: int = 0, show_pro
     train_sizes = TRAIN_SIZES if train_sizes is None else train_sizes
     jobs = [("prefill", l) for l in lengths] + [("decode", decode_b)] + [("train", bl) for bl in train_sizes]
     jobs += [("lm", None)] if with_lm else []
+    jobs += [("gemm", None)] if "mojo" in names else []
     checks = {}
     for kind, size in progress(jobs, desc="bench ssd", enabled=show_progress):
+        if kind == "gemm":
+            rows += _gemm_rows(repeats)
+            continue
         if kind == "train":
             rows += _train_rows(*size, backends, repeats, seed, slow_s, _torch_chunks(rows, *size))
             continue
@@ -260,6 +275,7 @@ def bench(lengths=None, backends=None, repeats: int = 5, seed: int = 0, show_pro
             ref = outs["numpy"]
             checks[case] = {k: float(np.max(np.abs(v.reshape(ref.shape) - ref))) for k, v in outs.items() if k != "numpy"}
     _ratios(rows)
+    _gemm_vs_scan(rows)
     for r in rows:
         if r["impl"] == "max op" and max_note:
             r["note"] = max_note
@@ -268,6 +284,29 @@ def bench(lengths=None, backends=None, repeats: int = 5, seed: int = 0, show_pro
            "max_abs_diff_vs_numpy": checks, "torch_threads": torch.get_num_threads(),
            "flops_per_token": flops(1), "command": "aura-lab bench ssd"}
     return BenchResult("ssd", rows, ctx)
+
+
+def _gemm_rows(repeats: int) -> list[dict]:
+    """One row per ``GEMM_SHAPES`` product: the chunk GEMM micro-kernel on one thread, float32,
+    cache-resident operands, ``GEMM_REPS`` products per timing, median of ``repeats`` (issue 27's
+    first measurement: what the chunked form's products reach, against the scan's own rate)."""
+    rows = []
+    for m, n, k in GEMM_SHAPES:
+        times = [chunk_gemm_seconds(m, n, k, GEMM_REPS) for _ in range(repeats + 1)][1:]  # one warm-up
+        sec = statistics.median(times)
+        rows.append({"case": f"chunk GEMM {m}x{k} . {k}x{n}", "impl": "mojo (1 thread)", "kind": "backend",
+                     "ms": sec / GEMM_REPS * 1e3, "min_ms": min(times) / GEMM_REPS * 1e3, "runs": repeats,
+                     "GFLOP/s": 2.0 * m * n * k * GEMM_REPS / sec / 1e9})
+    return rows
+
+
+def _gemm_vs_scan(rows: list[dict]) -> None:
+    """Each GEMM row's ``vs_scan_1t``: its GFLOP/s / the one-thread scan forward's (the ratio
+    the cost model in shared/notes/ssd-backward.md calls rho)."""
+    scan = [r for r in rows if r["case"] == GEMM_SCAN_CASE and r["impl"] == GEMM_SCAN_IMPL]
+    for r in rows:
+        if scan and r["case"].startswith("chunk GEMM"):
+            r["vs_scan_1t"] = r["GFLOP/s"] / scan[0]["GFLOP/s"]
 
 
 def _torch_chunks(rows: list[dict], b: int, l: int) -> tuple:

@@ -100,6 +100,18 @@ def _mojo_impl(prob: Scan) -> ScanOutput:
     return ScanOutput(y, fin if npad == prob.n else np.ascontiguousarray(fin[..., : prob.n]))
 
 
+def chunk_gemm_seconds(m: int, n: int, k: int, reps: int, dtype=np.float32) -> float:
+    """Seconds for ``reps`` chunk-sized products (m, k) x (k, n) on one thread with the chunked
+    kernels' GEMM micro-kernel (``aura_kernels/chunk_gemm.mojo``), operands resident in cache:
+    the bench's measure of what the chunked form's matrix products can reach."""
+    if min(m, n, k, reps) <= 0:
+        raise ValueError(f"m, n, k and reps must be positive, got {(m, n, k, reps)}")
+    bits = 8 * np.dtype(dtype).itemsize
+    if bits not in (32, 64):
+        raise TypeError(f"dtype: float32 or float64, got {np.dtype(dtype)}")
+    return float(_kernel().gemm_rate([m, n, k, reps, bits]))
+
+
 # --------------------------------------------------------------------------------- max
 
 def max_operands(prob, operands, npad: int, offsets, tokens: int, init) -> list:

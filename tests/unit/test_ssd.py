@@ -538,7 +538,11 @@ def test_bench_smoke_rows_and_ratios():
     res = hs.bench(lengths=[32], decode_b=2, repeats=1, with_max=False, show_progress=False, train_sizes=[(2, 40)],
                    with_lm=False)
     cases = {r["case"] for r in res.rows}
-    assert cases == {"prefill l=32", "decode b=2", "train b=2 l=40"}
+    mojo = "mojo" in hs.available_backends(hs.op, None)
+    gemm = {f"chunk GEMM {m}x{k} . {k}x{n}" for m, n, k in hs.GEMM_SHAPES} if mojo else set()
+    assert cases == {"prefill l=32", "decode b=2", "train b=2 l=40", *gemm}
+    for r in (r for r in res.rows if r["case"] in gemm):  # no l=4096 scan row in this run: no ratio to it
+        assert r["impl"] == "mojo (1 thread)" and r["GFLOP/s"] > 0 and "vs_scan_1t" not in r
     train = {r["impl"]: r for r in res.rows if r["case"] == "train b=2 l=40"}
     assert {"torch autograd (chunked SSD, Q=64)", "torch autograd (chunked SSD, Q=256)"} <= set(train)
     for r in train.values():  # every backend's gradients agree with torch autograd's
@@ -556,6 +560,27 @@ def test_bench_smoke_rows_and_ratios():
     # every implementation computed the same y as the numpy reference
     diffs = res.context["max_abs_diff_vs_numpy"]["prefill l=32"]
     assert set(diffs) == set(pre) - {"numpy"} and all(d < 1e-3 for d in diffs.values()), diffs
+
+
+def test_bench_gemm_rows_against_the_one_thread_scan():
+    from aura_lab.harness import ssd as hs
+
+    rows = [{"case": hs.GEMM_SCAN_CASE, "impl": hs.GEMM_SCAN_IMPL, "GFLOP/s": 20.0},
+            {"case": hs.GEMM_SCAN_CASE, "impl": "mojo", "GFLOP/s": 35.0},
+            {"case": "chunk GEMM 64x64 . 64x128", "impl": "mojo (1 thread)", "GFLOP/s": 50.0}]
+    hs._gemm_vs_scan(rows)
+    assert rows[2]["vs_scan_1t"] == 2.5 and "vs_scan_1t" not in rows[0] and "vs_scan_1t" not in rows[1]
+
+
+@pytest.mark.requires("mojo")
+def test_chunk_gemm_seconds_checks_its_arguments():
+    from aura_lab.ssd.kernels import chunk_gemm_seconds
+
+    assert chunk_gemm_seconds(8, 8, 8, 3) > 0 and chunk_gemm_seconds(8, 8, 8, 3, np.float64) > 0
+    with pytest.raises(ValueError, match="m, n, k and reps must be positive"):
+        chunk_gemm_seconds(8, 0, 8, 3)
+    with pytest.raises(TypeError, match="dtype: float32 or float64"):
+        chunk_gemm_seconds(8, 8, 8, 3, np.float16)
 
 
 def test_memory_error_before_allocating(monkeypatch):
