@@ -223,18 +223,22 @@ def measure(name: str, impl: str, repeats: int = 3, slow_s: float = 5.0) -> dict
         if st.get("collapse"):
             row["collapse"] = describe_collapse(st["collapse"])
     if impl == AUTO:
-        row["auto_vs_off"] = auto_vs_off(fn, _impl_fn(OFF, X, kw), pairs=t["runs"])
+        pairs = max(MIN_PAIRS, t["runs"])
+        row.update(auto_vs_off=auto_vs_off(fn, _impl_fn(OFF, X, kw), pairs), auto_vs_off_pairs=pairs)
     return row
+
+
+#: the fewest auto/off pairs behind ``auto_vs_off`` (also on a set whose calls are timed once)
+MIN_PAIRS = 3
 
 
 def auto_vs_off(auto: Callable[[], object], off: Callable[[], object], pairs: int) -> float:
     """Median time of ``auto`` / median time of ``off``, the two calls alternating in this
-    process (``pairs`` of each, in the order auto-off, off-auto, ...): the two rows of the bench
-    run in separate processes, and on a call that costs the same either way (auto resolving to
-    off) the spread between two processes exceeds the 5 % this ratio is held to. ``off`` gets
-    one warm-up call first unless a single pair is asked for (a slow call; ``auto`` ran already)."""
-    if pairs > 1:
-        off()
+    process (``pairs`` of each, in the order auto-off, off-auto, ...), after one warm-up call of
+    ``off`` (``auto`` ran already): the two rows of the bench run in separate processes, and on
+    a call that costs the same either way (auto resolving to off) the spread between two
+    processes exceeds the 5 % this ratio is held to."""
+    off()
     times: dict[str, list[float]] = {"auto": [], "off": []}
     for i in range(pairs):
         for key in ("auto", "off") if i % 2 == 0 else ("off", "auto"):
@@ -293,7 +297,7 @@ def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True
     time / mojo's diagrams alone without collapse) and ripser.py with ``do_cocycles=True``
     (``vs_ripser.py_cocycles`` on the mojo row: ripser.py's time / ours). The mojo row's
     ``auto_vs_off`` is collapse auto's time / collapse off's, the two alternating in that row's
-    process (``auto_vs_off``)."""
+    process (``auto_vs_off``; ``auto_vs_off_pairs`` of each, at least ``MIN_PAIRS``)."""
     known = [*STANDARD_SETS, *LARGE_SETS]
     sets = list(sets or known)
     if unknown := [s for s in sets if s not in known]:

@@ -161,7 +161,7 @@ def test_bench_persistence_auto_vs_off_alternates_in_one_process(monkeypatch):
     assert calls == ["off", "auto", "off", "off", "auto", "auto", "off"]
     assert ratio == 1.0  # median(1, 3, 2) / median(2, 2, 2)
     calls.clear()
-    assert H.auto_vs_off(call("auto", 5.0), call("off", 4.0), pairs=1) == 1.25 and calls == ["auto", "off"]
+    assert H.auto_vs_off(call("auto", 5.0), call("off", 4.0), pairs=1) == 1.25 and calls == ["off", "auto", "off"]
 
 
 def test_bench_sets_option_only_for_families_with_sets():
