@@ -14,8 +14,9 @@ An op module declares its kernel's block as a ``KernelABI``::
   block (held by the call running the kernel) lives; a MAX op gets the same
   block as an int64 tensor (``ABI.pack(...).words()``), its address fields set to 1 for
   "present" and 0 for "absent", and substitutes its tensors' addresses.
-* The Mojo side of every block is generated from the same declaration into
-  ``kernels/aura_kernels/<name>_abi.mojo``: the enumeration members as ``comptime`` ids, and a
+* The Mojo side of every block is generated from the same declaration into the op's folder,
+  ``kernels/aura_kernels/<name>/abi.mojo`` (or the module named by ``module=``, e.g.
+  ``"ssd.grad_abi"`` for a second block of the ssd op): the enumeration members as ``comptime`` ids, and a
   struct ``<Name>Params`` whose ``load(address)`` checks the block's layout word (a hash of
   the name, the version and every field and member, in order) before reading a field, so a
   kernel built from another declaration raises instead of reading garbage.
@@ -98,7 +99,7 @@ class KernelABI:
     registry: dict[str, "KernelABI"] = {}
 
     def __init__(self, name: str, fields: list[tuple[str, str]], *, enums: tuple[Enumeration, ...] = (),
-                 outputs: tuple[Enumeration, ...] = (), version: int = 1):
+                 outputs: tuple[Enumeration, ...] = (), version: int = 1, module: str | None = None):
         fields = [*fields, ("control", ADDR)]
         names = [f for f, _ in fields]
         if len(set(names)) != len(names) or "layout" in names:
@@ -107,6 +108,10 @@ class KernelABI:
             if kind not in _CTYPES:
                 raise ValueError(f"{name}.{f}: unknown field kind {kind!r}")
         self.name = name
+        #: the generated Mojo module under aura_kernels: "<op folder>.<file stem>"
+        self.module = module or f"{name}.abi"
+        if len(self.module.split(".")) != 2:
+            raise ValueError(f"{name}: module must be '<op folder>.<file stem>', got {self.module!r}")
         self.fields = list(fields)
         self.enums = tuple(enums)
         self.outputs = tuple(outputs)
@@ -144,7 +149,7 @@ class KernelABI:
 
     # ------------------------------------------------------------------ the Mojo side
     def mojo_source(self) -> str:
-        """The generated ``<name>_abi.mojo``."""
+        """The generated Mojo module (``mojo_path``)."""
         out = [f"# Generated from the KernelABI {self.name!r} (aura_lab/_abi.py): do not edit.",
                "# Regenerate with `python tools/gen_abi.py`; tests/unit/test_abi.py fails while this file is stale.",
                "", "from aura_kernels.common import checked_block", "",
@@ -169,10 +174,18 @@ class KernelABI:
         return "\n".join(out)
 
     def mojo_path(self, kernels_dir: Path) -> Path:
-        return Path(kernels_dir) / "aura_kernels" / f"{self.name}_abi.mojo"
+        """``<kernels_dir>/aura_kernels/<op folder>/<file stem>.mojo`` (``module``)."""
+        folder, stem = self.module.split(".")
+        return Path(kernels_dir) / "aura_kernels" / folder / f"{stem}.mojo"
 
     def write(self, kernels_dir: Path) -> Path:
+        """Write ``mojo_source`` to ``mojo_path``, starting the op's folder (a Mojo package:
+        an ``__init__.mojo``) when it has none yet."""
         path = self.mojo_path(kernels_dir)
+        path.parent.mkdir(exist_ok=True)
+        init = path.parent / "__init__.mojo"
+        if not init.exists():
+            init.write_text(f"# The {path.parent.name} op's kernels (see kernels/aura_kernels/__init__.mojo).\n")
         path.write_text(self.mojo_source())
         return path
 

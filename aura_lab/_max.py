@@ -1,7 +1,7 @@
 """The ``max`` backend: aura_lab's Mojo kernels as MAX graph custom ops.
 
 The compute package ``kernels/aura_kernels/`` registers each family's kernel with
-``@extensibility.register`` (``<family>_ops.mojo``); it is precompiled
+``@extensibility.register`` (``<op>/ops.mojo``); it is precompiled
 (``mojo precompile kernels/aura_kernels``) into the same per-user cache as the extension
 modules, keyed on the compiler, the CPU and the sources. Graphs are built
 with symbolic dimensions, so a new problem size never recompiles; compiled graphs are

@@ -18,7 +18,7 @@ the one built from the dense matrix (``rips_persistence`` / ``persistence.inputs
 * an edge is present iff that value ``<= r`` (inclusive: points exactly at distance ``r`` are
   neighbours; ``r = 0`` links exact duplicates only; ``r = inf`` gives all pairs).
 
-Two kernels (``kernels/aura_kernels/neighbors.mojo``, bound as ``radius_graph`` in the
+Two kernels (``kernels/aura_kernels/neighbors/kernel.mojo``, bound as ``radius_graph`` in the
 persistence extension module), each a COUNT call (row degrees), a memory check here, then a
 FILL call straight into the CSR arrays:
 
@@ -46,7 +46,7 @@ from .distance import METRIC, METRIC_INFO, METRICS, work_dtype
 
 PATH = Enumeration("path", ("grid", "tiles"))
 STAGE = Enumeration("stage", ("count", "fill"))
-#: the kernel's parameter block (kernels/aura_kernels/neighbors_abi.mojo is generated from it)
+#: the kernel's parameter block (kernels/aura_kernels/neighbors/abi.mojo is generated from it)
 ABI = KernelABI("neighbors", [
     ("work_bits", INT), ("out_bits", INT), ("metric", INT), ("path", INT), ("stage", INT),
     ("x", ADDR), ("n", INT), ("d", INT), ("radius", FLOAT), ("acc_radius", FLOAT), ("threads", INT),

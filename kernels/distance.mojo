@@ -1,15 +1,15 @@
-# Python binding of the pairwise-distance kernel (compute: aura_kernels/distance.mojo).
+# Python binding of the pairwise-distance kernel (compute: aura_kernels/distance/kernel.mojo).
 #
 # cdist(params_addr): the address of a distance parameter block (aura_lab/distance.py's ABI,
-# generated Mojo side aura_kernels/distance_abi.mojo); addresses and sizes validated by
+# generated Mojo side aura_kernels/distance/abi.mojo); addresses and sizes validated by
 # aura_lab/distance.py beforehand.
 
 from std.python import PythonObject
 from std.python.bindings import PythonModuleBuilder
 from std.os import abort
 from _common import without_gil
-from aura_kernels.distance import distances
-from aura_kernels.distance_abi import DistanceParams
+from aura_kernels.distance.kernel import distances
+from aura_kernels.distance.abi import DistanceParams
 
 
 @export

@@ -1,18 +1,18 @@
 # Python binding of the persistent-homology engine (compute: aura_kernels/persistence/).
 #
 #   rips(params_addr): the address of a persistence parameter block (aura_lab.persistence.ABI,
-#     generated Mojo side aura_kernels/persistence_abi.mojo), validated by aura_lab/persistence/
+#     generated Mojo side aura_kernels/persistence/abi.mojo), validated by aura_lab/persistence/
 #   free_bars(addr): free a buffer rips() returned in info[INFO_BARS] or info[INFO_REPS]
 #     (or rips_batch() in result[1])
 #   rips_batch(params_addr): many small problems in one call (aura_lab.persistence.batch.ABI,
-#     generated Mojo side aura_kernels/persistence_batch_abi.mojo; compute:
+#     generated Mojo side aura_kernels/persistence/batch_abi.mojo; compute:
 #     aura_kernels/persistence/batch.mojo), validated by aura_lab/persistence/batch.py
 #   collapse(params_addr): the strong edge collapse of a flag filtration's edge list
-#     (aura_lab.persistence.collapse.ABI, generated Mojo side aura_kernels/collapse_abi.mojo;
+#     (aura_lab.persistence.collapse.ABI, generated Mojo side aura_kernels/persistence/collapse_abi.mojo;
 #     compute: aura_kernels/persistence/collapse.mojo), validated by aura_lab/persistence/collapse.py
 #   radius_graph(params_addr): one stage (count or fill) of the radius graph of a point cloud
-#     into CSR (aura_lab.neighbors.ABI, generated Mojo side aura_kernels/neighbors_abi.mojo;
-#     compute: aura_kernels/neighbors.mojo), validated and laid out by aura_lab/neighbors.py
+#     into CSR (aura_lab.neighbors.ABI, generated Mojo side aura_kernels/neighbors/abi.mojo;
+#     compute: aura_kernels/neighbors/kernel.mojo), validated and laid out by aura_lab/neighbors.py
 #
 # The layout of info[] and stats[] is described in aura_kernels/persistence/__init__.mojo.
 
@@ -21,13 +21,13 @@ from std.python.bindings import PythonModuleBuilder
 from std.os import abort
 from _common import without_gil
 from aura_kernels.persistence.engine import run_rips, free_bar_buffer
-from aura_kernels.persistence_abi import PersistenceParams
+from aura_kernels.persistence.abi import PersistenceParams
 from aura_kernels.persistence.batch import run_batch
-from aura_kernels.persistence_batch_abi import PersistenceBatchParams
+from aura_kernels.persistence.batch_abi import PersistenceBatchParams
 from aura_kernels.persistence.collapse import collapse_edges
-from aura_kernels.collapse_abi import CollapseParams
-from aura_kernels.neighbors import radius_graph_stage
-from aura_kernels.neighbors_abi import NeighborsParams
+from aura_kernels.persistence.collapse_abi import CollapseParams
+from aura_kernels.neighbors.kernel import radius_graph_stage
+from aura_kernels.neighbors.abi import NeighborsParams
 
 
 @export

@@ -1,7 +1,7 @@
-# Python binding of the MoE routing kernel (compute: aura_kernels/routing.mojo).
+# Python binding of the MoE routing kernel (compute: aura_kernels/routing/kernel.mojo).
 #
 # route(params_addr): the address of a routing parameter block (aura_lab/routing/problem.py's ABI,
-# generated Mojo side aura_kernels/routing_abi.mojo); addresses 0 = absent (bias, kept),
+# generated Mojo side aura_kernels/routing/abi.mojo); addresses 0 = absent (bias, kept),
 # capacity -1 for none, validated by aura_lab/routing beforehand.
 # portable_exp(args) with args = (x_addr, out_addr, n): a test helper.
 
@@ -10,8 +10,8 @@ from std.python.bindings import PythonModuleBuilder
 from std.os import abort
 from _common import without_gil
 from aura_kernels.common import F64
-from aura_kernels.routing import route_block, portable_exp_simd, P64, W64
-from aura_kernels.routing_abi import RoutingParams
+from aura_kernels.routing.kernel import route_block, portable_exp_simd, P64, W64
+from aura_kernels.routing.abi import RoutingParams
 
 
 @export

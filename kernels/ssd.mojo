@@ -1,10 +1,10 @@
-# Python binding of the Mamba-2 selective scan (compute: aura_kernels/ssd.mojo).
+# Python binding of the Mamba-2 selective scan (compute: aura_kernels/ssd/scan.mojo).
 #
 # scan(params_addr), scan_chunked(params_addr) (a training forward as chunked matrix products,
-# aura_kernels/ssd_chunked.mojo), scan_grad(params_addr) (the backward, aura_kernels/ssd_grad.mojo),
+# aura_kernels/ssd/chunked.mojo), scan_grad(params_addr) (the backward, aura_kernels/ssd/grad.mojo),
 # scan_grad_chunked(params_addr) (the same backward as chunked matrix products,
-# aura_kernels/ssd_chunked.mojo): the address of an ssd parameter block (aura_lab/ssd/problem.py's ABI, generated
-# Mojo side aura_kernels/ssd_abi.mojo); addresses 0 = absent, validated by aura_lab/ssd
+# aura_kernels/ssd/chunked.mojo): the address of an ssd parameter block (aura_lab/ssd/problem.py's ABI, generated
+# Mojo side aura_kernels/ssd/abi.mojo); addresses 0 = absent, validated by aura_lab/ssd
 # beforehand. lanes(dtype_bits): the vector width n must be a multiple of (Python pads B, C
 # and the state).
 
@@ -13,12 +13,12 @@ from std.python.bindings import PythonModuleBuilder
 from std.os import abort
 from _common import without_gil
 from aura_kernels.common import F32, F64
-from aura_kernels.ssd import lanes as state_lanes, run_scan
-from aura_kernels.ssd_abi import SsdParams
-from aura_kernels.ssd_grad import run_scan_grad
-from aura_kernels.ssd_grad_abi import SsdGradParams
-from aura_kernels.chunk_gemm import gemm_rate as _gemm_rate
-from aura_kernels.ssd_chunked import run_scan_chunked, run_scan_grad_chunked
+from aura_kernels.ssd.scan import lanes as state_lanes, run_scan
+from aura_kernels.ssd.abi import SsdParams
+from aura_kernels.ssd.grad import run_scan_grad
+from aura_kernels.ssd.grad_abi import SsdGradParams
+from aura_kernels.ssd.chunk_gemm import gemm_rate as _gemm_rate
+from aura_kernels.ssd.chunked import run_scan_chunked, run_scan_grad_chunked
 
 
 @export

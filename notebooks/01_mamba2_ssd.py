@@ -238,7 +238,7 @@ print(aura_lab.explain("ssd", b=1, l=int(ls[-1]), h=T["h"], p=T["p"], n=T["n"]))
 # the value requires keeping the pairs in the state.
 #
 # The model trains twice from the same seed: once with the scan on `torch` (autograd through the
-# chunked SSD) and once on `mojo`, whose backward is a Mojo kernel (`kernels/aura_kernels/ssd_grad.mojo`:
+# chunked SSD) and once on `mojo`, whose backward is a Mojo kernel (`kernels/aura_kernels/ssd/grad.mojo`:
 # it recomputes the states inside each 64-token chunk from the states the forward saved at the
 # chunk boundaries). Everything else in the model (projections, conv, norm, AdamW) is the same
 # torch code. `backend="auto"` picks mojo for training where it is available.

@@ -1,5 +1,5 @@
 """In-process A/B of the mojo training forward's kernels (``aura_lab.ssd.train.forward_kernel``:
-the sequential kernel with checkpoints against the chunked one, kernels/aura_kernels/ssd_chunked.mojo):
+the sequential kernel with checkpoints against the chunked one, kernels/aura_kernels/ssd/chunked.mojo):
 the training forward alone and the training step (forward + the chunked backward), on one
 build, interleaved (the order alternates each round), at the bench shape h=24, p=64, n=128,
 l=4096, float32. Prints y's largest difference between the kernels, then per case the median

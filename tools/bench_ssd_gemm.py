@@ -1,5 +1,5 @@
 """Issue 27, build item 1: the chunk-sized matrix products of the chunked SSD
-(kernels/aura_kernels/chunk_gemm.mojo) against the sequential scan forward, in flops/s on one
+(kernels/aura_kernels/ssd/chunk_gemm.mojo) against the sequential scan forward, in flops/s on one
 thread, in one process, interleaved (median of --repeats). The ratio rho = GEMM rate / scan
 rate is what shared/notes/ssd-backward.md's cost model takes; ``aura-lab bench ssd`` has the
 same products as its chunk GEMM rows (``vs_scan_1t``), here at any --length and --reps.

@@ -1,4 +1,4 @@
-"""Write kernels/aura_kernels/<name>_abi.mojo for every KernelABI the package declares.
+"""Write the Mojo side of every KernelABI the package declares (kernels/aura_kernels/<op>/abi.mojo, or its ``module``).
 
     python tools/gen_abi.py            # rewrite the generated files
     python tools/gen_abi.py --check    # exit 1 and list the stale ones

@@ -2,8 +2,8 @@
 
 The first stage of Vietoris-Rips persistence, and a kernel worth having fast on its own.
 Backends: ``numpy`` (the float64 reference), ``torch`` (exact, no GEMM identity),
-``mojo`` (``kernels/aura_kernels/distance.mojo``: tiled, SIMD, both cores) and ``max`` (the
-same kernel as a MAX graph custom op, ``kernels/aura_kernels/distance_ops.mojo``).
+``mojo`` (``kernels/aura_kernels/distance/kernel.mojo``: tiled, SIMD, both cores) and ``max`` (the
+same kernel as a MAX graph custom op, ``kernels/aura_kernels/distance/ops.mojo``).
 
 Every metric is one row of ``METRIC_INFO`` (as scipy's ``MetricInfo``), which both the
 dispatch and the checks read: its float64 numpy definition, its torch form, and whether

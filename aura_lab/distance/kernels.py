@@ -1,5 +1,5 @@
-"""The ``mojo`` and ``max`` backends of ``pairwise_distances``: ``kernels/aura_kernels/distance.mojo``
-and the same kernel as a MAX graph op (``kernels/aura_kernels/distance_ops.mojo``)."""
+"""The ``mojo`` and ``max`` backends of ``pairwise_distances``: ``kernels/aura_kernels/distance/kernel.mojo``
+and the same kernel as a MAX graph op (``kernels/aura_kernels/distance/ops.mojo``)."""
 
 from __future__ import annotations
 

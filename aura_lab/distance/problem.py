@@ -16,7 +16,7 @@ from .metrics import METRIC_INFO, METRICS
 F32_SAFE = 1e18
 
 METRIC = Enumeration("metric", METRICS)
-#: the kernel's parameter block (kernels/aura_kernels/distance_abi.mojo is generated from it)
+#: the kernel's parameter block (kernels/aura_kernels/distance/abi.mojo is generated from it)
 ABI = KernelABI("distance", [("dtype_bits", INT), ("metric", INT), ("x", ADDR), ("y", ADDR), ("result", ADDR),
                              ("n", INT), ("m", INT), ("d", INT), ("ldo", INT), ("threads", INT)], enums=(METRIC,))
 

@@ -36,7 +36,7 @@ RESULT = Slots("result", ("status", "bars", "nbars", "failed"), prefix="RESULT_"
 Result = RESULT.enum
 #: the status Python leaves in a problem's info until the engine ran it (the batch was cancelled first)
 NOT_RUN = -1
-#: the batched engine's parameter block (generated Mojo side: persistence_batch_abi.mojo):
+#: the batched engine's parameter block (generated Mojo side: persistence/batch_abi.mojo):
 #: ``data`` every problem's float32 / float64 values back to back, problem c from element
 #: ``starts[c]``, an ``(sizes[c], dims[c])`` cloud or (``is_matrix``) the full matrix;
 #: ``maxdims`` / ``thresholds`` / ``order`` int64 / float64 / int64 per problem; ``info``
@@ -45,7 +45,7 @@ ABI = KernelABI("persistence_batch", [("dtype_bits", INT), ("is_matrix", BOOL), 
                                       ("sizes", ADDR), ("dims", ADDR), ("maxdims", ADDR), ("thresholds", ADDR),
                                       ("order", ADDR), ("count", INT), ("modulus", INT), ("threads", INT),
                                       ("budget", INT), ("info", ADDR), ("result", ADDR)],
-                outputs=(STATUS, INFO, RESULT))
+                outputs=(STATUS, INFO, RESULT), module="persistence.batch_abi")
 
 #: inputs of this many points or more run one call each (see the module docstring)
 BATCH_MAX_N = SPARSE_MIN_N

@@ -34,10 +34,10 @@ from .problem import STATUS, Status
 #: out, passes run, then from PASS0 the edges left after each pass
 INFO = Slots("info", ("status", "edges", "passes", "pass0"), prefix="INFO_")
 Info = INFO.enum
-#: the kernel's parameter block (kernels/aura_kernels/collapse_abi.mojo is generated from it)
+#: the kernel's parameter block (kernels/aura_kernels/persistence/collapse_abi.mojo is generated from it)
 ABI = KernelABI("collapse", [("dtype_bits", INT), ("n", INT), ("m", INT), ("u", ADDR), ("v", ADDR), ("f", ADDR),
                              ("max_passes", INT), ("min_removed", FLOAT), ("info", ADDR),
-                             ("u_out", ADDR), ("v_out", ADDR), ("f_out", ADDR)], outputs=(STATUS, INFO))
+                             ("u_out", ADDR), ("v_out", ADDR), ("f_out", ADDR)], outputs=(STATUS, INFO), module="persistence.collapse_abi")
 
 #: at most this many passes (the project's gudhi reference iterates up to 10)
 MAX_PASSES = 10

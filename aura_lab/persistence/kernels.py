@@ -24,7 +24,7 @@ from .result import Bars, _parse_reps
 
 #: per-dimension statistics the mojo engine reports (``last_stats()``)
 STAT_FIELDS = tuple(f.removesuffix("_ns") + "_s" if f.endswith("_ns") else f for f in STAT.members)
-#: the engine's parameter block (kernels/aura_kernels/persistence_abi.mojo is generated from it);
+#: the engine's parameter block (kernels/aura_kernels/persistence/abi.mojo is generated from it);
 #: outputs: info (INFO.words,) int64 and stats ((maxdim + 1) * STAT.words,) int64
 #: dense: ``dist`` the (n, n) matrix, ``indptr``/``indices`` 0; ``sparse``: ``dist`` the CSR
 #: distances of the radius graph, ``indptr`` (n + 1,) int64, ``indices`` int32 (``_check_csr``);

@@ -45,7 +45,7 @@ SYM_RTOL = G.SYM_RTOL
 REPS_COCYCLES, REPS_CYCLES = 1, 2
 
 # What the persistence kernels write back, declared once for both sides (the ABIs in kernels.py,
-# batch.py and collapse.py generate them into their *_abi.mojo files; see aura_lab/_abi.py).
+# batch.py and collapse.py generate them into their abi.mojo files in kernels/aura_kernels/persistence/; see aura_lab/_abi.py).
 #: the status word of every persistence kernel
 STATUS = Enumeration("status", ("ok", "out_of_memory", "cancelled", "inconsistent"), prefix="STATUS_")
 #: the engine's info[]: status, the (dim, birth, death) float64 triples' address and count, the

@@ -1,5 +1,5 @@
 """The ``mojo`` and ``max`` backends of ``route``: ``kernels/routing.mojo`` and the same
-kernel as a MAX graph op (``kernels/aura_kernels/routing_ops.mojo``)."""
+kernel as a MAX graph op (``kernels/aura_kernels/routing/ops.mojo``)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _block(spec: RoutingProblem, addr, **arrays):
 
 @op.impl("max")
 def _max_impl(spec: RoutingProblem) -> RouteArrays:
-    """kernels/aura_kernels/routing_ops.mojo: the mojo kernel as a MAX graph custom op."""
+    """kernels/aura_kernels/routing/ops.mojo: the mojo kernel as a MAX graph custom op."""
     max_backend.check_op("routing")
     L = spec.logits
     T, E = L.shape

@@ -15,7 +15,7 @@ from ..registry import Op
 
 SCORINGS = ("softmax", "sigmoid")
 SCORING = Enumeration("scoring", SCORINGS)
-#: the kernel's parameter block (kernels/aura_kernels/routing_abi.mojo is generated from it)
+#: the kernel's parameter block (kernels/aura_kernels/routing/abi.mojo is generated from it)
 ABI = KernelABI("routing", [("logits", ADDR), ("T", INT), ("E", INT), ("k", INT), ("scoring", INT),
                             ("renormalize", BOOL), ("scale", FLOAT), ("bias", ADDR), ("n_groups", INT),
                             ("topk_groups", INT), ("capacity", INT), ("weights", ADDR), ("experts", ADDR),

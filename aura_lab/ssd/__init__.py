@@ -19,9 +19,9 @@ Implementations (one ``Op`` each for the scan and the decode step):
   paper's four-block chunked SSD), generalized to lengths that are not a multiple of the
   chunk size. The ``numpy`` backend is built on it.
 * ``torch``: the chunked SSD in torch (CPU and CUDA; autograd flows through it).
-* ``mojo``: ``kernels/ssd.mojo`` (compute in ``kernels/aura_kernels/ssd.mojo``), the
+* ``mojo``: ``kernels/ssd.mojo`` (compute in ``kernels/aura_kernels/ssd/scan.mojo``), the
   sequential recurrence with the state resident in cache, SIMD over ``n`` and both cores.
-* ``max``: the same kernel as a MAX graph custom op (``aura_kernels/ssd_ops.mojo``).
+* ``max``: the same kernel as a MAX graph custom op (``aura_kernels/ssd/ops.mojo``).
 
 Policies:
 

@@ -1,6 +1,6 @@
 """The ``mojo`` and ``max`` backends of the scan and the decode step: ``kernels/ssd.mojo``
-(compute in ``kernels/aura_kernels/ssd.mojo``) and the same kernel as a MAX graph op
-(``kernels/aura_kernels/ssd_ops.mojo``)."""
+(compute in ``kernels/aura_kernels/ssd/scan.mojo``) and the same kernel as a MAX graph op
+(``kernels/aura_kernels/ssd/ops.mojo``)."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def _mojo_impl(prob: Scan) -> ScanOutput:
 
 def chunk_gemm_seconds(m: int, n: int, k: int, reps: int, dtype=np.float32) -> float:
     """Seconds for ``reps`` chunk-sized products (m, k) x (k, n) on one thread with the chunked
-    kernels' GEMM micro-kernel (``aura_kernels/chunk_gemm.mojo``), operands resident in cache:
+    kernels' GEMM micro-kernel (``aura_kernels/ssd/chunk_gemm.mojo``), operands resident in cache:
     the bench's measure of what the chunked form's matrix products can reach."""
     if min(m, n, k, reps) <= 0:
         raise ValueError(f"m, n, k and reps must be positive, got {(m, n, k, reps)}")
@@ -140,7 +140,7 @@ def max_input_types(dtype, dev) -> list:
 
 
 def _max_scan(prob, operands, npad: int, offsets, tokens: int, init):
-    """The same kernel as a MAX graph op (kernels/aura_kernels/ssd_ops.mojo): returns (y, fin),
+    """The same kernel as a MAX graph op (kernels/aura_kernels/ssd/ops.mojo): returns (y, fin),
     with x/z/y seen as (tokens, h, p). Absent optional inputs go in as 1-element placeholders
     with their flag off, so one graph per dtype serves all."""
     max_backend.check_op("ssd")
@@ -165,7 +165,7 @@ def _max_scan(prob, operands, npad: int, offsets, tokens: int, init):
 
 @op.impl("max")
 def _max_impl(prob: Scan) -> ScanOutput:
-    """kernels/aura_kernels/ssd_ops.mojo: the mojo kernel as a MAX graph custom op."""
+    """kernels/aura_kernels/ssd/ops.mojo: the mojo kernel as a MAX graph custom op."""
     dtype, npad, operands, init, offsets = scan_inputs(prob)
     y, fin = _max_scan(prob, operands, npad, offsets, prob.b * prob.l, init)
     return ScanOutput(y.reshape(prob.b, prob.l, prob.h, prob.p), np.ascontiguousarray(fin[..., : prob.n]))

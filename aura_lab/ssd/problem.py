@@ -19,7 +19,7 @@ INF = float("inf")
 NS_PER_WORK = 0.04
 op = Op("ssd", ns_per_work=NS_PER_WORK)
 step_op = Op("ssd_step", ns_per_work=NS_PER_WORK, whole=True)  # never leaves state half advanced
-#: the scan kernel's parameter block (kernels/aura_kernels/ssd_abi.mojo is generated from it);
+#: the scan kernel's parameter block (kernels/aura_kernels/ssd/abi.mojo is generated from it);
 #: tokens flattened over (b, l); addresses 0 = absent; init == fin updates a state in place.
 #: For training the forward also saves what the backward needs: ``ckpt`` the state before
 #: every ``chunk``-th token of each sequence, ``(chunks, h, p, n)``, and ``ypre`` the output
@@ -29,13 +29,13 @@ ABI = KernelABI("ssd", [("dtype_bits", INT), ("x", ADDR), ("dt", ADDR), ("A", AD
                         ("lo", FLOAT), ("hi", FLOAT), ("offsets", ADDR), ("nseq", INT), ("h", INT), ("p", INT),
                         ("n", INT), ("g", INT), ("init", ADDR), ("fin", ADDR), ("y", ADDR), ("threads", INT),
                         ("ckpt", ADDR), ("chunk", INT), ("ypre", ADDR)], version=2)
-#: the backward's block (kernels/aura_kernels/ssd_grad_abi.mojo): ``fwd`` is the address of the
+#: the backward's block (kernels/aura_kernels/ssd/grad_abi.mojo): ``fwd`` is the address of the
 #: forward's block (with ``ckpt`` and ``ypre`` filled by that forward), ``gy`` / ``gfin`` the
 #: incoming gradients of y and of the final states (0: none), the rest the gradients it
 #: writes, each shaped as its input (0: not wanted / input absent)
 GRAD_ABI = KernelABI("ssd_grad", [("fwd", ADDR), ("gy", ADDR), ("gfin", ADDR), ("gx", ADDR), ("gdt", ADDR),
                                   ("gA", ADDR), ("gB", ADDR), ("gC", ADDR), ("gD", ADDR), ("gz", ADDR),
-                                  ("gbias", ADDR), ("ginit", ADDR)])
+                                  ("gbias", ADDR), ("ginit", ADDR)], module="ssd.grad_abi")
 
 
 _FLOAT_NAMES = "float16, bfloat16, float32 or float64"

@@ -5,14 +5,14 @@ mode is on). Its backends:
 
 * ``torch``: autograd through the chunked SSD (``torch_impl``), CPU and CUDA.
 * ``mojo``: a ``torch.autograd.Function`` around the Mojo kernels. The forward, by default
-  ``kernels/aura_kernels/ssd_chunked.mojo``'s chunked forward (per chunk of ``CHECKPOINT``
+  ``kernels/aura_kernels/ssd/chunked.mojo``'s chunked forward (per chunk of ``CHECKPOINT``
   tokens, the outputs and the next state as small matrix products), else
   (``forward_kernel_set("sequential")``) the inference kernel, saves the state before every
   ``CHECKPOINT``-th token of each sequence (and, with ``z``, the output before the gate); the backward, by default
-  ``kernels/aura_kernels/ssd_chunked.mojo`` (per chunk of ``CHECKPOINT`` tokens, the
+  ``kernels/aura_kernels/ssd/chunked.mojo`` (per chunk of ``CHECKPOINT`` tokens, the
   gradients as small matrix products from the chunk's checkpoint, the state's gradient
   carried from chunk to chunk), else (``grad_kernel_set("sequential")``)
-  ``kernels/aura_kernels/ssd_grad.mojo`` (recomputes the states inside each chunk from its
+  ``kernels/aura_kernels/ssd/grad.mojo`` (recomputes the states inside each chunk from its
   checkpoint, then the adjoint token by token), gives the gradients of ``x, dt, A, B, C, D, z, dt_bias`` and
   ``initial_states`` in one pass, through ``dt_softplus`` and ``dt_limit`` (zero where the
   clamp is active, as torch's ``clamp``), grouped ``B``/``C``, the final states' gradient
@@ -20,7 +20,7 @@ mode is on). Its backends:
 * ``max``: the same, with the forward and the backward as MAX graph custom ops.
 
 The backward is an op call of its own: it leaves a ``last_dispatch()`` record of ``ssd_train``
-whose reason names the kernel that ran (``backward: chunked (kernels/aura_kernels/ssd_chunked.mojo)``).
+whose reason names the kernel that ran (``backward: chunked (kernels/aura_kernels/ssd/chunked.mojo)``).
 
 Memory saved for the backward: the inputs (in the compute dtype) and
 ``ceil(l / CHECKPOINT)`` states per sequence, i.e. O(l / Q * h * p * n + inputs), not the
@@ -62,7 +62,7 @@ def _checkpoint_count(offsets: np.ndarray) -> int:
 def training_bytes(prob: Scan, npad: int, itemsize: int) -> int:
     """What a training forward keeps for the backward beyond y: the checkpoints, ypre (with
     z) and the compute-dtype copies of the inputs, plus the backward's gradients and
-    scratch (the larger of kernels/aura_kernels/ssd_grad.mojo's and ssd_chunked.mojo's)."""
+    scratch (the larger of kernels/aura_kernels/ssd/grad.mojo's and ssd_chunked.mojo's)."""
     T, h, p, g = prob.b * prob.l, prob.h, prob.p, prob.g
     ckpt = _checkpoint_count(prob.offsets) * h * p * npad
     inputs = 3 * T * h * p + 2 * T * g * npad + 2 * T * h
@@ -107,8 +107,8 @@ def _training_inputs(prob: Scan):
 
 
 #: the mojo training forward's kernel (``forward_kernel``) -> its call in kernels/ssd.mojo: "chunked"
-#: (kernels/aura_kernels/ssd_chunked.mojo, matrix products per chunk of CHECKPOINT tokens) and
-#: "sequential" (the inference kernel, kernels/aura_kernels/ssd.mojo, with checkpoints)
+#: (kernels/aura_kernels/ssd/chunked.mojo, matrix products per chunk of CHECKPOINT tokens) and
+#: "sequential" (the inference kernel, kernels/aura_kernels/ssd/scan.mojo, with checkpoints)
 FORWARD_CALLS = {"chunked": "scan_chunked", "sequential": "scan"}
 #: the kernel the mojo backend's training forward runs (the same y, final states and
 #: checkpoints up to rounding; ``forward_kernel_set`` switches it for a block)
@@ -132,13 +132,13 @@ def _mojo_forward(prob: Scan):
     return y, np.ascontiguousarray(fin[..., : prob.n]), saved
 
 
-#: the Mojo backward kernels: "chunked" (kernels/aura_kernels/ssd_chunked.mojo, matrix products
-#: per chunk of CHECKPOINT tokens) and "sequential" (ssd_grad.mojo, the adjoint token by token)
+#: the Mojo backward kernels: "chunked" (kernels/aura_kernels/ssd/chunked.mojo, matrix products
+#: per chunk of CHECKPOINT tokens) and "sequential" (ssd/grad.mojo, the adjoint token by token)
 GRAD_KERNELS = ("chunked", "sequential")
 #: what each backward (``saved.grad_kernel``) runs, for the backward's ``last_dispatch()`` record
-BACKWARD_SOURCES = {"chunked": "kernels/aura_kernels/ssd_chunked.mojo",
-                    "sequential": "kernels/aura_kernels/ssd_grad.mojo",
-                    "max op": "aura_ssd_scan_grad: ssd_chunked.mojo's backward from the MAX forward's checkpoints"}
+BACKWARD_SOURCES = {"chunked": "kernels/aura_kernels/ssd/chunked.mojo",
+                    "sequential": "kernels/aura_kernels/ssd/grad.mojo",
+                    "max op": "aura_ssd_scan_grad: ssd/chunked.mojo's backward from the MAX forward's checkpoints"}
 #: the kernel the mojo backend's backward runs (``grad_kernel_set`` switches it for a block)
 grad_kernel = "chunked"
 
@@ -245,14 +245,14 @@ def _apply(backend: str, forward, backward, prob: Scan) -> ScanOutput:
 
 @train_op.impl("mojo")
 def _mojo_train(prob: Scan) -> ScanOutput:
-    """The mojo forward with checkpoints; the Mojo backward (kernels/aura_kernels/ssd_grad.mojo)."""
+    """The mojo forward with checkpoints; the Mojo backward (kernels/aura_kernels/ssd/grad.mojo)."""
     return _apply("mojo", _mojo_forward, _mojo_backward, prob)
 
 
 # --------------------------------------------------------------------------------- max
 
 def _max_forward(prob: Scan):
-    """The MAX op aura_ssd_scan_train (kernels/aura_kernels/ssd_ops.mojo): the chunked training
+    """The MAX op aura_ssd_scan_train (kernels/aura_kernels/ssd/ops.mojo): the chunked training
     forward, saving the checkpoints (and ypre with z) as the mojo one does."""
     from max.dtype import DType
     from max.graph import TensorType
@@ -301,7 +301,7 @@ def _ckpt_type(shared: list, dev):
 
 
 def _max_backward(saved: _Saved, gy, gfin, wanted):
-    """The MAX op aura_ssd_scan_grad (kernels/aura_kernels/ssd_ops.mojo): the chunked backward,
+    """The MAX op aura_ssd_scan_grad (kernels/aura_kernels/ssd/ops.mojo): the chunked backward,
     mojo's, from the checkpoints the MAX training forward saved."""
     from max.dtype import DType
     from max.graph import TensorType
@@ -343,7 +343,7 @@ def _max_backward(saved: _Saved, gy, gfin, wanted):
 
 @train_op.impl("max")
 def _max_train(prob: Scan) -> ScanOutput:
-    """The MAX training forward op; the MAX backward op (kernels/aura_kernels/ssd_ops.mojo)."""
+    """The MAX training forward op; the MAX backward op (kernels/aura_kernels/ssd/ops.mojo)."""
     return _apply("max", _max_forward, _max_backward, prob)
 
 

@@ -119,7 +119,7 @@ F64_SLACK = 2.0**-40
 
 def euclidean_f32_bound(d, D64):
     """Elementwise bound on |a float32 direct-difference euclidean distance - the exact one|.
-    kernels/aura_kernels/distance.mojo never uses the GEMM identity: t = fl(x - y) is within u of
+    kernels/aura_kernels/distance/kernel.mojo never uses the GEMM identity: t = fl(x - y) is within u of
     x - y, the d squares are accumulated by fma (one rounding each), so every term of the sum of
     squares carries at most d + 2 roundings and, the terms being >= 0, |dS| <= gamma_{d+2} S; sqrt
     halves that and adds one rounding: |dD| <= gamma_{d+3} D. D64 is the float64 distance."""
@@ -133,7 +133,7 @@ EXP_ULP_U = 8
 
 def scan_f32_bound(x, dt, A, B, C):
     """Elementwise bound on |the float32 scan kernel's y - the exact y| (no D, z, bias, softplus;
-    dt_limit (0, inf); g = 1), from kernels/aura_kernels/ssd.mojo's sequential recurrence
+    dt_limit (0, inf); g = 1), from kernels/aura_kernels/ssd/scan.mojo's sequential recurrence
     s = fma(B, dt x, s * decay); y = sum_n C s. A term B_tau dt_tau x_tau of s_t carries: 1 rounding
     for dt x, 1 for the fma that adds it, then per later step sigma the decay's error (dt A rounded:
     exp(v(1 + delta)) is within |v| u of exp(v); the exp itself EXP_ULP_U u) and 2 roundings

@@ -99,7 +99,7 @@ def _failing_grad_inputs(rng, large):
 
 
 def _failing_max_backward(backend, x, dt, A, B, C):
-    """The MAX backward op (kernels/aura_kernels/ssd_ops.mojo) on operands that it rejects
+    """The MAX backward op (kernels/aura_kernels/ssd/ops.mojo) on operands that it rejects
     after MAX has allocated its nine outputs: B and C handed over without the padding of n to
     the vector width that aura_lab.ssd adds, with checkpoints of the matching shape (the
     kernel's check_blocks raises)."""

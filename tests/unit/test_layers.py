@@ -117,6 +117,28 @@ def test_every_op_is_a_package_of_the_same_stages():
         assert ("torch_impl" in stages) == ("torch" in pkg.op.backends), name
 
 
+#: the kernels' side of the same shape: kernels/aura_kernels/<op>/ holds the op's compute
+#: modules, its generated parameter block ``abi.mojo`` and, where the op has a max backend, the
+#: MAX custom op ``ops.mojo``; only the shared helpers stay at the top
+KERNEL_OPS = {"distance", "neighbors", "persistence", "routing", "ssd"}
+
+
+def test_every_op_is_a_kernel_folder_of_the_same_files():
+    from aura_lab import _mojo
+    from aura_lab._abi import KernelABI
+    from aura_lab.registry import Op
+
+    root = _mojo.kernels_dir() / "aura_kernels"
+    assert sorted(p.name for p in root.glob("*.mojo")) == ["__init__.mojo", "common.mojo"]
+    assert {p.name for p in root.iterdir() if p.is_dir()} == KERNEL_OPS
+    for name in KERNEL_OPS:
+        assert (root / name / "__init__.mojo").is_file() and (root / name / "abi.mojo").is_file(), name
+    with_max = {name for name in ("distance", "routing", "ssd", "persistence") if "max" in Op.registry[name].backends}
+    assert {name for name in KERNEL_OPS if (root / name / "ops.mojo").is_file()} == with_max
+    for abi in KernelABI.registry.values():  # every generated block lives in its op's folder
+        assert abi.mojo_path(_mojo.kernels_dir()).parent.name in KERNEL_OPS, abi.name
+
+
 def test_registry_imports_no_backend_or_harness():
     assert _graph()["registry"] <= {"errors", "_control"}
 

@@ -387,11 +387,11 @@ def test_the_default_backward_is_the_chunked_kernel_last_dispatch_names_it_and_a
     assert y.grad_fn.saved.grad_kernel == "chunked"
     rec = aura_lab.last_dispatch()
     assert (rec.op, rec.backend) == ("ssd_train", "mojo")
-    assert rec.reason == "backward: chunked (kernels/aura_kernels/ssd_chunked.mojo)"
+    assert rec.reason == "backward: chunked (kernels/aura_kernels/ssd/chunked.mojo)"
     with train_mod.grad_kernel_set("sequential"):
         y = _call(kw, "mojo", softplus=False, limit=(0.0, float("inf")), cu=None, final=False)
         y.sum().backward()
-    assert aura_lab.last_dispatch().reason == "backward: sequential (kernels/aura_kernels/ssd_grad.mojo)"
+    assert aura_lab.last_dispatch().reason == "backward: sequential (kernels/aura_kernels/ssd/grad.mojo)"
     with pytest.raises(ValueError, match=r"grad_kernel_set: expected one of \('chunked', 'sequential'\), got 'fast'"):
         with train_mod.grad_kernel_set("fast"):
             pass

@@ -10,7 +10,7 @@
 # by aura_lab/persistence/ (which also caps maxdim at n - 2, checks that every binomial
 # coefficient C(n, k <= maxdim + 2) fits in 62 - coefficient-bits bits, and rounds the threshold
 # to the matrix dtype). Output (engine.mojo; the slots, status codes and record kinds are
-# declared in aura_lab/persistence/problem.py and generated into persistence_abi.mojo):
+# declared in aura_lab/persistence/problem.py and generated into abi.mojo):
 # info[INFO_STATUS] STATUS_OK, STATUS_OUT_OF_MEMORY (memory budget exceeded), STATUS_CANCELLED
 # or STATUS_INCONSISTENT (a homology low without a partner: a bug); info[INFO_BARS] the address
 # of a float64 buffer of (dim, birth, death) triples (death -1 = infinite), info[INFO_NBARS]
@@ -72,3 +72,6 @@
 #   reps.mojo        representatives: cocycle records (V columns), cycles by involuted
 #                    homology reduction of the death simplices, the record buffer
 #   engine.mojo      the driver run(), the bar buffer and info[]
+#   batch.mojo       many small clouds in one call (collections)
+#   collapse.mojo    the strong edge collapse of a radius graph
+#   abi.mojo, batch_abi.mojo, collapse_abi.mojo   the parameter blocks (generated)

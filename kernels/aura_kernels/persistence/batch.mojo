@@ -25,12 +25,12 @@
 
 from std.utils.numerics import inf
 from aura_kernels.common import F32, F64, Control, ieee_begin, ieee_end, run_chunks
-from aura_kernels.distance import euclidean_self
+from aura_kernels.distance.kernel import euclidean_self
 from aura_kernels.persistence.containers import IntPtr, OwnedArray
 from aura_kernels.persistence.engine import run_rips, free_bar_buffer
 from aura_kernels.persistence.simplices import NSTATS
-from aura_kernels.persistence_abi import PersistenceParams
-from aura_kernels.persistence_batch_abi import (
+from aura_kernels.persistence.abi import PersistenceParams
+from aura_kernels.persistence.batch_abi import (
     PersistenceBatchParams, INFO_STATUS, INFO_BARS, INFO_NBARS, INFO_WORDS, STATUS_OK, STATUS_CANCELLED,
     RESULT_STATUS, RESULT_BARS, RESULT_NBARS, RESULT_FAILED,
 )

@@ -48,7 +48,7 @@ from std.sys import size_of
 from std.sys.intrinsics import prefetch, PrefetchOptions
 from std.utils.numerics import inf, neg_inf
 from aura_kernels.common import F32, F64, Control
-from aura_kernels.collapse_abi import CollapseParams, INFO_STATUS, INFO_EDGES, INFO_PASSES, INFO_PASS0, STATUS_OK, STATUS_CANCELLED
+from aura_kernels.persistence.collapse_abi import CollapseParams, INFO_STATUS, INFO_EDGES, INFO_PASSES, INFO_PASS0, STATUS_OK, STATUS_CANCELLED
 from aura_kernels.persistence.containers import OwnedArray
 
 comptime POLL_EDGES = 1024

@@ -9,7 +9,7 @@ from aura_kernels.persistence.h0 import Births, dim0
 from aura_kernels.persistence.assemble import assemble
 from aura_kernels.persistence.reduce import reduce
 from aura_kernels.persistence.reps import RepOut, pair_index, write_cycles
-from aura_kernels.persistence_abi import (
+from aura_kernels.persistence.abi import (
     PersistenceParams, INFO_STATUS, INFO_BARS, INFO_NBARS, INFO_FAIL_DIM, INFO_FAIL_BYTES, INFO_PEAK_BYTES, INFO_REPS,
     INFO_NREPS, STATUS_OK, STATUS_OUT_OF_MEMORY, STATUS_CANCELLED, STATUS_INCONSISTENT,
 )

@@ -18,7 +18,7 @@ from std.memory import stack_allocation
 from aura_kernels.persistence.containers import (
     IntPtr, Entry, Buffer, MemoryBudget, OwnedArray, heap_push, heap_pop, SCRATCH,
 )
-from aura_kernels.persistence_abi import (
+from aura_kernels.persistence.abi import (
     STAT_WORDS, STAT_SIMPLICES, STAT_COLUMNS, STAT_APPARENT, STAT_CLEARED, STAT_EMERGENT, STAT_REDUCED, STAT_ADDITIONS,
     STAT_PUSHES, STAT_ASSEMBLE_NS, STAT_SEARCH_NS, STAT_REDUCE_NS,
 )

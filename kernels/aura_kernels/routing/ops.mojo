@@ -1,4 +1,4 @@
-# MAX custom op: MoE routing (aura_kernels/routing.mojo) as one graph op.
+# MAX custom op: MoE routing (aura_kernels/routing/kernel.mojo) as one graph op.
 #
 # Inputs: logits (T, E) float32; bias (E) or a 1-element placeholder; k_shape (k) and
 # e1_shape (E + 1): int8 placeholders that carry the output dimensions k and E + 1 into
@@ -14,8 +14,8 @@ import extensibility
 from extensibility import InputTensor, OutputTensor
 from max.gpu.host import DeviceContext
 from aura_kernels.common import present_addr
-from aura_kernels.routing import route_block
-from aura_kernels.routing_abi import RoutingParams
+from aura_kernels.routing.kernel import route_block
+from aura_kernels.routing.abi import RoutingParams
 
 
 @extensibility.register("aura_route")

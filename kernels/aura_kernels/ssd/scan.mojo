@@ -41,7 +41,7 @@ from std.sys import simd_width_of
 from std.math import exp, log1p
 from max.algorithm import parallelize
 from aura_kernels.common import F32, F64, Control, OwnedArray, ieee_begin, ieee_end, scalar_ptr
-from aura_kernels.ssd_abi import SsdParams
+from aura_kernels.ssd.abi import SsdParams
 
 comptime R = 8  # channels (rows of the state) per work item
 comptime POLL = 256  # tokens between two polls of the cancel flag (well under a millisecond)

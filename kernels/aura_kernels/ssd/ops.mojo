@@ -1,4 +1,4 @@
-# MAX custom op: the Mamba-2 selective scan (aura_kernels/ssd.mojo), also used for the
+# MAX custom op: the Mamba-2 selective scan (aura_kernels/ssd/scan.mojo), also used for the
 # decode step (one token per sequence, state in, state out).
 #
 # Inputs in the layout of ssd.mojo (tokens flattened over batch x length, n padded to the
@@ -11,14 +11,14 @@
 # combination; all dimensions are symbolic, and the sizes come from them.
 # Outputs: y (T, h, p) and the final states (nseq, h, p, n).
 #
-# aura_ssd_scan_train: the training forward (aura_kernels/ssd_chunked.mojo, chunked matrix
+# aura_ssd_scan_train: the training forward (aura_kernels/ssd/chunked.mojo, chunked matrix
 # products). Inputs: those of the scan, then ckpt_rows (K,) int64 (only its length is read:
 # the number of checkpoints, whose dimension the ckpt output takes) and the block (ckpt flag
 # set, chunk the checkpoint interval, ypre flagged with z). Outputs: y, the final states, ckpt
 # (K, h, p, n) the state before every chunk-th token of each sequence, ypre shaped as z (the
 # output before the gate; a placeholder without z).
 #
-# aura_ssd_scan_grad: the backward (aura_kernels/ssd_chunked.mojo, chunked) from the training
+# aura_ssd_scan_grad: the backward (aura_kernels/ssd/chunked.mojo, chunked) from the training
 # forward's checkpoints (no forward rerun). Inputs: those of the scan, then ckpt (K, h, p, n),
 # ypre (shaped as z), gy (T, h, p), gfin (nseq, h, p, n), the training forward's block and the
 # ssd_grad block (flags: which gradients are wanted, whether gfin is given). Outputs, each
@@ -28,10 +28,10 @@ import extensibility
 from extensibility import InputTensor, OutputTensor
 from max.gpu.host import DeviceContext
 from aura_kernels.common import present_addr
-from aura_kernels.ssd import chunk_bases, scan_typed
-from aura_kernels.ssd_abi import SsdParams
-from aura_kernels.ssd_chunked import scan_chunked_typed, scan_grad_chunked_typed
-from aura_kernels.ssd_grad_abi import SsdGradParams
+from aura_kernels.ssd.scan import chunk_bases, scan_typed
+from aura_kernels.ssd.abi import SsdParams
+from aura_kernels.ssd.chunked import scan_chunked_typed, scan_grad_chunked_typed
+from aura_kernels.ssd.grad_abi import SsdGradParams
 
 
 def _bind_inputs(mut p: SsdParams, x: Int, dt: Int, A: Int, B: Int, C: Int, D: Int, z: Int, dt_bias: Int,

@@ -5,7 +5,7 @@
 #   int32 sorted ascending per row, dists in the output dtype (float32 for float32 input,
 #   float64 otherwise). Everything is validated and laid out by aura_lab/neighbors.py.
 #
-# Distances are computed exactly as the dense kernel (aura_kernels/distance.mojo: the same
+# Distances are computed exactly as the dense kernel (aura_kernels/distance/kernel.mojo: the same
 # metric_acc/metric_fin per coordinate, in coordinate order, from 0, then the cast to the output dtype),
 # so each stored value is bit for bit the entry of pairwise_distances(X, backend="mojo"), and
 # "edge present" is that value <= r (r rounded down to the output dtype by Python): the
@@ -38,8 +38,8 @@ from std.sys import simd_width_of
 from std.math import iota
 from std.bit import count_trailing_zeros
 from aura_kernels.common import F32, F64, Control, OwnedArray, append_packed, ieee_begin, ieee_end, run_chunks, chunk_lo
-from aura_kernels.distance import metric_acc, metric_fin, TilePanels, MR, RB, PANEL
-from aura_kernels.neighbors_abi import (
+from aura_kernels.distance.kernel import metric_acc, metric_fin, TilePanels, MR, RB, PANEL
+from aura_kernels.neighbors.abi import (
     NeighborsParams, EUCLIDEAN, SQEUCLIDEAN, COSINE, CITYBLOCK, CHEBYSHEV, GRID, TILES, COUNT, FILL,
 )
 

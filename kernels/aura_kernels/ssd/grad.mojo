@@ -1,4 +1,4 @@
-# The backward of the Mamba-2 selective scan (aura_kernels/ssd.mojo) on the CPU: every
+# The backward of the Mamba-2 selective scan (aura_kernels/ssd/scan.mojo) on the CPU: every
 # gradient in one pass over the sequence, from the states the training forward saved at
 # chunk boundaries (ckpt), recomputing the states inside each chunk. Used by the binding
 # kernels/ssd.mojo (`scan_grad`, the mojo backend) and the MAX op in ssd_ops.mojo.
@@ -31,9 +31,9 @@
 from std.math import exp, log1p
 from max.algorithm import parallelize
 from aura_kernels.common import F32, F64, Control, OwnedArray, ieee_begin, ieee_end, scalar_ptr
-from aura_kernels.ssd import R, HeadRates, chunk_bases, fold, lanes, shrink, tokens
-from aura_kernels.ssd_abi import SsdParams
-from aura_kernels.ssd_grad_abi import SsdGradParams
+from aura_kernels.ssd.scan import R, HeadRates, chunk_bases, fold, lanes, shrink, tokens
+from aura_kernels.ssd.abi import SsdParams
+from aura_kernels.ssd.grad_abi import SsdGradParams
 
 @always_inline
 def _sigmoid[dtype: DType](v: Scalar[dtype]) -> Scalar[dtype] where dtype.is_floating_point():

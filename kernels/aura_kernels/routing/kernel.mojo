@@ -39,7 +39,7 @@ from std.memory import bitcast
 from std.bit import count_trailing_zeros
 from std.utils.numerics import inf, neg_inf
 from aura_kernels.common import F32, F64, Control, OwnedArray, append_packed, ieee_begin, ieee_end, run_chunks
-from aura_kernels.routing_abi import RoutingParams, SOFTMAX, SIGMOID
+from aura_kernels.routing.abi import RoutingParams, SOFTMAX, SIGMOID
 
 comptime MAX_ROWS = 8192  # rows per chunk at most: a cancel stops the call within one chunk (~2-10 ms)
 

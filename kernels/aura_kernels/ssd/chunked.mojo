@@ -1,7 +1,7 @@
-# The backward of the Mamba-2 selective scan (aura_kernels/ssd.mojo) as chunked matrix
+# The backward of the Mamba-2 selective scan (aura_kernels/ssd/scan.mojo) as chunked matrix
 # products (the SSD block decomposition, Dao & Gu 2024 §6; shared/notes/ssd-backward.md §2).
 # Same block, same gradients, same results up to rounding as the sequential adjoint of
-# aura_kernels/ssd_grad.mojo, which stays the reference kernel (and MAX's backward). The
+# aura_kernels/ssd/grad.mojo, which stays the reference kernel (and MAX's backward). The
 # training forward as chunked products is at the end of this file ("forward").
 #
 # Per (sequence, head) and chunk of Q = pr.chunk tokens (the forward's checkpoint interval,
@@ -51,11 +51,11 @@
 from std.math import exp
 from max.algorithm import parallelize
 from aura_kernels.common import F32, F64, Control, OwnedArray, ieee_begin, ieee_end, scalar_ptr
-from aura_kernels.chunk_gemm import A_LOWER, A_UPPER, C_LOWER, gemm, transpose
-from aura_kernels.ssd import HeadRates, chunk_bases, lanes, silu, tokens
-from aura_kernels.ssd_abi import SsdParams
-from aura_kernels.ssd_grad import ThreadSums, check_blocks, dt_chain, sum_params, zero_fill
-from aura_kernels.ssd_grad_abi import SsdGradParams
+from aura_kernels.ssd.chunk_gemm import A_LOWER, A_UPPER, C_LOWER, gemm, transpose
+from aura_kernels.ssd.scan import HeadRates, chunk_bases, lanes, silu, tokens
+from aura_kernels.ssd.abi import SsdParams
+from aura_kernels.ssd.grad import ThreadSums, check_blocks, dt_chain, sum_params, zero_fill
+from aura_kernels.ssd.grad_abi import SsdGradParams
 
 
 def scratch_size(Q: Int, p: Int, n: Int) -> Int:
@@ -593,7 +593,7 @@ def run_scan_grad_chunked(gr: SsdGradParams) raises:
 # notation), per (sequence, head) and chunk, with S_c^T (n x p) carried from chunk to chunk:
 #     ckpt[c] = S_c;  Y = diag(exp(cs)) C S_c^T + (L o G) U  (+ D X, ypre, * silu(z))
 #     S_{c+1}^T = exp(cs_last) S_c^T + B^T diag(w) U
-# y, fin and the checkpoints as the sequential kernel (aura_kernels/ssd.mojo) writes them, up
+# y, fin and the checkpoints as the sequential kernel (aura_kernels/ssd/scan.mojo) writes them, up
 # to rounding; G = C B^T per chunk and group first, as in the backward. The sequential kernel
 # stays the inference and decode forward.
 

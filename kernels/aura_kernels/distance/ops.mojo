@@ -7,8 +7,8 @@
 import extensibility
 from extensibility import InputTensor, OutputTensor
 from max.gpu.host import DeviceContext
-from aura_kernels.distance import distances_typed
-from aura_kernels.distance_abi import DistanceParams
+from aura_kernels.distance.kernel import distances_typed
+from aura_kernels.distance.abi import DistanceParams
 
 
 @extensibility.register("aura_pairwise_distances")

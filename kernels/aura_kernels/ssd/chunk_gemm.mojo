@@ -1,4 +1,4 @@
-# Small dense matrix products for the chunked SSD (aura_kernels/ssd_chunked.mojo): the
+# Small dense matrix products for the chunked SSD (aura_kernels/ssd/chunked.mojo): the
 # chunk-sized products (Q x Q, Q x p, Q x n, p x n with Q = 64) of one (sequence, head) item,
 # on one thread, on operands that sit in L1/L2. Row-major; no packing, no library call.
 #

@@ -27,7 +27,7 @@
 from std.sys import simd_width_of
 from std.math import sqrt
 from aura_kernels.common import F32, F64, Control, OwnedArray, ieee_begin, ieee_end, run_chunks
-from aura_kernels.distance_abi import DistanceParams, EUCLIDEAN, SQEUCLIDEAN, COSINE, CITYBLOCK, CHEBYSHEV
+from aura_kernels.distance.abi import DistanceParams, EUCLIDEAN, SQEUCLIDEAN, COSINE, CITYBLOCK, CHEBYSHEV
 
 comptime MR = 4
 comptime RB = 32
