@@ -34,28 +34,51 @@ from aura_kernels.ssd.chunked import scan_chunked_typed, scan_grad_chunked_typed
 from aura_kernels.ssd.grad_abi import SsdGradParams
 
 
-def _bind_inputs(mut p: SsdParams, x: Int, dt: Int, A: Int, B: Int, C: Int, D: Int, z: Int, dt_bias: Int,
-                 offsets: Int, state: Int):
-    """The scan's input addresses into its block (D, z, dt_bias and state where flagged present)."""
-    p.x = x
-    p.dt = dt
-    p.A = A
-    p.B = B
-    p.C = C
-    p.D = present_addr(p.D, D)
-    p.z = present_addr(p.z, z)
-    p.dt_bias = present_addr(p.dt_bias, dt_bias)
-    p.offsets = offsets
-    p.init = present_addr(p.init, state)
+def _bind_scan[dtype: DType](
+    mut p: SsdParams,
+    who: StaticString,
+    x: InputTensor[dtype=dtype, rank=3, ...],
+    dt: InputTensor[dtype=dtype, rank=2, ...],
+    A: InputTensor[dtype=dtype, rank=1, ...],
+    B: InputTensor[dtype=dtype, rank=3, ...],
+    C: InputTensor[dtype=dtype, rank=3, ...],
+    D: InputTensor[dtype=dtype, rank=2, ...],
+    z: InputTensor[dtype=dtype, rank=3, ...],
+    dt_bias: InputTensor[dtype=dtype, rank=1, ...],
+    offsets: InputTensor[dtype=DType.int64, rank=1, ...],
+    state: InputTensor[dtype=dtype, rank=4, ...],
+) raises:
+    """The scan's input addresses (D, z, dt_bias and state where flagged present) and sizes (from
+    the tensors' dimensions) into its block, after checking that the block flags every required
+    input present."""
+    if p.x == 0 or p.dt == 0 or p.A == 0 or p.B == 0 or p.C == 0 or p.offsets == 0:
+        raise Error(String(who, ": x, dt, A, B, C and offsets must be flagged present"))
+    p.x = Int(x.unsafe_ptr())
+    p.dt = Int(dt.unsafe_ptr())
+    p.A = Int(A.unsafe_ptr())
+    p.B = Int(B.unsafe_ptr())
+    p.C = Int(C.unsafe_ptr())
+    p.D = present_addr(p.D, Int(D.unsafe_ptr()))
+    p.z = present_addr(p.z, Int(z.unsafe_ptr()))
+    p.dt_bias = present_addr(p.dt_bias, Int(dt_bias.unsafe_ptr()))
+    p.offsets = Int(offsets.unsafe_ptr())
+    p.init = present_addr(p.init, Int(state.unsafe_ptr()))
+    p.nseq = offsets.dim_size(0) - 1
+    p.h = x.dim_size(1)
+    p.p = x.dim_size(2)
+    p.n = B.dim_size(2)
+    p.g = B.dim_size(1)
 
 
-def _bind_dims(mut p: SsdParams, nseq: Int, h: Int, pdim: Int, n: Int, g: Int):
-    """The scan's sizes (from the tensors' dimensions) into its block."""
-    p.nseq = nseq
-    p.h = h
-    p.p = pdim
-    p.n = n
-    p.g = g
+def _bind_outputs[dtype: DType](
+    mut p: SsdParams, who: StaticString, y: OutputTensor[dtype=dtype, rank=3, ...],
+    fin: OutputTensor[dtype=dtype, rank=4, ...]
+) raises:
+    """A forward's outputs y and fin into its block, after checking that it flags them present."""
+    if p.y == 0 or p.fin == 0:
+        raise Error(String(who, ": y and fin must be flagged present"))
+    p.y = Int(y.unsafe_ptr())
+    p.fin = Int(fin.unsafe_ptr())
 
 
 @extensibility.register("aura_ssd_scan")
@@ -81,14 +104,8 @@ struct AuraSSDScan:
             raise Error("aura_ssd_scan: the max backend has no GPU implementation of this op yet")
         comptime assert y.dtype.is_floating_point(), "aura_ssd_scan: floating-point tensors only"
         var p = SsdParams.load(Int(params.unsafe_ptr()))
-        if p.x == 0 or p.dt == 0 or p.A == 0 or p.B == 0 or p.C == 0 or p.offsets == 0 or p.fin == 0 or p.y == 0:
-            raise Error("aura_ssd_scan: x, dt, A, B, C, offsets, fin and y must be flagged present")
-        _bind_inputs(p, Int(x.unsafe_ptr()), Int(dt.unsafe_ptr()), Int(A.unsafe_ptr()), Int(B.unsafe_ptr()),
-                     Int(C.unsafe_ptr()), Int(D.unsafe_ptr()), Int(z.unsafe_ptr()), Int(dt_bias.unsafe_ptr()),
-                     Int(offsets.unsafe_ptr()), Int(state.unsafe_ptr()))
-        _bind_dims(p, offsets.dim_size(0) - 1, x.dim_size(1), x.dim_size(2), B.dim_size(2), B.dim_size(1))
-        p.fin = Int(fin.unsafe_ptr())
-        p.y = Int(y.unsafe_ptr())
+        _bind_scan(p, "aura_ssd_scan", x, dt, A, B, C, D, z, dt_bias, offsets, state)
+        _bind_outputs(p, "aura_ssd_scan", y, fin)
         scan_typed[y.dtype](p)
 
 
@@ -129,13 +146,9 @@ struct AuraSSDScanTrain:
             raise Error("aura_ssd_scan_train: the max backend has no GPU implementation of this op yet")
         comptime assert y.dtype.is_floating_point(), "aura_ssd_scan_train: floating-point tensors only"
         var p = SsdParams.load(Int(params.unsafe_ptr()))
-        _bind_inputs(p, Int(x.unsafe_ptr()), Int(dt.unsafe_ptr()), Int(A.unsafe_ptr()), Int(B.unsafe_ptr()),
-                     Int(C.unsafe_ptr()), Int(D.unsafe_ptr()), Int(z.unsafe_ptr()), Int(dt_bias.unsafe_ptr()),
-                     Int(offsets.unsafe_ptr()), Int(state.unsafe_ptr()))
-        _bind_dims(p, offsets.dim_size(0) - 1, x.dim_size(1), x.dim_size(2), B.dim_size(2), B.dim_size(1))
+        _bind_scan(p, "aura_ssd_scan_train", x, dt, A, B, C, D, z, dt_bias, offsets, state)
+        _bind_outputs(p, "aura_ssd_scan_train", y, fin)
         _bind_training(p, Int(ckpt.unsafe_ptr()), ckpt.dim_size(0), Int(ypre.unsafe_ptr()))
-        p.fin = Int(fin.unsafe_ptr())
-        p.y = Int(y.unsafe_ptr())
         scan_chunked_typed[y.dtype](p)
 
 
@@ -176,10 +189,7 @@ struct AuraSSDScanGrad:
         comptime dtype = gx.dtype
         var p = SsdParams.load(Int(params.unsafe_ptr()))
         var g = SsdGradParams.load(Int(gparams.unsafe_ptr()))
-        _bind_inputs(p, Int(x.unsafe_ptr()), Int(dt.unsafe_ptr()), Int(A.unsafe_ptr()), Int(B.unsafe_ptr()),
-                     Int(C.unsafe_ptr()), Int(D.unsafe_ptr()), Int(z.unsafe_ptr()), Int(dt_bias.unsafe_ptr()),
-                     Int(offsets.unsafe_ptr()), Int(state.unsafe_ptr()))
-        _bind_dims(p, offsets.dim_size(0) - 1, x.dim_size(1), x.dim_size(2), B.dim_size(2), B.dim_size(1))
+        _bind_scan(p, "aura_ssd_scan_grad", x, dt, A, B, C, D, z, dt_bias, offsets, state)
         _bind_training(p, Int(ckpt.unsafe_ptr()), ckpt.dim_size(0), Int(ypre.unsafe_ptr()))
         g.gy = Int(gy.unsafe_ptr())
         g.gfin = present_addr(g.gfin, Int(gfin.unsafe_ptr()))
