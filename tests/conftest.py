@@ -60,7 +60,6 @@ ONE_BY_ONE = ("tests/unit/",)
 #: than beside test_max.py's pairs of MAX compiles); the others follow in collection order
 LONG_FIRST = ("tests/browser/", "notebooks/", "tests/integration/test_max.py", "tests/reliability/test_cancel.py",
               "tests/unit/test_routing.py::test_bench_and_validate_smoke",
-              "tests/unit/test_persistence.py::test_standard_set_matches_ripser[fract-r]",
               "tests/integration/test_mojo_pipeline.py", "tests/reliability/test_cache_faults.py", "tests/unit/test_models.py")
 
 #: needs that fail the test instead of skipping it when their variable is "1"
