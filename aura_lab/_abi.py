@@ -33,7 +33,9 @@ prefix="INFO_")``: Mojo ``INFO_STATUS = 0``, ..., ``INFO_WORDS``), an ``Enumerat
 prefix the codes or record kinds it writes (``STATUS_OK = 0``, ...). Python reads them through
 ``.enum``, an ``IntEnum`` of the upper-case members (``info[Info.STATUS] == Status.CANCELLED``
 with ``Info, Status = INFO.enum, STATUS.enum``). Outputs count in the layout word as the
-fields do.
+fields do. An ``Enumeration`` may start its ids elsewhere than 0 (``start=``: progress stages
+clear of the engine's own); ``Flags`` are bits (member ``i`` is ``1 << i``) for a field that
+holds several.
 
 Every field is 8 bytes: ``INT`` (Mojo ``Int``), ``BOOL`` (0/1, Mojo ``Bool``), ``FLOAT``
 (Mojo ``Float64``) and ``ADDR`` (an address as Mojo ``Int``, 0 = absent).
@@ -60,24 +62,47 @@ _MOJO = {INT: "Int", BOOL: "Bool", FLOAT: "Float64", ADDR: "Int"}
 
 @dataclass(frozen=True)
 class Enumeration:
-    """Named ids shared with the kernels: member ``i`` has id ``i``; in Mojo the constant
+    """Named ids shared with the kernels: member ``i`` has id ``start + i``; in Mojo the constant
     ``prefix + MEMBER`` (upper case)."""
 
     name: str
     members: tuple[str, ...]
     prefix: str = ""
+    start: int = 0
+
+    def value(self, i: int) -> int:
+        """The id of member ``i``."""
+        return self.start + i
 
     def id(self, member: str) -> int:
-        return self.members.index(member)
+        return self.value(self.members.index(member))
 
     def constants(self) -> list[tuple[str, int]]:
         """The generated Mojo constants, (name, value)."""
-        return [(f"{self.prefix}{m}".upper(), i) for i, m in enumerate(self.members)]
+        return [(f"{self.prefix}{m}".upper(), self.value(i)) for i, m in enumerate(self.members)]
+
+    @property
+    def extra_spec(self) -> tuple:
+        """What the layout word covers beyond the name and members (nothing for plain ids from 0)."""
+        return () if self.start == 0 else (self.start,)
 
     @cached_property
     def enum(self) -> type[IntEnum]:
         """The members as a Python ``IntEnum`` (``Enumeration("status", ("ok", ...)).enum.OK``)."""
-        return IntEnum("".join(w.capitalize() for w in self.name.split("_")), [(m.upper(), i) for i, m in enumerate(self.members)])
+        return IntEnum("".join(w.capitalize() for w in self.name.split("_")),
+                       [(m.upper(), self.value(i)) for i, m in enumerate(self.members)])
+
+
+@dataclass(frozen=True)
+class Flags(Enumeration):
+    """Bit flags shared with the kernels: member ``i`` is ``1 << i`` (a field holds their or)."""
+
+    def value(self, i: int) -> int:
+        return 1 << i
+
+    @property
+    def extra_spec(self) -> tuple:
+        return ("bits",)
 
 
 @dataclass(frozen=True)
@@ -116,9 +141,9 @@ class KernelABI:
         self.enums = tuple(enums)
         self.outputs = tuple(outputs)
         self.version = version
-        spec = (name, version, self.fields, [(e.name, e.members) for e in self.enums])
+        spec = (name, version, self.fields, [(e.name, e.members, *e.extra_spec) for e in self.enums])
         if self.outputs:
-            spec += ([(type(e).__name__, e.name, e.prefix, e.members) for e in self.outputs],)
+            spec += ([(type(e).__name__, e.name, e.prefix, e.members, *e.extra_spec) for e in self.outputs],)
         spec = repr(spec)
         self.layout = (version << 32) | zlib.crc32(spec.encode())
         self.struct = type(f"{self.struct_name}", (ctypes.Structure,),

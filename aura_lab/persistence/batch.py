@@ -27,8 +27,7 @@ from ..errors import Cancelled
 from ..registry import backend_status, num_threads
 from .estimate import _engine_budget
 from .kernels import SPARSE_MIN_N, _check_index_range
-from .problem import INFO, STATUS, Info, Status, _distance_matrix, _engine_dims, effective_threshold
-from .progress import BATCH_STAGE  # noqa: F401  (the progress stage the batch reports)
+from .problem import INFO, STAGE, STATUS, Info, Status, _distance_matrix, _engine_dims, effective_threshold
 
 #: the batch's result[]: its status (that of the first problem that failed), the address and count
 #: of every problem's bars in one float64 buffer, the index of the problem that failed (-1: none)
@@ -45,7 +44,7 @@ ABI = KernelABI("persistence_batch", [("dtype_bits", INT), ("is_matrix", BOOL), 
                                       ("sizes", ADDR), ("dims", ADDR), ("maxdims", ADDR), ("thresholds", ADDR),
                                       ("order", ADDR), ("count", INT), ("modulus", INT), ("threads", INT),
                                       ("budget", INT), ("info", ADDR), ("result", ADDR)],
-                outputs=(STATUS, INFO, RESULT), module="persistence.batch_abi")
+                outputs=(STATUS, INFO, RESULT, STAGE), module="persistence.batch_abi")
 
 #: inputs of this many points or more run one call each (see the module docstring)
 BATCH_MAX_N = SPARSE_MIN_N

@@ -28,7 +28,7 @@ from .. import _arrays as A
 from .. import _control, _mojo
 from .._abi import ADDR, FLOAT, INT, KernelABI, Slots
 from ..errors import Cancelled
-from .problem import STATUS, Status
+from .problem import STAGE, STATUS, Status
 
 #: the kernel's info[] (Info.PASS0 + max_passes,) int64: status (STATUS: ok or cancelled), edges
 #: out, passes run, then from PASS0 the edges left after each pass
@@ -37,7 +37,8 @@ Info = INFO.enum
 #: the kernel's parameter block (kernels/aura_kernels/persistence/collapse_abi.mojo is generated from it)
 ABI = KernelABI("collapse", [("dtype_bits", INT), ("n", INT), ("m", INT), ("u", ADDR), ("v", ADDR), ("f", ADDR),
                              ("max_passes", INT), ("min_removed", FLOAT), ("info", ADDR),
-                             ("u_out", ADDR), ("v_out", ADDR), ("f_out", ADDR)], outputs=(STATUS, INFO), module="persistence.collapse_abi")
+                             ("u_out", ADDR), ("v_out", ADDR), ("f_out", ADDR)], outputs=(STATUS, INFO, STAGE),
+                 module="persistence.collapse_abi")
 
 #: at most this many passes (the project's gudhi reference iterates up to 10)
 MAX_PASSES = 10

@@ -18,7 +18,7 @@ from . import inputs as G
 from .estimate import BUDGET_FRACTION, _check_engine_memory, _engine_budget
 from . import collapse as C
 from .graph import _check_csr, _dense_from_csr, _density, _sparse_graph, _without_isolated
-from .problem import INFO, KIND, STAT, STATUS, Info, PersistenceProblem, Status, _engine_dims, op
+from .problem import INFO, KIND, STAT, STATUS, WANT, Info, PersistenceProblem, Status, _engine_dims, op
 from .result import Bars, _parse_reps
 
 
@@ -32,7 +32,7 @@ STAT_FIELDS = tuple(f.removesuffix("_ns") + "_s" if f.endswith("_ns") else f for
 ABI = KernelABI("persistence", [("dtype_bits", INT), ("dist", ADDR), ("n", INT), ("maxdim", INT), ("threshold", FLOAT),
                                 ("modulus", INT), ("reps", INT), ("threads", INT), ("budget", INT), ("info", ADDR), ("stats", ADDR),
                                 ("sparse", BOOL), ("indptr", ADDR), ("indices", ADDR),
-                                ("births", ADDR)], outputs=(STATUS, INFO, STAT, KIND))
+                                ("births", ADDR)], enums=(WANT,), outputs=(STATUS, INFO, STAT, KIND))
 
 
 _last_stats: dict | None = None

@@ -10,7 +10,7 @@ from functools import cached_property
 import numpy as np
 
 from .. import _arrays as A
-from .._abi import Enumeration, Slots
+from .._abi import Enumeration, Flags, Slots
 from ..distance import METRICS, pairwise_distances
 from ..registry import MAX_WORK, Op
 from . import inputs as G
@@ -41,8 +41,12 @@ MAX_MAXDIM = 1024
 MAX_COEFF = 46337
 #: relative disagreement tolerated between D[i, j] and D[j, i] (text files round distances), dense or sparse
 SYM_RTOL = G.SYM_RTOL
-#: the reps field of the engine's parameter block (kernels/aura_kernels/persistence/reps.mojo)
-REPS_COCYCLES, REPS_CYCLES = 1, 2
+#: the reps field of the engine's parameter block: which representatives to compute (bits)
+WANT = Flags("want", ("cocycles", "cycles"), prefix="WANT_")
+REPS_COCYCLES, REPS_CYCLES = WANT.enum.COCYCLES, WANT.enum.CYCLES
+#: the progress stages of the edge collapse (edges processed) and the batched engine (inputs
+#: done), after the engine's own: 2 k building and 2 k + 1 reducing dimension k <= MAX_MAXDIM
+STAGE = Enumeration("stage", ("collapse", "batch"), prefix="STAGE_", start=2 * MAX_MAXDIM + 2)
 
 # What the persistence kernels write back, declared once for both sides (the ABIs in kernels.py,
 # batch.py and collapse.py generate them into their abi.mojo files in kernels/aura_kernels/persistence/; see aura_lab/_abi.py).

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from .problem import STAGE
+
 
 def _check_progress(progress) -> bool | str:
     if isinstance(progress, bool) or (isinstance(progress, str) and progress == "auto"):
@@ -15,10 +17,7 @@ def _check_progress(progress) -> bool | str:
 PROGRESS_AFTER_S = 2.0
 
 
-#: the edge collapse's progress stage (kernels/aura_kernels/persistence/collapse.mojo PROGRESS_STAGE)
-COLLAPSE_STAGE = 100
-#: the batched engine's progress stage: inputs done (kernels/aura_kernels/persistence/batch.mojo BATCH_STAGE)
-BATCH_STAGE = 200
+Stage = STAGE.enum  # the edge collapse's and the batched engine's stages (problem.STAGE)
 
 
 class ProgressBar:
@@ -34,9 +33,9 @@ class ProgressBar:
 
     @staticmethod
     def describe(stage: int) -> str:
-        if stage == COLLAPSE_STAGE:
+        if stage == Stage.COLLAPSE:
             return "edge collapse: edges processed"
-        if stage == BATCH_STAGE:
+        if stage == Stage.BATCH:
             return "collection: inputs done"
         k, reducing = divmod(stage, 2)
         if k == 0 and not reducing:

@@ -7,7 +7,7 @@ import pytest
 
 import aura_lab  # noqa: F401  (declares every op's ABI)
 from aura_lab import _mojo
-from aura_lab._abi import ADDR, BOOL, FLOAT, INT, Enumeration, KernelABI, Slots
+from aura_lab._abi import ADDR, BOOL, FLOAT, INT, Enumeration, Flags, KernelABI, Slots
 
 
 def test_every_generated_file_is_current():
@@ -25,7 +25,7 @@ def test_enumeration_ids_reach_the_generated_file():
         text = abi.mojo_path(kernels).read_text()
         for e in abi.enums:
             for i, m in enumerate(e.members):
-                assert f"comptime {m.upper()} = {i}\n" in text
+                assert f"comptime {e.prefix}{m.upper()} = {e.value(i)}\n" in text
 
 
 def test_output_slots_and_codes_reach_the_generated_file():
@@ -37,7 +37,7 @@ def test_output_slots_and_codes_reach_the_generated_file():
         text = abi.mojo_path(kernels).read_text()
         for e in abi.outputs:
             for i, m in enumerate(e.members):
-                assert f"comptime {e.prefix}{m.upper()} = {i}\n" in text
+                assert f"comptime {e.prefix}{m.upper()} = {e.value(i)}\n" in text
             if isinstance(e, Slots):
                 assert f"comptime {e.prefix}WORDS = {len(e.members)}\n" in text
 
@@ -55,6 +55,37 @@ def test_persistence_outputs_keep_their_words_and_codes():
     assert batch.RESULT.constants()[-2:] == [("RESULT_FAILED", 3), ("RESULT_WORDS", 4)]
     text = KernelABI.registry["persistence_batch"].mojo_source()
     assert "comptime STATUS_CANCELLED = 2\n" in text and "comptime INFO_WORDS = 8\n" in text
+
+
+def test_ids_from_a_start_and_bit_flags_are_generated_and_enter_the_layout_word():
+    stage = Enumeration("stage", ("collapse", "batch"), prefix="STAGE_", start=4096)
+    want = Flags("want", ("cocycles", "cycles", "extra"), prefix="WANT_")
+    assert stage.constants() == [("STAGE_COLLAPSE", 4096), ("STAGE_BATCH", 4097)] and stage.id("batch") == 4097
+    assert stage.enum.BATCH == 4097 and want.enum.CYCLES == 2 and want.id("extra") == 4
+    assert want.constants() == [("WANT_COCYCLES", 1), ("WANT_CYCLES", 2), ("WANT_EXTRA", 4)]
+    plain = Enumeration("stage", ("collapse", "batch"), prefix="STAGE_")
+    layouts = {KernelABI("t_abi_start", [("n", INT)], outputs=(e,)).layout for e in (plain, stage)}
+    layouts |= {KernelABI("t_abi_start", [("n", INT)], enums=(e,)).layout
+                for e in (Enumeration("want", want.members), Flags("want", want.members))}
+    try:
+        assert len(layouts) == 4
+        text = KernelABI("t_abi_start", [("n", INT)], outputs=(stage,)).mojo_source()
+        assert "comptime STAGE_COLLAPSE = 4096\ncomptime STAGE_BATCH = 4097\n" in text
+    finally:
+        KernelABI.registry.pop("t_abi_start")
+
+
+def test_the_special_progress_stages_lie_past_the_engine_s():
+    """The collapse's and the batch's stages were 100 and 200, which the engine also reports
+    (2 k and 2 k + 1 for dimension k) from maxdim 50 on: the bar named such a stage wrongly."""
+    from aura_lab.persistence.problem import MAX_MAXDIM, STAGE
+    from aura_lab.persistence.progress import ProgressBar
+
+    assert min(v for _, v in STAGE.constants()) > 2 * MAX_MAXDIM + 1
+    assert ProgressBar.describe(STAGE.enum.COLLAPSE) == "edge collapse: edges processed"
+    assert ProgressBar.describe(STAGE.enum.BATCH) == "collection: inputs done"
+    assert ProgressBar.describe(100) == "dim 50: cofacets of dim 49 simplices"
+    assert ProgressBar.describe(2 * MAX_MAXDIM + 1) == f"dim {MAX_MAXDIM}: columns reduced"
 
 
 def test_outputs_enter_the_layout_word_and_leave_others_alone():

@@ -113,7 +113,7 @@ def test_progress_counts_inputs_done():
     with _control.watching(lambda ctl: seen.append(ctl.progress())):
         B.rips_batch(X, 1, np.inf, 2, is_matrix=False)
     stage, done, total = seen[-1]
-    assert stage == B.BATCH_STAGE and done == total == sum(x.shape[0] > 0 for x in X)
+    assert stage == B.STAGE.enum.BATCH and done == total == sum(x.shape[0] > 0 for x in X)
 
 
 def test_cancel_stops_a_batched_call():

@@ -3,7 +3,11 @@
 
 from aura_kernels.common import checked_block
 
-comptime PERSISTENCE_LAYOUT = 0x171b50a6d
+comptime PERSISTENCE_LAYOUT = 0x1d6eb35d4
+
+# want ids
+comptime WANT_COCYCLES = 1
+comptime WANT_CYCLES = 2
 
 # status (written by the kernel)
 comptime STATUS_OK = 0

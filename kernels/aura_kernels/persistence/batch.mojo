@@ -20,7 +20,7 @@
 # last: _sort_bars), result[RESULT_NBARS] their total (free with free_bars). The per-problem buffers
 # are freed here; on failure or cancellation no buffer is left.
 #
-# Progress: stage BATCH_STAGE, problems done out of count; each problem's engine polls the
+# Progress: stage STAGE_BATCH, problems done out of count; each problem's engine polls the
 # same cancel word without reporting its own progress (Control.without_progress).
 
 from std.utils.numerics import inf
@@ -32,10 +32,9 @@ from aura_kernels.persistence.simplices import NSTATS
 from aura_kernels.persistence.abi import PersistenceParams
 from aura_kernels.persistence.batch_abi import (
     PersistenceBatchParams, INFO_STATUS, INFO_BARS, INFO_NBARS, INFO_WORDS, STATUS_OK, STATUS_CANCELLED,
-    RESULT_STATUS, RESULT_BARS, RESULT_NBARS, RESULT_FAILED,
+    RESULT_STATUS, RESULT_BARS, RESULT_NBARS, RESULT_FAILED, STAGE_BATCH,
 )
 
-comptime BATCH_STAGE = 200  # progress stage: problems done (aura_lab/persistence/progress.py)
 comptime F64Ptr = Pointer[Float64, MutUntrackedOrigin]
 
 
@@ -50,7 +49,7 @@ def run_batch(b: PersistenceBatchParams):
 def _run_batch[T: DType](b: PersistenceBatchParams):
     var ctl = Control(b.control)
     var order = IntPtr(unsafe_from_address=b.order)
-    ctl.start_stage(BATCH_STAGE, b.count)
+    ctl.start_stage(STAGE_BATCH, b.count)
 
     @always_inline
     def task(k: Int) {imm}:

@@ -3,7 +3,7 @@
 
 from aura_kernels.common import checked_block
 
-comptime PERSISTENCE_BATCH_LAYOUT = 0x153c639dc
+comptime PERSISTENCE_BATCH_LAYOUT = 0x1d5e2190c
 
 # status (written by the kernel)
 comptime STATUS_OK = 0
@@ -28,6 +28,10 @@ comptime RESULT_BARS = 1
 comptime RESULT_NBARS = 2
 comptime RESULT_FAILED = 3
 comptime RESULT_WORDS = 4
+
+# stage (written by the kernel)
+comptime STAGE_COLLAPSE = 2050
+comptime STAGE_BATCH = 2051
 
 
 @fieldwise_init

@@ -41,18 +41,19 @@
 # common neighbours by per-vertex stamps instead of the merge (scatter row u, look row v up;
 # also A's membership for the dominance tests): 1.14x slower (random reads of the stamps).
 # Cancellation: the control's cancel word is polled every POLL_EDGES edges; progress: stage
-# PROGRESS_STAGE, units = edges processed over all passes (total: m per pass, restarted
+# STAGE_COLLAPSE, units = edges processed over all passes (total: m per pass, restarted
 # each pass).
 
 from std.sys import size_of
 from std.sys.intrinsics import prefetch, PrefetchOptions
 from std.utils.numerics import inf, neg_inf
 from aura_kernels.common import F32, F64, Control
-from aura_kernels.persistence.collapse_abi import CollapseParams, INFO_STATUS, INFO_EDGES, INFO_PASSES, INFO_PASS0, STATUS_OK, STATUS_CANCELLED
+from aura_kernels.persistence.collapse_abi import (
+    CollapseParams, INFO_STATUS, INFO_EDGES, INFO_PASSES, INFO_PASS0, STATUS_OK, STATUS_CANCELLED, STAGE_COLLAPSE
+)
 from aura_kernels.persistence.containers import OwnedArray
 
 comptime POLL_EDGES = 1024
-comptime PROGRESS_STAGE = 100  # distinct from the engine's stages 0 .. 2 maxdim + 1
 # software prefetch: the rows of the edge this many places ahead, their bounds twice as far;
 # the cache line size in bytes
 comptime AHEAD = 2
@@ -437,7 +438,7 @@ def _collapse[T: DType](p: CollapseParams):
     var left = m
     var passes = 0
     while passes < p.max_passes and left > 0:
-        ctl.start_stage(PROGRESS_STAGE, left)
+        ctl.start_stage(STAGE_COLLAPSE, left)
         _sort_edges(edges.data, 0, left, ctl)
         if ctl.cancelled():
             info[unsafe_offset=INFO_STATUS] = STATUS_CANCELLED

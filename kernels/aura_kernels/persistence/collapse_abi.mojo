@@ -3,7 +3,7 @@
 
 from aura_kernels.common import checked_block
 
-comptime COLLAPSE_LAYOUT = 0x1ef4a2c2b
+comptime COLLAPSE_LAYOUT = 0x11350048a
 
 # status (written by the kernel)
 comptime STATUS_OK = 0
@@ -17,6 +17,10 @@ comptime INFO_EDGES = 1
 comptime INFO_PASSES = 2
 comptime INFO_PASS0 = 3
 comptime INFO_WORDS = 4
+
+# stage (written by the kernel)
+comptime STAGE_COLLAPSE = 2050
+comptime STAGE_BATCH = 2051
 
 
 @fieldwise_init

@@ -26,10 +26,8 @@ from aura_kernels.persistence.containers import (
 )
 from aura_kernels.persistence.sort import qsort
 from aura_kernels.persistence.simplices import Filtration, insert_vertex
-from aura_kernels.persistence.abi import KIND_COCYCLE, KIND_CYCLE, KIND_MERGES  # (h0.mojo imports KIND_MERGES from here)
+from aura_kernels.persistence.abi import KIND_COCYCLE, KIND_CYCLE, KIND_MERGES, WANT_COCYCLES, WANT_CYCLES  # (h0.mojo imports KIND_MERGES from here)
 
-comptime WANT_COCYCLES = 1  # the ABI's reps field: bit flags
-comptime WANT_CYCLES = 2
 comptime POLL_FRAMES = 1024  # homology reduction steps between two polls of the cancel flag
 
 
