@@ -76,20 +76,15 @@ struct OwnedArray[E: ImplicitlyCopyable & Deinitable, MAPPED: Bool = False](Mova
         """Is there storage (false only where the system refused a mapping)?"""
         return Int(self.data) != 0
 
-    def resize(mut self, size: Int, keep: Int) -> Bool:
-        """Storage for `size` elements, the first `keep` kept (a mapping is remapped, moved
-        or grown in place, never copied); false when refused, the old storage still held."""
-        var nd: Pointer[Self.E, MutUntrackedOrigin]
-        comptime if Self.MAPPED:
-            var addr = external_call["mremap", Int](Int(self.data), Self._bytes(max(1, self.size)),
-                                                    Self._bytes(max(1, size)), Int32(_MREMAP_MAYMOVE))
-            nd = Pointer[Self.E, MutUntrackedOrigin](unsafe_from_address=0 if addr == -1 else addr)
-        else:
-            nd = Self._take(max(1, size))
-            if Int(nd) != 0:
-                for i in range(min(keep, size)):
-                    nd[unsafe_offset=i] = self.data[unsafe_offset=i]
-                self.data.unsafe_free()
+    def resize(mut self, size: Int) -> Bool:
+        """Storage for `size` elements, the elements kept up to `size` (the mapping is
+        remapped: moved or grown in place, never copied); false when refused, the old
+        storage still held. Mapped storage only: heap storage is copied by its owner
+        (persistence/containers.mojo Buffer._move_storage)."""
+        comptime assert Self.MAPPED, "OwnedArray.resize: mapped storage only"
+        var addr = external_call["mremap", Int](Int(self.data), Self._bytes(max(1, self.size)),
+                                                Self._bytes(max(1, size)), Int32(_MREMAP_MAYMOVE))
+        var nd = Pointer[Self.E, MutUntrackedOrigin](unsafe_from_address=0 if addr == -1 else addr)
         if Int(nd) == 0:
             return False
         self.data = nd

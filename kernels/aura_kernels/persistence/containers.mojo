@@ -177,7 +177,7 @@ struct Buffer[E: ImplicitlyCopyable & Deinitable](ImplicitlyCopyable):
         heap storage copied into new storage of nc's kind."""
         if Self.mapped(self.cap):
             var store = OwnedArray[Self.E, True](adopt=self.data, size=self.cap)
-            var ok = store.resize(nc, self.size)
+            var ok = store.resize(nc)
             self.data = store^.disown()
             if ok:
                 self.cap = nc
