@@ -615,17 +615,6 @@ def test_chunk_size_past_the_sequence_is_one_chunk(backend):
     np.testing.assert_array_equal(np.asarray(huge), np.asarray(whole))
 
 
-def test_time_call_times_a_slow_call_once_through_slow_wrap():
-    from aura_lab.harness.core import time_call
-
-    calls = []
-    slow = time_call(lambda: calls.append(1), repeats=5, slow_s=0.0, slow_wrap=lambda fn: (fn(), "wrapped")[1])
-    assert slow["runs"] == 1 and slow["slow_out"] == "wrapped" and len(calls) == 2  # the warm-up, the timed call
-    calls.clear()
-    fast = time_call(lambda: calls.append(1), repeats=3, slow_s=60.0, slow_wrap=lambda fn: 1 / 0)
-    assert fast["runs"] == 3 and "slow_out" not in fast and len(calls) == 4
-
-
 def test_long_training_rows_run_torch_at_the_chunk_that_was_faster_shorter():
     from aura_lab.harness import ssd as hs
 
