@@ -43,7 +43,7 @@ def PyInit_ssd() abi("C") -> PythonObject:
         )
         m.def_function[gemm_rate](
             "gemm_rate",
-            docstring="gemm_rate([M, N, K, reps, dtype_bits]): seconds for reps chunk-sized products on one thread (bench)",
+            docstring="gemm_rate([M, N, K, reps, dtype_bits, variant]): seconds for reps chunk-sized products on one thread (bench; variant: the register block, see chunk_gemm.gemm_rate)",
         )
         m.def_function[lanes]("lanes", docstring="lanes(dtype_bits): the vector width n must be a multiple of")
         return m.finalize()
@@ -104,6 +104,7 @@ def gemm_rate(args: PythonObject) raises -> PythonObject:
     var reps = Int(py=args[3])
     if M <= 0 or N <= 0 or K <= 0 or reps <= 0:
         raise Error("gemm_rate: M, N, K and reps must be positive")
+    var variant = Int(py=args[5])
     if Int(py=args[4]) == 32:
-        return _gemm_rate[F32](M, N, K, reps)
-    return _gemm_rate[F64](M, N, K, reps)
+        return _gemm_rate[F32](M, N, K, reps, variant)
+    return _gemm_rate[F64](M, N, K, reps, variant)

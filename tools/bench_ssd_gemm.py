@@ -8,7 +8,7 @@ The scan forward is ``selective_scan`` on mojo at the bench shape (b=1, h=24, p=
 l = --length) with AURA_NUM_THREADS=1, counted at 5 h p n flops per token; each product
 runs --reps times on cache-resident operands (2 M N K flops each).
 
-    AURA_NUM_THREADS=1 python tools/bench_ssd_gemm.py [--length 2048] [--repeats 7]
+    AURA_NUM_THREADS=1 python tools/bench_ssd_gemm.py [--length 2048] [--repeats 7] [--variants 0,1,2]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=2048)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--reps", type=int, default=2000, help="products per timing")
+    ap.add_argument("--variants", default="0", help="comma-separated register blocks (chunk_gemm.gemm_rate: 0 the default)")
     args = ap.parse_args()
     inp = make_inputs(1, args.length)
 
@@ -41,18 +42,21 @@ def main() -> None:
         return time.perf_counter() - t0
 
     scan_s()  # warm-up
-    times = {"scan": []} | {s: [] for s in SHAPES}
+    variants = [int(v) for v in args.variants.split(",")]
+    times = {"scan": []} | {(s, v): [] for s in SHAPES for v in variants}
     for _ in range(args.repeats):
         times["scan"].append(scan_s())
         for s in SHAPES:
-            times[s].append(chunk_gemm_seconds(*s, args.reps))
+            for v in variants:
+                times[s, v].append(chunk_gemm_seconds(*s, args.reps, variant=v))
     scan_rate = flops(args.length) / statistics.median(times["scan"]) / 1e9
     print(f"load average {os.getloadavg()[0]:.2f}; one thread, float32, median of {args.repeats}")
     print(f"scan forward l={args.length} h={H} p={P} n={N}: {scan_rate:.1f} GFLOP/s")
     for s in SHAPES:
         m, n, k = s
-        rate = 2 * m * n * k * args.reps / statistics.median(times[s]) / 1e9
-        print(f"gemm {m}x{k} . {k}x{n}: {rate:.1f} GFLOP/s  rho = {rate / scan_rate:.2f}")
+        for v in variants:
+            rate = 2 * m * n * k * args.reps / statistics.median(times[s, v]) / 1e9
+            print(f"gemm {m}x{k} . {k}x{n} variant {v}: {rate:.1f} GFLOP/s  rho = {rate / scan_rate:.2f}")
 
 
 if __name__ == "__main__":

@@ -100,16 +100,24 @@ def _mojo_impl(prob: Scan) -> ScanOutput:
     return ScanOutput(y, fin if npad == prob.n else np.ascontiguousarray(fin[..., : prob.n]))
 
 
-def chunk_gemm_seconds(m: int, n: int, k: int, reps: int, dtype=np.float32) -> float:
+#: the register blocks ``chunk_gemm_seconds`` can time (kernels/aura_kernels/ssd/chunk_gemm.mojo
+#: gemm_rate): 0 the kernels' own (8 x 2 vectors), then 4 x 4, 8 x 2, 2 x 4, 4 x 2
+GEMM_VARIANTS = (0, 1, 2, 3, 4)
+
+
+def chunk_gemm_seconds(m: int, n: int, k: int, reps: int, dtype=np.float32, variant: int = 0) -> float:
     """Seconds for ``reps`` chunk-sized products (m, k) x (k, n) on one thread with the chunked
-    kernels' GEMM micro-kernel (``aura_kernels/ssd/chunk_gemm.mojo``), operands resident in cache:
-    the bench's measure of what the chunked form's matrix products can reach."""
+    kernels' GEMM micro-kernel (``aura_kernels/ssd/chunk_gemm.mojo``; ``variant`` another of its
+    register blocks, ``GEMM_VARIANTS``), operands resident in cache: the bench's measure of what
+    the chunked form's matrix products can reach."""
     if min(m, n, k, reps) <= 0:
         raise ValueError(f"m, n, k and reps must be positive, got {(m, n, k, reps)}")
     bits = 8 * np.dtype(dtype).itemsize
     if bits not in (32, 64):
         raise TypeError(f"dtype: float32 or float64, got {np.dtype(dtype)}")
-    return float(_kernel().gemm_rate([m, n, k, reps, bits]))
+    if variant not in GEMM_VARIANTS:
+        raise ValueError(f"variant: one of {GEMM_VARIANTS}, got {variant!r}")
+    return float(_kernel().gemm_rate([m, n, k, reps, bits, variant]))
 
 
 # --------------------------------------------------------------------------------- max

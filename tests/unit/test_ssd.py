@@ -581,6 +581,9 @@ def test_chunk_gemm_seconds_checks_its_arguments():
         chunk_gemm_seconds(8, 0, 8, 3)
     with pytest.raises(TypeError, match="dtype: float32 or float64"):
         chunk_gemm_seconds(8, 8, 8, 3, np.float16)
+    assert chunk_gemm_seconds(8, 8, 8, 3, variant=1) > 0
+    with pytest.raises(ValueError, match=r"variant: one of \(0, 1, 2, 3, 4\), got 5"):
+        chunk_gemm_seconds(8, 8, 8, 3, variant=5)
 
 
 def test_memory_error_before_allocating(monkeypatch):

@@ -22,10 +22,14 @@
 # sequential backward's (dt_chain, sum_threads, sum_params).
 #
 # Work items: (sequence, head), dealt round-robin to the threads (a fixed assignment: the
-# sums over threads are taken in a fixed order, so results do not depend on timing). An item
-# walks its chunks last to first with dS in its scratch; gB, gC (shared by the heads of a
-# group) go to its thread's own (T, g, n) buffers. No forward is recomputed: the backward
-# reads only the checkpoints and the inputs.
+# sums over threads are taken in a fixed order, so results do not depend on timing). A
+# thread walks the chunks of a sequence last to first, each chunk for all its items of the
+# sequence in turn (heads in lockstep: the chunk's B, C, G and gB, gC rows, shared by the
+# heads of a group, are read from memory once and then stay in L1/L2 for the other heads),
+# each item's dS in its own p x n buffer (items p n in all), and prefetches the next item's
+# x and gy rows and its own gx rows (which otherwise stall pack and token_grads on memory:
+# ~30 % of the per-item work's samples in perf). gB, gC go to the thread's own (T, g, n)
+# buffers. No forward is recomputed: the backward reads only the checkpoints and the inputs.
 #
 # Work before the items: G = C B^T per chunk and group (shared by the group's heads), in
 # parallel over (chunk, group), into (chunks, g, Q, Q).
@@ -34,8 +38,8 @@
 # added in thread order), then gC += dG B and gB += dG^T C once per chunk and group, in
 # parallel over (chunk, group): these products cost per group, not per head.
 #
-# Memory: threads x (2 T g n + T g Q + scratch of 7 Q p + 2 Q n + 2 Q^2 + 2 p n + 6 Q),
-# T h and T g Q (the G's) here.
+# Memory: threads x (2 T g n + T g Q + scratch of 7 Q p + 2 Q n + 2 Q^2 + p n + 6 Q),
+# items p n (the dS), T h and T g Q (the G's) here.
 #
 # Measured (tools/bench_ssd_train.py, 2-core AVX2 VM under load 5-10, h=24, p=64, n=128,
 # float32, forward + backward): b=1 l=4096 792 ms against 1529 ms with the sequential
@@ -45,10 +49,16 @@
 # 0.87x the time with the sequential forward (tools/ab_ssd_forward.py, b=1 l=4096, load ~9).
 # Tried and dropped (within noise, A/B of builds in one process, load 7-10): a 6 x 2 register
 # block in chunk_gemm (bit-identical, step 0.995x CPU), software prefetch of the next chunk's
-# x / gy / gx rows (0.995x CPU). Not yet done: the per-token work (pack, decay masks) as
-# wider vectors.
+# x / gy / gx rows (0.995x CPU; with the heads one after another, on the AVX2 VM). On the
+# 2-core Zen 5 VM (perf, b=1 l=4096): the items one after another stalled on memory (B, C,
+# G, gB, gC and x, gy, gx lines); the heads in lockstep and the prefetches, in the backward
+# and the forward, took the training step to 0.79x wall / 0.81x CPU (in-process A/B of
+# builds, alternating, 16 rounds, load ~3; gradients bit-identical). Not yet done: the
+# per-token work (pack, decay masks) as wider vectors.
 
 from std.math import exp
+from std.sys.intrinsics import prefetch, PrefetchOptions
+from std.sys import size_of
 from max.algorithm import parallelize
 from aura_kernels.common import F32, F64, Control, OwnedArray, ieee_begin, ieee_end, scalar_ptr
 from aura_kernels.ssd.chunk_gemm import A_LOWER, A_UPPER, C_LOWER, gemm, transpose
@@ -60,7 +70,7 @@ from aura_kernels.ssd.grad_abi import SsdGradParams
 
 def scratch_size(Q: Int, p: Int, n: Int) -> Int:
     """Elements of one thread's scratch (see _Head; the G phase uses its first Q n)."""
-    return 7 * Q * p + 2 * Q * n + 2 * Q * Q + 2 * p * n + 6 * Q
+    return 7 * Q * p + 2 * Q * n + 2 * Q * Q + p * n + 6 * Q
 
 
 @always_inline
@@ -157,9 +167,10 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
     """One work item (sequence, head): the blocks, the thread's scratch regions and buffers,
     and the running sum of gA. Scratch regions (row-major, leading dimension their width):
     X, U, Uw = diag(w) U, dY, dYe = diag(exp(cs)) dY, dU (Q x p); UT (p x Q); dCh, dBh
-    (Q x n); M = L o G, dG (Q x Q); lam = dS (p x n), lamT (n x p); cs, ecs, w, dcs,
+    (Q x n); M = L o G, dG (Q x Q); lamT (n x p); cs, ecs, w, dcs,
     colacc (column sums), idx (0, 1, ..., Q - 1) (Q). B and C are read in place (rows g n
-    apart), G from the G phase's Gall."""
+    apart), G from the G phase's Gall. lam = dS (p x n) is the item's own (it lives from
+    chunk to chunk while the thread's other items take their turns)."""
 
     var pr: SsdParams
     var gr: SsdGradParams
@@ -191,6 +202,7 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
     var idx: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var hh: Int
     var gg: Int
+    var nxt: Int  # the head of the thread's next item in this chunk (its rows are prefetched), or -1
     var ga: Scalar[Self.dtype]
 
     def __init__(out self, pr: SsdParams, gr: SsdGradParams, dtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
@@ -198,7 +210,8 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
                  gBw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], gCw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
                  gdtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], gdp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
                  Gall: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
-                 dGw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], hh: Int):
+                 dGw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin],
+                 lam: Pointer[Scalar[Self.dtype], MutUntrackedOrigin], hh: Int):
         var Q = pr.chunk
         var p = pr.p
         var n = pr.n
@@ -213,6 +226,7 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         self.dGw = dGw
         self.hh = hh
         self.gg = hh // (pr.h // pr.g)
+        self.nxt = -1
         self.ga = 0
         var o = 0
         self.X = scratch.unsafe_offset(o); o += Q * p
@@ -226,7 +240,7 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         self.dBh = scratch.unsafe_offset(o); o += Q * n
         self.M = scratch.unsafe_offset(o); o += Q * Q
         self.dG = scratch.unsafe_offset(o); o += Q * Q
-        self.lam = scratch.unsafe_offset(o); o += p * n
+        self.lam = lam
         self.lamT = scratch.unsafe_offset(o); o += p * n
         self.cs = scratch.unsafe_offset(o); o += Q
         self.ecs = scratch.unsafe_offset(o); o += Q
@@ -333,6 +347,27 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         for i in range(L):
             self.dcs[unsafe_offset=i] += self.colacc[unsafe_offset=i]
 
+    def prefetch_rows(self, tc0: Int, i0: Int, i1: Int):
+        """Ask for the cache lines of the next item's x and gy rows, local tokens i0 .. i1 (and
+        this item's gx rows, for writing): they come from memory, and pack and token_grads
+        otherwise wait on each line."""
+        comptime LINE = 64 // size_of[Scalar[Self.dtype]]()
+        var pr = self.pr
+        var p = pr.p
+        var x = scalar_ptr[Self.dtype](pr.x)
+        var gy = scalar_ptr[Self.dtype](self.gr.gy)
+        var gx = scalar_ptr[Self.dtype](self.gr.gx)
+        for i in range(i0, i1):
+            var row = (tc0 + i) * pr.h
+            var k = 0
+            while k < p:
+                if self.nxt >= 0:
+                    prefetch[PrefetchOptions().for_read().high_locality()](x.unsafe_offset((row + self.nxt) * p + k))
+                    if self.gr.gy != 0:
+                        prefetch[PrefetchOptions().for_read().high_locality()](gy.unsafe_offset((row + self.nxt) * p + k))
+                prefetch[PrefetchOptions().for_write().high_locality()](gx.unsafe_offset((row + self.hh) * p + k))
+                k += LINE
+
     def chunk(mut self, cg: Int, tc0: Int, L: Int, start: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]):
         """Every gradient of tokens tc0 .. tc0 + L (chunk cg of all) given dS in lam; leaves in
         lam the gradient of the state entering the chunk (start: the forward's checkpoint, S_c)."""
@@ -346,7 +381,9 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         var Bc = scalar_ptr[Self.dtype](pr.B).unsafe_offset((tc0 * g + self.gg) * n)  # rows gn apart
         var Cc = scalar_ptr[Self.dtype](pr.C).unsafe_offset((tc0 * g + self.gg) * n)
         self.pack(tc0, L)
+        self.prefetch_rows(tc0, 0, L // 4)
         self.masks(L, self.Gall.unsafe_offset((cg * g + self.gg) * Q * Q))
+        self.prefetch_rows(tc0, L // 4, L // 2)
         # dC (this head) = dYe S_c (+ dG B, summed over the group's heads: _group_grads)
         # dcs_i += C_i . (dYe S_c)_i
         gemm[Self.dtype](L, n, p, self.dYe, p, start, n, self.dCh, n, False)
@@ -354,7 +391,9 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
             self.dcs[unsafe_offset=i] += _dot(Cc.unsafe_offset(i * gn), self.dCh.unsafe_offset(i * n), n)
         _add_into(self.dGw.unsafe_offset((cg * g + self.gg) * Q * Q), self.dG, L * Q)  # dG B: _group_grads
         # dB (this head) = Uw dS (+ dG^T C, as dG B);  dcs_i -= B_i . (Uw dS)_i, dcs_last += their sum
+        self.prefetch_rows(tc0, L // 2, 3 * L // 4)
         gemm[Self.dtype](L, n, p, self.Uw, p, self.lam, n, self.dBh, n, False)
+        self.prefetch_rows(tc0, 3 * L // 4, L)
         var tot = Sc(0)
         for i in range(L):
             var s = _dot(Bc.unsafe_offset(i * gn), self.dBh.unsafe_offset(i * n), n)
@@ -421,38 +460,86 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
             i -= 1
 
 
-def _grad_head[dtype: DType](mut it: _Head[dtype], s: Int, cbase: Int) where dtype.is_floating_point():
-    """Sequence s for the item's head: dS from the final state's gradient back to the initial
-    state's, chunk by chunk (last first). Stops between chunks once cancelled."""
-    var pr = it.pr
-    var gr = it.gr
-    var ctl = Control(gr.control)
-    var n = pr.n
-    var h = pr.h
-    var p = pr.p
-    var Q = pr.chunk
+def _seq_span(pr: SsdParams, s: Int) -> Tuple[Int, Int]:
+    """(first token, end) of sequence s."""
     var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)
-    var t0 = Int(offs[unsafe_offset=s])
-    var t1 = Int(offs[unsafe_offset=s + 1])
-    var base = (s * h + it.hh) * p * n
-    if gr.gfin != 0:
-        var gf = scalar_ptr[dtype](gr.gfin).unsafe_offset(base)
-        for i in range(p * n):
+    return (Int(offs[unsafe_offset=s]), Int(offs[unsafe_offset=s + 1]))
+
+
+def _grad_start[dtype: DType](mut it: _Head[dtype], s: Int) where dtype.is_floating_point():
+    """The item's dS before its last chunk: the final state's gradient (or zero)."""
+    var pn = it.pr.p * it.pr.n
+    if it.gr.gfin != 0:
+        var gf = scalar_ptr[dtype](it.gr.gfin).unsafe_offset((s * it.pr.h + it.hh) * pn)
+        for i in range(pn):
             it.lam[unsafe_offset=i] = gf[unsafe_offset=i]
     else:
-        zero_fill(it.lam, p * n)
-    var ck = scalar_ptr[dtype](pr.ckpt)
-    var c = (t1 - t0 + Q - 1) // Q - 1
-    while c >= 0:
-        if ctl.cancelled():
-            return
-        var tc0 = t0 + c * Q
-        it.chunk(cbase + c, tc0, min(t1, tc0 + Q) - tc0, ck.unsafe_offset(((cbase + c) * h + it.hh) * p * n))
-        c -= 1
-    if gr.ginit != 0:
-        var gi = scalar_ptr[dtype](gr.ginit).unsafe_offset(base)
-        for i in range(p * n):
+        zero_fill(it.lam, pn)
+
+
+def _grad_chunk[dtype: DType](mut it: _Head[dtype], s: Int, cbase: Int, c: Int) where dtype.is_floating_point():
+    """Chunk c of sequence s (chunk cbase + c of all) for the item's head."""
+    var pr = it.pr
+    var Q = pr.chunk
+    var span = _seq_span(pr, s)
+    var tc0 = span[0] + c * Q
+    var ck = scalar_ptr[dtype](pr.ckpt).unsafe_offset(((cbase + c) * pr.h + it.hh) * pr.p * pr.n)
+    it.chunk(cbase + c, tc0, min(span[1], tc0 + Q) - tc0, ck)
+
+
+def _grad_end[dtype: DType](it: _Head[dtype], s: Int) where dtype.is_floating_point():
+    """dS after the first chunk: the initial state's gradient (when wanted)."""
+    var pn = it.pr.p * it.pr.n
+    if it.gr.ginit != 0:
+        var gi = scalar_ptr[dtype](it.gr.ginit).unsafe_offset((s * it.pr.h + it.hh) * pn)
+        for i in range(pn):
             gi[unsafe_offset=i] = it.lam[unsafe_offset=i]
+
+
+def _grad_thread[dtype: DType](pr: SsdParams, gr: SsdGradParams, T: Int, dt: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                               scratch: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                               gBw: Pointer[Scalar[dtype], MutUntrackedOrigin], gCw: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                               gdtp: Pointer[Scalar[dtype], MutUntrackedOrigin], gDp: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                               G: Pointer[Scalar[dtype], MutUntrackedOrigin], dGw: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                               lams: Pointer[Scalar[dtype], MutUntrackedOrigin], gAp: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                               cb: Pointer[Int, MutUntrackedOrigin], ctl: Control, w: Int,
+                               nw: Int) where dtype.is_floating_point():
+    """Thread w's items (i = w, w + nw, ...), a sequence at a time: every item's dS from the
+    final state's gradient, then the chunks last to first, each chunk for all the thread's
+    items of the sequence in turn (they share the chunk's B, C, G and gB, gC rows, which so
+    stay in cache), then the initial states' gradients. Stops between chunks once cancelled."""
+    var h = pr.h
+    var p = pr.p
+    var pn = p * pr.n
+    var s = 0
+    while s < pr.nseq and not ctl.cancelled():
+        var first = s * h + ((w - s * h) % nw + nw) % nw  # the thread's first item of sequence s
+        var i = first
+        while i < (s + 1) * h:
+            var it = _Head[dtype](pr, gr, dt.unsafe_offset((i % h) * T), scratch, gBw, gCw, gdtp, gDp.unsafe_offset(i * p),
+                                  G, dGw, lams.unsafe_offset(i * pn), i % h)
+            _grad_start[dtype](it, s)
+            i += nw
+        var span = _seq_span(pr, s)
+        var c = (span[1] - span[0] + pr.chunk - 1) // pr.chunk - 1
+        while c >= 0 and not ctl.cancelled():
+            i = first
+            while i < (s + 1) * h:
+                var it = _Head[dtype](pr, gr, dt.unsafe_offset((i % h) * T), scratch, gBw, gCw, gdtp,
+                                      gDp.unsafe_offset(i * p), G, dGw, lams.unsafe_offset(i * pn), i % h)
+                it.ga = gAp[unsafe_offset=i]
+                it.nxt = (i + nw) % h if i + nw < (s + 1) * h else -1
+                _grad_chunk[dtype](it, s, cb[unsafe_offset=s], c)
+                gAp[unsafe_offset=i] = it.ga
+                i += nw
+            c -= 1
+        i = first
+        while i < (s + 1) * h:
+            var it = _Head[dtype](pr, gr, dt.unsafe_offset((i % h) * T), scratch, gBw, gCw, gdtp, gDp.unsafe_offset(i * p),
+                                  G, dGw, lams.unsafe_offset(i * pn), i % h)
+            _grad_end[dtype](it, s)
+            i += nw
+        s += 1
 
 
 struct _GroupWork[dtype: DType](Movable) where dtype.is_floating_point():
@@ -535,8 +622,9 @@ def scan_grad_chunked_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) rais
     var per_worker = scratch_size(pr.chunk, p, pr.n)
     var rates = HeadRates[dtype](pr, T)
     var gdtp = OwnedArray[Scalar[dtype]](T * h, 0)  # tokens of no sequence stay 0
-    var gAp = OwnedArray[Scalar[dtype]](items)
+    var gAp = OwnedArray[Scalar[dtype]](items, 0)
     var gDp = OwnedArray[Scalar[dtype]](items * p, 0)
+    var lams = OwnedArray[Scalar[dtype]](items * p * pr.n)  # each item's dS
     var scratch = OwnedArray[Scalar[dtype]](nw * per_worker)
     var sums = ThreadSums[dtype](gr, nw, T * pr.g * pr.n)
     var cb = chunk_bases(pr)
@@ -552,14 +640,8 @@ def scan_grad_chunked_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) rais
         zero_fill(sums.gC_of(w), sums.tgn)
         var dGw = groups.dG.at(w * groups.size)
         zero_fill(dGw, groups.size)
-        var i = w
-        while i < items and not ctl.cancelled():
-            var hh = i % h
-            var it = _Head[dtype](pr, gt, rates.dt.at(hh * T), scratch.at(w * per_worker), sums.gB_of(w),
-                                  sums.gC_of(w), gdtp.data, gDp.at(i * p), groups.G.data, dGw, hh)
-            _grad_head[dtype](it, i // h, cb[i // h])
-            gAp[i] = it.ga
-            i += nw
+        _grad_thread[dtype](pr, gt, T, rates.dt.data, scratch.at(w * per_worker), sums.gB_of(w), sums.gC_of(w),
+                            gdtp.data, gDp.data, groups.G.data, dGw, lams.data, gAp.data, cb.data, ctl, w, nw)
         ieee_end(mode)
 
     _spread(worker, nw)
@@ -572,6 +654,7 @@ def scan_grad_chunked_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) rais
     _ = gdtp^
     _ = gAp^
     _ = gDp^
+    _ = lams^
     _ = scratch^
     _ = sums^
     _ = groups^
@@ -594,14 +677,17 @@ def run_scan_grad_chunked(gr: SsdGradParams) raises:
 #     ckpt[c] = S_c;  Y = diag(exp(cs)) C S_c^T + (L o G) U  (+ D X, ypre, * silu(z))
 #     S_{c+1}^T = exp(cs_last) S_c^T + B^T diag(w) U
 # y, fin and the checkpoints as the sequential kernel (aura_kernels/ssd/scan.mojo) writes them, up
-# to rounding; G = C B^T per chunk and group first, as in the backward. The sequential kernel
-# stays the inference and decode forward.
+# to rounding; G = C B^T per chunk and group first, as in the backward. The heads of a thread
+# walk the chunks in lockstep as in the backward (each item's S^T in its own n x p buffer,
+# items p n in all), prefetching the next item's x rows and their own y rows. The sequential
+# kernel stays the inference and decode forward.
 
 
 struct _FwdHead[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
     """One work item (sequence, head) of the chunked forward. Scratch regions (row-major):
-    U = diag(dt') X, Uw = diag(w) U (Q x p); M = L o G (Q x Q); ST = the state, transposed
-    (n x p); cs, ecs = exp(cs), w, idx (Q)."""
+    U = diag(dt') X, Uw = diag(w) U (Q x p); M = L o G (Q x Q); cs, ecs = exp(cs), w, idx (Q).
+    ST = the state, transposed (n x p), is the item's own (it lives from chunk to chunk while
+    the thread's other items take their turns)."""
 
     comptime P = Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var pr: SsdParams
@@ -617,19 +703,21 @@ struct _FwdHead[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point(
     var idx: Self.P
     var hh: Int
     var gg: Int
+    var nxt: Int  # the head of the thread's next item in this chunk (its x rows are prefetched), or -1
 
-    def __init__(out self, pr: SsdParams, dtp: Self.P, scratch: Self.P, Gall: Self.P, hh: Int):
+    def __init__(out self, pr: SsdParams, dtp: Self.P, scratch: Self.P, Gall: Self.P, ST: Self.P, hh: Int):
         var Q = pr.chunk
         self.pr = pr
         self.dtp = dtp
         self.Gall = Gall
         self.hh = hh
         self.gg = hh // (pr.h // pr.g)
+        self.nxt = -1
         var o = 0
         self.U = scratch.unsafe_offset(o); o += Q * pr.p
         self.Uw = scratch.unsafe_offset(o); o += Q * pr.p
         self.M = scratch.unsafe_offset(o); o += Q * Q
-        self.ST = scratch.unsafe_offset(o); o += pr.n * pr.p
+        self.ST = ST
         self.cs = scratch.unsafe_offset(o); o += Q
         self.ecs = scratch.unsafe_offset(o); o += Q
         self.w = scratch.unsafe_offset(o); o += Q
@@ -698,6 +786,23 @@ struct _FwdHead[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point(
             yv = yv * silu[Self.dtype, w](scalar_ptr[Self.dtype](pr.z).unsafe_load[width=w](xo))
         y.unsafe_store(xo, yv)
 
+    def prefetch_rows(self, tc0: Int, i0: Int, i1: Int):
+        """Ask for the lines of the next item's x rows, local tokens i0 .. i1, and of this
+        item's y rows, for writing (both come from memory)."""
+        comptime LINE = 64 // size_of[Scalar[Self.dtype]]()
+        var pr = self.pr
+        var p = pr.p
+        var x = scalar_ptr[Self.dtype](pr.x)
+        var y = scalar_ptr[Self.dtype](pr.y)
+        for i in range(i0, i1):
+            var row = (tc0 + i) * pr.h
+            var k = 0
+            while k < p:
+                if self.nxt >= 0:
+                    prefetch[PrefetchOptions().for_read().high_locality()](x.unsafe_offset((row + self.nxt) * p + k))
+                prefetch[PrefetchOptions().for_write().high_locality()](y.unsafe_offset((row + self.hh) * p + k))
+                k += LINE
+
     def chunk(mut self, cg: Int, tc0: Int, L: Int, ck: Self.P):
         """Tokens tc0 .. tc0 + L (chunk cg of all): the checkpoint ck = S_c, y, then ST = S_{c+1}^T."""
         comptime W = lanes[Self.dtype]()
@@ -713,7 +818,9 @@ struct _FwdHead[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point(
         var yc = scalar_ptr[Self.dtype](pr.y).unsafe_offset(yo)
         transpose[Self.dtype](n, p, self.ST, p, ck, n)
         self.pack(tc0, L)
+        self.prefetch_rows(tc0, 0, L // 2)
         self.mask(L, self.Gall.unsafe_offset((cg * pr.g + self.gg) * Q * Q))
+        self.prefetch_rows(tc0, L // 2, L)
         gemm[Self.dtype](L, p, n, Cc, gn, self.ST, p, yc, hp, False)
         for i in range(L):
             _scale(yc.unsafe_offset(i * hp), yc.unsafe_offset(i * hp), self.ecs[unsafe_offset=i], p)
@@ -731,30 +838,48 @@ struct _FwdHead[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point(
         gemm[Self.dtype](n, p, L, Bc, gn, self.Uw, p, self.ST, p, True, a_trans=True)
 
 
-def _forward_head[dtype: DType](mut it: _FwdHead[dtype], s: Int, cbase: Int) where dtype.is_floating_point():
-    """Sequence s for the item's head: the state from init (or zero) through the chunks into
-    fin. Stops between chunks once cancelled."""
-    var pr = it.pr
-    var ctl = Control(pr.control)
-    var n = pr.n
+def _fwd_thread[dtype: DType](pr: SsdParams, T: Int, dt: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                              scratch: Pointer[Scalar[dtype], MutUntrackedOrigin], G: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                              STs: Pointer[Scalar[dtype], MutUntrackedOrigin], cb: Pointer[Int, MutUntrackedOrigin],
+                              ctl: Control, w: Int, nw: Int) where dtype.is_floating_point():
+    """Thread w's items (i = w, w + nw, ...), a sequence at a time: every item's state from
+    init (or zero), then the chunks first to last, each chunk for all the thread's items of the
+    sequence in turn (they share the chunk's B, C and G, which so stay in cache), then the
+    final states into fin. Stops between chunks once cancelled."""
     var h = pr.h
     var p = pr.p
+    var n = pr.n
     var Q = pr.chunk
-    var offs = Pointer[Int64, MutUntrackedOrigin](unsafe_from_address=pr.offsets)
-    var t0 = Int(offs[unsafe_offset=s])
-    var t1 = Int(offs[unsafe_offset=s + 1])
-    var base = (s * h + it.hh) * p * n
-    if pr.init != 0:
-        transpose[dtype](p, n, scalar_ptr[dtype](pr.init).unsafe_offset(base), n, it.ST, p)
-    else:
-        zero_fill(it.ST, n * p)
+    var pn = p * n
     var ck = scalar_ptr[dtype](pr.ckpt)
-    for c in range((t1 - t0 + Q - 1) // Q):
-        if ctl.cancelled():
-            return
-        var tc0 = t0 + c * Q
-        it.chunk(cbase + c, tc0, min(t1, tc0 + Q) - tc0, ck.unsafe_offset(((cbase + c) * h + it.hh) * p * n))
-    transpose[dtype](n, p, it.ST, p, scalar_ptr[dtype](pr.fin).unsafe_offset(base), n)
+    var s = 0
+    while s < pr.nseq and not ctl.cancelled():
+        var first = s * h + ((w - s * h) % nw + nw) % nw  # the thread's first item of sequence s
+        var i = first
+        while i < (s + 1) * h:
+            var ST = STs.unsafe_offset(i * pn)
+            if pr.init != 0:
+                transpose[dtype](p, n, scalar_ptr[dtype](pr.init).unsafe_offset(i * pn), n, ST, p)
+            else:
+                zero_fill(ST, pn)
+            i += nw
+        var span = _seq_span(pr, s)
+        for c in range((span[1] - span[0] + Q - 1) // Q):
+            if ctl.cancelled():
+                return
+            var tc0 = span[0] + c * Q
+            i = first
+            while i < (s + 1) * h:
+                var it = _FwdHead[dtype](pr, dt.unsafe_offset((i % h) * T), scratch, G, STs.unsafe_offset(i * pn), i % h)
+                it.nxt = (i + nw) % h if i + nw < (s + 1) * h else -1
+                it.chunk(cb[unsafe_offset=s] + c, tc0, min(span[1], tc0 + Q) - tc0,
+                         ck.unsafe_offset(((cb[unsafe_offset=s] + c) * h + i % h) * pn))
+                i += nw
+        i = first
+        while i < (s + 1) * h:
+            transpose[dtype](n, p, STs.unsafe_offset(i * pn), p, scalar_ptr[dtype](pr.fin).unsafe_offset(i * pn), n)
+            i += nw
+        s += 1
 
 
 def scan_chunked_typed[dtype: DType](pr: SsdParams) raises where dtype.is_floating_point():
@@ -771,6 +896,7 @@ def scan_chunked_typed[dtype: DType](pr: SsdParams) raises where dtype.is_floati
     var per_worker = scratch_size(pr.chunk, pr.p, pr.n)
     var rates = HeadRates[dtype](pr, T)
     var scratch = OwnedArray[Scalar[dtype]](nw * per_worker)
+    var STs = OwnedArray[Scalar[dtype]](items * pr.p * pr.n)  # each item's state, transposed
     var cb = chunk_bases(pr)
     var groups = _GroupWork[dtype](pr, cb[pr.nseq], nw, False)
     groups.products(pr, cb, scratch, per_worker)
@@ -779,17 +905,13 @@ def scan_chunked_typed[dtype: DType](pr: SsdParams) raises where dtype.is_floati
     @always_inline
     def worker(w: Int) {imm}:
         var mode = ieee_begin()
-        var i = w
-        while i < items and not ctl.cancelled():
-            var hh = i % h
-            var it = _FwdHead[dtype](pr, rates.dt.at(hh * T), scratch.at(w * per_worker), groups.G.data, hh)
-            _forward_head[dtype](it, i // h, cb[i // h])
-            i += nw
+        _fwd_thread[dtype](pr, T, rates.dt.data, scratch.at(w * per_worker), groups.G.data, STs.data, cb.data, ctl, w, nw)
         ieee_end(mode)
 
     _spread(worker, nw)
     _ = rates^  # read through raw pointers above: the owners live until here
     _ = scratch^
+    _ = STs^
     _ = groups^
     _ = cb^
 

@@ -373,35 +373,58 @@ def _grad_item[dtype: DType](mut it: _Item[dtype], s: Int, cbase: Int) where dty
             gi[unsafe_offset=i] = it.lam[unsafe_offset=i]
 
 
-def dt_chain[dtype: DType](pr: SsdParams, gr: SsdGradParams, T: Int, nb: Int,
-                            gdtp: Pointer[Scalar[dtype], MutUntrackedOrigin]) where dtype.is_floating_point():
-    """gdt = (sum over channel blocks of gdt') * [lo <= v <= hi] * softplus'(dt + bias), and
-    gbias = sum over tokens of gdt."""
+def _dt_chain_head[dtype: DType](pr: SsdParams, gr: SsdGradParams, T: Int, nb: Int,
+                                  gdtp: Pointer[Scalar[dtype], MutUntrackedOrigin], hh: Int) where dtype.is_floating_point():
+    """dt_chain of head hh."""
     comptime Sc = Scalar[dtype]
     var h = pr.h
     var dt = scalar_ptr[dtype](pr.dt)
-    var bias = scalar_ptr[dtype](pr.dt_bias)
     var gdt = scalar_ptr[dtype](gr.gdt)
     var lo = Sc(pr.lo)
     var hi = Sc(pr.hi)
-    for hh in range(h):
-        var b = Sc(0) if pr.dt_bias == 0 else bias[unsafe_offset=hh]
-        var gb = Sc(0)
-        for t in range(T):
-            var gsum = Sc(0)
-            for pb in range(nb):
-                gsum += gdtp[unsafe_offset=(pb * T + t) * h + hh]
-            var v = dt[unsafe_offset=t * h + hh] + b
-            var dsp = Sc(1)
-            if pr.softplus and v <= Sc(20):
-                dsp = _sigmoid[dtype](v)
-                v = log1p(exp(v))  # softplus below 20, as the forward's _dt_vec
-            var gv = gsum * dsp if (v >= lo and v <= hi) else Sc(0)
-            if gr.gdt != 0:
-                gdt[unsafe_offset=t * h + hh] = gv
-            gb += gv
-        if gr.gbias != 0:
-            scalar_ptr[dtype](gr.gbias)[unsafe_offset=hh] = gb
+    var b = Sc(0) if pr.dt_bias == 0 else scalar_ptr[dtype](pr.dt_bias)[unsafe_offset=hh]
+    var gb = Sc(0)
+    for t in range(T):
+        var gsum = Sc(0)
+        for pb in range(nb):
+            gsum += gdtp[unsafe_offset=(pb * T + t) * h + hh]
+        var v = dt[unsafe_offset=t * h + hh] + b
+        var dsp = Sc(1)
+        if pr.softplus and v <= Sc(20):
+            dsp = _sigmoid[dtype](v)
+            v = log1p(exp(v))  # softplus below 20, as the forward's _dt_vec
+        var gv = gsum * dsp if (v >= lo and v <= hi) else Sc(0)
+        if gr.gdt != 0:
+            gdt[unsafe_offset=t * h + hh] = gv
+        gb += gv
+    if gr.gbias != 0:
+        scalar_ptr[dtype](gr.gbias)[unsafe_offset=hh] = gb
+
+
+def dt_chain[dtype: DType](pr: SsdParams, gr: SsdGradParams, T: Int, nb: Int,
+                            gdtp: Pointer[Scalar[dtype], MutUntrackedOrigin]) where dtype.is_floating_point():
+    """gdt = (sum over channel blocks of gdt') * [lo <= v <= hi] * softplus'(dt + bias), and
+    gbias = sum over tokens of gdt; the heads spread over the threads (each head's sums in
+    one thread, in token order: the results do not depend on the split)."""
+    var h = pr.h
+    var hn = min(max(1, pr.threads), h)
+    var pt = pr
+    var gt = gr
+
+    @always_inline
+    def heads(w: Int) {imm}:
+        var mode = ieee_begin()
+        var hh = w
+        while hh < h:
+            _dt_chain_head[dtype](pt, gt, T, nb, gdtp, hh)
+            hh += hn
+        ieee_end(mode)
+
+    if hn <= 1 or T * h < 4096:
+        for hh in range(h):
+            _dt_chain_head[dtype](pr, gr, T, nb, gdtp, hh)
+    else:
+        parallelize(heads, hn, hn)
 
 
 def sum_params[dtype: DType](pr: SsdParams, gr: SsdGradParams, nb: Int,

@@ -1,0 +1,87 @@
+"""In-process A/B of builds of the ssd kernels on the bench's training call (issue 27): the
+``train b=B l=4096`` row's step (selective_scan with D, dt_bias, softplus at h=24, p=64, n=128,
+float32, then ``(y * w).sum().backward()``), the training forward alone, and the inference
+forward (prefill). Each build's compiled ``ssd-*.so`` (copied aside) is swapped into
+``aura_lab._mojo``'s module cache between calls (as tools/ab_ssd_builds.py), the order
+alternating each round; prints the largest difference of y and of every gradient against the
+first build, then per case the median wall and CPU time and the median per-round ratio to the
+first build (quote the ratios with the load average).
+
+    python tools/ab_ssd_step.py [--batch 1] [--rounds 14] A=a.so B=b.so ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("builds", nargs="+", help="NAME=PATH of a compiled ssd extension")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=14)
+    args = ap.parse_args()
+    import numpy as np
+    import torch
+
+    from aura_lab import _mojo
+    from aura_lab.harness.ssd import H, P, make_inputs
+    from aura_lab.ssd import selective_scan
+
+    _mojo.load("ssd")  # the runtime's set-up, once
+    mods = {}
+    for arg in args.builds:
+        name, path = arg.split("=", 1)
+        spec = importlib.util.spec_from_file_location("ssd", path)
+        mods[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mods[name])
+    inp = {k: torch.from_numpy(v).requires_grad_() for k, v in make_inputs(args.batch, 4096, 0).items()}
+    w = torch.from_numpy(np.random.default_rng(2).standard_normal((args.batch, 4096, H, P), dtype=np.float32))
+
+    def forward():
+        return selective_scan(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], D=inp["D"], dt_bias=inp["dt_bias"],
+                              dt_softplus=True, backend="mojo")
+
+    def step():
+        for v in inp.values():
+            v.grad = None
+        (forward() * w).sum().backward()
+
+    def prefill():
+        with torch.no_grad():
+            forward()
+
+    cases = {"step": step, "train_fwd": forward, "prefill": prefill}
+    outs = {}
+    for name, mod in mods.items():  # warm-up, and each build's y and gradients
+        _mojo._loaded["ssd"] = mod
+        step()
+        outs[name] = {k: v.grad.clone() for k, v in inp.items()} | {"y": forward().detach().clone()}
+    names = list(mods)
+    for name in names:
+        err = max(float((outs[name][k] - outs[names[0]][k]).abs().max()) for k in outs[name])
+        print(f"{name}: max |y or gradient - {names[0]}'s| = {err:.3g}")
+    wall = {(c, n): [] for c in cases for n in names}
+    cpu = {(c, n): [] for c in cases for n in names}
+    for r in range(args.rounds):
+        for c, call in cases.items():
+            for name in (names if r % 2 == 0 else names[::-1]):
+                _mojo._loaded["ssd"] = mods[name]
+                t0, c0 = time.perf_counter(), time.process_time()
+                call()
+                wall[c, name].append(time.perf_counter() - t0)
+                cpu[c, name].append(time.process_time() - c0)
+    print(f"load average at the end {os.getloadavg()[0]:.2f}; b={args.batch} l=4096, {args.rounds} rounds")
+    for c in cases:
+        for name in names:
+            ratio = [statistics.median(b / a for a, b in zip(d[c, names[0]], d[c, name])) for d in (wall, cpu)]
+            print(f"{c:<10} {name:<10} wall {1e3 * statistics.median(wall[c, name]):8.1f} ms {ratio[0]:6.3f}x   "
+                  f"cpu {1e3 * statistics.median(cpu[c, name]):8.1f} ms {ratio[1]:6.3f}x")
+
+
+if __name__ == "__main__":
+    main()
