@@ -198,12 +198,12 @@ def _impl_fn(impl: str, X, kw):
 def measure(name: str, impl: str, repeats: int = 3, slow_s: float = 5.0) -> dict:
     """Time and peak memory of one implementation on one set, in this process (bench runs it
     in a fresh child process per pair so that no earlier run's memory is counted): a warm-up
-    on a small cloud loads libraries and kernels; the first real call gives the peak memory it
+    on the set's first points with its arguments (``warm_input``) loads libraries, kernels and
+    the code paths of the call; the first real call gives the peak memory it
     added; then the median of ``repeats`` calls (or that first call alone when it took longer
     than ``slow_s``)."""
     X, kw, counts = load_set(name)
-    tiny = np.random.default_rng(0).standard_normal((80, 3)).astype(np.float32)
-    _impl_fn(impl, tiny, {"maxdim": 1})()
+    _impl_fn(impl, warm_input(X, kw), kw)()
     fn = _impl_fn(impl, X, kw)
     t0 = time.perf_counter()
     dgms, peak = peak_rss(fn)
@@ -223,29 +223,47 @@ def measure(name: str, impl: str, repeats: int = 3, slow_s: float = 5.0) -> dict
         if st.get("collapse"):
             row["collapse"] = describe_collapse(st["collapse"])
     if impl == AUTO:
-        pairs = max(MIN_PAIRS, t["runs"])
-        row.update(auto_vs_off=auto_vs_off(fn, _impl_fn(OFF, X, kw), pairs), auto_vs_off_pairs=pairs)
+        ratio, pairs = auto_vs_off(fn, _impl_fn(OFF, X, kw))
+        row.update(auto_vs_off=ratio, auto_vs_off_pairs=pairs)
     return row
 
 
-#: the fewest auto/off pairs behind ``auto_vs_off`` (also on a set whose calls are timed once)
-MIN_PAIRS = 3
+#: the auto/off pairs behind ``auto_vs_off``: at least MIN_PAIRS, more while the pairs have
+#: taken less than PAIRS_BUDGET_S (a ~40 ms call varied by +-10 % over 5 pairs), at most MAX_PAIRS
+MIN_PAIRS, MAX_PAIRS, PAIRS_BUDGET_S = 3, 25, 3.0
+#: the warm-up call's points (a sample of the set, run with the set's own arguments)
+WARM_N = 12
 
 
-def auto_vs_off(auto: Callable[[], object], off: Callable[[], object], pairs: int) -> float:
-    """Median time of ``auto`` / median time of ``off``, the two calls alternating in this
-    process (``pairs`` of each, in the order auto-off, off-auto, ...), after one warm-up call of
-    ``off`` (``auto`` ran already): the two rows of the bench run in separate processes, and on
-    a call that costs the same either way (auto resolving to off) the spread between two
-    processes exceeds the 5 % this ratio is held to."""
+def warm_input(X: np.ndarray, kw: dict) -> np.ndarray:
+    """The first ``WARM_N`` points of ``X`` (of a distance matrix: their block): the warm-up
+    call runs the measured call's arguments on it, so that the code the measured call runs
+    (its engine, edge collapse, the dense or matrix input path) is loaded and touched before
+    its peak memory is read (a warm-up on another path left first-use pages in the peak of
+    the smallest sets: random16 read 0.95 and 1.33 MiB in two runs)."""
+    k = min(len(X), WARM_N)
+    return np.ascontiguousarray(X[:k, :k] if kw.get("distance_matrix") else X[:k])
+
+
+def auto_vs_off(auto: Callable[[], object], off: Callable[[], object], min_pairs: int = MIN_PAIRS,
+                max_pairs: int = MAX_PAIRS, budget_s: float = PAIRS_BUDGET_S) -> tuple[float, int]:
+    """(median time of ``auto`` / median time of ``off``, pairs), the two calls alternating in
+    this process (auto-off, off-auto, ...; ``min_pairs`` of each, more until the pairs have
+    taken ``budget_s``, at most ``max_pairs``), after one warm-up call of ``off`` (``auto`` ran
+    already): the two rows of the bench run in separate processes, and on a call that costs
+    the same either way (auto resolving to off) the spread between two processes exceeds the
+    5 % this ratio is held to."""
     off()
     times: dict[str, list[float]] = {"auto": [], "off": []}
-    for i in range(pairs):
+    i, spent = 0, 0.0
+    while i < max_pairs and (i < min_pairs or spent < budget_s):
         for key in ("auto", "off") if i % 2 == 0 else ("off", "auto"):
             t0 = time.perf_counter()
             (auto if key == "auto" else off)()
             times[key].append(time.perf_counter() - t0)
-    return statistics.median(times["auto"]) / statistics.median(times["off"])
+            spent += times[key][-1]
+        i += 1
+    return statistics.median(times["auto"]) / statistics.median(times["off"]), i
 
 
 #: the peers every row is compared with (time: ``vs_<peer>``, peer time / this row's)
@@ -297,7 +315,7 @@ def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True
     time / mojo's diagrams alone without collapse) and ripser.py with ``do_cocycles=True``
     (``vs_ripser.py_cocycles`` on the mojo row: ripser.py's time / ours). The mojo row's
     ``auto_vs_off`` is collapse auto's time / collapse off's, the two alternating in that row's
-    process (``auto_vs_off``; ``auto_vs_off_pairs`` of each, at least ``MIN_PAIRS``)."""
+    process (``auto_vs_off``; ``auto_vs_off_pairs`` of each)."""
     known = [*STANDARD_SETS, *LARGE_SETS]
     sets = list(sets or known)
     if unknown := [s for s in sets if s not in known]:

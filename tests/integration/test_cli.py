@@ -156,7 +156,8 @@ def test_bench_persistence_ratios_and_memory_against_the_smallest_peer():
 
 def test_bench_persistence_auto_vs_off_alternates_in_one_process(monkeypatch):
     """auto_vs_off: median auto / median off, the calls alternating auto-off, off-auto, ...,
-    off warmed up first (on a fake clock that each call advances by its cost)."""
+    off warmed up first, at least min_pairs pairs, more until the budget is spent, at most
+    max_pairs (on a fake clock that each call advances by its cost)."""
     from aura_lab.harness import persistence as H
 
     clock, calls = [0.0], []
@@ -168,12 +169,24 @@ def test_bench_persistence_auto_vs_off_alternates_in_one_process(monkeypatch):
         return fn
 
     monkeypatch.setattr(H.time, "perf_counter", lambda: clock[0])
-    ratio = H.auto_vs_off(call("auto", [1.0, 3.0, 2.0]), call("off", 2.0), pairs=3)
+    ratio, pairs = H.auto_vs_off(call("auto", [1.0, 3.0, 2.0]), call("off", 2.0), min_pairs=3, budget_s=1.0)
     assert calls == ["off", "auto", "off", "off", "auto", "auto", "off"]
-    assert ratio == 1.0  # median(1, 3, 2) / median(2, 2, 2)
+    assert ratio == 1.0 and pairs == 3  # median(1, 3, 2) / median(2, 2, 2)
     calls.clear()
-    assert H.auto_vs_off(call("auto", 5.0), call("off", 4.0), pairs=1) == 1.25 and calls == ["off", "auto", "off"]
+    assert H.auto_vs_off(call("auto", 5.0), call("off", 4.0), min_pairs=1, budget_s=1.0) == (1.25, 1)
+    assert calls == ["off", "auto", "off"]
+    assert H.auto_vs_off(call("auto", 0.1), call("off", 0.1), min_pairs=3, budget_s=1.0) == (1.0, 5)  # 5 x 0.2 s
+    assert H.auto_vs_off(call("auto", 0.01), call("off", 0.01), min_pairs=3, max_pairs=7, budget_s=1.0)[1] == 7
 
+
+def test_bench_persistence_warms_up_on_the_set_s_first_points_with_its_arguments():
+    from aura_lab.harness import persistence as H
+
+    X = np.arange(40.0).reshape(20, 2)
+    assert np.array_equal(H.warm_input(X, {"maxdim": 7}), X[:H.WARM_N])
+    D = np.arange(400.0).reshape(20, 20)
+    assert np.array_equal(H.warm_input(D, {"distance_matrix": True}), D[:H.WARM_N, :H.WARM_N])
+    assert H.warm_input(X[:5], {}).shape == (5, 2)
 
 def test_bench_sets_option_only_for_families_with_sets():
     r = subprocess.run([sys.executable, "-m", "aura_lab.cli", "bench", "distance", "--sets", "x"], capture_output=True,
