@@ -97,6 +97,34 @@ def ssd_inputs(batch: int = 1) -> dict:
     return {k: torch.from_numpy(v).requires_grad_() for k, v in make_inputs(batch, 4096, 0).items()}
 
 
+def load_ssd_builds(specs: list[str]) -> dict:
+    """NAME=PATH specs -> each compiled ssd extension loaded under the stem ``ssd`` (after the
+    runtime's set-up, once, through this tree's own build), for swapping into
+    ``aura_lab._mojo``'s module cache (``on_build``)."""
+    import importlib.util
+
+    from aura_lab import _mojo
+
+    _mojo.load("ssd")
+    mods = {}
+    for arg in specs:
+        name, path = arg.split("=", 1)
+        spec = importlib.util.spec_from_file_location("ssd", path)
+        mods[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mods[name])
+    return mods
+
+
+def on_build(mod, call):
+    """``call`` with the ssd kernels of the build ``mod`` (``load_ssd_builds``)."""
+    from aura_lab import _mojo
+
+    def run():
+        _mojo._loaded["ssd"] = mod
+        return call()
+    return run
+
+
 def time_rounds(calls: dict, orders) -> tuple[dict, dict]:
     """(wall, cpu): the seconds (CPU: all threads) of each of ``calls`` (key -> zero-argument
     call) in one process, over the rounds ``orders`` (each the keys in the order they run)."""

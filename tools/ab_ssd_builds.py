@@ -14,7 +14,6 @@ first build: on a shared machine quote the ratios, with the load average.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 
 
@@ -24,36 +23,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=14)
     ap.add_argument("--cases", default="fwd,chunked,sequential")
     args = ap.parse_args()
-    from ab_kernels import ratio_line, ssd_calls, ssd_inputs, time_rounds
+    from ab_kernels import load_ssd_builds, on_build, ratio_line, ssd_calls, ssd_inputs, time_rounds
 
-    from aura_lab import _mojo
-
-    _mojo.load("ssd")  # the runtime's set-up, once
-    mods = {}
-    for arg in args.builds:
-        name, path = arg.split("=", 1)
-        spec = importlib.util.spec_from_file_location("ssd", path)
-        mods[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mods[name])
+    mods = load_ssd_builds(args.builds)
     inp = ssd_inputs()
     every = ssd_calls(inp)
     cases = {c: every[c] for c in args.cases.split(",")}
     grads = {}
     for name, mod in mods.items():  # warm-up, and the gradients of each build
-        _mojo._loaded["ssd"] = mod
-        every["chunked"]()
+        on_build(mod, every["chunked"])()
         grads[name] = {k: v.grad.clone() for k, v in inp.items()}
     names = list(mods)
     for name in names:
         err = max(float((grads[name][k] - grads[names[0]][k]).abs().max()) for k in grads[name])
         print(f"{name}: max |chunked gradient - {names[0]}'s| = {err:.3g}")
-    def on(name, call):
-        def run():
-            _mojo._loaded["ssd"] = mods[name]
-            call()
-        return run
-
-    calls = {(c, n): on(n, call) for c, call in cases.items() for n in names}
+    calls = {(c, n): on_build(mods[n], call) for c, call in cases.items() for n in names}
     orders = [[(c, n) for c in cases for n in (names if r % 2 == 0 else names[::-1])] for r in range(args.rounds)]
     wall, cpu = time_rounds(calls, orders)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")

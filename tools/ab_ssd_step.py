@@ -13,10 +13,7 @@ first build (quote the ratios with the load average).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import statistics
-import time
 
 
 def main() -> None:
@@ -27,19 +24,13 @@ def main() -> None:
     args = ap.parse_args()
     import numpy as np
     import torch
+    from ab_kernels import load_ssd_builds, on_build, ratio_line, ssd_inputs, time_rounds
 
-    from aura_lab import _mojo
-    from aura_lab.harness.ssd import H, P, make_inputs
+    from aura_lab.harness.ssd import H, P
     from aura_lab.ssd import selective_scan
 
-    _mojo.load("ssd")  # the runtime's set-up, once
-    mods = {}
-    for arg in args.builds:
-        name, path = arg.split("=", 1)
-        spec = importlib.util.spec_from_file_location("ssd", path)
-        mods[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mods[name])
-    inp = {k: torch.from_numpy(v).requires_grad_() for k, v in make_inputs(args.batch, 4096, 0).items()}
+    mods = load_ssd_builds(args.builds)
+    inp = ssd_inputs(args.batch)
     w = torch.from_numpy(np.random.default_rng(2).standard_normal((args.batch, 4096, H, P), dtype=np.float32))
 
     def forward():
@@ -58,29 +49,19 @@ def main() -> None:
     cases = {"step": step, "train_fwd": forward, "prefill": prefill}
     outs = {}
     for name, mod in mods.items():  # warm-up, and each build's y and gradients
-        _mojo._loaded["ssd"] = mod
-        step()
-        outs[name] = {k: v.grad.clone() for k, v in inp.items()} | {"y": forward().detach().clone()}
+        on_build(mod, step)()
+        outs[name] = {k: v.grad.clone() for k, v in inp.items()} | {"y": on_build(mod, forward)().detach().clone()}
     names = list(mods)
     for name in names:
         err = max(float((outs[name][k] - outs[names[0]][k]).abs().max()) for k in outs[name])
         print(f"{name}: max |y or gradient - {names[0]}'s| = {err:.3g}")
-    wall = {(c, n): [] for c in cases for n in names}
-    cpu = {(c, n): [] for c in cases for n in names}
-    for r in range(args.rounds):
-        for c, call in cases.items():
-            for name in (names if r % 2 == 0 else names[::-1]):
-                _mojo._loaded["ssd"] = mods[name]
-                t0, c0 = time.perf_counter(), time.process_time()
-                call()
-                wall[c, name].append(time.perf_counter() - t0)
-                cpu[c, name].append(time.process_time() - c0)
+    calls = {(c, n): on_build(mods[n], call) for c, call in cases.items() for n in names}
+    orders = [[(c, n) for c in cases for n in (names if r % 2 == 0 else names[::-1])] for r in range(args.rounds)]
+    wall, cpu = time_rounds(calls, orders)
     print(f"load average at the end {os.getloadavg()[0]:.2f}; b={args.batch} l=4096, {args.rounds} rounds")
     for c in cases:
         for name in names:
-            ratio = [statistics.median(b / a for a, b in zip(d[c, names[0]], d[c, name])) for d in (wall, cpu)]
-            print(f"{c:<10} {name:<10} wall {1e3 * statistics.median(wall[c, name]):8.1f} ms {ratio[0]:6.3f}x   "
-                  f"cpu {1e3 * statistics.median(cpu[c, name]):8.1f} ms {ratio[1]:6.3f}x")
+            print(ratio_line(f"{c:<10} {name:<10}", wall, cpu, (c, name), (c, names[0])))
 
 
 if __name__ == "__main__":
