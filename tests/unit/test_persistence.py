@@ -240,8 +240,8 @@ def test_standard_set_bar_counts(name):
     assert st["columns"][0] == 0 and sum(st["apparent"]) > 0  # apparent pairs were found and skipped
 
 
-#: ripser.py's diagrams of the standard sets, made by tools/ripser_reference.py (ripser.py takes
-#: ~80 s on them, 47 s on fract-r, the same every run; the file records its version)
+#: ripser.py's diagrams of the standard sets, made by tools/ripser_reference.py (running ripser.py
+#: on them took half a minute or more of every test run, for the same result; the file records its version)
 RIPSER_REFERENCE = Path(__file__).resolve().parents[1] / "data" / "ripser_standard_sets.json"
 
 
@@ -275,10 +275,14 @@ def test_standard_set_matches_ripser(name):
 @pytest.mark.requires("ripser")
 def test_stored_ripser_reference_is_ripsers_output():
     """The stored reference of test_standard_set_matches_ripser is what ripser.py returns here,
-    bar for bar, on the set that ripser.py runs fastest (o3_1024, with a threshold: ~2 s)."""
+    on the set that ripser.py runs fastest (o3_1024, with a threshold: ~2 s): the same bars,
+    within the tolerance the stored diagrams are used at (ripser.py's distances come from the
+    BLAS, whose rounding differs between CPUs, so the file is not compared bit for bit)."""
     X, kw, _ = load_standard_set("o3_1024")
-    for live, stored in zip(ripser_dgms(X, kw), stored_ripser_dgms("o3_1024"), strict=True):
-        np.testing.assert_array_equal(live, stored)
+    live = [d[d[:, 1] > d[:, 0]] for d in ripser_dgms(X, kw)]
+    stored = [d[d[:, 1] > d[:, 0]] for d in stored_ripser_dgms("o3_1024")]
+    assert counts(live) == counts(stored)
+    assert max(bottleneck_distances(live, stored)) <= TOL_RIPSER
 
 
 def test_standard_sets_are_bundled():
