@@ -24,11 +24,13 @@ Fork: the Mojo runtime's worker threads do not survive ``os.fork``; a multi-thre
 call in a child forked after a kernel was loaded would wait for them forever. Such a child
 runs its kernels on one thread (``registry.single_thread_after_fork``, with a warning).
 
-Ctrl-C: on its first start in a process the Mojo runtime looks for libpython by running
-``python3`` through ``system()`` unless ``MOJO_PYTHON_LIBRARY`` is set, and ``system()``
-ignores SIGINT in the calling process while the child runs: a Ctrl-C (or Jupyter's
-interrupt) in that 0.5-2 s was lost and the call ran to its end. Importing this module points
-the runtime at this interpreter's libpython (``point_the_runtime_at_this_python``).
+libpython: on its first start in a process the Mojo runtime looks for libpython by running
+``sh -c "python3 -c ..."`` (whatever ``python3`` is first on PATH, possibly another
+interpreter) unless ``MOJO_PYTHON_LIBRARY`` is set: ~0.7 s of the first kernel call, and a
+child in the caller's process group, which Jupyter's interrupt (sent to the group) reaches
+too (a CI run saw it killed mid-start and the interrupt shown late; not reproduced). Importing
+this module points the runtime at this interpreter's libpython
+(``point_the_runtime_at_this_python``), so no such child runs.
 """
 
 from __future__ import annotations
@@ -394,8 +396,7 @@ def this_libpython() -> Path | None:
 
 def point_the_runtime_at_this_python() -> None:
     """Set ``MOJO_PYTHON_LIBRARY`` (unless set) so that the runtime's first start does not run
-    its libpython search, a ``python3`` child under ``system()``, which makes this process
-    ignore SIGINT until the child ends (see the module docstring)."""
+    its libpython search, a ``python3`` child (see the module docstring)."""
     if "MOJO_PYTHON_LIBRARY" not in os.environ and (lib := this_libpython()) is not None:
         os.environ["MOJO_PYTHON_LIBRARY"] = str(lib)
 

@@ -62,7 +62,7 @@ def _checkpoint_count(offsets: np.ndarray) -> int:
 def training_bytes(prob: Scan, npad: int, itemsize: int) -> int:
     """What a training forward keeps for the backward beyond y: the checkpoints, ypre (with
     z) and the compute-dtype copies of the inputs, plus the backward's gradients and
-    scratch (the larger of kernels/aura_kernels/ssd/grad.mojo's and ssd_chunked.mojo's)."""
+    scratch (the larger of kernels/aura_kernels/ssd/grad.mojo's and ssd/chunked.mojo's)."""
     T, h, p, g = prob.b * prob.l, prob.h, prob.p, prob.g
     ckpt = _checkpoint_count(prob.offsets) * h * p * npad
     inputs = 3 * T * h * p + 2 * T * g * npad + 2 * T * h

@@ -469,8 +469,8 @@ def test_ctrl_c_during_a_first_use_compile_leaves_no_partial_file(tmp_path):
 @pytest.mark.requires("mojo")
 @pytest.mark.skipif(_mojo_libpython() is None, reason="a static Python build: no libpython to point the runtime at")
 def test_the_runtime_starts_without_a_python3_child(tmp_path):
-    """The Mojo runtime's first start looks for libpython by running ``python3`` under
-    ``system()`` unless MOJO_PYTHON_LIBRARY is set; Jupyter's interrupt reaches that child too
+    """The Mojo runtime's first start looks for libpython by running ``python3`` (through
+    ``sh -c``) unless MOJO_PYTHON_LIBRARY is set; Jupyter's interrupt reaches that child too
     (CI saw it die mid-startup and the interrupt missed its 2 s). Importing aura_lab sets the
     variable: a first kernel call in a fresh process starts no ``python3`` (a recording one is
     first on PATH); with the variable removed after the import, the same call does."""
