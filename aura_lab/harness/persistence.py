@@ -223,9 +223,19 @@ def measure(name: str, impl: str, repeats: int = 3, slow_s: float = 5.0) -> dict
         if st.get("collapse"):
             row["collapse"] = describe_collapse(st["collapse"])
     if impl == AUTO:
-        ratio, pairs = auto_vs_off(fn, _impl_fn(OFF, X, kw))
-        row.update(auto_vs_off=ratio, auto_vs_off_pairs=pairs)
+        ratio, pairs, same = auto_vs_off(fn, _impl_fn(OFF, X, kw), work=work_done)
+        row.update(auto_vs_off=ratio, auto_vs_off_pairs=pairs, auto_as_off=same)
     return row
+
+
+def work_done() -> tuple | None:
+    """What the last mojo call computed, from ``last_stats()``: its engine, whether it
+    collapsed edges, and its columns, apparent and emergent pairs per dimension (two calls
+    with equal values ran the same kernels on the same complex)."""
+    st = last_stats()
+    if not st:
+        return None
+    return (st["engine"], bool(st.get("collapse")), *(tuple(st[k]) for k in ("columns", "apparent", "emergent")))
 
 
 #: the auto/off pairs behind ``auto_vs_off``: at least MIN_PAIRS, more while the pairs have
@@ -246,15 +256,21 @@ def warm_input(X: np.ndarray, kw: dict) -> np.ndarray:
 
 
 def auto_vs_off(auto: Callable[[], object], off: Callable[[], object], min_pairs: int = MIN_PAIRS,
-                max_pairs: int = MAX_PAIRS, budget_s: float = PAIRS_BUDGET_S) -> tuple[float, int]:
-    """(median time of ``auto`` / median time of ``off``, pairs), the two calls alternating in
-    this process (auto-off, off-auto, ...; ``min_pairs`` of each, more until the pairs have
-    taken ``budget_s``, at most ``max_pairs``), after one warm-up call of ``off`` (``auto`` ran
-    already): the two rows of the bench run in separate processes, and on a call that costs
-    the same either way (auto resolving to off) the spread between two processes exceeds the
-    5 % this ratio is held to."""
+                max_pairs: int = MAX_PAIRS, budget_s: float = PAIRS_BUDGET_S,
+                work: Callable[[], object] = lambda: None) -> tuple[float, int, bool]:
+    """(median time of ``auto`` / median time of ``off``, pairs, same), the two calls
+    alternating in this process (auto-off, off-auto, ...; ``min_pairs`` of each, more until the
+    pairs have taken ``budget_s``, at most ``max_pairs``), after one warm-up call of ``off``
+    (``auto`` ran already): the two rows of the bench run in separate processes, and on a call
+    that costs the same either way (auto resolving to off) the spread between two processes
+    exceeds the 5 % this ratio is held to. ``same``: every call of ``auto`` did the work of
+    every call of ``off`` (``work()`` read after each call: equal and not None, and no edge
+    collapse), i.e. auto resolved to off and the ratio compares one computation with itself.
+    On a call of ~14 s (r3_200k) that spread is +-5-10 % per call in one process too (ten
+    alternating identical calls: 13.3-15.9 s), so a few pairs cannot hold such a call to 5 %."""
     off()
     times: dict[str, list[float]] = {"auto": [], "off": []}
+    done: dict[str, set] = {"auto": set(), "off": set()}
     i, spent = 0, 0.0
     while i < max_pairs and (i < min_pairs or spent < budget_s):
         for key in ("auto", "off") if i % 2 == 0 else ("off", "auto"):
@@ -262,8 +278,11 @@ def auto_vs_off(auto: Callable[[], object], off: Callable[[], object], min_pairs
             (auto if key == "auto" else off)()
             times[key].append(time.perf_counter() - t0)
             spent += times[key][-1]
+            done[key].add(work())
         i += 1
-    return statistics.median(times["auto"]) / statistics.median(times["off"]), i
+    w = done["off"]
+    same = done["auto"] == w and len(w) == 1 and None not in w and not next(iter(w))[1]
+    return statistics.median(times["auto"]) / statistics.median(times["off"]), i, same
 
 
 #: the peers every row is compared with (time: ``vs_<peer>``, peer time / this row's)
@@ -315,7 +334,8 @@ def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True
     time / mojo's diagrams alone without collapse) and ripser.py with ``do_cocycles=True``
     (``vs_ripser.py_cocycles`` on the mojo row: ripser.py's time / ours). The mojo row's
     ``auto_vs_off`` is collapse auto's time / collapse off's, the two alternating in that row's
-    process (``auto_vs_off``; ``auto_vs_off_pairs`` of each)."""
+    process (``auto_vs_off``; ``auto_vs_off_pairs`` of each; ``auto_as_off``: auto resolved to
+    off, both calls did the same work)."""
     known = [*STANDARD_SETS, *LARGE_SETS]
     sets = list(sets or known)
     if unknown := [s for s in sets if s not in known]:
@@ -346,7 +366,8 @@ def bench(sets=None, backends=None, repeats: int = 3, show_progress: bool = True
            "note": "vs_X = X's time / this row's time (> 1: this row is faster); peak_MiB = resident memory the "
                    "first call added over the process after imports and a warm-up (fresh process per row); "
                    "peak_vs_min_peer = the mojo row's peak_MiB / the smallest peer's; auto_vs_off = collapse auto's "
-                   "time / collapse off's, alternating in the mojo row's process"}
+                   "time / collapse off's, alternating in the mojo row's process (auto_as_off: auto resolved to "
+                   "off and both did the same work)"}
     return BenchResult("persistence", rows, ctx)
 
 

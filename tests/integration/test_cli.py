@@ -157,7 +157,8 @@ def test_bench_persistence_ratios_and_memory_against_the_smallest_peer():
 def test_bench_persistence_auto_vs_off_alternates_in_one_process(monkeypatch):
     """auto_vs_off: median auto / median off, the calls alternating auto-off, off-auto, ...,
     off warmed up first, at least min_pairs pairs, more until the budget is spent, at most
-    max_pairs (on a fake clock that each call advances by its cost)."""
+    max_pairs (on a fake clock that each call advances by its cost); same: every call did the
+    same work without collapse."""
     from aura_lab.harness import persistence as H
 
     clock, calls = [0.0], []
@@ -169,14 +170,24 @@ def test_bench_persistence_auto_vs_off_alternates_in_one_process(monkeypatch):
         return fn
 
     monkeypatch.setattr(H.time, "perf_counter", lambda: clock[0])
-    ratio, pairs = H.auto_vs_off(call("auto", [1.0, 3.0, 2.0]), call("off", 2.0), min_pairs=3, budget_s=1.0)
+    ratio, pairs, same = H.auto_vs_off(call("auto", [1.0, 3.0, 2.0]), call("off", 2.0), min_pairs=3, budget_s=1.0)
     assert calls == ["off", "auto", "off", "off", "auto", "auto", "off"]
-    assert ratio == 1.0 and pairs == 3  # median(1, 3, 2) / median(2, 2, 2)
+    assert ratio == 1.0 and pairs == 3 and same is False  # median(1, 3, 2) / median(2, 2, 2); no work read
     calls.clear()
-    assert H.auto_vs_off(call("auto", 5.0), call("off", 4.0), min_pairs=1, budget_s=1.0) == (1.25, 1)
+    assert H.auto_vs_off(call("auto", 5.0), call("off", 4.0), min_pairs=1, budget_s=1.0)[:2] == (1.25, 1)
     assert calls == ["off", "auto", "off"]
-    assert H.auto_vs_off(call("auto", 0.1), call("off", 0.1), min_pairs=3, budget_s=1.0) == (1.0, 5)  # 5 x 0.2 s
+    assert H.auto_vs_off(call("auto", 0.1), call("off", 0.1), min_pairs=3, budget_s=1.0)[:2] == (1.0, 5)  # 5 x 0.2 s
     assert H.auto_vs_off(call("auto", 0.01), call("off", 0.01), min_pairs=3, max_pairs=7, budget_s=1.0)[1] == 7
+
+    def same_of(auto_work, off_work):
+        calls.clear()
+        return H.auto_vs_off(call("auto", 1.0), call("off", 1.0), min_pairs=2, budget_s=0.0,
+                             work=lambda: (auto_work if calls[-1] == "auto" else off_work))[2]
+
+    plain = ("sparse", False, (3,), (1,), (0,))
+    assert same_of(plain, plain) is True
+    assert same_of(("sparse", True, (3,), (1,), (0,)), plain) is False  # auto collapsed
+    assert same_of(("sparse", False, (2,), (1,), (0,)), plain) is False  # other work
 
 
 def test_bench_persistence_warms_up_on_the_set_s_first_points_with_its_arguments():
@@ -192,3 +203,18 @@ def test_bench_sets_option_only_for_families_with_sets():
     r = subprocess.run([sys.executable, "-m", "aura_lab.cli", "bench", "distance", "--sets", "x"], capture_output=True,
                        text=True)
     assert r.returncode == 1 and "--sets: the distance bench does not take it" in r.stderr
+
+
+def test_bench_persistence_work_done_tells_auto_resolving_to_off_from_a_collapse():
+    from aura_lab.harness import persistence as H
+    from aura_lab.persistence import rips_persistence
+
+    X = np.random.default_rng(0).standard_normal((40, 3))
+    work = {}
+    for name, kw in {"auto1": dict(maxdim=1), "off1": dict(maxdim=1, collapse_edges=False),
+                     "auto3": dict(maxdim=3, threshold=1.5), "off3": dict(maxdim=3, threshold=1.5, collapse_edges=False)
+                     }.items():
+        rips_persistence(X, backend="mojo", **kw)
+        work[name] = H.work_done()
+    assert work["auto1"] == work["off1"] and work["off1"][1] is False
+    assert work["auto3"][1] is True and work["auto3"] != work["off3"]

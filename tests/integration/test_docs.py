@@ -105,6 +105,14 @@ def test_target_ratios_best_of_and_at_most(stored):
     assert missing["measured"] == "a 3×; c —" and missing["met"] == "1 of 2"
 
 
+def test_target_met_by_a_row_flag_still_shows_the_value(stored, tmp_path):
+    rows = [{"case": "a", "impl": "mojo", "r": 1.2, "same": True}, {"case": "b", "impl": "mojo", "r": 1.2},
+            {"case": "c", "impl": "mojo", "r": 1.2, "same": False}, {"case": "d", "impl": "mojo", "r": 0.9}]
+    (tmp_path / "bench-toy.json").write_text(json.dumps({"context": {}, "rows": rows}))
+    got = _row(cases=("a", "b", "c", "d"), impl="mojo", column="r", goal=1.05, at_most=True, met_by="same")
+    assert got["measured"] == "a 1.2× (same); b 1.2×; c 1.2×; d 0.9×" and got["met"] == "2 of 4"
+
+
 def test_every_declared_target_finds_its_rows():
     for t in report.TARGETS:
         measured = report.target_row(t)["measured"]
