@@ -26,7 +26,8 @@
 # thread walks the chunks of a sequence last to first, each chunk for all its items of the
 # sequence in turn (heads in lockstep: the chunk's B, C, G and gB, gC rows, shared by the
 # heads of a group, are read from memory once and then stay in L1/L2 for the other heads),
-# each item's dS in its own p x n buffer (items p n in all), and prefetches the next item's
+# each item's dS in a p x n slot of the thread's own (slots: ceil(h / threads) per thread,
+# threads x ceil(h / threads) p n in all, whatever the batch), and prefetches the next item's
 # x and gy rows and its own gx rows (which otherwise stall pack and token_grads on memory:
 # ~30 % of the per-item work's samples in perf). gB, gC go to the thread's own (T, g, n)
 # buffers. No forward is recomputed: the backward reads only the checkpoints and the inputs.
@@ -38,8 +39,8 @@
 # added in thread order), then gC += dG B and gB += dG^T C once per chunk and group, in
 # parallel over (chunk, group): these products cost per group, not per head.
 #
-# Memory: threads x (2 T g n + T g Q + scratch of 7 Q p + 2 Q n + 2 Q^2 + p n + 6 Q),
-# items p n (the dS), T h and T g Q (the G's) here.
+# Memory: threads x (2 T g n + T g Q + scratch of 7 Q p + 2 Q n + 2 Q^2 + p n + 6 Q
+# + ceil(h / threads) p n (the dS slots)), T h and T g Q (the G's) here.
 #
 # Measured (tools/bench_ssd_train.py, 2-core AVX2 VM under load 5-10, h=24, p=64, n=128,
 # float32, forward + backward): b=1 l=4096 792 ms against 1529 ms with the sequential
@@ -66,6 +67,14 @@ from aura_kernels.ssd.scan import HeadRates, chunk_bases, lanes, silu, tokens
 from aura_kernels.ssd.abi import SsdParams
 from aura_kernels.ssd.grad import ThreadSums, check_blocks, dt_chain, sum_params, zero_fill
 from aura_kernels.ssd.grad_abi import SsdGradParams
+
+
+def slots(h: Int, nw: Int) -> Int:
+    """Items of one sequence a thread holds at once (its heads i = w, w + nw, ... of the
+    sequence's h): the p n buffers (dS, the forward's state) each thread owns, slot k for its
+    k-th head of the sequence it is on (threads are not synchronised between sequences, so a
+    slot belongs to one thread, never to a head)."""
+    return (h + nw - 1) // nw
 
 
 def scratch_size(Q: Int, p: Int, n: Int) -> Int:
@@ -517,7 +526,7 @@ def _grad_thread[dtype: DType](pr: SsdParams, gr: SsdGradParams, T: Int, dt: Poi
         var i = first
         while i < (s + 1) * h:
             var it = _Head[dtype](pr, gr, dt.unsafe_offset((i % h) * T), scratch, gBw, gCw, gdtp, gDp.unsafe_offset(i * p),
-                                  G, dGw, lams.unsafe_offset(i * pn), i % h)
+                                  G, dGw, lams.unsafe_offset((i - first) // nw * pn), i % h)
             _grad_start[dtype](it, s)
             i += nw
         var span = _seq_span(pr, s)
@@ -526,7 +535,7 @@ def _grad_thread[dtype: DType](pr: SsdParams, gr: SsdGradParams, T: Int, dt: Poi
             i = first
             while i < (s + 1) * h:
                 var it = _Head[dtype](pr, gr, dt.unsafe_offset((i % h) * T), scratch, gBw, gCw, gdtp,
-                                      gDp.unsafe_offset(i * p), G, dGw, lams.unsafe_offset(i * pn), i % h)
+                                      gDp.unsafe_offset(i * p), G, dGw, lams.unsafe_offset((i - first) // nw * pn), i % h)
                 it.ga = gAp[unsafe_offset=i]
                 it.nxt = (i + nw) % h if i + nw < (s + 1) * h else -1
                 _grad_chunk[dtype](it, s, cb[unsafe_offset=s], c)
@@ -536,7 +545,7 @@ def _grad_thread[dtype: DType](pr: SsdParams, gr: SsdGradParams, T: Int, dt: Poi
         i = first
         while i < (s + 1) * h:
             var it = _Head[dtype](pr, gr, dt.unsafe_offset((i % h) * T), scratch, gBw, gCw, gdtp, gDp.unsafe_offset(i * p),
-                                  G, dGw, lams.unsafe_offset(i * pn), i % h)
+                                  G, dGw, lams.unsafe_offset((i - first) // nw * pn), i % h)
             _grad_end[dtype](it, s)
             i += nw
         s += 1
@@ -624,7 +633,7 @@ def scan_grad_chunked_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) rais
     var gdtp = OwnedArray[Scalar[dtype]](T * h, 0)  # tokens of no sequence stay 0
     var gAp = OwnedArray[Scalar[dtype]](items, 0)
     var gDp = OwnedArray[Scalar[dtype]](items * p, 0)
-    var lams = OwnedArray[Scalar[dtype]](items * p * pr.n)  # each item's dS
+    var lams = OwnedArray[Scalar[dtype]](nw * slots(h, nw) * p * pr.n)  # each thread's items' dS
     var scratch = OwnedArray[Scalar[dtype]](nw * per_worker)
     var sums = ThreadSums[dtype](gr, nw, T * pr.g * pr.n)
     var cb = chunk_bases(pr)
@@ -641,7 +650,8 @@ def scan_grad_chunked_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) rais
         var dGw = groups.dG.at(w * groups.size)
         zero_fill(dGw, groups.size)
         _grad_thread[dtype](pr, gt, T, rates.dt.data, scratch.at(w * per_worker), sums.gB_of(w), sums.gC_of(w),
-                            gdtp.data, gDp.data, groups.G.data, dGw, lams.data, gAp.data, cb.data, ctl, w, nw)
+                            gdtp.data, gDp.data, groups.G.data, dGw, lams.at(w * slots(h, nw) * p * pr.n), gAp.data,
+                            cb.data, ctl, w, nw)
         ieee_end(mode)
 
     _spread(worker, nw)
@@ -678,8 +688,8 @@ def run_scan_grad_chunked(gr: SsdGradParams) raises:
 #     S_{c+1}^T = exp(cs_last) S_c^T + B^T diag(w) U
 # y, fin and the checkpoints as the sequential kernel (aura_kernels/ssd/scan.mojo) writes them, up
 # to rounding; G = C B^T per chunk and group first, as in the backward. The heads of a thread
-# walk the chunks in lockstep as in the backward (each item's S^T in its own n x p buffer,
-# items p n in all), prefetching the next item's x rows and their own y rows. The sequential
+# walk the chunks in lockstep as in the backward (each item's S^T in an n x p slot of the
+# thread's own, threads x ceil(h / threads) p n in all), prefetching the next item's x rows and their own y rows. The sequential
 # kernel stays the inference and decode forward.
 
 
@@ -857,7 +867,7 @@ def _fwd_thread[dtype: DType](pr: SsdParams, T: Int, dt: Pointer[Scalar[dtype], 
         var first = s * h + ((w - s * h) % nw + nw) % nw  # the thread's first item of sequence s
         var i = first
         while i < (s + 1) * h:
-            var ST = STs.unsafe_offset(i * pn)
+            var ST = STs.unsafe_offset((i - first) // nw * pn)
             if pr.init != 0:
                 transpose[dtype](p, n, scalar_ptr[dtype](pr.init).unsafe_offset(i * pn), n, ST, p)
             else:
@@ -870,14 +880,16 @@ def _fwd_thread[dtype: DType](pr: SsdParams, T: Int, dt: Pointer[Scalar[dtype], 
             var tc0 = span[0] + c * Q
             i = first
             while i < (s + 1) * h:
-                var it = _FwdHead[dtype](pr, dt.unsafe_offset((i % h) * T), scratch, G, STs.unsafe_offset(i * pn), i % h)
+                var it = _FwdHead[dtype](pr, dt.unsafe_offset((i % h) * T), scratch, G,
+                                         STs.unsafe_offset((i - first) // nw * pn), i % h)
                 it.nxt = (i + nw) % h if i + nw < (s + 1) * h else -1
                 it.chunk(cb[unsafe_offset=s] + c, tc0, min(span[1], tc0 + Q) - tc0,
                          ck.unsafe_offset(((cb[unsafe_offset=s] + c) * h + i % h) * pn))
                 i += nw
         i = first
         while i < (s + 1) * h:
-            transpose[dtype](n, p, STs.unsafe_offset(i * pn), p, scalar_ptr[dtype](pr.fin).unsafe_offset(i * pn), n)
+            transpose[dtype](n, p, STs.unsafe_offset((i - first) // nw * pn), p,
+                             scalar_ptr[dtype](pr.fin).unsafe_offset(i * pn), n)
             i += nw
         s += 1
 
@@ -896,7 +908,7 @@ def scan_chunked_typed[dtype: DType](pr: SsdParams) raises where dtype.is_floati
     var per_worker = scratch_size(pr.chunk, pr.p, pr.n)
     var rates = HeadRates[dtype](pr, T)
     var scratch = OwnedArray[Scalar[dtype]](nw * per_worker)
-    var STs = OwnedArray[Scalar[dtype]](items * pr.p * pr.n)  # each item's state, transposed
+    var STs = OwnedArray[Scalar[dtype]](nw * slots(h, nw) * pr.p * pr.n)  # each thread's items' states, transposed
     var cb = chunk_bases(pr)
     var groups = _GroupWork[dtype](pr, cb[pr.nseq], nw, False)
     groups.products(pr, cb, scratch, per_worker)
@@ -905,7 +917,8 @@ def scan_chunked_typed[dtype: DType](pr: SsdParams) raises where dtype.is_floati
     @always_inline
     def worker(w: Int) {imm}:
         var mode = ieee_begin()
-        _fwd_thread[dtype](pr, T, rates.dt.data, scratch.at(w * per_worker), groups.G.data, STs.data, cb.data, ctl, w, nw)
+        _fwd_thread[dtype](pr, T, rates.dt.data, scratch.at(w * per_worker), groups.G.data,
+                            STs.at(w * slots(h, nw) * pr.p * pr.n), cb.data, ctl, w, nw)
         ieee_end(mode)
 
     _spread(worker, nw)
