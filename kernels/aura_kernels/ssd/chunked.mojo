@@ -21,26 +21,37 @@
 # through softplus / dt_limit, the sums over threads and the parameter sums are the
 # sequential backward's (dt_chain, sum_threads, sum_params).
 #
-# Work items: (sequence, head), dealt round-robin to the threads (a fixed assignment: the
-# sums over threads are taken in a fixed order, so results do not depend on timing). A
+# Work items: (sequence, head), in a fixed assignment (the sums over threads are taken in a
+# fixed order, so results do not depend on timing; _owners): with at least as many sequences
+# as threads, and no thread loaded over 9/8 of an even share of the tokens, each sequence
+# goes whole to one thread (its heads in order: then no two threads write one gB, gC or dG
+# row, so all write the outputs and one dG, and the gradients equal one thread's bit for
+# bit); else every sequence's heads are dealt round-robin to the threads. A
 # thread walks the chunks of a sequence last to first, each chunk for all its items of the
 # sequence in turn (heads in lockstep: the chunk's B, C, G and gB, gC rows, shared by the
 # heads of a group, are read from memory once and then stay in L1/L2 for the other heads),
-# each item's dS in a p x n slot of the thread's own (slots: ceil(h / threads) per thread,
-# threads x ceil(h / threads) p n in all, whatever the batch), and prefetches the next item's
+# each item's dS in a p x n slot of the thread's own (slot k for its k-th head of the
+# sequence: ceil(h / threads) slots per thread, h with whole sequences, whatever the
+# batch), and prefetches the next item's
 # x and gy rows and its own gx rows (which otherwise stall pack and token_grads on memory:
-# ~30 % of the per-item work's samples in perf). gB, gC go to the thread's own (T, g, n)
-# buffers. No forward is recomputed: the backward reads only the checkpoints and the inputs.
+# ~30 % of the per-item work's samples in perf). With shared sequences gB, gC go to the
+# thread's own (T, g, n) buffers (thread 0's: the outputs). No forward is recomputed: the
+# backward reads only the checkpoints and the inputs.
 #
 # Work before the items: G = C B^T per chunk and group (shared by the group's heads), in
 # parallel over (chunk, group), into (chunks, g, Q, Q).
 #
-# Work after the items: dG summed over the group's heads (each thread keeps its own sums,
-# added in thread order), then gC += dG B and gB += dG^T C once per chunk and group, in
-# parallel over (chunk, group): these products cost per group, not per head.
+# Work after the items: dG summed over the group's heads (with shared sequences each thread
+# keeps its own sums, added in thread order), then gC += dG B and gB += dG^T C once per
+# chunk and group, in parallel over (chunk, group): these products cost per group, not per head.
 #
-# Memory: threads x (2 T g n + T g Q + scratch of 7 Q p + 2 Q n + 2 Q^2 + p n + 6 Q
-# + ceil(h / threads) p n (the dS slots)), T h and T g Q (the G's) here.
+# Memory: threads x (scratch of 7 Q p + 2 Q n + 2 Q^2 + p n + 6 Q, and the dS slots:
+# ceil(h / threads) p n, or h p n with whole sequences), T h and T g Q (the G's) here, and
+# with shared sequences threads x T g Q (dG) and (threads - 1) x 2 T g n (gB, gC), else T g Q.
+# The training step's peak (tools/peak_ssd_train.py --fresh: each reading a fresh process's
+# first step, scratch included; medians of 6, h=24 p=64 n=128 float32): b=4 l=1024 131.4 MiB
+# (sequential forward and backward 135.2; with every item's own dS and state and the
+# heads shared 137.7), b=4 l=4096 516.0 MiB (532.0; 540.0).
 #
 # Measured (tools/bench_ssd_train.py, 2-core AVX2 VM under load 5-10, h=24, p=64, n=128,
 # float32, forward + backward): b=1 l=4096 792 ms against 1529 ms with the sequential
@@ -505,50 +516,89 @@ def _grad_end[dtype: DType](it: _Head[dtype], s: Int) where dtype.is_floating_po
             gi[unsafe_offset=i] = it.lam[unsafe_offset=i]
 
 
+def _first_item(h: Int, s: Int, w: Int, nw: Int, owner: Int) -> Tuple[Int, Int]:
+    """(first item, step) of thread w in sequence s: its heads round-robin (owner -1: every
+    thread shares the sequence), all the heads (w owns it) or none (first past the last)."""
+    if owner < 0:
+        return (s * h + ((w - s * h) % nw + nw) % nw, nw)
+    return (s * h if owner == w else (s + 1) * h, 1)
+
+
 def _grad_thread[dtype: DType](pr: SsdParams, gr: SsdGradParams, T: Int, dt: Pointer[Scalar[dtype], MutUntrackedOrigin],
                                scratch: Pointer[Scalar[dtype], MutUntrackedOrigin],
                                gBw: Pointer[Scalar[dtype], MutUntrackedOrigin], gCw: Pointer[Scalar[dtype], MutUntrackedOrigin],
                                gdtp: Pointer[Scalar[dtype], MutUntrackedOrigin], gDp: Pointer[Scalar[dtype], MutUntrackedOrigin],
                                G: Pointer[Scalar[dtype], MutUntrackedOrigin], dGw: Pointer[Scalar[dtype], MutUntrackedOrigin],
                                lams: Pointer[Scalar[dtype], MutUntrackedOrigin], gAp: Pointer[Scalar[dtype], MutUntrackedOrigin],
-                               cb: Pointer[Int, MutUntrackedOrigin], ctl: Control, w: Int,
-                               nw: Int) where dtype.is_floating_point():
-    """Thread w's items (i = w, w + nw, ...), a sequence at a time: every item's dS from the
-    final state's gradient, then the chunks last to first, each chunk for all the thread's
-    items of the sequence in turn (they share the chunk's B, C, G and gB, gC rows, which so
-    stay in cache), then the initial states' gradients. Stops between chunks once cancelled."""
+                               cb: Pointer[Int, MutUntrackedOrigin], owners: Pointer[Int, MutUntrackedOrigin], ctl: Control,
+                               w: Int, nw: Int) where dtype.is_floating_point():
+    """Thread w's items of each sequence (_first_item: its heads i = w, w + nw, ... or all the
+    heads of the sequences it owns), a sequence at a time: every item's dS from the final
+    state's gradient, then the chunks last to first, each chunk for all the thread's items of
+    the sequence in turn (they share the chunk's B, C, G and gB, gC rows, which so stay in
+    cache), then the initial states' gradients. Stops between chunks once cancelled."""
     var h = pr.h
     var p = pr.p
     var pn = p * pr.n
     var s = 0
     while s < pr.nseq and not ctl.cancelled():
-        var first = s * h + ((w - s * h) % nw + nw) % nw  # the thread's first item of sequence s
+        var fs = _first_item(h, s, w, nw, owners[unsafe_offset=s])
+        var first = fs[0]
+        var step = fs[1]
         var i = first
         while i < (s + 1) * h:
             var it = _Head[dtype](pr, gr, dt.unsafe_offset((i % h) * T), scratch, gBw, gCw, gdtp, gDp.unsafe_offset(i * p),
-                                  G, dGw, lams.unsafe_offset((i - first) // nw * pn), i % h)
+                                  G, dGw, lams.unsafe_offset((i - first) // step * pn), i % h)
             _grad_start[dtype](it, s)
-            i += nw
+            i += step
         var span = _seq_span(pr, s)
         var c = (span[1] - span[0] + pr.chunk - 1) // pr.chunk - 1
-        while c >= 0 and not ctl.cancelled():
+        while c >= 0 and first < (s + 1) * h and not ctl.cancelled():
             i = first
             while i < (s + 1) * h:
                 var it = _Head[dtype](pr, gr, dt.unsafe_offset((i % h) * T), scratch, gBw, gCw, gdtp,
-                                      gDp.unsafe_offset(i * p), G, dGw, lams.unsafe_offset((i - first) // nw * pn), i % h)
+                                      gDp.unsafe_offset(i * p), G, dGw, lams.unsafe_offset((i - first) // step * pn), i % h)
                 it.ga = gAp[unsafe_offset=i]
-                it.nxt = (i + nw) % h if i + nw < (s + 1) * h else -1
+                it.nxt = (i + step) % h if i + step < (s + 1) * h else -1
                 _grad_chunk[dtype](it, s, cb[unsafe_offset=s], c)
                 gAp[unsafe_offset=i] = it.ga
-                i += nw
+                i += step
             c -= 1
         i = first
         while i < (s + 1) * h:
             var it = _Head[dtype](pr, gr, dt.unsafe_offset((i % h) * T), scratch, gBw, gCw, gdtp, gDp.unsafe_offset(i * p),
-                                  G, dGw, lams.unsafe_offset((i - first) // nw * pn), i % h)
+                                  G, dGw, lams.unsafe_offset((i - first) // step * pn), i % h)
             _grad_end[dtype](it, s)
-            i += nw
+            i += step
         s += 1
+
+
+def _owners(pr: SsdParams, nw: Int) -> OwnedArray[Int]:
+    """Each sequence's thread when whole sequences go to threads (in order, each to the
+    least loaded thread by tokens, ties to the lowest: fixed by the lengths), or all -1
+    (every thread takes its share of every sequence's heads) when there are fewer sequences
+    than threads or the whole sequences load some thread more than 9/8 of an even share."""
+    var owners = OwnedArray[Int](pr.nseq, -1)
+    if nw <= 1 or pr.nseq < nw:
+        return owners^
+    var load = OwnedArray[Int](nw, 0)
+    var total = 0
+    for s in range(pr.nseq):
+        var span = _seq_span(pr, s)
+        var best = 0
+        for w in range(1, nw):
+            if load[w] < load[best]:
+                best = w
+        owners[s] = best
+        load[best] += span[1] - span[0]
+        total += span[1] - span[0]
+    var most = 0
+    for w in range(nw):
+        most = max(most, load[w])
+    if 8 * most * nw > 9 * total:
+        for s in range(pr.nseq):
+            owners[s] = -1
+    return owners^
 
 
 struct _GroupWork[dtype: DType](Movable) where dtype.is_floating_point():
@@ -557,17 +607,18 @@ struct _GroupWork[dtype: DType](Movable) where dtype.is_floating_point():
     the heads, in parallel over (chunk, group)."""
 
     var G: OwnedArray[Scalar[Self.dtype]]  # (chunks, g, Q, Q)
-    var dG: OwnedArray[Scalar[Self.dtype]]  # threads x (chunks, g, Q, Q)
+    var dG: OwnedArray[Scalar[Self.dtype]]  # copies x (chunks, g, Q, Q)
     var size: Int  # chunks g Q Q
     var items: Int  # chunks g
     var nw: Int  # threads
 
-    def __init__(out self, pr: SsdParams, nch: Int, nw: Int, grads: Bool):
-        """grads: keep the threads' dG sums (the backward; the forward needs G only)."""
+    def __init__(out self, pr: SsdParams, nch: Int, nw: Int, copies: Int):
+        """copies: of the dG sums (the backward: one per thread, or one when the threads' chunks
+        are disjoint; the forward needs G only: 0)."""
         self.items = nch * pr.g
         self.size = self.items * pr.chunk * pr.chunk
         self.G = OwnedArray[Scalar[Self.dtype]](self.size)
-        self.dG = OwnedArray[Scalar[Self.dtype]](nw * self.size if grads else 0)
+        self.dG = OwnedArray[Scalar[Self.dtype]](copies * self.size)
         self.nw = max(1, min(nw, self.items))
 
     def products(self, pr: SsdParams, cb: OwnedArray[Int], scratch: OwnedArray[Scalar[Self.dtype]], per_worker: Int):
@@ -590,7 +641,7 @@ struct _GroupWork[dtype: DType](Movable) where dtype.is_floating_point():
         _spread(work, gw)
 
     def grads(self, pr: SsdParams, gr: SsdGradParams, cb: OwnedArray[Int], nw: Int):
-        """gC += dG B and gB += dG^T C of every (chunk, group), dG summed over the nw threads."""
+        """gC += dG B and gB += dG^T C of every (chunk, group), dG summed over its nw copies."""
         var dG = self.dG.data
         var cbp = cb.data
         var gw = self.nw
@@ -633,31 +684,40 @@ def scan_grad_chunked_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) rais
     var gdtp = OwnedArray[Scalar[dtype]](T * h, 0)  # tokens of no sequence stay 0
     var gAp = OwnedArray[Scalar[dtype]](items, 0)
     var gDp = OwnedArray[Scalar[dtype]](items * p, 0)
-    var lams = OwnedArray[Scalar[dtype]](nw * slots(h, nw) * p * pr.n)  # each thread's items' dS
+    var owners = _owners(pr, nw)
+    var whole = pr.nseq > 0 and owners[0] >= 0  # whole sequences per thread: one gB, gC and dG
+    var copies = 1 if whole else nw  # of gB, gC and dG, added in thread order at the end
+    var per_lams = (h if whole else slots(h, nw)) * p * pr.n
+    var lams = OwnedArray[Scalar[dtype]](nw * per_lams)  # each thread's slots of dS
     var scratch = OwnedArray[Scalar[dtype]](nw * per_worker)
-    var sums = ThreadSums[dtype](gr, nw, T * pr.g * pr.n)
+    var sums = ThreadSums[dtype](gr, copies, T * pr.g * pr.n)
     var cb = chunk_bases(pr)
-    var groups = _GroupWork[dtype](pr, cb[pr.nseq], nw, True)
+    var groups = _GroupWork[dtype](pr, cb[pr.nseq], nw, copies)
     groups.products(pr, cb, scratch, per_worker)
     var gt = gr
     var ctl = Control(gr.control)
+    if whole:  # shared by the threads: zeroed before they start
+        zero_fill(sums.gB_of(0), sums.tgn)
+        zero_fill(sums.gC_of(0), sums.tgn)
+        zero_fill(groups.dG.data, groups.size)
 
     @always_inline
     def worker(w: Int) {imm}:
         var mode = ieee_begin()
-        zero_fill(sums.gB_of(w), sums.tgn)
-        zero_fill(sums.gC_of(w), sums.tgn)
-        var dGw = groups.dG.at(w * groups.size)
-        zero_fill(dGw, groups.size)
-        _grad_thread[dtype](pr, gt, T, rates.dt.data, scratch.at(w * per_worker), sums.gB_of(w), sums.gC_of(w),
-                            gdtp.data, gDp.data, groups.G.data, dGw, lams.at(w * slots(h, nw) * p * pr.n), gAp.data,
-                            cb.data, ctl, w, nw)
+        var wc = 0 if whole else w  # the thread's copy
+        if not whole:
+            zero_fill(sums.gB_of(w), sums.tgn)
+            zero_fill(sums.gC_of(w), sums.tgn)
+            zero_fill(groups.dG.at(w * groups.size), groups.size)
+        _grad_thread[dtype](pr, gt, T, rates.dt.data, scratch.at(w * per_worker), sums.gB_of(wc), sums.gC_of(wc),
+                            gdtp.data, gDp.data, groups.G.data, groups.dG.at(wc * groups.size), lams.at(w * per_lams),
+                            gAp.data, cb.data, owners.data, ctl, w, nw)
         ieee_end(mode)
 
     _spread(worker, nw)
     if not ctl.cancelled():
         sums.add_up()
-        groups.grads(pr, gr, cb, nw)
+        groups.grads(pr, gr, cb, copies)
         dt_chain[dtype](pr, gr, T, 1, gdtp.data)
         sum_params[dtype](pr, gr, 1, gAp.data, gDp.data)
     _ = rates^  # read through raw pointers above: the owners live until here
@@ -669,6 +729,7 @@ def scan_grad_chunked_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) rais
     _ = sums^
     _ = groups^
     _ = cb^
+    _ = owners^
 
 
 def run_scan_grad_chunked(gr: SsdGradParams) raises:
@@ -688,9 +749,10 @@ def run_scan_grad_chunked(gr: SsdGradParams) raises:
 #     S_{c+1}^T = exp(cs_last) S_c^T + B^T diag(w) U
 # y, fin and the checkpoints as the sequential kernel (aura_kernels/ssd/scan.mojo) writes them, up
 # to rounding; G = C B^T per chunk and group first, as in the backward. The heads of a thread
-# walk the chunks in lockstep as in the backward (each item's S^T in an n x p slot of the
-# thread's own, threads x ceil(h / threads) p n in all), prefetching the next item's x rows and their own y rows. The sequential
-# kernel stays the inference and decode forward.
+# walk the chunks in lockstep as in the backward, every sequence's heads dealt round-robin
+# (each item's S^T in an n x p slot of the thread's own, threads x ceil(h / threads) p n in
+# all), prefetching the next item's x rows and their own y rows. The sequential kernel stays
+# the inference and decode forward.
 
 
 struct _FwdHead[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
@@ -910,7 +972,7 @@ def scan_chunked_typed[dtype: DType](pr: SsdParams) raises where dtype.is_floati
     var scratch = OwnedArray[Scalar[dtype]](nw * per_worker)
     var STs = OwnedArray[Scalar[dtype]](nw * slots(h, nw) * pr.p * pr.n)  # each thread's items' states, transposed
     var cb = chunk_bases(pr)
-    var groups = _GroupWork[dtype](pr, cb[pr.nseq], nw, False)
+    var groups = _GroupWork[dtype](pr, cb[pr.nseq], nw, 0)
     groups.products(pr, cb, scratch, per_worker)
     var ctl = Control(pr.control)
 
