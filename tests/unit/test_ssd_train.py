@@ -431,7 +431,7 @@ def _threaded_grads(monkeypatch, kw, cu, threads):
     (4, 130, None, (2, 4), True),  # as many sequences as threads or more, even: whole sequences per thread
     (1, 300, [0, 90, 150, 240, 300], (2,), True),  # packed: 90 + 60 tokens to each of 2 threads
     (3, 130, None, (2,), False),  # 2 + 1 sequences would load one thread 4/3 of an even share: heads are shared
-    (1, 300, [0, 90, 150, 240, 300], (4,), False),  # one sequence per thread: 90 of 75 tokens on average
+    (1, 300, [0, 90, 150, 240, 300], (3,), False),  # 90, 60 + 60, 90 tokens: 120 of 100 on average
 ])
 def test_the_chunked_backward_on_several_threads_matches_the_oracle_and_whole_sequences_match_one_thread(
         monkeypatch, b, l, cu, threads, whole):
