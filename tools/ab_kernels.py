@@ -88,13 +88,13 @@ def ssd_calls(inp: dict) -> dict:
     return {"fwd": infer, "chunked": lambda: step("chunked"), "sequential": lambda: step("sequential")}
 
 
-def ssd_inputs(batch: int = 1) -> dict:
-    """The bench shape's inputs (b=``batch``, l=4096), each a leaf that requires a gradient."""
+def ssd_inputs(batch: int = 1, length: int = 4096) -> dict:
+    """The bench shape's inputs (b=``batch``, l=``length``), each a leaf that requires a gradient."""
     import torch
 
     from aura_lab.harness.ssd import make_inputs
 
-    return {k: torch.from_numpy(v).requires_grad_() for k, v in make_inputs(batch, 4096, 0).items()}
+    return {k: torch.from_numpy(v).requires_grad_() for k, v in make_inputs(batch, length, 0).items()}
 
 
 def load_ssd_builds(specs: list[str]) -> dict:

@@ -1,5 +1,5 @@
 """In-process A/B of builds of the ssd kernels on the bench's training call (issue 27): the
-``train b=B l=4096`` row's step (selective_scan with D, dt_bias, softplus at h=24, p=64, n=128,
+``train b=B l=L`` row's step (selective_scan with D, dt_bias, softplus at h=24, p=64, n=128,
 float32, then ``(y * w).sum().backward()``), the training forward alone, and the inference
 forward (prefill). Each build's compiled ``ssd-*.so`` (copied aside) is swapped into
 ``aura_lab._mojo``'s module cache between calls (as tools/ab_ssd_builds.py), the order
@@ -7,7 +7,7 @@ alternating each round; prints the largest difference of y and of every gradient
 first build, then per case the median wall and CPU time and the median per-round ratio to the
 first build (quote the ratios with the load average).
 
-    python tools/ab_ssd_step.py [--batch 1] [--rounds 14] A=a.so B=b.so ...
+    python tools/ab_ssd_step.py [--batch 1] [--length 4096] [--cases step,train_fwd,prefill] [--rounds 14] A=a.so B=b.so ...
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("builds", nargs="+", help="NAME=PATH of a compiled ssd extension")
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--length", type=int, default=4096)
+    ap.add_argument("--cases", default="step,train_fwd,prefill")
     ap.add_argument("--rounds", type=int, default=14)
     args = ap.parse_args()
     import numpy as np
@@ -30,8 +32,8 @@ def main() -> None:
     from aura_lab.ssd import selective_scan
 
     mods = load_ssd_builds(args.builds)
-    inp = ssd_inputs(args.batch)
-    w = torch.from_numpy(np.random.default_rng(2).standard_normal((args.batch, 4096, H, P), dtype=np.float32))
+    inp = ssd_inputs(args.batch, args.length)
+    w = torch.from_numpy(np.random.default_rng(2).standard_normal((args.batch, args.length, H, P), dtype=np.float32))
 
     def forward():
         return selective_scan(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], D=inp["D"], dt_bias=inp["dt_bias"],
@@ -46,7 +48,8 @@ def main() -> None:
         with torch.no_grad():
             forward()
 
-    cases = {"step": step, "train_fwd": forward, "prefill": prefill}
+    every = {"step": step, "train_fwd": forward, "prefill": prefill}
+    cases = {c: every[c] for c in args.cases.split(",")}
     outs = {}
     for name, mod in mods.items():  # warm-up, and each build's y and gradients
         on_build(mod, step)()
@@ -58,7 +61,7 @@ def main() -> None:
     calls = {(c, n): on_build(mods[n], call) for c, call in cases.items() for n in names}
     orders = [[(c, n) for c in cases for n in (names if r % 2 == 0 else names[::-1])] for r in range(args.rounds)]
     wall, cpu = time_rounds(calls, orders)
-    print(f"load average at the end {os.getloadavg()[0]:.2f}; b={args.batch} l=4096, {args.rounds} rounds")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}; b={args.batch} l={args.length}, {args.rounds} rounds")
     for c in cases:
         for name in names:
             print(ratio_line(f"{c:<10} {name:<10}", wall, cpu, (c, name), (c, names[0])))

@@ -69,8 +69,8 @@ def training_bytes(prob: Scan, npad: int, itemsize: int) -> int:
     threads, Q = train_op.threads(prob.size), CHECKPOINT
     shared = 2 * T * h * p + 2 * threads * T * g * npad
     sequential = (-(-p // 8)) * T * h + threads * (Q + 2) * 8 * npad
-    chunked = (T * h + (threads + 1) * T * g * Q + threads * (7 * Q * p + 2 * Q * npad + 2 * Q * Q + p * npad + 6 * Q)
-               + prob.nseq * h * p * npad)  # the last: each (sequence, head)'s state (gradient)
+    chunked = (T * h + T * g * Q + threads * (7 * Q * p + 2 * Q * npad + 2 * Q * Q + p * npad + 6 * Q + 2 * g * Q * Q)
+               + max(min(prob.nseq, threads) * h, h + threads - 1) * p * npad)  # the threads' slots of dS
     return itemsize * (ckpt + inputs + shared + max(sequential, chunked))
 
 

@@ -412,3 +412,46 @@ def test_the_max_training_forward_saves_the_checkpoints_mojos_does():
     assert saved_x.ckpt.shape == saved_m.ckpt.shape == (5, 4, 8, 16)  # ceil(70 / 64) + 0 + ceil(130 / 64) chunks
     for got, want in ((y_x, y_m), (fin_x, fin_m), (saved_x.ckpt, saved_m.ckpt), (saved_x.ypre, saved_m.ypre)):
         np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+def _threaded_grads(monkeypatch, kw, cu, threads):
+    """float32 gradients of the chunked backward on ``threads`` kernel threads (the serial
+    threshold lifted, so that this small case runs threaded)."""
+    from aura_lab import registry
+
+    monkeypatch.setattr(registry, "SERIAL_NS", 0)
+    monkeypatch.setenv("AURA_NUM_THREADS", str(threads))
+    g, ran = _mojo_grads(kw, dict(softplus=True, limit=(0.0, float("inf")), cu=cu), "chunked")
+    assert ran == "chunked"
+    return g
+
+
+@pytest.mark.requires_mojo
+@pytest.mark.parametrize("b, l, cu, threads, whole", [
+    (4, 130, None, (2, 4), True),  # as many sequences as threads or more, even: whole sequences per thread
+    (1, 300, [0, 90, 150, 240, 300], (2,), True),  # packed: 90 + 60 tokens to each of 2 threads
+    (3, 130, None, (2,), False),  # 2 + 1 sequences would load one thread 4/3 of an even share: heads are shared
+    (1, 300, [0, 90, 150, 240, 300], (3,), False),  # 90, 60 + 60, 90 tokens: 120 of 100 on average
+])
+def test_the_chunked_backward_on_several_threads_matches_the_oracle_and_whole_sequences_match_one_thread(
+        monkeypatch, b, l, cu, threads, whole):
+    """The chunked backward on several threads (float32, every option on) within REL32 of the
+    float64 oracle. Where the threads take whole sequences (``_owners`` in
+    kernels/aura_kernels/ssd/chunked.mojo: no two threads write one gB, gC or dG row, so each
+    row sums its heads in order as on one thread) the gradients equal one thread's bit for
+    bit; where they share every sequence's heads, gB and gC add the threads' sums, which
+    rounds differently."""
+    cu = None if cu is None else torch.tensor(cu)
+    nseq = b if cu is None else len(cu) - 1
+    args = (7, b, l, 4, 8, 1, 16)  # one group: a gB row sums 4 heads, 2 per thread when they share
+    opts = dict(D="hp", z=True, bias=True, init=True, nseq=nseq)
+    ref_kw = _inputs(*args, **opts)
+    _leaves(ref_kw)
+    _, _, g_ref = _grads(ref_kw, lambda kw: _seq_ref(**kw, softplus=True, cu=cu))
+    kw32 = _inputs(*args, **opts, dtype=torch.float32)
+    one = _threaded_grads(monkeypatch, kw32, cu, 1)
+    for t in threads:
+        got = _threaded_grads(monkeypatch, kw32, cu, t)
+        _assert_grads_close(NAMES, got, g_ref, REL32, f"{t} threads against the float64 reference")
+        same = [a.equal(c) for a, c in zip(got, one)]
+        assert all(same) if whole else not all(same), f"{t} threads: {dict(zip(NAMES, same))} equal to 1 thread's"

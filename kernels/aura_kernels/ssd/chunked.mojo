@@ -21,25 +21,34 @@
 # through softplus / dt_limit, the sums over threads and the parameter sums are the
 # sequential backward's (dt_chain, sum_threads, sum_params).
 #
-# Work items: (sequence, head), dealt round-robin to the threads (a fixed assignment: the
-# sums over threads are taken in a fixed order, so results do not depend on timing). A
-# thread walks the chunks of a sequence last to first, each chunk for all its items of the
-# sequence in turn (heads in lockstep: the chunk's B, C, G and gB, gC rows, shared by the
-# heads of a group, are read from memory once and then stay in L1/L2 for the other heads),
-# each item's dS in its own p x n buffer (items p n in all), and prefetches the next item's
-# x and gy rows and its own gx rows (which otherwise stall pack and token_grads on memory:
-# ~30 % of the per-item work's samples in perf). gB, gC go to the thread's own (T, g, n)
-# buffers. No forward is recomputed: the backward reads only the checkpoints and the inputs.
+# Work items: (sequence, head), in a fixed assignment (the sums over threads are taken in a
+# fixed order, so results do not depend on timing; _owners): with at least as many sequences
+# as threads, and no thread loaded over 9/8 of an even share of the tokens, each sequence
+# goes whole to one thread (its heads in order: then no two threads write one gB or gC row,
+# so all write the outputs, and the gradients equal one thread's bit for bit); else every
+# sequence's heads are dealt round-robin to the threads. A thread walks the chunks of a
+# sequence last to first, each chunk for all its items of the sequence in turn (heads in
+# lockstep: the chunk's B, C, G and gB, gC rows, shared by the heads of a group, are read
+# from memory once and then stay in L1/L2 for the other heads), each item's dS in a p x n
+# slot of the thread's own (slot k for its k-th head of the sequence: ceil(h / threads)
+# slots per thread, h with whole sequences, whatever the batch), and prefetches the next
+# item's x and gy rows and its own gx rows (which otherwise stall pack and token_grads on
+# memory: ~30 % of the per-item work's samples in perf). With shared sequences gB, gC go to
+# the thread's own (T, g, n) buffers (thread 0's: the outputs), added in thread order at the
+# end. No forward is recomputed: the backward reads only the checkpoints and the inputs.
 #
-# Work before the items: G = C B^T per chunk and group (shared by the group's heads), in
-# parallel over (chunk, group), into (chunks, g, Q, Q).
+# Per chunk and group a thread uses (_ChunkGroups), before its heads: G = C B^T (shared by
+# the group's heads) into its own (g, Q, Q); after them: gC += dG B and gB += dG^T C with dG
+# summed over its heads of the group (g Q Q of its own), into its gB, gC. These products
+# cost per group, not per head (per group and thread with shared sequences: each thread
+# computes the G of the groups its heads use).
 #
-# Work after the items: dG summed over the group's heads (each thread keeps its own sums,
-# added in thread order), then gC += dG B and gB += dG^T C once per chunk and group, in
-# parallel over (chunk, group): these products cost per group, not per head.
-#
-# Memory: threads x (2 T g n + T g Q + scratch of 7 Q p + 2 Q n + 2 Q^2 + p n + 6 Q),
-# items p n (the dS), T h and T g Q (the G's) here.
+# Memory: threads x (scratch of 7 Q p + 2 Q n + 2 Q^2 + p n + 6 Q, 2 g Q^2 (G, dG) and the
+# dS slots: ceil(h / threads) p n, or h p n with whole sequences), T h here, and with shared
+# sequences (threads - 1) x 2 T g n (gB, gC).
+# The training step's peak (tools/peak_ssd_train.py --fresh: each reading a fresh process's
+# first step, scratch included; h=24 p=64 n=128 float32): see the commit that brought
+# _ChunkGroups for the numbers against the sequential forward and backward.
 #
 # Measured (tools/bench_ssd_train.py, 2-core AVX2 VM under load 5-10, h=24, p=64, n=128,
 # float32, forward + backward): b=1 l=4096 792 ms against 1529 ms with the sequential
@@ -66,6 +75,14 @@ from aura_kernels.ssd.scan import HeadRates, chunk_bases, lanes, silu, tokens
 from aura_kernels.ssd.abi import SsdParams
 from aura_kernels.ssd.grad import ThreadSums, check_blocks, dt_chain, sum_params, zero_fill
 from aura_kernels.ssd.grad_abi import SsdGradParams
+
+
+def slots(h: Int, nw: Int) -> Int:
+    """Items of one sequence a thread holds at once (its heads i = w, w + nw, ... of the
+    sequence's h): the p n buffers (dS, the forward's state) each thread owns, slot k for its
+    k-th head of the sequence it is on (threads are not synchronised between sequences, so a
+    slot belongs to one thread, never to a head)."""
+    return (h + nw - 1) // nw
 
 
 def scratch_size(Q: Int, p: Int, n: Int) -> Int:
@@ -127,40 +144,81 @@ def _chunk_of(pr: SsdParams, cb: Pointer[Int, MutUntrackedOrigin], cg: Int) -> T
     return (t0, min(Int(offs[unsafe_offset=s + 1]), t0 + pr.chunk) - t0)
 
 
+def _chunk_products[dtype: DType](pr: SsdParams, tc0: Int, L: Int, G: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                                  BT: Pointer[Scalar[dtype], MutUntrackedOrigin], gg: Int) where dtype.is_floating_point():
+    """G = C B^T (lower triangle, Q x Q) of tokens tc0 .. tc0 + L and group gg, shared by the
+    group's heads. BT: Q n scratch."""
+    var n = pr.n
+    var g = pr.g
+    var B = scalar_ptr[dtype](pr.B).unsafe_offset((tc0 * g + gg) * n)
+    var C = scalar_ptr[dtype](pr.C).unsafe_offset((tc0 * g + gg) * n)
+    transpose[dtype](L, n, B, g * n, BT, pr.chunk)
+    gemm[dtype](L, L, n, C, g * n, BT, pr.chunk, G, pr.chunk, False, tri=C_LOWER)
+
+
 def _group_products[dtype: DType](pr: SsdParams, cb: Pointer[Int, MutUntrackedOrigin],
                                   Gall: Pointer[Scalar[dtype], MutUntrackedOrigin], BT: Pointer[Scalar[dtype], MutUntrackedOrigin],
                                   cg: Int, gg: Int) where dtype.is_floating_point():
-    """G = C B^T (lower triangle) of chunk cg and group gg into Gall[cg, gg] (Q x Q), shared by
-    the group's heads. BT: Q n scratch."""
-    var Q = pr.chunk
-    var n = pr.n
-    var g = pr.g
+    """G of chunk cg (of all sequences' chunks) and group gg into Gall[cg, gg]."""
     var r = _chunk_of(pr, cb, cg)
-    var B = scalar_ptr[dtype](pr.B).unsafe_offset((r[0] * g + gg) * n)
-    var C = scalar_ptr[dtype](pr.C).unsafe_offset((r[0] * g + gg) * n)
-    transpose[dtype](r[1], n, B, g * n, BT, Q)
-    gemm[dtype](r[1], r[1], n, C, g * n, BT, Q, Gall.unsafe_offset((cg * g + gg) * Q * Q), Q, False, tri=C_LOWER)
+    _chunk_products[dtype](pr, r[0], r[1], Gall.unsafe_offset((cg * pr.g + gg) * pr.chunk * pr.chunk), BT, gg)
 
 
-def _group_grads[dtype: DType](pr: SsdParams, gr: SsdGradParams, cb: Pointer[Int, MutUntrackedOrigin],
-                               dGw: Pointer[Scalar[dtype], MutUntrackedOrigin], nw: Int, cg: Int,
+def _chunk_grads[dtype: DType](pr: SsdParams, tc0: Int, L: Int, dG: Pointer[Scalar[dtype], MutUntrackedOrigin],
+                               gBw: Pointer[Scalar[dtype], MutUntrackedOrigin], gCw: Pointer[Scalar[dtype], MutUntrackedOrigin],
                                gg: Int) where dtype.is_floating_point():
-    """Chunk cg, group gg: dG summed over the group's heads (the threads' buffers added in
-    thread order into thread 0's), then gC += dG B and gB += dG^T C on the chunk's rows."""
-    var Q = pr.chunk
+    """Tokens tc0 .. tc0 + L, group gg: gC += dG B and gB += dG^T C on the rows of gBw, gCw,
+    with dG summed over the thread's heads of the group."""
     var n = pr.n
-    var g = pr.g
-    var r = _chunk_of(pr, cb, cg)
-    var size = cb[unsafe_offset=pr.nseq] * g * Q * Q
-    var dG = dGw.unsafe_offset((cg * g + gg) * Q * Q)
-    for w in range(1, nw):
-        _add_into(dG, dG.unsafe_offset(w * size), r[1] * Q)
-    var row = (r[0] * g + gg) * n
+    var gn = pr.g * n
+    var row = (tc0 * pr.g + gg) * n
     var B = scalar_ptr[dtype](pr.B).unsafe_offset(row)
     var C = scalar_ptr[dtype](pr.C).unsafe_offset(row)
-    gemm[dtype](r[1], n, r[1], dG, Q, B, g * n, scalar_ptr[dtype](gr.gC).unsafe_offset(row), g * n, True, tri=A_LOWER)
-    gemm[dtype](r[1], n, r[1], dG, Q, C, g * n, scalar_ptr[dtype](gr.gB).unsafe_offset(row), g * n, True, a_trans=True,
-                tri=A_UPPER)
+    gemm[dtype](L, n, L, dG, pr.chunk, B, gn, gCw.unsafe_offset(row), gn, True, tri=A_LOWER)
+    gemm[dtype](L, n, L, dG, pr.chunk, C, gn, gBw.unsafe_offset(row), gn, True, a_trans=True, tri=A_UPPER)
+
+
+struct _ChunkGroups[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
+    """A thread's per-chunk group products in the backward: before its heads of a chunk, G =
+    C B^T of each group they use (into its own (g, Q, Q)) and their dG sums zeroed; after
+    them, gC += dG B and gB += dG^T C into its gB, gC. A group is used when one of its heads
+    is the thread's: heads r0, r0 + step, ... of the sequence."""
+
+    comptime P = Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
+    var pr: SsdParams
+    var G: Self.P  # (g, Q, Q)
+    var dG: Self.P  # (g, Q, Q)
+    var BT: Self.P  # Q n (the thread's head scratch, free between chunks)
+    var r0: Int
+    var step: Int
+
+    def __init__(out self, pr: SsdParams, G: Self.P, dG: Self.P, BT: Self.P, r0: Int, step: Int):
+        self.pr = pr
+        self.G = G
+        self.dG = dG
+        self.BT = BT
+        self.r0 = r0
+        self.step = step
+
+    def used(self, gg: Int) -> Bool:
+        var hg = self.pr.h // self.pr.g
+        for hh in range(max(gg * hg, self.r0), (gg + 1) * hg):
+            if (hh - self.r0) % self.step == 0:
+                return True
+        return False
+
+    def enter(self, tc0: Int, L: Int):
+        var QQ = self.pr.chunk * self.pr.chunk
+        for gg in range(self.pr.g):
+            if self.used(gg):
+                _chunk_products[Self.dtype](self.pr, tc0, L, self.G.unsafe_offset(gg * QQ), self.BT, gg)
+                zero_fill(self.dG.unsafe_offset(gg * QQ), L * self.pr.chunk)
+
+    def leave(self, tc0: Int, L: Int, gBw: Self.P, gCw: Self.P):
+        var QQ = self.pr.chunk * self.pr.chunk
+        for gg in range(self.pr.g):
+            if self.used(gg):
+                _chunk_grads[Self.dtype](self.pr, tc0, L, self.dG.unsafe_offset(gg * QQ), gBw, gCw, gg)
 
 
 struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
@@ -169,7 +227,7 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
     X, U, Uw = diag(w) U, dY, dYe = diag(exp(cs)) dY, dU (Q x p); UT (p x Q); dCh, dBh
     (Q x n); M = L o G, dG (Q x Q); lamT (n x p); cs, ecs, w, dcs,
     colacc (column sums), idx (0, 1, ..., Q - 1) (Q). B and C are read in place (rows g n
-    apart), G from the G phase's Gall. lam = dS (p x n) is the item's own (it lives from
+    apart), G from the thread's _ChunkGroups. lam = dS (p x n) is the item's own (it lives from
     chunk to chunk while the thread's other items take their turns)."""
 
     var pr: SsdParams
@@ -179,8 +237,8 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
     var gCw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # this thread's (T, g, n) gC
     var gdtp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # (T, h) gdt'
     var gdp: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # gD of this (sequence, head): p values
-    var Gall: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # (chunks, g, Q, Q) C B^T
-    var dGw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # this thread's (chunks, g, Q, Q) sum of dG
+    var Gall: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # this thread's (g, Q, Q) C B^T of the chunk
+    var dGw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]  # this thread's (g, Q, Q) sum of the chunk's dG
     var X: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var U: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
     var Uw: Pointer[Scalar[Self.dtype], MutUntrackedOrigin]
@@ -382,14 +440,14 @@ struct _Head[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
         var Cc = scalar_ptr[Self.dtype](pr.C).unsafe_offset((tc0 * g + self.gg) * n)
         self.pack(tc0, L)
         self.prefetch_rows(tc0, 0, L // 4)
-        self.masks(L, self.Gall.unsafe_offset((cg * g + self.gg) * Q * Q))
+        self.masks(L, self.Gall.unsafe_offset(self.gg * Q * Q))
         self.prefetch_rows(tc0, L // 4, L // 2)
-        # dC (this head) = dYe S_c (+ dG B, summed over the group's heads: _group_grads)
+        # dC (this head) = dYe S_c (+ dG B, summed over the group's heads: _ChunkGroups.leave)
         # dcs_i += C_i . (dYe S_c)_i
         gemm[Self.dtype](L, n, p, self.dYe, p, start, n, self.dCh, n, False)
         for i in range(L):
             self.dcs[unsafe_offset=i] += _dot(Cc.unsafe_offset(i * gn), self.dCh.unsafe_offset(i * n), n)
-        _add_into(self.dGw.unsafe_offset((cg * g + self.gg) * Q * Q), self.dG, L * Q)  # dG B: _group_grads
+        _add_into(self.dGw.unsafe_offset(self.gg * Q * Q), self.dG, L * Q)  # dG B: _ChunkGroups.leave
         # dB (this head) = Uw dS (+ dG^T C, as dG B);  dcs_i -= B_i . (Uw dS)_i, dcs_last += their sum
         self.prefetch_rows(tc0, L // 2, 3 * L // 4)
         gemm[Self.dtype](L, n, p, self.Uw, p, self.lam, n, self.dBh, n, False)
@@ -496,69 +554,109 @@ def _grad_end[dtype: DType](it: _Head[dtype], s: Int) where dtype.is_floating_po
             gi[unsafe_offset=i] = it.lam[unsafe_offset=i]
 
 
+def _first_item(h: Int, s: Int, w: Int, nw: Int, owner: Int) -> Tuple[Int, Int]:
+    """(first item, step) of thread w in sequence s: its heads round-robin (owner -1: every
+    thread shares the sequence), all the heads (w owns it) or none (first past the last)."""
+    if owner < 0:
+        return (s * h + ((w - s * h) % nw + nw) % nw, nw)
+    return (s * h if owner == w else (s + 1) * h, 1)
+
+
 def _grad_thread[dtype: DType](pr: SsdParams, gr: SsdGradParams, T: Int, dt: Pointer[Scalar[dtype], MutUntrackedOrigin],
                                scratch: Pointer[Scalar[dtype], MutUntrackedOrigin],
                                gBw: Pointer[Scalar[dtype], MutUntrackedOrigin], gCw: Pointer[Scalar[dtype], MutUntrackedOrigin],
                                gdtp: Pointer[Scalar[dtype], MutUntrackedOrigin], gDp: Pointer[Scalar[dtype], MutUntrackedOrigin],
                                G: Pointer[Scalar[dtype], MutUntrackedOrigin], dGw: Pointer[Scalar[dtype], MutUntrackedOrigin],
                                lams: Pointer[Scalar[dtype], MutUntrackedOrigin], gAp: Pointer[Scalar[dtype], MutUntrackedOrigin],
-                               cb: Pointer[Int, MutUntrackedOrigin], ctl: Control, w: Int,
-                               nw: Int) where dtype.is_floating_point():
-    """Thread w's items (i = w, w + nw, ...), a sequence at a time: every item's dS from the
-    final state's gradient, then the chunks last to first, each chunk for all the thread's
-    items of the sequence in turn (they share the chunk's B, C, G and gB, gC rows, which so
-    stay in cache), then the initial states' gradients. Stops between chunks once cancelled."""
+                               cb: Pointer[Int, MutUntrackedOrigin], owners: Pointer[Int, MutUntrackedOrigin], ctl: Control,
+                               w: Int, nw: Int) where dtype.is_floating_point():
+    """Thread w's items of each sequence (_first_item: its heads i = w, w + nw, ... or all the
+    heads of the sequences it owns), a sequence at a time: every item's dS from the final
+    state's gradient, then the chunks last to first, each chunk for all the thread's items of
+    the sequence in turn (they share the chunk's B, C, G and gB, gC rows, which so stay in
+    cache; _ChunkGroups: G before them, dG B and dG^T C after), then the initial states'
+    gradients. G, dGw: the thread's (g, Q, Q) each. Stops between chunks once cancelled."""
     var h = pr.h
     var p = pr.p
     var pn = p * pr.n
     var s = 0
     while s < pr.nseq and not ctl.cancelled():
-        var first = s * h + ((w - s * h) % nw + nw) % nw  # the thread's first item of sequence s
+        var fs = _first_item(h, s, w, nw, owners[unsafe_offset=s])
+        var first = fs[0]
+        var step = fs[1]
         var i = first
         while i < (s + 1) * h:
             var it = _Head[dtype](pr, gr, dt.unsafe_offset((i % h) * T), scratch, gBw, gCw, gdtp, gDp.unsafe_offset(i * p),
-                                  G, dGw, lams.unsafe_offset(i * pn), i % h)
+                                  G, dGw, lams.unsafe_offset((i - first) // step * pn), i % h)
             _grad_start[dtype](it, s)
-            i += nw
+            i += step
         var span = _seq_span(pr, s)
         var c = (span[1] - span[0] + pr.chunk - 1) // pr.chunk - 1
-        while c >= 0 and not ctl.cancelled():
+        var groups = _ChunkGroups[dtype](pr, G, dGw, scratch, first - s * h, step)
+        while c >= 0 and first < (s + 1) * h and not ctl.cancelled():
+            var tc0 = span[0] + c * pr.chunk
+            groups.enter(tc0, min(span[1], tc0 + pr.chunk) - tc0)
             i = first
             while i < (s + 1) * h:
                 var it = _Head[dtype](pr, gr, dt.unsafe_offset((i % h) * T), scratch, gBw, gCw, gdtp,
-                                      gDp.unsafe_offset(i * p), G, dGw, lams.unsafe_offset(i * pn), i % h)
+                                      gDp.unsafe_offset(i * p), G, dGw, lams.unsafe_offset((i - first) // step * pn), i % h)
                 it.ga = gAp[unsafe_offset=i]
-                it.nxt = (i + nw) % h if i + nw < (s + 1) * h else -1
+                it.nxt = (i + step) % h if i + step < (s + 1) * h else -1
                 _grad_chunk[dtype](it, s, cb[unsafe_offset=s], c)
                 gAp[unsafe_offset=i] = it.ga
-                i += nw
+                i += step
+            groups.leave(tc0, min(span[1], tc0 + pr.chunk) - tc0, gBw, gCw)
             c -= 1
         i = first
         while i < (s + 1) * h:
             var it = _Head[dtype](pr, gr, dt.unsafe_offset((i % h) * T), scratch, gBw, gCw, gdtp, gDp.unsafe_offset(i * p),
-                                  G, dGw, lams.unsafe_offset(i * pn), i % h)
+                                  G, dGw, lams.unsafe_offset((i - first) // step * pn), i % h)
             _grad_end[dtype](it, s)
-            i += nw
+            i += step
         s += 1
 
 
+def _owners(pr: SsdParams, nw: Int) -> OwnedArray[Int]:
+    """Each sequence's thread when whole sequences go to threads (in order, each to the
+    least loaded thread by tokens, ties to the lowest: fixed by the lengths), or all -1
+    (every thread takes its share of every sequence's heads) when there are fewer sequences
+    than threads or the whole sequences load some thread more than 9/8 of an even share."""
+    var owners = OwnedArray[Int](pr.nseq, -1)
+    if nw <= 1 or pr.nseq < nw:
+        return owners^
+    var load = OwnedArray[Int](nw, 0)
+    var total = 0
+    for s in range(pr.nseq):
+        var span = _seq_span(pr, s)
+        var best = 0
+        for w in range(1, nw):
+            if load[w] < load[best]:
+                best = w
+        owners[s] = best
+        load[best] += span[1] - span[0]
+        total += span[1] - span[0]
+    var most = 0
+    for w in range(nw):
+        most = max(most, load[w])
+    if 8 * most * nw > 9 * total:
+        for s in range(pr.nseq):
+            owners[s] = -1
+    return owners^
+
+
 struct _GroupWork[dtype: DType](Movable) where dtype.is_floating_point():
-    """The per-(chunk, group) products, owned: G = C B^T of every chunk and group (shared by
-    the group's heads), and each thread's sums of dG over its heads; run before and after
-    the heads, in parallel over (chunk, group)."""
+    """The forward's per-(chunk, group) products, owned: G = C B^T of every chunk and group
+    (shared by the group's heads), in parallel over (chunk, group) before the heads."""
 
     var G: OwnedArray[Scalar[Self.dtype]]  # (chunks, g, Q, Q)
-    var dG: OwnedArray[Scalar[Self.dtype]]  # threads x (chunks, g, Q, Q)
     var size: Int  # chunks g Q Q
     var items: Int  # chunks g
     var nw: Int  # threads
 
-    def __init__(out self, pr: SsdParams, nch: Int, nw: Int, grads: Bool):
-        """grads: keep the threads' dG sums (the backward; the forward needs G only)."""
+    def __init__(out self, pr: SsdParams, nch: Int, nw: Int):
         self.items = nch * pr.g
         self.size = self.items * pr.chunk * pr.chunk
         self.G = OwnedArray[Scalar[Self.dtype]](self.size)
-        self.dG = OwnedArray[Scalar[Self.dtype]](nw * self.size if grads else 0)
         self.nw = max(1, min(nw, self.items))
 
     def products(self, pr: SsdParams, cb: OwnedArray[Int], scratch: OwnedArray[Scalar[Self.dtype]], per_worker: Int):
@@ -575,24 +673,6 @@ struct _GroupWork[dtype: DType](Movable) where dtype.is_floating_point():
             var i = w
             while i < items:
                 _group_products[Self.dtype](pr, cbp, G, S.unsafe_offset(w * per_worker), i // pr.g, i % pr.g)
-                i += gw
-            ieee_end(mode)
-
-        _spread(work, gw)
-
-    def grads(self, pr: SsdParams, gr: SsdGradParams, cb: OwnedArray[Int], nw: Int):
-        """gC += dG B and gB += dG^T C of every (chunk, group), dG summed over the nw threads."""
-        var dG = self.dG.data
-        var cbp = cb.data
-        var gw = self.nw
-        var items = self.items
-
-        @always_inline
-        def work(w: Int) {imm}:
-            var mode = ieee_begin()
-            var i = w
-            while i < items:
-                _group_grads[Self.dtype](pr, gr, cbp, dG, nw, i // pr.g, i % pr.g)
                 i += gw
             ieee_end(mode)
 
@@ -624,30 +704,37 @@ def scan_grad_chunked_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) rais
     var gdtp = OwnedArray[Scalar[dtype]](T * h, 0)  # tokens of no sequence stay 0
     var gAp = OwnedArray[Scalar[dtype]](items, 0)
     var gDp = OwnedArray[Scalar[dtype]](items * p, 0)
-    var lams = OwnedArray[Scalar[dtype]](items * p * pr.n)  # each item's dS
+    var owners = _owners(pr, nw)
+    var whole = pr.nseq > 0 and owners[0] >= 0  # whole sequences per thread: one gB, gC
+    var copies = 1 if whole else nw  # of gB and gC, added in thread order at the end
+    var per_lams = (h if whole else slots(h, nw)) * p * pr.n
+    var lams = OwnedArray[Scalar[dtype]](nw * per_lams)  # each thread's slots of dS
     var scratch = OwnedArray[Scalar[dtype]](nw * per_worker)
-    var sums = ThreadSums[dtype](gr, nw, T * pr.g * pr.n)
+    var gsize = pr.g * pr.chunk * pr.chunk
+    var grp = OwnedArray[Scalar[dtype]](nw * 2 * gsize)  # each thread's G and dG of its chunk
+    var sums = ThreadSums[dtype](gr, copies, T * pr.g * pr.n)
     var cb = chunk_bases(pr)
-    var groups = _GroupWork[dtype](pr, cb[pr.nseq], nw, True)
-    groups.products(pr, cb, scratch, per_worker)
     var gt = gr
     var ctl = Control(gr.control)
+    if whole:  # shared by the threads: zeroed before they start
+        zero_fill(sums.gB_of(0), sums.tgn)
+        zero_fill(sums.gC_of(0), sums.tgn)
 
     @always_inline
     def worker(w: Int) {imm}:
         var mode = ieee_begin()
-        zero_fill(sums.gB_of(w), sums.tgn)
-        zero_fill(sums.gC_of(w), sums.tgn)
-        var dGw = groups.dG.at(w * groups.size)
-        zero_fill(dGw, groups.size)
-        _grad_thread[dtype](pr, gt, T, rates.dt.data, scratch.at(w * per_worker), sums.gB_of(w), sums.gC_of(w),
-                            gdtp.data, gDp.data, groups.G.data, dGw, lams.data, gAp.data, cb.data, ctl, w, nw)
+        var wc = 0 if whole else w  # the thread's copy of gB, gC
+        if not whole:
+            zero_fill(sums.gB_of(w), sums.tgn)
+            zero_fill(sums.gC_of(w), sums.tgn)
+        _grad_thread[dtype](pr, gt, T, rates.dt.data, scratch.at(w * per_worker), sums.gB_of(wc), sums.gC_of(wc),
+                            gdtp.data, gDp.data, grp.at(2 * w * gsize), grp.at((2 * w + 1) * gsize),
+                            lams.at(w * per_lams), gAp.data, cb.data, owners.data, ctl, w, nw)
         ieee_end(mode)
 
     _spread(worker, nw)
     if not ctl.cancelled():
         sums.add_up()
-        groups.grads(pr, gr, cb, nw)
         dt_chain[dtype](pr, gr, T, 1, gdtp.data)
         sum_params[dtype](pr, gr, 1, gAp.data, gDp.data)
     _ = rates^  # read through raw pointers above: the owners live until here
@@ -656,9 +743,10 @@ def scan_grad_chunked_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) rais
     _ = gDp^
     _ = lams^
     _ = scratch^
+    _ = grp^
     _ = sums^
-    _ = groups^
     _ = cb^
+    _ = owners^
 
 
 def run_scan_grad_chunked(gr: SsdGradParams) raises:
@@ -678,9 +766,10 @@ def run_scan_grad_chunked(gr: SsdGradParams) raises:
 #     S_{c+1}^T = exp(cs_last) S_c^T + B^T diag(w) U
 # y, fin and the checkpoints as the sequential kernel (aura_kernels/ssd/scan.mojo) writes them, up
 # to rounding; G = C B^T per chunk and group first, as in the backward. The heads of a thread
-# walk the chunks in lockstep as in the backward (each item's S^T in its own n x p buffer,
-# items p n in all), prefetching the next item's x rows and their own y rows. The sequential
-# kernel stays the inference and decode forward.
+# walk the chunks in lockstep as in the backward, every sequence's heads dealt round-robin
+# (each item's S^T in an n x p slot of the thread's own, threads x ceil(h / threads) p n in
+# all), prefetching the next item's x rows and their own y rows. The sequential kernel stays
+# the inference and decode forward.
 
 
 struct _FwdHead[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
@@ -857,7 +946,7 @@ def _fwd_thread[dtype: DType](pr: SsdParams, T: Int, dt: Pointer[Scalar[dtype], 
         var first = s * h + ((w - s * h) % nw + nw) % nw  # the thread's first item of sequence s
         var i = first
         while i < (s + 1) * h:
-            var ST = STs.unsafe_offset(i * pn)
+            var ST = STs.unsafe_offset((i - first) // nw * pn)
             if pr.init != 0:
                 transpose[dtype](p, n, scalar_ptr[dtype](pr.init).unsafe_offset(i * pn), n, ST, p)
             else:
@@ -870,14 +959,16 @@ def _fwd_thread[dtype: DType](pr: SsdParams, T: Int, dt: Pointer[Scalar[dtype], 
             var tc0 = span[0] + c * Q
             i = first
             while i < (s + 1) * h:
-                var it = _FwdHead[dtype](pr, dt.unsafe_offset((i % h) * T), scratch, G, STs.unsafe_offset(i * pn), i % h)
+                var it = _FwdHead[dtype](pr, dt.unsafe_offset((i % h) * T), scratch, G,
+                                         STs.unsafe_offset((i - first) // nw * pn), i % h)
                 it.nxt = (i + nw) % h if i + nw < (s + 1) * h else -1
                 it.chunk(cb[unsafe_offset=s] + c, tc0, min(span[1], tc0 + Q) - tc0,
                          ck.unsafe_offset(((cb[unsafe_offset=s] + c) * h + i % h) * pn))
                 i += nw
         i = first
         while i < (s + 1) * h:
-            transpose[dtype](n, p, STs.unsafe_offset(i * pn), p, scalar_ptr[dtype](pr.fin).unsafe_offset(i * pn), n)
+            transpose[dtype](n, p, STs.unsafe_offset((i - first) // nw * pn), p,
+                             scalar_ptr[dtype](pr.fin).unsafe_offset(i * pn), n)
             i += nw
         s += 1
 
@@ -896,16 +987,17 @@ def scan_chunked_typed[dtype: DType](pr: SsdParams) raises where dtype.is_floati
     var per_worker = scratch_size(pr.chunk, pr.p, pr.n)
     var rates = HeadRates[dtype](pr, T)
     var scratch = OwnedArray[Scalar[dtype]](nw * per_worker)
-    var STs = OwnedArray[Scalar[dtype]](items * pr.p * pr.n)  # each item's state, transposed
+    var STs = OwnedArray[Scalar[dtype]](nw * slots(h, nw) * pr.p * pr.n)  # each thread's items' states, transposed
     var cb = chunk_bases(pr)
-    var groups = _GroupWork[dtype](pr, cb[pr.nseq], nw, False)
+    var groups = _GroupWork[dtype](pr, cb[pr.nseq], nw)
     groups.products(pr, cb, scratch, per_worker)
     var ctl = Control(pr.control)
 
     @always_inline
     def worker(w: Int) {imm}:
         var mode = ieee_begin()
-        _fwd_thread[dtype](pr, T, rates.dt.data, scratch.at(w * per_worker), groups.G.data, STs.data, cb.data, ctl, w, nw)
+        _fwd_thread[dtype](pr, T, rates.dt.data, scratch.at(w * per_worker), groups.G.data,
+                            STs.at(w * slots(h, nw) * pr.p * pr.n), cb.data, ctl, w, nw)
         ieee_end(mode)
 
     _spread(worker, nw)
