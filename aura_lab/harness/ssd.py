@@ -12,8 +12,8 @@ and torch autograd through the chunked SSD at
 each of ``TORCH_CHUNKS`` (``vs_torch_ssd``: against the faster; from l = ``ONE_TORCH_CHUNK_FROM``
 on only at the chunk size that was the faster one at the longest shorter l of the same b,
 since torch autograd at b=4 l=16384 takes about a minute a call). ``tok/s`` is tokens trained
-per second, ``peak_MiB`` the resident memory one call added (high-water mark; for a step over
-``slow_s``, measured in its timed call), ``saved_MiB`` what the forward kept for the backward
+per second, ``peak_MiB`` the resident memory the first step at that size added in a fresh
+process (high-water mark, ``train_step_peak``), ``saved_MiB`` what the forward kept for the backward
 (torch: its saved tensors; mojo/max: checkpoints and inputs). The model rows (``MODEL_STEPS``)
 time one AdamW step, with the scan on each training backend, of the tiny MambaLM that
 ``tests/unit/test_models.py`` and notebook 01 train (``LM``, case ``tiny MambaLM step``) and
@@ -55,7 +55,7 @@ from ..ssd import train as train_mod
 from ..ssd.kernels import chunk_gemm_seconds
 from ..ssd.train import train_op
 from .core import (BenchResult, Check, PanelSpec, available_backends, compare, machine_info, memory_bandwidth, peak_rss,
-                   progress, threads, time_call)
+                   progress, run_isolated, threads, time_call)
 
 H, P, N, G = 24, 64, 128, 1
 LENGTHS = (1024, 4096, 16384)
@@ -322,16 +322,55 @@ def _torch_chunks(rows: list[dict], b: int, l: int) -> tuple:
 #: the mojo training row on the sequential forward and backward kernels (the training step before
 #: the chunked kernels), for the ratios and the peak memory against them in the same run
 SEQUENTIAL_ROW = "mojo (sequential forward and backward)"
+#: the longest a training row's peak-memory child may run (torch autograd at b=4 l=16384 takes ~35-60 s)
+PEAK_TIMEOUT_S = 600.0
+
+
+def _train_inputs(b: int, l: int, seed: int) -> tuple[dict, object]:
+    """(the inputs as torch tensors, the fixed random w of the loss (y * w).sum()) at (b, l)."""
+    import torch
+
+    inp = {k: torch.from_numpy(v) for k, v in make_inputs(b, l, seed).items()}
+    w = torch.from_numpy(np.random.default_rng(seed + 2).standard_normal((b, l, H, P), dtype=np.float32))
+    return inp, w
+
+
+def _train_step(leaves: dict, w, be: str, q: int, fwd: str, kernel: str, keep=lambda t: t):
+    """One training step: the gradients of (y * w).sum() into ``leaves`` (the last ones freed
+    first), the forward on ``fwd`` and the backward on ``kernel`` (mojo/max; ``keep``: the
+    saved-tensors hook); returns the mojo/max node's saved tensors (torch: None)."""
+    import torch
+
+    for v in leaves.values():
+        v.grad = None
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t), train_mod.forward_kernel_set(fwd):
+        y = selective_scan(leaves["x"], leaves["dt"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"],
+                           dt_bias=leaves["dt_bias"], dt_softplus=True, chunk_size=q, backend=be)
+    kept = y.grad_fn.saved if be in ("mojo", "max") else None
+    with train_mod.grad_kernel_set(kernel):
+        (y * w).sum().backward()
+    return kept
+
+
+def train_step_peak(b: int, l: int, seed: int, be: str, q: int, fwd: str, kernel: str) -> float | None:
+    """The resident memory (MiB) the first training step at (b, l) of this process added, after
+    one step at (1, q) has loaded the libraries and kernels: run in a fresh process, so that
+    everything the step allocates, the kernels' scratch included, is counted (a warm step
+    reuses scratch kept from the step before, resident already at its baseline; readings of
+    one warm step moved by +-2 MiB, with outliers of 15-20 MiB: tools/peak_ssd_train.py)."""
+    small, w_small = _train_inputs(1, q, seed)
+    _train_step({k: v.clone().requires_grad_() for k, v in small.items()}, w_small, be, q, fwd, kernel)
+    inp, w = _train_inputs(b, l, seed)
+    leaves = {k: v.requires_grad_() for k, v in inp.items()}
+    return peak_rss(lambda: _train_step(leaves, w, be, q, fwd, kernel))[1]
 
 
 def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float,
                 torch_chunks: tuple = TORCH_CHUNKS) -> list[dict]:
     """Forward + backward at (b, l) on every differentiable backend (see the module docstring),
-    torch autograd at each of ``torch_chunks``."""
-    import torch
-
-    inp = {k: torch.from_numpy(v) for k, v in make_inputs(b, l, seed).items()}
-    w = torch.from_numpy(np.random.default_rng(seed + 2).standard_normal((b, l, H, P), dtype=np.float32))
+    torch autograd at each of ``torch_chunks``; the peak memory of each in a fresh process
+    (``train_step_peak``)."""
+    inp, w = _train_inputs(b, l, seed)
     case = f"train b={b} l={l}"
     impls = {}
     for be in available_backends(train_op, backends):
@@ -343,7 +382,7 @@ def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float
     rows, grads = [], {}
     for impl, (be, q, fwd, kernel) in impls.items():
         leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
-        saved = {}
+        saved, last = {}, {}
 
         def keep(t):
             saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()  # each storage once
@@ -351,31 +390,16 @@ def _train_rows(b: int, l: int, backends, repeats: int, seed: int, slow_s: float
 
         def step():
             saved.clear()
-            for v in leaves.values():
-                v.grad = None
-            with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t), train_mod.forward_kernel_set(fwd):
-                y = selective_scan(leaves["x"], leaves["dt"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"],
-                                   dt_bias=leaves["dt_bias"], dt_softplus=True, chunk_size=q, backend=be)
-            kept = y.grad_fn.saved if be in ("mojo", "max") else None
-            with train_mod.grad_kernel_set(kernel):
-                (y * w).sum().backward()
-            return kept
+            last["kept"] = _train_step(leaves, w, be, q, fwd, kernel, keep)
 
-        def step_peak(fn):
-            """peak_rss of a step with the last step's gradients freed before its baseline: else
-            whether the step reuses their pages varies, and one reading of the same step at b=4
-            l=1024 was ~100 or ~120-127 MiB (tools/peak_ssd_train.py)"""
-            for v in leaves.values():
-                v.grad = None
-            return peak_rss(fn)
-
-        t = time_call(step, repeats=repeats, slow_s=slow_s, slow_wrap=step_peak)
-        kept, peak = t.pop("slow_out") if "slow_out" in t else step_peak(step)  # a slow step's timed call gave it
-        saved_bytes = sum(saved.values()) if kept is None else _saved_bytes(kept)
+        t = time_call(step, repeats=repeats, slow_s=slow_s)
+        ok, peak = run_isolated(train_step_peak, (b, l, seed, be, q, fwd, kernel), PEAK_TIMEOUT_S)
+        saved_bytes = sum(saved.values()) if last["kept"] is None else _saved_bytes(last["kept"])
         grads[impl] = {k: v.grad.numpy().copy() for k, v in leaves.items()}
         rows.append({"case": case, "impl": impl, "kind": "backend" if be != "torch" or q == torch_chunks[0] else "peer",
-                     "b": b, "l": l, **t, "tok/s": b * l / (t["ms"] * 1e-3), "peak_MiB": peak,
-                     "saved_MiB": saved_bytes / 2**20, **({"chunk": q} if be == "torch" else {})})
+                     "b": b, "l": l, **t, "tok/s": b * l / (t["ms"] * 1e-3), "peak_MiB": peak if ok else None,
+                     "saved_MiB": saved_bytes / 2**20, **({"chunk": q} if be == "torch" else {}),
+                     **({} if ok else {"note": f"peak not measured: {peak}"})})
     ref = next((g for k, g in grads.items() if k.startswith("torch")), None)
     for r in rows:  # every implementation's gradients against torch autograd's (largest-entry relative)
         if ref is not None:

@@ -546,7 +546,7 @@ def test_bench_smoke_rows_and_ratios():
     train = {r["impl"]: r for r in res.rows if r["case"] == "train b=2 l=40"}
     assert {"torch autograd (chunked SSD, Q=64)", "torch autograd (chunked SSD, Q=256)"} <= set(train)
     for r in train.values():  # every backend's gradients agree with torch autograd's
-        assert r["grad_rel_err"] < 2e-3 and r["saved_MiB"] > 0 and r["tok/s"] > 0, r
+        assert r["grad_rel_err"] < 2e-3 and r["saved_MiB"] > 0 and r["tok/s"] > 0 and r["peak_MiB"] > 0, r
     if "mojo" in train:  # checkpoints every 64 tokens and the inputs: less than torch's saved tensors
         assert train["mojo"]["saved_MiB"] < train["torch autograd (chunked SSD, Q=64)"]["saved_MiB"]
         assert SEQUENTIAL_ROW in train  # the kernels before the chunked ones, for the ratio to them
