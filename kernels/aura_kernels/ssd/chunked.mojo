@@ -68,12 +68,11 @@
 from std.math import exp
 from std.sys.intrinsics import prefetch, PrefetchOptions
 from std.sys import size_of
-from max.algorithm import parallelize
 from aura_kernels.common import F32, F64, Control, OwnedArray, ieee_begin, ieee_end, scalar_ptr
 from aura_kernels.ssd.chunk_gemm import A_LOWER, A_UPPER, C_LOWER, gemm, transpose
 from aura_kernels.ssd.scan import HeadRates, chunk_bases, lanes, silu, tokens
 from aura_kernels.ssd.abi import SsdParams
-from aura_kernels.ssd.grad import ThreadSums, check_blocks, dt_chain, sum_params, zero_fill
+from aura_kernels.ssd.grad import ParamParts, ThreadSums, check_blocks, spread, zero_fill
 from aura_kernels.ssd.grad_abi import SsdGradParams
 
 
@@ -676,15 +675,7 @@ struct _GroupWork[dtype: DType](Movable) where dtype.is_floating_point():
                 i += gw
             ieee_end(mode)
 
-        _spread(work, gw)
-
-
-def _spread[F: def(Int) -> None](work: F, nw: Int):
-    """work(0) .. work(nw - 1), on nw threads when there are several."""
-    if nw <= 1:
-        work(0)
-    else:
-        parallelize(work, nw, nw)
+        spread(work, gw)
 
 
 def scan_grad_chunked_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dtype.is_floating_point():
@@ -701,9 +692,7 @@ def scan_grad_chunked_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) rais
     var nw = max(1, min(max(1, pr.threads), items))
     var per_worker = scratch_size(pr.chunk, p, pr.n)
     var rates = HeadRates[dtype](pr, T)
-    var gdtp = OwnedArray[Scalar[dtype]](T * h, 0)  # tokens of no sequence stay 0
-    var gAp = OwnedArray[Scalar[dtype]](items, 0)
-    var gDp = OwnedArray[Scalar[dtype]](items * p, 0)
+    var parts = ParamParts[dtype](pr, T, 1)
     var owners = _owners(pr, nw)
     var whole = pr.nseq > 0 and owners[0] >= 0  # whole sequences per thread: one gB, gC
     var copies = 1 if whole else nw  # of gB and gC, added in thread order at the end
@@ -728,19 +717,15 @@ def scan_grad_chunked_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) rais
             zero_fill(sums.gB_of(w), sums.tgn)
             zero_fill(sums.gC_of(w), sums.tgn)
         _grad_thread[dtype](pr, gt, T, rates.dt.data, scratch.at(w * per_worker), sums.gB_of(wc), sums.gC_of(wc),
-                            gdtp.data, gDp.data, grp.at(2 * w * gsize), grp.at((2 * w + 1) * gsize),
-                            lams.at(w * per_lams), gAp.data, cb.data, owners.data, ctl, w, nw)
+                            parts.gdtp.data, parts.gDp.data, grp.at(2 * w * gsize), grp.at((2 * w + 1) * gsize),
+                            lams.at(w * per_lams), parts.gAp.data, cb.data, owners.data, ctl, w, nw)
         ieee_end(mode)
 
-    _spread(worker, nw)
+    spread(worker, nw)
     if not ctl.cancelled():
-        sums.add_up()
-        dt_chain[dtype](pr, gr, T, 1, gdtp.data)
-        sum_params[dtype](pr, gr, 1, gAp.data, gDp.data)
+        parts.finish(pr, gr, sums)
     _ = rates^  # read through raw pointers above: the owners live until here
-    _ = gdtp^
-    _ = gAp^
-    _ = gDp^
+    _ = parts^
     _ = lams^
     _ = scratch^
     _ = grp^
@@ -1000,7 +985,7 @@ def scan_chunked_typed[dtype: DType](pr: SsdParams) raises where dtype.is_floati
                             STs.at(w * slots(h, nw) * pr.p * pr.n), cb.data, ctl, w, nw)
         ieee_end(mode)
 
-    _spread(worker, nw)
+    spread(worker, nw)
     _ = rates^  # read through raw pointers above: the owners live until here
     _ = scratch^
     _ = STs^

@@ -510,6 +510,40 @@ struct ThreadSums[dtype: DType](Movable) where dtype.is_floating_point():
         sum_threads[Self.dtype](self.gC, self.extra.at((self.nw - 1) * self.tgn), self.nw, self.tgn)
 
 
+struct ParamParts[dtype: DType](Movable) where dtype.is_floating_point():
+    """The per-item parts of the parameter gradients, owned, zeroed: gdt' per channel block,
+    token and head (tokens of no sequence stay 0), gA per (sequence, head, block) and gD per
+    (sequence, head, channel); `finish` turns them and the threads' gB, gC into the outputs."""
+
+    var gdtp: OwnedArray[Scalar[Self.dtype]]  # (nb, T, h)
+    var gAp: OwnedArray[Scalar[Self.dtype]]  # (nseq, h, nb)
+    var gDp: OwnedArray[Scalar[Self.dtype]]  # (nseq, h, p)
+    var T: Int
+    var nb: Int
+
+    def __init__(out self, pr: SsdParams, T: Int, nb: Int):
+        """nb: channel blocks per head (1: one item per (sequence, head))."""
+        self.gdtp = OwnedArray[Scalar[Self.dtype]](nb * T * pr.h, 0)
+        self.gAp = OwnedArray[Scalar[Self.dtype]](pr.nseq * pr.h * nb, 0)
+        self.gDp = OwnedArray[Scalar[Self.dtype]](pr.nseq * pr.h * pr.p, 0)
+        self.T = T
+        self.nb = nb
+
+    def finish(self, pr: SsdParams, gr: SsdGradParams, sums: ThreadSums[Self.dtype]):
+        """gB and gC added up over the threads, gdt and gdt_bias down the dt chain, gA and gD."""
+        sums.add_up()
+        dt_chain[Self.dtype](pr, gr, self.T, self.nb, self.gdtp.data)
+        sum_params[Self.dtype](pr, gr, self.nb, self.gAp.data, self.gDp.data)
+
+
+def spread[F: def(Int) -> None](work: F, nw: Int):
+    """work(0) .. work(nw - 1), on nw threads when there are several."""
+    if nw <= 1:
+        work(0)
+    else:
+        parallelize(work, nw, nw)
+
+
 def scan_grad_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where dtype.is_floating_point():
     """The backward of the forward block pr in `dtype` (gr.fwd is not read: pr is that block)."""
     check_blocks(pr, gr, "ssd.scan_grad", lanes[dtype]())
@@ -522,9 +556,7 @@ def scan_grad_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where
     var items = pr.nseq * h * nb
     var nw = max(1, min(max(1, pr.threads), items))
     var rates = HeadRates[dtype](pr, T)
-    var gdtp = OwnedArray[Scalar[dtype]](nb * T * h, 0)  # tokens of no sequence stay 0
-    var gAp = OwnedArray[Scalar[dtype]](items)
-    var gDp = OwnedArray[Scalar[dtype]](pr.nseq * h * p)
+    var parts = ParamParts[dtype](pr, T, nb)
     var per_worker = (Q + 1) * R * n + R * n + Q * R
     var scratch = OwnedArray[Scalar[dtype]](nw * per_worker)
     var sums = ThreadSums[dtype](gr, nw, T * pr.g * n)
@@ -550,26 +582,19 @@ def scan_grad_typed[dtype: DType](pr: SsdParams, gr: SsdGradParams) raises where
             var s = rest // h
             var p0 = pb * R
             var it = _Item[dtype](pt, gt, rates.dt.at(hh * T), rates.decay.at(hh * T), S, lam, gBw, gCw,
-                                  gdtp.at(pb * T * h), hh, p0, min(R, p - p0))
+                                  parts.gdtp.at(pb * T * h), hh, p0, min(R, p - p0))
             _grad_item[dtype](it, s, cb[s])
-            gAp[i] = it.ga
+            parts.gAp[i] = it.ga
             for k in range(it.rows):
-                gDp[(s * h + hh) * p + p0 + k] = it.gd[k]
+                parts.gDp[(s * h + hh) * p + p0 + k] = it.gd[k]
             i += nw
         ieee_end(mode)
 
-    if nw <= 1:
-        worker(0)
-    else:
-        parallelize(worker, nw, nw)
+    spread(worker, nw)
     if not ctl.cancelled():
-        sums.add_up()
-        dt_chain[dtype](pr, gr, T, nb, gdtp.data)
-        sum_params[dtype](pr, gr, nb, gAp.data, gDp.data)
+        parts.finish(pr, gr, sums)
     _ = rates^  # read through raw pointers above: the owners live until here
-    _ = gdtp^
-    _ = gAp^
-    _ = gDp^
+    _ = parts^
     _ = scratch^
     _ = sums^
     _ = cb^
