@@ -78,6 +78,26 @@ def _before[T: DType](a: Edge[T], b: Edge[T]) -> Bool:
     return a.v < b.v
 
 
+def _open_rows[T: DType](
+    n: Int, edges: Pointer[Edge[T], MutUntrackedOrigin], m: Int, ustart: OwnedArray[Int], unbr: OwnedArray[Int32],
+    uval: OwnedArray[Scalar[T]], fill: OwnedArray[Int],
+):
+    """Each edge (f, u, v) into the open, unsorted rows at ustart: v and f to row u, u and f to
+    row v (fill: the rows' cursors)."""
+    for x in range(n):
+        fill[x] = ustart[x]
+    for k in range(m):
+        var e = edges[unsafe_offset=k]
+        var a = Int(e.u)
+        var b = Int(e.v)
+        unbr[fill[a]] = e.v
+        uval[fill[a]] = e.f
+        fill[a] = fill[a] + 1
+        unbr[fill[b]] = e.u
+        uval[fill[b]] = e.f
+        fill[b] = fill[b] + 1
+
+
 struct Neighbourhoods[T: DType](Movable):
     """Closed neighbourhoods as sorted CSR rows: row x = start[x] ..< end[x] of (nbr, val),
     ascending nbr, x itself at -inf; an erased edge leaves both rows (the row's tail moves
@@ -107,18 +127,7 @@ struct Neighbourhoods[T: DType](Movable):
         var unbr = OwnedArray[Int32](acc)
         var uval = OwnedArray[Scalar[Self.T]](acc)
         var fill = OwnedArray[Int](n)
-        for x in range(n):
-            fill[x] = ustart[x]
-        for k in range(m):
-            var e = edges[unsafe_offset=k]
-            var a = Int(e.u)
-            var b = Int(e.v)
-            unbr[fill[a]] = e.v
-            uval[fill[a]] = e.f
-            fill[a] = fill[a] + 1
-            unbr[fill[b]] = e.u
-            uval[fill[b]] = e.f
-            fill[b] = fill[b] + 1
+        _open_rows(n, edges, m, ustart, unbr, uval, fill)
         self.start = OwnedArray[Int](n + 1)
         acc = 0
         for x in range(n):
@@ -418,15 +427,12 @@ def _sift_down[T: DType](hf: Pointer[Scalar[T], MutUntrackedOrigin], hw: Pointer
         i = best
 
 
-def _collapse[T: DType](p: CollapseParams):
-    var ctl = Control(p.control)
-    var info = Pointer[Int, MutUntrackedOrigin](unsafe_from_address=p.info)
-    var n = p.n
-    var m = p.m
-    var uin = Pointer[Int32, MutUntrackedOrigin](unsafe_from_address=p.u)
-    var vin = Pointer[Int32, MutUntrackedOrigin](unsafe_from_address=p.v)
-    var fin = Pointer[Scalar[T], MutUntrackedOrigin](unsafe_from_address=p.f)
-    var edges = OwnedArray[Edge[T]](m)
+def _read_edges[T: DType](
+    n: Int, m: Int, uin: Pointer[Int32, MutUntrackedOrigin], vin: Pointer[Int32, MutUntrackedOrigin],
+    fin: Pointer[Scalar[T], MutUntrackedOrigin], edges: OwnedArray[Edge[T]],
+) -> Int:
+    """The m input edges into edges as (f, min(u, v), max(u, v)); returns the largest
+    vertex degree."""
     var deg = OwnedArray[Int](n)
     for x in range(n):
         deg[x] = 0
@@ -443,6 +449,19 @@ def _collapse[T: DType](p: CollapseParams):
     var maxdeg = 0
     for x in range(n):
         maxdeg = max(maxdeg, deg[x])
+    return maxdeg
+
+
+def _collapse[T: DType](p: CollapseParams):
+    var ctl = Control(p.control)
+    var info = Pointer[Int, MutUntrackedOrigin](unsafe_from_address=p.info)
+    var n = p.n
+    var m = p.m
+    var uin = Pointer[Int32, MutUntrackedOrigin](unsafe_from_address=p.u)
+    var vin = Pointer[Int32, MutUntrackedOrigin](unsafe_from_address=p.v)
+    var fin = Pointer[Scalar[T], MutUntrackedOrigin](unsafe_from_address=p.f)
+    var edges = OwnedArray[Edge[T]](m)
+    var maxdeg = _read_edges(n, m, uin, vin, fin, edges)
     info[unsafe_offset=INFO_STATUS] = STATUS_OK
     info[unsafe_offset=INFO_PASSES] = 0
     var left = m
