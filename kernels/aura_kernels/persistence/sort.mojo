@@ -1,4 +1,5 @@
-# Sorting of simplex entries: quicksort (column order or by key), the parallel two-half sort
+# Sorting: a generic quicksort (by a before() parameter: simplex entries in column order or
+# by key here, the edges of collapse.mojo), the parallel two-half sort of the columns
 # with one merge, and the stable radix sort by diameter.
 
 from std.sys import size_of
