@@ -240,25 +240,19 @@ def _heap_less[T: DType](fa: Scalar[T], wa: Int32, fb: Scalar[T], wb: Int32) -> 
     return fa < fb or (fa == fb and wa < wb)
 
 
-struct Link[T: DType](Movable):
+@fieldwise_init
+struct Link[T: DType](ImplicitlyCopyable):
     """The link of the edge being processed: A, its common neighbours present at t (sorted),
-    and L, a min-heap by (value, vertex) of the later ones; capacity maxdeg + 1, reused by
-    every edge of a pass."""
+    and L, a min-heap by (value, vertex) of the later ones. A view: the storage (maxdeg + 1
+    entries each) is _one_pass's, reused by every edge; a fresh Link per edge is a local of
+    _critical_value, so its counts stay in registers."""
 
-    var a: OwnedArray[Int32]
-    var hf: OwnedArray[Scalar[Self.T]]
-    var hw: OwnedArray[Int32]
+    var a: Pointer[Int32, MutUntrackedOrigin]
+    var hf: Pointer[Scalar[Self.T], MutUntrackedOrigin]
+    var hw: Pointer[Int32, MutUntrackedOrigin]
     var na: Int
     var nh: Int
     var heapified: Bool
-
-    def __init__(out self, maxdeg: Int):
-        self.a = OwnedArray[Int32](maxdeg + 1)
-        self.hf = OwnedArray[Scalar[Self.T]](maxdeg + 1)
-        self.hw = OwnedArray[Int32](maxdeg + 1)
-        self.na = 0
-        self.nh = 0
-        self.heapified = False
 
     @always_inline
     def assemble(mut self, nb: Neighbourhoods[Self.T], u: Int, v: Int, t: Scalar[Self.T]) -> Int:
@@ -282,10 +276,10 @@ struct Link[T: DType](Movable):
             var nearer = now & (g < gfirst)
             gfirst = g if nearer else gfirst
             first = Int(wu) if nearer else first
-            self.a[na] = wu
+            self.a[unsafe_offset=na] = wu
             na += Int(now)
-            self.hf[nh] = g
-            self.hw[nh] = wu
+            self.hf[unsafe_offset=nh] = g
+            self.hw[unsafe_offset=nh] = wu
             nh += Int(common & (g > t))
             ui += Int(wu <= wv)
             vi += Int(wv <= wu)
@@ -298,11 +292,11 @@ struct Link[T: DType](Movable):
     def get_dominator(self, nb: Neighbourhoods[Self.T], first: Int, t: Scalar[Self.T]) -> Int:
         """A vertex of A whose closed neighbourhood holds all of A at t (first tried first),
         or -1: none, the edge is critical at t."""
-        if first >= 0 and nb.dominates(first, self.a.data, self.na, t):
+        if first >= 0 and nb.dominates(first, self.a, self.na, t):
             return first
         for q in range(self.na):
-            var c = Int(self.a[q])
-            if c != first and nb.dominates(c, self.a.data, self.na, t):
+            var c = Int(self.a[unsafe_offset=q])
+            if c != first and nb.dominates(c, self.a, self.na, t):
                 return c
         return -1
 
@@ -316,10 +310,10 @@ struct Link[T: DType](Movable):
             if self.nh == 0:
                 return inf[Self.T]()
             self.heapify_once()
-            t = self.hf[0]
-            while self.nh > 0 and self.hf[0] <= t:
-                var w = self.hw[0]
-                if nb.value(dom, w) > self.hf[0]:
+            t = self.hf[unsafe_offset=0]
+            while self.nh > 0 and self.hf[unsafe_offset=0] <= t:
+                var w = self.hw[unsafe_offset=0]
+                if nb.value(dom, w) > self.hf[unsafe_offset=0]:
                     still = False
                 self.insert_present(w)
                 self.pop_least()
@@ -330,7 +324,7 @@ struct Link[T: DType](Movable):
         if not self.heapified:
             var i = self.nh // 2 - 1
             while i >= 0:
-                _sift_down(self.hf.data, self.hw.data, self.nh, i)
+                _sift_down(self.hf, self.hw, self.nh, i)
                 i -= 1
             self.heapified = True
 
@@ -338,24 +332,26 @@ struct Link[T: DType](Movable):
     def insert_present(mut self, w: Int32):
         """Insert w into the sorted A."""
         var j = self.na
-        while j > 0 and self.a[j - 1] > w:
-            self.a[j] = self.a[j - 1]
+        while j > 0 and self.a[unsafe_offset=j - 1] > w:
+            self.a[unsafe_offset=j] = self.a[unsafe_offset=j - 1]
             j -= 1
-        self.a[j] = w
+        self.a[unsafe_offset=j] = w
         self.na += 1
 
     @always_inline
     def pop_least(mut self):
         self.nh -= 1
-        self.hf[0] = self.hf[self.nh]
-        self.hw[0] = self.hw[self.nh]
-        _sift_down(self.hf.data, self.hw.data, self.nh, 0)
+        self.hf[unsafe_offset=0] = self.hf[unsafe_offset=self.nh]
+        self.hw[unsafe_offset=0] = self.hw[unsafe_offset=self.nh]
+        _sift_down(self.hf, self.hw, self.nh, 0)
 
 
 @always_inline
-def _critical_value[T: DType](nb: Neighbourhoods[T], mut link: Link[T], e: Edge[T]) -> Scalar[T]:
+def _critical_value[T: DType](nb: Neighbourhoods[T], storage: Link[T], e: Edge[T]) -> Scalar[T]:
     """The value from which edge e is critical (no vertex of its link dominates it), or
-    +inf: it is dominated for ever (trim it). Input values are finite."""
+    +inf: it is dominated for ever (trim it). Input values are finite. storage: the link's
+    arrays."""
+    var link = storage
     var t = e.f
     var first = link.assemble(nb, Int(e.u), Int(e.v), t)
     while True:
@@ -383,7 +379,10 @@ def _one_pass[T: DType](n: Int, edges: Pointer[Edge[T], MutUntrackedOrigin], m: 
     """One backward pass over edges[0:m] (sorted in processing order); the survivors are
     compacted to edges[0:result] in the same order, with their new values. -1: cancelled."""
     var nb = Neighbourhoods[T](n, edges, m)
-    var link = Link[T](maxdeg)
+    var a = OwnedArray[Int32](maxdeg + 1)
+    var hf = OwnedArray[Scalar[T]](maxdeg + 1)
+    var hw = OwnedArray[Int32](maxdeg + 1)
+    var link = Link[T](a.data, hf.data, hw.data, 0, 0, False)
     var out = 0
     for k in range(m):
         if k % POLL_EDGES == 0:
@@ -402,6 +401,9 @@ def _one_pass[T: DType](n: Int, edges: Pointer[Edge[T], MutUntrackedOrigin], m: 
             edges[unsafe_offset=out] = Edge[T](t, e.u, e.v)
             out += 1
     ctl.add_done(m - ((m - 1) // POLL_EDGES) * POLL_EDGES)  # the rest since the last poll (m >= 1)
+    _ = a^  # freed here: link is a view of them
+    _ = hf^
+    _ = hw^
     return out
 
 
