@@ -79,54 +79,85 @@ def _tile[metric: Int, dtype: DType](
     d: Int, mp: Int, ldo: Int,
     r0: Int, r1: Int, c0: Int, c1: Int,
 ):
-    """out[r0:r1, c0:c1] for one panel (c1 - c0 <= PANEL)."""
+    """out[r0:r1, c0:c1] for one panel (c1 - c0 <= PANEL): MR rows x 2 vectors at a time,
+    then the leftover rows one vector at a time."""
     comptime W = simd_width_of[dtype]()
-    comptime V = SIMD[dtype, W]
     var i = r0
     while i + MR <= r1:
         var c = c0
         while c < c1:
-            var a00 = V(0); var a01 = V(0)
-            var a10 = V(0); var a11 = V(0)
-            var a20 = V(0); var a21 = V(0)
-            var a30 = V(0); var a31 = V(0)
-            var xr = xp.unsafe_offset(i * d)
-            for k in range(d):
-                var y0 = yt.unsafe_load[width=W](k * mp + c)
-                var y1 = yt.unsafe_load[width=W](k * mp + c + W)
-                var x0 = V(xr[unsafe_offset=k])
-                var x1 = V(xr[unsafe_offset=d + k])
-                var x2 = V(xr[unsafe_offset=2 * d + k])
-                var x3 = V(xr[unsafe_offset=3 * d + k])
-                a00 = metric_acc[metric](a00, x0, y0); a01 = metric_acc[metric](a01, x0, y1)
-                a10 = metric_acc[metric](a10, x1, y0); a11 = metric_acc[metric](a11, x1, y1)
-                a20 = metric_acc[metric](a20, x2, y0); a21 = metric_acc[metric](a21, x2, y1)
-                a30 = metric_acc[metric](a30, x3, y0); a31 = metric_acc[metric](a31, x3, y1)
-            var ny0 = ny.unsafe_load[width=W](c)
-            var ny1 = ny.unsafe_load[width=W](c + W)
-            var left0 = c1 - c
-            var left1 = c1 - c - W
-            _store(op, i * ldo + c, metric_fin[metric](a00, nx[unsafe_offset=i], ny0), left0)
-            _store(op, (i + 1) * ldo + c, metric_fin[metric](a10, nx[unsafe_offset=i + 1], ny0), left0)
-            _store(op, (i + 2) * ldo + c, metric_fin[metric](a20, nx[unsafe_offset=i + 2], ny0), left0)
-            _store(op, (i + 3) * ldo + c, metric_fin[metric](a30, nx[unsafe_offset=i + 3], ny0), left0)
-            if left1 > 0:
-                _store(op, i * ldo + c + W, metric_fin[metric](a01, nx[unsafe_offset=i], ny1), left1)
-                _store(op, (i + 1) * ldo + c + W, metric_fin[metric](a11, nx[unsafe_offset=i + 1], ny1), left1)
-                _store(op, (i + 2) * ldo + c + W, metric_fin[metric](a21, nx[unsafe_offset=i + 2], ny1), left1)
-                _store(op, (i + 3) * ldo + c + W, metric_fin[metric](a31, nx[unsafe_offset=i + 3], ny1), left1)
+            _block_4x2[metric](xp, yt, nx, ny, op, d, mp, ldo, i, c, c1)
             c += 2 * W
         i += MR
     while i < r1:  # leftover rows, one at a time
         var c = c0
         while c < c1:
-            var a0 = V(0)
-            var xr = xp.unsafe_offset(i * d)
-            for k in range(d):
-                a0 = metric_acc[metric](a0, V(xr[unsafe_offset=k]), yt.unsafe_load[width=W](k * mp + c))
-            _store(op, i * ldo + c, metric_fin[metric](a0, nx[unsafe_offset=i], ny.unsafe_load[width=W](c)), c1 - c)
+            _block_1x1[metric](xp, yt, nx, ny, op, d, mp, ldo, i, c, c1)
             c += W
         i += 1
+
+
+@always_inline
+def _block_4x2[metric: Int, dtype: DType](
+    xp: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    yt: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    nx: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    ny: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    op: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    d: Int, mp: Int, ldo: Int, i: Int, c: Int, c1: Int,
+):
+    """out[i:i + 4, c:c + 2W] (columns clipped at c1): 4 rows x 2 vectors of accumulators
+    over the d coordinates, then finished (metric_fin) and stored."""
+    comptime W = simd_width_of[dtype]()
+    comptime V = SIMD[dtype, W]
+    var a00 = V(0); var a01 = V(0)
+    var a10 = V(0); var a11 = V(0)
+    var a20 = V(0); var a21 = V(0)
+    var a30 = V(0); var a31 = V(0)
+    var xr = xp.unsafe_offset(i * d)
+    for k in range(d):
+        var y0 = yt.unsafe_load[width=W](k * mp + c)
+        var y1 = yt.unsafe_load[width=W](k * mp + c + W)
+        var x0 = V(xr[unsafe_offset=k])
+        var x1 = V(xr[unsafe_offset=d + k])
+        var x2 = V(xr[unsafe_offset=2 * d + k])
+        var x3 = V(xr[unsafe_offset=3 * d + k])
+        a00 = metric_acc[metric](a00, x0, y0); a01 = metric_acc[metric](a01, x0, y1)
+        a10 = metric_acc[metric](a10, x1, y0); a11 = metric_acc[metric](a11, x1, y1)
+        a20 = metric_acc[metric](a20, x2, y0); a21 = metric_acc[metric](a21, x2, y1)
+        a30 = metric_acc[metric](a30, x3, y0); a31 = metric_acc[metric](a31, x3, y1)
+    var ny0 = ny.unsafe_load[width=W](c)
+    var ny1 = ny.unsafe_load[width=W](c + W)
+    var left0 = c1 - c
+    var left1 = c1 - c - W
+    _store(op, i * ldo + c, metric_fin[metric](a00, nx[unsafe_offset=i], ny0), left0)
+    _store(op, (i + 1) * ldo + c, metric_fin[metric](a10, nx[unsafe_offset=i + 1], ny0), left0)
+    _store(op, (i + 2) * ldo + c, metric_fin[metric](a20, nx[unsafe_offset=i + 2], ny0), left0)
+    _store(op, (i + 3) * ldo + c, metric_fin[metric](a30, nx[unsafe_offset=i + 3], ny0), left0)
+    if left1 > 0:
+        _store(op, i * ldo + c + W, metric_fin[metric](a01, nx[unsafe_offset=i], ny1), left1)
+        _store(op, (i + 1) * ldo + c + W, metric_fin[metric](a11, nx[unsafe_offset=i + 1], ny1), left1)
+        _store(op, (i + 2) * ldo + c + W, metric_fin[metric](a21, nx[unsafe_offset=i + 2], ny1), left1)
+        _store(op, (i + 3) * ldo + c + W, metric_fin[metric](a31, nx[unsafe_offset=i + 3], ny1), left1)
+
+
+@always_inline
+def _block_1x1[metric: Int, dtype: DType](
+    xp: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    yt: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    nx: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    ny: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    op: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    d: Int, mp: Int, ldo: Int, i: Int, c: Int, c1: Int,
+):
+    """out[i, c:c + W] (clipped at c1): one row, one vector."""
+    comptime W = simd_width_of[dtype]()
+    comptime V = SIMD[dtype, W]
+    var a0 = V(0)
+    var xr = xp.unsafe_offset(i * d)
+    for k in range(d):
+        a0 = metric_acc[metric](a0, V(xr[unsafe_offset=k]), yt.unsafe_load[width=W](k * mp + c))
+    _store(op, i * ldo + c, metric_fin[metric](a0, nx[unsafe_offset=i], ny.unsafe_load[width=W](c)), c1 - c)
 
 
 def row_norms[dtype: DType](

@@ -192,18 +192,8 @@ def _write_sorted[od: DType](
     id - min(id) (2 passes for n <= 65536, 3 up to 2^24), keys (id - min) << 32 | t."""
     var sid = h.sid.data
     var sd = h.sd.data
-    var cnt = h.cnt.data
     if m <= INSERTION_MAX:
-        for k in range(1, m):
-            var key = sid[unsafe_offset=k]
-            var val = sd[unsafe_offset=k]
-            var q = k - 1
-            while q >= 0 and sid[unsafe_offset=q] > key:
-                sid[unsafe_offset=q + 1] = sid[unsafe_offset=q]
-                sd[unsafe_offset=q + 1] = sd[unsafe_offset=q]
-                q -= 1
-            sid[unsafe_offset=q + 1] = key
-            sd[unsafe_offset=q + 1] = val
+        _insertion_sort_hits(sid, sd, m)
         for t in range(m):
             idx[unsafe_offset=at + t] = sid[unsafe_offset=t]
             dst[unsafe_offset=at + t] = sd[unsafe_offset=t]
@@ -215,10 +205,39 @@ def _write_sorted[od: DType](
         lo = min(lo, v)
         hi = max(hi, v)
     var ka = h.ka.data
-    var kb = h.kb.data
     for t in range(m):
         ka[unsafe_offset=t] = (UInt64(sid[unsafe_offset=t] - lo) << 32) | UInt64(t)
-    var span = UInt64(hi - lo)
+    ka = _radix_sort_keys(ka, h.kb.data, h.cnt.data, m, UInt64(hi - lo))
+    for t in range(m):
+        var key = ka[unsafe_offset=t]
+        idx[unsafe_offset=at + t] = Int32(key >> 32) + lo
+        dst[unsafe_offset=at + t] = sd[unsafe_offset=Int(key & 0xFFFFFFFF)]
+
+
+@always_inline
+def _insertion_sort_hits[od: DType](sid: PI32, sd: Pointer[Scalar[od], MutUntrackedOrigin], m: Int):
+    """Sort the m hits (sid[t], sd[t]) by id in place (the ids are distinct)."""
+    for k in range(1, m):
+        var key = sid[unsafe_offset=k]
+        var val = sd[unsafe_offset=k]
+        var q = k - 1
+        while q >= 0 and sid[unsafe_offset=q] > key:
+            sid[unsafe_offset=q + 1] = sid[unsafe_offset=q]
+            sd[unsafe_offset=q + 1] = sd[unsafe_offset=q]
+            q -= 1
+        sid[unsafe_offset=q + 1] = key
+        sd[unsafe_offset=q + 1] = val
+
+
+@always_inline
+def _radix_sort_keys(
+    ka0: Pointer[UInt64, MutUntrackedOrigin], kb0: Pointer[UInt64, MutUntrackedOrigin], cnt: PI32, m: Int, span: UInt64,
+) -> Pointer[UInt64, MutUntrackedOrigin]:
+    """LSD radix sort of the keys ka0[0:m] on the 8-bit digits from bit 32 up, while span
+    (the largest id - min) has digits left; kb0 is the other buffer, cnt 256 counters.
+    Returns the buffer holding the sorted keys (ka0 or kb0)."""
+    var ka = ka0
+    var kb = kb0
     var shift = UInt64(32)
     while (span >> (shift - 32)) != 0:
         for c in range(256):
@@ -241,10 +260,7 @@ def _write_sorted[od: DType](
         ka = kb
         kb = tmp
         shift += 8
-    for t in range(m):
-        var key = ka[unsafe_offset=t]
-        idx[unsafe_offset=at + t] = Int32(key >> 32) + lo
-        dst[unsafe_offset=at + t] = sd[unsafe_offset=Int(key & 0xFFFFFFFF)]
+    return ka
 
 
 def _grid[wd: DType, od: DType, fill: Bool, D: Int](p: NeighborsParams, ctl: Control):
@@ -276,7 +292,6 @@ def _grid[wd: DType, od: DType, fill: Bool, D: Int](p: NeighborsParams, ctl: Con
         var mode = ieee_begin()
         var lo = chunk_lo(ch, nch, n)
         var hi = chunk_lo(ch + 1, nch, n)
-        var av = V(amax)
         var mx = p.maxdeg + 2 * W
         var hits = RowHits[od](mx)
         for P in range(lo, hi):  # sorted positions: neighbouring points share their candidates
@@ -287,30 +302,12 @@ def _grid[wd: DType, od: DType, fill: Bool, D: Int](p: NeighborsParams, ctl: Con
             var xv = SIMD[wd, 8](0)
             comptime for k in range(D):
                 xv[k] = ys[unsafe_offset=k * ldy + P]
-            var iv = IV(Int32(i))
             var deg = 0  # hits so far (fill: in the scratch sid/sd, in scan order)
             for s in range(nstrips):
                 var cc = cell + Int(strips[unsafe_offset=s])
                 var a = Int(cellstart[unsafe_offset=cc - 1])
                 var b = Int(cellstart[unsafe_offset=cc + 2])
-                var bv = IV(Int32(b))
-                var q = a
-                while q < b:
-                    var acc = V(0)
-                    comptime for k in range(D):
-                        acc = metric_acc[EUCLIDEAN](acc, V(xv[k]), ys.unsafe_load[width=W](k * ldy + q))
-                    var ids = order.unsafe_load[width=W](q)
-                    var lane = iota[DType.int32, W]() + Int32(q)
-                    var hit = acc.le(av) & lane.lt(bv) & ids.ne(iv)
-                    comptime if fill:
-                        if hit.reduce_or():
-                            var dout = metric_fin[EUCLIDEAN](acc, Scalar[wd](1), V(1)).cast[od]()
-                            append_packed(ids, hit, hits.sid.at(deg))
-                            append_packed(dout, hit, hits.sd.at(deg))
-                            deg += Int(hit.cast[DType.int32]().reduce_add())
-                    else:
-                        deg += Int(hit.cast[DType.int32]().reduce_add())
-                    q += W
+                deg = _scan_span[wd, od, fill, D](ys, ldy, order, a, b, xv, Int32(i), amax, hits, deg)
             comptime if fill:
                 _write_sorted[od](hits, deg, idx, dst, Int(cursor[unsafe_offset=i]))
             else:
@@ -318,6 +315,41 @@ def _grid[wd: DType, od: DType, fill: Bool, D: Int](p: NeighborsParams, ctl: Con
         ieee_end(mode)
 
     run_chunks(chunk, nch, p.threads, ctl)
+
+
+@always_inline
+def _scan_span[wd: DType, od: DType, fill: Bool, D: Int](
+    ys: Pointer[Scalar[wd], MutUntrackedOrigin], ldy: Int, order: PI32, a: Int, b: Int, xv: SIMD[wd, 8], i: Int32,
+    amax: Scalar[wd], hits: RowHits[od], deg0: Int,
+) -> Int:
+    """The hits of point xv (id i, not itself one) among the sorted positions a..<b, W at a
+    time: acc <= amax. Returns deg0 + their count; fill: also packed (id, distance) into
+    hits at deg0 (compress stores, in scan order)."""
+    comptime W = simd_width_of[wd]()
+    comptime V = SIMD[wd, W]
+    comptime IV = SIMD[DType.int32, W]
+    var av = V(amax)
+    var iv = IV(i)
+    var bv = IV(Int32(b))
+    var deg = deg0
+    var q = a
+    while q < b:
+        var acc = V(0)
+        comptime for k in range(D):
+            acc = metric_acc[EUCLIDEAN](acc, V(xv[k]), ys.unsafe_load[width=W](k * ldy + q))
+        var ids = order.unsafe_load[width=W](q)
+        var lane = iota[DType.int32, W]() + Int32(q)
+        var hit = acc.le(av) & lane.lt(bv) & ids.ne(iv)
+        comptime if fill:
+            if hit.reduce_or():
+                var dout = metric_fin[EUCLIDEAN](acc, Scalar[wd](1), V(1)).cast[od]()
+                append_packed(ids, hit, hits.sid.at(deg))
+                append_packed(dout, hit, hits.sd.at(deg))
+                deg += Int(hit.cast[DType.int32]().reduce_add())
+        else:
+            deg += Int(hit.cast[DType.int32]().reduce_add())
+        q += W
+    return deg
 
 
 def _grid_d[wd: DType, od: DType, fill: Bool](p: NeighborsParams, ctl: Control) raises:

@@ -76,7 +76,6 @@ def _assemble_chunk[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtration[T, 
     var cofacet_vertices = scratch.cofacet()  # [v, vs...]: slot 0 set per cofacet
     var row_max_owner = OwnedArray[Scalar[T]](n + W)
     var row_max = row_max_owner.data
-    var thr = filt.threshold
     var brow = filt.binom_table.unsafe_offset((nv + 1) * filt.binom_stride)
     var columns_out = chunk_columns[c]
     var next_out = chunk_next[c]
@@ -88,33 +87,14 @@ def _assemble_chunk[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtration[T, 
         if not mem.ok():  # out of budget here (a push failed) or in another chunk
             break
         var s = simplices[q]
-        var ds = s.diam
         filt.decode(s.key, nv, vs)
-        var top_vertex = vs[unsafe_offset=0]
         for i in range(nv):
             cofacet_vertices[unsafe_offset=i + 1] = vs[unsafe_offset=i]
         filt.write_row_max(vs, nv, row_max)  # row_max[v] = diameter of s + v, up to ds
-        var zero_cofacet = -2  # s's zero cofacet vertex, computed on first need
-        var v = n - 1
-        while v > top_vertex:
-            var mv = row_max[unsafe_offset=v]
-            if mv <= thr:
-                var dt = max(ds, mv)
-                var tidx = brow[unsafe_offset=v] + s.key
-                total += 1
-                if need_next and not next_out.push(Entry[T](dt, tidx), mem):
-                    break
-                if pivots.contains(tidx):
-                    cleared += 1
-                else:
-                    cofacet_vertices[unsafe_offset=0] = v
-                    if dt == ds and zero_cofacet == -2:
-                        zero_cofacet = filt.zero_cofacet_from_row(row_max, vs, nv, ds)
-                    if _is_apparent(filt, nv, row_max, v, cofacet_vertices, dt, ds, zero_cofacet, scratch.facet()):
-                        apparent += 1
-                    elif not columns_out.push(Entry[T](dt, tidx), mem):
-                        break
-            v -= 1
+        _ = _assemble_cofacets(
+            filt, s, nv, vs, cofacet_vertices, scratch.facet(), row_max, brow, pivots, need_next,
+            columns_out, next_out, total, cleared, apparent,
+        )  # False: a push failed, and mem.ok() ends the loop
     chunk_columns[c] = columns_out
     chunk_next[c] = next_out
     counts[NCOUNTS * c + COUNT_TOTAL] = total
@@ -140,7 +120,6 @@ def _assemble_chunk_sparse[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtrat
     var cap = filt.max_degree() + 1
     var common = OwnedArray[Int](cap)  # s's common neighbours, descending
     var common_d = OwnedArray[Scalar[T]](cap)  # and the diameters of s + w (up to ds)
-    var thr = filt.threshold
     var columns_out = chunk_columns[c]
     var next_out = chunk_next[c]
     var total = 0
@@ -151,37 +130,15 @@ def _assemble_chunk_sparse[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtrat
         if not mem.ok():  # out of budget here (a push failed) or in another chunk
             break
         var s = simplices[q]
-        var ds = s.diam
         filt.decode(s.key, nv, vs)
         var top_vertex = vs[unsafe_offset=0]
         for i in range(nv):
             cofacet_vertices[unsafe_offset=i + 1] = vs[unsafe_offset=i]
         var ncommon = _common_neighbours(filt, vs, nv, pos.data, common.data, common_d.data)
-        var zero_cofacet = -1  # s's zero cofacet vertex: its largest common neighbour within ds
-        for k in range(ncommon):
-            if common_d[k] <= ds:
-                zero_cofacet = common[k]
-                break
-        for k in range(ncommon):
-            var v = common[k]
-            if v < top_vertex:
-                break
-            var mv = common_d[k]
-            if mv > thr:
-                continue
-            var dt = max(ds, mv)
-            var tidx = filt.binom(v, nv + 1) + s.key
-            total += 1
-            if need_next and not next_out.push(Entry[T](dt, tidx), mem):
-                break
-            if pivots.contains(tidx):
-                cleared += 1
-                continue
-            cofacet_vertices[unsafe_offset=0] = v
-            if _is_apparent_sparse(filt, nv, v, cofacet_vertices, dt, ds, zero_cofacet, common.data, common_d.data, ncommon, scratch.facet()):
-                apparent += 1
-            elif not columns_out.push(Entry[T](dt, tidx), mem):
-                break
+        _ = _assemble_cofacets_sparse(
+            filt, s, nv, top_vertex, cofacet_vertices, scratch.facet(), common.data, common_d.data, ncommon,
+            pivots, need_next, columns_out, next_out, total, cleared, apparent,
+        )  # False: a push failed, and mem.ok() ends the loop
     chunk_columns[c] = columns_out
     chunk_next[c] = next_out
     counts[NCOUNTS * c + COUNT_TOTAL] = total
@@ -191,6 +148,81 @@ def _assemble_chunk_sparse[T: DType, Z2: Bool, SPARSE: Bool](filtration: Filtrat
     _ = common^
     _ = common_d^
     _ = scratch^
+
+
+@always_inline
+def _assemble_cofacets[T: DType, Z2: Bool, SPARSE: Bool](
+    filt: Filtration[T, Z2, SPARSE], s: Entry[T], nv: Int, vs: IntPtr, cofacet_vertices: IntPtr, facet: IntPtr,
+    row_max: Pointer[Scalar[T], MutUntrackedOrigin], brow: IntPtr, pivots: PivotMap, need_next: Bool,
+    mut columns_out: Buffer[Entry[T]], mut next_out: Buffer[Entry[T]], mut total: Int, mut cleared: Int, mut apparent: Int,
+) -> Bool:
+    """The cofacets s + v (v from n - 1 down to above s's top vertex vs[0], within the
+    threshold by row_max): all to next_out (with need_next), those neither cleared (a pivot)
+    nor apparent to columns_out; counted in total, cleared, apparent. False: a push failed."""
+    var mem = filt.mem
+    var thr = filt.threshold
+    var ds = s.diam
+    var zero_cofacet = -2  # s's zero cofacet vertex, computed on first need
+    var v = filt.n - 1
+    while v > vs[unsafe_offset=0]:
+        var mv = row_max[unsafe_offset=v]
+        if mv <= thr:
+            var dt = max(ds, mv)
+            var tidx = brow[unsafe_offset=v] + s.key
+            total += 1
+            if need_next and not next_out.push(Entry[T](dt, tidx), mem):
+                return False
+            if pivots.contains(tidx):
+                cleared += 1
+            else:
+                cofacet_vertices[unsafe_offset=0] = v
+                if dt == ds and zero_cofacet == -2:
+                    zero_cofacet = filt.zero_cofacet_from_row(row_max, vs, nv, ds)
+                if _is_apparent(filt, nv, row_max, v, cofacet_vertices, dt, ds, zero_cofacet, facet):
+                    apparent += 1
+                elif not columns_out.push(Entry[T](dt, tidx), mem):
+                    return False
+        v -= 1
+    return True
+
+
+@always_inline
+def _assemble_cofacets_sparse[T: DType, Z2: Bool, SPARSE: Bool](
+    filt: Filtration[T, Z2, SPARSE], s: Entry[T], nv: Int, top_vertex: Int, cofacet_vertices: IntPtr, facet: IntPtr,
+    common: IntPtr, common_d: Pointer[Scalar[T], MutUntrackedOrigin], ncommon: Int, pivots: PivotMap, need_next: Bool,
+    mut columns_out: Buffer[Entry[T]], mut next_out: Buffer[Entry[T]], mut total: Int, mut cleared: Int, mut apparent: Int,
+) -> Bool:
+    """_assemble_cofacets on the sparse graph: the cofacets s + v are the head of s's common
+    neighbours (descending, v above top_vertex) with their diameters in common_d."""
+    var mem = filt.mem
+    var thr = filt.threshold
+    var ds = s.diam
+    var zero_cofacet = -1  # s's zero cofacet vertex: its largest common neighbour within ds
+    for k in range(ncommon):
+        if common_d[unsafe_offset=k] <= ds:
+            zero_cofacet = common[unsafe_offset=k]
+            break
+    for k in range(ncommon):
+        var v = common[unsafe_offset=k]
+        if v < top_vertex:
+            break
+        var mv = common_d[unsafe_offset=k]
+        if mv > thr:
+            continue
+        var dt = max(ds, mv)
+        var tidx = filt.binom(v, nv + 1) + s.key
+        total += 1
+        if need_next and not next_out.push(Entry[T](dt, tidx), mem):
+            return False
+        if pivots.contains(tidx):
+            cleared += 1
+            continue
+        cofacet_vertices[unsafe_offset=0] = v
+        if _is_apparent_sparse(filt, nv, v, cofacet_vertices, dt, ds, zero_cofacet, common, common_d, ncommon, facet):
+            apparent += 1
+        elif not columns_out.push(Entry[T](dt, tidx), mem):
+            return False
+    return True
 
 
 def _common_neighbours[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], vs: IntPtr, nv: Int, pos: IntPtr, common: IntPtr, common_d: Pointer[Scalar[T], MutUntrackedOrigin]) -> Int:

@@ -52,6 +52,7 @@ from aura_kernels.persistence.collapse_abi import (
     CollapseParams, INFO_STATUS, INFO_EDGES, INFO_PASSES, INFO_PASS0, STATUS_OK, STATUS_CANCELLED, STAGE_COLLAPSE
 )
 from aura_kernels.persistence.containers import OwnedArray
+from aura_kernels.persistence.sort import quicksort
 
 comptime POLL_EDGES = 1024
 # software prefetch: the rows of the edge this many places ahead, their bounds twice as far;
@@ -77,55 +78,24 @@ def _before[T: DType](a: Edge[T], b: Edge[T]) -> Bool:
     return a.v < b.v
 
 
-def _sort_edges[T: DType](p: Pointer[Edge[T], MutUntrackedOrigin], lo: Int, hi: Int, ctl: Control):
-    """p[lo:hi] in processing order: quicksort (median of three, recursion on the smaller
-    side), insertion sort below 24; stops unsorted once ctl is cancelled."""
-    var l = lo
-    var h = hi
-    while h - l > 24:
-        if h - l > 65536 and ctl.cancelled():
-            return
-        var m = l + (h - l) // 2
-        if _before(p[unsafe_offset=m], p[unsafe_offset=l]):
-            _swap(p, l, m)
-        if _before(p[unsafe_offset=h - 1], p[unsafe_offset=m]):
-            _swap(p, m, h - 1)
-            if _before(p[unsafe_offset=m], p[unsafe_offset=l]):
-                _swap(p, l, m)
-        var piv = p[unsafe_offset=m]
-        var i = l - 1
-        var j = h
-        while True:
-            i += 1
-            while _before(p[unsafe_offset=i], piv):
-                i += 1
-            j -= 1
-            while _before(piv, p[unsafe_offset=j]):
-                j -= 1
-            if i >= j:
-                break
-            _swap(p, i, j)
-        # p[l:j+1] <= piv <= p[j+1:h]
-        if j + 1 - l < h - j - 1:
-            _sort_edges(p, l, j + 1, ctl)
-            l = j + 1
-        else:
-            _sort_edges(p, j + 1, h, ctl)
-            h = j + 1
-    for i in range(l + 1, h):
-        var e = p[unsafe_offset=i]
-        var j = i - 1
-        while j >= l and _before(e, p[unsafe_offset=j]):
-            p[unsafe_offset=j + 1] = p[unsafe_offset=j]
-            j -= 1
-        p[unsafe_offset=j + 1] = e
-
-
-@always_inline
-def _swap[T: DType](p: Pointer[Edge[T], MutUntrackedOrigin], i: Int, j: Int):
-    var t = p[unsafe_offset=i]
-    p[unsafe_offset=i] = p[unsafe_offset=j]
-    p[unsafe_offset=j] = t
+def _open_rows[T: DType](
+    n: Int, edges: Pointer[Edge[T], MutUntrackedOrigin], m: Int, ustart: OwnedArray[Int], unbr: OwnedArray[Int32],
+    uval: OwnedArray[Scalar[T]], fill: OwnedArray[Int],
+):
+    """Each edge (f, u, v) into the open, unsorted rows at ustart: v and f to row u, u and f to
+    row v (fill: the rows' cursors)."""
+    for x in range(n):
+        fill[x] = ustart[x]
+    for k in range(m):
+        var e = edges[unsafe_offset=k]
+        var a = Int(e.u)
+        var b = Int(e.v)
+        unbr[fill[a]] = e.v
+        uval[fill[a]] = e.f
+        fill[a] = fill[a] + 1
+        unbr[fill[b]] = e.u
+        uval[fill[b]] = e.f
+        fill[b] = fill[b] + 1
 
 
 struct Neighbourhoods[T: DType](Movable):
@@ -157,18 +127,7 @@ struct Neighbourhoods[T: DType](Movable):
         var unbr = OwnedArray[Int32](acc)
         var uval = OwnedArray[Scalar[Self.T]](acc)
         var fill = OwnedArray[Int](n)
-        for x in range(n):
-            fill[x] = ustart[x]
-        for k in range(m):
-            var e = edges[unsafe_offset=k]
-            var a = Int(e.u)
-            var b = Int(e.v)
-            unbr[fill[a]] = e.v
-            uval[fill[a]] = e.f
-            fill[a] = fill[a] + 1
-            unbr[fill[b]] = e.u
-            uval[fill[b]] = e.f
-            fill[b] = fill[b] + 1
+        _open_rows(n, edges, m, ustart, unbr, uval, fill)
         self.start = OwnedArray[Int](n + 1)
         acc = 0
         for x in range(n):
@@ -237,16 +196,8 @@ struct Neighbourhoods[T: DType](Movable):
     def prefetch_row(self, x: Int):
         """Ask for row x's cache lines (the rows of an edge are far apart and cold: the
         merge and the dominance walks otherwise wait on each of their first lines)."""
-        var s = self.start[x]
-        var e = self.end[x]
-        var q = s
-        while q < e:
-            prefetch[PrefetchOptions().for_read().high_locality()](self.nbr.at(q))
-            q += LINE // size_of[Int32]()
-        q = s
-        while q < e:
-            prefetch[PrefetchOptions().for_read().high_locality()](self.val.at(q))
-            q += LINE // size_of[Scalar[Self.T]]()
+        _prefetch_lines(self.nbr.data, self.start[x], self.end[x])
+        _prefetch_lines(self.val.data, self.start[x], self.end[x])
 
     def set(self, u: Int, v: Int, f: Scalar[Self.T]):
         var s = self.find(u, Int32(v))
@@ -276,40 +227,42 @@ struct Neighbourhoods[T: DType](Movable):
 
 
 @always_inline
+def _prefetch_lines[D: DType](p: Pointer[Scalar[D], MutUntrackedOrigin], s: Int, e: Int):
+    """Ask for the cache lines of p[s:e], one prefetch per LINE bytes."""
+    var q = s
+    while q < e:
+        prefetch[PrefetchOptions().for_read().high_locality()](p.unsafe_offset(q))
+        q += LINE // size_of[Scalar[D]]()
+
+
+@always_inline
 def _heap_less[T: DType](fa: Scalar[T], wa: Int32, fb: Scalar[T], wb: Int32) -> Bool:
     return fa < fb or (fa == fb and wa < wb)
 
 
-def _one_pass[T: DType](n: Int, edges: Pointer[Edge[T], MutUntrackedOrigin], m: Int, maxdeg: Int, ctl: Control) -> Int:
-    """One backward pass over edges[0:m] (sorted in processing order); the survivors are
-    compacted to edges[0:result] in the same order, with their new values. -1: cancelled."""
-    var nb = Neighbourhoods[T](n, edges, m)
-    var a = OwnedArray[Int32](maxdeg + 1)  # A: sorted common neighbours present at t
-    var hf = OwnedArray[Scalar[T]](maxdeg + 1)  # L: min-heap of (value, vertex)
-    var hw = OwnedArray[Int32](maxdeg + 1)
-    var out = 0
-    for k in range(m):
-        if k % POLL_EDGES == 0:
-            if ctl.cancelled():
-                return -1
-            if k > 0:
-                ctl.add_done(POLL_EDGES)
-        if k + 2 * AHEAD < m:
-            nb.prefetch_bounds(Int(edges[unsafe_offset=k + 2 * AHEAD].u))
-            nb.prefetch_bounds(Int(edges[unsafe_offset=k + 2 * AHEAD].v))
-        if k + AHEAD < m:
-            nb.prefetch_row(Int(edges[unsafe_offset=k + AHEAD].u))
-            nb.prefetch_row(Int(edges[unsafe_offset=k + AHEAD].v))
-        var e = edges[unsafe_offset=k]
-        var u = Int(e.u)
-        var v = Int(e.v)
-        var t = e.f
-        # common neighbours (rows are closed: skip u and v), by a branch-free merge: every
-        # step writes its candidate to A and L and counts it where it belongs
+@fieldwise_init
+struct Link[T: DType](ImplicitlyCopyable):
+    """The link of the edge being processed: A, its common neighbours present at t (sorted),
+    and L, a min-heap by (value, vertex) of the later ones. A view: the storage (maxdeg + 1
+    entries each) is _one_pass's, reused by every edge; a fresh Link per edge is a local of
+    _critical_value, so its counts stay in registers."""
+
+    var a: Pointer[Int32, MutUntrackedOrigin]
+    var hf: Pointer[Scalar[Self.T], MutUntrackedOrigin]
+    var hw: Pointer[Int32, MutUntrackedOrigin]
+    var na: Int
+    var nh: Int
+    var heapified: Bool
+
+    @always_inline
+    def assemble(mut self, nb: Neighbourhoods[Self.T], u: Int, v: Int, t: Scalar[Self.T]) -> Int:
+        """A and L of edge uv at t, by a branch-free merge of the closed rows of u and v (skip
+        u and v): every step writes its candidate to A and L and counts it where it belongs.
+        Returns the vertex of A nearest to u and v (least max(N[u][c], N[v][c])), or -1."""
         var na = 0
         var nh = 0
-        var first = -1  # the present common neighbour nearest to u and v: tried first
-        var gfirst = inf[T]()
+        var first = -1
+        var gfirst = inf[Self.T]()
         var ui = nb.start[u]
         var ue = nb.end[u]
         var vi = nb.start[v]
@@ -323,66 +276,134 @@ def _one_pass[T: DType](n: Int, edges: Pointer[Edge[T], MutUntrackedOrigin], m: 
             var nearer = now & (g < gfirst)
             gfirst = g if nearer else gfirst
             first = Int(wu) if nearer else first
-            a[na] = wu
+            self.a[unsafe_offset=na] = wu
             na += Int(now)
-            hf[nh] = g
-            hw[nh] = wu
+            self.hf[unsafe_offset=nh] = g
+            self.hw[unsafe_offset=nh] = wu
             nh += Int(common & (g > t))
             ui += Int(wu <= wv)
             vi += Int(wv <= wu)
-        var heapified = False
-        var dead = False
-        while True:
-            var dom = -1
-            if first >= 0 and nb.dominates(first, a.data, na, t):
-                dom = first
-            else:
-                for q in range(na):
-                    var c = Int(a[q])
-                    if c != first and nb.dominates(c, a.data, na, t):
-                        dom = c
-                        break
-            first = -1  # after a shift, A is tried in order
-            if dom < 0:
-                break
-            var still = True
-            while still:
-                if nh == 0:
-                    dead = True
-                    break
-                if not heapified:
-                    var i = nh // 2 - 1
-                    while i >= 0:
-                        _sift_down(hf.data, hw.data, nh, i)
-                        i -= 1
-                    heapified = True
-                t = hf[0]
-                while nh > 0 and hf[0] <= t:
-                    var w = hw[0]
-                    var s = hf[0]
-                    if nb.value(dom, w) > s:
-                        still = False
-                    # insert w into the sorted A
-                    var j = na
-                    while j > 0 and a[j - 1] > w:
-                        a[j] = a[j - 1]
-                        j -= 1
-                    a[j] = w
-                    na += 1
-                    nh -= 1
-                    hf[0] = hf[nh]
-                    hw[0] = hw[nh]
-                    _sift_down(hf.data, hw.data, nh, 0)
-            if dead:
-                break
-        if dead:
-            nb.erase(u, v)
+        self.na = na
+        self.nh = nh
+        self.heapified = False
+        return first
+
+    @always_inline
+    def get_dominator(self, nb: Neighbourhoods[Self.T], first: Int, t: Scalar[Self.T]) -> Int:
+        """A vertex of A whose closed neighbourhood holds all of A at t (first tried first),
+        or -1: none, the edge is critical at t."""
+        if first >= 0 and nb.dominates(first, self.a, self.na, t):
+            return first
+        for q in range(self.na):
+            var c = Int(self.a[unsafe_offset=q])
+            if c != first and nb.dominates(c, self.a, self.na, t):
+                return c
+        return -1
+
+    @always_inline
+    def shift(mut self, nb: Neighbourhoods[Self.T], dom: Int, t0: Scalar[Self.T]) -> Scalar[Self.T]:
+        """While dom still dominates, move every vertex of L's least value into A; returns
+        the value at which dom stopped dominating, or +inf: L ran out (dominated for ever)."""
+        var t = t0
+        var still = True
+        while still:
+            if self.nh == 0:
+                return inf[Self.T]()
+            self.heapify_once()
+            t = self.hf[unsafe_offset=0]
+            while self.nh > 0 and self.hf[unsafe_offset=0] <= t:
+                var w = self.hw[unsafe_offset=0]
+                if nb.value(dom, w) > self.hf[unsafe_offset=0]:
+                    still = False
+                self.insert_present(w)
+                self.pop_least()
+        return t
+
+    @always_inline
+    def heapify_once(mut self):
+        if not self.heapified:
+            var i = self.nh // 2 - 1
+            while i >= 0:
+                _sift_down(self.hf, self.hw, self.nh, i)
+                i -= 1
+            self.heapified = True
+
+    @always_inline
+    def insert_present(mut self, w: Int32):
+        """Insert w into the sorted A."""
+        var j = self.na
+        while j > 0 and self.a[unsafe_offset=j - 1] > w:
+            self.a[unsafe_offset=j] = self.a[unsafe_offset=j - 1]
+            j -= 1
+        self.a[unsafe_offset=j] = w
+        self.na += 1
+
+    @always_inline
+    def pop_least(mut self):
+        self.nh -= 1
+        self.hf[unsafe_offset=0] = self.hf[unsafe_offset=self.nh]
+        self.hw[unsafe_offset=0] = self.hw[unsafe_offset=self.nh]
+        _sift_down(self.hf, self.hw, self.nh, 0)
+
+
+@always_inline
+def _critical_value[T: DType](nb: Neighbourhoods[T], storage: Link[T], e: Edge[T]) -> Scalar[T]:
+    """The value from which edge e is critical (no vertex of its link dominates it), or
+    +inf: it is dominated for ever (trim it). Input values are finite. storage: the link's
+    arrays."""
+    var link = storage
+    var t = e.f
+    var first = link.assemble(nb, Int(e.u), Int(e.v), t)
+    while True:
+        var dom = link.get_dominator(nb, first, t)
+        first = -1  # after a shift, A is tried in order
+        if dom < 0:
+            return t
+        t = link.shift(nb, dom, t)
+        if t == inf[T]():
+            return t
+
+
+@always_inline
+def _prefetch_ahead[T: DType](nb: Neighbourhoods[T], edges: Pointer[Edge[T], MutUntrackedOrigin], k: Int, m: Int):
+    """The rows of the edge AHEAD places on, the bounds of the one 2 AHEAD places on."""
+    if k + 2 * AHEAD < m:
+        nb.prefetch_bounds(Int(edges[unsafe_offset=k + 2 * AHEAD].u))
+        nb.prefetch_bounds(Int(edges[unsafe_offset=k + 2 * AHEAD].v))
+    if k + AHEAD < m:
+        nb.prefetch_row(Int(edges[unsafe_offset=k + AHEAD].u))
+        nb.prefetch_row(Int(edges[unsafe_offset=k + AHEAD].v))
+
+
+def _one_pass[T: DType](n: Int, edges: Pointer[Edge[T], MutUntrackedOrigin], m: Int, maxdeg: Int, ctl: Control) -> Int:
+    """One backward pass over edges[0:m] (sorted in processing order); the survivors are
+    compacted to edges[0:result] in the same order, with their new values. -1: cancelled."""
+    var nb = Neighbourhoods[T](n, edges, m)
+    var a = OwnedArray[Int32](maxdeg + 1)
+    var hf = OwnedArray[Scalar[T]](maxdeg + 1)
+    var hw = OwnedArray[Int32](maxdeg + 1)
+    var link = Link[T](a.data, hf.data, hw.data, 0, 0, False)
+    var out = 0
+    for k in range(m):
+        if k % POLL_EDGES == 0:
+            if ctl.cancelled():
+                return -1
+            if k > 0:
+                ctl.add_done(POLL_EDGES)
+        _prefetch_ahead(nb, edges, k, m)
+        var e = edges[unsafe_offset=k]
+        var t = _critical_value(nb, link, e)
+        if t == inf[T]():
+            nb.erase(Int(e.u), Int(e.v))
         else:
             if t > e.f:
-                nb.set(u, v, t)
+                nb.set(Int(e.u), Int(e.v), t)
             edges[unsafe_offset=out] = Edge[T](t, e.u, e.v)
             out += 1
     ctl.add_done(m - ((m - 1) // POLL_EDGES) * POLL_EDGES)  # the rest since the last poll (m >= 1)
+    _ = a^  # freed here: link is a view of them
+    _ = hf^
+    _ = hw^
     return out
 
 
@@ -408,15 +429,12 @@ def _sift_down[T: DType](hf: Pointer[Scalar[T], MutUntrackedOrigin], hw: Pointer
         i = best
 
 
-def _collapse[T: DType](p: CollapseParams):
-    var ctl = Control(p.control)
-    var info = Pointer[Int, MutUntrackedOrigin](unsafe_from_address=p.info)
-    var n = p.n
-    var m = p.m
-    var uin = Pointer[Int32, MutUntrackedOrigin](unsafe_from_address=p.u)
-    var vin = Pointer[Int32, MutUntrackedOrigin](unsafe_from_address=p.v)
-    var fin = Pointer[Scalar[T], MutUntrackedOrigin](unsafe_from_address=p.f)
-    var edges = OwnedArray[Edge[T]](m)
+def _read_edges[T: DType](
+    n: Int, m: Int, uin: Pointer[Int32, MutUntrackedOrigin], vin: Pointer[Int32, MutUntrackedOrigin],
+    fin: Pointer[Scalar[T], MutUntrackedOrigin], edges: OwnedArray[Edge[T]],
+) -> Int:
+    """The m input edges into edges as (f, min(u, v), max(u, v)); returns the largest
+    vertex degree."""
     var deg = OwnedArray[Int](n)
     for x in range(n):
         deg[x] = 0
@@ -433,13 +451,26 @@ def _collapse[T: DType](p: CollapseParams):
     var maxdeg = 0
     for x in range(n):
         maxdeg = max(maxdeg, deg[x])
+    return maxdeg
+
+
+def _collapse[T: DType](p: CollapseParams):
+    var ctl = Control(p.control)
+    var info = Pointer[Int, MutUntrackedOrigin](unsafe_from_address=p.info)
+    var n = p.n
+    var m = p.m
+    var uin = Pointer[Int32, MutUntrackedOrigin](unsafe_from_address=p.u)
+    var vin = Pointer[Int32, MutUntrackedOrigin](unsafe_from_address=p.v)
+    var fin = Pointer[Scalar[T], MutUntrackedOrigin](unsafe_from_address=p.f)
+    var edges = OwnedArray[Edge[T]](m)
+    var maxdeg = _read_edges(n, m, uin, vin, fin, edges)
     info[unsafe_offset=INFO_STATUS] = STATUS_OK
     info[unsafe_offset=INFO_PASSES] = 0
     var left = m
     var passes = 0
     while passes < p.max_passes and left > 0:
         ctl.start_stage(STAGE_COLLAPSE, left)
-        _sort_edges(edges.data, 0, left, ctl)
+        quicksort[_before[T]](edges.data, 0, left, ctl)
         if ctl.cancelled():
             info[unsafe_offset=INFO_STATUS] = STATUS_CANCELLED
             return

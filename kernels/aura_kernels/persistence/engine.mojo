@@ -51,10 +51,7 @@ def run[T: DType, Z2: Bool, SPARSE: Bool](p: PersistenceParams):
         Control(p.control),
     )
     var tables = SimplexTables(p.n, p.maxdim + 2, p.modulus)
-    var coef_bits = 0
-    if not Z2:
-        while (1 << coef_bits) <= p.modulus:
-            coef_bits += 1
+    var coef_bits = _coef_bits[Z2](p.modulus)
     # dense: indptr / indices are unused (0 from Python); point them at dist, never read
     var indptr = p.indptr if SPARSE else p.dist
     var indices = p.indices if SPARSE else p.dist
@@ -71,27 +68,7 @@ def run[T: DType, Z2: Bool, SPARSE: Bool](p: PersistenceParams):
     var ok = _all_dimensions(filt, Births(p.births), bars, reps, fail_dim)
     _ = tables^  # freed here: filt points into it
     var info = IntPtr(unsafe_from_address=p.info)
-    info[unsafe_offset=INFO_REPS] = 0
-    info[unsafe_offset=INFO_NREPS] = 0
-    if ok:
-        _write_bars(bars, info)
-        if p.reps != 0:  # handed over to Python (free_bars), not freed here
-            info[unsafe_offset=INFO_NREPS] = reps.out.size
-            info[unsafe_offset=INFO_REPS] = Int(reps.out.detach(mem))
-    elif reps.inconsistent:
-        info[unsafe_offset=INFO_STATUS] = STATUS_INCONSISTENT
-        info[unsafe_offset=INFO_BARS] = 0
-        info[unsafe_offset=INFO_NBARS] = 0
-    elif mem.ctl.cancelled():
-        info[unsafe_offset=INFO_STATUS] = STATUS_CANCELLED
-        info[unsafe_offset=INFO_BARS] = 0
-        info[unsafe_offset=INFO_NBARS] = 0
-    else:
-        info[unsafe_offset=INFO_STATUS] = STATUS_OUT_OF_MEMORY
-        info[unsafe_offset=INFO_BARS] = 0
-        info[unsafe_offset=INFO_NBARS] = 0
-        info[unsafe_offset=INFO_FAIL_DIM] = fail_dim
-        info[unsafe_offset=INFO_FAIL_BYTES] = failed.load()
+    _write_outcome(ok, bars, reps, mem, info, p.reps != 0, fail_dim, failed.load())
     bars.free(mem)
     if not ok or p.reps == 0:
         reps.out.free(mem)
@@ -99,6 +76,43 @@ def run[T: DType, Z2: Bool, SPARSE: Bool](p: PersistenceParams):
     # keep the counters alive until here (Mojo destroys values after their last use)
     _ = used.load()
     _ = failed.load()
+
+
+@always_inline
+def _coef_bits[Z2: Bool](modulus: Int) -> Int:
+    """Bits of a coefficient in an entry's key: 0 over Z/2, else the width of modulus."""
+    var coef_bits = 0
+    comptime if not Z2:
+        while (1 << coef_bits) <= modulus:
+            coef_bits += 1
+    return coef_bits
+
+
+def _write_outcome(
+    ok: Bool, bars: Buffer[Bar], mut reps: RepOut, mem: MemoryBudget, info: IntPtr, want_reps: Bool, fail_dim: Int,
+    fail_bytes: Int,
+):
+    """info[] for Python: on success the bars and (want_reps) the representatives, handed
+    over (free_bars); else the status (inconsistent, cancelled or out of memory, with the
+    dimension and the bytes of the allocation refused) and no bars."""
+    info[unsafe_offset=INFO_REPS] = 0
+    info[unsafe_offset=INFO_NREPS] = 0
+    if ok:
+        _write_bars(bars, info)
+        if want_reps:  # handed over to Python (free_bars), not freed here
+            info[unsafe_offset=INFO_NREPS] = reps.out.size
+            info[unsafe_offset=INFO_REPS] = Int(reps.out.detach(mem))
+        return
+    info[unsafe_offset=INFO_BARS] = 0
+    info[unsafe_offset=INFO_NBARS] = 0
+    if reps.inconsistent:
+        info[unsafe_offset=INFO_STATUS] = STATUS_INCONSISTENT
+    elif mem.ctl.cancelled():
+        info[unsafe_offset=INFO_STATUS] = STATUS_CANCELLED
+    else:
+        info[unsafe_offset=INFO_STATUS] = STATUS_OUT_OF_MEMORY
+        info[unsafe_offset=INFO_FAIL_DIM] = fail_dim
+        info[unsafe_offset=INFO_FAIL_BYTES] = fail_bytes
 
 
 def _all_dimensions[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], births: Births, mut bars: Buffer[Bar], mut reps: RepOut, mut fail_dim: Int) -> Bool:

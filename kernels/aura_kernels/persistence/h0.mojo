@@ -138,40 +138,9 @@ def _scan_edges[DROP_APPARENT: Bool, T: DType, Z2: Bool, SPARSE: Bool](filt: Fil
         var total = 0
         var apparent = 0
         for i in range(r0, r1):
-            var base = i * (i - 1) // 2
-            comptime if SPARSE:
-                vs[unsafe_offset=0] = i
-                for q in range(filt.indptr[unsafe_offset=i], filt.indptr[unsafe_offset=i + 1]):
-                    var j = Int(filt.nbr[unsafe_offset=q])
-                    if j >= i:
-                        break
-                    var dij = filt.dist[unsafe_offset=q]
-                    if dij > thr:
-                        continue
-                    total += 1
-                    comptime if DROP_APPARENT:
-                        vs[unsafe_offset=1] = j
-                        if filt.apparent_cofacet(vs, 2, dij) >= 0:
-                            apparent += 1
-                            continue
-                    if not b.push(Entry[T](dij, base + j), mem):
-                        chunks[c] = b  # out of budget: gather fails
-                        return
-            else:
-                var row = filt.dist.unsafe_offset(i * n)
-                vs[unsafe_offset=0] = i
-                for j in range(i):
-                    var dij = row[unsafe_offset=j]
-                    if dij <= thr:
-                        total += 1
-                        comptime if DROP_APPARENT:
-                            vs[unsafe_offset=1] = j
-                            if filt.apparent_cofacet(vs, 2, dij) >= 0:
-                                apparent += 1
-                                continue
-                        if not b.push(Entry[T](dij, base + j), mem):
-                            chunks[c] = b
-                            return
+            if not _scan_row[DROP_APPARENT](filt, i, thr, vs, b, mem, total, apparent):
+                chunks[c] = b  # out of budget: gather fails
+                return
         mem.ctl.add_done(r1 - r0)
         chunks[c] = b
         chunk_counts[2 * c] = total
@@ -183,6 +152,51 @@ def _scan_edges[DROP_APPARENT: Bool, T: DType, Z2: Bool, SPARSE: Bool](filt: Fil
         counts[0] += Int64(chunk_counts[2 * c])
         counts[1] += Int64(chunk_counts[2 * c + 1])
     return chunks.gather(edges, mem)
+
+
+@always_inline
+def _scan_row[DROP_APPARENT: Bool, T: DType, Z2: Bool, SPARSE: Bool](
+    filt: Filtration[T, Z2, SPARSE], i: Int, thr: Scalar[T], vs: IntPtr, mut b: Buffer[Entry[T]],
+    mem: MemoryBudget, mut total: Int, mut apparent: Int,
+) -> Bool:
+    """Push row i's edges (j < i, d(i, j) <= thr) to b in index order (see _push_edge);
+    False: out of budget."""
+    var base = i * (i - 1) // 2
+    vs[unsafe_offset=0] = i
+    comptime if SPARSE:
+        for q in range(filt.indptr[unsafe_offset=i], filt.indptr[unsafe_offset=i + 1]):
+            var j = Int(filt.nbr[unsafe_offset=q])
+            if j >= i:
+                break
+            var dij = filt.dist[unsafe_offset=q]
+            if dij > thr:
+                continue
+            if not _push_edge[DROP_APPARENT](filt, vs, j, dij, base, b, mem, total, apparent):
+                return False
+    else:
+        var row = filt.dist.unsafe_offset(i * filt.n)
+        for j in range(i):
+            var dij = row[unsafe_offset=j]
+            if dij <= thr:
+                if not _push_edge[DROP_APPARENT](filt, vs, j, dij, base, b, mem, total, apparent):
+                    return False
+    return True
+
+
+@always_inline
+def _push_edge[DROP_APPARENT: Bool, T: DType, Z2: Bool, SPARSE: Bool](
+    filt: Filtration[T, Z2, SPARSE], vs: IntPtr, j: Int, dij: Scalar[T], base: Int, mut b: Buffer[Entry[T]],
+    mem: MemoryBudget, mut total: Int, mut apparent: Int,
+) -> Bool:
+    """Count edge (vs[0], j) in total and push it to b, unless DROP_APPARENT and it is the
+    facet of an apparent pair (counted in apparent instead); False: out of budget."""
+    total += 1
+    comptime if DROP_APPARENT:
+        vs[unsafe_offset=1] = j
+        if filt.apparent_cofacet(vs, 2, dij) >= 0:
+            apparent += 1
+            return True
+    return b.push(Entry[T](dij, base + j), mem)
 
 
 def _union_find[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE], births: Births, edges: Buffer[Entry[T]], merged: OwnedArray[UInt8], mut bars: Buffer[Bar], mut reps: RepOut, mut pairs: PivotMap) -> Bool:
@@ -216,36 +230,60 @@ def _union_find[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE
         var a = _find(parent.data, i)
         var b = _find(parent.data, j)
         if a != b and ok:
-            var elder = a if births.elder(a, b) else b
-            var younger = b if elder == a else a
-            parent[younger] = elder
             merged[e] = 1
-            if reps.cycles():
-                pairs.insert(min(largest[a], largest[b]), ent.key)
-                largest[elder] = max(largest[a], largest[b])
-            var bar = -1
-            var birth = births.at(younger)
-            if Float64(ent.diam) > birth:
-                bar = bars.size
-                ok = bars.push(Bar(0, birth, Float64(ent.diam), younger, elder), mem)
-            if want:
-                _put_merge(reps, younger, elder, bar)
-                merges += 1
+            ok = _kill_younger(births, a, b, ent, parent.data, largest.data, want, bars, reps, pairs, merges, mem)
         elif a == b:
             merged[e] = 0
         e -= 1
-    for i in range(n):
-        if ok and _find(parent.data, i) == i:
-            if want:
-                _put_merge(reps, i, -1, bars.size)
-                merges += 1
-            ok = bars.push(Bar(0, births.at(i), -1.0, i, -1), mem)
+    ok = ok and _essential_bars(births, parent.data, n, want, bars, reps, merges, mem)
     if want and record >= 0:
         reps.out.data[unsafe_offset=record] = merges
         reps.out.size = record + 1 + 3 * merges
     _ = parent^  # freed here, after the last _find on its data
     _ = largest^
     mem.give(2 * n * 8)
+    return ok
+
+
+@always_inline
+def _kill_younger[T: DType](
+    births: Births, a: Int, b: Int, ent: Entry[T], parent: IntPtr, largest: IntPtr, want: Bool,
+    mut bars: Buffer[Bar], mut reps: RepOut, mut pairs: PivotMap, mut merges: Int, mem: MemoryBudget,
+) -> Bool:
+    """Edge ent merges the components of roots a and b: the younger root dies (its bar
+    [birth, d) when d > birth), with the pair and merge records asked for; False: out of
+    budget."""
+    var elder = a if births.elder(a, b) else b
+    var younger = b if elder == a else a
+    parent[unsafe_offset=younger] = elder
+    if reps.cycles():
+        pairs.insert(min(largest[unsafe_offset=a], largest[unsafe_offset=b]), ent.key)
+        largest[unsafe_offset=elder] = max(largest[unsafe_offset=a], largest[unsafe_offset=b])
+    var ok = True
+    var bar = -1
+    var birth = births.at(younger)
+    if Float64(ent.diam) > birth:
+        bar = bars.size
+        ok = bars.push(Bar(0, birth, Float64(ent.diam), younger, elder), mem)
+    if want:
+        _put_merge(reps, younger, elder, bar)
+        merges += 1
+    return ok
+
+
+def _essential_bars(
+    births: Births, parent: IntPtr, n: Int, want: Bool, mut bars: Buffer[Bar], mut reps: RepOut,
+    mut merges: Int, mem: MemoryBudget,
+) -> Bool:
+    """Every root left gives the bar [its birth, inf) (and a merge record without a
+    survivor); False: out of budget."""
+    var ok = True
+    for i in range(n):
+        if ok and _find(parent, i) == i:
+            if want:
+                _put_merge(reps, i, -1, bars.size)
+                merges += 1
+            ok = bars.push(Bar(0, births.at(i), -1.0, i, -1), mem)
     return ok
 
 

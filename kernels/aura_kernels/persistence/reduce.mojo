@@ -404,46 +404,71 @@ def _eliminate[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SPARSE]
         var pc = filt.coef_of(piv.key)
         var hit = pivots.find(pidx)
         if hit >= 0:
-            var jj = hit >> PIVOT_COEF_BITS
-            var factor = 1
-            comptime if not Z2:
-                factor = (filt.modulus - pc * filt.inverse[unsafe_offset=hit & PIVOT_COEF_MASK] % filt.modulus) % filt.modulus
-            # column jj's reduced coboundary R_jj = its coboundary + those of its V column has
-            # pivot piv: every entry before piv cancels within the sum, and factor * R_jj
-            # cancels the working pivot (popped with its coefficients summed by pop_pivot).
-            # So only the entries after it are pushed.
-            var t = cols[jj]
-            filt.decode(t.key, nv, us)
-            var np = filt.push_coboundary(h, us, nv, t.diam, t.key, factor, piv.diam, pidx, ceil)
-            if np < 0 or not w.push(Entry[T](t.diam, filt.pack(t.key, factor)), mem):
+            if not _add_pivot_column(filt, nv, hit, pc, piv, pidx, ceil, h, w, cols, v_columns, us, counts):
                 return ST_FAILED
-            counts[1] += Int64(np)
-            for q in range(v_columns.start[unsafe_offset=jj], v_columns.start[unsafe_offset=jj + 1]):
-                var e = v_columns.store[q]
-                var ce = filt.coef_of(e.key)
-                comptime if not Z2:
-                    ce = ce * factor % filt.modulus
-                var ei = filt.index_of(e.key)
-                filt.decode(ei, nv, us)
-                np = filt.push_coboundary(h, us, nv, e.diam, ei, ce, piv.diam, pidx, ceil)
-                if np < 0 or not w.push(Entry[T](e.diam, filt.pack(ei, ce)), mem):
-                    return ST_FAILED
-                counts[1] += Int64(np)
-            counts[0] += 1
             continue
         filt.decode(pidx, nv + 1, us)
         var r = filt.apparent_facet(us, nv + 1, piv.diam, f)
         if r < 0:
             _ = heap_push(h, piv, mem)  # cannot grow: it was just popped
             return ST_PENDING
-        # eliminate the pivot with the coboundary of its apparent facet f = piv - us[r]
-        var fidx = filt.index_from(f, nv)
-        var factor = filt.neg(pc) if ((nv - r) & 1) == 0 else pc
-        # piv is the first cofacet of f in pivot order (f's zero cofacet): it cancels the
-        # working pivot (popped); push the rest
-        var np = filt.push_coboundary(h, f, nv, piv.diam, fidx, factor, piv.diam, pidx, ceil)
-        if np < 0 or not w.push(Entry[T](piv.diam, filt.pack(fidx, factor)), mem):
+        if not _add_apparent_facet(filt, nv, r, f, pc, piv, pidx, ceil, h, w, counts):
             return ST_FAILED
-        counts[1] += Int64(np)
-        counts[0] += 1
 
+
+@always_inline
+def _add_pivot_column[T: DType, Z2: Bool, SPARSE: Bool](
+    filt: Filtration[T, Z2, SPARSE], nv: Int, hit: Int, pc: Int, piv: Entry[T], pidx: Int, ceil: Scalar[T],
+    mut h: Buffer[Entry[T]], mut w: Buffer[Entry[T]], cols: Buffer[Entry[T]], v_columns: VColumns[T], us: IntPtr,
+    mut counts: SIMD[DType.int64, 2],
+) -> Bool:
+    """Add factor * R_jj to h and factor * (column jj + its V column) to w, where jj is the
+    column of pivot piv (``hit``, from the pivot map) and factor cancels the working pivot
+    (coefficient pc). False: out of budget."""
+    var mem = filt.mem
+    var jj = hit >> PIVOT_COEF_BITS
+    var factor = 1
+    comptime if not Z2:
+        factor = (filt.modulus - pc * filt.inverse[unsafe_offset=hit & PIVOT_COEF_MASK] % filt.modulus) % filt.modulus
+    # column jj's reduced coboundary R_jj = its coboundary + those of its V column has
+    # pivot piv: every entry before piv cancels within the sum, and factor * R_jj
+    # cancels the working pivot (popped with its coefficients summed by pop_pivot).
+    # So only the entries after it are pushed.
+    var t = cols[jj]
+    filt.decode(t.key, nv, us)
+    var np = filt.push_coboundary(h, us, nv, t.diam, t.key, factor, piv.diam, pidx, ceil)
+    if np < 0 or not w.push(Entry[T](t.diam, filt.pack(t.key, factor)), mem):
+        return False
+    counts[1] += Int64(np)
+    for q in range(v_columns.start[unsafe_offset=jj], v_columns.start[unsafe_offset=jj + 1]):
+        var e = v_columns.store[q]
+        var ce = filt.coef_of(e.key)
+        comptime if not Z2:
+            ce = ce * factor % filt.modulus
+        var ei = filt.index_of(e.key)
+        filt.decode(ei, nv, us)
+        np = filt.push_coboundary(h, us, nv, e.diam, ei, ce, piv.diam, pidx, ceil)
+        if np < 0 or not w.push(Entry[T](e.diam, filt.pack(ei, ce)), mem):
+            return False
+        counts[1] += Int64(np)
+    counts[0] += 1
+    return True
+
+
+@always_inline
+def _add_apparent_facet[T: DType, Z2: Bool, SPARSE: Bool](
+    filt: Filtration[T, Z2, SPARSE], nv: Int, r: Int, f: IntPtr, pc: Int, piv: Entry[T], pidx: Int, ceil: Scalar[T],
+    mut h: Buffer[Entry[T]], mut w: Buffer[Entry[T]], mut counts: SIMD[DType.int64, 2],
+) -> Bool:
+    """Eliminate the working pivot piv (coefficient pc) with the coboundary of its apparent
+    facet f = piv - vertex r: to h, f to w. False: out of budget."""
+    var fidx = filt.index_from(f, nv)
+    var factor = filt.neg(pc) if ((nv - r) & 1) == 0 else pc
+    # piv is the first cofacet of f in pivot order (f's zero cofacet): it cancels the
+    # working pivot (popped); push the rest
+    var np = filt.push_coboundary(h, f, nv, piv.diam, fidx, factor, piv.diam, pidx, ceil)
+    if np < 0 or not w.push(Entry[T](piv.diam, filt.pack(fidx, factor)), filt.mem):
+        return False
+    counts[1] += Int64(np)
+    counts[0] += 1
+    return True

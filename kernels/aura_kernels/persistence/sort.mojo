@@ -1,4 +1,5 @@
-# Sorting of simplex entries: quicksort (column order or by key), the parallel two-half sort
+# Sorting: a generic quicksort (by a before() parameter: simplex entries in column order or
+# by key here, the edges of collapse.mojo), the parallel two-half sort of the columns
 # with one merge, and the stable radix sort by diameter.
 
 from std.sys import size_of
@@ -29,52 +30,75 @@ def sort_before[T: DType, BYKEY: Bool](a: Entry[T], b: Entry[T]) -> Bool:
 
 
 def qsort[T: DType, BYKEY: Bool](p: Pointer[Entry[T], MutUntrackedOrigin], lo: Int, hi: Int, ctl: Control = Control(0)):
-    """Sort p[lo:hi] (BYKEY: by key, else column order): Hoare quicksort with median-of-three,
-    insertion sort below QSORT_CUTOFF. Stops, unsorted, once ctl is cancelled (polled at
-    every partition of more than POLL_SORT entries)."""
+    """Sort p[lo:hi] (BYKEY: by key, else column order); see quicksort."""
+    quicksort[sort_before[T, BYKEY]](p, lo, hi, ctl)
+
+
+def quicksort[E: ImplicitlyCopyable & Deinitable, //, before: def(E, E) thin -> Bool](
+    p: Pointer[E, MutUntrackedOrigin], lo: Int, hi: Int, ctl: Control
+):
+    """Sort p[lo:hi] by `before` (a strict weak order): Hoare quicksort with median-of-three,
+    recursion into the smaller part, insertion sort below QSORT_CUTOFF. Stops, unsorted, once
+    ctl is cancelled (polled at every partition of more than POLL_SORT entries)."""
     var l = lo
     var h = hi
     while h - l > QSORT_CUTOFF:
         if h - l > POLL_SORT and ctl.cancelled():
             return
-        var m = l + (h - 1 - l) // 2
-        if sort_before[T, BYKEY](p[unsafe_offset=m], p[unsafe_offset=l]):
-            _swap(p, l, m)
-        if sort_before[T, BYKEY](p[unsafe_offset=h - 1], p[unsafe_offset=m]):
-            _swap(p, m, h - 1)
-            if sort_before[T, BYKEY](p[unsafe_offset=m], p[unsafe_offset=l]):
-                _swap(p, l, m)
-        var piv = p[unsafe_offset=m]
-        var i = l - 1
-        var j = h
-        while True:
-            i += 1
-            while sort_before[T, BYKEY](p[unsafe_offset=i], piv):
-                i += 1
-            j -= 1
-            while sort_before[T, BYKEY](piv, p[unsafe_offset=j]):
-                j -= 1
-            if i >= j:
-                break
-            _swap(p, i, j)
-        # p[l:j+1] <= piv <= p[j+1:h]; recurse into the smaller part
+        var j = _partition[before](p, l, h)
+        # p[l:j+1] <= pivot <= p[j+1:h]; recurse into the smaller part
         if j + 1 - l < h - j - 1:
-            qsort[T, BYKEY](p, l, j + 1, ctl)
+            quicksort[before](p, l, j + 1, ctl)
             l = j + 1
         else:
-            qsort[T, BYKEY](p, j + 1, h, ctl)
+            quicksort[before](p, j + 1, h, ctl)
             h = j + 1
+    _insertion_sort[before](p, l, h)
+
+
+@always_inline
+def _partition[E: ImplicitlyCopyable & Deinitable, //, before: def(E, E) thin -> Bool](
+    p: Pointer[E, MutUntrackedOrigin], l: Int, h: Int
+) -> Int:
+    """Hoare partition of p[l:h] around the median of its first, middle and last entries:
+    returns j with p[l:j+1] <= pivot <= p[j+1:h]."""
+    var m = l + (h - 1 - l) // 2
+    if before(p[unsafe_offset=m], p[unsafe_offset=l]):
+        _swap(p, l, m)
+    if before(p[unsafe_offset=h - 1], p[unsafe_offset=m]):
+        _swap(p, m, h - 1)
+        if before(p[unsafe_offset=m], p[unsafe_offset=l]):
+            _swap(p, l, m)
+    var piv = p[unsafe_offset=m]
+    var i = l - 1
+    var j = h
+    while True:
+        i += 1
+        while before(p[unsafe_offset=i], piv):
+            i += 1
+        j -= 1
+        while before(piv, p[unsafe_offset=j]):
+            j -= 1
+        if i >= j:
+            return j
+        _swap(p, i, j)
+
+
+@always_inline
+def _insertion_sort[E: ImplicitlyCopyable & Deinitable, //, before: def(E, E) thin -> Bool](
+    p: Pointer[E, MutUntrackedOrigin], l: Int, h: Int
+):
     for i in range(l + 1, h):
         var x = p[unsafe_offset=i]
         var j = i - 1
-        while j >= l and sort_before[T, BYKEY](x, p[unsafe_offset=j]):
+        while j >= l and before(x, p[unsafe_offset=j]):
             p[unsafe_offset=j + 1] = p[unsafe_offset=j]
             j -= 1
         p[unsafe_offset=j + 1] = x
 
 
 @always_inline
-def _swap[T: DType](p: Pointer[Entry[T], MutUntrackedOrigin], i: Int, j: Int):
+def _swap[E: ImplicitlyCopyable & Deinitable](p: Pointer[E, MutUntrackedOrigin], i: Int, j: Int):
     var t = p[unsafe_offset=i]
     p[unsafe_offset=i] = p[unsafe_offset=j]
     p[unsafe_offset=j] = t

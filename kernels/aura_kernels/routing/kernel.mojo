@@ -115,13 +115,32 @@ def _select_vec[dt: DType](
     Returns -1 when the bound does not apply (segments shorter than a vector, k wider than
     a vector, or a bound of -inf, where NaN / -inf entries may have to be chosen)."""
     comptime V = simd_width_of[dt]()
-    comptime Vec = SIMD[dt, V]
-    comptime IV = SIMD[DType.int32, V]
     var nvs = seglen // V
     if nvs == 0 or k > V:
         return -1
-    # lane maxima; for narrow (float64) vectors in two accumulators (even / odd vectors):
-    # 2V maxima of disjoint sets keep the bound tight
+    var lm = _lane_maxima(row, seg, nseg, nvs)
+    var thr = _kth_of_maxima(lm[0], lm[1], k)
+    if thr == neg_inf[dt]():
+        return -1
+    var c = _pack_candidates(row, seg, nseg, seglen, thr, cv, ci)
+    if c > 2 * V:  # many entries tied at the bound: insert them one by one, ascending index
+        var n = 0
+        for i in range(c):
+            n = _offer(topv, topi, k, n, Float64(cv[unsafe_offset=i]), Int(ci[unsafe_offset=i]))
+        return n
+    _rank_candidates(cv, ci, c, k, topv, topi)
+    return k
+
+
+@always_inline
+def _lane_maxima[dt: DType](
+    row: Pointer[Scalar[dt], MutUntrackedOrigin], seg: PInt, nseg: Int, nvs: Int
+) -> Tuple[SIMD[dt, simd_width_of[dt]()], SIMD[dt, simd_width_of[dt]()]]:
+    """The per-lane maxima of the segments' first nvs vectors (NaN never wins); for narrow
+    (float64) vectors in two accumulators (even / odd vectors): 2V maxima of disjoint sets
+    keep the bound tight. The second is all -inf for wide vectors."""
+    comptime V = simd_width_of[dt]()
+    comptime Vec = SIMD[dt, V]
     comptime TWO = V < 16
     var lm0 = Vec(neg_inf[dt]())
     var lm1 = lm0
@@ -132,14 +151,23 @@ def _select_vec[dt: DType](
             var v = row.unsafe_load[width=V](base + b * V)
             comptime if TWO:
                 if odd:
-                    lm1 = v.gt(lm1).select(v, lm1)  # NaN never wins
+                    lm1 = v.gt(lm1).select(v, lm1)
                 else:
                     lm0 = v.gt(lm0).select(v, lm0)
                 odd = not odd
             else:
                 lm0 = v.gt(lm0).select(v, lm0)
-    # the k-th largest of the maxima = the smallest one with fewer than k maxima above it
-    var lane = iota[DType.int32, V]()
+    return (lm0, lm1)
+
+
+@always_inline
+def _kth_of_maxima[dt: DType](lm0: SIMD[dt, simd_width_of[dt]()], lm1: SIMD[dt, simd_width_of[dt]()], k: Int) -> Scalar[dt]:
+    """The k-th largest of the lane maxima (lm1 only for narrow vectors): the smallest one
+    with fewer than k maxima above it."""
+    comptime V = simd_width_of[dt]()
+    comptime Vec = SIMD[dt, V]
+    comptime IV = SIMD[DType.int32, V]
+    comptime TWO = V < 16
     var above0 = IV(0)
     var above1 = IV(0)
     for j in range(V):
@@ -152,9 +180,20 @@ def _select_vec[dt: DType](
     var thr = above0.lt(IV(Int32(k))).select(lm0, Vec(inf[dt]())).reduce_min()
     comptime if TWO:
         thr = min(thr, above1.lt(IV(Int32(k))).select(lm1, Vec(inf[dt]())).reduce_min())
-    if thr == neg_inf[dt]():
-        return -1
-    var thrv = Vec(thr)
+    return thr
+
+
+@always_inline
+def _pack_candidates[dt: DType](
+    row: Pointer[Scalar[dt], MutUntrackedOrigin], seg: PInt, nseg: Int, seglen: Int, thr: Scalar[dt],
+    cv: Pointer[Scalar[dt], MutUntrackedOrigin], ci: PI32,
+) -> Int:
+    """Compress-store the keys >= thr of the segments and their indices to cv / ci, in
+    index order (vectors, then each segment's scalar tail); returns their count."""
+    comptime V = simd_width_of[dt]()
+    var nvs = seglen // V
+    var lane = iota[DType.int32, V]()
+    var thrv = SIMD[dt, V](thr)
     var c = 0
     for s in range(nseg):
         var base = seg[unsafe_offset=s]
@@ -171,11 +210,17 @@ def _select_vec[dt: DType](
                 cv[unsafe_offset=c] = x
                 ci[unsafe_offset=c] = Int32(j)
                 c += 1
-    if c > 2 * V:  # many entries tied at the bound: insert them one by one, ascending index
-        var n = 0
-        for i in range(c):
-            n = _offer(topv, topi, k, n, Float64(cv[unsafe_offset=i]), Int(ci[unsafe_offset=i]))
-        return n
+    return c
+
+
+@always_inline
+def _rank_candidates[dt: DType](cv: Pointer[Scalar[dt], MutUntrackedOrigin], ci: PI32, c: Int, k: Int, topv: P64, topi: PI32):
+    """Store each of the c <= 2V candidates at its rank under the tie rule (keys strictly
+    greater + equal keys at lower index) when < k, else in the losers' slot k."""
+    comptime V = simd_width_of[dt]()
+    comptime Vec = SIMD[dt, V]
+    comptime IV = SIMD[DType.int32, V]
+    var lane = iota[DType.int32, V]()
     var nblk = (c + V - 1) // V
     for blk in range(nblk):
         var vals = cv.unsafe_load[width=V](blk * V)
@@ -188,7 +233,6 @@ def _select_vec[dt: DType](
             var dst = min(Int(r[i]), k)
             topv[unsafe_offset=dst] = Float64(vals[i])
             topi[unsafe_offset=dst] = ci[unsafe_offset=blk * V + i]
-    return k
 
 
 @always_inline
