@@ -180,7 +180,7 @@ def test_sigint_stops_the_scan_backward_torch_calls_later(backend):
     control, so Ctrl-C waited for the whole backward)."""
     _scan_training(70, backend)[1].sum().backward()  # compiled and loaded
     x, y = _scan_training(32768, backend)
-    sent = _interrupt_after(0.3)  # the chunked backward at this size can end within a second
+    sent = _interrupt_after(0.1)  # the chunked backward at this size takes 0.3-0.5 s on a Zen 5 VM
     with pytest.raises(KeyboardInterrupt):
         try:
             y.sum().backward()
