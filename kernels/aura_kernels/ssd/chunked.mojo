@@ -46,9 +46,8 @@
 # Memory: threads x (scratch of 7 Q p + 2 Q n + 2 Q^2 + p n + 6 Q, 2 g Q^2 (G, dG) and the
 # dS slots: ceil(h / threads) p n, or h p n with whole sequences), T h here, and with shared
 # sequences (threads - 1) x 2 T g n (gB, gC).
-# The training step's peak (tools/peak_ssd_train.py --fresh: each reading a fresh process's
-# first step, scratch included; h=24 p=64 n=128 float32): see the commit that brought
-# _ChunkGroups for the numbers against the sequential forward and backward.
+# The training step's peak against the sequential kernels': the bench's training rows
+# (peak_MiB, read in a fresh process, scratch included) and tools/peak_ssd_train.py --fresh.
 #
 # Measured (tools/bench_ssd_train.py, 2-core AVX2 VM under load 5-10, h=24, p=64, n=128,
 # float32, forward + backward): b=1 l=4096 792 ms against 1529 ms with the sequential
