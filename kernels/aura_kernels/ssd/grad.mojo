@@ -221,21 +221,9 @@ struct _Item[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
             var Cp = C.unsafe_offset((t * g + gg) * n)
             var gBt = gBw.unsafe_offset((t * g + gg) * n)
             var s_p = S.unsafe_offset((t - tc0) * m)
-            var lb = SIMD[Self.dtype, R * W](0)
-            var ls = V(0)
-            for j in range(0, n, W):
-                var bj = Bp.unsafe_load[width=W](j)
-                var cj = Cp.unsafe_load[width=W](j)
-                var gbj = gBt.unsafe_load[width=W](j)
-                comptime for k in range(R):
-                    var l = cj.fma(V(Gt[unsafe_offset=k]), lam.unsafe_load[width=W](k * n + j))
-                    gbj = l.fma(V(uv[k]), gbj)
-                    lb = lb.insert[offset=k * W](l.fma(bj, lb.slice[W, offset=k * W]()))
-                    ls = l.fma(s_p.unsafe_load[width=W](k * n + j), ls)
-                    lam.unsafe_store(k * n + j, l * a)
-                gBt.unsafe_store(j, gbj)
-            var lbs = _row_sums[Self.dtype, W](lb)
-            var lss = ls.reduce_add()
+            var sums = _lam_rows_step[Self.dtype](n, Bp, Cp, gBt, Gt, uv, lam, s_p, a)
+            var lbs = sums[0]
+            var lss = sums[1]
             gx.unsafe_store(xo, lbs.fma(VR(dtv), Gt.unsafe_load[width=R](0) * dvec))
             gdtp[unsafe_offset=t * h + hh] = (xv * lbs).reduce_add() + a_h * av * lss
             ga += dtv * av * lss
@@ -314,6 +302,34 @@ struct _Item[dtype: DType](ImplicitlyCopyable) where dtype.is_floating_point():
     def a_h(self) -> Scalar[Self.dtype]:
         """A of the item's head."""
         return scalar_ptr[Self.dtype](self.pr.A)[unsafe_offset=self.hh]
+
+
+@always_inline
+def _lam_rows_step[dtype: DType](
+    n: Int, Bp: Pointer[Scalar[dtype], MutUntrackedOrigin], Cp: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    gBt: Pointer[Scalar[dtype], MutUntrackedOrigin], Gt: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    uv: SIMD[dtype, R], lam: Pointer[Scalar[dtype], MutUntrackedOrigin], s_p: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    a: SIMD[dtype, lanes[dtype]()],
+) -> Tuple[SIMD[dtype, R], Scalar[dtype]] where dtype.is_floating_point():
+    """One token of the R-row sweep, slice by slice over n: the rows' lam += C gy_t (Gt),
+    gB_t += lam u_t, then lam decays by a; returns (each row's lam . B, the rows' summed
+    lam . s_{t-1} (s_p))."""
+    comptime W = lanes[dtype]()
+    comptime V = SIMD[dtype, W]
+    var lb = SIMD[dtype, R * W](0)
+    var ls = V(0)
+    for j in range(0, n, W):
+        var bj = Bp.unsafe_load[width=W](j)
+        var cj = Cp.unsafe_load[width=W](j)
+        var gbj = gBt.unsafe_load[width=W](j)
+        comptime for k in range(R):
+            var l = cj.fma(V(Gt[unsafe_offset=k]), lam.unsafe_load[width=W](k * n + j))
+            gbj = l.fma(V(uv[k]), gbj)
+            lb = lb.insert[offset=k * W](l.fma(bj, lb.slice[W, offset=k * W]()))
+            ls = l.fma(s_p.unsafe_load[width=W](k * n + j), ls)
+            lam.unsafe_store(k * n + j, l * a)
+        gBt.unsafe_store(j, gbj)
+    return (_row_sums[dtype, W](lb), ls.reduce_add())
 
 
 @always_inline
