@@ -97,17 +97,29 @@ def _tile[metric: Int, dtype: DType](
         i += 1
 
 
+@fieldwise_init
+struct Block4x2[dtype: DType](ImplicitlyCopyable):
+    """The 4 x 2 vectors of accumulators of rows i .. i + 3 against columns c .. c + 2W:
+    a<row><vector>."""
+
+    comptime V = SIMD[Self.dtype, simd_width_of[Self.dtype]()]
+    var a00: Self.V
+    var a01: Self.V
+    var a10: Self.V
+    var a11: Self.V
+    var a20: Self.V
+    var a21: Self.V
+    var a30: Self.V
+    var a31: Self.V
+
+
 @always_inline
-def _block_4x2[metric: Int, dtype: DType](
-    xp: Pointer[Scalar[dtype], MutUntrackedOrigin],
-    yt: Pointer[Scalar[dtype], MutUntrackedOrigin],
-    nx: Pointer[Scalar[dtype], MutUntrackedOrigin],
-    ny: Pointer[Scalar[dtype], MutUntrackedOrigin],
-    op: Pointer[Scalar[dtype], MutUntrackedOrigin],
-    d: Int, mp: Int, ldo: Int, i: Int, c: Int, c1: Int,
-):
-    """out[i:i + 4, c:c + 2W] (columns clipped at c1): 4 rows x 2 vectors of accumulators
-    over the d coordinates, then finished (metric_fin) and stored."""
+def accumulate_4x2[metric: Int, dtype: DType](
+    xp: Pointer[Scalar[dtype], MutUntrackedOrigin], yt: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    d: Int, mp: Int, i: Int, c: Int,
+) -> Block4x2[dtype]:
+    """Rows i .. i + 3 of x (d coordinates each) against the columns c .. c + 2W of the
+    panel y^T (rows mp apart), metric_acc over the coordinates (also the radius graph's tile)."""
     comptime W = simd_width_of[dtype]()
     comptime V = SIMD[dtype, W]
     var a00 = V(0); var a01 = V(0)
@@ -126,19 +138,35 @@ def _block_4x2[metric: Int, dtype: DType](
         a10 = metric_acc[metric](a10, x1, y0); a11 = metric_acc[metric](a11, x1, y1)
         a20 = metric_acc[metric](a20, x2, y0); a21 = metric_acc[metric](a21, x2, y1)
         a30 = metric_acc[metric](a30, x3, y0); a31 = metric_acc[metric](a31, x3, y1)
+    return Block4x2[dtype](a00, a01, a10, a11, a20, a21, a30, a31)
+
+
+@always_inline
+def _block_4x2[metric: Int, dtype: DType](
+    xp: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    yt: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    nx: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    ny: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    op: Pointer[Scalar[dtype], MutUntrackedOrigin],
+    d: Int, mp: Int, ldo: Int, i: Int, c: Int, c1: Int,
+):
+    """out[i:i + 4, c:c + 2W] (columns clipped at c1): the 4 x 2 block of accumulators,
+    finished (metric_fin) and stored."""
+    comptime W = simd_width_of[dtype]()
+    var b = accumulate_4x2[metric](xp, yt, d, mp, i, c)
     var ny0 = ny.unsafe_load[width=W](c)
     var ny1 = ny.unsafe_load[width=W](c + W)
     var left0 = c1 - c
     var left1 = c1 - c - W
-    _store(op, i * ldo + c, metric_fin[metric](a00, nx[unsafe_offset=i], ny0), left0)
-    _store(op, (i + 1) * ldo + c, metric_fin[metric](a10, nx[unsafe_offset=i + 1], ny0), left0)
-    _store(op, (i + 2) * ldo + c, metric_fin[metric](a20, nx[unsafe_offset=i + 2], ny0), left0)
-    _store(op, (i + 3) * ldo + c, metric_fin[metric](a30, nx[unsafe_offset=i + 3], ny0), left0)
+    _store(op, i * ldo + c, metric_fin[metric](b.a00, nx[unsafe_offset=i], ny0), left0)
+    _store(op, (i + 1) * ldo + c, metric_fin[metric](b.a10, nx[unsafe_offset=i + 1], ny0), left0)
+    _store(op, (i + 2) * ldo + c, metric_fin[metric](b.a20, nx[unsafe_offset=i + 2], ny0), left0)
+    _store(op, (i + 3) * ldo + c, metric_fin[metric](b.a30, nx[unsafe_offset=i + 3], ny0), left0)
     if left1 > 0:
-        _store(op, i * ldo + c + W, metric_fin[metric](a01, nx[unsafe_offset=i], ny1), left1)
-        _store(op, (i + 1) * ldo + c + W, metric_fin[metric](a11, nx[unsafe_offset=i + 1], ny1), left1)
-        _store(op, (i + 2) * ldo + c + W, metric_fin[metric](a21, nx[unsafe_offset=i + 2], ny1), left1)
-        _store(op, (i + 3) * ldo + c + W, metric_fin[metric](a31, nx[unsafe_offset=i + 3], ny1), left1)
+        _store(op, i * ldo + c + W, metric_fin[metric](b.a01, nx[unsafe_offset=i], ny1), left1)
+        _store(op, (i + 1) * ldo + c + W, metric_fin[metric](b.a11, nx[unsafe_offset=i + 1], ny1), left1)
+        _store(op, (i + 2) * ldo + c + W, metric_fin[metric](b.a21, nx[unsafe_offset=i + 2], ny1), left1)
+        _store(op, (i + 3) * ldo + c + W, metric_fin[metric](b.a31, nx[unsafe_offset=i + 3], ny1), left1)
 
 
 @always_inline

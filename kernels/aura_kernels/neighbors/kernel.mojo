@@ -38,7 +38,7 @@ from std.sys import simd_width_of
 from std.math import iota
 from std.bit import count_trailing_zeros
 from aura_kernels.common import F32, F64, Control, OwnedArray, append_packed, ieee_begin, ieee_end, run_chunks, chunk_lo
-from aura_kernels.distance.kernel import metric_acc, metric_fin, TilePanels, MR, RB, PANEL
+from aura_kernels.distance.kernel import accumulate_4x2, metric_acc, metric_fin, TilePanels, MR, RB, PANEL
 from aura_kernels.neighbors.abi import (
     NeighborsParams, EUCLIDEAN, SQEUCLIDEAN, COSINE, CITYBLOCK, CHEBYSHEV, GRID, TILES, COUNT, FILL,
 )
@@ -89,33 +89,18 @@ def _tile_hits[metric: Int, wd: DType, od: DType, fill: Bool](
     while i + MR <= r1:
         var c = c0
         while c < c1:
-            var a00 = V(0); var a01 = V(0)
-            var a10 = V(0); var a11 = V(0)
-            var a20 = V(0); var a21 = V(0)
-            var a30 = V(0); var a31 = V(0)
-            var xr = xp.unsafe_offset(i * d)
-            for k in range(d):
-                var y0 = yt.unsafe_load[width=W](k * mp + c)
-                var y1 = yt.unsafe_load[width=W](k * mp + c + W)
-                var x0 = V(xr[unsafe_offset=k])
-                var x1 = V(xr[unsafe_offset=d + k])
-                var x2 = V(xr[unsafe_offset=2 * d + k])
-                var x3 = V(xr[unsafe_offset=3 * d + k])
-                a00 = metric_acc[metric](a00, x0, y0); a01 = metric_acc[metric](a01, x0, y1)
-                a10 = metric_acc[metric](a10, x1, y0); a11 = metric_acc[metric](a11, x1, y1)
-                a20 = metric_acc[metric](a20, x2, y0); a21 = metric_acc[metric](a21, x2, y1)
-                a30 = metric_acc[metric](a30, x3, y0); a31 = metric_acc[metric](a31, x3, y1)
+            var b = accumulate_4x2[metric](xp, yt, d, mp, i, c)
             var ny0 = ny.unsafe_load[width=W](c)
             var ny1 = ny.unsafe_load[width=W](c + W)
             # row by row, both column vectors in order: each row's hits ascend
-            _emit_row[fill](metric_fin[metric](a00, nx[unsafe_offset=i], ny0).cast[od](), r, i, c, c1, counts, cursor, idx, dst)
-            _emit_row[fill](metric_fin[metric](a01, nx[unsafe_offset=i], ny1).cast[od](), r, i, c + W, c1, counts, cursor, idx, dst)
-            _emit_row[fill](metric_fin[metric](a10, nx[unsafe_offset=i + 1], ny0).cast[od](), r, i + 1, c, c1, counts, cursor, idx, dst)
-            _emit_row[fill](metric_fin[metric](a11, nx[unsafe_offset=i + 1], ny1).cast[od](), r, i + 1, c + W, c1, counts, cursor, idx, dst)
-            _emit_row[fill](metric_fin[metric](a20, nx[unsafe_offset=i + 2], ny0).cast[od](), r, i + 2, c, c1, counts, cursor, idx, dst)
-            _emit_row[fill](metric_fin[metric](a21, nx[unsafe_offset=i + 2], ny1).cast[od](), r, i + 2, c + W, c1, counts, cursor, idx, dst)
-            _emit_row[fill](metric_fin[metric](a30, nx[unsafe_offset=i + 3], ny0).cast[od](), r, i + 3, c, c1, counts, cursor, idx, dst)
-            _emit_row[fill](metric_fin[metric](a31, nx[unsafe_offset=i + 3], ny1).cast[od](), r, i + 3, c + W, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](b.a00, nx[unsafe_offset=i], ny0).cast[od](), r, i, c, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](b.a01, nx[unsafe_offset=i], ny1).cast[od](), r, i, c + W, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](b.a10, nx[unsafe_offset=i + 1], ny0).cast[od](), r, i + 1, c, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](b.a11, nx[unsafe_offset=i + 1], ny1).cast[od](), r, i + 1, c + W, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](b.a20, nx[unsafe_offset=i + 2], ny0).cast[od](), r, i + 2, c, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](b.a21, nx[unsafe_offset=i + 2], ny1).cast[od](), r, i + 2, c + W, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](b.a30, nx[unsafe_offset=i + 3], ny0).cast[od](), r, i + 3, c, c1, counts, cursor, idx, dst)
+            _emit_row[fill](metric_fin[metric](b.a31, nx[unsafe_offset=i + 3], ny1).cast[od](), r, i + 3, c + W, c1, counts, cursor, idx, dst)
             c += 2 * W
         i += MR
     while i < r1:  # leftover rows, one at a time
