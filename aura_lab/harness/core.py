@@ -128,32 +128,24 @@ def run_isolated(fn: Callable, args: tuple = (), timeout_s: float | None = None)
     return False, f"its process exited with status {code}"
 
 
-def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, slow_s: float = 20.0,
-              slow_wrap: Callable | None = None) -> dict:
+def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, slow_s: float = 20.0) -> dict:
     """Median wall time of ``fn()`` after warm-up: {"ms", "min_ms", "runs"}. A call over
-    ``slow_s`` after the warm-up is timed once (``runs`` 1); with ``slow_wrap`` that call is
-    ``slow_wrap(fn)`` (e.g. ``peak_rss``), its result under "slow_out", so that a caller need
-    not call a slow ``fn`` once more."""
-    out = {}
+    ``slow_s`` after the warm-up is timed once (``runs`` 1)."""
 
-    def once(wrap=None) -> float:
+    def once() -> float:
         t0 = time.perf_counter()
-        r = wrap(fn) if wrap else fn()
-        if wrap:
-            out["slow_out"] = r
+        fn()
         return time.perf_counter() - t0
 
     for _ in range(max(1, warmup)):
         t_warm = once()
     if t_warm > slow_s:  # slow, or a one-time cost (a graph compile)? a second call tells
-        t_warm = once(slow_wrap)
+        t_warm = once()
         if t_warm > slow_s:
-            return {"ms": t_warm * 1e3, "min_ms": t_warm * 1e3, "runs": 1, **out}
+            return {"ms": t_warm * 1e3, "min_ms": t_warm * 1e3, "runs": 1}
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+        times.append(once())
     return {"ms": statistics.median(times) * 1e3, "min_ms": min(times) * 1e3, "runs": repeats}
 
 

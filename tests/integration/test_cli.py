@@ -111,15 +111,15 @@ def test_run_isolated_reports_what_ended_a_child():
     assert run_isolated(_sleeps, (60,), timeout_s=2) == (False, "stopped: still running after 2 s")
 
 
-def test_time_call_times_a_slow_call_once_through_slow_wrap():
+def test_time_call_times_a_slow_call_once():
     from aura_lab.harness.core import time_call
 
     calls = []
-    slow = time_call(lambda: calls.append(1), repeats=5, slow_s=0.0, slow_wrap=lambda fn: (fn(), "wrapped")[1])
-    assert slow["runs"] == 1 and slow["slow_out"] == "wrapped" and len(calls) == 2  # the warm-up, the timed call
+    slow = time_call(lambda: calls.append(1), repeats=5, slow_s=0.0)
+    assert slow["runs"] == 1 and len(calls) == 2  # the warm-up, the timed call
     calls.clear()
-    fast = time_call(lambda: calls.append(1), repeats=3, slow_s=60.0, slow_wrap=lambda fn: 1 / 0)
-    assert fast["runs"] == 3 and "slow_out" not in fast and len(calls) == 4
+    fast = time_call(lambda: calls.append(1), repeats=3, slow_s=60.0)
+    assert fast["runs"] == 3 and len(calls) == 4
 
 
 def test_bench_persistence_sets_and_peers():
