@@ -1,7 +1,8 @@
 """Peak memory of the mojo training step (forward + backward) per pair of kernels (the training
-forward ``aura_lab.ssd.train.forward_kernel`` and the backward ``grad_kernel``), as ``aura-lab bench ssd`` measures a row's
-``peak_MiB`` (``harness.core.peak_rss`` around the bench's step: ``(y * w).sum().backward()``),
-repeated over rounds that alternate the kernels, in one process; it prints every reading,
+forward ``aura_lab.ssd.train.forward_kernel`` and the backward ``grad_kernel``): ``harness.core.peak_rss``
+around the bench's step (``(y * w).sum().backward()``) of a warm process, repeated over rounds that
+alternate the kernels, in one process (``--fresh``: as ``aura-lab bench ssd`` reads a training row's
+``peak_MiB`` now, ``harness.ssd.train_step_peak``); it prints every reading,
 sorted, and the size of the arrays live together in the backward (y, the checkpoints, y's and
 x's gradients).
 
