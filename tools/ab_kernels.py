@@ -146,6 +146,26 @@ def ratio_line(label: str, wall: dict, cpu: dict, key, base) -> str:
             f"cpu {1e3 * statistics.median(cpu[key]):8.1f} ms {ratio[1]:6.3f}x")
 
 
+def compare_and_time_builds(mods: dict, outs: dict, cases: dict, rounds: int, what: str, width: int,
+                            note: str = "") -> None:
+    """The A/B tail shared by the ssd build tools: each build's largest difference of ``outs``
+    (build name -> {name: tensor}) against the first build's (``what`` names them), then
+    ``cases`` (name -> call) on every build of ``mods`` (``on_build``), alternating the
+    builds' order each of ``rounds``, and per case and build the ratio line to the first build
+    (labels ``width`` wide; ``note`` follows the load average)."""
+    names = list(mods)
+    for name in names:
+        err = max(float((outs[name][k] - outs[names[0]][k]).abs().max()) for k in outs[name])
+        print(f"{name}: max |{what} - {names[0]}'s| = {err:.3g}")
+    calls = {(c, n): on_build(mods[n], call) for c, call in cases.items() for n in names}
+    orders = [[(c, n) for c in cases for n in (names if r % 2 == 0 else names[::-1])] for r in range(rounds)]
+    wall, cpu = time_rounds(calls, orders)
+    print(f"load average at the end {os.getloadavg()[0]:.2f}{note}")
+    for c in cases:
+        for name in names:
+            print(ratio_line(f"{c:<{width}} {name:<10}", wall, cpu, (c, name), (c, names[0])))
+
+
 def ssd_cases():
     """(name, call) of the scan at the bench shape, float32: mojo forward, and training steps."""
     calls = ssd_calls(ssd_inputs())

@@ -14,7 +14,6 @@ first build: on a shared machine quote the ratios, with the load average.
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def main() -> None:
@@ -23,7 +22,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=14)
     ap.add_argument("--cases", default="fwd,chunked,sequential")
     args = ap.parse_args()
-    from ab_kernels import load_ssd_builds, on_build, ratio_line, ssd_calls, ssd_inputs, time_rounds
+    from ab_kernels import compare_and_time_builds, load_ssd_builds, on_build, ssd_calls, ssd_inputs
 
     mods = load_ssd_builds(args.builds)
     inp = ssd_inputs()
@@ -33,17 +32,7 @@ def main() -> None:
     for name, mod in mods.items():  # warm-up, and the gradients of each build
         on_build(mod, every["chunked"])()
         grads[name] = {k: v.grad.clone() for k, v in inp.items()}
-    names = list(mods)
-    for name in names:
-        err = max(float((grads[name][k] - grads[names[0]][k]).abs().max()) for k in grads[name])
-        print(f"{name}: max |chunked gradient - {names[0]}'s| = {err:.3g}")
-    calls = {(c, n): on_build(mods[n], call) for c, call in cases.items() for n in names}
-    orders = [[(c, n) for c in cases for n in (names if r % 2 == 0 else names[::-1])] for r in range(args.rounds)]
-    wall, cpu = time_rounds(calls, orders)
-    print(f"load average at the end {os.getloadavg()[0]:.2f}")
-    for c in cases:
-        for name in names:
-            print(ratio_line(f"{c:<11} {name:<10}", wall, cpu, (c, name), (c, names[0])))
+    compare_and_time_builds(mods, grads, cases, args.rounds, "chunked gradient", 11)
 
 
 if __name__ == "__main__":

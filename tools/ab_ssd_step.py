@@ -13,7 +13,6 @@ first build (quote the ratios with the load average).
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def main() -> None:
@@ -26,7 +25,7 @@ def main() -> None:
     args = ap.parse_args()
     import numpy as np
     import torch
-    from ab_kernels import load_ssd_builds, on_build, ratio_line, ssd_inputs, time_rounds
+    from ab_kernels import compare_and_time_builds, load_ssd_builds, on_build, ssd_inputs
 
     from aura_lab.harness.ssd import H, P
     from aura_lab.ssd import selective_scan
@@ -54,17 +53,8 @@ def main() -> None:
     for name, mod in mods.items():  # warm-up, and each build's y and gradients
         on_build(mod, step)()
         outs[name] = {k: v.grad.clone() for k, v in inp.items()} | {"y": on_build(mod, forward)().detach().clone()}
-    names = list(mods)
-    for name in names:
-        err = max(float((outs[name][k] - outs[names[0]][k]).abs().max()) for k in outs[name])
-        print(f"{name}: max |y or gradient - {names[0]}'s| = {err:.3g}")
-    calls = {(c, n): on_build(mods[n], call) for c, call in cases.items() for n in names}
-    orders = [[(c, n) for c in cases for n in (names if r % 2 == 0 else names[::-1])] for r in range(args.rounds)]
-    wall, cpu = time_rounds(calls, orders)
-    print(f"load average at the end {os.getloadavg()[0]:.2f}; b={args.batch} l={args.length}, {args.rounds} rounds")
-    for c in cases:
-        for name in names:
-            print(ratio_line(f"{c:<10} {name:<10}", wall, cpu, (c, name), (c, names[0])))
+    compare_and_time_builds(mods, outs, cases, args.rounds, "y or gradient", 10,
+                            f"; b={args.batch} l={args.length}, {args.rounds} rounds")
 
 
 if __name__ == "__main__":
