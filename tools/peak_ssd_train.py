@@ -50,27 +50,19 @@ def _args():
 
 
 def _stepper(b: int, l: int):
-    """(step, free_gradients): the bench's training step at b, l on fixed inputs."""
-    import numpy as np
-    import torch
+    """(step_of, free_gradients): step_of(fwd, bwd) is the bench's training step at b, l on
+    fixed inputs, with the forward kernel fwd and the backward bwd (``harness.ssd``'s inputs
+    and step)."""
+    from aura_lab.harness.ssd import TORCH_CHUNKS, _train_inputs, _train_step
 
-    from aura_lab.harness.ssd import H, P, make_inputs
-    from aura_lab.ssd import selective_scan
-
-    leaves = {k: torch.from_numpy(v).requires_grad_() for k, v in make_inputs(b, l, 0).items()}
-    w = torch.from_numpy(np.random.default_rng(2).standard_normal((b, l, H, P), dtype=np.float32))
+    inp, w = _train_inputs(b, l, 0)
+    leaves = {k: v.requires_grad_() for k, v in inp.items()}
 
     def free_gradients():
         for v in leaves.values():
             v.grad = None
 
-    def step():
-        free_gradients()
-        y = selective_scan(leaves["x"], leaves["dt"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"],
-                           dt_bias=leaves["dt_bias"], dt_softplus=True, chunk_size=64, backend="mojo")
-        (y * w).sum().backward()
-
-    return step, free_gradients
+    return (lambda fwd, bwd: lambda: _train_step(leaves, w, "mojo", TORCH_CHUNKS[0], fwd, bwd)), free_gradients
 
 
 def _builds(specs: list[str]) -> dict:
@@ -84,16 +76,17 @@ def _builds(specs: list[str]) -> dict:
 
 
 def _one(args) -> None:
-    """A --fresh child: the peak of the first step at the size asked (after a small one)."""
-    from aura_lab.harness.core import peak_rss
-    from aura_lab.ssd import train
+    """A --fresh child: the peak of the first step at the size asked (after a small one), as
+    the bench reads it (``harness.ssd.train_step_peak``), on the build asked."""
+    from aura_lab import _mojo
+    from aura_lab.harness.ssd import TORCH_CHUNKS, train_step_peak
 
-    wrap = next(iter(_builds(args.builds).values()))
+    if args.builds:
+        from ab_kernels import load_ssd_builds
+
+        _mojo._loaded["ssd"] = next(iter(load_ssd_builds(args.builds).values()))
     fwd, bwd = args.one.split(":")
-    with train.forward_kernel_set(fwd), train.grad_kernel_set(bwd):
-        wrap(_stepper(1, 64)[0])()
-        step, _ = _stepper(args.batch, args.length)
-        print(peak_rss(wrap(step))[1])
+    print(train_step_peak(args.batch, args.length, 0, "mojo", TORCH_CHUNKS[0], fwd, bwd))
 
 
 def _fresh_reading(args, spec: str | None, pair: str) -> float:
@@ -106,11 +99,10 @@ def _fresh_reading(args, spec: str | None, pair: str) -> float:
 def _readings(args) -> dict:
     """(build name, pair) -> the peaks over the rounds, the order alternating each round."""
     from aura_lab.harness.core import peak_rss
-    from aura_lab.ssd import train
 
     specs = {a.split("=", 1)[0]: a for a in args.builds} or {"": None}
     builds = {} if args.fresh else _builds(args.builds)
-    step, free_gradients = (None, None) if args.fresh else _stepper(args.batch, args.length)
+    step_of, free_gradients = (None, None) if args.fresh else _stepper(args.batch, args.length)
     kernels = [(nm, pair) for nm in specs for pair in args.pairs.split(",")]
     peaks = {k: [] for k in kernels}
     for r in range(args.rounds):
@@ -118,13 +110,11 @@ def _readings(args) -> dict:
             if args.fresh:
                 peaks[k].append(_fresh_reading(args, specs[k[0]], k[1]))
                 continue
-            fwd, bwd = k[1].split(":")
-            run = builds[k[0]](step)
-            with train.forward_kernel_set(fwd), train.grad_kernel_set(bwd):
-                run()  # warm: the kernel's first call, and this kernel's allocation pattern
-                if not args.reuse:
-                    free_gradients()  # as the bench's training rows do before their baseline
-                peaks[k].append(peak_rss(run)[1])
+            run = builds[k[0]](step_of(*k[1].split(":")))
+            run()  # warm: the kernel's first call, and this kernel's allocation pattern
+            if not args.reuse:
+                free_gradients()  # as the bench's training rows did before their baseline
+            peaks[k].append(peak_rss(run)[1])
     return peaks
 
 
