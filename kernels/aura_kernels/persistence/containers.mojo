@@ -3,7 +3,12 @@
 
 from std.sys import size_of
 from std.atomic import Atomic
-from aura_kernels.common import Control, OwnedArray  # OwnedArray re-exported for the persistence modules
+from aura_kernels import common
+from aura_kernels.common import Control, C_HEAP, MAPPING
+
+# The persistence modules' OwnedArray (imported from here): storage on the C heap by default
+# (common.mojo, C_HEAP: the engine grows and frees buffers of many sizes on several threads)
+comptime OwnedArray[E: ImplicitlyCopyable & Deinitable, STORE: Int = C_HEAP] = common.OwnedArray[E, STORE]
 
 comptime IntPtr = Pointer[Int, MutUntrackedOrigin]
 
@@ -117,10 +122,10 @@ struct Scratch(Movable):
 # one buffer per chunk and per window column.
 comptime BUFFER_INITIAL_CAP = 16
 # Buffer storage of at least this many bytes is an anonymous mapping of its own
-# (OwnedArray[E, MAPPED=True]): growth remaps it (mremap: no copy, and no old + new copy alive
-# at once) and free unmaps it (the pages go back to the system at once; the runtime's
-# allocator keeps freed spans, and those held in peak RSS as much again as the live data:
-# sphere3's 2.2 M-entry reduction heap). Not tuned; large enough that a syscall per growth is
+# (OwnedArray[E, MAPPING]): growth remaps it (mremap: no copy, and no old + new copy alive
+# at once) and free unmaps it (the pages go back to the system at once; a heap keeps freed
+# storage: under the runtime's allocator the freed spans held in peak RSS as much again as the
+# live data, sphere3's 2.2 M-entry reduction heap). Not tuned; large enough that a syscall per growth is
 # nothing next to filling the buffer.
 comptime MAP_MIN_BYTES = 1 << 20
 
@@ -150,13 +155,13 @@ struct Buffer[E: ImplicitlyCopyable & Deinitable](ImplicitlyCopyable):
     def alloc_storage(cap: Int) -> Pointer[Self.E, MutUntrackedOrigin]:
         """Storage for cap elements: a mapping from MAP_MIN_BYTES on; null when refused."""
         if Self.mapped(cap):
-            return OwnedArray[Self.E, True](cap).disown()
+            return OwnedArray[Self.E, MAPPING](cap).disown()
         return OwnedArray[Self.E](cap).disown()
 
     @staticmethod
     def free_storage(p: Pointer[Self.E, MutUntrackedOrigin], cap: Int):
         if Self.mapped(cap):
-            _ = OwnedArray[Self.E, True](adopt=p, size=cap)
+            _ = OwnedArray[Self.E, MAPPING](adopt=p, size=cap)
         else:
             _ = OwnedArray[Self.E](adopt=p, size=cap)
 
@@ -176,7 +181,7 @@ struct Buffer[E: ImplicitlyCopyable & Deinitable](ImplicitlyCopyable):
         """Storage for nc elements, the elements kept: a mapping is remapped (never copied),
         heap storage copied into new storage of nc's kind."""
         if Self.mapped(self.cap):
-            var store = OwnedArray[Self.E, True](adopt=self.data, size=self.cap)
+            var store = OwnedArray[Self.E, MAPPING](adopt=self.data, size=self.cap)
             var ok = store.resize(nc)
             self.data = store^.disown()
             if ok:

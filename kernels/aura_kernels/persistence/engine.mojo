@@ -2,8 +2,8 @@
 # and the assembly of the next dimension's columns; the bar buffer and info[] for Python.
 
 from std.atomic import Atomic
-from aura_kernels.common import F32, F64, Control, OwnedArray
-from aura_kernels.persistence.containers import IntPtr, Entry, Bar, Buffer, MemoryBudget, PivotMap
+from aura_kernels.common import F32, F64, Control
+from aura_kernels.persistence.containers import IntPtr, Entry, Bar, Buffer, MemoryBudget, OwnedArray, PivotMap
 from aura_kernels.persistence.simplices import Filtration, SimplexTables
 from aura_kernels.persistence.h0 import Births, dim0
 from aura_kernels.persistence.assemble import assemble

@@ -57,7 +57,8 @@ comptime ST_RESUME = 5  # its pivot was taken in phase 2: reduce further
 
 struct ReductionWindow[T: DType](Movable):
     """The columns [j0, j1) of a round: per slot (column j at j % size) its status, heap and
-    V column; the phase-1 work list and its per-item counters (additions, pushes)."""
+    V column; the phase-1 work list and its per-item counters (additions, pushes). Sized
+    for at most the dimension's columns."""
 
     var size: Int
     var max_hard: Int
@@ -68,8 +69,8 @@ struct ReductionWindow[T: DType](Movable):
     var todo: OwnedArray[Int]
     var item_counts: OwnedArray[Int]
 
-    def __init__(out self, threads: Int):
-        self.size = 1 if threads <= 1 else WINDOW_MAX
+    def __init__(out self, threads: Int, columns: Int):
+        self.size = 1 if threads <= 1 else min(WINDOW_MAX, columns)
         self.max_hard = 1 if threads <= 1 else WINDOW_HARD_PER_THREAD * threads
         self.status = OwnedArray[Int](self.size)
         self.levels = OwnedArray[Int](self.size)
@@ -181,7 +182,7 @@ def _reduce_columns[T: DType, Z2: Bool, SPARSE: Bool](filt: Filtration[T, Z2, SP
     var ok = mem.take((m + 1) * 8)
     var v_column_start = OwnedArray[Int](m + 1)
     v_column_start[0] = 0
-    var window = ReductionWindow[T](filt.threads)
+    var window = ReductionWindow[T](filt.threads, m)
     var j0 = 0
     var j1 = 0
     mem.ctl.start_stage(2 * dim + 1, m)  # progress (stage 2 dim + 1: reducing dim): columns done
