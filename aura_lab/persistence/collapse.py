@@ -30,8 +30,9 @@ from .._abi import ADDR, FLOAT, INT, KernelABI, Slots
 from ..errors import Cancelled
 from .problem import STAGE, STATUS, Status
 
-#: the kernel's info[] (Info.PASS0 + max_passes,) int64: status (STATUS: ok or cancelled), edges
-#: out, passes run, then from PASS0 the edges left after each pass
+#: the kernel's info[] (Info.PASS0 + 2 max_passes,) int64: status (STATUS: ok or cancelled), edges
+#: out, passes run, then from PASS0 the edges left after each pass, and from PASS0 + max_passes
+#: each pass's nanoseconds
 INFO = Slots("info", ("status", "edges", "passes", "pass0"), prefix="INFO_")
 Info = INFO.enum
 #: the kernel's parameter block (kernels/aura_kernels/persistence/collapse_abi.mojo is generated from it)
@@ -129,8 +130,8 @@ def collapse_edges(n, i, j, d, *, max_passes: int = MAX_PASSES, min_removed: flo
     ``n`` vertices (vertices at 0; each pair once; d float32 or float64, finite).
 
     Returns ``(i, j, d, stats)``: the kept edges (int32, int32, d's dtype; i < j, by
-    decreasing value) and ``stats`` = {"passes", "edges_before", "edges_after" (after each
-    pass), "seconds"}. Raises TypeError / ValueError naming the argument for bad input,
+    decreasing value) and ``stats`` = {"passes", "edges_before", "edges_after" and
+    "pass_seconds" (per pass), "seconds" (the whole call)}. Raises TypeError / ValueError naming the argument for bad input,
     ``MemoryError`` when the kernel's arrays would not fit, ``Cancelled`` when cancelled."""
     n, i32, j32, d = _check_edges(n, i, j, d)
     if isinstance(max_passes, (bool, np.bool_)) or not isinstance(max_passes, (int, np.integer)) or not 1 <= max_passes <= 64:
@@ -164,7 +165,7 @@ def _run_kernel(n, i32, j32, d, out, max_passes, min_removed) -> tuple[int, dict
     """The kernel on checked arrays; the kept edges go to ``out`` (u, v, f; may be the input
     arrays themselves). Returns (their count, stats)."""
     m = int(d.size)
-    stats = {"passes": 0, "edges_before": m, "edges_after": [], "seconds": 0.0}
+    stats = {"passes": 0, "edges_before": m, "edges_after": [], "pass_seconds": [], "seconds": 0.0}
     if m == 0:
         return 0, stats
     ok, _, reason = _mojo.status()
@@ -175,7 +176,7 @@ def _run_kernel(n, i32, j32, d, out, max_passes, min_removed) -> tuple[int, dict
     A.check_memory(m * (edge_bytes + 2 * 2 * (4 + isz)) + 6 * 8 * (n + 1),
                    f"collapse_edges: the neighbourhoods of {m} edges on {n} vertices")
     kernel = _mojo.load("persistence")
-    info = np.zeros(Info.PASS0 + max_passes, np.int64)
+    info = np.zeros(Info.PASS0 + 2 * max_passes, np.int64)
     u_out, v_out, f_out = out
     block = ABI.pack(dtype_bits=8 * isz, n=n, m=m, u=i32, v=j32, f=d, max_passes=int(max_passes),
                      min_removed=float(min_removed), info=info, u_out=u_out, v_out=v_out, f_out=f_out)
@@ -190,6 +191,7 @@ def _run_kernel(n, i32, j32, d, out, max_passes, min_removed) -> tuple[int, dict
     passes = int(info[Info.PASSES])
     stats["passes"] = passes
     stats["edges_after"] = [int(x) for x in info[Info.PASS0:Info.PASS0 + passes]]
+    stats["pass_seconds"] = [int(x) * 1e-9 for x in info[Info.PASS0 + max_passes:Info.PASS0 + max_passes + passes]]
     return int(info[Info.EDGES]), stats
 
 
@@ -203,5 +205,9 @@ def upper_pairs(indptr: np.ndarray, indices: np.ndarray, dists: np.ndarray):
 def describe(stats: dict) -> str:
     """A line for ``last_dispatch().reason``."""
     after = stats["edges_after"][-1] if stats["edges_after"] else stats["edges_before"]
-    return (f"edge collapse: {stats['edges_before']} -> {after} edges in {stats['passes']} "
-            f"pass{'es' if stats['passes'] != 1 else ''} ({stats['seconds']:.3g} s)")
+    line = (f"edge collapse: {stats['edges_before']} -> {after} edges in {stats['passes']} "
+            f"pass{'es' if stats['passes'] != 1 else ''} ({stats['seconds']:.3g} s")
+    if stats["passes"] > 1:
+        line += "; after each pass: " + ", ".join(
+            f"{k} in {1e3 * s:.3g} ms" for k, s in zip(stats["edges_after"], stats["pass_seconds"]))
+    return line + ")"

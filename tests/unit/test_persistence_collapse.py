@@ -175,6 +175,18 @@ def test_passes_stop_below_min_removed():
     assert removed[-1] < C.MIN_REMOVED or out["passes"] == C.MAX_PASSES
 
 
+@needs_mojo
+def test_each_pass_is_timed_and_described():
+    X, kw, _ = load_standard_set("o3_1024")
+    out = C.collapse_edges(len(X), *C.upper_pairs(*radius_graph(X, kw["threshold"])))[3]
+    assert out["passes"] > 1 and len(out["pass_seconds"]) == out["passes"]
+    assert all(s > 0 for s in out["pass_seconds"]) and sum(out["pass_seconds"]) <= out["seconds"]
+    line = C.describe(out)
+    per_pass = line.split("after each pass: ")[1].rstrip(")").split(", ")
+    assert [int(p.split(" in ")[0]) for p in per_pass] == out["edges_after"]
+    assert line.startswith(f"edge collapse: {out['edges_before']} -> {out['edges_after'][-1]} edges in {out['passes']} passes")
+
+
 def test_empty_and_edgeless():
     i, j, d, s = C.collapse_edges(4, [], [], np.zeros(0))
     assert i.size == 0 and s["passes"] == 0

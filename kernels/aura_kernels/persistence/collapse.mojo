@@ -6,7 +6,8 @@
 # f[k]) of a flag filtration on n vertices, u != v, each pair once, f finite, float32 or
 # float64 (dtype_bits; the filtration's dtype, as the engine's); vertices at 0.
 # Output: the collapsed edges in u_out, v_out, f_out (capacity m; Python allocates them), their
-# count in info[INFO_EDGES], and per pass the edges left after it in info[INFO_PASS0 + pass].
+# count in info[INFO_EDGES], and per pass the edges left after it in info[INFO_PASS0 + pass]
+# and its nanoseconds (the sort included) in info[INFO_PASS0 + max_passes + pass].
 # The flag filtration of the output has the same persistence diagrams (nonzero bars) as the
 # input's; its values are >= the input's, and K'_t is a subcomplex of K_t for every t.
 #
@@ -46,6 +47,7 @@
 
 from std.sys import size_of
 from std.sys.intrinsics import prefetch, PrefetchOptions
+from std.time import perf_counter_ns
 from std.utils.numerics import inf, neg_inf
 from aura_kernels.common import F32, F64, Control
 from aura_kernels.persistence.collapse_abi import (
@@ -469,6 +471,7 @@ def _collapse[T: DType](p: CollapseParams):
     var left = m
     var passes = 0
     while passes < p.max_passes and left > 0:
+        var t0 = perf_counter_ns()
         ctl.start_stage(STAGE_COLLAPSE, left)
         quicksort[_before[T]](edges.data, 0, left, ctl)
         if ctl.cancelled():
@@ -479,6 +482,7 @@ def _collapse[T: DType](p: CollapseParams):
             info[unsafe_offset=INFO_STATUS] = STATUS_CANCELLED
             return
         info[unsafe_offset=INFO_PASS0 + passes] = after
+        info[unsafe_offset=INFO_PASS0 + p.max_passes + passes] = Int(perf_counter_ns() - t0)
         passes += 1
         var removed = left - after
         left = after
