@@ -131,8 +131,9 @@ def collapse_edges(n, i, j, d, *, max_passes: int = MAX_PASSES, min_removed: flo
 
     Returns ``(i, j, d, stats)``: the kept edges (int32, int32, d's dtype; i < j, by
     decreasing value) and ``stats`` = {"passes", "edges_before", "edges_after" and
-    "pass_seconds" (per pass), "seconds" (the whole call)}. Raises TypeError / ValueError naming the argument for bad input,
-    ``MemoryError`` when the kernel's arrays would not fit, ``Cancelled`` when cancelled."""
+    "pass_seconds" (per pass), "seconds" (the whole call)}. Raises TypeError / ValueError
+    naming the argument for bad input, ``MemoryError`` when the kernel's arrays would not
+    fit, ``Cancelled`` when cancelled."""
     n, i32, j32, d = _check_edges(n, i, j, d)
     if isinstance(max_passes, (bool, np.bool_)) or not isinstance(max_passes, (int, np.integer)) or not 1 <= max_passes <= 64:
         raise ValueError(f"max_passes: an integer in [1, 64], got {max_passes!r}")
