@@ -86,7 +86,7 @@ struct OwnedArray[E: ImplicitlyCopyable & Deinitable, STORE: Int = RUNTIME_HEAP]
         return self.data
 
     def ok(self) -> Bool:
-        """Is there storage (false only where the system refused a mapping)?"""
+        """Is there storage (false where the system refused a mapping, or malloc its C-heap storage)?"""
         return Int(self.data) != 0
 
     def resize(mut self, size: Int) -> Bool:
